@@ -4,7 +4,7 @@ TRIAL  := $(VENV)/bin/trial
 TWISTD := $(VENV)/bin/twistd
 JOBS   ?= 2
 
-.PHONY: run test deps dev-deps bench lock deb deb-check clean
+.PHONY: run test deps dev-deps bench lock config-docs clean
 
 run: deps
 	$(TWISTD) --nodaemon --pidfile= mdmd $(if $(CONFIG),--config $(CONFIG))
@@ -26,6 +26,10 @@ lock:
 	$(VENV)/bin/python -m pip install -q pip-tools
 	$(VENV)/bin/pip-compile -q --strip-extras --generate-hashes --allow-unsafe --extra zeo --extra postgresql -o requirements.lock setup.cfg
 	$(VENV)/bin/pip-compile -q --strip-extras --generate-hashes --allow-unsafe -o requirements-dev.lock requirements-dev.in
+
+# Regenerate etc/mdmd.conf and README's configuration reference from mdmd/config.py.
+config-docs: deps
+	tools/render-config
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info _trial_temp* .hypothesis

@@ -1,0 +1,3 @@
+"""
+The operator surfaces: the JSON admin API and mdmctl, its command-line client.
+"""

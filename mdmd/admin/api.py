@@ -1,0 +1,347 @@
+"""
+The JSON admin API that C{mdmctl} talks to.
+
+It listens on a UNIX socket or a loopback port only, and every request must
+carry C{Authorization: Bearer <token>} with the token the daemon wrote into
+its state directory. Routes are declared on L{AdminAPI} with L{route}; each
+returns C{(status, JSON value)} or raises L{ApiError}.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import re
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from twisted.internet.interfaces import IReactorThreads, IReactorTime
+from twisted.internet.threads import deferToThreadPool
+from twisted.web.server import Request
+
+import mdmd
+from mdmd.enroll import users
+from mdmd.errors import PeerError
+from mdmd.pki import registry
+from mdmd.pki.ca import parse_serial, thumbprint
+from mdmd.pki.service import CAService, write_private
+from mdmd.site import AsyncResource, Response
+from mdmd.store.db import describe
+from mdmd.store.service import StoreService
+
+__all__ = ["AdminAPI", "AdminToken", "ApiError", "route"]
+
+JSON = b"application/json"
+MAX_JSON_BODY = 64 * 1024
+
+Handler = Callable[..., Awaitable[tuple[int, Any]]]
+
+
+class ApiError(PeerError):
+    """
+    A request the API refuses, with the HTTP status to answer.
+    """
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class _Route:
+    method: str
+    pattern: re.Pattern[str]
+    handler: Handler
+
+
+_ROUTES: list[tuple[str, str, str]] = []
+
+
+def route(method: str, path: str) -> Callable[[Handler], Handler]:
+    """
+    Declare an L{AdminAPI} method as the handler of C{method path}.
+
+    C{path} may contain C{{name}} segments, passed to the handler as keyword
+    arguments (URL-decoded).
+    """
+
+    def register(handler: Handler) -> Handler:
+        _ROUTES.append((method, path, handler.__name__))
+        return handler
+
+    return register
+
+
+def _compile(path: str) -> re.Pattern[str]:
+    return re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path) + "/?$")
+
+
+class AdminToken:
+    """
+    The bearer token of the admin API, kept in a 0600 file in the state directory.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._value: bytes | None = None
+
+    def ensure(self) -> None:
+        """
+        Read the token, creating it first if this is the first start.
+        """
+        if not os.path.exists(self.path):
+            write_private(self.path, secrets.token_urlsafe(32).encode("ascii") + b"\n")
+        with open(self.path, "rb") as f:
+            value = f.read().strip()
+        if len(value) < 16:
+            raise ValueError(f"{self.path}: the admin token is too short (16 characters or more)")
+        self._value = value
+
+    @property
+    def value(self) -> bytes:
+        if self._value is None:
+            raise RuntimeError("the admin token has not been loaded")
+        return self._value
+
+
+class AdminAPI(AsyncResource):
+    """
+    The admin API root (C{/v1/...}).
+    """
+
+    def __init__(
+        self,
+        token: AdminToken,
+        store: StoreService,
+        ca: CAService,
+        reactor: IReactorThreads,
+        clock: IReactorTime,
+        status_extra: Callable[[], dict[str, Any]] = dict,
+    ) -> None:
+        super().__init__()
+        self._token = token
+        self.store = store
+        self.ca = ca
+        self._reactor = reactor
+        self._clock = clock
+        self._started = clock.seconds()
+        self._status_extra = status_extra
+        self._routes = [
+            _Route(method, _compile(path), getattr(self, name)) for method, path, name in _ROUTES
+        ]
+
+    # -- plumbing -----------------------------------------------------------------
+
+    async def handle_GET(self, request: Request) -> Response:
+        return await self._dispatch(request)
+
+    handle_POST = handle_PUT = handle_DELETE = handle_PATCH = handle_GET
+
+    async def _dispatch(self, request: Request) -> Response:
+        self._authenticate(request)
+        method = request.method.decode("ascii")
+        path = request.path.decode("utf-8", "replace")
+        allowed = []
+        for candidate in self._routes:
+            match = candidate.pattern.match(path)
+            if match is None:
+                continue
+            if candidate.method != (method if method != "HEAD" else "GET"):
+                allowed.append(candidate.method)
+                continue
+            arguments = {k: unquote(v) for k, v in match.groupdict().items()}
+            status, value = await candidate.handler(request, **arguments)
+            return self._json(status, value)
+        if allowed:
+            raise ApiError(405, f"{method} is not allowed on {path} (allowed: {', '.join(allowed)})")
+        raise ApiError(404, f"no such API endpoint: {path}")
+
+    def _authenticate(self, request: Request) -> None:
+        header = request.getHeader(b"authorization") or b""
+        scheme, _, presented = header.partition(b" ")
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(presented.strip(), self._token.value):
+            raise ApiError(401, "missing or wrong admin token")
+
+    @staticmethod
+    def _json(status: int, value: Any) -> Response:
+        return Response(
+            json.dumps(value, indent=None, sort_keys=True).encode("utf-8") + b"\n",
+            content_type=JSON,
+            code=status,
+        )
+
+    def peer_error(self, request: Request, error: PeerError) -> Response:
+        status = error.status if isinstance(error, ApiError) else 400
+        return self._json(status, {"error": str(error)})
+
+    def internal_error(self, request: Request) -> Response:
+        return self._json(500, {"error": "internal error; the daemon log has the details"})
+
+    @staticmethod
+    def body(request: Request) -> dict[str, Any]:
+        """
+        The request's JSON object body.
+        """
+        raw = request.content.read(MAX_JSON_BODY + 1)
+        if len(raw) > MAX_JSON_BODY:
+            raise ApiError(413, "request body too large")
+        try:
+            value = json.loads(raw or b"{}")
+        except ValueError as e:
+            raise ApiError(400, f"request body is not JSON: {e}") from None
+        if not isinstance(value, dict):
+            raise ApiError(400, "request body must be a JSON object")
+        return value
+
+    @staticmethod
+    def field(body: dict[str, Any], name: str, kind: type = str, required: bool = True) -> Any:
+        if name not in body:
+            if required:
+                raise ApiError(400, f"missing field {name!r}")
+            return None
+        value = body[name]
+        if not isinstance(value, kind):
+            raise ApiError(400, f"field {name!r} must be a {kind.__name__}")
+        return value
+
+    # -- status --------------------------------------------------------------------
+
+    @route("GET", "/v1/status")
+    async def status(self, request: Request) -> tuple[int, Any]:
+        def counts(root: registry.Root) -> dict[str, int]:
+            certs = root["certs"]
+            return {
+                "users": len(root["users"]),
+                "certificates": len(certs),
+                "revoked_certificates": len(root["revoked"]),
+            }
+
+        ca = self.ca.ca_certificate
+        value = {
+            "version": mdmd.__version__,
+            "pid": os.getpid(),
+            "uptime_seconds": round(self._clock.seconds() - self._started, 3),
+            "store": describe(self.store.uri),
+            "ca": {
+                "subject": ca.subject.rfc4514_string(),
+                "thumbprint": thumbprint(ca),
+                "not_after": ca.not_valid_after_utc.isoformat(),
+            },
+            "counts": await self.store.read(counts),
+        }
+        value.update(self._status_extra())
+        return 200, value
+
+    # -- users ---------------------------------------------------------------------
+
+    @route("GET", "/v1/users")
+    async def list_users(self, request: Request) -> tuple[int, Any]:
+        found = await self.store.read(users.list_users)
+        return 200, {"users": [u.as_json() for u in sorted(found, key=lambda u: u.name)]}
+
+    @route("POST", "/v1/users")
+    async def add_user(self, request: Request) -> tuple[int, Any]:
+        body = self.body(request)
+        name = self.field(body, "name")
+        try:
+            name = users.validate_name(name)
+        except users.InvalidUserName as e:
+            raise ApiError(400, str(e)) from None
+        hashed = await self._hash(self._password(body))
+        try:
+            info = await self.store.transact(users.add_user, name, hashed, self._clock.seconds())
+        except users.UserExists as e:
+            raise ApiError(409, str(e)) from None
+        return 201, info.as_json()
+
+    @route("PUT", "/v1/users/{name}/password")
+    async def set_password(self, request: Request, name: str) -> tuple[int, Any]:
+        password = self._password(self.body(request))
+        hashed = await self._hash(password)
+        try:
+            info = await self.store.transact(users.set_password, name, hashed)
+        except users.UnknownUser as e:
+            raise ApiError(404, str(e)) from None
+        return 200, info.as_json()
+
+    def _password(self, body: dict[str, Any]) -> str:
+        password: str = self.field(body, "password")
+        if not password:
+            raise ApiError(400, "the password must not be empty")
+        if len(password) > users.MAX_PASSWORD:
+            raise ApiError(400, f"a password is at most {users.MAX_PASSWORD} characters")
+        return password
+
+    async def _hash(self, password: str) -> str:
+        return await deferToThreadPool(
+            self._reactor, self._reactor.getThreadPool(), users.hash_password, password
+        )
+
+    @route("DELETE", "/v1/users/{name}")
+    async def remove_user(self, request: Request, name: str) -> tuple[int, Any]:
+        try:
+            info = await self.store.transact(users.remove_user, name)
+        except users.UnknownUser as e:
+            raise ApiError(404, str(e)) from None
+        return 200, info.as_json()
+
+    @route("POST", "/v1/users/{name}/enable")
+    async def enable_user(self, request: Request, name: str) -> tuple[int, Any]:
+        return await self._set_enabled(name, True)
+
+    @route("POST", "/v1/users/{name}/disable")
+    async def disable_user(self, request: Request, name: str) -> tuple[int, Any]:
+        return await self._set_enabled(name, False)
+
+    async def _set_enabled(self, name: str, enabled: bool) -> tuple[int, Any]:
+        try:
+            info = await self.store.transact(users.set_enabled, name, enabled)
+        except users.UnknownUser as e:
+            raise ApiError(404, str(e)) from None
+        return 200, info.as_json()
+
+    # -- certificates ------------------------------------------------------------------
+
+    @route("GET", "/v1/certs")
+    async def list_certificates(self, request: Request) -> tuple[int, Any]:
+        device = request.args.get(b"device", [b""])[0].decode("utf-8") or None
+        found = await self.store.read(registry.list_certificates, device)
+        return 200, {"certificates": [c.as_json() for c in found]}
+
+    @route("GET", "/v1/certs/{serial}")
+    async def show_certificate(self, request: Request, serial: str) -> tuple[int, Any]:
+        info = await self.store.read(registry.lookup, self._serial(serial))
+        if info is None:
+            raise ApiError(404, f"no certificate with serial {serial}")
+        value = info.as_json()
+        value["pem"] = (
+            x509.load_der_x509_certificate(info.der)
+            .public_bytes(serialization.Encoding.PEM)
+            .decode("ascii")
+        )
+        return 200, value
+
+    @route("POST", "/v1/certs/{serial}/revoke")
+    async def revoke_certificate(self, request: Request, serial: str) -> tuple[int, Any]:
+        body = self.body(request)
+        reason = self.field(body, "reason", required=False) or "unspecified"
+        try:
+            info = await self.ca.revoke(self._serial(serial), reason)
+        except registry.UnknownCertificate as e:
+            raise ApiError(404, str(e)) from None
+        except ValueError as e:
+            raise ApiError(400, str(e)) from None
+        return 200, info.as_json()
+
+    @staticmethod
+    def _serial(text: str) -> int:
+        try:
+            return parse_serial(text)
+        except ValueError as e:
+            raise ApiError(400, str(e)) from None

@@ -1,0 +1,357 @@
+"""
+mdmctl: operate a running mdmd through its admin API.
+
+It reads the same configuration file as the daemon (C{--config}, or
+C{$MDMD_CONFIG}, or the development defaults) to find the admin socket and
+token. Every failure is one line on stderr and a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import http.client
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+from urllib.parse import quote
+
+from mdmd import __version__
+from mdmd import config as mdmd_config
+
+__all__ = ["main", "AdminClient", "CommandError"]
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class CommandError(Exception):
+    """
+    Something the operator must be told in one line; the exit status is 1.
+    """
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._path)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class AdminClient:
+    """
+    A small synchronous client of the admin API.
+    """
+
+    def __init__(self, address: str, token: str, timeout: float = 30.0) -> None:
+        self.address = address
+        self._token = token
+        self._timeout = timeout
+
+    @classmethod
+    def from_config(cls, config: mdmd_config.Config) -> AdminClient:
+        address = str(config.admin.listen)
+        try:
+            with open(config.listening_file) as f:
+                running = json.load(f)
+            if _alive(running.get("pid")) and running.get("admin"):
+                address = running["admin"]
+        except (OSError, ValueError):
+            pass
+        path = config.admin_token_file
+        try:
+            with open(path) as f:
+                token = f.read().strip()
+        except OSError as e:
+            raise CommandError(
+                f"cannot read the admin token {path}: {e.strerror}"
+                + (" (is the daemon started? run mdmctl as the daemon's user)" if e.errno else "")
+            ) from None
+        return cls(address, token)
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self.address.startswith("unix:"):
+            return _UnixHTTPConnection(self.address[len("unix:") :], self._timeout)
+        host, _, port = self.address[len("tcp:") :].rpartition(":")
+        return http.client.HTTPConnection(host.strip("[]"), int(port), timeout=self._timeout)
+
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        connection = self._connection()
+        headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
+        payload = None
+        if body is not None:
+            payload = json.dumps(body).encode("utf-8")
+            headers["Content-Type"] = "application/json"
+        try:
+            connection.request(method, path, body=payload, headers=headers)
+            response = connection.getresponse()
+            raw = response.read()
+        except (OSError, http.client.HTTPException) as e:
+            reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
+            raise CommandError(
+                f"cannot reach mdmd's admin API at {self.address}: {reason} (is the daemon running?)"
+            ) from None
+        finally:
+            connection.close()
+        try:
+            value = json.loads(raw) if raw else None
+        except ValueError:
+            raise CommandError(
+                f"the admin API answered {response.status} with something that is not JSON"
+            ) from None
+        if response.status == 401:
+            raise CommandError("the daemon refused the admin token (is this the right --config?)")
+        if response.status >= 400:
+            message = value.get("error") if isinstance(value, dict) else None
+            raise CommandError(message or f"the admin API answered {response.status}")
+        return value
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# --- output ------------------------------------------------------------------
+
+
+def _when(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(seconds))
+
+
+def _table(rows: Sequence[Sequence[str]], headers: Sequence[str], out: Any) -> None:
+    if not rows:
+        print("(none)", file=out)
+        return
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip(), file=out)
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip(), file=out)
+
+
+def _print_json(value: Any, out: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True), file=out)
+
+
+# --- commands -----------------------------------------------------------------
+
+Command = Callable[[AdminClient, argparse.Namespace, Any], None]
+
+
+def cmd_status(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
+    status = client.request("GET", "/v1/status")
+    if args.json:
+        _print_json(status, out)
+        return
+    print(f"mdmd {status['version']} (pid {status['pid']}), up {status['uptime_seconds']:.0f}s", file=out)
+    print(f"host name:  {status.get('hostname', '-')}", file=out)
+    for name, address in sorted(status.get("listening", {}).items()):
+        print(f"{name + ':':<11} {address}", file=out)
+    print(f"store:      {status['store']}", file=out)
+    ca = status["ca"]
+    print(f"CA:         {ca['subject']} ({ca['thumbprint']}), until {ca['not_after']}", file=out)
+    counts = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in sorted(status["counts"].items()))
+    print(f"counts:     {counts}", file=out)
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_file:
+        try:
+            with open(args.password_file, encoding="utf-8") as f:
+                password = f.readline().rstrip("\r\n")
+        except OSError as e:
+            raise CommandError(f"cannot read {args.password_file}: {e.strerror}") from None
+    elif sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            raise CommandError("the passwords differ")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise CommandError("the password must not be empty")
+    return password
+
+
+def cmd_user_add(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
+    password = _read_password(args)
+    user = client.request("POST", "/v1/users", {"name": args.name, "password": password})
+    print(f"added user {user['name']}", file=out)
+
+
+def cmd_user_password(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
+    password = _read_password(args)
+    user = client.request("PUT", f"/v1/users/{quote(args.name, safe='')}/password", {"password": password})
+    print(f"changed the password of {user['name']}", file=out)
+
+
+def cmd_user_list(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
+    found = client.request("GET", "/v1/users")["users"]
+    if args.json:
+        _print_json(found, out)
+        return
+    _table(
+        [[u["name"], "yes" if u["enabled"] else "no", _when(u["created_at"])] for u in found],
+        ["NAME", "ENABLED", "CREATED"],
+        out,
+    )
+
+
+def _user_action(verb: str, method: str, suffix: str) -> Command:
+    def command(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
+        user = client.request(method, f"/v1/users/{quote(args.name, safe='')}{suffix}")
+        print(f"{verb} user {user['name']}", file=out)
+
+    return command
+
+
+def cmd_cert_list(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
+    path = "/v1/certs" + (f"?device={quote(args.device, safe='')}" if args.device else "")
+    found = client.request("GET", path)["certificates"]
+    if args.json:
+        _print_json(found, out)
+        return
+    _table(
+        [
+            [c["serial"], c["device_id"], c["status"], _when(c["issued_at"]), _when(c["not_after"])]
+            for c in found
+        ],
+        ["SERIAL", "DEVICE", "STATUS", "ISSUED", "EXPIRES"],
+        out,
+    )
+
+
+def cmd_cert_show(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
+    cert = client.request("GET", f"/v1/certs/{quote(args.serial, safe='')}")
+    if args.json:
+        _print_json(cert, out)
+        return
+    for key in ("serial", "device_id", "thumbprint", "status", "revocation_reason"):
+        print(f"{key + ':':<19} {cert.get(key) or '-'}", file=out)
+    for key in ("issued_at", "not_before", "not_after", "revoked_at"):
+        print(f"{key + ':':<19} {_when(cert.get(key))}", file=out)
+    print(cert["pem"], end="", file=out)
+
+
+def cmd_cert_revoke(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
+    cert = client.request(
+        "POST", f"/v1/certs/{quote(args.serial, safe='')}/revoke", {"reason": args.reason}
+    )
+    print(f"certificate {cert['serial']} of {cert['device_id']} is {cert['status']}", file=out)
+
+
+# --- argument parsing ------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="mdmctl",
+        description="Operate a running mdmd through its admin API.",
+        epilog="The admin socket and token come from the daemon's configuration file.",
+    )
+    parser.add_argument(
+        "--config",
+        "-c",
+        default=os.environ.get("MDMD_CONFIG"),
+        help="the daemon's configuration file (default: $MDMD_CONFIG, else the "
+        "development settings in the current directory)",
+    )
+    parser.add_argument("--version", action="version", version=f"mdmctl {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    def add(parent: Any, name: str, handler: Command, help: str, listing: bool = False) -> argparse.ArgumentParser:
+        sub = parent.add_parser(name, help=help, description=help)
+        sub.set_defaults(handler=handler)
+        if listing:
+            sub.add_argument("--json", action="store_true", help="print JSON")
+        return sub
+
+    add(commands, "status", cmd_status, "show the daemon's state", listing=True)
+
+    user = commands.add_parser("user", help="manage the users allowed to enroll devices")
+    user_commands = user.add_subparsers(dest="user_command", metavar="ACTION", parser_class=_Parser)
+    user_commands.required = True
+    for name, handler, help in (
+        ("add", cmd_user_add, "add a user (password from stdin or --password-file)"),
+        ("passwd", cmd_user_password, "set a user's password (from stdin or --password-file)"),
+    ):
+        sub = add(user_commands, name, handler, help)
+        sub.add_argument("name")
+        sub.add_argument("--password-file", help="read the password from the first line of this file")
+    add(user_commands, "list", cmd_user_list, "list users", listing=True)
+    for name, verb, method, suffix, help in (
+        ("remove", "removed", "DELETE", "", "remove a user"),
+        ("disable", "disabled", "POST", "/disable", "forbid a user to enroll devices"),
+        ("enable", "enabled", "POST", "/enable", "allow a disabled user to enroll again"),
+    ):
+        add(user_commands, name, _user_action(verb, method, suffix), help).add_argument("name")
+
+    cert = commands.add_parser("cert", help="inspect and revoke issued certificates")
+    cert_commands = cert.add_subparsers(dest="cert_command", metavar="ACTION", parser_class=_Parser)
+    cert_commands.required = True
+    add(cert_commands, "list", cmd_cert_list, "list issued certificates", listing=True).add_argument(
+        "--device", help="only this device's certificates"
+    )
+    add(cert_commands, "show", cmd_cert_show, "show one certificate", listing=True).add_argument(
+        "serial", help="serial number in hex"
+    )
+    revoke = add(cert_commands, "revoke", cmd_cert_revoke, "revoke a certificate")
+    revoke.add_argument("serial", help="serial number in hex")
+    revoke.add_argument(
+        "--reason",
+        default="unspecified",
+        help="RFC 5280 reason: unspecified, keyCompromise, affiliationChanged, superseded, "
+        "cessationOfOperation, certificateHold, privilegeWithdrawn",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, out: Any = None, err: Any = None) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        try:
+            config = mdmd_config.load(args.config)
+        except mdmd_config.ConfigErrors as e:
+            raise CommandError(f"{args.config}: " + "; ".join(e.errors)) from None
+        client = AdminClient.from_config(config)
+        args.handler(client, args, out)
+    except CommandError as e:
+        print(f"mdmctl: {e}", file=err)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""
+The users allowed to enroll devices, with scrypt-hashed passwords, behind a
+C{twisted.cred} checker so another backend (LDAP, say) can replace the store.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import unicodedata
+from collections import OrderedDict
+from collections.abc import MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.cred.checkers import ICredentialsChecker
+from twisted.cred.credentials import IUsernamePassword
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorThreads, IReactorTime
+from twisted.internet.threads import deferToThreadPool
+from zope.interface import implementer
+
+from mdmd.store.models import User
+from mdmd.store.service import StoreService
+
+__all__ = [
+    "UserInfo",
+    "UserExists",
+    "UnknownUser",
+    "UserDisabled",
+    "InvalidUserName",
+    "hash_password",
+    "verify_password",
+    "add_user",
+    "remove_user",
+    "set_enabled",
+    "list_users",
+    "credentials_of",
+    "StoreUserChecker",
+]
+
+Root = MutableMapping[str, Any]
+
+#: scrypt cost: about 0.1 s and 32 MiB per hash on current hardware. The
+#: parameters are stored with each hash, so raising them later is safe.
+SCRYPT_N = 2**15
+SCRYPT_R = 8
+SCRYPT_P = 1
+MAX_NAME = 256
+MAX_PASSWORD = 1024
+
+
+class UserExists(ValueError):
+    def __str__(self) -> str:
+        return f"user {self.args[0]!r} already exists"
+
+
+class UnknownUser(KeyError):
+    def __str__(self) -> str:
+        return f"no user {self.args[0]!r}"
+
+
+class InvalidUserName(ValueError):
+    pass
+
+
+class UserDisabled(UnauthorizedLogin):
+    """
+    The password is right but the account may not enroll devices.
+    """
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    name: str
+    enabled: bool
+    created_at: float
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "enabled": self.enabled, "created_at": self.created_at}
+
+
+def user_key(name: str) -> str:
+    """
+    The store key of a user name: NFKC and case-folded, as people type names differently.
+    """
+    return unicodedata.normalize("NFKC", name).casefold()
+
+
+def validate_name(name: str) -> str:
+    name = name.strip()
+    if not name:
+        raise InvalidUserName("a user name must not be empty")
+    if len(name) > MAX_NAME:
+        raise InvalidUserName(f"a user name is at most {MAX_NAME} characters")
+    if any(unicodedata.category(c).startswith("C") for c in name):
+        raise InvalidUserName("a user name must not contain control characters")
+    return name
+
+
+def hash_password(password: str, salt: bytes | None = None) -> str:
+    """
+    C{scrypt$N$r$p$salt$hash}, base64 fields.
+    """
+    if len(password) > MAX_PASSWORD:
+        raise ValueError(f"a password is at most {MAX_PASSWORD} characters")
+    salt = os.urandom(16) if salt is None else salt
+    derived = _scrypt(password, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
+    return "$".join(
+        [
+            "scrypt",
+            str(SCRYPT_N),
+            str(SCRYPT_R),
+            str(SCRYPT_P),
+            base64.b64encode(salt).decode("ascii"),
+            base64.b64encode(derived).decode("ascii"),
+        ]
+    )
+
+
+def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+    return hashlib.scrypt(
+        password.encode("utf-8"), salt=salt, n=n, r=r, p=p, dklen=32, maxmem=256 * 1024 * 1024
+    )
+
+
+def verify_password(stored: str, password: str) -> bool:
+    """
+    Whether C{password} matches C{stored}, in constant time for a given hash.
+    """
+    try:
+        scheme, n, r, p, salt, expected = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        derived = _scrypt(password, base64.b64decode(salt), int(n), int(r), int(p))
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(derived, base64.b64decode(expected))
+
+
+# --- units of work on the store ---------------------------------------------------------
+
+
+def _info(user: User) -> UserInfo:
+    return UserInfo(user.name, user.enabled, user.created_at)
+
+
+def add_user(root: Root, name: str, password_hash: str, now: float) -> UserInfo:
+    name = validate_name(name)
+    key = user_key(name)
+    if key in root["users"]:
+        raise UserExists(name)
+    user = User(name, password_hash, now)
+    root["users"][key] = user
+    return _info(user)
+
+
+def remove_user(root: Root, name: str) -> UserInfo:
+    key = user_key(name)
+    user = root["users"].get(key)
+    if user is None:
+        raise UnknownUser(name)
+    del root["users"][key]
+    return _info(user)
+
+
+def set_enabled(root: Root, name: str, enabled: bool) -> UserInfo:
+    user = root["users"].get(user_key(name))
+    if user is None:
+        raise UnknownUser(name)
+    user.enabled = enabled
+    return _info(user)
+
+
+def set_password(root: Root, name: str, password_hash: str) -> UserInfo:
+    user = root["users"].get(user_key(name))
+    if user is None:
+        raise UnknownUser(name)
+    user.password_hash = password_hash
+    return _info(user)
+
+
+def list_users(root: Root) -> list[UserInfo]:
+    return [_info(u) for u in root["users"].values()]
+
+
+def credentials_of(root: Root, name: str) -> tuple[str, str, bool] | None:
+    """
+    (display name, password hash, enabled) of a user, or None.
+    """
+    user = root["users"].get(user_key(name))
+    return None if user is None else (user.name, user.password_hash, user.enabled)
+
+
+@implementer(ICredentialsChecker)
+class StoreUserChecker:
+    """
+    Check user names and passwords against the store; the avatar id is the user name.
+
+    scrypt is deliberately slow, and one enrollment checks the same password
+    twice (GetPolicies, then RequestSecurityToken), so successful checks are
+    remembered for a few minutes, keyed by a hash of the name, the password
+    and the stored hash (a password change invalidates the entry). Hashing
+    runs on the reactor's thread pool, never on the reactor thread.
+    """
+
+    credentialInterfaces = (IUsernamePassword,)
+
+    def __init__(
+        self,
+        store: StoreService,
+        reactor: IReactorThreads,
+        clock: IReactorTime,
+        cache_seconds: float = 300.0,
+        cache_size: int = 4096,
+    ) -> None:
+        self._store = store
+        self._reactor = reactor
+        self._clock = clock
+        self._cache_seconds = cache_seconds
+        self._cache_size = cache_size
+        self._verified: OrderedDict[bytes, float] = OrderedDict()
+        self._secret = os.urandom(32)
+
+    def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[str]:
+        return Deferred.fromCoroutine(self._check(credentials))
+
+    async def _check(self, credentials: IUsernamePassword) -> str:
+        raw_name = credentials.username
+        raw_password = credentials.password
+        name = raw_name.decode("utf-8", "replace") if isinstance(raw_name, bytes) else raw_name
+        password = (
+            raw_password.decode("utf-8", "replace")
+            if isinstance(raw_password, bytes)
+            else raw_password
+        )
+        if not name or len(name) > MAX_NAME or len(password) > MAX_PASSWORD:
+            raise UnauthorizedLogin("unknown user or wrong password")
+        found = await self._store.read(credentials_of, name)
+        if found is None:
+            raise UnauthorizedLogin("unknown user or wrong password")
+        display_name, stored, enabled = found
+        key = hmac.new(
+            self._secret, b"\0".join(s.encode("utf-8") for s in (name, password, stored)), "sha256"
+        ).digest()
+        now = self._clock.seconds()
+        expiry = self._verified.get(key)
+        if expiry is None or expiry <= now:
+            ok = await deferToThreadPool(
+                self._reactor, self._reactor.getThreadPool(), verify_password, stored, password
+            )
+            if not ok:
+                raise UnauthorizedLogin("unknown user or wrong password")
+            self._remember(key, now)
+        if not enabled:
+            raise UserDisabled(f"user {display_name} is disabled")
+        return display_name
+
+    def _remember(self, key: bytes, now: float) -> None:
+        self._verified[key] = now + self._cache_seconds
+        self._verified.move_to_end(key)
+        while len(self._verified) > self._cache_size:
+            self._verified.popitem(last=False)

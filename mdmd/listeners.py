@@ -1,0 +1,192 @@
+"""
+Listening sockets as services that bind when started and fail loudly if they can't.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+from collections.abc import Callable
+
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProtocolFactory,
+    IReactorCore,
+    IStreamServerEndpoint,
+)
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+__all__ = ["ListeningService", "CannotListen", "MdmdService", "ListeningFile", "clear_stale_socket"]
+
+log = Logger()
+
+
+class CannotListen(Exception):
+    """
+    A listener could not bind its address; the daemon does not start.
+    """
+
+
+class ListeningService(Service):
+    """
+    Bind C{factory} to the endpoint C{make_endpoint()} returns, on start.
+
+    The endpoint is made at start, not at construction, because it may need
+    material other services produce when they start (the TLS key). TCP, TLS
+    and UNIX endpoints bind synchronously, so a failure raises from
+    C{startService} and stops the daemon before it runs.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        make_endpoint: Callable[[], IStreamServerEndpoint],
+        factory: IProtocolFactory,
+        description: str,
+        prepare: Callable[[], None] | None = None,
+    ) -> None:
+        self.setName(name)
+        self._make_endpoint = make_endpoint
+        self._factory = factory
+        self.description = description
+        self._prepare = prepare
+        self.port: IListeningPort | None = None
+
+    def startService(self) -> None:
+        if self._prepare is not None:
+            self._prepare()
+        outcome: list[IListeningPort | Failure] = []
+        self._make_endpoint().listen(self._factory).addBoth(outcome.append)
+        if not outcome:
+            raise CannotListen(f"{self.name}: {self.description} did not bind synchronously")
+        result = outcome[0]
+        if isinstance(result, Failure):
+            reason = result.getErrorMessage()
+            log.critical(
+                "cannot listen on {listener} {address}: {reason}",
+                listener=self.name,
+                address=self.description,
+                reason=reason,
+            )
+            raise CannotListen(f"cannot listen on {self.name} {self.description}: {reason}")
+        self.port = result
+        log.info("{listener} listening on {address}", listener=self.name, address=self.address)
+        super().startService()
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        port, self.port = self.port, None
+        if port is not None:
+            return port.stopListening()
+        return None
+
+    @property
+    def address(self) -> str:
+        """
+        The bound address: C{tcp:HOST:PORT} or C{unix:PATH}.
+        """
+        if self.port is None:
+            return self.description
+        host = self.port.getHost()
+        if hasattr(host, "port"):
+            name = f"[{host.host}]" if ":" in host.host else host.host
+            return f"tcp:{name}:{host.port}"
+        return f"unix:{host.name.decode() if isinstance(host.name, bytes) else host.name}"
+
+
+def clear_stale_socket(path: str) -> None:
+    """
+    Remove a UNIX socket left behind by a daemon that is gone; refuse to
+    steal one that still answers.
+    """
+    if not os.path.exists(path):
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError as e:
+        if e.errno in (errno.ECONNREFUSED, errno.ENOENT, errno.ENOTSOCK):
+            os.unlink(path)
+            return
+        raise
+    else:
+        raise CannotListen(f"{path} is in use by another process")
+    finally:
+        probe.close()
+
+
+class ListeningFile:
+    """
+    C{listening.json}: the addresses the running daemon bound, for mdmctl and tests.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def write(self, addresses: dict[str, str]) -> None:
+        temporary = f"{self.path}.{os.getpid()}.tmp"
+        with open(temporary, "w") as f:
+            json.dump({"pid": os.getpid(), **addresses}, f, sort_keys=True)
+        os.replace(temporary, self.path)
+
+    def remove(self) -> None:
+        try:
+            with open(self.path) as f:
+                if json.load(f).get("pid") != os.getpid():
+                    return
+            os.unlink(self.path)
+        except (OSError, ValueError):
+            pass
+
+
+class MdmdService(MultiService):
+    """
+    The root of the service tree: creates the state directory, starts the
+    children in order (stopping those already started if one fails), then,
+    once the reactor runs (and handles SIGTERM), records the bound addresses.
+    """
+
+    def __init__(self, state_dir: str, reactor: IReactorCore) -> None:
+        super().__init__()
+        self.state_dir = state_dir
+        self._reactor = reactor
+        self.listening_file = ListeningFile(os.path.join(state_dir, "listening.json"))
+
+    def startService(self) -> None:
+        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        Service.startService(self)
+        started: list[Service] = []
+        try:
+            for child in self:
+                child.startService()
+                started.append(child)
+        except BaseException:
+            for child in reversed(started):
+                try:
+                    child.stopService()
+                except Exception:
+                    log.failure("while stopping {name} after a failed start", name=child.name)
+            self.running = 0
+            raise
+        self._reactor.callWhenRunning(self._announce)
+
+    def _announce(self) -> None:
+        if self.running:
+            self.listening_file.write(self.addresses())
+            log.info("mdmd ready: {addresses}", addresses=" ".join(
+                f"{name}={address}" for name, address in sorted(self.addresses().items())))
+
+    def stopService(self) -> Deferred[object]:
+        self.listening_file.remove()
+        return super().stopService()
+
+    def addresses(self) -> dict[str, str]:
+        return {
+            child.name: child.address for child in self if isinstance(child, ListeningService)
+        }

@@ -1,0 +1,3 @@
+"""
+The built-in CA: certificate issuance and revocation, TLS options, the CRL.
+"""

@@ -1,0 +1,161 @@
+"""
+The record of every certificate the CA issued, kept in the store.
+
+These functions are units of work: they take the ZODB root (see
+L{mdmd.store.service.Store.run}) and return plain L{CertificateInfo} values.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from mdmd.pki.ca import REVOCATION_REASONS, Revocation, serial_hex, thumbprint
+from mdmd.store.models import IssuedCertificate
+
+__all__ = [
+    "CertificateInfo",
+    "UnknownCertificate",
+    "record_issued",
+    "revoke",
+    "lookup",
+    "list_certificates",
+    "revocations",
+]
+
+Root = MutableMapping[str, Any]
+
+
+class UnknownCertificate(KeyError):
+    """
+    No certificate with that serial was issued by us.
+    """
+
+    def __str__(self) -> str:
+        return f"no certificate with serial {self.args[0]}"
+
+
+@dataclass(frozen=True)
+class CertificateInfo:
+    """
+    A plain copy of an issued-certificate record.
+    """
+
+    serial: int
+    device_id: str
+    thumbprint: str
+    not_before: float
+    not_after: float
+    issued_at: float
+    status: str
+    revoked_at: float | None
+    revocation_reason: str | None
+    der: bytes
+
+    @property
+    def serial_hex(self) -> str:
+        return serial_hex(self.serial)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "serial": self.serial_hex,
+            "device_id": self.device_id,
+            "thumbprint": self.thumbprint,
+            "not_before": self.not_before,
+            "not_after": self.not_after,
+            "issued_at": self.issued_at,
+            "status": self.status,
+            "revoked_at": self.revoked_at,
+            "revocation_reason": self.revocation_reason,
+        }
+
+
+def _info(record: IssuedCertificate) -> CertificateInfo:
+    return CertificateInfo(
+        serial=record.serial,
+        device_id=record.device_id,
+        thumbprint=record.thumbprint,
+        not_before=record.not_before,
+        not_after=record.not_after,
+        issued_at=record.issued_at,
+        status=record.status,
+        revoked_at=record.revoked_at,
+        revocation_reason=record.revocation_reason,
+        der=record.der,
+    )
+
+
+def record_issued(root: Root, cert: x509.Certificate, device_id: str, now: float) -> CertificateInfo:
+    """
+    Remember a certificate we just issued to C{device_id}.
+    """
+    serial = cert.serial_number
+    if serial in root["certs"]:
+        raise ValueError(f"serial {serial_hex(serial)} was already issued")
+    record = IssuedCertificate(
+        serial=serial,
+        der=cert.public_bytes(serialization.Encoding.DER),
+        device_id=device_id,
+        thumbprint=thumbprint(cert),
+        not_before=cert.not_valid_before_utc.timestamp(),
+        not_after=cert.not_valid_after_utc.timestamp(),
+        issued_at=now,
+    )
+    root["certs"][serial] = record
+    return _info(record)
+
+
+def revoke(root: Root, serial: int, reason: str, now: float) -> CertificateInfo:
+    """
+    Mark a certificate revoked; revoking twice keeps the first date and reason.
+
+    @raise UnknownCertificate: if we never issued C{serial}.
+    @raise ValueError: if C{reason} is not an RFC 5280 reason name.
+    """
+    if reason not in REVOCATION_REASONS:
+        raise ValueError(
+            f"unknown revocation reason {reason!r} (one of {', '.join(REVOCATION_REASONS)})"
+        )
+    record = root["certs"].get(serial)
+    if record is None:
+        raise UnknownCertificate(serial_hex(serial))
+    if record.status != "revoked":
+        record.status = "revoked"
+        record.revoked_at = now
+        record.revocation_reason = reason
+        root["revoked"][serial] = (now, reason)
+    return _info(record)
+
+
+def lookup(root: Root, serial: int) -> CertificateInfo | None:
+    record = root["certs"].get(serial)
+    return None if record is None else _info(record)
+
+
+def list_certificates(root: Root, device_id: str | None = None) -> list[CertificateInfo]:
+    """
+    Issued certificates, oldest first, optionally only those of one device.
+    """
+    records = [
+        _info(r) for r in root["certs"].values() if device_id is None or r.device_id == device_id
+    ]
+    return sorted(records, key=lambda info: (info.issued_at, info.serial))
+
+
+def revocations(root: Root) -> list[Revocation]:
+    """
+    Every revoked serial, for the CRL.
+    """
+    return [
+        Revocation(
+            serial=serial,
+            revoked_at=datetime.datetime.fromtimestamp(when, datetime.timezone.utc),
+            reason=reason,
+        )
+        for serial, (when, reason) in root["revoked"].items()
+    ]

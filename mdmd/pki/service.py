@@ -1,0 +1,303 @@
+"""
+The C{ca} service: CA and TLS key material on disk, issuance and revocation
+recorded in the store, and the current CRL.
+
+On first start it generates the root CA and a server certificate for the
+configured host names (unless the operator supplied their own) and writes
+private keys readable by the service user only.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from cryptography.x509.oid import ExtendedKeyUsageOID
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.ssl import CertificateOptions
+from twisted.logger import Logger
+
+from mdmd.pki import registry
+from mdmd.pki.ca import (
+    CertificateAuthority,
+    PrivateKey,
+    PublicKey,
+    certificate_pem,
+    generate_rsa_key,
+    private_key_pem,
+    thumbprint,
+)
+from mdmd.pki.tls import server_options
+from mdmd.store.service import StoreService
+
+__all__ = ["CAService", "CASettings", "IssuedClientCertificate", "write_private"]
+
+log = Logger()
+
+#: A generated server certificate this close to expiry is replaced at start.
+RENEW_SERVER_BEFORE = datetime.timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class CASettings:
+    """
+    What the CA service needs from the configuration.
+    """
+
+    state_dir: str
+    hostnames: Sequence[str]
+    organization: str = "mdmd"
+    key_size: int = 3072
+    server_key_size: int = 2048
+    root_lifetime: datetime.timedelta = datetime.timedelta(days=3650)
+    server_lifetime: datetime.timedelta = datetime.timedelta(days=397)
+    client_lifetime: datetime.timedelta = datetime.timedelta(days=365)
+    crl_lifetime: datetime.timedelta = datetime.timedelta(days=7)
+    server_cert_file: str = ""
+    server_key_file: str = ""
+    server_chain_file: str = ""
+
+
+@dataclass(frozen=True)
+class IssuedClientCertificate:
+    certificate: x509.Certificate
+    info: registry.CertificateInfo
+
+
+def write_private(path: str, data: bytes) -> None:
+    """
+    Write secret C{data} to C{path}, mode 0600, replacing it atomically.
+    """
+    directory = os.path.dirname(path)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    temporary = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def _write_public(path: str, data: bytes) -> None:
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "wb") as f:
+        f.write(data)
+    os.chmod(temporary, 0o644)
+    os.replace(temporary, path)
+
+
+def _read_key(path: str) -> PrivateKey:
+    with open(path, "rb") as f:
+        key = load_pem_private_key(f.read(), password=None)
+    return key  # type: ignore[return-value]
+
+
+def _read_certificates(path: str) -> list[x509.Certificate]:
+    with open(path, "rb") as f:
+        return x509.load_pem_x509_certificates(f.read())
+
+
+class CAService(Service):
+    """
+    Owns the CA and TLS server key material for the lifetime of the daemon.
+    """
+
+    name = "ca"
+
+    def __init__(self, settings: CASettings, store: StoreService, clock: IReactorTime) -> None:
+        self.settings = settings
+        self._store = store
+        self._clock = clock
+        self.authority: CertificateAuthority | None = None
+        self._tls: CertificateOptions | None = None
+        self._server_certificate: x509.Certificate | None = None
+        self._crl_cache: tuple[tuple[int, ...], float, bytes] | None = None
+        self._crl_number = 0
+
+    # -- paths -------------------------------------------------------------------
+
+    @property
+    def ca_key_path(self) -> str:
+        return os.path.join(self.settings.state_dir, "ca", "ca.key")
+
+    @property
+    def ca_cert_path(self) -> str:
+        return os.path.join(self.settings.state_dir, "ca", "ca.crt")
+
+    @property
+    def server_key_path(self) -> str:
+        return self.settings.server_key_file or os.path.join(self.settings.state_dir, "tls", "server.key")
+
+    @property
+    def server_cert_path(self) -> str:
+        return self.settings.server_cert_file or os.path.join(self.settings.state_dir, "tls", "server.crt")
+
+    def now(self) -> datetime.datetime:
+        return datetime.datetime.fromtimestamp(self._clock.seconds(), datetime.timezone.utc)
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def startService(self) -> None:
+        self.authority = self._load_or_create_authority()
+        key, certificate, chain = self._load_or_create_server_identity(self.authority)
+        self._server_certificate = certificate
+        self._tls = server_options(key, certificate, chain, self.authority.certificate)
+        super().startService()
+
+    def _load_or_create_authority(self) -> CertificateAuthority:
+        if os.path.exists(self.ca_key_path) and os.path.exists(self.ca_cert_path):
+            key = _read_key(self.ca_key_path)
+            (certificate,) = _read_certificates(self.ca_cert_path)[:1]
+            log.info("CA loaded: {subject} ({thumbprint})", subject=certificate.subject.rfc4514_string(),
+                     thumbprint=thumbprint(certificate))
+            return CertificateAuthority(key, certificate)  # type: ignore[arg-type]
+        key = generate_rsa_key(self.settings.key_size)
+        authority = CertificateAuthority.create(
+            key,
+            common_name=f"{self.settings.organization} device CA ({self.settings.hostnames[0]})",
+            organization=self.settings.organization,
+            lifetime=self.settings.root_lifetime,
+            now=self.now(),
+        )
+        write_private(self.ca_key_path, private_key_pem(key))
+        _write_public(self.ca_cert_path, certificate_pem(authority.certificate))
+        log.info("CA generated: {path} ({thumbprint})", path=self.ca_cert_path,
+                 thumbprint=thumbprint(authority.certificate))
+        return authority
+
+    def _load_or_create_server_identity(
+        self, authority: CertificateAuthority
+    ) -> tuple[PrivateKey, x509.Certificate, list[x509.Certificate]]:
+        settings = self.settings
+        if settings.server_cert_file:
+            certificates = _read_certificates(settings.server_cert_file)
+            chain = certificates[1:]
+            if settings.server_chain_file:
+                chain += _read_certificates(settings.server_chain_file)
+            log.info("TLS server certificate from {path}", path=settings.server_cert_file)
+            return _read_key(settings.server_key_file), certificates[0], chain
+        if os.path.exists(self.server_key_path) and os.path.exists(self.server_cert_path):
+            key = _read_key(self.server_key_path)
+            certificate = _read_certificates(self.server_cert_path)[0]
+            if self._server_certificate_still_good(certificate, key, authority):
+                return key, certificate, []
+            log.info("replacing the generated TLS server certificate (names, issuer or expiry changed)")
+        key = generate_rsa_key(settings.server_key_size)
+        certificate = authority.issue_server(
+            key.public_key(),
+            list(settings.hostnames),
+            settings.organization,
+            settings.server_lifetime,
+            self.now(),
+        )
+        write_private(self.server_key_path, private_key_pem(key))
+        _write_public(self.server_cert_path, certificate_pem(certificate))
+        log.info("TLS server certificate generated for {names}", names=", ".join(settings.hostnames))
+        return key, certificate, []
+
+    def _server_certificate_still_good(
+        self, certificate: x509.Certificate, key: PrivateKey, authority: CertificateAuthority
+    ) -> bool:
+        if certificate.issuer != authority.name:
+            return False
+        if certificate.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        ) != key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        ):
+            return False
+        if certificate.not_valid_after_utc - RENEW_SERVER_BEFORE < self.now():
+            return False
+        try:
+            san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            eku = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        except x509.ExtensionNotFound:
+            return False
+        names = {str(n) for n in san.get_values_for_type(x509.DNSName)}
+        names |= {str(n) for n in san.get_values_for_type(x509.IPAddress)}
+        return set(self.settings.hostnames) <= names and ExtendedKeyUsageOID.SERVER_AUTH in eku
+
+    # -- what the rest of mdmd uses ---------------------------------------------------
+
+    def _running(self) -> CertificateAuthority:
+        if self.authority is None:
+            raise RuntimeError("the ca service is not running")
+        return self.authority
+
+    @property
+    def tls_options(self) -> CertificateOptions:
+        """
+        TLS options for the HTTPS listener (built once at start).
+        """
+        if self._tls is None:
+            raise RuntimeError("the ca service is not running")
+        return self._tls
+
+    @property
+    def ca_certificate(self) -> x509.Certificate:
+        return self._running().certificate
+
+    @property
+    def server_certificate(self) -> x509.Certificate:
+        if self._server_certificate is None:
+            raise RuntimeError("the ca service is not running")
+        return self._server_certificate
+
+    def issue(
+        self,
+        subject_key: PublicKey | x509.CertificateSigningRequest,
+        device_id: str,
+        lifetime: datetime.timedelta | None = None,
+    ) -> Deferred[IssuedClientCertificate]:
+        """
+        Issue a client certificate for C{device_id} and record it in the store.
+        """
+        authority = self._running()
+        lifetime = lifetime or self.settings.client_lifetime
+        now = self.now()
+
+        def unit(root: registry.Root) -> IssuedClientCertificate:
+            certificate = authority.issue_client(subject_key, device_id, lifetime, now)
+            info = registry.record_issued(root, certificate, device_id, now.timestamp())
+            return IssuedClientCertificate(certificate, info)
+
+        return self._store.transact(unit)
+
+    def revoke(self, serial: int, reason: str = "unspecified") -> Deferred[registry.CertificateInfo]:
+        """
+        Revoke an issued certificate; the CRL and the HTTPS resources see it at once.
+        """
+        return self._store.transact(registry.revoke, serial, reason, self._clock.seconds())
+
+    async def crl_der(self) -> bytes:
+        """
+        The current CRL, DER-encoded; re-signed when revocations change or it ages.
+        """
+        authority = self._running()
+        revocations = await self._store.read(registry.revocations)
+        key = tuple(sorted(r.serial for r in revocations))
+        now = self._clock.seconds()
+        cached = self._crl_cache
+        lifetime = self.settings.crl_lifetime
+        if cached is not None and cached[0] == key and now < cached[1] + lifetime.total_seconds() / 2:
+            return cached[2]
+        # CRL numbers must increase; seconds since the epoch do, across restarts too.
+        self._crl_number = max(int(now), self._crl_number + 1)
+        crl = authority.crl(revocations, number=self._crl_number, now=self.now(), lifetime=lifetime)
+        der = crl.public_bytes(serialization.Encoding.DER)
+        self._crl_cache = (key, now, der)
+        return der

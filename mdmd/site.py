@@ -1,0 +1,211 @@
+"""
+The HTTPS front door: a twisted.web Site whose requests have a bounded body,
+whose responses always carry Content-Length, and which logs one line per
+request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import http
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+
+from mdmd.errors import PeerError
+
+__all__ = ["MdmdRequest", "MdmdSite", "respond", "Response", "AsyncResource"]
+
+log = Logger()
+
+
+class MdmdRequest(Request):
+    """
+    A request whose body may not exceed the site's C{max_body}.
+
+    An oversized body is refused with 413 as soon as its declared length (or
+    the bytes received so far, for chunked uploads) exceeds the cap; nothing
+    more of it is buffered and the connection is closed.
+    """
+
+    #: Set by resources once they know which device is talking (for the access log).
+    device_id: str | None = None
+
+    def __init__(self, channel: http.HTTPChannel, *args: Any, **kwargs: Any) -> None:
+        super().__init__(channel, *args, **kwargs)
+        site = getattr(channel, "site", None)
+        self._max_body: int = getattr(site, "max_body", 1 << 20)
+        clock = getattr(site, "clock", None)
+        self.started: float = clock.seconds() if clock is not None else 0.0
+        self._received = 0
+        self._refused = False
+
+    def gotLength(self, length: int | None) -> None:
+        if length is not None and length > self._max_body:
+            self._refuse_oversized(length)
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self._refused:
+            return
+        self._received += len(data)
+        if self._received > self._max_body:
+            self._refuse_oversized(self._received)
+            return
+        super().handleContentChunk(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if self._refused:
+            return
+        super().requestReceived(command, path, version)
+
+    def _refuse_oversized(self, size: int) -> None:
+        self._refused = True
+        transport = self.channel.transport
+        transport.write(
+            b"HTTP/1.1 413 Request Entity Too Large\r\n"
+            b"Content-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Length: 24\r\nConnection: close\r\n\r\n"
+            b"request body too large\r\n"
+        )
+        transport.loseConnection()
+        log.info(
+            "refused {size} byte request body from {peer} (limit {limit})",
+            size=size,
+            peer=str(self.getClientAddress()),
+            limit=self._max_body,
+        )
+
+
+def respond(request: Request, body: bytes, content_type: bytes, code: int = 200) -> None:
+    """
+    Finish an asynchronous response with an explicit Content-Length.
+
+    Twisted chunks any HTTP/1.1 response written without one, and Windows'
+    enrollment and DM clients do not accept chunked responses.
+    """
+    if request.finished or request._disconnected:
+        return
+    request.setResponseCode(code)
+    request.setHeader(b"Content-Type", content_type)
+    request.setHeader(b"Content-Length", b"%d" % len(body))
+    if request.method != b"HEAD":
+        request.write(body)
+    request.finish()
+
+
+class MdmdSite(Site):
+    """
+    The Site for mdmd's HTTPS listener (and, with another root, the admin API).
+    """
+
+    requestFactory = MdmdRequest
+    displayTracebacks = False
+    noisy = False
+
+    def __init__(
+        self,
+        resource: Resource,
+        clock: IReactorTime,
+        max_body: int = 1 << 20,
+        timeout: float = 60,
+        name: str = "https",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(resource, timeout=timeout, **kwargs)
+        self.clock = clock
+        self.max_body = max_body
+        self.name = name
+
+    def log(self, request: Request) -> None:
+        duration = self.clock.seconds() - getattr(request, "started", self.clock.seconds())
+        device_id = getattr(request, "device_id", None)
+        log.info(
+            "{listener} {method} {path} {status} {bytes}B {duration_ms:.1f}ms{device}",
+            listener=self.name,
+            method=request.method.decode("ascii", "replace"),
+            path=request.uri.decode("ascii", "replace"),
+            status=request.code,
+            bytes=request.sentLength,
+            duration_ms=duration * 1000,
+            device=f" device={device_id}" if device_id else "",
+            device_id=device_id,
+            peer=str(request.getClientAddress()),
+        )
+
+
+@dataclass(frozen=True)
+class Response:
+    """
+    What an L{AsyncResource} handler returns: the whole body, sent with its length.
+    """
+
+    body: bytes
+    content_type: bytes = b"text/plain; charset=utf-8"
+    code: int = 200
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+class AsyncResource(Resource):
+    """
+    A leaf resource whose C{handle_<METHOD>} coroutines return a L{Response}.
+
+    It is the one place that turns errors into answers: a L{PeerError} becomes
+    L{peer_error}'s response (400 unless a subclass speaks a richer protocol),
+    anything else is logged with its traceback and becomes L{internal_error}'s
+    response. HEAD is answered by C{handle_GET} without the body.
+    """
+
+    isLeaf = True
+
+    def render(self, request: Request) -> int | bytes:
+        method = request.method.decode("ascii", "replace")
+        handler = getattr(self, f"handle_{'GET' if method == 'HEAD' else method}", None)
+        if handler is None:
+            allowed = sorted(
+                name[len("handle_") :] for name in dir(self) if name.startswith("handle_")
+            )
+            request.setHeader(b"Allow", ", ".join(allowed).encode("ascii"))
+            request.setResponseCode(405)
+            request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+            return b"method not allowed\n"
+        d = Deferred.fromCoroutine(handler(request))
+        d.addErrback(self._failed, request)
+        d.addCallback(self._send, request)
+        d.addErrback(log.failure, "while sending a response")
+        return NOT_DONE_YET
+
+    def _failed(self, failure: Failure, request: Request) -> Response:
+        if failure.check(PeerError):
+            return self.peer_error(request, failure.value)
+        log.failure(
+            "{method} {path} failed",
+            failure,
+            method=request.method.decode("ascii", "replace"),
+            path=request.path.decode("ascii", "replace"),
+            device_id=getattr(request, "device_id", None),
+        )
+        return self.internal_error(request)
+
+    def _send(self, response: Response, request: Request) -> None:
+        for name, value in response.headers:
+            request.setHeader(name, value)
+        respond(request, response.body, response.content_type, response.code)
+
+    def peer_error(self, request: Request, error: PeerError) -> Response:
+        """
+        The answer to a peer's protocol mistake; subclasses speak their protocol.
+        """
+        return Response(f"{error}\n".encode("utf-8"), code=400)
+
+    def internal_error(self, request: Request) -> Response:
+        """
+        The answer when we broke: no details, they are in the log.
+        """
+        return Response(b"internal server error\n", code=500)

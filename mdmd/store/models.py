@@ -1,0 +1,77 @@
+"""
+Every persistent class mdmd stores, in one module.
+
+Pickles name their classes, so these are never renamed or moved without
+leaving an alias behind. Records hold plain values only (str, int, float,
+bytes, tuples): certificates as DER bytes, times as POSIX seconds. What goes
+back to the reactor thread is never one of these objects but a plain copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, MutableMapping
+from typing import Any
+
+from BTrees.OOBTree import OOBTree
+from persistent import Persistent
+
+
+class User(Persistent):
+    """
+    An account allowed to enroll devices (OnPremise and Federated policies).
+    """
+
+    def __init__(self, name: str, password_hash: str, created_at: float) -> None:
+        self.name = name
+        self.password_hash = password_hash
+        self.enabled = True
+        self.created_at = created_at
+
+
+class IssuedCertificate(Persistent):
+    """
+    A certificate our CA issued: kept whole (DER) with its fate.
+    """
+
+    def __init__(
+        self,
+        serial: int,
+        der: bytes,
+        device_id: str,
+        thumbprint: str,
+        not_before: float,
+        not_after: float,
+        issued_at: float,
+    ) -> None:
+        self.serial = serial
+        self.der = der
+        self.device_id = device_id
+        self.thumbprint = thumbprint
+        self.not_before = not_before
+        self.not_after = not_after
+        self.issued_at = issued_at
+        self.status = "valid"
+        self.revoked_at: float | None = None
+        self.revocation_reason: str | None = None
+
+
+#: The containers under the ZODB root, created on first open. Keys of C{certs}
+#: and C{revoked} are certificate serial numbers (int); of C{users}, the
+#: case-folded user name.
+ROOT_CONTAINERS: dict[str, Callable[[], Any]] = {
+    "users": OOBTree,
+    "certs": OOBTree,
+    "revoked": OOBTree,
+}
+
+
+def ensure_root(root: MutableMapping[str, Any]) -> bool:
+    """
+    Create any missing top-level container; return whether anything changed.
+    """
+    changed = False
+    for name, factory in ROOT_CONTAINERS.items():
+        if name not in root:
+            root[name] = factory()
+            changed = True
+    return changed

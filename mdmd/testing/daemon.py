@@ -1,0 +1,168 @@
+"""
+The real mdmd daemon as a subprocess, for end-to-end tests and benchmarks.
+
+It runs C{twistd --nodaemon mdmd --config FILE} with every listener on a free
+port (port 0), waits for the daemon to record its bound addresses, and offers
+mdmctl (also as a subprocess) against it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from dataclasses import dataclass
+
+__all__ = ["DaemonProcess", "DaemonFailed", "script"]
+
+
+class DaemonFailed(Exception):
+    """
+    The daemon exited or did not become ready; the message carries its log.
+    """
+
+
+def script(name: str) -> str:
+    """
+    The path of a console script installed beside this Python (twistd, mdmctl).
+    """
+    local = os.path.join(os.path.dirname(sys.executable), name)
+    if os.path.exists(local):
+        return local
+    found = shutil.which(name)
+    if found is None:
+        raise DaemonFailed(f"{name} is not installed")
+    return found
+
+
+@dataclass
+class DaemonProcess:
+    """
+    One mdmd daemon on loopback, with its own state directory.
+
+    C{config} is extra INI text appended to the generated configuration (it
+    may add sections, not repeat the generated ones: server, https, admin).
+    """
+
+    state_dir: str = ""
+    hostname: str = "localhost"
+    config: str = ""
+    ca_key_size: int = 2048
+
+    def __post_init__(self) -> None:
+        if not self.state_dir:
+            # short: UNIX socket paths are limited to 108 bytes
+            self.state_dir = tempfile.mkdtemp(prefix="mdmd-e2e-")
+        self.config_path = os.path.join(self.state_dir, "mdmd.conf")
+        self.log_path = os.path.join(self.state_dir, "mdmd.log")
+        self.process: subprocess.Popen[bytes] | None = None
+        self.addresses: dict[str, str] = {}
+
+    def write_config(self) -> None:
+        text = textwrap.dedent(
+            f"""\
+            [server]
+            hostname = {self.hostname}
+            state_dir = {self.state_dir}
+
+            [https]
+            listen = 127.0.0.1:0
+
+            [ca]
+            key_size = {self.ca_key_size}
+
+            [admin]
+            listen = unix:admin.sock
+            """
+        )
+        with open(self.config_path, "w") as f:
+            f.write(text + "\n" + textwrap.dedent(self.config))
+
+    def start(self, timeout: float = 60.0) -> dict[str, str]:
+        """
+        Start the daemon and wait until it listens; return its addresses.
+        """
+        self.write_config()
+        listening = os.path.join(self.state_dir, "listening.json")
+        if os.path.exists(listening):
+            os.unlink(listening)
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [script("twistd"), "--nodaemon", "--pidfile=", "mdmd", "--config", self.config_path],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.state_dir,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise DaemonFailed(f"mdmd exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                with open(listening) as f:
+                    addresses = json.load(f)
+                if addresses.get("pid") == self.process.pid:
+                    self.addresses = addresses
+                    return addresses
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise DaemonFailed(f"mdmd did not start within {timeout}s:\n{self.log()}")
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """
+        Stop the daemon with SIGTERM (as systemd does); return its exit status.
+
+        twistd shuts down cleanly on SIGTERM and then re-raises the signal,
+        so a clean stop reads as C{-SIGTERM} (systemd counts it as success).
+        """
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        code = self.process.returncode
+        self.process = None
+        return code
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    def log(self) -> str:
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    @property
+    def https_port(self) -> int:
+        return int(self.addresses["https"].rsplit(":", 1)[1])
+
+    @property
+    def ca_cert_path(self) -> str:
+        return os.path.join(self.state_dir, "ca", "ca.crt")
+
+    def mdmctl(self, *args: str, stdin: str = "", timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """
+        Run mdmctl against this daemon.
+        """
+        return subprocess.run(
+            [script("mdmctl"), "--config", self.config_path, *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )

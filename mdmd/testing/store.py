@@ -1,0 +1,62 @@
+"""
+A store for unit tests: the real ZODB on a MappingStorage, run synchronously.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from twisted.internet.defer import Deferred, fail, succeed
+
+from mdmd.store.db import open_db
+from mdmd.store.service import Store, StoreService
+
+__all__ = ["SynchronousStoreService", "memory_store_service"]
+
+T = TypeVar("T")
+
+
+class SynchronousStoreService(StoreService):
+    """
+    A L{StoreService} whose units of work run at once, in the calling thread.
+
+    The returned Deferreds have already fired, so a test needs no reactor
+    turn; the ZODB, the transactions and the conflict handling are the real ones.
+    """
+
+    def startService(self) -> None:
+        self.store = Store(open_db(self.uri, self.pool_size), self.retries)
+        self.store.initialize()
+        self.running = 1
+
+    def stopService(self) -> None:
+        self.running = 0
+        if self.store is not None:
+            self.store.db.close()
+            self.store = None
+
+    def _call(self, runner: Callable[..., T], fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
+        try:
+            return succeed(runner(fn, *args, **kwargs))
+        except BaseException:
+            return fail()
+
+    def transact(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
+        if self.store is None:
+            raise RuntimeError("the store service is not running")
+        return self._call(self.store.run, fn, *args, **kwargs)
+
+    def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
+        if self.store is None:
+            raise RuntimeError("the store service is not running")
+        return self._call(self.store.read, fn, *args, **kwargs)
+
+
+def memory_store_service(uri: str = "memory:") -> SynchronousStoreService:
+    """
+    A started synchronous store on a fresh in-memory database.
+    """
+    service = SynchronousStoreService(uri, reactor=None, pool_size=2)  # type: ignore[arg-type]
+    service.startService()
+    return service

@@ -1,0 +1,125 @@
+"""
+Tests for L{mdmd.enroll.users}.
+"""
+
+from twisted.cred.credentials import UsernamePassword
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet import reactor
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from mdmd.enroll import users
+from mdmd.testing.store import memory_store_service
+
+
+class HashTests(SynchronousTestCase):
+    def test_hash_and_verify(self) -> None:
+        """
+        A hash verifies its password only; salts make equal passwords hash differently.
+        """
+        first = users.hash_password("correct horse")
+        second = users.hash_password("correct horse")
+        self.assertNotEqual(first, second)
+        self.assertTrue(first.startswith("scrypt$32768$8$1$"))
+        self.assertTrue(users.verify_password(first, "correct horse"))
+        self.assertFalse(users.verify_password(first, "correct horsE"))
+        self.assertFalse(users.verify_password("garbage", "x"))
+
+
+class StoreFunctionTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.store = memory_store_service()
+        self.addCleanup(self.store.stopService)
+
+    def test_names_case_insensitive(self) -> None:
+        """
+        User names are unique regardless of case; the display name is kept.
+        """
+        self.successResultOf(self.store.transact(users.add_user, "Alice@Example.com", "h", 1.0))
+        self.failureResultOf(self.store.transact(users.add_user, "alice@example.COM", "h", 1.0), users.UserExists)
+        found = self.successResultOf(self.store.read(users.credentials_of, "ALICE@example.com"))
+        self.assertEqual(found, ("Alice@Example.com", "h", True))
+
+    def test_invalid_names(self) -> None:
+        """
+        Empty names and control characters are refused.
+        """
+        for name in ("", "   ", "a\nb", "x" * 300):
+            self.failureResultOf(self.store.transact(users.add_user, name, "h", 1.0), users.InvalidUserName)
+
+    def test_remove_and_disable(self) -> None:
+        """
+        Users can be disabled, enabled and removed; unknown users are reported.
+        """
+        self.successResultOf(self.store.transact(users.add_user, "bob", "h", 1.0))
+        self.assertFalse(self.successResultOf(self.store.transact(users.set_enabled, "bob", False)).enabled)
+        self.successResultOf(self.store.transact(users.remove_user, "BOB"))
+        self.failureResultOf(self.store.transact(users.remove_user, "bob"), users.UnknownUser)
+        self.failureResultOf(self.store.transact(users.set_enabled, "bob", True), users.UnknownUser)
+
+
+class CheckerTests(TestCase):
+    def setUp(self) -> None:
+        self.store = memory_store_service()
+        self.addCleanup(self.store.stopService)
+        self.clock = Clock()
+        self.checker = users.StoreUserChecker(self.store, reactor, self.clock)
+        self.successResultOf(
+            self.store.transact(users.add_user, "Carol", users.hash_password("s3cret"), 1.0)
+        )
+        self.calls = 0
+        real = users.verify_password
+
+        def counting(stored, password):
+            self.calls += 1
+            return real(stored, password)
+
+        self.patch(users, "verify_password", counting)
+
+    async def test_right_password(self) -> None:
+        """
+        The right password yields the display name as avatar id.
+        """
+        avatar = await self.checker.requestAvatarId(UsernamePassword(b"carol", b"s3cret"))
+        self.assertEqual(avatar, "Carol")
+
+    async def test_wrong_password_and_unknown_user(self) -> None:
+        """
+        Wrong passwords and unknown users fail alike.
+        """
+        with self.assertRaises(UnauthorizedLogin):
+            await self.checker.requestAvatarId(UsernamePassword(b"carol", b"nope"))
+        with self.assertRaises(UnauthorizedLogin):
+            await self.checker.requestAvatarId(UsernamePassword(b"dave", b"s3cret"))
+
+    async def test_disabled_user(self) -> None:
+        """
+        A disabled user with the right password gets the distinct UserDisabled error.
+        """
+        await self.store.transact(users.set_enabled, "carol", False)
+        with self.assertRaises(users.UserDisabled):
+            await self.checker.requestAvatarId(UsernamePassword(b"carol", b"s3cret"))
+        with self.assertRaises(UnauthorizedLogin) as caught:
+            await self.checker.requestAvatarId(UsernamePassword(b"carol", b"wrong"))
+        self.assertNotIsInstance(caught.exception, users.UserDisabled)
+
+    async def test_success_cached_until_expiry(self) -> None:
+        """
+        A verified password is not re-hashed within the cache period, and is after it.
+        """
+        credentials = UsernamePassword(b"carol", b"s3cret")
+        await self.checker.requestAvatarId(credentials)
+        await self.checker.requestAvatarId(credentials)
+        self.assertEqual(self.calls, 1)
+        self.clock.advance(301)
+        await self.checker.requestAvatarId(credentials)
+        self.assertEqual(self.calls, 2)
+
+    async def test_password_change_invalidates_cache(self) -> None:
+        """
+        After a password change the old password no longer works, even if cached.
+        """
+        await self.checker.requestAvatarId(UsernamePassword(b"carol", b"s3cret"))
+        await self.store.transact(users.set_password, "carol", users.hash_password("n3w"))
+        with self.assertRaises(UnauthorizedLogin):
+            await self.checker.requestAvatarId(UsernamePassword(b"carol", b"s3cret"))

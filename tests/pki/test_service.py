@@ -1,0 +1,153 @@
+"""
+Tests for L{mdmd.pki.service}: key material on disk, issuance and revocation in the store.
+"""
+
+import os
+import shutil
+import subprocess
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from twisted.internet.defer import ensureDeferred
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+from mdmd.pki import registry
+from mdmd.pki.ca import certificate_pem, generate_rsa_key, private_key_pem
+from mdmd.testing.store import memory_store_service
+
+from .helpers import mode, started_ca
+
+
+class FilesTests(SynchronousTestCase):
+    def test_first_start_generates_material(self) -> None:
+        """
+        The first start writes the CA and server key pairs; private keys are 0600.
+        """
+        ca = started_ca(self)
+        self.assertEqual(mode(ca.ca_key_path), 0o600)
+        self.assertEqual(mode(ca.server_key_path), 0o600)
+        self.assertEqual(mode(os.path.dirname(ca.ca_key_path)), 0o700)
+        names = ca.server_certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        self.assertEqual(names.get_values_for_type(x509.DNSName), ["localhost"])
+        self.assertEqual([str(a) for a in names.get_values_for_type(x509.IPAddress)], ["127.0.0.1"])
+        self.assertEqual(ca.server_certificate.issuer, ca.ca_certificate.subject)
+
+    def test_restart_keeps_material(self) -> None:
+        """
+        A restart loads the same CA and server certificate.
+        """
+        first = started_ca(self)
+        state_dir = first.settings.state_dir
+        first.stopService()
+        second = started_ca(self, state_dir=state_dir)
+        self.assertEqual(second.ca_certificate, first.ca_certificate)
+        self.assertEqual(second.server_certificate, first.server_certificate)
+
+    def test_new_hostname_replaces_server_certificate(self) -> None:
+        """
+        Changing the configured names gets a new server certificate from the same CA.
+        """
+        first = started_ca(self)
+        state_dir = first.settings.state_dir
+        first.stopService()
+        second = started_ca(self, hostnames=("mdm.example.com",), state_dir=state_dir)
+        self.assertEqual(second.ca_certificate, first.ca_certificate)
+        names = second.server_certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        self.assertEqual(names.get_values_for_type(x509.DNSName), ["mdm.example.com"])
+
+    def test_operator_certificate(self) -> None:
+        """
+        An operator-supplied server certificate is used as is; the CA still issues client certificates.
+        """
+        from mdmd.pki.ca import CertificateAuthority
+        import datetime
+
+        directory = self.mktemp()
+        os.makedirs(directory)
+        key = generate_rsa_key(2048)
+        now = datetime.datetime.now(datetime.timezone.utc)
+        other = CertificateAuthority.create(generate_rsa_key(2048), "public CA", "x", datetime.timedelta(days=30), now)
+        cert = other.issue_server(key.public_key(), ["mdm.example.com"], "x", datetime.timedelta(days=30), now)
+        with open(f"{directory}/cert.pem", "wb") as f:
+            f.write(certificate_pem(cert))
+        with open(f"{directory}/chain.pem", "wb") as f:
+            f.write(certificate_pem(other.certificate))
+        with open(f"{directory}/key.pem", "wb") as f:
+            f.write(private_key_pem(key))
+        ca = started_ca(
+            self,
+            server_cert_file=f"{directory}/cert.pem",
+            server_key_file=f"{directory}/key.pem",
+            server_chain_file=f"{directory}/chain.pem",
+        )
+        self.assertEqual(ca.server_certificate, cert)
+        self.assertNotEqual(ca.ca_certificate, other.certificate)
+        self.assertFalse(os.path.exists(os.path.join(ca.settings.state_dir, "tls", "server.key")))
+
+
+class IssueRevokeTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.store = memory_store_service()
+        self.addCleanup(self.store.stopService)
+        self.ca = started_ca(self, store=self.store)
+        self.key = generate_rsa_key(2048)
+
+    def test_issue_records(self) -> None:
+        """
+        Every issued certificate is recorded with its DER, device id and status.
+        """
+        issued = self.successResultOf(self.ca.issue(self.key.public_key(), "DEV-1"))
+        record = self.successResultOf(self.store.read(registry.lookup, issued.certificate.serial_number))
+        self.assertEqual(record.device_id, "DEV-1")
+        self.assertEqual(record.status, "valid")
+        self.assertEqual(record.der, issued.certificate.public_bytes(serialization.Encoding.DER))
+        self.assertEqual(record, issued.info)
+
+    def test_revoke_appears_in_crl(self) -> None:
+        """
+        A revoked certificate is marked in the store and listed by the next CRL.
+        """
+        issued = self.successResultOf(self.ca.issue(self.key.public_key(), "DEV-1"))
+        serial = issued.certificate.serial_number
+        before = x509.load_der_x509_crl(self.successResultOf(ensureDeferred(self.ca.crl_der())))
+        self.assertIsNone(before.get_revoked_certificate_by_serial_number(serial))
+        info = self.successResultOf(self.ca.revoke(serial, "keyCompromise"))
+        self.assertEqual(info.status, "revoked")
+        self.assertEqual(info.revocation_reason, "keyCompromise")
+
+
+        after = x509.load_der_x509_crl(self.successResultOf(ensureDeferred(self.ca.crl_der())))
+        self.assertIsNotNone(after.get_revoked_certificate_by_serial_number(serial))
+        self.assertTrue(after.is_signature_valid(self.ca.ca_certificate.public_key()))
+        self.assertGreater(
+            after.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number,
+            before.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number,
+        )
+
+    def test_revoke_unknown_and_bad_reason(self) -> None:
+        """
+        Unknown serials and reasons are refused with specific errors.
+        """
+        self.failureResultOf(self.ca.revoke(12345), registry.UnknownCertificate)
+        issued = self.successResultOf(self.ca.issue(self.key.public_key(), "DEV-1"))
+        self.failureResultOf(self.ca.revoke(issued.certificate.serial_number, "because"), ValueError)
+
+    def test_openssl_verifies(self) -> None:
+        """
+        openssl(1) verifies an issued certificate for SSL client use against our root.
+        """
+        openssl = shutil.which("openssl")
+        if openssl is None:
+            raise SkipTest("openssl is not installed")
+        issued = self.successResultOf(self.ca.issue(self.key.public_key(), "DEV-1"))
+        directory = self.mktemp()
+        os.makedirs(directory)
+        with open(f"{directory}/client.pem", "wb") as f:
+            f.write(certificate_pem(issued.certificate))
+        result = subprocess.run(
+            [openssl, "verify", "-purpose", "sslclient", "-CAfile", self.ca.ca_cert_path, f"{directory}/client.pem"],
+            capture_output=True,
+            text=True,
+        )
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertIn(": OK", result.stdout)

@@ -1,0 +1,144 @@
+"""
+Real TLS handshakes on loopback against the HTTPS listener's options: no client
+certificate, one of ours, one from a foreign CA, a revoked one, and old TLS.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import ssl
+
+from twisted.internet import reactor
+from twisted.internet.endpoints import SSL4ServerEndpoint
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+from mdmd.errors import PeerError
+from mdmd.pki.ca import CertificateAuthority, certificate_pem, generate_rsa_key, private_key_pem
+from mdmd.pki.resource import pki_resource
+from mdmd.pki.tls import verified_client
+from mdmd.site import AsyncResource, MdmdSite, Response
+from mdmd.testing.store import memory_store_service
+
+from ..httpclient import client_context, fetch
+from .helpers import started_ca
+
+CLIENT_KEY = generate_rsa_key(2048)
+
+
+class WhoAmI(AsyncResource):
+    """
+    A resource that requires an honoured client certificate (as the DM endpoint will).
+    """
+
+    def __init__(self, store) -> None:
+        super().__init__()
+        self._store = store
+
+    async def handle_GET(self, request: Request) -> Response:
+        info = await verified_client(request, self._store)
+        return Response(info.device_id.encode())
+
+    def peer_error(self, request: Request, error: PeerError) -> Response:
+        return Response(str(error).encode(), code=403)
+
+
+class HandshakeTests(TestCase):
+    def setUp(self):
+        self.store = memory_store_service()
+        self.addCleanup(self.store.stopService)
+        self.ca = started_ca(self, store=self.store)
+        root = Resource()
+        root.putChild(b"whoami", WhoAmI(self.store))
+        root.putChild(b"pki", pki_resource(self.ca))
+        site = MdmdSite(root, clock=reactor, max_body=4096)
+        endpoint = SSL4ServerEndpoint(reactor, 0, self.ca.tls_options, interface="127.0.0.1")
+        d = endpoint.listen(site)
+
+        def listening(port):
+            self.port = port.getHost().port
+            self.addCleanup(port.stopListening)
+
+        return d.addCallback(listening)
+
+    def write_client(self, certificate, key=CLIENT_KEY) -> tuple[str, str]:
+        directory = self.mktemp()
+        os.makedirs(directory)
+        cert_path, key_path = f"{directory}/cert.pem", f"{directory}/key.pem"
+        with open(cert_path, "wb") as f:
+            f.write(certificate_pem(certificate))
+        with open(key_path, "wb") as f:
+            f.write(private_key_pem(key))
+        return cert_path, key_path
+
+    def get(self, path, context):
+        return deferToThread(fetch, self.port, path, context)
+
+    async def test_no_client_certificate(self) -> None:
+        """
+        Without a client certificate the handshake succeeds (discovery, enrollment)
+        but a resource that requires one refuses with 403.
+        """
+        context = client_context(self.ca.ca_cert_path)
+        (reply,) = await self.get("/pki/ca.crt", context)
+        self.assertEqual(reply.status, 200)
+        self.assertIn(reply.tls_version, ("TLSv1.2", "TLSv1.3"))
+        (reply,) = await self.get("/whoami", context)
+        self.assertEqual(reply.status, 403)
+        self.assertIn(b"client certificate is required", reply.body)
+
+    async def test_valid_client_certificate(self) -> None:
+        """
+        A certificate we issued is verified and its record reaches the resource.
+        """
+        issued = await self.ca.issue(CLIENT_KEY.public_key(), "DEVICE-42")
+        context = client_context(self.ca.ca_cert_path, *self.write_client(issued.certificate))
+        (reply,) = await self.get("/whoami", context)
+        self.assertEqual((reply.status, reply.body), (200, b"DEVICE-42"))
+
+    async def test_foreign_client_certificate(self) -> None:
+        """
+        A certificate from another CA fails the TLS handshake.
+        """
+        now = datetime.datetime.now(datetime.timezone.utc)
+        foreign = CertificateAuthority.create(generate_rsa_key(2048), "evil", "x", datetime.timedelta(days=9), now)
+        certificate = foreign.issue_client(CLIENT_KEY.public_key(), "DEVICE-42", datetime.timedelta(days=9), now)
+        context = client_context(self.ca.ca_cert_path, *self.write_client(certificate))
+        with self.assertRaises((ssl.SSLError, ConnectionError)):
+            await self.get("/pki/ca.crt", context)
+
+    async def test_revoked_client_certificate(self) -> None:
+        """
+        A revoked certificate completes the handshake but the application refuses it.
+        """
+        issued = await self.ca.issue(CLIENT_KEY.public_key(), "DEVICE-42")
+        await self.ca.revoke(issued.certificate.serial_number, "keyCompromise")
+        context = client_context(self.ca.ca_cert_path, *self.write_client(issued.certificate))
+        (reply,) = await self.get("/whoami", context)
+        self.assertEqual(reply.status, 403)
+        self.assertIn(b"revoked", reply.body)
+
+    async def test_unrecorded_certificate(self) -> None:
+        """
+        A certificate signed by our key but absent from our records is refused.
+        """
+        now = datetime.datetime.now(datetime.timezone.utc)
+        certificate = self.ca.authority.issue_client(CLIENT_KEY.public_key(), "GHOST", datetime.timedelta(days=1), now)
+        context = client_context(self.ca.ca_cert_path, *self.write_client(certificate))
+        (reply,) = await self.get("/whoami", context)
+        self.assertEqual(reply.status, 403)
+        self.assertIn(b"not issued by this server", reply.body)
+
+    async def test_old_tls_refused(self) -> None:
+        """
+        TLS 1.1 and older are refused.
+        """
+        context = client_context(self.ca.ca_cert_path)
+        context.minimum_version = ssl.TLSVersion.TLSv1
+        context.maximum_version = ssl.TLSVersion.TLSv1_1
+        context.set_ciphers("DEFAULT@SECLEVEL=0")
+        with self.assertRaises((ssl.SSLError, ConnectionError)):
+            await self.get("/pki/ca.crt", context)

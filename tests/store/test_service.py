@@ -1,0 +1,144 @@
+"""
+Tests for L{mdmd.store.service}.
+"""
+
+from BTrees.OOBTree import OOBTree
+from twisted.internet import reactor
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from ZODB.POSException import ConflictError
+
+from mdmd.store.db import open_db
+from mdmd.store.models import ROOT_CONTAINERS, User
+from mdmd.store.service import ConflictRetriesExhausted, Store, StoreService
+
+
+class StoreTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.store = Store(open_db("memory:"), retries=3, sleep=lambda seconds: None)
+        self.store.initialize()
+
+    def test_initialize_creates_containers(self) -> None:
+        """
+        A new database gets every top-level container.
+        """
+        names = self.store.read(lambda root: sorted(root.keys()))
+        self.assertEqual(names, sorted(ROOT_CONTAINERS))
+
+    def test_run_commits(self) -> None:
+        """
+        A unit of work's changes are visible to later units.
+        """
+        self.store.run(lambda root: root["users"].__setitem__("a", User("a", "h", 1.0)))
+        self.assertEqual(self.store.read(lambda root: root["users"]["a"].name), "a")
+
+    def test_exception_aborts(self) -> None:
+        """
+        A unit of work that raises leaves nothing behind.
+        """
+
+        def broken(root):
+            root["users"]["a"] = User("a", "h", 1.0)
+            raise ValueError("no")
+
+        self.assertRaises(ValueError, self.store.run, broken)
+        self.assertEqual(self.store.read(lambda root: len(root["users"])), 0)
+
+    def test_conflict_retried(self) -> None:
+        """
+        A conflicting unit of work is run again from the start.
+        """
+        attempts = []
+
+        def flaky(root):
+            attempts.append(1)
+            root["users"]["a"] = User("a", "h", float(len(attempts)))
+            if len(attempts) < 3:
+                raise ConflictError()
+            return len(attempts)
+
+        self.assertEqual(self.store.run(flaky), 3)
+        self.assertEqual(self.store.read(lambda root: root["users"]["a"].created_at), 3.0)
+
+    def test_conflict_retries_exhausted(self) -> None:
+        """
+        A unit of work that always conflicts is given up with a clear error.
+        """
+
+        def hopeless(root):
+            raise ConflictError()
+
+        self.assertRaises(ConflictRetriesExhausted, self.store.run, hopeless)
+
+    def test_real_conflict_between_connections(self) -> None:
+        """
+        Two connections writing the same object: the loser is retried and sees the winner's write.
+        """
+        self.store.run(lambda root: root.__setitem__("counter", OOBTree({"n": 0})))
+        seen = []
+
+        def increment(root):
+            value = root["counter"]["n"]
+            seen.append(value)
+            if len(seen) == 1:
+                # a concurrent writer commits between our read and our commit
+                other = Store(self.store.db, retries=0)
+                other.run(lambda r: r["counter"].__setitem__("n", r["counter"]["n"] + 10))
+            root["counter"]["n"] = value + 1
+
+        self.store.run(increment)
+        self.assertEqual(seen, [0, 10])
+        self.assertEqual(self.store.read(lambda root: root["counter"]["n"]), 11)
+
+    def test_persistent_result_refused(self) -> None:
+        """
+        Persistent objects never leave a unit of work.
+        """
+        self.store.run(lambda root: root["users"].__setitem__("a", User("a", "h", 1.0)))
+        self.assertRaises(TypeError, self.store.run, lambda root: root["users"]["a"])
+
+
+class StoreServiceTests(TestCase):
+    def test_survives_restart(self) -> None:
+        """
+        Data written through the service is there after the service (and database) restart.
+        """
+        path = self.mktemp()
+        uri = f"file://{path}/Data.fs"
+        first = StoreService(uri, reactor, pool_size=2)
+        first.startService()
+
+        def write(root):
+            root["users"]["a"] = User("a", "h", 5.0)
+
+        d = first.transact(write)
+
+        def restart(_):
+            first.stopService()
+            second = StoreService(uri, reactor, pool_size=2)
+            second.startService()
+            self.addCleanup(second.stopService)
+            return second.read(lambda root: (root["users"]["a"].name, root["users"]["a"].created_at))
+
+        d.addCallback(restart)
+        d.addCallback(self.assertEqual, ("a", 5.0))
+        return d
+
+    def test_work_runs_off_the_reactor_thread(self) -> None:
+        """
+        Units of work run on the store's own threads.
+        """
+        import threading
+
+        service = StoreService("memory:", reactor, pool_size=2)
+        service.startService()
+        self.addCleanup(service.stopService)
+        d = service.read(lambda root: threading.current_thread().name)
+        d.addCallback(lambda name: self.assertTrue("mdmd-store" in name, name))
+        return d
+
+    def test_not_running(self) -> None:
+        """
+        Work submitted to a stopped service fails at once.
+        """
+        service = StoreService("memory:", reactor)
+        self.assertRaises(RuntimeError, service.transact, lambda root: None)

@@ -1,0 +1,170 @@
+"""
+Tests for L{mdmd.site}: bounded bodies, Content-Length, keep-alive, error answers, access log.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.threads import deferToThread
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import TestCase
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+from mdmd.errors import PeerError
+from mdmd.site import AsyncResource, MdmdSite, Response
+
+
+class Echo(AsyncResource):
+    async def handle_POST(self, request: Request) -> Response:
+        request.device_id = "DEV-7"
+        body = request.content.read()
+        # answer after a reactor turn, as real handlers do after store work
+        d: Deferred[None] = Deferred()
+        reactor.callLater(0, d.callback, None)
+        await d
+        return Response(b"got " + str(len(body)).encode(), content_type=b"text/plain")
+
+
+class Broken(AsyncResource):
+    async def handle_GET(self, request: Request) -> Response:
+        raise KeyError("secret internal detail")
+
+
+class Refusing(AsyncResource):
+    async def handle_GET(self, request: Request) -> Response:
+        raise PeerError("you sent nonsense")
+
+
+def raw_exchange(port: int, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(data)
+        chunks = []
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class SiteTests(TestCase):
+    def setUp(self):
+        root = Resource()
+        root.putChild(b"echo", Echo())
+        root.putChild(b"broken", Broken())
+        root.putChild(b"refusing", Refusing())
+        self.site = MdmdSite(root, clock=reactor, max_body=1000)
+        self.events: list[dict] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        d = TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(self.site)
+
+        def listening(port):
+            self.port = port.getHost().port
+            self.addCleanup(port.stopListening)
+
+        return d.addCallback(listening)
+
+    def requests(self, *requests: tuple[str, str, bytes | None]) -> Deferred[list[tuple[int, dict, bytes]]]:
+        def run():
+            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            out = []
+            for method, path, body in requests:
+                connection.request(method, path, body=body)
+                response = connection.getresponse()
+                out.append((response.status, dict((k.lower(), v) for k, v in response.getheaders()), response.read()))
+            connection.close()
+            return out
+
+        return deferToThread(run)
+
+    async def test_content_length_and_keep_alive(self) -> None:
+        """
+        Asynchronous answers carry Content-Length, never chunked, and one connection serves several requests.
+        """
+        replies = await self.requests(("POST", "/echo", b"x" * 10), ("POST", "/echo", b"y" * 20))
+        self.assertEqual([r[2] for r in replies], [b"got 10", b"got 20"])
+        for status, headers, body in replies:
+            self.assertEqual(status, 200)
+            self.assertEqual(headers["content-length"], str(len(body)))
+            self.assertNotIn("transfer-encoding", headers)
+
+    async def test_declared_oversized_body(self) -> None:
+        """
+        A Content-Length above the cap gets 413 at once and the connection closes.
+        """
+        answer = await deferToThread(
+            raw_exchange,
+            self.port,
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n" + b"z" * 100,
+        )
+        self.assertTrue(answer.startswith(b"HTTP/1.1 413 "), answer)
+        self.assertIn(b"Content-Length: 24", answer)
+
+    async def test_chunked_oversized_body(self) -> None:
+        """
+        A chunked body is cut off with 413 as soon as it passes the cap.
+        """
+        chunk = b"%x\r\n%s\r\n" % (600, b"q" * 600)
+        answer = await deferToThread(
+            raw_exchange,
+            self.port,
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk * 3 + b"0\r\n\r\n",
+        )
+        self.assertTrue(answer.startswith(b"HTTP/1.1 413 "), answer)
+        self.assertNotIn(b"got ", answer)
+
+    async def test_body_at_cap_accepted(self) -> None:
+        """
+        A body of exactly the cap is fine.
+        """
+        (reply,) = await self.requests(("POST", "/echo", b"a" * 1000))
+        self.assertEqual(reply[2], b"got 1000")
+
+    async def test_internal_error_hides_traceback(self) -> None:
+        """
+        Our own failure is logged with its traceback; the peer sees a bare 500.
+        """
+        (reply,) = await self.requests(("GET", "/broken", None))
+        self.assertEqual(reply[0], 500)
+        self.assertNotIn(b"secret", reply[2])
+        self.assertNotIn(b"Traceback", reply[2])
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+
+    async def test_peer_error_answered(self) -> None:
+        """
+        A peer's protocol mistake gets a 400 naming it, and nothing is logged as an error.
+        """
+        (reply,) = await self.requests(("GET", "/refusing", None))
+        self.assertEqual((reply[0], reply[2]), (400, b"you sent nonsense\n"))
+
+    async def test_method_not_allowed(self) -> None:
+        """
+        Unhandled methods get 405 with an Allow header.
+        """
+        (reply,) = await self.requests(("DELETE", "/echo", None))
+        self.assertEqual(reply[0], 405)
+        self.assertEqual(reply[1]["allow"], "POST")
+
+    async def test_access_log_line(self) -> None:
+        """
+        Each request logs one line with method, path, status, bytes, duration and device id.
+        """
+        await self.requests(("POST", "/echo?x=1", b"abc"))
+        lines = [e for e in self.events if e.get("listener") == "https" and "status" in e]
+        self.assertEqual(len(lines), 1)
+        line = lines[0]
+        self.assertEqual(
+            (line["method"], line["path"], line["status"], line["bytes"], line["device_id"]),
+            ("POST", "/echo?x=1", 200, 5, "DEV-7"),
+        )
+        self.assertGreaterEqual(line["duration_ms"], 0)
