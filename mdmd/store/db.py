@@ -9,7 +9,7 @@ share one database. C{memory:} is a MappingStorage for tests.
 from __future__ import annotations
 
 import os
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import ZODB
 from ZODB.FileStorage import FileStorage
@@ -59,6 +59,31 @@ def describe(uri: str) -> str:
     return uri
 
 
+def libpq_dsn(uri: str) -> str:
+    """
+    A C{postgresql://} URI as a libpq keyword string (RelStorage appends to it).
+    """
+    parts = urlsplit(uri)
+    fields: dict[str, str] = {}
+    if parts.path.strip("/"):
+        fields["dbname"] = unquote(parts.path.strip("/"))
+    if parts.username:
+        fields["user"] = unquote(parts.username)
+    if parts.password:
+        fields["password"] = unquote(parts.password)
+    if parts.hostname:
+        fields["host"] = parts.hostname
+    if parts.port:
+        fields["port"] = str(parts.port)
+    for key, values in parse_qs(parts.query).items():
+        fields[key] = values[-1]
+
+    def quote(value: str) -> str:
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+    return " ".join(f"{key}={quote(value)}" for key, value in fields.items())
+
+
 def _zeo(host: str | None, port: int | None, query: dict[str, list[str]]) -> object:
     try:
         from ZEO.ClientStorage import ClientStorage
@@ -67,7 +92,10 @@ def _zeo(host: str | None, port: int | None, query: dict[str, list[str]]) -> obj
     if not host or not port:
         raise StoreURIError("zeo:// needs HOST:PORT")
     storage_name = query.get("storage", ["1"])[0]
-    return ClientStorage((host, port), storage=storage_name, wait_timeout=30)
+    # server_sync: every transaction starts with a round trip to the server, so
+    # it sees what other nodes committed before (a device's next message may
+    # reach another node than its last one).
+    return ClientStorage((host, port), storage=storage_name, wait_timeout=30, server_sync=True)
 
 
 def _relstorage(uri: str) -> object:
@@ -80,5 +108,5 @@ def _relstorage(uri: str) -> object:
             "postgresql:// needs RelStorage installed (pip install 'mdmd[postgresql]')"
         ) from None
     options = Options(keep_history=False)
-    adapter = PostgreSQLAdapter(dsn=uri, options=options)
+    adapter = PostgreSQLAdapter(dsn=libpq_dsn(uri), options=options)
     return RelStorage(adapter, options=options)

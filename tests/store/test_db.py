@@ -84,3 +84,16 @@ class ZEOTests(SynchronousTestCase):
         first.initialize()
         first.run(lambda root: root["users"].__setitem__("k", 1))
         self.assertEqual(second.read(lambda root: dict(root["users"])), {"k": 1})
+
+
+class DSNTests(SynchronousTestCase):
+    def test_libpq_dsn(self) -> None:
+        """
+        PostgreSQL URIs become libpq keyword strings, quoted, with query parameters kept.
+        """
+        from mdmd.store.db import libpq_dsn
+
+        self.assertEqual(
+            libpq_dsn("postgresql://md%40md:p%27w@db.example:5433/mdmd?sslmode=require"),
+            "dbname='mdmd' user='md@md' password='p\\'w' host='db.example' port='5433' sslmode='require'",
+        )
