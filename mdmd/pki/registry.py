@@ -15,6 +15,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from mdmd.errors import PeerError
 from mdmd.pki.ca import REVOCATION_REASONS, Revocation, serial_hex, thumbprint
 from mdmd.store.models import IssuedCertificate
 
@@ -26,6 +27,8 @@ __all__ = [
     "lookup",
     "list_certificates",
     "revocations",
+    "check_client",
+    "ClientCertificateRefused",
 ]
 
 Root = MutableMapping[str, Any]
@@ -145,6 +148,35 @@ def list_certificates(root: Root, device_id: str | None = None) -> list[Certific
         _info(r) for r in root["certs"].values() if device_id is None or r.device_id == device_id
     ]
     return sorted(records, key=lambda info: (info.issued_at, info.serial))
+
+
+class ClientCertificateRefused(PeerError):
+    """
+    A client certificate we do not (or no longer) honour.
+    """
+
+
+def check_client(root: Root, certificate: x509.Certificate) -> CertificateInfo:
+    """
+    The record of a TLS-verified client certificate, if we still honour it.
+
+    TLS has checked the chain to our CA; this checks the application's view:
+    we issued that serial, the DER is the one we issued, and it is not revoked.
+
+    @raise ClientCertificateRefused: naming what is wrong.
+    """
+    record = root["certs"].get(certificate.serial_number)
+    if record is None:
+        raise ClientCertificateRefused(
+            f"certificate {serial_hex(certificate.serial_number)} was not issued by this server"
+        )
+    if record.der != certificate.public_bytes(serialization.Encoding.DER):
+        raise ClientCertificateRefused(
+            f"certificate {serial_hex(record.serial)} does not match the one we issued"
+        )
+    if record.status != "valid":
+        raise ClientCertificateRefused(f"certificate {serial_hex(record.serial)} is {record.status}")
+    return _info(record)
 
 
 def revocations(root: Root) -> list[Revocation]:

@@ -8,15 +8,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from OpenSSL.crypto import X509, PKey
 from twisted.internet.ssl import CertificateOptions, TLSVersion
 from twisted.web.iweb import IRequest
 
-from mdmd.errors import PeerError
 from mdmd.pki import registry
-from mdmd.pki.ca import PrivateKey, serial_hex
-from mdmd.pki.registry import CertificateInfo
+from mdmd.pki.ca import PrivateKey
+from mdmd.pki.registry import CertificateInfo, ClientCertificateRefused
 from mdmd.store.service import StoreService
 
 __all__ = ["server_options", "peer_certificate", "verified_client", "ClientCertificateRefused"]
@@ -64,33 +62,13 @@ def peer_certificate(request: IRequest) -> x509.Certificate | None:
     return None if cert is None else cert.to_cryptography()
 
 
-class ClientCertificateRefused(PeerError):
-    """
-    The request carries no client certificate, or one we no longer honour.
-    """
-
-
 async def verified_client(request: IRequest, store: StoreService) -> CertificateInfo:
     """
     The issued-certificate record behind this request's client certificate.
 
-    TLS has checked the chain to our CA; this checks the application's view:
-    we issued that serial, to the subject's device, and it is not revoked.
-
-    @raise ClientCertificateRefused: naming what is wrong.
+    @raise ClientCertificateRefused: when there is none, or we no longer honour it.
     """
     certificate = peer_certificate(request)
     if certificate is None:
         raise ClientCertificateRefused("a client certificate is required")
-    info = await store.read(registry.lookup, certificate.serial_number)
-    if info is None:
-        raise ClientCertificateRefused(
-            f"certificate {serial_hex(certificate.serial_number)} was not issued by this server"
-        )
-    if info.der != certificate.public_bytes(serialization.Encoding.DER):
-        raise ClientCertificateRefused(
-            f"certificate {info.serial_hex} does not match the one we issued"
-        )
-    if info.status != "valid":
-        raise ClientCertificateRefused(f"certificate {info.serial_hex} is {info.status}")
-    return info
+    return await store.read(registry.check_client, certificate)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
+from BTrees.IOBTree import IOBTree
 from BTrees.OOBTree import OOBTree
 from persistent import Persistent
 
@@ -55,13 +56,48 @@ class IssuedCertificate(Persistent):
         self.revocation_reason: str | None = None
 
 
+class QueuedCommand(Persistent):
+    """
+    One operator command in a device's queue, and everything that became of it.
+
+    C{spec} is the validated JSON form (see L{mdmd.dm.commands}); C{state} is
+    queued → sent → done or failed (or cancelled before it was sent).
+    """
+
+    def __init__(self, seq: int, spec: dict[str, Any], scope: str, created_at: float) -> None:
+        self.seq = seq
+        self.spec = spec
+        self.scope = scope
+        self.created_at = created_at
+        self.updated_at = created_at
+        self.state = "queued"
+        self.attempts = 0
+        self.sent_in: tuple[str, str, str] | None = None  # (SessionID, MsgID, CmdID)
+        self.status: int | None = None
+        self.statuses: tuple[tuple[str, int], ...] = ()  # (command path, code) of every (sub)command
+        self.results: tuple[dict[str, Any], ...] = ()
+        self.error: str | None = None
+
+
+class CommandQueue(Persistent):
+    """
+    A device's commands, keyed by a per-device monotonic sequence number.
+    """
+
+    def __init__(self) -> None:
+        self.next_seq = 1
+        self.commands = IOBTree()
+
+
 #: The containers under the ZODB root, created on first open. Keys of C{certs}
 #: and C{revoked} are certificate serial numbers (int); of C{users}, the
-#: case-folded user name.
+#: case-folded user name; of C{queues}, device ids (a L{CommandQueue} each,
+#: so devices never conflict with each other).
 ROOT_CONTAINERS: dict[str, Callable[[], Any]] = {
     "users": OOBTree,
     "certs": OOBTree,
     "revoked": OOBTree,
+    "queues": OOBTree,
 }
 
 

@@ -1,0 +1,193 @@
+"""
+Each device's ordered command queue, in the store.
+
+Commands keep a per-device monotonic sequence number and are sent strictly in
+that order within their scope: device-scoped commands in order, and
+C{./User} commands in order among themselves once the enrolled user is logged
+in (a waiting user command does not hold back device configuration). Every
+state change is kept: when it was sent (session, message, command id), its
+status codes and its results.
+
+These functions are units of work (they take the ZODB root) or helpers the
+DM session engine calls inside one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from mdmd.dm.commands import PENDING, CommandSpec, parse_spec
+from mdmd.errors import PeerError
+from mdmd.store.models import CommandQueue, QueuedCommand
+
+__all__ = [
+    "CommandInfo",
+    "UnknownCommand",
+    "CommandNotCancellable",
+    "enqueue",
+    "list_commands",
+    "cancel",
+    "queue_of",
+    "requeue_unanswered",
+    "MAX_ATTEMPTS",
+]
+
+Root = MutableMapping[str, Any]
+
+#: A command sent in this many sessions without an answer is given up.
+MAX_ATTEMPTS = 5
+
+
+
+class UnknownCommand(PeerError):
+    def __str__(self) -> str:
+        return f"device {self.args[0]} has no command {self.args[1]}"
+
+
+class CommandNotCancellable(PeerError):
+    pass
+
+
+@dataclass(frozen=True)
+class CommandInfo:
+    """
+    A plain copy of a queued command's record.
+    """
+
+    device_id: str
+    seq: int
+    spec: dict[str, Any]
+    scope: str
+    state: str
+    created_at: float
+    updated_at: float
+    attempts: int
+    sent_in: tuple[str, str, str] | None
+    status: int | None
+    statuses: tuple[tuple[str, int], ...]
+    results: tuple[dict[str, Any], ...]
+    error: str | None
+
+    @property
+    def command(self) -> CommandSpec:
+        return parse_spec(self.spec)
+
+    def as_json(self) -> dict[str, Any]:
+        value = dict(self.__dict__)
+        value["sent_in"] = (
+            None
+            if self.sent_in is None
+            else dict(zip(("session_id", "msg_id", "cmd_id"), self.sent_in))
+        )
+        value["statuses"] = [{"command": path, "status": code} for path, code in self.statuses]
+        value["results"] = list(self.results)
+        return value
+
+
+def info(device_id: str, command: QueuedCommand) -> CommandInfo:
+    return CommandInfo(
+        device_id=device_id,
+        seq=command.seq,
+        spec=command.spec,
+        scope=command.scope,
+        state=command.state,
+        created_at=command.created_at,
+        updated_at=command.updated_at,
+        attempts=command.attempts,
+        sent_in=command.sent_in,
+        status=command.status,
+        statuses=command.statuses,
+        results=command.results,
+        error=command.error,
+    )
+
+
+def queue_of(root: Root, device_id: str) -> CommandQueue:
+    """
+    The device's queue, created on first use.
+    """
+    queue = root["queues"].get(device_id)
+    if queue is None:
+        queue = CommandQueue()
+        root["queues"][device_id] = queue
+    return queue
+
+
+def enqueue(root: Root, device_ids: Iterable[str], spec: CommandSpec, now: float) -> list[CommandInfo]:
+    """
+    Append C{spec} to each device's queue; return the new records in device order.
+    """
+    queued = []
+    for device_id in device_ids:
+        queue = queue_of(root, device_id)
+        seq = queue.next_seq
+        queue.next_seq = seq + 1
+        command = QueuedCommand(seq, spec.as_json(), spec.scope, now)
+        queue.commands[seq] = command
+        queued.append(info(device_id, command))
+    return queued
+
+
+def list_commands(
+    root: Root, device_id: str, states: Iterable[str] | None = None, limit: int | None = None
+) -> list[CommandInfo]:
+    """
+    A device's commands in sequence order, optionally only some states; the last C{limit}.
+    """
+    queue = root["queues"].get(device_id)
+    if queue is None:
+        return []
+    wanted = set(states) if states is not None else None
+    found = [
+        info(device_id, c) for c in queue.commands.values() if wanted is None or c.state in wanted
+    ]
+    return found[-limit:] if limit else found
+
+
+def get_command(root: Root, device_id: str, seq: int) -> CommandInfo:
+    queue = root["queues"].get(device_id)
+    command = None if queue is None else queue.commands.get(seq)
+    if command is None:
+        raise UnknownCommand(device_id, seq)
+    return info(device_id, command)
+
+
+def cancel(root: Root, device_id: str, seq: int, now: float) -> CommandInfo:
+    """
+    Withdraw a command that has not been sent yet.
+    """
+    queue = root["queues"].get(device_id)
+    command = None if queue is None else queue.commands.get(seq)
+    if command is None:
+        raise UnknownCommand(device_id, seq)
+    if command.state != "queued":
+        raise CommandNotCancellable(
+            f"command {seq} of {device_id} is {command.state}; only queued commands can be cancelled"
+        )
+    command.state = "cancelled"
+    command.updated_at = now
+    return info(device_id, command)
+
+
+def requeue_unanswered(queue: CommandQueue, session_id: str, now: float) -> list[int]:
+    """
+    Commands sent in another (aborted) session go back in the queue.
+
+    One that has already been sent L{MAX_ATTEMPTS} times fails instead, so a
+    command that makes the device drop its sessions cannot block the queue.
+    """
+    changed = []
+    for command in queue.commands.values():
+        if command.state != "sent" or command.sent_in is None or command.sent_in[0] == session_id:
+            continue
+        if command.attempts >= MAX_ATTEMPTS:
+            command.state = "failed"
+            command.error = f"no answer after {command.attempts} sessions"
+        else:
+            command.state = "queued"
+        command.sent_in = None
+        command.updated_at = now
+        changed.append(command.seq)
+    return changed
