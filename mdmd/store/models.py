@@ -89,15 +89,29 @@ class CommandQueue(Persistent):
         self.commands = IOBTree()
 
 
+class DMSession(Persistent):
+    """
+    A device's current DM session: the engine's state as plain builtins.
+
+    The whole dict is replaced after every message (one small write), so
+    any node sharing the store can answer the next message of the session.
+    """
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        self.state = state
+
+
 #: The containers under the ZODB root, created on first open. Keys of C{certs}
 #: and C{revoked} are certificate serial numbers (int); of C{users}, the
 #: case-folded user name; of C{queues}, device ids (a L{CommandQueue} each,
-#: so devices never conflict with each other).
+#: so devices never conflict with each other); of C{sessions}, device ids
+#: (their current L{DMSession}).
 ROOT_CONTAINERS: dict[str, Callable[[], Any]] = {
     "users": OOBTree,
     "certs": OOBTree,
     "revoked": OOBTree,
     "queues": OOBTree,
+    "sessions": OOBTree,
 }
 
 
