@@ -110,6 +110,7 @@ __all__ = [
     "SubmitAccepted",
     "SubmitFailed",
     "Unbound",
+    "submit_templates",
 ]
 
 
@@ -403,6 +404,40 @@ class _Pending:
     disconnect: bool = False
 
 
+def submit_templates(
+    config: SessionConfig, destination: Address, segments: Sequence[SmsSegment]
+) -> tuple[SubmitSm, ...]:
+    """
+    The submit_sm of each segment, sequence number left at 0.
+
+    Raises L{ValueError} for what could never be sent (no segments, an
+    address or message too long), so that callers can refuse a job at once.
+    """
+    if not segments:
+        raise ValueError("a job needs at least one segment")
+    templates = tuple(
+        SubmitSm(
+            sequence_number=0,
+            service_type=config.service_type,
+            source_addr_ton=config.source.ton,
+            source_addr_npi=config.source.npi,
+            source_addr=config.source.addr,
+            dest_addr_ton=destination.ton,
+            dest_addr_npi=destination.npi,
+            destination_addr=destination.addr,
+            esm_class=segment.esm_class,
+            registered_delivery=config.registered_delivery,
+            validity_period=config.validity_period,
+            data_coding=segment.data_coding,
+            short_message=segment.short_message,
+        )
+        for segment in segments
+    )
+    for template in templates:
+        encode(template)
+    return templates
+
+
 class EsmeSession:
     """
     One SMPP connection, from bind to unbind, seen from the ESME.
@@ -501,32 +536,10 @@ class EsmeSession:
             raise LocalProtocolError(f"cannot submit while {self._state.value}")
         if ref in self._jobs:
             raise LocalProtocolError(f"job {ref!r} is already queued")
-        if not segments:
-            raise ValueError("a job needs at least one segment")
         ids = list(message_ids) if message_ids is not None else [None] * len(segments)
         if len(ids) != len(segments):
             raise ValueError("one message id (or None) per segment")
-        c = self._config
-        templates = tuple(
-            SubmitSm(
-                sequence_number=0,
-                service_type=c.service_type,
-                source_addr_ton=c.source.ton,
-                source_addr_npi=c.source.npi,
-                source_addr=c.source.addr,
-                dest_addr_ton=destination.ton,
-                dest_addr_npi=destination.npi,
-                destination_addr=destination.addr,
-                esm_class=segment.esm_class,
-                registered_delivery=c.registered_delivery,
-                validity_period=c.validity_period,
-                data_coding=segment.data_coding,
-                short_message=segment.short_message,
-            )
-            for segment in segments
-        )
-        for template in templates:
-            encode(template)  # refuse now what the SMSC could never be sent
+        templates = submit_templates(self._config, destination, segments)
         job = _Job(ref, templates, ids, [0] * len(ids), [0] * len(ids))
         self._jobs[ref] = job
         self._ready.extend((job, i) for i, mid in enumerate(ids) if mid is None)

@@ -59,6 +59,7 @@ __all__ = [
     "PduDecoder",
     "PduError",
     "Receipt",
+    "STAT_STATES",
     "Status",
     "SubmitSm",
     "SubmitSmResp",
@@ -730,7 +731,8 @@ class Receipt:
     network_error_code: bytes | None = None
 
 
-_STAT_STATES = {
+#: The stat words of text receipts.
+STAT_STATES = {
     "DELIVRD": MessageState.DELIVERED,
     "DELIVERED": MessageState.DELIVERED,
     "EXPIRED": MessageState.EXPIRED,
@@ -776,7 +778,7 @@ def parse_receipt(pdu: DeliverSm | DataSm) -> Receipt | None:
     except ValueError:
         state = None
     if state is None:
-        state = _STAT_STATES.get((stat or "").upper(), MessageState.UNKNOWN)
+        state = STAT_STATES.get((stat or "").upper(), MessageState.UNKNOWN)
     return Receipt(
         message_id=message_id,
         state=state,

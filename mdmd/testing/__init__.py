@@ -1,0 +1,3 @@
+"""
+Fakes shared by mdmd's tests and benchmarks (importable, never used by the daemon).
+"""
