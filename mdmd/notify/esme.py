@@ -153,7 +153,9 @@ class ESMEProtocol(Protocol):
     """
     One connection to the SMSC around an L{EsmeSession}.
 
-    Events go to C{handler(protocol, event)}.
+    Events go to C{handler(protocol, event)}. There is at most one timer, due
+    no later than the session's deadline (it may fire early: the session
+    then just says when to come back).
     """
 
     def __init__(
@@ -216,8 +218,8 @@ class ESMEProtocol(Protocol):
     def _apply(self, out: Output) -> None:
         if out.data and not self._lost:
             self.transport.write(out.data)  # type: ignore[union-attr]
-        # Set the timer before handing events out: a handler may feed the
-        # session again, and the deadline of that later call must win.
+        # Arm the timer before handing events out: a handler may feed the
+        # session again, and whichever deadline is earlier must be kept.
         self._schedule(None if self._lost else out.deadline)
         if out.disconnect and not self._lost:
             self.transport.loseConnection()  # type: ignore[union-attr]
@@ -228,8 +230,11 @@ class ESMEProtocol(Protocol):
                 log.failure("SMPP event handler failed on {event!r}", event=event)
 
     def _schedule(self, deadline: float | None) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
+        timer = self._timer
+        if timer is not None and timer.active():
+            if deadline is not None and timer.getTime() <= deadline:
+                return  # an early tick is harmless and re-arms; saves reactor churn
+            timer.cancel()
         self._timer = None
         if deadline is not None:
             delay = max(0.0, deadline - self._clock.seconds())
@@ -400,14 +405,10 @@ class ESMEService(Service):
         if isinstance(event, SubmitAccepted):
             self._finish(event.ref, SubmitOutcome(event.ref, True, event.message_ids))
         elif isinstance(event, SubmitFailed):
-            log.warn(
-                "SMSC refused push {ref!r}: {status}", ref=event.ref, status=event.status_name
-            )
+            log.warn("SMSC refused push {ref!r}: {status}", ref=event.ref, status=event.status_name)
             self._finish(
                 event.ref,
-                SubmitOutcome(
-                    event.ref, False, event.message_ids, event.status, event.temporary
-                ),
+                SubmitOutcome(event.ref, False, event.message_ids, event.status, event.temporary),
             )
         elif isinstance(event, DeliveryReceipt):
             self._notify(self._observers.receipts, event)

@@ -43,10 +43,11 @@ lost in a timeout may still reach the handset twice; a repeated package #0
 with the same session id makes the device start one session, so that is
 harmless.)
 
-Throughput is paced on the submit times themselves: the next submit is due
-one interval after the previous due time, so a late timer does not lower the
-rate, but an idle period does not bank credit either: at most C{rate·W + 2}
-submits leave in any window of W seconds.
+Throughput is paced on due times: the next submit is due one interval after
+the previous one was due, so a timer that fires up to half an interval late
+does not lower the rate; beyond that (an idle period) no credit is banked.
+At most C{rate·W + 1.5} submits leave in any window of W seconds, and the
+long-run rate is the configured one.
 """
 
 from __future__ import annotations
@@ -592,7 +593,11 @@ class EsmeSession:
         served = _SERVED_IN.get(kind)
         if served is None:
             self._violation(f"{kind.__name__} is not for an ESME", Status.ESME_RINVCMDID)
-            self._send(GenericNack(sequence_number=pdu.sequence_number, command_status=Status.ESME_RINVCMDID))
+            self._send(
+                GenericNack(
+                    sequence_number=pdu.sequence_number, command_status=Status.ESME_RINVCMDID
+                )
+            )
             return
         if self._state not in served:
             self._violation(f"{kind.__name__} while {self._state.value}", Status.ESME_RINVBNDSTS)
@@ -673,9 +678,7 @@ class EsmeSession:
             self._move(_I.BIND_OK)
             return
         status = pdu.command_status or Status.ESME_RBINDFAIL
-        self._pending.events.append(
-            BindFailed(status, f"bind refused: {status_name(status)}")
-        )
+        self._pending.events.append(BindFailed(status, f"bind refused: {status_name(status)}"))
         self._move(_I.BIND_REFUSED)
 
     def _on_submit_response(self, job: _Job, index: int, pdu: Pdu, now: float) -> None:
@@ -688,7 +691,8 @@ class EsmeSession:
         if status == Status.ESME_ROK:
             assert isinstance(pdu, SubmitSmResp)
             job.message_ids[index] = pdu.message_id
-            self._remember(message_id_key(pdu.message_id, self._config.submit_id_base), job.ref)
+            if pdu.message_id:
+                self._remember(message_id_key(pdu.message_id, self._config.submit_id_base), job.ref)
             self._check_accepted(job)
         elif status in _PAUSE_STATUSES:
             job.throttled[index] += 1
@@ -814,9 +818,7 @@ class EsmeSession:
     def _send(self, pdu: Pdu) -> None:
         self._pending.data.append(encode(pdu))
 
-    def _request(
-        self, pdu: Pdu, now: float, job: _Job | None = None, index: int = -1
-    ) -> None:
+    def _request(self, pdu: Pdu, now: float, job: _Job | None = None, index: int = -1) -> None:
         self._outstanding[pdu.sequence_number] = _Outstanding(
             type(pdu), now + self._config.response_timeout, job, index
         )
@@ -846,7 +848,7 @@ class EsmeSession:
             self._request(pdu, now, job, index)
             self._in_flight += 1
             if interval:
-                self._next_slot = max(self._next_slot, now - interval) + interval
+                self._next_slot = max(self._next_slot, now - interval / 2) + interval
 
     def _deadline(self) -> float | None:
         times = [entry.deadline for entry in self._outstanding.values()]

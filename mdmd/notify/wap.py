@@ -154,12 +154,7 @@ def wsp_push_pdu(
     headers = bytes(
         [0x80 | content_type, 0x80 | HEADER_X_WAP_APPLICATION_ID, 0x80 | application_id]
     )
-    return (
-        bytes([transaction_id, PDU_TYPE_PUSH])
-        + encode_uintvar(len(headers))
-        + headers
-        + body
-    )
+    return bytes([transaction_id, PDU_TYPE_PUSH]) + encode_uintvar(len(headers)) + headers + body
 
 
 def parse_wsp_push(datagram: bytes) -> WspPush:

@@ -95,7 +95,11 @@ class FakeSmsc(Protocol):
             try:
                 pdu = self._decoder.next_pdu()
             except p.PduError as e:
-                self.send(p.GenericNack(sequence_number=e.sequence_number, command_status=e.command_status))
+                self.send(
+                    p.GenericNack(
+                        sequence_number=e.sequence_number, command_status=e.command_status
+                    )
+                )
                 if e.fatal:
                     self.transport.loseConnection()
                 continue
@@ -182,14 +186,20 @@ class FakeSmsc(Protocol):
             self.transport.loseConnection()  # type: ignore[union-attr]
         elif not pdu.is_response:
             self.send(
-                p.GenericNack(sequence_number=pdu.sequence_number, command_status=p.Status.ESME_RINVCMDID)
+                p.GenericNack(
+                    sequence_number=pdu.sequence_number, command_status=p.Status.ESME_RINVCMDID
+                )
             )
 
     def _on_submit(self, pdu: p.SubmitSm) -> None:
         scenario = self.factory.scenario
         n = next(self.factory.counters.submits)
         if not self.bound:
-            self.send(p.SubmitSmResp(sequence_number=pdu.sequence_number, command_status=p.Status.ESME_RINVBNDSTS))
+            self.send(
+                p.SubmitSmResp(
+                    sequence_number=pdu.sequence_number, command_status=p.Status.ESME_RINVBNDSTS
+                )
+            )
             return
         if scenario.disconnect_after and n % scenario.disconnect_after == 0:
             self.transport.loseConnection()  # type: ignore[union-attr]
@@ -197,7 +207,11 @@ class FakeSmsc(Protocol):
         if not scenario.respond:
             return
         if scenario.nack_status is not None:
-            self.send(p.GenericNack(sequence_number=pdu.sequence_number, command_status=scenario.nack_status))
+            self.send(
+                p.GenericNack(
+                    sequence_number=pdu.sequence_number, command_status=scenario.nack_status
+                )
+            )
             return
         status = p.Status.ESME_ROK
         if scenario.throttle_every and n % scenario.throttle_every == 0:
@@ -215,7 +229,6 @@ class FakeSmsc(Protocol):
                 self.send_receipt(message_id, pdu, scenario.receipts)
         if scenario.unbind_after and n % scenario.unbind_after == 0:
             self.send_unbind()
-
 
 
 class FakeSmscFactory(Factory):

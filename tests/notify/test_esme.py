@@ -7,38 +7,21 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.test.iosim import ConnectionCompleter, IOPump
-from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from mdmd.notify import smpp_pdu as p
 from mdmd.notify.esme import ESMEProtocol, ESMEService, SubmitAbandoned, SubmitOutcome
-from mdmd.notify.smpp import (
-    Address,
-    BindFailed,
-    Bound,
-    LinkBroken,
-    SessionConfig,
-    State,
-    SubmitAccepted,
-    Unbound,
-)
+from mdmd.notify.smpp import BindFailed, Bound, LinkBroken, State, Unbound
 from mdmd.notify.wap import SmsSegment, reassemble, wdp_segments
 from mdmd.testing.smsc import FakeSmscFactory, Receipts, Scenario
+from tests.notify.test_smpp import CONFIG, DEVICE, ONE
 
-CONFIG = SessionConfig(
-    system_id="mdmd",
-    password="secret",
-    source=Address("MDMD", 5, 0),
-    response_timeout=10.0,
-    enquire_link_interval=30.0,
-)
-DEVICE = Address("491701234567")
 THREE = wdp_segments(bytes(range(256)) + bytes(44), concat_ref=77)
-ONE = (SmsSegment(b"\x06\x05\x04\x0b\x84\x23\xf0one"),)
 
 
 class Net:
@@ -107,11 +90,23 @@ class ServiceTests(SynchronousTestCase):
         self.assertEqual(net.states, [Bound("FAKESMSC", None)])
         (outcome,) = net.submit("push-1", THREE)
         self.assertEqual(outcome, SubmitOutcome("push-1", True, ("1", "2", "3")))
-        self.assertEqual([s.short_message for s in net.smsc.submits], [s.short_message for s in THREE])
-        self.assertTrue(all(s.esm_class == 0x40 and s.destination_addr == "491701234567" for s in net.smsc.submits))
-        self.assertEqual(reassemble([s.short_message for s in net.smsc.submits])[2], bytes(range(256)) + bytes(44))
+        self.assertEqual(
+            [s.short_message for s in net.smsc.submits], [s.short_message for s in THREE]
+        )
+        self.assertTrue(
+            all(
+                s.esm_class == 0x40 and s.destination_addr == "491701234567"
+                for s in net.smsc.submits
+            )
+        )
+        self.assertEqual(
+            reassemble([s.short_message for s in net.smsc.submits])[2],
+            bytes(range(256)) + bytes(44),
+        )
         bind = net.smsc.received[0]
-        self.assertEqual((type(bind), bind.system_id, bind.password), (p.BindTransceiver, "mdmd", "secret"))
+        self.assertEqual(
+            (type(bind), bind.system_id, bind.password), (p.BindTransceiver, "mdmd", "secret")
+        )
 
     def test_submit_waits_for_bind(self) -> None:
         """
@@ -144,7 +139,10 @@ class ServiceTests(SynchronousTestCase):
         net = Net(Scenario(nack_status=p.Status.ESME_RINVCMDID))
         net.start()
         (outcome,) = net.submit("x")
-        self.assertEqual((outcome.accepted, outcome.status_name, outcome.temporary), (False, "ESME_RINVCMDID", False))
+        self.assertEqual(
+            (outcome.accepted, outcome.status_name, outcome.temporary),
+            (False, "ESME_RINVCMDID", False),
+        )
 
     def test_wrong_password_backs_off(self) -> None:
         """
@@ -153,7 +151,9 @@ class ServiceTests(SynchronousTestCase):
         """
         net = Net(Scenario(password="other"))
         net.start()
-        self.assertEqual(net.states, [BindFailed(p.Status.ESME_RINVPASWD, "bind refused: ESME_RINVPASWD")])
+        self.assertEqual(
+            net.states, [BindFailed(p.Status.ESME_RINVPASWD, "bind refused: ESME_RINVPASWD")]
+        )
         self.assertFalse(net.service.bound)
         net.advance(2.0)
         net.connect()
@@ -190,7 +190,9 @@ class ServiceTests(SynchronousTestCase):
         net.advance(2.0)
         net.connect()
         self.assertEqual(results, [SubmitOutcome("push", True, ("1", "2", "3"))])
-        self.assertEqual([s.short_message for s in net.smsc.submits], [s.short_message for s in THREE])
+        self.assertEqual(
+            [s.short_message for s in net.smsc.submits], [s.short_message for s in THREE]
+        )
 
     def test_disconnect_with_full_window(self) -> None:
         """
@@ -233,7 +235,10 @@ class ServiceTests(SynchronousTestCase):
         """
         for style, config in (
             (Receipts.TLV, {}),
-            (Receipts.TEXT, {"submit_id_base": p.MessageIdBase.HEX, "receipt_id_base": p.MessageIdBase.DEC}),
+            (
+                Receipts.TEXT,
+                {"submit_id_base": p.MessageIdBase.HEX, "receipt_id_base": p.MessageIdBase.DEC},
+            ),
         ):
             net = Net(Scenario(receipts=style, hex_message_ids=True), **config)
             net.start()
@@ -242,7 +247,9 @@ class ServiceTests(SynchronousTestCase):
             self.assertEqual(len(net.receipts), 11)
             last = net.receipts[-1]
             self.assertEqual((last.ref, last.state), ("job-10", p.MessageState.DELIVERED))
-            self.assertEqual(len([r for r in net.smsc.received if isinstance(r, p.DeliverSmResp)]), 11)
+            self.assertEqual(
+                len([r for r in net.smsc.received if isinstance(r, p.DeliverSmResp)]), 11
+            )
 
     def test_enquire_link_both_ways(self) -> None:
         """
@@ -272,7 +279,9 @@ class ServiceTests(SynchronousTestCase):
         self.assertEqual(stopped, [])
         self.assertNotIsInstance(net.smsc.received[-1], p.Unbind)
         sm = net.smsc.submits[0]
-        net.smsc.connections[-1].send(p.SubmitSmResp(sequence_number=sm.sequence_number, message_id="42"))
+        net.smsc.connections[-1].send(
+            p.SubmitSmResp(sequence_number=sm.sequence_number, message_id="42")
+        )
         net.flush()
         self.assertIsInstance(net.smsc.received[-1], p.Unbind)
         self.assertEqual(stopped, [None])
@@ -318,8 +327,8 @@ class ServiceTests(SynchronousTestCase):
 class ProtocolTimerTests(SynchronousTestCase):
     def test_one_timer_at_the_deadline(self) -> None:
         """
-        The protocol keeps exactly one delayed call, at the session's deadline,
-        and closes the transport when the session says so.
+        The protocol keeps one delayed call, never later than the session's
+        deadline, and closes the transport when the session says so.
         """
         clock = Clock()
         events: list = []
@@ -332,8 +341,12 @@ class ProtocolTimerTests(SynchronousTestCase):
         self.assertEqual(call.getTime(), 10.0)
         protocol.dataReceived(p.encode(p.BindTransceiverResp(sequence_number=bind.sequence_number)))
         (call,) = clock.getDelayedCalls()
+        self.assertEqual(call.getTime(), 10.0)  # early: the bind timeout's timer is kept
+        clock.advance(10.0)
+        self.assertEqual(transport.value(), b"")
+        (call,) = clock.getDelayedCalls()
         self.assertEqual(call.getTime(), 30.0)
-        clock.advance(30.0)
+        clock.advance(20.0)
         self.assertIsInstance(p.decode(transport.value()), p.EnquireLink)
         clock.advance(10.0)
         self.assertTrue(transport.disconnecting)
@@ -403,7 +416,9 @@ def _certificates(common_name: str) -> tuple[bytes, bytes]:
         .sign(ca_key, hashes.SHA256())
     )
     pem = serialization.Encoding.PEM
-    key_pem = key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    key_pem = key.private_bytes(
+        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     return ca.public_bytes(pem), cert.public_bytes(pem) + key_pem
 
 

@@ -17,7 +17,7 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -38,7 +38,11 @@ DEVICE = Address("491701234567")
 
 def _push():
     pkg0 = build_package0(
-        server_id="mdmd.example", password="srv", nonce=b"\x01\x02", session_id=0xD, vendor=b"v" * 200
+        server_id="mdmd.example",
+        password="srv",
+        nonce=b"\x01\x02",
+        session_id=0xD,
+        vendor=b"v" * 200,
     )
     return pkg0, wap_push_segments(pkg0, concat_ref=0x5A)
 
@@ -93,26 +97,32 @@ class _Peer(ProcessProtocol):
         return [line for line in self.lines if line["dir"] == "in" and line["command"] == command]
 
 
-class _RealSmscMixin:
+if TYPE_CHECKING:
+    _MixinBase = TestCase
+else:
+    _MixinBase = object
+
+
+class _RealSmscMixin(_MixinBase):
     """
     What both peers are put through; subclasses say how to start one.
     """
-
-    receipts_expected = True
 
     def spawn(self, *args: str) -> _Peer:
         raise NotImplementedError
 
     def start_peer(self, executable: str, argv: list[str]) -> _Peer:
         peer = _Peer()
-        process = reactor.spawnProcess(peer, executable, argv, env=dict(os.environ), path=str(PEERS))
+        process = reactor.spawnProcess(
+            peer, executable, argv, env=dict(os.environ), path=str(PEERS)
+        )
 
         def stop() -> Deferred[None]:
             if process.pid is not None:
                 process.signalProcess("KILL")
             return peer.ended
 
-        self.addCleanup(stop)  # type: ignore[attr-defined]
+        self.addCleanup(stop)
         return peer
 
     async def service_for(self, peer: _Peer, **config: Any) -> tuple[ESMEService, list, list]:
@@ -128,7 +138,7 @@ class _RealSmscMixin:
         service.add_state_observer(states.append)
         service.add_receipt_observer(receipts.append)
         service.startService()
-        self.addCleanup(lambda: service.stopService() if service.running else None)  # type: ignore[attr-defined]
+        self.addCleanup(lambda: service.stopService() if service.running else None)
         return service, states, receipts
 
     async def test_multi_segment_push(self) -> None:
@@ -140,27 +150,27 @@ class _RealSmscMixin:
         peer = self.spawn()
         service, states, receipts = await self.service_for(peer)
         pkg0, segments = _push()
-        self.assertGreater(len(segments), 1)  # type: ignore[attr-defined]
+        self.assertGreater(len(segments), 1)
         outcome = await service.submit("push-1", DEVICE, segments)
-        self.assertTrue(outcome.accepted, outcome)  # type: ignore[attr-defined]
-        self.assertEqual(len(outcome.message_ids), len(segments))  # type: ignore[attr-defined]
-        if self.receipts_expected:
-            await peer.wait_for(lambda lines: len([l for l in lines if l["command"] == "deliver_sm_resp"]) >= len(segments))
-            self.assertEqual(  # type: ignore[attr-defined]
-                sorted(r.message_id for r in receipts), sorted(outcome.message_ids)
-            )
-            self.assertEqual({r.ref for r in receipts}, {"push-1"})  # type: ignore[attr-defined]
-            self.assertEqual({r.state for r in receipts}, {p.MessageState.DELIVERED})  # type: ignore[attr-defined]
+        self.assertTrue(outcome.accepted, outcome)
+        self.assertEqual(len(outcome.message_ids), len(segments))
+        await peer.wait_for(
+            lambda lines: len([l for l in lines if l["command"] == "deliver_sm_resp"])
+            >= len(segments)
+        )
+        self.assertEqual(sorted(r.message_id for r in receipts), sorted(outcome.message_ids))
+        self.assertEqual({r.ref for r in receipts}, {"push-1"})
+        self.assertEqual({r.state for r in receipts}, {p.MessageState.DELIVERED})
         await service.stopService()
         await peer.wait_for(lambda lines: any(l["command"] == "unbind" for l in lines))
 
         (bind,) = peer.received("bind_transceiver")
-        self.assertEqual(  # type: ignore[attr-defined]
+        self.assertEqual(
             (bind["fields"]["system_id"], bind["fields"]["password"]), ("mdmd", "secret")
         )
         submits = peer.received("submit_sm")
         templates = submit_templates(CONFIG, DEVICE, segments)
-        self.assertEqual(  # type: ignore[attr-defined]
+        self.assertEqual(
             [bytes.fromhex(line["hex"]) for line in submits],
             [
                 p.encode(replace(template, sequence_number=line["sequence_number"]))
@@ -168,15 +178,21 @@ class _RealSmscMixin:
             ],
         )
         for line in submits:
-            self.assertEqual(  # type: ignore[attr-defined]
-                (line["fields"]["esm_class"], line["fields"]["data_coding"], line["fields"]["destination_addr"]),
+            self.assertEqual(
+                (
+                    line["fields"]["esm_class"],
+                    line["fields"]["data_coding"],
+                    line["fields"]["destination_addr"],
+                ),
                 (0x40, 0x04, "491701234567"),
             )
-        ports_dst, ports_src, datagram = reassemble([self.peer_short_message(line) for line in submits])
-        self.assertEqual((ports_dst, ports_src), (2948, 9200))  # type: ignore[attr-defined]
+        ports_dst, ports_src, datagram = reassemble(
+            [self.peer_short_message(line) for line in submits]
+        )
+        self.assertEqual((ports_dst, ports_src), (2948, 9200))
         push = parse_wsp_push(datagram)
-        self.assertEqual(push.body, pkg0)  # type: ignore[attr-defined]
-        self.assertTrue(parse_package0(push.body).verify("srv", b"\x01\x02"))  # type: ignore[attr-defined]
+        self.assertEqual(push.body, pkg0)
+        self.assertTrue(parse_package0(push.body).verify("srv", b"\x01\x02"))
 
     def peer_short_message(self, line: dict[str, Any]) -> bytes:
         raise NotImplementedError
@@ -188,10 +204,12 @@ class _RealSmscMixin:
         peer = self.spawn()
         refused: Deferred[BindFailed] = Deferred()
         service, states, _ = await self.service_for(peer, password="wrong")
-        service.add_state_observer(lambda e: isinstance(e, BindFailed) and not refused.called and refused.callback(e))
+        service.add_state_observer(
+            lambda e: isinstance(e, BindFailed) and not refused.called and refused.callback(e)
+        )
         failed = await refused
-        self.assertEqual(failed.status, p.Status.ESME_RINVPASWD)  # type: ignore[attr-defined]
-        self.assertFalse(service.bound)  # type: ignore[attr-defined]
+        self.assertEqual(failed.status, p.Status.ESME_RINVPASWD)
+        self.assertFalse(service.bound)
 
 
 class NodeSmscTests(_RealSmscMixin, TestCase):

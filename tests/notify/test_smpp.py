@@ -8,7 +8,7 @@ from __future__ import annotations
 import struct
 from dataclasses import replace
 
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -116,7 +116,12 @@ class BindTests(SynchronousTestCase):
         bind = h.connect()
         self.assertEqual(
             bind,
-            p.BindTransceiver(sequence_number=bind.sequence_number, system_id="mdmd", password="secret", system_type="WAP"),
+            p.BindTransceiver(
+                sequence_number=bind.sequence_number,
+                system_id="mdmd",
+                password="secret",
+                system_type="WAP",
+            ),
         )
         self.assertEqual(h.last.deadline, 10.0)
         h.feed(
@@ -152,12 +157,18 @@ class BindTests(SynchronousTestCase):
         h = Harness(self)
         bind = h.connect()
         h.submit("job")
-        h.feed(p.BindTransceiverResp(sequence_number=bind.sequence_number, command_status=p.Status.ESME_RINVPASWD))
+        h.feed(
+            p.BindTransceiverResp(
+                sequence_number=bind.sequence_number, command_status=p.Status.ESME_RINVPASWD
+            )
+        )
         (failed,) = of_type(h.events, BindFailed)
         self.assertEqual(failed.status, 0x0E)
         self.assertIn("ESME_RINVPASWD", failed.reason)
         self.assertTrue(h.last.disconnect)
-        self.assertEqual(of_type(h.events, JobsReturned), [JobsReturned((JobProgress("job", (None,)),))])
+        self.assertEqual(
+            of_type(h.events, JobsReturned), [JobsReturned((JobProgress("job", (None,)),))]
+        )
         self.assertEqual(h.session.state, State.CLOSED)
 
     def test_bind_nacked(self) -> None:
@@ -166,7 +177,11 @@ class BindTests(SynchronousTestCase):
         """
         h = Harness(self)
         bind = h.connect()
-        h.feed(p.GenericNack(sequence_number=bind.sequence_number, command_status=p.Status.ESME_RINVCMDID))
+        h.feed(
+            p.GenericNack(
+                sequence_number=bind.sequence_number, command_status=p.Status.ESME_RINVCMDID
+            )
+        )
         self.assertEqual(of_type(h.events, BindFailed)[0].status, p.Status.ESME_RINVCMDID)
 
     def test_bind_timeout(self) -> None:
@@ -188,7 +203,9 @@ class BindTests(SynchronousTestCase):
         h = Harness(self)
         bind = h.connect()
         self.assertEqual(h.submit("a"), [])
-        self.assertEqual(len(h.feed(p.BindTransceiverResp(sequence_number=bind.sequence_number))), 1)
+        self.assertEqual(
+            len(h.feed(p.BindTransceiverResp(sequence_number=bind.sequence_number))), 1
+        )
 
 
 class SubmitTests(SynchronousTestCase):
@@ -197,7 +214,9 @@ class SubmitTests(SynchronousTestCase):
         submit_sm carries UDHI, the receipt request, the segment's coding and
         bytes, and the configured source and the destination with their TON/NPI.
         """
-        h = Harness(self, registered_delivery=0x11, service_type="WAP", validity_period="000001000000000R")
+        h = Harness(
+            self, registered_delivery=0x11, service_type="WAP", validity_period="000001000000000R"
+        )
         h.bind()
         (sm,) = h.submit("a", (SmsSegment(b"\x06\x05\x04\x0b\x84\x23\xf0x", data_coding=0xF5),))
         self.assertEqual(
@@ -234,7 +253,9 @@ class SubmitTests(SynchronousTestCase):
         h.accept(sms[0], "a")
         self.assertEqual(of_type(h.events, SubmitAccepted), [])
         h.accept(sms[1], "b")
-        self.assertEqual(of_type(h.events, SubmitAccepted), [SubmitAccepted("push", ("a", "b", "c"))])
+        self.assertEqual(
+            of_type(h.events, SubmitAccepted), [SubmitAccepted("push", ("a", "b", "c"))]
+        )
 
     def test_window(self) -> None:
         """
@@ -278,7 +299,13 @@ class SubmitTests(SynchronousTestCase):
         Woken up 5 ms late every time, the pace still gives 50 submits per
         second over ten seconds (the late timer does not stretch the interval).
         """
-        h = Harness(self, throughput=50.0, window=10**6, enquire_link_interval=1000.0, response_timeout=1000.0)
+        h = Harness(
+            self,
+            throughput=50.0,
+            window=10**6,
+            enquire_link_interval=1000.0,
+            response_timeout=1000.0,
+        )
         h.bind()
         for n in range(1000):
             h.submit(n)
@@ -286,6 +313,20 @@ class SubmitTests(SynchronousTestCase):
             h.tick(h.last.deadline + 0.005)
         sent = [s for s in h.sent if isinstance(s, p.SubmitSm)]
         self.assertIn(len(sent), (500, 501))
+
+    def test_no_burst_after_idle(self) -> None:
+        """
+        After an idle period the first submit leaves at once and the second
+        half an interval later, not back to back.
+        """
+        h = Harness(self, throughput=10.0, window=100, enquire_link_interval=1000.0)
+        h.bind()
+        (warm_up,) = h.submit("warm-up")
+        h.accept(warm_up, "w")
+        h.tick(100.0)
+        self.assertEqual(len(h.submit("a")), 1)
+        self.assertEqual(h.submit("b"), [])
+        self.assertAlmostEqual(h.last.deadline, 100.05)
 
     def test_throttled_pauses_and_resends_same(self) -> None:
         """
@@ -336,7 +377,9 @@ class SubmitTests(SynchronousTestCase):
         ESME_RSYSERR: resent after temporary_retry_delay, up to
         max_temporary_retries times, then failed as temporary.
         """
-        h = Harness(self, temporary_retry_delay=10.0, max_temporary_retries=1, response_timeout=100.0)
+        h = Harness(
+            self, temporary_retry_delay=10.0, max_temporary_retries=1, response_timeout=100.0
+        )
         h.bind()
         (sm,) = h.submit("a")
         h.refuse(sm, p.Status.ESME_RSYSERR)
@@ -383,7 +426,11 @@ class SubmitTests(SynchronousTestCase):
         h = Harness(self)
         h.bind()
         (sm,) = h.submit("a")
-        h.feed(p.GenericNack(sequence_number=sm.sequence_number, command_status=p.Status.ESME_RINVCMDLEN))
+        h.feed(
+            p.GenericNack(
+                sequence_number=sm.sequence_number, command_status=p.Status.ESME_RINVCMDLEN
+            )
+        )
         self.assertEqual(of_type(h.events, SubmitFailed)[0].status, p.Status.ESME_RINVCMDLEN)
 
     def test_resubmit_skips_accepted_segments(self) -> None:
@@ -395,7 +442,9 @@ class SubmitTests(SynchronousTestCase):
         (sm,) = h.submit("push", THREE, message_ids=["a", None, "c"])
         self.assertEqual(sm.short_message, THREE[1].short_message)
         h.accept(sm, "b")
-        self.assertEqual(of_type(h.events, SubmitAccepted), [SubmitAccepted("push", ("a", "b", "c"))])
+        self.assertEqual(
+            of_type(h.events, SubmitAccepted), [SubmitAccepted("push", ("a", "b", "c"))]
+        )
 
     def test_all_accepted_already(self) -> None:
         """
@@ -481,7 +530,9 @@ class TimeoutTests(SynchronousTestCase):
         h.tick(30.0)
         self.assertEqual(len(of_type(h.events, LinkBroken)), 1)
         self.assertTrue(h.last.disconnect)
-        self.assertEqual(of_type(h.events, JobsReturned), [JobsReturned((JobProgress("a", (None,)),))])
+        self.assertEqual(
+            of_type(h.events, JobsReturned), [JobsReturned((JobProgress("a", (None,)),))]
+        )
 
 
 class KeepAliveTests(SynchronousTestCase):
@@ -491,7 +542,9 @@ class KeepAliveTests(SynchronousTestCase):
         """
         h = Harness(self)
         h.bind()
-        self.assertEqual(h.feed(p.EnquireLink(sequence_number=777)), [p.EnquireLinkResp(sequence_number=777)])
+        self.assertEqual(
+            h.feed(p.EnquireLink(sequence_number=777)), [p.EnquireLinkResp(sequence_number=777)]
+        )
 
     def test_sends_enquire_link_when_idle(self) -> None:
         """
@@ -509,7 +562,9 @@ class KeepAliveTests(SynchronousTestCase):
         self.assertEqual(h.last.deadline, 80.0)
         (enquire,) = h.tick(80.0)
         h.tick(90.0)
-        self.assertEqual(of_type(h.events, LinkBroken)[0].reason, "enquire_link unanswered for 10 s")
+        self.assertEqual(
+            of_type(h.events, LinkBroken)[0].reason, "enquire_link unanswered for 10 s"
+        )
 
 
 class UnbindTests(SynchronousTestCase):
@@ -576,7 +631,9 @@ class UnbindTests(SynchronousTestCase):
         h.take(h.session.connection_lost(1.0))
         self.assertEqual(of_type(h.events, LinkBroken)[0].reason, "connection lost")
         self.assertEqual(len(of_type(h.events, JobsReturned)), 1)
-        self.assertEqual(h.take(h.session.receive_data(p.encode(p.EnquireLink(sequence_number=3)), 2.0)), [])
+        self.assertEqual(
+            h.take(h.session.receive_data(p.encode(p.EnquireLink(sequence_number=3)), 2.0)), []
+        )
 
 
 class GarbageTests(SynchronousTestCase):
@@ -588,10 +645,15 @@ class GarbageTests(SynchronousTestCase):
         h = Harness(self)
         h.bind()
         raw = struct.pack(">IIII", 16, 0x00000777, 0, 31)
-        answers = h.take(h.session.receive_data(raw + p.encode(p.EnquireLink(sequence_number=32)), 0.0))
+        answers = h.take(
+            h.session.receive_data(raw + p.encode(p.EnquireLink(sequence_number=32)), 0.0)
+        )
         self.assertEqual(
             answers,
-            [p.GenericNack(sequence_number=31, command_status=p.Status.ESME_RINVCMDID), p.EnquireLinkResp(sequence_number=32)],
+            [
+                p.GenericNack(sequence_number=31, command_status=p.Status.ESME_RINVCMDID),
+                p.EnquireLinkResp(sequence_number=32),
+            ],
         )
         self.assertEqual(h.session.state, State.BOUND)
         self.assertEqual(of_type(h.events, ProtocolViolation)[0].status, p.Status.ESME_RINVCMDID)
@@ -604,7 +666,9 @@ class GarbageTests(SynchronousTestCase):
         h = Harness(self)
         h.bind()
         answers = h.take(h.session.receive_data(struct.pack(">IIII", 4, 4, 0, 9), 0.0))
-        self.assertEqual(answers, [p.GenericNack(sequence_number=9, command_status=p.Status.ESME_RINVCMDLEN)])
+        self.assertEqual(
+            answers, [p.GenericNack(sequence_number=9, command_status=p.Status.ESME_RINVCMDLEN)]
+        )
         self.assertTrue(h.last.disconnect)
         self.assertTrue(of_type(h.events, ProtocolViolation)[0].fatal)
         self.assertEqual(len(of_type(h.events, LinkBroken)), 1)
@@ -619,7 +683,9 @@ class GarbageTests(SynchronousTestCase):
         raw = bytearray(p.encode(p.DeliverSm(sequence_number=12, short_message=b"abc")))
         raw[-4] = 99
         answers = h.take(h.session.receive_data(bytes(raw), 0.0))
-        self.assertEqual(answers, [p.DeliverSmResp(sequence_number=12, command_status=p.Status.ESME_RINVMSGLEN)])
+        self.assertEqual(
+            answers, [p.DeliverSmResp(sequence_number=12, command_status=p.Status.ESME_RINVMSGLEN)]
+        )
 
     def test_requests_not_for_an_esme(self) -> None:
         """
@@ -628,7 +694,9 @@ class GarbageTests(SynchronousTestCase):
         h = Harness(self)
         h.bind()
         answers = h.feed(p.SubmitSm(sequence_number=5))
-        self.assertEqual(answers, [p.GenericNack(sequence_number=5, command_status=p.Status.ESME_RINVCMDID)])
+        self.assertEqual(
+            answers, [p.GenericNack(sequence_number=5, command_status=p.Status.ESME_RINVCMDID)]
+        )
 
     def test_deliver_before_bound(self) -> None:
         """
@@ -636,8 +704,12 @@ class GarbageTests(SynchronousTestCase):
         """
         h = Harness(self)
         h.connect()
-        answers = h.feed(p.DeliverSm(sequence_number=3, esm_class=4, short_message=b"id:1 stat:DELIVRD"))
-        self.assertEqual(answers, [p.DeliverSmResp(sequence_number=3, command_status=p.Status.ESME_RINVBNDSTS)])
+        answers = h.feed(
+            p.DeliverSm(sequence_number=3, esm_class=4, short_message=b"id:1 stat:DELIVRD")
+        )
+        self.assertEqual(
+            answers, [p.DeliverSmResp(sequence_number=3, command_status=p.Status.ESME_RINVBNDSTS)]
+        )
         self.assertEqual(of_type(h.events, DeliveryReceipt), [])
 
     def test_stray_responses(self) -> None:
@@ -663,12 +735,18 @@ class ReceiptTests(SynchronousTestCase):
             p.DeliverSm(
                 sequence_number=70,
                 esm_class=0x04,
-                tlvs=(p.Tlv(p.Tag.RECEIPTED_MESSAGE_ID, b"a1b2\x00"), p.Tlv(p.Tag.MESSAGE_STATE, b"\x02")),
+                tlvs=(
+                    p.Tlv(p.Tag.RECEIPTED_MESSAGE_ID, b"a1b2\x00"),
+                    p.Tlv(p.Tag.MESSAGE_STATE, b"\x02"),
+                ),
             )
         )
         self.assertEqual(answers, [p.DeliverSmResp(sequence_number=70)])
         (receipt,) = of_type(h.events, DeliveryReceipt)
-        self.assertEqual((receipt.message_id, receipt.state, receipt.ref), ("a1b2", p.MessageState.DELIVERED, "job-1"))
+        self.assertEqual(
+            (receipt.message_id, receipt.state, receipt.ref),
+            ("a1b2", p.MessageState.DELIVERED, "job-1"),
+        )
 
     def test_text_receipt_in_other_base(self) -> None:
         """
@@ -679,9 +757,18 @@ class ReceiptTests(SynchronousTestCase):
         h.bind()
         (sm,) = h.submit("job-2")
         h.accept(sm, "1F")
-        h.feed(p.DeliverSm(sequence_number=71, esm_class=0x04, short_message=b"id:0000000031 stat:UNDELIV err:001"))
+        h.feed(
+            p.DeliverSm(
+                sequence_number=71,
+                esm_class=0x04,
+                short_message=b"id:0000000031 stat:UNDELIV err:001",
+            )
+        )
         (receipt,) = of_type(h.events, DeliveryReceipt)
-        self.assertEqual((receipt.ref, receipt.state, receipt.key), ("job-2", p.MessageState.UNDELIVERABLE, "#31"))
+        self.assertEqual(
+            (receipt.ref, receipt.state, receipt.key),
+            ("job-2", p.MessageState.UNDELIVERABLE, "#31"),
+        )
 
     def test_unknown_receipt(self) -> None:
         """
@@ -708,7 +795,11 @@ class ReceiptTests(SynchronousTestCase):
         """
         h = Harness(self)
         h.bind()
-        answers = h.feed(p.DataSm(sequence_number=74, esm_class=4, tlvs=(p.Tlv(p.Tag.RECEIPTED_MESSAGE_ID, b"9\x00"),)))
+        answers = h.feed(
+            p.DataSm(
+                sequence_number=74, esm_class=4, tlvs=(p.Tlv(p.Tag.RECEIPTED_MESSAGE_ID, b"9\x00"),)
+            )
+        )
         self.assertEqual(answers, [p.DataSmResp(sequence_number=74)])
         self.assertEqual(of_type(h.events, DeliveryReceipt)[0].message_id, "9")
 
@@ -722,7 +813,11 @@ class ReceiptTests(SynchronousTestCase):
             (sm,) = h.submit(ref)
             h.accept(sm, mid)
         for mid in (b"1", b"2"):
-            h.feed(p.DeliverSm(sequence_number=80, esm_class=4, short_message=b"id:" + mid + b" stat:DELIVRD"))
+            h.feed(
+                p.DeliverSm(
+                    sequence_number=80, esm_class=4, short_message=b"id:" + mid + b" stat:DELIVRD"
+                )
+            )
         self.assertEqual([r.ref for r in of_type(h.events, DeliveryReceipt)], [None, "new"])
 
 
@@ -731,10 +826,26 @@ _SMSC_PDUS = st.one_of(
     st.builds(p.EnquireLinkResp, sequence_number=st.integers(1, 20)),
     st.builds(p.Unbind, sequence_number=st.integers(1, 20)),
     st.builds(p.UnbindResp, sequence_number=st.integers(1, 20)),
-    st.builds(p.GenericNack, sequence_number=st.integers(0, 20), command_status=st.integers(0, 0x100)),
-    st.builds(p.BindTransceiverResp, sequence_number=st.integers(1, 3), command_status=st.sampled_from([0, 0x0E])),
-    st.builds(p.SubmitSmResp, sequence_number=st.integers(1, 20), command_status=st.sampled_from([0, 0x08, 0x14, 0x58, 0x0B]), message_id=st.text("0123456789", max_size=4)),
-    st.builds(p.DeliverSm, sequence_number=st.integers(1, 20), esm_class=st.sampled_from([0, 4]), short_message=st.sampled_from([b"", b"id:1 stat:DELIVRD", b"hi"])),
+    st.builds(
+        p.GenericNack, sequence_number=st.integers(0, 20), command_status=st.integers(0, 0x100)
+    ),
+    st.builds(
+        p.BindTransceiverResp,
+        sequence_number=st.integers(1, 3),
+        command_status=st.sampled_from([0, 0x0E]),
+    ),
+    st.builds(
+        p.SubmitSmResp,
+        sequence_number=st.integers(1, 20),
+        command_status=st.sampled_from([0, 0x08, 0x14, 0x58, 0x0B]),
+        message_id=st.text("0123456789", max_size=4),
+    ),
+    st.builds(
+        p.DeliverSm,
+        sequence_number=st.integers(1, 20),
+        esm_class=st.sampled_from([0, 4]),
+        short_message=st.sampled_from([b"", b"id:1 stat:DELIVRD", b"hi"]),
+    ),
 )
 _INPUTS = st.lists(
     st.one_of(
@@ -750,7 +861,6 @@ _INPUTS = st.lists(
 
 
 class StateMachineTests(SynchronousTestCase):
-    @settings(max_examples=300)
     @given(_INPUTS)
     def test_any_conversation(self, inputs) -> None:
         """

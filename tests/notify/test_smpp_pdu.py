@@ -134,8 +134,12 @@ class OursDecodedByOracleTests(SynchronousTestCase):
         submit_sm_resp with a message id; bind and deliver responses; error
         responses go without a body, which the oracle accepts.
         """
-        self.assertOracleAgrees(p.SubmitSmResp(sequence_number=9, message_id="0A1B2C"), "submit_sm_resp")
-        self.assertOracleAgrees(p.BindTransceiverResp(sequence_number=1, system_id="SMSC"), "bind_transceiver_resp")
+        self.assertOracleAgrees(
+            p.SubmitSmResp(sequence_number=9, message_id="0A1B2C"), "submit_sm_resp"
+        )
+        self.assertOracleAgrees(
+            p.BindTransceiverResp(sequence_number=1, system_id="SMSC"), "bind_transceiver_resp"
+        )
         self.assertOracleAgrees(p.DeliverSmResp(sequence_number=77), "deliver_sm_resp")
         raw = p.encode(p.SubmitSmResp(sequence_number=9, command_status=p.Status.ESME_RTHROTTLED))
         self.assertEqual(len(raw), 16)
@@ -151,7 +155,10 @@ class OursDecodedByOracleTests(SynchronousTestCase):
             (p.EnquireLinkResp(sequence_number=5), "enquire_link_resp"),
             (p.Unbind(sequence_number=6), "unbind"),
             (p.UnbindResp(sequence_number=6), "unbind_resp"),
-            (p.GenericNack(sequence_number=7, command_status=p.Status.ESME_RINVCMDID), "generic_nack"),
+            (
+                p.GenericNack(sequence_number=7, command_status=p.Status.ESME_RINVCMDID),
+                "generic_nack",
+            ),
         ):
             raw = p.encode(pdu)
             self.assertEqual(len(raw), 16)
@@ -177,7 +184,13 @@ class OursDecodedByOracleTests(SynchronousTestCase):
         """
         data_sm, whose addresses may be 64 characters long.
         """
-        pdu = p.DataSm(sequence_number=3, source_addr="a" * 64, destination_addr="b", esm_class=0x40, data_coding=4)
+        pdu = p.DataSm(
+            sequence_number=3,
+            source_addr="a" * 64,
+            destination_addr="b",
+            esm_class=0x40,
+            data_coding=4,
+        )
         self.assertOracleAgrees(pdu, "data_sm")
 
 
@@ -201,9 +214,14 @@ class OracleDecodedByUsTests(SynchronousTestCase):
         )
         pdu = p.decode(oracle_encode(oracle))
         self.assertIsInstance(pdu, p.DeliverSm)
-        self.assertEqual((pdu.sequence_number, pdu.esm_class, pdu.source_addr), (4, 4, "491701234567"))
+        self.assertEqual(
+            (pdu.sequence_number, pdu.esm_class, pdu.source_addr), (4, 4, "491701234567")
+        )
         receipt = p.parse_receipt(pdu)
-        self.assertEqual((receipt.message_id, receipt.state, receipt.id_from_tlv), ("FF", p.MessageState.DELIVERED, True))
+        self.assertEqual(
+            (receipt.message_id, receipt.state, receipt.id_from_tlv),
+            ("FF", p.MessageState.DELIVERED, True),
+        )
         self.assertEqual(receipt.stat, "UNDELIV")
         self.assertEqual(receipt.done_date, datetime(2026, 11, 22, 1, 3, 5))
 
@@ -211,7 +229,9 @@ class OracleDecodedByUsTests(SynchronousTestCase):
         """
         bind_transceiver_resp with sc_interface_version.
         """
-        oracle = oracle_ops.BindTransceiverResp(seqNum=1, system_id="SMSC", sc_interface_version=0x34)
+        oracle = oracle_ops.BindTransceiverResp(
+            seqNum=1, system_id="SMSC", sc_interface_version=0x34
+        )
         pdu = p.decode(oracle_encode(oracle))
         self.assertEqual((pdu.system_id, pdu.tlv(p.Tag.SC_INTERFACE_VERSION)), ("SMSC", b"\x34"))
 
@@ -223,36 +243,59 @@ class OracleDecodedByUsTests(SynchronousTestCase):
             seqNum=8,
             source_addr="mdmd",
             destination_addr="4917",
-            esm_class=ot.EsmClass(ot.EsmClassMode.DEFAULT, ot.EsmClassType.DEFAULT, [ot.EsmClassGsmFeatures.UDHI_INDICATOR_SET]),
+            esm_class=ot.EsmClass(
+                ot.EsmClassMode.DEFAULT,
+                ot.EsmClassType.DEFAULT,
+                [ot.EsmClassGsmFeatures.UDHI_INDICATOR_SET],
+            ),
             data_coding=ot.DataCoding(ot.DataCodingScheme.RAW, 0xF5),
             short_message=b"\x06\x05\x04\x0b\x84\x23\xf0abc",
         )
         pdu = p.decode(oracle_encode(oracle))
         self.assertEqual(
-            (pdu.source_addr, pdu.destination_addr, pdu.esm_class, pdu.data_coding, pdu.short_message),
+            (
+                pdu.source_addr,
+                pdu.destination_addr,
+                pdu.esm_class,
+                pdu.data_coding,
+                pdu.short_message,
+            ),
             ("mdmd", "4917", 0x40, 0xF5, b"\x06\x05\x04\x0b\x84\x23\xf0abc"),
         )
         resp = p.decode(oracle_encode(oracle_ops.SubmitSMResp(seqNum=8, message_id="abc123")))
         self.assertEqual((type(resp), resp.message_id), (p.SubmitSmResp, "abc123"))
-        throttled = p.decode(oracle_encode(oracle_ops.SubmitSMResp(seqNum=8, status=ot.CommandStatus.ESME_RTHROTTLED)))
+        throttled = p.decode(
+            oracle_encode(
+                oracle_ops.SubmitSMResp(seqNum=8, status=ot.CommandStatus.ESME_RTHROTTLED)
+            )
+        )
         self.assertEqual((throttled.command_status, throttled.message_id), (0x58, ""))
-        nack = p.decode(oracle_encode(oracle_ops.GenericNack(seqNum=3, status=ot.CommandStatus.ESME_RINVCMDLEN)))
-        self.assertEqual((type(nack), nack.command_status, nack.sequence_number), (p.GenericNack, 2, 3))
+        nack = p.decode(
+            oracle_encode(oracle_ops.GenericNack(seqNum=3, status=ot.CommandStatus.ESME_RINVCMDLEN))
+        )
+        self.assertEqual(
+            (type(nack), nack.command_status, nack.sequence_number), (p.GenericNack, 2, 3)
+        )
 
     def test_enquire_link_and_unbind(self) -> None:
         """
         Header-only requests.
         """
-        self.assertEqual(p.decode(oracle_encode(oracle_ops.EnquireLink(seqNum=12))), p.EnquireLink(sequence_number=12))
-        self.assertEqual(p.decode(oracle_encode(oracle_ops.Unbind(seqNum=13))), p.Unbind(sequence_number=13))
+        self.assertEqual(
+            p.decode(oracle_encode(oracle_ops.EnquireLink(seqNum=12))),
+            p.EnquireLink(sequence_number=12),
+        )
+        self.assertEqual(
+            p.decode(oracle_encode(oracle_ops.Unbind(seqNum=13))), p.Unbind(sequence_number=13)
+        )
 
 
 _TEXT = lambda size: st.text(  # noqa: E731
     st.characters(min_codepoint=1, max_codepoint=255), max_size=size - 1
 )
-_TLVS = st.lists(
-    st.builds(p.Tlv, st.integers(0, 0xFFFF), st.binary(max_size=40)), max_size=3
-).map(tuple)
+_TLVS = st.lists(st.builds(p.Tlv, st.integers(0, 0xFFFF), st.binary(max_size=40)), max_size=3).map(
+    tuple
+)
 
 
 def _sm_pdus(cls):
@@ -293,7 +336,9 @@ _ANY_PDU = st.one_of(
         addr_npi=st.integers(0, 255),
         address_range=_TEXT(41),
     ),
-    st.builds(p.SubmitSmResp, sequence_number=st.integers(1, 0x7FFFFFFF), message_id=_TEXT(65), tlvs=_TLVS),
+    st.builds(
+        p.SubmitSmResp, sequence_number=st.integers(1, 0x7FFFFFFF), message_id=_TEXT(65), tlvs=_TLVS
+    ),
     st.builds(p.EnquireLink, sequence_number=st.integers(1, 0x7FFFFFFF)),
     st.builds(p.UnbindResp, sequence_number=st.integers(1, 0x7FFFFFFF)),
 )
@@ -382,7 +427,10 @@ class GarbageTests(SynchronousTestCase):
         raw = bytearray(p.encode(submit(short_message=b"abc")))
         raw[-4] = 200  # sm_length
         error = self.assertRaises(p.PduError, p.decode, bytes(raw))
-        self.assertEqual((error.command_status, error.command_id, error.fatal), (p.Status.ESME_RINVMSGLEN, 4, False))
+        self.assertEqual(
+            (error.command_status, error.command_id, error.fatal),
+            (p.Status.ESME_RINVMSGLEN, 4, False),
+        )
         tlv_cut = p.encode(submit(tlvs=(p.Tlv(0x1400, b"xyz"),)))[:-1]
         tlv_cut = struct.pack(">I", len(tlv_cut)) + tlv_cut[4:]
         error = self.assertRaises(p.PduError, p.decode, tlv_cut)
@@ -425,8 +473,12 @@ class EncodeLimitTests(SynchronousTestCase):
         """
         system_id holds 15 characters, password 8, destination_addr 20.
         """
-        self.assertRaises(ValueError, p.encode, p.BindTransmitter(sequence_number=1, system_id="x" * 16))
-        self.assertRaises(ValueError, p.encode, p.BindTransmitter(sequence_number=1, password="x" * 9))
+        self.assertRaises(
+            ValueError, p.encode, p.BindTransmitter(sequence_number=1, system_id="x" * 16)
+        )
+        self.assertRaises(
+            ValueError, p.encode, p.BindTransmitter(sequence_number=1, password="x" * 9)
+        )
         self.assertRaises(ValueError, p.encode, submit(destination_addr="1" * 21))
         self.assertRaises(ValueError, p.encode, submit(source_addr="a\x00b"))
 
@@ -440,20 +492,33 @@ class EncodeLimitTests(SynchronousTestCase):
 
 class ReceiptTests(SynchronousTestCase):
     def deliver(self, text: bytes, esm_class: int = 0x04, tlvs=()) -> p.DeliverSm:
-        return p.DeliverSm(sequence_number=1, esm_class=esm_class, short_message=text, tlvs=tuple(tlvs))
+        return p.DeliverSm(
+            sequence_number=1, esm_class=esm_class, short_message=text, tlvs=tuple(tlvs)
+        )
 
     def test_text_form(self) -> None:
         """
         The text form alone: id, counts, 10-digit dates, stat, err and text.
         """
         receipt = p.parse_receipt(
-            self.deliver(b"id:1234567890 sub:001 dlvrd:000 submit date:2611221830 done date:2611221845 stat:EXPIRED err:027 text:Hello id:99")
+            self.deliver(
+                b"id:1234567890 sub:001 dlvrd:000 submit date:2611221830 done date:2611221845 stat:EXPIRED err:027 text:Hello id:99"
+            )
         )
         self.assertEqual(
-            (receipt.message_id, receipt.state, receipt.id_from_tlv, receipt.submitted, receipt.delivered),
+            (
+                receipt.message_id,
+                receipt.state,
+                receipt.id_from_tlv,
+                receipt.submitted,
+                receipt.delivered,
+            ),
             ("1234567890", p.MessageState.EXPIRED, False, 1, 0),
         )
-        self.assertEqual((receipt.submit_date, receipt.done_date), (datetime(2026, 11, 22, 18, 30), datetime(2026, 11, 22, 18, 45)))
+        self.assertEqual(
+            (receipt.submit_date, receipt.done_date),
+            (datetime(2026, 11, 22, 18, 30), datetime(2026, 11, 22, 18, 45)),
+        )
         self.assertEqual((receipt.error, receipt.text), ("027", "Hello id:99"))
 
     def test_tlvs_first(self) -> None:
@@ -483,7 +548,14 @@ class ReceiptTests(SynchronousTestCase):
         A receipt may have no text at all, even without the esm_class bit.
         """
         receipt = p.parse_receipt(
-            self.deliver(b"", esm_class=0, tlvs=(p.Tlv(p.Tag.RECEIPTED_MESSAGE_ID, b"a1\x00"), p.Tlv(p.Tag.MESSAGE_STATE, b"\x02")))
+            self.deliver(
+                b"",
+                esm_class=0,
+                tlvs=(
+                    p.Tlv(p.Tag.RECEIPTED_MESSAGE_ID, b"a1\x00"),
+                    p.Tlv(p.Tag.MESSAGE_STATE, b"\x02"),
+                ),
+            )
         )
         self.assertEqual((receipt.message_id, receipt.state), ("a1", p.MessageState.DELIVERED))
         self.assertTrue(receipt.state.final)
@@ -493,9 +565,12 @@ class ReceiptTests(SynchronousTestCase):
         Every stat word maps to a message state; unknown ones to UNKNOWN.
         """
         expected = {
-            b"DELIVRD": p.MessageState.DELIVERED, b"UNDELIV": p.MessageState.UNDELIVERABLE,
-            b"ACCEPTD": p.MessageState.ACCEPTED, b"REJECTD": p.MessageState.REJECTED,
-            b"DELETED": p.MessageState.DELETED, b"ENROUTE": p.MessageState.ENROUTE,
+            b"DELIVRD": p.MessageState.DELIVERED,
+            b"UNDELIV": p.MessageState.UNDELIVERABLE,
+            b"ACCEPTD": p.MessageState.ACCEPTED,
+            b"REJECTD": p.MessageState.REJECTED,
+            b"DELETED": p.MessageState.DELETED,
+            b"ENROUTE": p.MessageState.ENROUTE,
             b"WHATEVER": p.MessageState.UNKNOWN,
         }
         for stat, state in expected.items():
@@ -513,7 +588,11 @@ class ReceiptTests(SynchronousTestCase):
         """
         data_sm receipts carry their text in message_payload.
         """
-        pdu = p.DataSm(sequence_number=1, esm_class=0x04, tlvs=(p.Tlv(p.Tag.MESSAGE_PAYLOAD, b"id:77 stat:REJECTD"),))
+        pdu = p.DataSm(
+            sequence_number=1,
+            esm_class=0x04,
+            tlvs=(p.Tlv(p.Tag.MESSAGE_PAYLOAD, b"id:77 stat:REJECTD"),),
+        )
         receipt = p.parse_receipt(pdu)
         self.assertEqual((receipt.message_id, receipt.state), ("77", p.MessageState.REJECTED))
 
@@ -521,7 +600,9 @@ class ReceiptTests(SynchronousTestCase):
         """
         Dates of the wrong length or impossible values are dropped, not fatal.
         """
-        receipt = p.parse_receipt(self.deliver(b"id:1 submit date:26112 done date:2613321845 stat:DELIVRD"))
+        receipt = p.parse_receipt(
+            self.deliver(b"id:1 submit date:26112 done date:2613321845 stat:DELIVRD")
+        )
         self.assertEqual((receipt.submit_date, receipt.done_date), (None, None))
 
 

@@ -26,9 +26,9 @@ from tests.notify.test_pkg0 import spec_example
 
 #: The spec appendix example trigger with a digest for password "srvpwd",
 #: nonce "srvnonce" (see tests.notify.test_pkg0).
-SPEC_PKG0 = bytes.fromhex(
-    "2e84b4d47d65793a313fb4b5ffcbaac5" "02d0000000123412"
-) + b"com.mgmtsrv.manage"
+SPEC_PKG0 = (
+    bytes.fromhex("2e84b4d47d65793a313fb4b5ffcbaac5" "02d0000000123412") + b"com.mgmtsrv.manage"
+)
 
 
 class WspTests(SynchronousTestCase):

@@ -3,7 +3,7 @@
 // integration tests: a real SMPP implementation written by others.
 //
 //   node smsc.js [--system-id ID] [--password PW] [--receipts none|tlv|text|both]
-//                [--throttle-every N]
+//                [--throttle-every N] [--quiet]
 //
 // Listens on 127.0.0.1, port chosen by the system, and prints one JSON line
 // {"port": N}. Then every PDU it receives is one JSON line on stdout:
@@ -13,14 +13,20 @@
 // submit_sm with a decimal message_id (or ESME_RTHROTTLED every Nth submit),
 // sends a delivery receipt after each accepted submit if asked, answers
 // enquire_link and unbind, and generic_nacks what it does not know.
+// --quiet logs nothing but the port (for benchmarks).
 'use strict';
 
 const smpp = require('smpp');
 
-const options = { systemId: 'mdmd', password: 'secret', receipts: 'none', throttleEvery: 0 };
+const options = { systemId: 'mdmd', password: 'secret', receipts: 'none', throttleEvery: 0, quiet: false };
 const argv = process.argv.slice(2);
 for (let i = 0; i < argv.length; i += 2) {
   const value = argv[i + 1];
+  if (argv[i] === '--quiet') {
+    options.quiet = true;
+    i -= 1;
+    continue;
+  }
   switch (argv[i]) {
     case '--system-id': options.systemId = value; break;
     case '--password': options.password = value; break;
@@ -53,6 +59,7 @@ function plain(value) {
 }
 
 function log(dir, pdu) {
+  if (options.quiet) return;
   const fields = {};
   for (const key of Object.keys(pdu)) {
     if (!['command', 'command_id', 'command_length', 'command_status', 'sequence_number'].includes(key)) {
