@@ -5,10 +5,18 @@ SMSC of L{mdmd.testing.smsc}, in memory (iosim pumps on a MemoryReactorClock).
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 from dataclasses import replace
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.ssl import CertificateOptions
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.test.iosim import ConnectionCompleter, IOPump
@@ -373,19 +381,12 @@ class ProtocolTimerTests(SynchronousTestCase):
         self.assertEqual(protocol.session.state, State.BOUND)
 
 
-def _certificates(common_name: str) -> tuple[bytes, bytes]:
+def _certificates(common_name: str) -> tuple[bytes, CertificateOptions]:
     """
-    A throw-away CA (PEM) and, signed by it, a certificate + key (PEM) for
-    127.0.0.1 with C{common_name}.
+    A throw-away CA (PEM) and TLS server options for 127.0.0.1 with a
+    certificate it signed. Built from cryptography objects, which pyOpenSSL 26
+    takes without deprecation warnings.
     """
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
     now = datetime.datetime.now(datetime.timezone.utc)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{common_name} CA")])
@@ -415,11 +416,8 @@ def _certificates(common_name: str) -> tuple[bytes, bytes]:
         )
         .sign(ca_key, hashes.SHA256())
     )
-    pem = serialization.Encoding.PEM
-    key_pem = key.private_bytes(
-        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return ca.public_bytes(pem), cert.public_bytes(pem) + key_pem
+    options = CertificateOptions(privateKey=key, certificate=cert)
+    return ca.public_bytes(serialization.Encoding.PEM), options
 
 
 class EndpointTests(SynchronousTestCase):
@@ -447,13 +445,10 @@ class TLSLoopbackTests(TestCase):
 
     def listen(self) -> tuple[int, FakeSmscFactory, bytes]:
         from twisted.internet import reactor
-        from twisted.internet.ssl import PrivateCertificate
 
         ca, server = _certificates("smsc")
         smsc = FakeSmscFactory()
-        port = reactor.listenSSL(
-            0, smsc, PrivateCertificate.loadPEM(server).options(), interface="127.0.0.1"
-        )
+        port = reactor.listenSSL(0, smsc, server, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         return port.getHost().port, smsc, ca
 
