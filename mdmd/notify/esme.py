@@ -35,6 +35,7 @@ for C{_clientDisconnected} in its Waiting and Connecting states).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -163,8 +164,9 @@ class ESMEProtocol(Protocol):
         config: SessionConfig,
         clock: IReactorTime,
         handler: Callable[[ESMEProtocol, Event], None],
+        receipt_refs: OrderedDict[str, Hashable] | None = None,
     ) -> None:
-        self.session = EsmeSession(config)
+        self.session = EsmeSession(config, receipt_refs)
         self._clock = clock
         self._handler = handler
         self._timer: IDelayedCall | None = None
@@ -258,7 +260,7 @@ class _ESMEFactory(Factory):
 
     def buildProtocol(self, addr: object) -> ESMEProtocol:
         service = self._service
-        return ESMEProtocol(service.config, service.clock, service._on_event)
+        return ESMEProtocol(service.config, service.clock, service._on_event, service._receipt_refs)
 
 
 @dataclass
@@ -301,6 +303,8 @@ class ESMEService(Service):
         self._protocol: ESMEProtocol | None = None
         self._jobs: dict[Hashable, _Job] = {}
         self._observers = _Observers()
+        # Shared by successive sessions: a receipt may come after a reconnect.
+        self._receipt_refs: OrderedDict[str, Hashable] = OrderedDict()
 
     # -- the interface for the notifier ------------------------------------------
 

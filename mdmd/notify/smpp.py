@@ -444,7 +444,15 @@ class EsmeSession:
     One SMPP connection, from bind to unbind, seen from the ESME.
     """
 
-    def __init__(self, config: SessionConfig) -> None:
+    def __init__(
+        self, config: SessionConfig, receipt_refs: OrderedDict[str, Hashable] | None = None
+    ) -> None:
+        """
+        @param receipt_refs: where to remember which job each accepted
+            message id belongs to (bounded by C{config.receipt_memory}); pass
+            the same mapping to successive sessions so that a receipt arriving
+            after a reconnect still finds its job.
+        """
         self._config = config
         self._state = State.IDLE
         self._decoder = PduDecoder()
@@ -461,7 +469,7 @@ class EsmeSession:
         self._timeouts = 0
         self._paused_until = 0.0
         self._next_slot = 0.0
-        self._receipt_refs: OrderedDict[str, Hashable] = OrderedDict()
+        self._receipt_refs = receipt_refs if receipt_refs is not None else OrderedDict()
         self._pending = _Pending()
 
     # -- public inputs -----------------------------------------------------

@@ -259,6 +259,22 @@ class ServiceTests(SynchronousTestCase):
                 len([r for r in net.smsc.received if isinstance(r, p.DeliverSmResp)]), 11
             )
 
+    def test_receipt_after_reconnect(self) -> None:
+        """
+        A receipt that arrives on the next connection still names its job.
+        """
+        net = Net()
+        net.start()
+        net.submit("before")
+        message_id, submit_sm = net.smsc.accepted[0]
+        net.smsc.connections[-1].send_unbind()
+        net.flush()
+        net.advance(2.0)
+        net.connect()
+        net.smsc.connections[-1].send_receipt(message_id, submit_sm, Receipts.TLV)
+        net.flush()
+        self.assertEqual([(r.message_id, r.ref) for r in net.receipts], [("1", "before")])
+
     def test_enquire_link_both_ways(self) -> None:
         """
         The SMSC's enquire_link is answered; ours goes out after 30 s of silence.
