@@ -1,0 +1,10 @@
+"""
+Server-initiated notification: OMA DM package #0 carried as a WAP Push SMS
+over an SMPP 3.4 session.
+
+The pipeline is pure up to the socket: L{mdmd.notify.pkg0} builds the trigger,
+L{mdmd.notify.wap} wraps it (WSP push, WDP ports, concatenation) into SMS
+segments, L{mdmd.notify.smpp_pdu} encodes SMPP PDUs and L{mdmd.notify.smpp}
+runs the ESME session state machine. L{mdmd.notify.esme} is the only module
+here that touches Twisted.
+"""

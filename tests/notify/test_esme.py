@@ -1,0 +1,512 @@
+"""
+Tests for L{mdmd.notify.esme}: the protocol and the service against the fake
+SMSC of L{mdmd.testing.smsc}, in memory (iosim pumps on a MemoryReactorClock).
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from dataclasses import replace
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.ssl import CertificateOptions
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.test.iosim import ConnectionCompleter, IOPump
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from mdmd.notify import smpp_pdu as p
+from mdmd.notify.esme import ESMEProtocol, ESMEService, SubmitAbandoned, SubmitOutcome
+from mdmd.notify.smpp import BindFailed, Bound, LinkBroken, State, Unbound
+from mdmd.notify.wap import SmsSegment, reassemble, wdp_segments
+from mdmd.testing.smsc import FakeSmscFactory, Receipts, Scenario
+from tests.notify.test_smpp import CONFIG, DEVICE, ONE
+
+THREE = wdp_segments(bytes(range(256)) + bytes(44), concat_ref=77)
+
+
+class Net:
+    """
+    An ESMEService and a fake SMSC on one memory reactor.
+    """
+
+    def __init__(self, scenario: Scenario = Scenario(), **config) -> None:
+        self.reactor = MemoryReactorClock()
+        self.smsc = FakeSmscFactory(scenario)
+        self.reactor.listenTCP(2775, self.smsc, interface="127.0.0.1")
+        self.completer = ConnectionCompleter(self.reactor)
+        self.delays: list[float] = []
+        self.service = ESMEService(
+            TCP4ClientEndpoint(self.reactor, "127.0.0.1", 2775),
+            replace(CONFIG, **config),
+            clock=self.reactor,
+            retry_policy=self._policy,
+        )
+        self.states: list[object] = []
+        self.receipts: list[object] = []
+        self.service.add_state_observer(self.states.append)
+        self.service.add_receipt_observer(self.receipts.append)
+        self.pump: IOPump | None = None
+
+    def _policy(self, attempt: int) -> float:
+        delay = 2.0**attempt
+        self.delays.append(delay)
+        return delay
+
+    def start(self) -> None:
+        self.service.startService()
+        self.connect()
+
+    def connect(self) -> None:
+        pump = self.completer.succeedOnce()
+        assert pump is not None, "no connection attempt pending"
+        self.pump = pump
+        pump.flush()
+
+    def flush(self) -> None:
+        assert self.pump is not None
+        self.pump.flush()
+
+    def advance(self, seconds: float) -> None:
+        self.reactor.advance(seconds)
+        self.flush()
+
+    def submit(self, ref, segments=ONE, message_ids=None) -> list:
+        results: list = []
+        self.service.submit(ref, DEVICE, segments, message_ids).addBoth(results.append)
+        self.flush() if self.pump else None
+        return results
+
+
+class ServiceTests(SynchronousTestCase):
+    def test_multi_segment_push(self) -> None:
+        """
+        A three-segment job over a bound session: the SMSC receives our exact
+        segments as submit_sm with UDHI and the job's outcome carries the
+        three message ids.
+        """
+        net = Net()
+        net.start()
+        self.assertTrue(net.service.bound)
+        self.assertEqual(net.states, [Bound("FAKESMSC", None)])
+        (outcome,) = net.submit("push-1", THREE)
+        self.assertEqual(outcome, SubmitOutcome("push-1", True, ("1", "2", "3")))
+        self.assertEqual(
+            [s.short_message for s in net.smsc.submits], [s.short_message for s in THREE]
+        )
+        self.assertTrue(
+            all(
+                s.esm_class == 0x40 and s.destination_addr == "491701234567"
+                for s in net.smsc.submits
+            )
+        )
+        self.assertEqual(
+            reassemble([s.short_message for s in net.smsc.submits])[2],
+            bytes(range(256)) + bytes(44),
+        )
+        bind = net.smsc.received[0]
+        self.assertEqual(
+            (type(bind), bind.system_id, bind.password), (p.BindTransceiver, "mdmd", "secret")
+        )
+
+    def test_submit_waits_for_bind(self) -> None:
+        """
+        A job submitted before there is any connection is sent once bound.
+        """
+        net = Net()
+        net.service.startService()
+        results = net.submit("early")
+        self.assertEqual(results, [])
+        net.connect()
+        self.assertEqual(results, [SubmitOutcome("early", True, ("1",))])
+
+    def test_throttled(self) -> None:
+        """
+        With every second submit throttled, all jobs still get through, after
+        the pauses.
+        """
+        net = Net(Scenario(throttle_every=2), window=1)
+        net.start()
+        results = [net.submit(n) for n in range(3)]
+        for _ in range(10):
+            net.advance(1.0)
+        self.assertEqual([r[0].accepted for r in results], [True, True, True])
+        self.assertEqual(len(net.smsc.submits), 5)
+
+    def test_permanent_failure(self) -> None:
+        """
+        generic_nack answers fail the job with that status.
+        """
+        net = Net(Scenario(nack_status=p.Status.ESME_RINVCMDID))
+        net.start()
+        (outcome,) = net.submit("x")
+        self.assertEqual(
+            (outcome.accepted, outcome.status_name, outcome.temporary),
+            (False, "ESME_RINVCMDID", False),
+        )
+
+    def test_wrong_password_backs_off(self) -> None:
+        """
+        A refused bind is reported with its status; the service keeps trying
+        with growing delays although every TCP connect succeeds.
+        """
+        net = Net(Scenario(password="other"))
+        net.start()
+        self.assertEqual(
+            net.states, [BindFailed(p.Status.ESME_RINVPASWD, "bind refused: ESME_RINVPASWD")]
+        )
+        self.assertFalse(net.service.bound)
+        net.advance(2.0)
+        net.connect()
+        net.advance(4.0)
+        net.connect()
+        self.assertEqual(net.delays, [2.0, 4.0, 8.0])
+        self.assertEqual(len([s for s in net.states if isinstance(s, BindFailed)]), 3)
+
+    def test_backoff_resets_after_bind(self) -> None:
+        """
+        Once a bind succeeds the next outage starts again from the first delay.
+        """
+        net = Net(Scenario(password="other"))
+        net.start()
+        net.advance(2.0)
+        net.smsc.scenario = Scenario()
+        net.connect()
+        self.assertTrue(net.service.bound)
+        net.smsc.connections[-1].send_unbind()
+        net.flush()
+        self.assertEqual(net.delays, [2.0, 2.0])
+
+    def test_smsc_unbinds_mid_job(self) -> None:
+        """
+        The SMSC unbinds after the first segment: the service reconnects and
+        sends only the two missing segments; the job ends with all three ids.
+        """
+        net = Net(Scenario(unbind_after=1), window=1)
+        net.start()
+        results = net.submit("push", THREE)
+        self.assertEqual(results, [])
+        self.assertIn(Unbound(by_peer=True), net.states)
+        net.smsc.scenario = Scenario()
+        net.advance(2.0)
+        net.connect()
+        self.assertEqual(results, [SubmitOutcome("push", True, ("1", "2", "3"))])
+        self.assertEqual(
+            [s.short_message for s in net.smsc.submits], [s.short_message for s in THREE]
+        )
+
+    def test_disconnect_with_full_window(self) -> None:
+        """
+        The SMSC stops answering and drops the connection with the window
+        full: nothing is lost, and everything is sent again on reconnect.
+        """
+        net = Net(Scenario(respond=False, disconnect_after=3), window=3)
+        net.start()
+        results = [net.submit(n) for n in range(5)]
+        self.assertEqual(net.service.bound, False)
+        self.assertTrue(any(isinstance(s, LinkBroken) for s in net.states))
+        net.smsc.scenario = Scenario()
+        net.advance(2.0)
+        net.connect()
+        self.assertEqual([r[0].accepted for r in results], [True] * 5)
+
+    def test_no_response_breaks_link(self) -> None:
+        """
+        Submits never answered: after three response timeouts the link is
+        broken and the job goes out again on the next connection.
+        """
+        net = Net(Scenario(respond=False))
+        net.start()
+        results = net.submit("a")
+        for _ in range(3):
+            net.advance(10.0)
+        self.assertEqual(
+            [s for s in net.states if isinstance(s, LinkBroken)],
+            [LinkBroken("3 submits in a row unanswered")],
+        )
+        net.smsc.scenario = Scenario()
+        net.advance(2.0)
+        net.connect()
+        self.assertEqual(results[0].accepted, True)
+
+    def test_receipts(self) -> None:
+        """
+        Receipts in TLV and text form reach the receipt observer with the
+        job's reference, and are acknowledged.
+        """
+        for style, config in (
+            (Receipts.TLV, {}),
+            (
+                Receipts.TEXT,
+                {"submit_id_base": p.MessageIdBase.HEX, "receipt_id_base": p.MessageIdBase.DEC},
+            ),
+        ):
+            net = Net(Scenario(receipts=style, hex_message_ids=True), **config)
+            net.start()
+            for n in range(11):
+                net.submit(f"job-{n}")
+            self.assertEqual(len(net.receipts), 11)
+            last = net.receipts[-1]
+            self.assertEqual((last.ref, last.state), ("job-10", p.MessageState.DELIVERED))
+            self.assertEqual(
+                len([r for r in net.smsc.received if isinstance(r, p.DeliverSmResp)]), 11
+            )
+
+    def test_receipt_after_reconnect(self) -> None:
+        """
+        A receipt that arrives on the next connection still names its job.
+        """
+        net = Net()
+        net.start()
+        net.submit("before")
+        message_id, submit_sm = net.smsc.accepted[0]
+        net.smsc.connections[-1].send_unbind()
+        net.flush()
+        net.advance(2.0)
+        net.connect()
+        net.smsc.connections[-1].send_receipt(message_id, submit_sm, Receipts.TLV)
+        net.flush()
+        self.assertEqual([(r.message_id, r.ref) for r in net.receipts], [("1", "before")])
+
+    def test_enquire_link_both_ways(self) -> None:
+        """
+        The SMSC's enquire_link is answered; ours goes out after 30 s of silence.
+        """
+        net = Net()
+        net.start()
+        net.smsc.connections[-1].send_enquire_link()
+        net.flush()
+        self.assertEqual(net.smsc.received[-1], p.EnquireLinkResp(sequence_number=1))
+        net.advance(30.0)
+        self.assertIsInstance(net.smsc.received[-1], p.EnquireLink)
+        self.assertTrue(net.service.bound)
+
+    def test_stop_drains_and_unbinds(self) -> None:
+        """
+        stopService lets the submit in flight finish, unbinds, and fails the
+        jobs that never went out with SubmitAbandoned.
+        """
+        net = Net(Scenario(respond=False), window=1)
+        net.start()
+        first = net.submit("first")
+        second = net.submit("second")
+        stopped: list = []
+        net.service.stopService().addCallback(stopped.append)
+        net.flush()
+        self.assertEqual(stopped, [])
+        self.assertNotIsInstance(net.smsc.received[-1], p.Unbind)
+        sm = net.smsc.submits[0]
+        net.smsc.connections[-1].send(
+            p.SubmitSmResp(sequence_number=sm.sequence_number, message_id="42")
+        )
+        net.flush()
+        self.assertIsInstance(net.smsc.received[-1], p.Unbind)
+        self.assertEqual(stopped, [None])
+        self.assertEqual(first, [SubmitOutcome("first", True, ("42",))])
+        self.assertIsInstance(second[0].value, SubmitAbandoned)
+        self.assertEqual(net.reactor.getDelayedCalls(), [])
+
+    def test_stop_timeout_aborts(self) -> None:
+        """
+        If draining takes longer than stop_timeout the connection is cut.
+        """
+        net = Net(Scenario(respond=False), response_timeout=1000.0, enquire_link_interval=1000.0)
+        net.start()
+        net.submit("a")
+        stopped: list = []
+        net.service.stopService().addCallback(stopped.append)
+        net.advance(15.0)
+        self.assertEqual(stopped, [None])
+
+    def test_cancel_waiting_job(self) -> None:
+        """
+        Cancelling a job not yet sent removes it.
+        """
+        net = Net()
+        net.service.startService()
+        d = net.service.submit("gone", DEVICE, ONE)
+        d.addErrback(lambda f: None)
+        d.cancel()
+        net.connect()
+        self.assertEqual(net.smsc.submits, [])
+
+    def test_refuses_unsendable_and_duplicates(self) -> None:
+        """
+        A segment too long for short_message or a duplicate reference is
+        refused at once.
+        """
+        net = Net()
+        self.assertRaises(ValueError, net.service.submit, "x", DEVICE, [SmsSegment(bytes(255))])
+        net.service.submit("y", DEVICE, ONE)
+        self.assertRaises(ValueError, net.service.submit, "y", DEVICE, ONE)
+
+
+class ProtocolTimerTests(SynchronousTestCase):
+    def test_one_timer_at_the_deadline(self) -> None:
+        """
+        The protocol keeps one delayed call, never later than the session's
+        deadline, and closes the transport when the session says so.
+        """
+        clock = Clock()
+        events: list = []
+        protocol = ESMEProtocol(CONFIG, clock, lambda proto, event: events.append(event))
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        bind = p.decode(transport.value())
+        transport.clear()
+        (call,) = clock.getDelayedCalls()
+        self.assertEqual(call.getTime(), 10.0)
+        protocol.dataReceived(p.encode(p.BindTransceiverResp(sequence_number=bind.sequence_number)))
+        (call,) = clock.getDelayedCalls()
+        self.assertEqual(call.getTime(), 10.0)  # early: the bind timeout's timer is kept
+        clock.advance(10.0)
+        self.assertEqual(transport.value(), b"")
+        (call,) = clock.getDelayedCalls()
+        self.assertEqual(call.getTime(), 30.0)
+        clock.advance(20.0)
+        self.assertIsInstance(p.decode(transport.value()), p.EnquireLink)
+        clock.advance(10.0)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(protocol.session.state, State.CLOSED)
+        protocol.connectionLost(None)
+        self.assertEqual(clock.getDelayedCalls(), [])
+        self.assertIsInstance(events[-1], LinkBroken)
+
+    def test_handler_errors_are_contained(self) -> None:
+        """
+        An exception in an event handler is logged, not raised into the reactor.
+        """
+        clock = Clock()
+
+        def broken(proto, event):
+            raise RuntimeError("boom")
+
+        protocol = ESMEProtocol(CONFIG, clock, broken)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        bind = p.decode(transport.value())
+        protocol.dataReceived(p.encode(p.BindTransceiverResp(sequence_number=bind.sequence_number)))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(protocol.session.state, State.BOUND)
+
+
+def _certificates(common_name: str) -> tuple[bytes, CertificateOptions]:
+    """
+    A throw-away CA (PEM) and TLS server options for 127.0.0.1 with a
+    certificate it signed. Built from cryptography objects, which pyOpenSSL 26
+    takes without deprecation warnings.
+    """
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{common_name} CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    options = CertificateOptions(privateKey=key, certificate=cert)
+    return ca.public_bytes(serialization.Encoding.PEM), options
+
+
+class EndpointTests(SynchronousTestCase):
+    def test_tcp_and_tls(self) -> None:
+        """
+        Plain config gives a HostnameEndpoint; tls=True wraps it in TLS.
+        """
+        from twisted.internet.endpoints import HostnameEndpoint
+        from twisted.internet.interfaces import IStreamClientEndpoint
+
+        from mdmd.notify.esme import smsc_endpoint
+
+        reactor = MemoryReactorClock()
+        self.assertIsInstance(smsc_endpoint(reactor, "smsc.example", 2775), HostnameEndpoint)
+        ca, _ = _certificates("x")
+        tls = smsc_endpoint(reactor, "smsc.example", 3550, tls=True, ca_certificates=[ca])
+        self.assertNotIsInstance(tls, HostnameEndpoint)
+        self.assertTrue(IStreamClientEndpoint.providedBy(tls))
+
+
+class TLSLoopbackTests(TestCase):
+    """
+    Real sockets on 127.0.0.1 port 0: the SMSC's certificate is verified.
+    """
+
+    def listen(self) -> tuple[int, FakeSmscFactory, bytes]:
+        from twisted.internet import reactor
+
+        ca, server = _certificates("smsc")
+        smsc = FakeSmscFactory()
+        port = reactor.listenSSL(0, smsc, server, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return port.getHost().port, smsc, ca
+
+    def service(self, port: int, ca: bytes) -> tuple[ESMEService, list]:
+        from twisted.internet import reactor
+
+        from mdmd.notify.esme import smsc_endpoint
+
+        service = ESMEService(
+            smsc_endpoint(reactor, "127.0.0.1", port, tls=True, ca_certificates=[ca]),
+            CONFIG,
+            clock=reactor,
+            retry_policy=lambda attempt: 60.0,
+        )
+        states: list = []
+        service.add_state_observer(states.append)
+        service.startService()
+        self.addCleanup(service.stopService)
+        return service, states
+
+    async def test_verified_smsc(self) -> None:
+        """
+        With the SMSC's CA configured, TLS connects, binds and submits.
+        """
+        port, smsc, ca = self.listen()
+        service, states = self.service(port, ca)
+        outcome = await service.submit("tls-1", DEVICE, ONE)
+        self.assertTrue(outcome.accepted)
+        self.assertIsInstance(states[0], Bound)
+        self.assertEqual(smsc.submits[0].short_message, ONE[0].short_message)
+
+    async def test_unknown_ca_refused(self) -> None:
+        """
+        Against a certificate from another CA the handshake fails: nothing
+        reaches the SMSC and the link is reported broken, not bound.
+        """
+        port, smsc, _ = self.listen()
+        other_ca, _ = _certificates("impostor")
+        broken: Deferred = Deferred()
+        service, states = self.service(port, other_ca)
+        service.add_state_observer(lambda e: broken.called or broken.callback(e))
+        event = await broken
+        self.assertIsInstance(event, LinkBroken)
+        self.assertEqual(smsc.received, [])
+        self.assertFalse(service.bound)

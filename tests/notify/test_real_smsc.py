@@ -1,0 +1,266 @@
+"""
+Integration tests of L{mdmd.notify.esme} against SMSCs written by others:
+node-smpp 0.5.1 (C{tests/peers/smsc.js}) and Net::SMPP (C{tests/peers/smsc.pl}),
+each spawned on a free loopback port.
+
+They send a multi-segment WAP push, then check from the peer's own log that
+it received exactly our bytes, that its independent reading of the UDH gives
+back the package #0, and that receipts and unbind went through.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import ProcessProtocol
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SkipTest, TestCase
+
+from mdmd.notify import smpp_pdu as p
+from mdmd.notify.esme import ESMEService, smsc_endpoint
+from mdmd.notify.pkg0 import build_package0, parse_package0
+from mdmd.notify.smpp import Address, BindFailed, SessionConfig, submit_templates
+from mdmd.notify.wap import parse_wsp_push, reassemble, wap_push_segments
+
+PEERS = Path(__file__).resolve().parent.parent / "peers"
+CONFIG = SessionConfig(system_id="mdmd", password="secret", source=Address("MDMD", 5, 0))
+DEVICE = Address("491701234567")
+
+
+def _push():
+    pkg0 = build_package0(
+        server_id="mdmd.example",
+        password="srv",
+        nonce=b"\x01\x02",
+        session_id=0xD,
+        vendor=b"v" * 200,
+    )
+    return pkg0, wap_push_segments(pkg0, concat_ref=0x5A)
+
+
+class _Peer(ProcessProtocol):
+    """
+    A spawned SMSC: the port it printed and the JSON lines it logged.
+    """
+
+    def __init__(self) -> None:
+        self.port: Deferred[int] = Deferred()
+        self.ended: Deferred[None] = Deferred()
+        self.lines: list[dict[str, Any]] = []
+        self.stderr = b""
+        self._buffer = b""
+        self._waiters: list[tuple[Callable[[list[dict[str, Any]]], bool], Deferred[None]]] = []
+
+    def outReceived(self, data: bytes) -> None:
+        self._buffer += data
+        *complete, self._buffer = self._buffer.split(b"\n")
+        for raw in complete:
+            line = json.loads(raw)
+            if "port" in line and not self.port.called:
+                self.port.callback(line["port"])
+            else:
+                self.lines.append(line)
+        for waiter in list(self._waiters):
+            if waiter[0](self.lines):
+                self._waiters.remove(waiter)
+                waiter[1].callback(None)
+
+    def errReceived(self, data: bytes) -> None:
+        self.stderr += data
+
+    def processEnded(self, reason: Failure) -> None:
+        if not self.port.called:
+            self.port.errback(RuntimeError(f"peer exited: {self.stderr.decode(errors='replace')}"))
+        for _, waiter in self._waiters:
+            waiter.errback(RuntimeError("peer exited while waited on"))
+        self._waiters = []
+        self.ended.callback(None)
+
+    def wait_for(self, condition: Callable[[list[dict[str, Any]]], bool]) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        if condition(self.lines):
+            d.callback(None)
+        else:
+            self._waiters.append((condition, d))
+        return d
+
+    def received(self, command: str) -> list[dict[str, Any]]:
+        return [line for line in self.lines if line["dir"] == "in" and line["command"] == command]
+
+
+if TYPE_CHECKING:
+    _MixinBase = TestCase
+else:
+    _MixinBase = object
+
+
+class _RealSmscMixin(_MixinBase):
+    """
+    What both peers are put through; subclasses say how to start one.
+    """
+
+    def spawn(self, *args: str) -> _Peer:
+        raise NotImplementedError
+
+    def start_peer(self, executable: str, argv: list[str]) -> _Peer:
+        peer = _Peer()
+        process = reactor.spawnProcess(
+            peer, executable, argv, env=dict(os.environ), path=str(PEERS)
+        )
+
+        def stop() -> Deferred[None]:
+            if process.pid is not None:
+                process.signalProcess("KILL")
+            return peer.ended
+
+        self.addCleanup(stop)
+        return peer
+
+    async def service_for(self, peer: _Peer, **config: Any) -> tuple[ESMEService, list, list]:
+        port = await peer.port
+        service = ESMEService(
+            smsc_endpoint(reactor, "127.0.0.1", port),
+            replace(CONFIG, **config),
+            clock=reactor,
+            retry_policy=lambda attempt: 30.0,
+        )
+        states: list = []
+        receipts: list = []
+        service.add_state_observer(states.append)
+        service.add_receipt_observer(receipts.append)
+        service.startService()
+        self.addCleanup(lambda: service.stopService() if service.running else None)
+        return service, states, receipts
+
+    async def test_multi_segment_push(self) -> None:
+        """
+        Bind, submit a multi-segment WAP push, get it accepted (and receipted),
+        unbind; the peer logged our exact submit_sm bytes, and its own parse
+        of the short messages reassembles into a package #0 that verifies.
+        """
+        peer = self.spawn()
+        service, states, receipts = await self.service_for(peer)
+        pkg0, segments = _push()
+        self.assertGreater(len(segments), 1)
+        outcome = await service.submit("push-1", DEVICE, segments)
+        self.assertTrue(outcome.accepted, outcome)
+        self.assertEqual(len(outcome.message_ids), len(segments))
+        await peer.wait_for(
+            lambda lines: len([l for l in lines if l["command"] == "deliver_sm_resp"])
+            >= len(segments)
+        )
+        self.assertEqual(sorted(r.message_id for r in receipts), sorted(outcome.message_ids))
+        self.assertEqual({r.ref for r in receipts}, {"push-1"})
+        self.assertEqual({r.state for r in receipts}, {p.MessageState.DELIVERED})
+        await service.stopService()
+        await peer.wait_for(lambda lines: any(l["command"] == "unbind" for l in lines))
+
+        (bind,) = peer.received("bind_transceiver")
+        self.assertEqual(
+            (bind["fields"]["system_id"], bind["fields"]["password"]), ("mdmd", "secret")
+        )
+        submits = peer.received("submit_sm")
+        templates = submit_templates(CONFIG, DEVICE, segments)
+        self.assertEqual(
+            [bytes.fromhex(line["hex"]) for line in submits],
+            [
+                p.encode(replace(template, sequence_number=line["sequence_number"]))
+                for template, line in zip(templates, submits)
+            ],
+        )
+        for line in submits:
+            self.assertEqual(
+                (
+                    line["fields"]["esm_class"],
+                    line["fields"]["data_coding"],
+                    line["fields"]["destination_addr"],
+                ),
+                (0x40, 0x04, "491701234567"),
+            )
+        ports_dst, ports_src, datagram = reassemble(
+            [self.peer_short_message(line) for line in submits]
+        )
+        self.assertEqual((ports_dst, ports_src), (2948, 9200))
+        push = parse_wsp_push(datagram)
+        self.assertEqual(push.body, pkg0)
+        self.assertTrue(parse_package0(push.body).verify("srv", b"\x01\x02"))
+
+    def peer_short_message(self, line: dict[str, Any]) -> bytes:
+        raise NotImplementedError
+
+    async def test_wrong_password(self) -> None:
+        """
+        The peer refuses a wrong password and the service reports it by name.
+        """
+        peer = self.spawn()
+        refused: Deferred[BindFailed] = Deferred()
+        service, states, _ = await self.service_for(peer, password="wrong")
+        service.add_state_observer(
+            lambda e: isinstance(e, BindFailed) and not refused.called and refused.callback(e)
+        )
+        failed = await refused
+        self.assertEqual(failed.status, p.Status.ESME_RINVPASWD)
+        self.assertFalse(service.bound)
+
+
+class NodeSmscTests(_RealSmscMixin, TestCase):
+    """
+    node-smpp 0.5.1 as the SMSC.
+    """
+
+    def setUp(self) -> None:
+        self.node = shutil.which("node")
+        if self.node is None:
+            raise SkipTest("node (Node.js) is not installed; `make dev-deps` installs nodejs")
+        if not (PEERS / "node_modules" / "smpp").is_dir():
+            raise SkipTest("tests/peers/node_modules/smpp is missing; run `make dev-deps` (npm ci)")
+
+    def spawn(self, *args: str) -> _Peer:
+        return self.start_peer(self.node, [self.node, "smsc.js", "--receipts", "both", *args])
+
+    def peer_short_message(self, line: dict[str, Any]) -> bytes:
+        # node-smpp splits the UDH into its information elements by itself.
+        message = line["fields"]["short_message"]
+        elements = b"".join(bytes.fromhex(ie["hex"]) for ie in message["udh"])
+        return bytes([len(elements)]) + elements + bytes.fromhex(message["message"]["hex"])
+
+    async def test_throttled(self) -> None:
+        """
+        With every second submit throttled by the peer, the push still goes
+        through after the pauses.
+        """
+        peer = self.start_peer(self.node, [self.node, "smsc.js", "--throttle-every", "2"])
+        service, _, _ = await self.service_for(peer, throttle_pause=0.05, window=1)
+        _, segments = _push()
+        outcome = await service.submit("push-t", DEVICE, segments)
+        self.assertTrue(outcome.accepted)
+        self.assertEqual(len(peer.received("submit_sm")), 2 * len(segments) - 1)
+
+
+class PerlSmscTests(_RealSmscMixin, TestCase):
+    """
+    Net::SMPP as the SMSC (text receipts only).
+    """
+
+    def setUp(self) -> None:
+        self.perl = shutil.which("perl")
+        if self.perl is None:
+            raise SkipTest("perl is not installed")
+        check = subprocess.run([self.perl, "-MNet::SMPP", "-MJSON::PP", "-e1"], capture_output=True)
+        if check.returncode != 0:
+            raise SkipTest("Net::SMPP is not installed (Debian: libnet-smpp-perl)")
+
+    def spawn(self, *args: str) -> _Peer:
+        return self.start_peer(self.perl, [self.perl, "smsc.pl", "--receipts", *args])
+
+    def peer_short_message(self, line: dict[str, Any]) -> bytes:
+        return bytes.fromhex(line["fields"]["short_message"])
