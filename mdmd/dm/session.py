@@ -267,6 +267,8 @@ class SessionState:
     incoming: Incoming | None = None
     send_server_cred: bool = False
     last_client_msg_id: str | None = None
+    #: We withheld Final: our package continues in the next message.
+    server_package_open: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """
@@ -291,6 +293,7 @@ class SessionState:
             "incoming": None if self.incoming is None else _incoming_to_plain(self.incoming),
             "send_server_cred": self.send_server_cred,
             "last_client_msg_id": self.last_client_msg_id,
+            "server_package_open": self.server_package_open,
         }
 
     @classmethod
@@ -314,6 +317,7 @@ class SessionState:
             incoming=None if value["incoming"] is None else _incoming_from_plain(value["incoming"]),
             send_server_cred=value["send_server_cred"],
             last_client_msg_id=value["last_client_msg_id"],
+            server_package_open=value.get("server_package_open", False),
         )
 
 
@@ -639,6 +643,7 @@ def handle(
         deadline=now + settings.session_timeout,
         answers=tuple(sorted(work.answers.items())),
         last_client_msg_id=header.msg_id,
+        server_package_open=phase is Phase.OPEN and not final and not work.ask_next_message,
     )
     headers: tuple[tuple[str, str], ...] = ()
     if new_state.hmac:
@@ -1128,8 +1133,10 @@ def _send_commands(work: _Work, pending: Sequence[PendingCommand]) -> bool:
     """
     Add as many sendable commands as fit; return whether this message ends our package.
     """
-    if work.ask_next_message or not work.message.final:
-        # The device's package is not complete: answer "next message", no commands.
+    if work.ask_next_message or (not work.message.final and not work.state.server_package_open):
+        # The device's own package goes on: answer "next message", no commands.
+        # (Its message without Final is expected while *our* package is open:
+        # a client may not close its package before the server closed its own.)
         work.ask_next_message = True
         return False
     if any(not r.chunk for r in work.state.sent):

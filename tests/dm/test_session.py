@@ -138,7 +138,8 @@ class Harness:
 
         for command in server_msg.body:
             answer(command)
-        return client.reply(*replies)
+        # A client may not close its package before the server closed its own.
+        return client.reply(*replies, final=server_msg.final)
 
 
 def statuses(message) -> list[Status]:

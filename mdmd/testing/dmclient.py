@@ -1,0 +1,256 @@
+"""
+An emulated OMA DM 1.2 client (the device side of a DM session), for tests and benchmarks.
+
+It keeps a small DM tree, opens sessions the way a Windows device does
+(package 1: Alert 1201 or 1200, Alert 1224 LoginStatus, the DevInfo
+Replace, an MD5 credential), answers every server command with a Status
+(and Results for Get), reassembles large objects, takes the server's
+NextNonce for the next session, and stops when the server sends Final with
+no commands. It talks through a C{post} coroutine, so the same client runs
+over a real TLS connection (L{mdmd.testing.windows}) or in memory.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from mdmd.syncml import auth
+from mdmd.syncml.codec import XML_CODEC, Codec, codec_for_content_type, reassemble
+from mdmd.syncml.model import (
+    Add,
+    Alert,
+    Atomic,
+    Command,
+    Copy,
+    Cred,
+    Delete,
+    Exec,
+    Get,
+    Item,
+    Location,
+    Meta,
+    Replace,
+    Results,
+    Sequence,
+    Status,
+    SyncHdr,
+    SyncML,
+    data_text,
+)
+
+__all__ = ["DMClient", "Post", "SessionLog", "DMSessionFailed"]
+
+#: post(body, content_type, extra_headers) -> (HTTP status, headers, body)
+Post = Callable[[bytes, str, dict[str, str]], Awaitable[tuple[int, dict[str, str], bytes]]]
+
+
+class DMSessionFailed(Exception):
+    """
+    The server answered something a DM client cannot go on with.
+    """
+
+
+@dataclass
+class SessionLog:
+    """
+    What happened in one session, for assertions and benchmarks.
+    """
+
+    session_id: str
+    messages: int = 0
+    header_statuses: list[str] = field(default_factory=list)
+    received: list[Command] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+
+
+@dataclass
+class DMClient:
+    """
+    The DM side of an emulated device.
+
+    C{client_*} are the w7 APPSRV credentials (how we authenticate to the
+    server); C{tree} maps node URIs to values; C{status_for} may override the
+    status answered for a URI (to emulate failures).
+    """
+
+    device_id: str
+    server_url: str
+    client_name: str
+    client_secret: str
+    client_nonce: bytes
+    codec: Codec = XML_CODEC
+    tree: dict[str, str] = field(default_factory=dict)
+    login_status: str = "user"
+    max_msg_size: int | None = None
+    status_for: dict[str, int] = field(default_factory=dict)
+    clock: Callable[[], float] | None = None
+    _session_ids: Any = field(default_factory=lambda: itertools.count(1))
+    _chunks: list[Item] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.tree.setdefault("./DevInfo/DevId", self.device_id)
+        self.tree.setdefault("./DevInfo/Man", "mdmd emulator")
+        self.tree.setdefault("./DevInfo/Mod", "Virtual PC")
+        self.tree.setdefault("./DevInfo/DmV", "1.3")
+        self.tree.setdefault("./DevInfo/Lang", "en-US")
+        self.tree.setdefault("./DevDetail/SwV", "10.0.26100.2314")
+        self.tree.setdefault("./DevDetail/OEM", "mdmd emulator")
+
+    # -- messages -------------------------------------------------------------------
+
+    def _header(self, session_id: str, msg_id: int, cred: bool) -> SyncHdr:
+        return SyncHdr(
+            session_id=session_id,
+            msg_id=str(msg_id),
+            target=Location(loc_uri=self.server_url),
+            source=Location(loc_uri=self.device_id, loc_name=self.client_name),
+            cred=Cred(
+                meta=Meta(type=auth.AUTH_MD5, format="b64"),
+                data=auth.md5_cred_data(self.client_name, self.client_nonce, password=self.client_secret),
+            )
+            if cred
+            else None,
+            meta=Meta(max_msg_size=self.max_msg_size) if self.max_msg_size else None,
+        )
+
+    def package1(self, session_id: str, msg_id: int, alert: str = "1201") -> SyncML:
+        ids = itertools.count(2)
+        devinfo = tuple(
+            Item(source=Location(loc_uri=uri), data=self.tree[uri])
+            for uri in ("./DevInfo/DevId", "./DevInfo/Man", "./DevInfo/Mod", "./DevInfo/DmV", "./DevInfo/Lang")
+        )
+        body = (
+            Alert(cmd_id=str(next(ids)), data=alert),
+            Alert(
+                cmd_id=str(next(ids)),
+                data="1224",
+                items=(Item(meta=Meta(type="com.microsoft/MDM/LoginStatus", format="chr"), data=self.login_status),),
+            ),
+            Replace(cmd_id=str(next(ids)), items=devinfo),
+        )
+        return SyncML(header=self._header(session_id, msg_id, True), body=body, final=True)
+
+    def _answer(self, server: SyncML, msg_id: int, session_id: str, log: SessionLog) -> SyncML | None:
+        """
+        Our reply to a server message, or None when the session is over.
+        """
+        ids = itertools.count(1)
+        out: list[Command] = [
+            Status(
+                cmd_id=str(next(ids)),
+                msg_ref=server.header.msg_id,
+                cmd_ref="0",
+                cmd="SyncHdr",
+                target_refs=(server.header.target.loc_uri,),
+                source_refs=(server.header.source.loc_uri,),
+                data="200",
+            )
+        ]
+        results: list[Command] = []
+        commands = [c for c in server.body if not isinstance(c, Status)]
+        for command in commands:
+            if isinstance(command, Alert):
+                continue
+            log.received.append(command)
+            self._execute(command, server, ids, out, results)
+        if server.final and not [c for c in commands if not isinstance(c, Alert)]:
+            return None
+        # A client may not close its package before the server closed its own.
+        return SyncML(header=self._header(session_id, msg_id, False), body=tuple(out + results), final=server.final)
+
+    def _execute(self, command: Command, server: SyncML, ids: Any, out: list[Command], results: list[Command]) -> None:
+        def status(code: int, cmd: Command = command) -> None:
+            out.append(
+                Status(cmd_id=str(next(ids)), msg_ref=server.header.msg_id, cmd_ref=cmd.cmd_id, cmd=cmd.name, data=str(code))
+            )
+
+        if isinstance(command, (Atomic, Sequence)):
+            status(200)
+            for child in command.commands:
+                self._execute(child, server, ids, out, results)
+            return
+        items = getattr(command, "items", ())
+        uri = items[0].target.loc_uri if items and items[0].target else ""
+        forced = self.status_for.get(uri)
+        if isinstance(command, (Add, Replace)) and items and items[0].more_data:
+            self._chunks.append(items[0])
+            status(213)
+            return
+        if isinstance(command, (Add, Replace)) and self._chunks:
+            items = (reassemble([*self._chunks, items[0]]),)
+            self._chunks.clear()
+        if forced is not None:
+            status(forced)
+            return
+        if isinstance(command, Get):
+            found = [(i.target.loc_uri, self.tree.get(i.target.loc_uri)) for i in items if i.target]
+            if any(value is None for _, value in found):
+                status(404)
+                return
+            status(200)
+            results.append(
+                Results(
+                    cmd_id=str(next(ids)),
+                    msg_ref=server.header.msg_id,
+                    cmd_ref=command.cmd_id,
+                    items=tuple(Item(source=Location(loc_uri=u), meta=Meta(format="chr"), data=v) for u, v in found),
+                )
+            )
+        elif isinstance(command, (Add, Replace)):
+            for item in items:
+                if item.target is not None:
+                    self.tree[item.target.loc_uri] = data_text(item.data) or ""
+            status(200)
+        elif isinstance(command, Delete):
+            removed = [self.tree.pop(i.target.loc_uri, None) for i in items if i.target]
+            status(200 if all(r is not None for r in removed) else 404)
+        elif isinstance(command, (Exec, Copy)):
+            status(200)
+        else:
+            status(406)
+
+    # -- sessions ----------------------------------------------------------------------
+
+    async def session(self, post: Post, alert: str = "1201", session_id: str | None = None, max_messages: int = 200) -> SessionLog:
+        """
+        Run one DM session to its end.
+        """
+        session_id = session_id or format(next(self._session_ids), "X")
+        log = SessionLog(session_id)
+        msg_ids = itertools.count(1)
+        message: SyncML | None = self.package1(session_id, next(msg_ids), alert)
+        challenged = 0
+        while message is not None:
+            if log.messages >= max_messages:
+                raise DMSessionFailed(f"session {session_id} did not end after {max_messages} messages")
+            body = self.codec.encode(message)
+            log.sizes.append(len(body))
+            started = self.clock() if self.clock else 0.0
+            code, headers, answer = await post(body, self.codec.content_type, {})
+            if self.clock:
+                log.latencies.append(self.clock() - started)
+            log.messages += 1
+            if code != 200:
+                raise DMSessionFailed(f"HTTP {code}: {answer[:200]!r}")
+            codec = codec_for_content_type(headers.get("content-type"))
+            if codec is not self.codec:
+                raise DMSessionFailed(f"answered as {headers.get('content-type')!r}")
+            server = codec.decode(answer)
+            if self.max_msg_size and len(answer) > self.max_msg_size:
+                raise DMSessionFailed(f"server message of {len(answer)} bytes exceeds MaxMsgSize {self.max_msg_size}")
+            header_status = next(c for c in server.body if isinstance(c, Status) and c.cmd_ref == "0")
+            log.header_statuses.append(header_status.data or "")
+            if header_status.chal is not None and header_status.chal.meta.next_nonce:
+                self.client_nonce = auth.decode_nonce(header_status.chal.meta.next_nonce)
+            if header_status.data in ("401", "407"):
+                challenged += 1
+                if challenged > 2:
+                    raise DMSessionFailed(f"authentication failed: {header_status.data}")
+                message = self.package1(session_id, next(msg_ids), alert)
+                continue
+            message = self._answer(server, next(msg_ids), session_id, log)
+        return log
