@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import configparser
 import dataclasses
+import decimal
 import ipaddress
 import os
 from collections.abc import Callable, Iterator
@@ -22,6 +23,7 @@ __all__ = [
     "Config",
     "ConfigErrors",
     "ListenAddress",
+    "PollSchedule",
     "load",
     "iter_options",
 ]
@@ -163,6 +165,68 @@ def _store_uri(raw: str) -> str:
     return value
 
 
+def _decimal_version(raw: str) -> str:
+    value = raw.strip()
+    try:
+        number = decimal.Decimal(value)
+    except decimal.InvalidOperation:
+        raise ValueError(f"expected a version number such as 3.0, got {value!r}") from None
+    if not number.is_finite() or number < 1 or number > 100:
+        raise ValueError(f"expected a version number between 1.0 and 100, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class PollSchedule:
+    """
+    When an enrolled device polls: C{first_count} times every C{first_interval} minutes,
+    then C{second_count} times every C{second_interval}, then every
+    C{remaining_interval} minutes (C{remaining_count} times; 0 means for ever).
+    """
+
+    first_interval: int
+    first_count: int
+    second_interval: int
+    second_count: int
+    remaining_interval: int
+    remaining_count: int = 0
+
+    def __str__(self) -> str:
+        last = f"{self.remaining_interval}"
+        if self.remaining_count:
+            last += f"x{self.remaining_count}"
+        return (
+            f"{self.first_interval}x{self.first_count}, "
+            f"{self.second_interval}x{self.second_count}, {last}"
+        )
+
+
+def _poll_schedule(raw: str) -> PollSchedule:
+    parts = [part.strip().lower() for part in raw.split(",")]
+    if len(parts) != 3 or not all(parts):
+        raise ValueError(
+            f"expected MINUTESxCOUNT, MINUTESxCOUNT, MINUTES[xCOUNT], got {raw.strip()!r}"
+        )
+    numbers: list[int] = []
+    for index, part in enumerate(parts):
+        interval, sep, count = part.partition("x")
+        if not sep and index < 2:
+            raise ValueError(f"{part!r}: expected MINUTESxCOUNT")
+        try:
+            numbers += [int(interval), int(count) if sep else 0]
+        except ValueError:
+            raise ValueError(f"{part!r}: expected whole numbers") from None
+    schedule = PollSchedule(*numbers)
+    if min(schedule.first_interval, schedule.second_interval, schedule.remaining_interval) < 1:
+        raise ValueError("poll intervals are at least 1 minute")
+    if min(schedule.first_count, schedule.second_count) < 1 or schedule.remaining_count < 0:
+        raise ValueError(
+            "the first two retry counts must be at least 1 (0 would mean polling at that "
+            "interval for ever)"
+        )
+    return schedule
+
+
 def _option(default: Any, parse: Callable[[str], Any], help: str, example: str = "") -> Any:
     return field(default=default, metadata={"parse": parse, "help": help, "example": example})
 
@@ -188,6 +252,13 @@ class ServerSection:
         _str,
         "Directory holding the store, the CA, the TLS key and the admin token. "
         "Relative paths are taken from the working directory.",
+    )
+    public_port: int = _option(
+        0,
+        _int(0, 65535),
+        "Port devices use to reach the HTTPS listener (set it when a load balancer or NAT "
+        "forwards another port). 0 means the port the listener actually bound. The port is "
+        "left out of the URLs handed to devices when it is 443.",
     )
 
 
@@ -279,6 +350,97 @@ class AdminSection:
 
 
 @dataclass(frozen=True)
+class EnrollmentSection:
+    """[enrollment]: how Windows devices enroll (MS-MDE2) and the DM account they get."""
+
+    auth_policy: str = _option(
+        "OnPremise",
+        _choice("OnPremise", "Federated", "Certificate"),
+        "How enrolling devices authenticate: OnPremise (user name and password in the SOAP "
+        "messages), Federated (the user signs in on mdmd's web page and the device presents "
+        "the token it got there) or Certificate (a client certificate from a provisioning "
+        "package signs the requests).",
+    )
+    provider_id: str = _option(
+        "mdmd",
+        _str,
+        "The DM server's identifier on devices (w7 PROVIDER-ID, DMClient provider and the "
+        "server name in DM authentication). Changing it orphans enrolled devices.",
+    )
+    display_name: str = _option(
+        "mdmd", _str, "The name devices show for this management server (w7 NAME)."
+    )
+    enrollment_version: str = _option(
+        "3.0",
+        _decimal_version,
+        "The highest EnrollmentVersion answered to Discover; a device gets the lower of this "
+        "and its own RequestVersion. Every RequestVersion is accepted.",
+    )
+    min_key_length: int = _option(
+        2048,
+        _int(1024, 16384),
+        "Smallest RSA key accepted in a certificate request (XCEP minimalKeyLength).",
+    )
+    renewal_period_days: int = _option(
+        60,
+        _int(1, 1000),
+        "Devices renew their certificate this many days before it expires (XCEP "
+        "renewalPeriodSeconds, CertificateStore RenewPeriod); renewal requests are accepted "
+        "from then on. The validity itself is [ca] client_cert_lifetime_days.",
+    )
+    renewal_retry_days: int = _option(
+        4,
+        _int(1, 1000),
+        "Days between a device's renewal attempts (CertificateStore RetryInterval).",
+    )
+    default_encoding: str = _option(
+        "application/vnd.syncml.dm+xml",
+        _choice("application/vnd.syncml.dm+xml", "application/vnd.syncml.dm+wbxml"),
+        "The encoding devices use for DM sessions (w7 DEFAULTENCODING).",
+    )
+    device_auth_type: str = _option(
+        "DIGEST",
+        _choice("DIGEST", "BASIC"),
+        "How devices authenticate to the DM server (w7 APPSRV AAUTHTYPE): DIGEST "
+        "(syncml:auth-md5) or BASIC. The server always authenticates to devices with DIGEST.",
+    )
+    poll_schedule: PollSchedule = _option(
+        PollSchedule(3, 5, 15, 8, 480),
+        _poll_schedule,
+        "When devices poll the DM server, in minutes: every 3 minutes 5 times, every 15 "
+        "minutes 8 times, then every 480 minutes for ever (an optional xCOUNT on the last "
+        "interval limits it).",
+    )
+    poll_on_login: bool = _option(True, _bool, "Whether devices also poll when a user signs in.")
+    connection_retries: int = _option(
+        6, _int(0, 100), "How often a device retries a failed DM connection (w7 CONNRETRYFREQ)."
+    )
+    initial_backoff_ms: int = _option(
+        30000,
+        _int(1000, 86400000),
+        "Milliseconds a device waits before its first connection retry; the wait doubles "
+        "each time (w7 INITIALBACKOFFTIME).",
+    )
+    max_backoff_ms: int = _option(
+        120000,
+        _int(1000, 86400000),
+        "Longest wait between connection retries, in milliseconds (w7 MAXBACKOFFTIME).",
+    )
+    federated_token_lifetime: int = _option(
+        900,
+        _int(60, 86400),
+        "Seconds the token from the Federated sign-in page stays valid for GetPolicies and "
+        "RequestSecurityToken.",
+    )
+    certificate_ca_file: str = _option(
+        "",
+        _str,
+        "PEM file of the CAs whose client certificates may enroll devices under the "
+        "Certificate policy; empty means certificates from mdmd's own CA only.",
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     """
     A whole, validated configuration. Paths are absolute.
@@ -289,6 +451,7 @@ class Config:
     store: StoreSection = field(default_factory=StoreSection)
     ca: CASection = field(default_factory=CASection)
     admin: AdminSection = field(default_factory=AdminSection)
+    enrollment: EnrollmentSection = field(default_factory=EnrollmentSection)
 
     @property
     def state_dir(self) -> str:
@@ -332,6 +495,8 @@ def format_default(option: dataclasses.Field[Any]) -> str:
         return "yes" if value else "no"
     if isinstance(value, tuple):
         return ", ".join(value)
+    if isinstance(value, PollSchedule):
+        return str(value)
     if isinstance(value, ListenAddress):
         if value.kind == "unix":
             return str(value)
@@ -416,6 +581,9 @@ def _resolve_paths(config: Config, base: str) -> Config:
         admin=dataclasses.replace(
             config.admin, listen=admin_listen, token_file=absolute(config.admin.token_file)
         ),
+        enrollment=dataclasses.replace(
+            config.enrollment, certificate_ca_file=absolute(config.enrollment.certificate_ca_file)
+        ),
     )
 
 
@@ -436,6 +604,23 @@ def _cross_checks(config: Config) -> list[str]:
         )
     if config.store.uri.startswith("file://") and config.store.uri == "file://":
         errors.append("[store] uri: file:// needs a path")
+    enrollment = config.enrollment
+    if not enrollment.provider_id or any(c in enrollment.provider_id for c in "/\\\"<>&"):
+        errors.append("[enrollment] provider_id: must be non-empty, without / \\ \" < > &")
+    if not enrollment.display_name:
+        errors.append("[enrollment] display_name: must not be empty")
+    if enrollment.renewal_retry_days > enrollment.renewal_period_days:
+        errors.append("[enrollment] renewal_retry_days: must not exceed renewal_period_days")
+    if enrollment.renewal_period_days > config.ca.client_cert_lifetime_days:
+        errors.append(
+            "[enrollment] renewal_period_days: must not exceed [ca] client_cert_lifetime_days"
+        )
+    if enrollment.initial_backoff_ms > enrollment.max_backoff_ms:
+        errors.append("[enrollment] initial_backoff_ms: must not exceed max_backoff_ms")
+    if enrollment.certificate_ca_file and not os.path.isfile(enrollment.certificate_ca_file):
+        errors.append(
+            f"[enrollment] certificate_ca_file: {enrollment.certificate_ca_file} does not exist"
+        )
     return errors
 
 
@@ -460,7 +645,7 @@ def render_example() -> str:
             lines.append(f"# {summary[:1].upper()}{summary[1:]}")
         for option in dataclasses.fields(section_type):
             lines.append("")
-            for text in textwrap.wrap(option.metadata["help"], width=86):
+            for text in textwrap.wrap(option.metadata["help"], width=86, break_on_hyphens=False):
                 lines.append(f"# {text}")
             lines.append(f"#{option.name} = {format_default(option)}".rstrip())
     return "\n".join(lines) + "\n"

@@ -19,6 +19,9 @@ from twisted.web.resource import Resource
 from mdmd import config as mdmd_config
 from mdmd.admin.api import AdminAPI, AdminToken
 from mdmd.config import Config, ListenAddress
+from mdmd.enroll.resource import enrollment_resource
+from mdmd.enroll.service import EnrollmentService, EnrollmentSettings
+from mdmd.enroll.users import StoreUserChecker
 from mdmd.listeners import ListeningService, MdmdService, clear_stale_socket
 from mdmd.pki.resource import pki_resource
 from mdmd.pki.service import CAService, CASettings
@@ -61,7 +64,7 @@ def _tcp_endpoint(reactor: IReactorCore, address: ListenAddress) -> IStreamServe
 
 def build(config: Config, reactor: IReactorCore) -> MdmdService:
     """
-    The service tree: C{store}, C{ca}, C{https}, C{admin}, started in that order.
+    The service tree: C{store}, C{ca}, C{enroll}, C{https}, C{admin}, started in that order.
     """
     root = MdmdService(config.state_dir, reactor)
 
@@ -104,7 +107,7 @@ def build(config: Config, reactor: IReactorCore) -> MdmdService:
         name="https",
     )
     https_address = config.https.listen
-    ListeningService(
+    https = ListeningService(
         "https",
         lambda: SSL4ServerEndpoint(
             reactor,  # type: ignore[arg-type]
@@ -114,7 +117,24 @@ def build(config: Config, reactor: IReactorCore) -> MdmdService:
         ),
         site,
         description=str(https_address),
-    ).setServiceParent(root)
+    )
+
+    def https_port() -> int:
+        if https.port is None:
+            return https_address.port
+        return int(https.port.getHost().port)  # type: ignore[attr-defined]
+
+    enroll = EnrollmentService(
+        EnrollmentSettings.from_config(config),
+        store,
+        ca,
+        StoreUserChecker(store, reactor, reactor),  # type: ignore[arg-type]
+        reactor,  # type: ignore[arg-type]
+        https_port,
+    )
+    enroll.setServiceParent(root)
+    web_root.putChild(b"EnrollmentServer", enrollment_resource(enroll))
+    https.setServiceParent(root)
 
     token = AdminToken(config.admin_token_file)
     api = AdminAPI(

@@ -128,3 +128,80 @@ class ReadmeTests(SynchronousTestCase):
             text = f.read()
         block = text.split("<!-- config-reference:start -->\n", 1)[1].split("<!-- config-reference:end -->", 1)[0]
         self.assertEqual(block, config.render_reference())
+
+
+class EnrollmentSectionTests(SynchronousTestCase):
+    def write(self, text: str) -> str:
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def test_defaults(self) -> None:
+        """
+        OnPremise, EnrollmentVersion up to 3.0, 2048-bit keys, renewal 60 days
+        before expiry every 4 days, XML, DIGEST, and the 3x5/15x8/480 poll schedule.
+        """
+        enrollment = config.load(None, base_dir=os.path.abspath(self.mktemp())).enrollment
+        self.assertEqual(
+            (enrollment.auth_policy, enrollment.enrollment_version, enrollment.min_key_length),
+            ("OnPremise", "3.0", 2048),
+        )
+        self.assertEqual((enrollment.renewal_period_days, enrollment.renewal_retry_days), (60, 4))
+        self.assertEqual(enrollment.poll_schedule, config.PollSchedule(3, 5, 15, 8, 480, 0))
+        self.assertEqual(enrollment.device_auth_type, "DIGEST")
+
+    def test_values(self) -> None:
+        """
+        Options parse into typed values; public_port is read; the CA file path is made absolute.
+        """
+        ca = os.path.abspath(self.mktemp())
+        open(ca, "w").close()
+        path = self.write(
+            "[server]\npublic_port = 443\n[enrollment]\nauth_policy = Federated\n"
+            f"poll_schedule = 1x2, 30X4, 1440x10\nenrollment_version = 5.0\ncertificate_ca_file = {ca}\n"
+            "poll_on_login = no\n"
+        )
+        loaded = config.load(path)
+        self.assertEqual(loaded.server.public_port, 443)
+        self.assertEqual(loaded.enrollment.auth_policy, "Federated")
+        self.assertEqual(loaded.enrollment.poll_schedule, config.PollSchedule(1, 2, 30, 4, 1440, 10))
+        self.assertEqual(str(loaded.enrollment.poll_schedule), "1x2, 30x4, 1440x10")
+        self.assertEqual(loaded.enrollment.certificate_ca_file, ca)
+        self.assertFalse(loaded.enrollment.poll_on_login)
+
+    def test_errors(self) -> None:
+        """
+        Bad values and inconsistent periods are reported, each naming the option.
+        """
+        path = self.write(
+            "[server]\npublic_port = 70000\n[enrollment]\nauth_policy = Kerberos\npoll_schedule = 1x0, 5x1, 9\n"
+            "enrollment_version = three\nrenewal_period_days = 400\nrenewal_retry_days = 500\n"
+            "provider_id = a/b\ncertificate_ca_file = /nonexistent.pem\ninitial_backoff_ms = 999999\n"
+            "max_backoff_ms = 5000\n"
+        )
+        with self.assertRaises(ConfigErrors) as caught:
+            config.load(path)
+        joined = "\n".join(caught.exception.errors)
+        for expected in (
+            "[server] public_port: must be at most 65535",
+            "[enrollment] auth_policy: expected one of OnPremise, Federated, Certificate",
+            "[enrollment] poll_schedule: the first two retry counts must be at least 1",
+            "[enrollment] enrollment_version: expected a version number",
+            "[enrollment] renewal_retry_days: must not exceed renewal_period_days",
+            "[enrollment] renewal_period_days: must not exceed [ca] client_cert_lifetime_days",
+            "[enrollment] provider_id: must be non-empty",
+            "[enrollment] certificate_ca_file: /nonexistent.pem does not exist",
+            "[enrollment] initial_backoff_ms: must not exceed max_backoff_ms",
+        ):
+            self.assertIn(expected, joined)
+
+    def test_poll_schedule_forms(self) -> None:
+        """
+        A schedule needs three parts, the first two with counts, all whole numbers.
+        """
+        for text in ("3x5, 15x8", "3, 15x8, 480", "3x5, 15x8, 4a", "0x5, 15x8, 480"):
+            path = self.write(f"[enrollment]\npoll_schedule = {text}\n")
+            with self.assertRaises(ConfigErrors) as caught:
+                config.load(path)
+            self.assertIn("[enrollment] poll_schedule", str(caught.exception))

@@ -48,7 +48,7 @@ class BuildTests(SynchronousTestCase):
         build() returns the named services in start order and touches nothing on disk.
         """
         root = build(self.config, self.reactor)
-        self.assertEqual([s.name for s in root], ["store", "ca", "https", "admin"])
+        self.assertEqual([s.name for s in root], ["store", "ca", "enroll", "https", "admin"])
         self.assertFalse(os.path.exists(self.base))
         self.assertEqual(self.reactor.sslServers, [])
         self.assertEqual(self.reactor.unixServers, [])
@@ -64,3 +64,28 @@ class BuildTests(SynchronousTestCase):
         self.assertEqual(self.reactor.unixServers[0][0], os.path.join(self.config.state_dir, "admin.sock"))
         self.assertTrue(os.path.exists(os.path.join(self.config.state_dir, "ca", "ca.key")))
         self.assertEqual(os.stat(self.config.state_dir).st_mode & 0o777, 0o700)
+
+
+class PublicURLTests(SynchronousTestCase):
+    def test_urls_follow_the_bound_port(self) -> None:
+        """
+        With public_port 0, enrollment URLs use the port HTTPS bound; 443 is left out.
+        """
+        from mdmd.enroll.service import public_base_url
+
+        base = os.path.abspath(self.mktemp())
+        os.makedirs(base)
+        path = os.path.join(base, "mdmd.conf")
+        with open(path, "w") as f:
+            f.write("[server]\nhostname = mdm.example.com\n[https]\nlisten = 127.0.0.1:0\n")
+        configuration = mdmd_config.load(path, base_dir=base)
+        reactor = MemoryReactorClock()
+        root = build(configuration, reactor)
+        root.startService()
+        self.addCleanup(root.stopService)
+        enroll = root.getServiceNamed("enroll")
+        bound = root.getServiceNamed("https").port.getHost().port
+        self.assertEqual(enroll.urls.discovery, f"https://mdm.example.com:{bound}/EnrollmentServer/Discovery.svc")
+        self.assertEqual(enroll.account.dm_url, f"https://mdm.example.com:{bound}/ManagementServer/MDM.svc")
+        self.assertEqual(public_base_url("mdm.example.com", 443), "https://mdm.example.com")
+        self.assertEqual(public_base_url("::1", 8443), "https://[::1]:8443")

@@ -26,7 +26,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.web.server import Request
 
 import mdmd
-from mdmd.enroll import users
+from mdmd.enroll import devices, users
 from mdmd.errors import PeerError
 from mdmd.pki import registry
 from mdmd.pki.ca import parse_serial, thumbprint
@@ -216,10 +216,14 @@ class AdminAPI(AsyncResource):
     async def status(self, request: Request) -> tuple[int, Any]:
         def counts(root: registry.Root) -> dict[str, int]:
             certs = root["certs"]
+            by_status = devices.device_counts(root)
             return {
                 "users": len(root["users"]),
                 "certificates": len(certs),
                 "revoked_certificates": len(root["revoked"]),
+                "enrolled_devices": by_status[devices.ENROLLED],
+                "unenrolled_devices": by_status[devices.UNENROLLED],
+                "removed_devices": by_status[devices.REMOVED],
             }
 
         ca = self.ca.ca_certificate
@@ -345,3 +349,33 @@ class AdminAPI(AsyncResource):
             return parse_serial(text)
         except ValueError as e:
             raise ApiError(400, str(e)) from None
+
+    # -- devices -------------------------------------------------------------------------
+
+    @route("GET", "/v1/devices")
+    async def list_devices(self, request: Request) -> tuple[int, Any]:
+        found = await self.store.read(devices.list_devices)
+        return 200, {"devices": [d.as_json() for d in found]}
+
+    @route("GET", "/v1/devices/{device_id}")
+    async def show_device(self, request: Request, device_id: str) -> tuple[int, Any]:
+        def read(root: registry.Root) -> tuple[devices.DeviceInfo | None, registry.CertificateInfo | None]:
+            device = devices.lookup_device(root, device_id)
+            if device is None or device.cert_serial is None:
+                return device, None
+            return device, registry.lookup(root, device.cert_serial)
+
+        device, certificate = await self.store.read(read)
+        if device is None:
+            raise ApiError(404, f"no device {device_id!r}")
+        value = device.as_json()
+        value["certificate"] = None if certificate is None else certificate.as_json()
+        return 200, value
+
+    @route("DELETE", "/v1/devices/{device_id}")
+    async def remove_device(self, request: Request, device_id: str) -> tuple[int, Any]:
+        try:
+            device = await self.store.transact(devices.remove, device_id, self._clock.seconds())
+        except devices.UnknownDevice as e:
+            raise ApiError(404, str(e)) from None
+        return 200, device.as_json()

@@ -151,6 +151,15 @@ def _table(rows: Sequence[Sequence[str]], headers: Sequence[str], out: Any) -> N
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip(), file=out)
 
 
+def _fields(record: dict[str, Any], keys: Sequence[str], width: int, out: Any, times: bool = False) -> None:
+    """
+    C{key: value} lines for C{keys} of C{record} ("-" when empty; times as dates).
+    """
+    for key in keys:
+        value = _when(record.get(key)) if times else record.get(key) or "-"
+        print(f"{key + ':':<{width}} {value}", file=out)
+
+
 def _print_json(value: Any, out: Any) -> None:
     print(json.dumps(value, indent=2, sort_keys=True), file=out)
 
@@ -247,10 +256,8 @@ def cmd_cert_show(client: AdminClient, args: argparse.Namespace, out: Any) -> No
     if args.json:
         _print_json(cert, out)
         return
-    for key in ("serial", "device_id", "thumbprint", "status", "revocation_reason"):
-        print(f"{key + ':':<19} {cert.get(key) or '-'}", file=out)
-    for key in ("issued_at", "not_before", "not_after", "revoked_at"):
-        print(f"{key + ':':<19} {_when(cert.get(key))}", file=out)
+    _fields(cert, ("serial", "device_id", "thumbprint", "status", "revocation_reason"), 19, out)
+    _fields(cert, ("issued_at", "not_before", "not_after", "revoked_at"), 19, out, times=True)
     print(cert["pem"], end="", file=out)
 
 
@@ -259,6 +266,61 @@ def cmd_cert_revoke(client: AdminClient, args: argparse.Namespace, out: Any) -> 
         "POST", f"/v1/certs/{quote(args.serial, safe='')}/revoke", {"reason": args.reason}
     )
     print(f"certificate {cert['serial']} of {cert['device_id']} is {cert['status']}", file=out)
+
+
+def cmd_device_list(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
+    found = client.request("GET", "/v1/devices")["devices"]
+    if args.json:
+        _print_json(found, out)
+        return
+    _table(
+        [
+            [
+                d["device_id"],
+                d["device_name"] or "-",
+                d["user"] or "-",
+                d["status"],
+                _when(d["enrolled_at"]),
+                _when(d["last_contact"]),
+            ]
+            for d in found
+        ],
+        ["DEVICE", "NAME", "USER", "STATUS", "ENROLLED", "LAST CONTACT"],
+        out,
+    )
+
+
+def cmd_device_show(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
+    device = client.request("GET", f"/v1/devices/{quote(args.device, safe='')}")
+    if args.json:
+        _print_json(device, out)
+        return
+    facts = (
+        "device_id", "device_name", "status", "user", "auth_policy", "enrollment_type",
+        "device_type", "os_version", "os_edition", "application_version", "hw_dev_id",
+    )
+    _fields(device, facts, 22, out)
+    print(f"{'mac_addresses:':<22} {', '.join(device['mac_addresses']) or '-'}", file=out)
+    print(f"{'enrollments:':<22} {device['enrollment_count']}", file=out)
+    times = ("first_enrolled_at", "enrolled_at", "renewed_at", "removed_at", "last_contact")
+    _fields(device, times, 22, out, times=True)
+    cert = device.get("certificate")
+    if cert:
+        print(
+            f"{'certificate:':<22} {cert['serial']} ({cert['status']}), "
+            f"store My\\{device['certificate_store']}, expires {_when(cert['not_after'])}",
+            file=out,
+        )
+        print(f"{'thumbprint:':<22} {cert['thumbprint']}", file=out)
+    else:
+        print(f"{'certificate:':<22} -", file=out)
+
+
+def cmd_device_remove(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
+    device = client.request("DELETE", f"/v1/devices/{quote(args.device, safe='')}")
+    serial = device.get("certificate_serial")
+    revoked = f"; certificate {serial} revoked" if serial else ""
+    print(f"removed device {device['device_id']}{revoked}", file=out)
 
 
 # --- argument parsing ------------------------------------------------------------
@@ -330,6 +392,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="RFC 5280 reason: unspecified, keyCompromise, affiliationChanged, superseded, "
         "cessationOfOperation, certificateHold, privilegeWithdrawn",
     )
+    device = commands.add_parser("device", help="inspect and remove enrolled devices")
+    device_commands = device.add_subparsers(dest="device_command", metavar="ACTION", parser_class=_Parser)
+    device_commands.required = True
+    add(device_commands, "list", cmd_device_list, "list devices", listing=True)
+    add(
+        device_commands, "show", cmd_device_show,
+        "show a device: enrollment facts, certificate, last contact", listing=True,
+    ).add_argument("device", help="the DeviceID")
+    add(
+        device_commands, "remove", cmd_device_remove,
+        "remove a device: its certificate is revoked and its DM sessions refused",
+    ).add_argument("device", help="the DeviceID")
     return parser
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import datetime
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -40,6 +41,8 @@ from mdmd.store.service import StoreService
 __all__ = ["CAService", "CASettings", "IssuedClientCertificate", "write_private"]
 
 log = Logger()
+
+T = TypeVar("T")
 
 #: A generated server certificate this close to expiry is replaced at start.
 RENEW_SERVER_BEFORE = datetime.timedelta(days=30)
@@ -266,16 +269,41 @@ class CAService(Service):
         """
         Issue a client certificate for C{device_id} and record it in the store.
         """
+        return self.transact_issuing(
+            lambda root, issue: issue(subject_key, device_id), lifetime=lifetime
+        )
+
+    def transact_issuing(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        lifetime: datetime.timedelta | None = None,
+    ) -> Deferred[T]:
+        """
+        Run C{fn(root, issue, *args)} as one unit of work, where
+        C{issue(subject_key, device_id)} signs a client certificate and records
+        it in that same transaction.
+
+        Whatever else C{fn} changes (a device record, say) commits together
+        with the certificate record or not at all, so a failed unit leaves no
+        orphan certificate. Signing happens on the store's threads, off the
+        reactor; a retried unit signs again (with a new serial).
+        """
         authority = self._running()
         lifetime = lifetime or self.settings.client_lifetime
         now = self.now()
 
-        def unit(root: registry.Root) -> IssuedClientCertificate:
-            certificate = authority.issue_client(subject_key, device_id, lifetime, now)
-            info = registry.record_issued(root, certificate, device_id, now.timestamp())
-            return IssuedClientCertificate(certificate, info)
+        def unit(root: registry.Root, *args: Any) -> T:
+            def issue(
+                subject_key: PublicKey | x509.CertificateSigningRequest, device_id: str
+            ) -> IssuedClientCertificate:
+                certificate = authority.issue_client(subject_key, device_id, lifetime, now)
+                info = registry.record_issued(root, certificate, device_id, now.timestamp())
+                return IssuedClientCertificate(certificate, info)
 
-        return self._store.transact(unit)
+            return fn(root, issue, *args)
+
+        return self._store.transact(unit, *args)
 
     def revoke(self, serial: int, reason: str = "unspecified") -> Deferred[registry.CertificateInfo]:
         """

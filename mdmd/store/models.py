@@ -56,6 +56,76 @@ class IssuedCertificate(Persistent):
         self.revocation_reason: str | None = None
 
 
+class Device(Persistent):
+    """
+    A Windows device that enrolled, keyed by its DeviceID everywhere in the store.
+
+    Re-enrollment and renewal update this object in place (never replace it),
+    so whatever else is keyed by the device id (its DM command queue, its
+    sessions) stays attached. Every attribute has a class-level default, so
+    attributes added later read sensibly on records pickled before them.
+    """
+
+    # enrollment facts, as the device reported them (AdditionalContext)
+    hw_dev_id = ""
+    device_name = ""
+    os_version = ""
+    os_edition = ""
+    enrollment_type = ""
+    device_type = ""
+    application_version = ""
+    #: every AdditionalContext item of the last enrollment, in wire order: ((name, value), ...)
+    context: tuple[tuple[str, str], ...] = ()
+    #: who enrolled it: a user name, or "certificate:<subject>" under the Certificate policy
+    user = ""
+    auth_policy = ""
+    #: "User" or "System": the certificate store (My/User, My/System) holding its MDM certificate
+    certificate_store = "User"
+
+    # the certificate that currently identifies it
+    cert_serial: int | None = None
+    cert_not_after: float | None = None
+
+    #: "enrolled", "unenrolled" (the device left) or "removed" (an operator removed it)
+    status = "enrolled"
+    first_enrolled_at = 0.0
+    enrolled_at = 0.0
+    enrollment_count = 0
+    renewed_at: float | None = None
+    removed_at: float | None = None
+    last_contact: float | None = None
+
+    # DM credentials handed out in the provisioning document (w7 APPAUTH).
+    # APPSRV: how the device authenticates to us.
+    dm_client_name = ""
+    dm_client_secret = ""
+    dm_client_auth_type = "DIGEST"
+    #: raw bytes of the nonce we expect the device to use next (APPSRV AAUTHDATA)
+    dm_client_nonce = b""
+    # CLIENT: how we authenticate to the device (and sign package #0).
+    dm_server_name = ""
+    dm_server_secret = ""
+    #: raw bytes of the nonce the device expects from us next (CLIENT AAUTHDATA)
+    dm_server_nonce = b""
+
+    # What DM sessions reported (each replaced whole, never mutated in place).
+    #: ./DevInfo values from the last package 1
+    devinfo: dict[str, str] | None = None
+    #: latest values of ./DevDetail and ./DevInfo nodes read with Get
+    inventory: dict[str, str | None] | None = None
+    #: the last LoginStatus alert: user, others or none
+    login_status: str | None = None
+    #: the most recent generic alerts (1226), oldest first
+    alerts: tuple[dict[str, Any], ...] = ()
+    unenrolled_at: float | None = None
+    #: (SessionID, time) of the last session that answered a notification (Alert 1200)
+    last_server_initiated: tuple[str, float] | None = None
+
+    def __init__(self, device_id: str, created_at: float) -> None:
+        self.device_id = device_id
+        self.first_enrolled_at = created_at
+
+
 class QueuedCommand(Persistent):
     """
     One operator command in a device's queue, and everything that became of it.
@@ -103,13 +173,14 @@ class DMSession(Persistent):
 
 #: The containers under the ZODB root, created on first open. Keys of C{certs}
 #: and C{revoked} are certificate serial numbers (int); of C{users}, the
-#: case-folded user name; of C{queues}, device ids (a L{CommandQueue} each,
-#: so devices never conflict with each other); of C{sessions}, device ids
-#: (their current L{DMSession}).
+#: case-folded user name; of C{devices}, the DeviceID as the device sent it;
+#: of C{queues}, device ids (a L{CommandQueue} each, so devices never conflict
+#: with each other); of C{sessions}, device ids (their current L{DMSession}).
 ROOT_CONTAINERS: dict[str, Callable[[], Any]] = {
     "users": OOBTree,
     "certs": OOBTree,
     "revoked": OOBTree,
+    "devices": OOBTree,
     "queues": OOBTree,
     "sessions": OOBTree,
 }

@@ -8,6 +8,7 @@ mdmctl (also as a subprocess) against it.
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
 import shutil
@@ -46,8 +47,8 @@ class DaemonProcess:
     """
     One mdmd daemon on loopback, with its own state directory.
 
-    C{config} is extra INI text appended to the generated configuration (it
-    may add sections, not repeat the generated ones: server, https, admin).
+    C{config} is extra INI text merged into the generated configuration: it
+    may add sections and options, and override generated options.
     """
 
     state_dir: str = ""
@@ -65,24 +66,22 @@ class DaemonProcess:
         self.addresses: dict[str, str] = {}
 
     def write_config(self) -> None:
-        text = textwrap.dedent(
-            f"""\
-            [server]
-            hostname = {self.hostname}
-            state_dir = {self.state_dir}
-
-            [https]
-            listen = 127.0.0.1:0
-
-            [ca]
-            key_size = {self.ca_key_size}
-
-            [admin]
-            listen = unix:admin.sock
-            """
-        )
+        sections: dict[str, dict[str, str]] = {
+            "server": {"hostname": self.hostname, "state_dir": self.state_dir},
+            "https": {"listen": "127.0.0.1:0"},
+            "ca": {"key_size": str(self.ca_key_size)},
+            "admin": {"listen": "unix:admin.sock"},
+        }
+        extra = configparser.ConfigParser(interpolation=None)
+        extra.optionxform = str  # type: ignore[assignment,method-assign]
+        extra.read_string(textwrap.dedent(self.config))
+        for name in extra.sections():
+            sections.setdefault(name, {}).update(extra.items(name))
         with open(self.config_path, "w") as f:
-            f.write(text + "\n" + textwrap.dedent(self.config))
+            for name, options in sections.items():
+                f.write(f"[{name}]\n")
+                f.writelines(f"{key} = {value}\n" for key, value in options.items())
+                f.write("\n")
 
     def start(self, timeout: float = 60.0) -> dict[str, str]:
         """

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import tempfile
+from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.endpoints import UNIXServerEndpoint
@@ -90,7 +91,17 @@ class APITests(AdminTestCase):
         Status reports version, store, CA and counts.
         """
         status = await self.call("GET", "/v1/status")
-        self.assertEqual(status["counts"], {"users": 0, "certificates": 0, "revoked_certificates": 0})
+        self.assertEqual(
+            status["counts"],
+            {
+                "users": 0,
+                "certificates": 0,
+                "revoked_certificates": 0,
+                "enrolled_devices": 0,
+                "unenrolled_devices": 0,
+                "removed_devices": 0,
+            },
+        )
         self.assertEqual(status["store"], "memory:")
         self.assertRegex(status["ca"]["thumbprint"], "^[0-9A-F]{40}$")
 
@@ -140,7 +151,86 @@ class APITests(AdminTestCase):
         self.assertEqual((revoked["status"], revoked["revocation_reason"]), ("revoked", "superseded"))
 
 
+DEVICE_CONTEXT = (
+    ("DeviceName", "DESKTOP-7"),
+    ("MAC", "00:11:22:33:44:55"),
+    ("MAC", "00:11:22:33:44:56"),
+    ("OSVersion", "10.0.26100.1"),
+    ("EnrollmentType", "Full"),
+)
+
+
+def enroll_device(test: AdminTestCase, device_id: str = "DEV-7") -> Any:
+    """
+    Enroll a device the way the enrollment service does (one unit of work).
+    """
+    from mdmd.enroll import devices
+    from mdmd.enroll.provisioning import DMCredentials
+
+    facts = devices.EnrollmentFacts(device_id, "alice@example.com", "OnPremise", "User", DEVICE_CONTEXT)
+    credentials = DMCredentials.generate(device_id, "mdmd", "DIGEST", os.urandom)
+    return test.ca.transact_issuing(devices.enroll, facts, generate_rsa_key(2048).public_key(), credentials, 1000.0)
+
+
+class DeviceAPITests(AdminTestCase):
+    async def test_list_show_remove(self) -> None:
+        """
+        Devices are listed, shown with their current certificate, and removed
+        (certificate revoked, status removed); status counts them.
+        """
+        enrolled = await enroll_device(self)
+        listed = await self.call("GET", "/v1/devices")
+        self.assertEqual([(d["device_id"], d["status"], d["user"]) for d in listed["devices"]],
+                         [("DEV-7", "enrolled", "alice@example.com")])
+        shown = await self.call("GET", "/v1/devices/DEV-7")
+        self.assertEqual(shown["mac_addresses"], ["00:11:22:33:44:55", "00:11:22:33:44:56"])
+        self.assertEqual(shown["certificate"]["serial"], serial_hex(enrolled.certificate.serial_number))
+        self.assertEqual(shown["certificate"]["status"], "valid")
+        status = await self.call("GET", "/v1/status")
+        self.assertEqual(status["counts"]["enrolled_devices"], 1)
+        removed = await self.call("DELETE", "/v1/devices/DEV-7")
+        self.assertEqual(removed["status"], "removed")
+        shown = await self.call("GET", "/v1/devices/DEV-7")
+        self.assertEqual((shown["certificate"]["status"], shown["certificate"]["revocation_reason"]),
+                         ("revoked", "cessationOfOperation"))
+        status = await self.call("GET", "/v1/status")
+        self.assertEqual((status["counts"]["enrolled_devices"], status["counts"]["removed_devices"]), (0, 1))
+
+    async def test_unknown_device(self) -> None:
+        """
+        Showing or removing an unknown device is a 404 naming it.
+        """
+        for method in ("GET", "DELETE"):
+            with self.assertRaises(CommandError) as caught:
+                await self.call(method, "/v1/devices/NOPE")
+            self.assertIn("no device 'NOPE'", str(caught.exception))
+
+
 class MdmctlTests(AdminTestCase):
+    async def test_device_verbs(self) -> None:
+        """
+        mdmctl device list (table and JSON), show and remove.
+        """
+        enrolled = await enroll_device(self, "{GUID-1}")
+        code, out, err = await self.mdmctl("device", "list")
+        self.assertEqual((code, err), (0, ""))
+        self.assertEqual(out.splitlines()[0].split(), ["DEVICE", "NAME", "USER", "STATUS", "ENROLLED", "LAST", "CONTACT"])
+        self.assertTrue(out.splitlines()[1].startswith("{GUID-1}  DESKTOP-7  alice@example.com  enrolled"))
+        code, out, _ = await self.mdmctl("device", "list", "--json")
+        self.assertEqual([d["device_id"] for d in json.loads(out)], ["{GUID-1}"])
+        code, out, _ = await self.mdmctl("device", "show", "{GUID-1}")
+        self.assertEqual(code, 0)
+        serial = serial_hex(enrolled.certificate.serial_number)
+        self.assertIn(f"certificate:           {serial} (valid), store My\\User", out)
+        self.assertIn("mac_addresses:         00:11:22:33:44:55, 00:11:22:33:44:56", out)
+        self.assertIn("last_contact:          -", out)
+        code, out, _ = await self.mdmctl("device", "remove", "{GUID-1}")
+        self.assertEqual((code, out), (0, f"removed device {{GUID-1}}; certificate {serial} revoked\n"))
+        code, out, _ = await self.mdmctl("device", "show", "{GUID-1}", "--json")
+        self.assertEqual(json.loads(out)["status"], "removed")
+        code, _, err = await self.mdmctl("device", "remove", "missing")
+        self.assertEqual((code, err), (1, "mdmctl: no device 'missing'\n"))
+
     async def test_user_add_from_stdin_and_list(self) -> None:
         """
         mdmctl user add reads the password from stdin; user list shows a table or JSON.

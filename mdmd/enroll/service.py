@@ -1,0 +1,533 @@
+"""
+The C{enroll} service: what the enrollment resources call.
+
+It holds the enrollment settings, the public URLs handed to devices, the
+Federated token key and the Certificate-policy trust anchors, authenticates
+requests by the configured policy, and runs each operation as: parse (pure
+codecs) → authenticate → one unit of work on the store → build the answer
+(pure codecs). Each operation returns the response bytes or raises a
+L{SoapFault}; anything else is our failure and becomes an internal fault.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder, Store
+from twisted.application.service import Service
+from twisted.cred.credentials import UsernamePassword
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+
+from mdmd.config import Config
+from mdmd.enroll import devices, federated
+from mdmd.enroll.discovery import DiscoveryAnswer, discover_response, negotiate_version, parse_discover
+from mdmd.enroll.provisioning import (
+    DMAccount,
+    DMCredentials,
+    certificate_store,
+    enrollment_document,
+    renewal_document,
+)
+from mdmd.enroll.soap import (
+    AuthenticationFault,
+    AuthorizationFault,
+    CertificateRequestFault,
+    InvalidSecurityFault,
+    MessageFormatFault,
+    SoapRequest,
+)
+from mdmd.enroll.users import StoreUserChecker, UserDisabled, credentials_of
+from mdmd.enroll.wstep import (
+    RENEW,
+    USER_TOKEN_VALUE_TYPE,
+    TokenRequest,
+    parse_token_request,
+    token_response,
+    valid_device_id,
+)
+from mdmd.enroll.xcep import CertificatePolicy, check_get_policies, get_policies_response
+from mdmd.enroll.xmldsig import verify_signed_header
+from mdmd.pki import csr as pkcs
+from mdmd.pki import registry
+from mdmd.pki.ca import serial_hex
+from mdmd.pki.service import CAService, write_private
+from mdmd.pki.tls import ClientCertificateRefused, verified_client
+from mdmd.store.service import StoreService
+
+__all__ = [
+    "EnrollmentService",
+    "EnrollmentSettings",
+    "Principal",
+    "public_base_url",
+    "DISCOVERY_PATH",
+    "POLICY_PATH",
+    "ENROLLMENT_PATH",
+    "AUTHENTICATION_PATH",
+    "DM_PATH",
+]
+
+log = Logger()
+
+DISCOVERY_PATH = "/EnrollmentServer/Discovery.svc"
+POLICY_PATH = "/EnrollmentServer/Policy.svc"
+ENROLLMENT_PATH = "/EnrollmentServer/Enrollment.svc"
+AUTHENTICATION_PATH = "/EnrollmentServer/Authenticate"
+#: Served by the DM issue; handed to devices as w7 ADDR.
+DM_PATH = "/ManagementServer/MDM.svc"
+
+ONPREMISE = "OnPremise"
+FEDERATED = "Federated"
+CERTIFICATE = "Certificate"
+
+
+def public_base_url(hostname: str, port: int) -> str:
+    """
+    C{https://host[:port]}, the port left out when it is 443.
+    """
+    host = f"[{hostname}]" if ":" in hostname else hostname
+    return f"https://{host}" if port == 443 else f"https://{host}:{port}"
+
+
+@dataclass(frozen=True)
+class EnrollmentSettings:
+    """
+    What the enrollment service needs from the configuration.
+    """
+
+    state_dir: str
+    hostname: str
+    public_port: int
+    auth_policy: str
+    max_enrollment_version: str
+    policy: CertificatePolicy
+    #: the DM account template; its C{dm_url} is filled in once the port is known
+    account: DMAccount
+    device_auth_type: str
+    federated_token_lifetime: float
+    certificate_ca_file: str
+
+    @classmethod
+    def from_config(cls, config: Config) -> EnrollmentSettings:
+        enrollment = config.enrollment
+        return cls(
+            state_dir=config.state_dir,
+            hostname=config.server.hostname,
+            public_port=config.server.public_port,
+            auth_policy=enrollment.auth_policy,
+            max_enrollment_version=enrollment.enrollment_version,
+            policy=CertificatePolicy(
+                name=f"{enrollment.display_name} device",
+                min_key_length=enrollment.min_key_length,
+                validity_seconds=config.ca.client_cert_lifetime_days * 86400,
+                renewal_seconds=enrollment.renewal_period_days * 86400,
+            ),
+            account=DMAccount(
+                provider_id=enrollment.provider_id,
+                name=enrollment.display_name,
+                dm_url="",
+                connection_retries=enrollment.connection_retries,
+                initial_backoff_ms=enrollment.initial_backoff_ms,
+                max_backoff_ms=enrollment.max_backoff_ms,
+                default_encoding=enrollment.default_encoding,
+                poll=enrollment.poll_schedule,
+                poll_on_login=enrollment.poll_on_login,
+                renew_period_days=enrollment.renewal_period_days,
+                renew_retry_days=enrollment.renewal_retry_days,
+            ),
+            device_auth_type=enrollment.device_auth_type,
+            federated_token_lifetime=float(enrollment.federated_token_lifetime),
+            certificate_ca_file=enrollment.certificate_ca_file,
+        )
+
+
+@dataclass(frozen=True)
+class Principal:
+    """
+    Who an enrollment request speaks for.
+    """
+
+    user: str
+    auth_policy: str
+
+
+@dataclass(frozen=True)
+class URLs:
+    discovery: str
+    policy: str
+    enrollment: str
+    authentication: str
+    dm: str
+
+
+class EnrollmentService(Service):
+    """
+    Discovery, policy, enrollment and renewal, and the Federated sign-in.
+    """
+
+    name = "enroll"
+
+    def __init__(
+        self,
+        settings: EnrollmentSettings,
+        store: StoreService,
+        ca: CAService,
+        checker: StoreUserChecker,
+        clock: IReactorTime,
+        https_port: Callable[[], int],
+        random_bytes: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.ca = ca
+        self.checker = checker
+        self.clock = clock
+        self._https_port = https_port
+        self.random_bytes = random_bytes
+        self._urls: URLs | None = None
+        self._account: DMAccount | None = None
+        self.token_key: bytes | None = None
+        self._anchors: list[x509.Certificate] = []
+
+    @property
+    def token_key_path(self) -> str:
+        return os.path.join(self.settings.state_dir, "federation.key")
+
+    def startService(self) -> None:
+        if self.settings.auth_policy == FEDERATED:
+            self.token_key = self._load_token_key()
+        if self.settings.auth_policy == CERTIFICATE:
+            self._anchors = [self.ca.ca_certificate]
+            if self.settings.certificate_ca_file:
+                with open(self.settings.certificate_ca_file, "rb") as f:
+                    self._anchors += x509.load_pem_x509_certificates(f.read())
+        log.info(
+            "enrollment: {policy} policy, discovery at {url}",
+            policy=self.settings.auth_policy,
+            url=self.settings.hostname + DISCOVERY_PATH,
+        )
+        super().startService()
+
+    def _load_token_key(self) -> bytes:
+        path = self.token_key_path
+        if not os.path.exists(path):
+            write_private(path, self.random_bytes(federated.KEY_BYTES))
+        with open(path, "rb") as f:
+            key = f.read()
+        if len(key) < federated.KEY_BYTES:
+            raise ValueError(f"{path}: the federation key is too short")
+        return key
+
+    # -- what devices are told ------------------------------------------------------------
+
+    @property
+    def urls(self) -> URLs:
+        """
+        The public URLs, fixed once the HTTPS listener has bound its port.
+        """
+        if self._urls is None:
+            port = self.settings.public_port or self._https_port()
+            base = public_base_url(self.settings.hostname, port)
+            self._urls = URLs(
+                discovery=base + DISCOVERY_PATH,
+                policy=base + POLICY_PATH,
+                enrollment=base + ENROLLMENT_PATH,
+                authentication=base + AUTHENTICATION_PATH,
+                dm=base + DM_PATH,
+            )
+        return self._urls
+
+    @property
+    def account(self) -> DMAccount:
+        if self._account is None:
+            self._account = replace(self.settings.account, dm_url=self.urls.dm)
+        return self._account
+
+    def now(self) -> float:
+        return self.clock.seconds()
+
+    # -- operations ----------------------------------------------------------------------
+
+    async def discover(self, soap: SoapRequest, activity_id: str) -> bytes:
+        request = parse_discover(soap)
+        policy = self.settings.auth_policy
+        if request.auth_policies and policy not in request.auth_policies:
+            log.info(
+                "discovery: {email} offered {offered}, answering {policy} anyway",
+                email=request.email_address,
+                offered=", ".join(request.auth_policies),
+                policy=policy,
+            )
+        urls = self.urls
+        answer = DiscoveryAnswer(
+            auth_policy=policy,
+            enrollment_version=negotiate_version(
+                request.request_version, self.settings.max_enrollment_version
+            ),
+            policy_service_url=urls.policy,
+            enrollment_service_url=urls.enrollment,
+            authentication_service_url=urls.authentication if policy == FEDERATED else "",
+        )
+        return discover_response(answer, soap.message_id, activity_id)
+
+    async def get_policies(self, soap: SoapRequest, request: IRequest, activity_id: str) -> bytes:
+        check_get_policies(soap)
+        await self.authenticate(soap, request)
+        return get_policies_response(self.settings.policy, soap.message_id, activity_id)
+
+    async def request_token(self, soap: SoapRequest, request: IRequest, activity_id: str) -> bytes:
+        token_request = parse_token_request(soap)
+        if token_request.request_type == RENEW:
+            return await self._renew(soap, token_request, request, activity_id)
+        principal = await self.authenticate(soap, request)
+        csr = self._certificate_request(token_request.token)
+        device_id = token_request.value("DeviceID") or csr.device_id or ""
+        if not device_id:
+            raise MessageFormatFault(
+                "the request carries no DeviceID (AdditionalContext)", "InvalidEnrollmentData"
+            )
+        if not valid_device_id(device_id):
+            raise MessageFormatFault(f"DeviceID {device_id!r} is not usable", "InvalidEnrollmentData")
+        request.device_id = device_id  # type: ignore[attr-defined]
+        store = certificate_store(token_request.value("EnrollmentType"))
+        facts = devices.EnrollmentFacts(
+            device_id=device_id,
+            user=principal.user,
+            auth_policy=principal.auth_policy,
+            certificate_store=store,
+            context=token_request.context,
+        )
+        credentials = DMCredentials.generate(
+            client_name=device_id,
+            server_name=self.settings.account.provider_id,
+            client_auth_type=self.settings.device_auth_type,
+            random_bytes=self.random_bytes,
+        )
+        now = self.now()
+        try:
+            enrolled = await self.ca.transact_issuing(
+                devices.enroll, facts, csr.public_key, credentials, now
+            )
+        except devices.DeviceOwnedByAnotherUser as e:
+            raise AuthorizationFault(str(e)) from None
+        certificate_der = enrolled.certificate.public_bytes(serialization.Encoding.DER)
+        document = enrollment_document(
+            root_der=self._root_der(),
+            client_der=certificate_der,
+            store=store,
+            device_id=device_id,
+            device_name=facts.value("DeviceName"),
+            upn=principal.user if principal.auth_policy != CERTIFICATE else "",
+            credentials=credentials,
+            account=self.account,
+        )
+        log.info(
+            "{action} {device_id} ({name}) for {user}: certificate {serial}, {key} key{replaced}",
+            action="re-enrolled" if enrolled.known else "enrolled",
+            device_id=device_id,
+            name=facts.value("DeviceName") or "unnamed",
+            user=principal.user,
+            serial=serial_hex(enrolled.certificate.serial_number),
+            key=csr.key_description,
+            replaced=(
+                f", replacing {serial_hex(enrolled.replaced_serial)}"
+                if enrolled.replaced_serial is not None
+                else ""
+            ),
+        )
+        return token_response(document, soap.message_id, activity_id, now)
+
+    async def _renew(
+        self, soap: SoapRequest, token_request: TokenRequest, request: IRequest, activity_id: str
+    ) -> bytes:
+        try:
+            current = await verified_client(request, self.store)
+        except ClientCertificateRefused as e:
+            raise AuthenticationFault(
+                f"renewal needs the device's current MDM certificate over TLS: {e}"
+            ) from None
+        request.device_id = current.device_id  # type: ignore[attr-defined]
+        try:
+            signed = pkcs.parse_signed_request(token_request.token)
+            inner = pkcs.request_from_content(signed.content)
+        except pkcs.InvalidRequest as e:
+            raise CertificateRequestFault(str(e)) from None
+        if signed.signer.public_bytes(serialization.Encoding.DER) != current.der:
+            raise CertificateRequestFault(
+                "the renewal request is not signed with the certificate presented over TLS",
+                "NotEligibleToRenew",
+            )
+        csr = self._certificate_request(inner)
+        claimed = token_request.value("DeviceID")
+        if claimed and claimed != current.device_id:
+            raise AuthorizationFault(
+                f"the certificate belongs to {current.device_id}, the request claims {claimed}"
+            )
+        now = self.now()
+        opens = current.not_after - self.settings.policy.renewal_seconds
+        if now > current.not_after:
+            raise CertificateRequestFault("the certificate has expired", "NotEligibleToRenew")
+        if now < opens:
+            when = datetime.datetime.fromtimestamp(opens, datetime.timezone.utc)
+            raise CertificateRequestFault(
+                f"the certificate is not due for renewal before {when:%Y-%m-%d %H:%M}Z",
+                "NotEligibleToRenew",
+            )
+        try:
+            renewed = await self.ca.transact_issuing(
+                devices.renew, current.device_id, current.serial, csr.public_key, now
+            )
+        except devices.NotEligibleToRenew as e:
+            raise CertificateRequestFault(str(e), "NotEligibleToRenew") from None
+        document = renewal_document(
+            root_der=self._root_der(),
+            client_der=renewed.certificate.public_bytes(serialization.Encoding.DER),
+            store=renewed.device.certificate_store,
+            provider_id=self.settings.account.provider_id,
+        )
+        log.info(
+            "renewed the certificate of {device_id} ({user}): {old} -> {new}",
+            device_id=current.device_id,
+            user=renewed.device.user,
+            old=current.serial_hex,
+            new=serial_hex(renewed.certificate.serial_number),
+        )
+        return token_response(document, soap.message_id, activity_id, now)
+
+    def _certificate_request(self, der: bytes) -> pkcs.CertificationRequest:
+        try:
+            csr = pkcs.parse_csr(der)
+            pkcs.check_key(csr, self.settings.policy.min_key_length)
+        except pkcs.InvalidRequest as e:
+            raise CertificateRequestFault(str(e)) from None
+        return csr
+
+    def _root_der(self) -> bytes:
+        return self.ca.ca_certificate.public_bytes(serialization.Encoding.DER)
+
+    # -- authentication --------------------------------------------------------------------
+
+    async def authenticate(self, soap: SoapRequest, request: IRequest) -> Principal:
+        """
+        The user behind a GetPolicies or RequestSecurityToken, by the configured policy.
+
+        @raise InvalidSecurityFault: if the expected credential is missing.
+        @raise AuthenticationFault: if it is wrong.
+        @raise AuthorizationFault: if the user may not enroll devices.
+        """
+        policy = self.settings.auth_policy
+        if policy == ONPREMISE:
+            user = await self._password_user(soap)
+        elif policy == FEDERATED:
+            user = await self._token_user(soap)
+        else:
+            user = await self._certificate_user(soap)
+        request.enroll_user = user  # type: ignore[attr-defined]
+        return Principal(user, policy)
+
+    async def _password_user(self, soap: SoapRequest) -> str:
+        token = soap.username_token
+        if token is None or not token.username:
+            raise InvalidSecurityFault(
+                "the OnPremise policy needs a WS-Security UsernameToken with the user's name "
+                "and password"
+            )
+        name, password = token.username, token.password
+        candidates = [(name, password), (name, password.strip())]
+        if "\\" in name:  # domain\user: the store may know the user without the domain
+            short = name.rpartition("\\")[2]
+            candidates += [(short, password), (short, password.strip())]
+        tried = set()
+        for candidate in candidates:
+            if candidate in tried or not candidate[0]:
+                continue
+            tried.add(candidate)
+            try:
+                return str(await self.checker.requestAvatarId(UsernamePassword(*candidate)))
+            except UserDisabled:
+                raise AuthorizationFault(
+                    f"user {candidate[0]} is disabled and may not enroll devices"
+                ) from None
+            except UnauthorizedLogin:
+                continue
+        raise AuthenticationFault(f"unknown user or wrong password for {name}")
+
+    async def _token_user(self, soap: SoapRequest) -> str:
+        token = soap.token(USER_TOKEN_VALUE_TYPE.rpartition("/")[2])
+        if token is None or token.data is None:
+            raise InvalidSecurityFault(
+                "the Federated policy needs the security token from the sign-in page "
+                "(BinarySecurityToken DeviceEnrollmentUserToken)"
+            )
+        assert self.token_key is not None
+        try:
+            claims = federated.verify_token(self.token_key, token.data, self.now())
+        except federated.InvalidToken as e:
+            raise AuthenticationFault(str(e)) from None
+        found = await self.store.read(credentials_of, claims.user)
+        if found is None:
+            raise AuthenticationFault(f"user {claims.user} no longer exists")
+        name, _, enabled = found
+        if not enabled:
+            raise AuthorizationFault(f"user {name} is disabled and may not enroll devices")
+        return name
+
+    async def _certificate_user(self, soap: SoapRequest) -> str:
+        now = self.now()
+        header = verify_signed_header(soap.root, soap.security, now)
+        certificate = header.certificate
+        moment = datetime.datetime.fromtimestamp(now, datetime.timezone.utc)
+        verifier = (
+            PolicyBuilder()
+            .store(Store(self._anchors))
+            .time(moment)
+            .extension_policies(
+                ca_policy=ExtensionPolicy.webpki_defaults_ca(),
+                ee_policy=ExtensionPolicy.permit_all(),
+            )
+            .build_client_verifier()
+        )
+        try:
+            verifier.verify(certificate, [])
+        except Exception as e:  # cryptography's VerificationError is not importable by name
+            raise AuthenticationFault(f"the signing certificate is not trusted: {e}") from None
+        try:
+            usage = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+            if ExtendedKeyUsageOID.CLIENT_AUTH not in usage:
+                raise AuthenticationFault("the signing certificate is not for client authentication")
+        except x509.ExtensionNotFound:
+            pass
+        if certificate.issuer == self.ca.ca_certificate.subject:
+            record = await self.store.read(registry.lookup, certificate.serial_number)
+            if record is not None and record.status != "valid":
+                raise AuthenticationFault(f"certificate {record.serial_hex} is {record.status}")
+        return "certificate:" + certificate.subject.rfc4514_string()
+
+    # -- the Federated sign-in page ------------------------------------------------------------
+
+    async def sign_in(self, name: str, password: str) -> str:
+        """
+        Check a user's password and mint their token.
+
+        @raise AuthenticationFault: if the password is wrong.
+        @raise AuthorizationFault: if the user is disabled.
+        """
+        assert self.token_key is not None
+        try:
+            user = str(await self.checker.requestAvatarId(UsernamePassword(name, password)))
+        except UserDisabled:
+            raise AuthorizationFault(f"user {name} is disabled and may not enroll devices") from None
+        except UnauthorizedLogin:
+            raise AuthenticationFault("unknown user or wrong password") from None
+        return federated.mint_token(
+            self.token_key, user, self.now(), self.settings.federated_token_lifetime,
+            self.random_bytes(12),
+        )
