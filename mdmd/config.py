@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from mdmd.dm.commands import InvalidCommand, normalize_uri
+
 __all__ = [
     "Config",
     "ConfigErrors",
@@ -441,6 +443,52 @@ class EnrollmentSection:
 
 
 @dataclass(frozen=True)
+class DMSection:
+    """[dm]: OMA DM management sessions."""
+
+    session_timeout: int = _option(
+        1800,
+        _int(30, 86400),
+        "Seconds a DM session may stay idle between two messages before a new message "
+        "starts a new session (and unanswered commands are sent again).",
+    )
+    max_message_size: int = _option(
+        524288,
+        _int(1024, 16 * 1024 * 1024),
+        "Largest message sent to a device that announces no MaxMsgSize, in encoded bytes.",
+    )
+    max_object_size: int = _option(
+        4194304,
+        _int(1024, 64 * 1024 * 1024),
+        "Largest object (one node value, possibly sent in chunks) accepted from a device; "
+        "announced as MaxObjSize.",
+    )
+    max_auth_failures: int = _option(
+        3, _int(1, 100), "Failed authentications after which a session is ended."
+    )
+    require_client_certificate: bool = _option(
+        True,
+        _bool,
+        "Whether DM sessions need the TLS client certificate issued at enrollment (Windows "
+        "devices always present it). Turn off only for classic OMA DM devices that "
+        "authenticate with their DM credentials alone.",
+    )
+    inventory: tuple[str, ...] = _option(
+        (
+            "./DevDetail/SwV",
+            "./DevDetail/OEM",
+            "./DevDetail/DevTyp",
+            "./DevDetail/FwV",
+            "./DevDetail/HwV",
+            "./DevDetail/Ext/Microsoft/OSPlatform",
+        ),
+        _list,
+        "Nodes read with Get after every enrollment (one Get each, comma-separated); the "
+        "values are kept as the device's inventory. Empty disables it.",
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     """
     A whole, validated configuration. Paths are absolute.
@@ -452,6 +500,7 @@ class Config:
     ca: CASection = field(default_factory=CASection)
     admin: AdminSection = field(default_factory=AdminSection)
     enrollment: EnrollmentSection = field(default_factory=EnrollmentSection)
+    dm: DMSection = field(default_factory=DMSection)
 
     @property
     def state_dir(self) -> str:
@@ -621,6 +670,11 @@ def _cross_checks(config: Config) -> list[str]:
         errors.append(
             f"[enrollment] certificate_ca_file: {enrollment.certificate_ca_file} does not exist"
         )
+    for uri in config.dm.inventory:
+        try:
+            normalize_uri(uri)
+        except InvalidCommand as e:
+            errors.append(f"[dm] inventory: {e}")
     return errors
 
 

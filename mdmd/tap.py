@@ -19,6 +19,9 @@ from twisted.web.resource import Resource
 from mdmd import config as mdmd_config
 from mdmd.admin.api import AdminAPI, AdminToken
 from mdmd.config import Config, ListenAddress
+from mdmd.dm.resource import DMSettings, ManagementResource
+from mdmd.dm.service import DMService
+from mdmd.dm.session import Settings
 from mdmd.enroll.resource import enrollment_resource
 from mdmd.enroll.service import EnrollmentService, EnrollmentSettings
 from mdmd.enroll.users import StoreUserChecker
@@ -64,7 +67,7 @@ def _tcp_endpoint(reactor: IReactorCore, address: ListenAddress) -> IStreamServe
 
 def build(config: Config, reactor: IReactorCore) -> MdmdService:
     """
-    The service tree: C{store}, C{ca}, C{enroll}, C{https}, C{admin}, started in that order.
+    The service tree: C{store}, C{ca}, C{enroll}, C{dm}, C{https}, C{admin}, started in that order.
     """
     root = MdmdService(config.state_dir, reactor)
 
@@ -134,6 +137,24 @@ def build(config: Config, reactor: IReactorCore) -> MdmdService:
     )
     enroll.setServiceParent(root)
     web_root.putChild(b"EnrollmentServer", enrollment_resource(enroll))
+
+    dm = DMService(
+        DMSettings(
+            session=Settings(
+                session_timeout=config.dm.session_timeout,
+                default_max_msg_size=config.dm.max_message_size,
+                max_obj_size=config.dm.max_object_size,
+                max_auth_failures=config.dm.max_auth_failures,
+            ),
+            require_client_certificate=config.dm.require_client_certificate,
+        ),
+        store,
+        reactor,  # type: ignore[arg-type]
+    )
+    dm.setServiceParent(root)
+    management = Resource()
+    management.putChild(b"MDM.svc", ManagementResource(store, reactor, dm.settings))  # type: ignore[arg-type]
+    web_root.putChild(b"ManagementServer", management)
     https.setServiceParent(root)
 
     token = AdminToken(config.admin_token_file)

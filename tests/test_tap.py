@@ -48,7 +48,7 @@ class BuildTests(SynchronousTestCase):
         build() returns the named services in start order and touches nothing on disk.
         """
         root = build(self.config, self.reactor)
-        self.assertEqual([s.name for s in root], ["store", "ca", "enroll", "https", "admin"])
+        self.assertEqual([s.name for s in root], ["store", "ca", "enroll", "dm", "https", "admin"])
         self.assertFalse(os.path.exists(self.base))
         self.assertEqual(self.reactor.sslServers, [])
         self.assertEqual(self.reactor.unixServers, [])

@@ -28,6 +28,9 @@ from twisted.web.server import Request
 import mdmd
 from mdmd.enroll import devices, users
 from mdmd.errors import PeerError
+from mdmd.dm import queue as dm_queue
+from mdmd.dm.commands import PENDING, CommandSpec, InvalidCommand, parse_spec
+from mdmd.dm.service import dm_facts
 from mdmd.pki import registry
 from mdmd.pki.ca import parse_serial, thumbprint
 from mdmd.pki.service import CAService, write_private
@@ -370,6 +373,7 @@ class AdminAPI(AsyncResource):
             raise ApiError(404, f"no device {device_id!r}")
         value = device.as_json()
         value["certificate"] = None if certificate is None else certificate.as_json()
+        value["dm"] = await self.store.read(dm_facts, device_id)
         return 200, value
 
     @route("DELETE", "/v1/devices/{device_id}")
@@ -379,3 +383,76 @@ class AdminAPI(AsyncResource):
         except devices.UnknownDevice as e:
             raise ApiError(404, str(e)) from None
         return 200, device.as_json()
+
+    # -- the DM command queue ------------------------------------------------------------
+
+    @staticmethod
+    def _spec(raw: Any) -> CommandSpec:
+        try:
+            return parse_spec(raw)
+        except InvalidCommand as e:
+            raise ApiError(400, str(e)) from None
+
+    async def _enqueue(self, device_ids: list[str], spec: CommandSpec) -> tuple[int, Any]:
+        try:
+            queued = await self.store.transact(dm_queue.enqueue, device_ids, spec, self._clock.seconds())
+        except dm_queue.NotManageable as e:
+            raise ApiError(404, str(e)) from None
+        return 201, {"commands": [c.as_json() for c in queued]}
+
+    @route("POST", "/v1/devices/{device_id}/commands")
+    async def queue_command(self, request: Request, device_id: str) -> tuple[int, Any]:
+        return await self._enqueue([device_id], self._spec(self.body(request)))
+
+    @route("POST", "/v1/commands")
+    async def queue_for_devices(self, request: Request) -> tuple[int, Any]:
+        body = self.body(request)
+        device_ids = self.field(body, "devices", list)
+        if not device_ids or not all(isinstance(d, str) and d for d in device_ids):
+            raise ApiError(400, "'devices' must be a non-empty list of device ids")
+        return await self._enqueue(device_ids, self._spec(self.field(body, "command", dict)))
+
+    @route("GET", "/v1/devices/{device_id}/queue")
+    async def device_queue(self, request: Request, device_id: str) -> tuple[int, Any]:
+        await self._known_device(device_id)
+        found = await self.store.read(dm_queue.list_commands, device_id, PENDING)
+        return 200, {"commands": [c.as_json() for c in found]}
+
+    @route("GET", "/v1/devices/{device_id}/results")
+    async def device_results(self, request: Request, device_id: str) -> tuple[int, Any]:
+        await self._known_device(device_id)
+        raw = request.args.get(b"limit", [b"0"])[0]
+        try:
+            limit = int(raw)
+        except ValueError:
+            raise ApiError(400, "limit must be an integer") from None
+        found = await self.store.read(dm_queue.list_commands, device_id, dm_queue.FINISHED, limit or None)
+        return 200, {"commands": [c.as_json() for c in found]}
+
+    @route("GET", "/v1/devices/{device_id}/commands/{seq}")
+    async def show_command(self, request: Request, device_id: str, seq: str) -> tuple[int, Any]:
+        try:
+            found = await self.store.read(dm_queue.get_command, device_id, self._seq(seq))
+        except dm_queue.UnknownCommand as e:
+            raise ApiError(404, str(e)) from None
+        return 200, found.as_json()
+
+    @route("DELETE", "/v1/devices/{device_id}/commands/{seq}")
+    async def cancel_command(self, request: Request, device_id: str, seq: str) -> tuple[int, Any]:
+        try:
+            found = await self.store.transact(dm_queue.cancel, device_id, self._seq(seq), self._clock.seconds())
+        except dm_queue.UnknownCommand as e:
+            raise ApiError(404, str(e)) from None
+        except dm_queue.CommandNotCancellable as e:
+            raise ApiError(409, str(e)) from None
+        return 200, found.as_json()
+
+    @staticmethod
+    def _seq(text: str) -> int:
+        if not text.isdigit():
+            raise ApiError(400, f"not a command number: {text!r}")
+        return int(text)
+
+    async def _known_device(self, device_id: str) -> None:
+        if await self.store.read(devices.lookup_device, device_id) is None:
+            raise ApiError(404, f"no device {device_id!r}")

@@ -323,6 +323,95 @@ def cmd_device_remove(client: AdminClient, args: argparse.Namespace, out: Any) -
     print(f"removed device {device['device_id']}{revoked}", file=out)
 
 
+def _device_path(device: str, suffix: str = "") -> str:
+    return f"/v1/devices/{quote(device, safe='')}{suffix}"
+
+
+def _targets(spec: dict[str, Any]) -> str:
+    """
+    A one-line summary of a command's targets (group members included).
+    """
+    found: list[str] = [i["target"] for i in spec.get("items", ())]
+    for child in spec.get("commands", ()):
+        found.append(f"{child['verb']} {_targets(child)}")
+    return ", ".join(found)
+
+
+def _read_commands(path: str) -> list[Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except OSError as e:
+        raise CommandError(f"cannot read {path}: {e.strerror}") from None
+    except ValueError as e:
+        raise CommandError(f"{path} is not JSON: {e}") from None
+    if isinstance(value, dict):
+        value = value.get("commands")
+    if not isinstance(value, list) or not value:
+        raise CommandError(f"{path} must hold a JSON list of commands (or {{\"commands\": [...]}})")
+    return value
+
+
+def cmd_queue_command(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
+    devices = [d for d in args.devices.split(",") if d]
+    if not devices:
+        raise CommandError("name at least one device")
+    verb = args.verb
+    if verb == "cancel":
+        if len(devices) != 1:
+            raise CommandError("cancel takes one device")
+        command = client.request("DELETE", _device_path(devices[0], f"/commands/{quote(args.seq, safe='')}"))
+        print(f"cancelled command {command['seq']} of {devices[0]}", file=out)
+        return
+    if verb in ("atomic", "sequence"):
+        spec: dict[str, Any] = {"verb": verb.capitalize(), "commands": _read_commands(args.file)}
+    else:
+        spec = {"verb": verb.capitalize(), "target": args.uri}
+        for option in ("data", "format", "type"):
+            value = getattr(args, option, None)
+            if value is not None:
+                spec[option] = value
+    if len(devices) == 1:
+        queued = client.request("POST", _device_path(devices[0], "/commands"), spec)["commands"]
+    else:
+        queued = client.request("POST", "/v1/commands", {"devices": devices, "command": spec})["commands"]
+    for command in queued:
+        print(f"queued command {command['seq']} for {command['device_id']}", file=out)
+
+
+def _command_rows(found: list[dict[str, Any]], with_results: bool) -> list[list[str]]:
+    rows = []
+    for c in found:
+        row = [str(c["seq"]), c["state"], c["spec"]["verb"], _targets(c["spec"])]
+        if with_results:
+            first = c["results"][0]["data"] if c["results"] else (c["error"] or "")
+            row += [str(c["status"] or "-"), (first or "")[:40].replace("\n", " ")]
+        row.append(_when(c["updated_at"]))
+        rows.append(row)
+    return rows
+
+
+def cmd_queue(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
+    found = client.request("GET", _device_path(args.device, "/queue"))["commands"]
+    if args.json:
+        _print_json(found, out)
+        return
+    _table(_command_rows(found, False), ["SEQ", "STATE", "VERB", "TARGET", "UPDATED"], out)
+
+
+def cmd_results(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
+    path = _device_path(args.device, "/results") + (f"?limit={args.limit}" if args.limit else "")
+    found = client.request("GET", path)["commands"]
+    if args.json:
+        _print_json(found, out)
+        return
+    _table(
+        _command_rows(found, True),
+        ["SEQ", "STATE", "VERB", "TARGET", "STATUS", "RESULT", "UPDATED"],
+        out,
+    )
+
+
 # --- argument parsing ------------------------------------------------------------
 
 
@@ -404,6 +493,53 @@ def build_parser() -> argparse.ArgumentParser:
         device_commands, "remove", cmd_device_remove,
         "remove a device: its certificate is revoked and its DM sessions refused",
     ).add_argument("device", help="the DeviceID")
+
+    cmd = add(
+        commands,
+        "cmd",
+        cmd_queue_command,
+        "queue an OMA DM command for one or more devices (sent at their next session)",
+    )
+    cmd.add_argument("devices", metavar="DEVICE[,DEVICE...]", help="DeviceID(s), comma-separated")
+    verbs = cmd.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
+    verbs.required = True
+    for verb, help in (
+        ("get", "read a node"),
+        ("add", "create a node"),
+        ("replace", "set a node's value"),
+        ("delete", "delete a node and its subtree"),
+        ("exec", "execute a node"),
+    ):
+        sub = verbs.add_parser(verb, help=help, description=help)
+        sub.add_argument("uri", help="the node, e.g. ./Device/Vendor/MSFT/... (URL-encoded as needed)")
+        if verb in ("add", "replace", "exec"):
+            sub.add_argument("--data", help="the value")
+            sub.add_argument(
+                "--format", choices=("chr", "int", "bool", "b64", "xml", "node", "null", "float", "date", "time", "bin"),
+                help="the value's format (Meta Format)",
+            )
+            sub.add_argument("--type", help="the value's MIME type (Meta Type)")
+    for verb, help in (
+        ("atomic", "queue an Atomic group (all or nothing) read from --file"),
+        ("sequence", "queue a Sequence group (in order) read from --file"),
+    ):
+        sub = verbs.add_parser(verb, help=help, description=help)
+        sub.add_argument(
+            "--file", required=True,
+            help='JSON list of commands, e.g. [{"verb": "Replace", "target": "./...", "data": "1", "format": "int"}]',
+        )
+    verbs.add_parser("cancel", help="withdraw a queued command before it is sent").add_argument(
+        "seq", help="the command number (mdmctl queue DEVICE)"
+    )
+    add(commands, "queue", cmd_queue, "list a device's queued and sent commands", listing=True).add_argument(
+        "device", help="the DeviceID"
+    )
+    results = add(
+        commands, "results", cmd_results,
+        "list a device's finished commands with their status codes and results", listing=True,
+    )
+    results.add_argument("device", help="the DeviceID")
+    results.add_argument("--limit", type=int, default=0, help="only the last N commands")
     return parser
 
 

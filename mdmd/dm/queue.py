@@ -26,6 +26,7 @@ __all__ = [
     "CommandInfo",
     "UnknownCommand",
     "CommandNotCancellable",
+    "NotManageable",
     "enqueue",
     "list_commands",
     "cancel",
@@ -39,6 +40,9 @@ Root = MutableMapping[str, Any]
 #: A command sent in this many sessions without an answer is given up.
 MAX_ATTEMPTS = 5
 
+#: Command states that are final.
+FINISHED = ("done", "failed", "cancelled")
+
 
 
 class UnknownCommand(PeerError):
@@ -48,6 +52,12 @@ class UnknownCommand(PeerError):
 
 class CommandNotCancellable(PeerError):
     pass
+
+
+class NotManageable(PeerError):
+    """
+    Commands were queued for a device that is unknown or no longer enrolled.
+    """
 
 
 @dataclass(frozen=True)
@@ -118,7 +128,17 @@ def queue_of(root: Root, device_id: str) -> CommandQueue:
 def enqueue(root: Root, device_ids: Iterable[str], spec: CommandSpec, now: float) -> list[CommandInfo]:
     """
     Append C{spec} to each device's queue; return the new records in device order.
+
+    @raise NotManageable: (before anything is queued) if a device is unknown
+        or no longer enrolled.
     """
+    device_ids = list(dict.fromkeys(device_ids))
+    for device_id in device_ids:
+        device = root["devices"].get(device_id)
+        if device is None:
+            raise NotManageable(f"unknown device {device_id}")
+        if device.status != "enrolled":
+            raise NotManageable(f"device {device_id} is {device.status}; nothing can be queued for it")
     queued = []
     for device_id in device_ids:
         queue = queue_of(root, device_id)
@@ -171,16 +191,16 @@ def cancel(root: Root, device_id: str, seq: int, now: float) -> CommandInfo:
     return info(device_id, command)
 
 
-def requeue_unanswered(queue: CommandQueue, session_id: str, now: float) -> list[int]:
+def requeue_unanswered(queue: CommandQueue, now: float) -> list[int]:
     """
-    Commands sent in another (aborted) session go back in the queue.
+    Commands sent in a session that is over, and never answered, go back in the queue.
 
     One that has already been sent L{MAX_ATTEMPTS} times fails instead, so a
     command that makes the device drop its sessions cannot block the queue.
     """
     changed = []
     for command in queue.commands.values():
-        if command.state != "sent" or command.sent_in is None or command.sent_in[0] == session_id:
+        if command.state != "sent":
             continue
         if command.attempts >= MAX_ATTEMPTS:
             command.state = "failed"

@@ -28,6 +28,8 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
 from mdmd.config import Config
+from mdmd.dm import queue as dm_queue
+from mdmd.dm.commands import parse_spec
 from mdmd.enroll import devices, federated
 from mdmd.enroll.discovery import DiscoveryAnswer, discover_response, negotiate_version, parse_discover
 from mdmd.enroll.provisioning import (
@@ -114,6 +116,8 @@ class EnrollmentSettings:
     device_auth_type: str
     federated_token_lifetime: float
     certificate_ca_file: str
+    #: DM nodes read with Get after every enrollment (the device's inventory)
+    inventory: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, config: Config) -> EnrollmentSettings:
@@ -146,7 +150,26 @@ class EnrollmentSettings:
             device_auth_type=enrollment.device_auth_type,
             federated_token_lifetime=float(enrollment.federated_token_lifetime),
             certificate_ca_file=enrollment.certificate_ca_file,
+            inventory=config.dm.inventory,
         )
+
+
+def _enroll_with_inventory(
+    root: devices.Root,
+    issue: devices.Issue,
+    facts: devices.EnrollmentFacts,
+    public_key: devices.PublicKey,
+    credentials: DMCredentials,
+    now: float,
+    inventory: tuple[str, ...],
+) -> devices.Enrolled:
+    """
+    Enroll, and queue the inventory Gets in the same unit of work.
+    """
+    enrolled = devices.enroll(root, issue, facts, public_key, credentials, now)
+    for uri in inventory:
+        dm_queue.enqueue(root, [facts.device_id], parse_spec({"verb": "Get", "target": uri}), now)
+    return enrolled
 
 
 @dataclass(frozen=True)
@@ -314,7 +337,7 @@ class EnrollmentService(Service):
         now = self.now()
         try:
             enrolled = await self.ca.transact_issuing(
-                devices.enroll, facts, csr.public_key, credentials, now
+                _enroll_with_inventory, facts, csr.public_key, credentials, now, self.settings.inventory
             )
         except devices.DeviceOwnedByAnotherUser as e:
             raise AuthorizationFault(str(e)) from None

@@ -41,7 +41,7 @@ from mdmd.syncml.model import (
     data_text,
 )
 
-__all__ = ["DMClient", "Post", "SessionLog", "DMSessionFailed"]
+__all__ = ["DMClient", "Post", "SessionLog", "DMSessionFailed", "windows_dm_client", "windows_post"]
 
 #: post(body, content_type, extra_headers) -> (HTTP status, headers, body)
 Post = Callable[[bytes, str, dict[str, str]], Awaitable[tuple[int, dict[str, str], bytes]]]
@@ -254,3 +254,40 @@ class DMClient:
                 continue
             message = self._answer(server, next(msg_ids), session_id, log)
         return log
+
+
+def windows_dm_client(device: Any, **options: Any) -> DMClient:
+    """
+    The DM side of an enrolled L{mdmd.testing.windows.WindowsDevice}: its
+    DeviceID, the DM address, APPSRV credentials and DEFAULTENCODING from its
+    provisioning document.
+    """
+    enrollment = device.enrollment
+    if enrollment is None:
+        raise RuntimeError("the device has not enrolled")
+    application = enrollment.document.get("APPLICATION")
+    encoding = application.parm("DEFAULTENCODING") if application is not None else None
+    auth_ = enrollment.client_auth
+    options.setdefault("codec", codec_for_content_type(encoding) or XML_CODEC)
+    return DMClient(
+        device_id=device.device_id,
+        server_url=enrollment.dm_url,
+        client_name=auth_.name,
+        client_secret=auth_.secret,
+        client_nonce=auth_.nonce,
+        **options,
+    )
+
+
+def windows_post(device: Any) -> Post:
+    """
+    POST DM messages over the device's mutual-TLS connection.
+    """
+
+    async def post(body: bytes, content_type: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        reply = await device.request("POST", device.dm_url, body, content_type=content_type, client_certificate=True)
+        if reply.length != len(reply.body):
+            raise DMSessionFailed("the DM answer was not sent with a Content-Length")
+        return reply.code, reply.headers, reply.body
+
+    return post

@@ -1,0 +1,162 @@
+"""
+End-to-end OMA DM: the real daemon as a subprocess, an emulated Windows device
+that enrolls and then runs DM sessions over mutual TLS (XML and WBXML) while
+commands are queued through mdmctl, and every result lands in mdmctl results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from cryptography import x509
+from twisted.internet import reactor
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+
+from mdmd.syncml.codec import WBXML_CODEC, XML_CODEC
+from mdmd.testing.daemon import DaemonProcess
+from mdmd.testing.dmclient import DMSessionFailed, windows_dm_client, windows_post
+from mdmd.testing.windows import WindowsDevice
+
+
+class DMEndToEndTests(TestCase):
+    timeout = 240
+    encoding = "application/vnd.syncml.dm+xml"
+
+    def setUp(self) -> None:
+        self.daemon = DaemonProcess(
+            config=f"""
+                [enrollment]
+                default_encoding = {self.encoding}
+                [dm]
+                inventory = ./DevDetail/SwV, ./DevDetail/OEM
+            """
+        )
+        self.addCleanup(self.daemon.cleanup)
+        self.daemon.start()
+        with open(self.daemon.ca_cert_path, "rb") as f:
+            self.root = x509.load_pem_x509_certificate(f.read())
+
+    def mdmctl(self, *args: str, stdin: str = "") -> Any:
+        return deferToThread(self.daemon.mdmctl, *args, stdin=stdin)
+
+    async def ok(self, *args: str, stdin: str = "") -> str:
+        result = await self.mdmctl(*args, stdin=stdin)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        return result.stdout
+
+    async def enrolled_device(self) -> WindowsDevice:
+        await self.ok("user", "add", "bob@example.com", stdin="pw-bob\n")
+        device = WindowsDevice(
+            reactor,
+            f"https://localhost:{self.daemon.https_port}/EnrollmentServer/Discovery.svc",
+            [self.root],
+            user="bob@example.com",
+            password="pw-bob",
+        )
+        self.addCleanup(device.close)
+        await device.enroll()
+        return device
+
+    async def test_sessions_deliver_queued_commands(self) -> None:
+        """
+        The device enrolls; inventory Gets are queued automatically; commands queued with
+        mdmctl (single, Atomic, for several devices) reach the device in order over mutual
+        TLS; statuses and results land in mdmctl results; a later session is refused once
+        the device is removed.
+        """
+        device = await self.enrolled_device()
+        client = windows_dm_client(device, clock=reactor.seconds)
+        self.assertIs(client.codec, XML_CODEC if self.encoding.endswith("+xml") else WBXML_CODEC)
+        post = windows_post(device)
+        ident = device.device_id
+
+        # the automatic inventory, in the first session
+        log = await client.session(post)
+        self.assertEqual(log.header_statuses[0], "212")
+        inventory = json.loads(await self.ok("results", ident, "--json"))
+        self.assertEqual(
+            [(c["spec"]["items"][0]["target"], c["state"], c["results"][0]["data"]) for c in inventory],
+            [("./DevDetail/SwV", "done", client.tree["./DevDetail/SwV"]), ("./DevDetail/OEM", "done", client.tree["./DevDetail/OEM"])],
+        )
+
+        # operator commands, queued while the device is away
+        await self.ok("cmd", ident, "replace", "./Vendor/MSFT/Policy/Config/Camera/AllowCamera", "--data", "0", "--format", "int")
+        await self.ok("cmd", ident, "get", "./Vendor/MSFT/Policy/Config/Camera/AllowCamera")
+        group = os.path.join(self.daemon.state_dir, "group.json")
+        with open(group, "w") as f:
+            json.dump(
+                [
+                    {"verb": "Add", "target": "./Vendor/MSFT/Test/A", "data": "a"},
+                    {"verb": "Replace", "target": "./Vendor/MSFT/Test/B", "data": "b & <c>"},
+                ],
+                f,
+            )
+        await self.ok("cmd", ident, "atomic", "--file", group)
+        await self.ok("cmd", ident, "get", "./Vendor/MSFT/Nowhere")
+        queue = json.loads(await self.ok("queue", ident, "--json"))
+        self.assertEqual([c["state"] for c in queue], ["queued"] * 4)
+
+        log = await client.session(post)
+        received = [type(c).__name__ for c in log.received]
+        self.assertEqual(received, ["Replace", "Get", "Atomic", "Get"])
+        self.assertEqual(client.tree["./Vendor/MSFT/Test/B"], "b & <c>")
+        results = json.loads(await self.ok("results", ident, "--json"))[2:]
+        summary = [(c["spec"]["verb"], c["state"], c["status"]) for c in results]
+        self.assertEqual(summary, [("Replace", "done", 200), ("Get", "done", 200), ("Atomic", "done", 200), ("Get", "failed", 404)])
+        self.assertEqual(results[1]["results"][0]["data"], "0")
+        self.assertEqual(sorted(s["command"] for s in results[2]["statuses"]), ["", "1", "2"])
+        self.assertEqual(json.loads(await self.ok("queue", ident, "--json")), [])
+        table = await self.ok("results", ident)
+        self.assertIn("./Vendor/MSFT/Nowhere", table)
+
+        shown = json.loads(await self.ok("device", "show", ident, "--json"))
+        self.assertEqual(shown["dm"]["devinfo"]["./DevInfo/DevId"], ident)
+        self.assertEqual(shown["dm"]["login_status"], "user")
+        self.assertEqual(shown["dm"]["inventory"]["./DevDetail/SwV"], client.tree["./DevDetail/SwV"])
+        self.assertIsNotNone(shown["last_contact"])
+
+        # a recorded package 1 replayed later is refused: its nonce was used up
+        recorded: list[bytes] = []
+
+        async def recording(body: bytes, content_type: str, headers: dict[str, str]) -> Any:
+            recorded.append(body)
+            return await post(body, content_type, headers)
+
+        await client.session(recording)
+        replayed = await device.request(
+            "POST", device.dm_url, recorded[0], content_type=client.codec.content_type, client_certificate=True
+        )
+        answer = client.codec.decode(replayed.body)
+        self.assertEqual(answer.body[0].data, "401")
+        # the replay's challenge replaced the nonce: the device is challenged once, then accepted
+        log = await client.session(post)
+        self.assertEqual(log.header_statuses, ["401", "212"])
+
+        await self.ok("device", "remove", ident)
+        with self.assertRaises(DMSessionFailed) as caught:
+            await client.session(post)
+        self.assertIn("HTTP 403", str(caught.exception))
+
+    async def test_unknown_content_type_and_garbage(self) -> None:
+        """
+        A body in another media type gets 415; garbage SyncML gets a clean 4xx, no traceback.
+        """
+        device = await self.enrolled_device()
+        reply = await device.request("POST", device.dm_url, b"<x/>", content_type="text/plain", client_certificate=True)
+        self.assertEqual(reply.code, 415)
+        for content_type in ("application/vnd.syncml.dm+xml", "application/vnd.syncml.dm+wbxml"):
+            reply = await device.request("POST", device.dm_url, b"\x02\xa4\x01garbage", content_type=content_type, client_certificate=True)
+            self.assertIn(reply.code, (400, 415))
+            self.assertNotIn(b"Traceback", reply.body)
+        self.assertNotIn("Traceback", self.daemon.log())
+
+
+class WBXMLEndToEndTests(DMEndToEndTests):
+    """
+    The same, with DEFAULTENCODING WBXML in the provisioning document.
+    """
+
+    encoding = "application/vnd.syncml.dm+wbxml"
