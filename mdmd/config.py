@@ -308,6 +308,12 @@ class StoreSection:
     conflict_retries: int = _option(
         5, _int(0, 100), "How often a unit of work is retried after a write conflict."
     )
+    cache_size: int = _option(
+        10000,
+        _int(100, 10_000_000),
+        "Objects each database connection keeps in memory (about 6 per active device: its "
+        "record, certificate, queue, session and pending commands).",
+    )
 
 
 @dataclass(frozen=True)

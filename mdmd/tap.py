@@ -76,6 +76,7 @@ def build(config: Config, reactor: IReactorCore) -> MdmdService:
         reactor,  # type: ignore[arg-type]
         pool_size=config.store.pool_size,
         retries=config.store.conflict_retries,
+        cache_size=config.store.cache_size,
     )
     store.setServiceParent(root)
 

@@ -9,6 +9,8 @@ protocol we speak gives meaning to.
 
 from __future__ import annotations
 
+import threading
+
 from lxml import etree
 
 from mdmd.errors import PeerError
@@ -22,7 +24,21 @@ class MalformedXML(PeerError):
     """
 
 
+_local = threading.local()
+
+
 def _parser() -> etree.XMLParser:
+    """
+    This thread's parser: making one costs more than a small parse, and
+    lxml parsers must not be shared between threads.
+    """
+    parser = getattr(_local, "parser", None)
+    if parser is None:
+        parser = _local.parser = _new_parser()
+    return parser
+
+
+def _new_parser() -> etree.XMLParser:
     return etree.XMLParser(
         resolve_entities=False,
         no_network=True,

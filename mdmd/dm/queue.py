@@ -14,7 +14,7 @@ DM session engine calls inside one.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,6 +146,7 @@ def enqueue(root: Root, device_ids: Iterable[str], spec: CommandSpec, now: float
         queue.next_seq = seq + 1
         command = QueuedCommand(seq, spec.as_json(), spec.scope, now)
         queue.commands[seq] = command
+        queue.pending.add(seq)
         queued.append(info(device_id, command))
     return queued
 
@@ -160,9 +161,8 @@ def list_commands(
     if queue is None:
         return []
     wanted = set(states) if states is not None else None
-    found = [
-        info(device_id, c) for c in queue.commands.values() if wanted is None or c.state in wanted
-    ]
+    source = pending_commands(queue) if wanted is not None and wanted <= set(PENDING) else queue.commands.values()
+    found = [info(device_id, c) for c in source if wanted is None or c.state in wanted]
     return found[-limit:] if limit else found
 
 
@@ -186,9 +186,57 @@ def cancel(root: Root, device_id: str, seq: int, now: float) -> CommandInfo:
         raise CommandNotCancellable(
             f"command {seq} of {device_id} is {command.state}; only queued commands can be cancelled"
         )
-    command.state = "cancelled"
-    command.updated_at = now
+    _move(queue, command, "cancelled", now)
     return info(device_id, command)
+
+
+def _move(queue: CommandQueue, command: QueuedCommand, state: str, now: float) -> None:
+    """
+    The one place a command changes state (and the pending index with it).
+    """
+    command.state = state
+    command.updated_at = now
+    if state in PENDING:
+        queue.pending.add(command.seq)
+    else:
+        queue.pending.remove(command.seq)
+
+
+def pending_commands(queue: CommandQueue) -> Iterator[QueuedCommand]:
+    """
+    The queued and sent commands, in sequence order.
+    """
+    for seq in queue.pending:
+        yield queue.commands[seq]
+
+
+def mark_sent(queue: CommandQueue, seq: int, sent_in: tuple[str, str, str], now: float) -> None:
+    command = queue.commands[seq]
+    command.sent_in = sent_in
+    command.attempts += 1
+    _move(queue, command, "sent", now)
+
+
+def mark_answered(
+    queue: CommandQueue,
+    seq: int,
+    state: str,
+    status: int,
+    statuses: tuple[tuple[str, int], ...],
+    results: tuple[dict[str, Any], ...],
+    now: float,
+) -> None:
+    command = queue.commands[seq]
+    command.status = status
+    command.statuses = statuses
+    command.results = results
+    _move(queue, command, state, now)
+
+
+def mark_failed(queue: CommandQueue, seq: int, error: str, now: float) -> None:
+    command = queue.commands[seq]
+    command.error = error
+    _move(queue, command, "failed", now)
 
 
 def requeue_unanswered(queue: CommandQueue, now: float) -> list[int]:
@@ -199,15 +247,14 @@ def requeue_unanswered(queue: CommandQueue, now: float) -> list[int]:
     command that makes the device drop its sessions cannot block the queue.
     """
     changed = []
-    for command in queue.commands.values():
+    for command in list(pending_commands(queue)):
         if command.state != "sent":
             continue
-        if command.attempts >= MAX_ATTEMPTS:
-            command.state = "failed"
-            command.error = f"no answer after {command.attempts} sessions"
-        else:
-            command.state = "queued"
         command.sent_in = None
-        command.updated_at = now
+        if command.attempts >= MAX_ATTEMPTS:
+            command.error = f"no answer after {command.attempts} sessions"
+            _move(queue, command, "failed", now)
+        else:
+            _move(queue, command, "queued", now)
         changed.append(command.seq)
     return changed

@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from twisted.web.server import Request
 
 from mdmd.dm import queue as dm_queue
-from mdmd.dm.commands import PENDING, parse_spec
+from mdmd.dm.commands import parse_spec
 from mdmd.dm.session import (
     ClientNonce,
     CommandAnswered,
@@ -63,6 +63,9 @@ Root = MutableMapping[str, Any]
 
 #: How many pending commands a message considers (enough to fill any message).
 PENDING_WINDOW = 500
+#: "Last contact" is kept to this many seconds, so that the device record is
+#: not rewritten by every message of a session.
+LAST_CONTACT_RESOLUTION = 60.0
 #: How many generic alerts a device record keeps.
 KEEP_ALERTS = 50
 
@@ -144,11 +147,10 @@ def exchange(
             notes.append(("{device_id}: {count} unanswered command(s) back in the queue",
                           {"count": len(requeued)}))
     pending = []
-    for command in queue.commands.values():
-        if command.state in PENDING:
-            pending.append(PendingCommand(command.seq, parse_spec(command.spec), command.state))
-            if len(pending) >= PENDING_WINDOW:
-                break
+    for command in dm_queue.pending_commands(queue):
+        pending.append(PendingCommand(command.seq, parse_spec(command.spec), command.state))
+        if len(pending) >= PENDING_WINDOW:
+            break
 
     outcome = handle(
         message,
@@ -167,7 +169,8 @@ def exchange(
         root["sessions"][device_id] = DMSession(outcome.state.to_dict())
     else:
         record.state = outcome.state.to_dict()
-    device.last_contact = now
+    if device.last_contact is None or now - device.last_contact >= LAST_CONTACT_RESOLUTION:
+        device.last_contact = now
     return Exchanged(outcome.body, outcome.headers, device_id, tuple(notes))
 
 
@@ -178,7 +181,8 @@ def _apply(root: Root, device: Any, queue: Any, effects: Any, now: float, notes:
         elif isinstance(effect, ServerNonce):
             device.dm_server_nonce = effect.nonce
         elif isinstance(effect, DevInfoReported):
-            device.devinfo = dict(effect.values)
+            if dict(effect.values) != device.devinfo:
+                device.devinfo = dict(effect.values)
         elif isinstance(effect, LoginStatus):
             device.login_status = effect.value
         elif isinstance(effect, GenericAlert):
@@ -192,24 +196,14 @@ def _apply(root: Root, device: Any, queue: Any, effects: Any, now: float, notes:
                 registry.revoke(root, device.cert_serial, "cessationOfOperation", now)
             notes.append(("{device_id}: the user unenrolled the device; its certificate is revoked", {}))
         elif isinstance(effect, CommandSent):
-            command = queue.commands[effect.seq]
-            command.state = "sent"
-            command.sent_in = (effect.session_key, effect.msg_id, effect.cmd_id)
-            command.attempts += 1
-            command.updated_at = now
+            dm_queue.mark_sent(queue, effect.seq, (effect.session_key, effect.msg_id, effect.cmd_id), now)
         elif isinstance(effect, CommandAnswered):
-            command = queue.commands[effect.seq]
-            command.state = effect.state
-            command.status = effect.status
-            command.statuses = effect.statuses
-            command.results = effect.results
-            command.updated_at = now
+            dm_queue.mark_answered(
+                queue, effect.seq, effect.state, effect.status, effect.statuses, effect.results, now
+            )
             _inventory(device, effect.results)
         elif isinstance(effect, CommandFailed):
-            command = queue.commands[effect.seq]
-            command.state = "failed"
-            command.error = effect.error
-            command.updated_at = now
+            dm_queue.mark_failed(queue, effect.seq, effect.error, now)
             notes.append(("{device_id}: command {seq} failed: {error}", {"seq": effect.seq, "error": effect.error}))
         elif isinstance(effect, HeaderRefused):
             notes.append(("{device_id}: the device answered our SyncHdr with {code}", {"code": effect.code}))

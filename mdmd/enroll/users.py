@@ -21,6 +21,7 @@ from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mdmd.store.models import User
@@ -195,6 +196,17 @@ def credentials_of(root: Root, name: str) -> tuple[str, str, bool] | None:
     return None if user is None else (user.name, user.password_hash, user.enabled)
 
 
+def _chain(result: object, waiting: Deferred[bool]) -> object:
+    """
+    Pass a shared Deferred's result to one waiter, leaving the shared one unchanged.
+    """
+    if isinstance(result, Failure):
+        waiting.errback(result)
+    else:
+        waiting.callback(result)  # type: ignore[arg-type]
+    return result
+
+
 @implementer(ICredentialsChecker)
 class StoreUserChecker:
     """
@@ -223,6 +235,7 @@ class StoreUserChecker:
         self._cache_seconds = cache_seconds
         self._cache_size = cache_size
         self._verified: OrderedDict[bytes, float] = OrderedDict()
+        self._running: dict[bytes, Deferred[bool]] = {}
         self._secret = os.urandom(32)
 
     def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[str]:
@@ -249,15 +262,33 @@ class StoreUserChecker:
         now = self._clock.seconds()
         expiry = self._verified.get(key)
         if expiry is None or expiry <= now:
-            ok = await deferToThreadPool(
-                self._reactor, self._reactor.getThreadPool(), verify_password, stored, password
-            )
-            if not ok:
+            if not await self._verify_once(key, stored, password):
                 raise UnauthorizedLogin("unknown user or wrong password")
             self._remember(key, now)
         if not enabled:
             raise UserDisabled(f"user {display_name} is disabled")
         return display_name
+
+    async def _verify_once(self, key: bytes, stored: str, password: str) -> bool:
+        """
+        One scrypt run per distinct credential at a time: devices enrolling
+        together with the same account wait for the same verification
+        instead of each paying its CPU and memory.
+        """
+        running = self._running.get(key)
+        if running is None:
+            running = deferToThreadPool(
+                self._reactor, self._reactor.getThreadPool(), verify_password, stored, password
+            )
+            self._running[key] = running
+            running.addBoth(self._finished, key)
+        waiting: Deferred[bool] = Deferred()
+        running.addBoth(_chain, waiting)
+        return await waiting
+
+    def _finished(self, result: object, key: bytes) -> object:
+        self._running.pop(key, None)
+        return result
 
     def _remember(self, key: bytes, now: float) -> None:
         self._verified[key] = now + self._cache_seconds

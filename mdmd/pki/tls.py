@@ -46,6 +46,9 @@ def server_options(
     )
 
 
+_UNSET = object()
+
+
 def peer_certificate(request: IRequest) -> x509.Certificate | None:
     """
     The client certificate the TLS layer verified for this request, if any.
@@ -53,13 +56,19 @@ def peer_certificate(request: IRequest) -> x509.Certificate | None:
     OpenSSL has already checked that it chains to our CA; whether it is still
     valid in our records (not revoked) is for the caller to check.
     """
-    transport = getattr(request, "channel", None)
-    transport = getattr(transport, "transport", None)
-    get = getattr(transport, "getPeerCertificate", None)
+    channel = getattr(request, "channel", None)
+    cached = getattr(channel, "_mdmd_peer_certificate", _UNSET)
+    if cached is not _UNSET:
+        return cached  # type: ignore[return-value]
+    get = getattr(getattr(channel, "transport", None), "getPeerCertificate", None)
     if get is None:
         return None
     cert = get()
-    return None if cert is None else cert.to_cryptography()
+    converted = None if cert is None else cert.to_cryptography()
+    # The peer certificate of a connection never changes: convert it once per
+    # connection, not per request (keep-alive DM sessions send many).
+    channel._mdmd_peer_certificate = converted  # type: ignore[union-attr]
+    return converted
 
 
 async def verified_client(request: IRequest, store: StoreService) -> CertificateInfo:

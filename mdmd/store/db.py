@@ -24,9 +24,10 @@ class StoreURIError(ValueError):
     """
 
 
-def open_db(uri: str, pool_size: int = 7) -> ZODB.DB:
+def open_db(uri: str, pool_size: int = 7, cache_size: int = 10000) -> ZODB.DB:
     """
-    Open the database named by C{uri} with a connection pool of C{pool_size}.
+    Open the database named by C{uri} with a connection pool of C{pool_size},
+    each connection caching up to C{cache_size} objects.
     """
     parts = urlsplit(uri)
     scheme = parts.scheme
@@ -45,7 +46,7 @@ def open_db(uri: str, pool_size: int = 7) -> ZODB.DB:
         storage = _relstorage(uri)
     else:
         raise StoreURIError(f"{uri}: unsupported scheme {scheme!r}")
-    return ZODB.DB(storage, pool_size=pool_size, database_name="mdmd")
+    return ZODB.DB(storage, pool_size=pool_size, cache_size=cache_size, database_name="mdmd")
 
 
 def describe(uri: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
+from BTrees.IIBTree import IITreeSet
 from BTrees.IOBTree import IOBTree
 from BTrees.OOBTree import OOBTree
 from persistent import Persistent
@@ -151,12 +152,15 @@ class QueuedCommand(Persistent):
 
 class CommandQueue(Persistent):
     """
-    A device's commands, keyed by a per-device monotonic sequence number.
+    A device's commands, keyed by a per-device monotonic sequence number,
+    and the index of those still pending (queued or sent), so a session's
+    work does not grow with the device's history.
     """
 
     def __init__(self) -> None:
         self.next_seq = 1
         self.commands = IOBTree()
+        self.pending = IITreeSet()
 
 
 class DMSession(Persistent):

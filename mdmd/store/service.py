@@ -128,16 +128,18 @@ class StoreService(Service):
         reactor: IReactorFromThreads,
         pool_size: int = 7,
         retries: int = 5,
+        cache_size: int = 10000,
     ) -> None:
         self.uri = uri
         self.pool_size = pool_size
+        self.cache_size = cache_size
         self.retries = retries
         self._reactor = reactor
         self.store: Store | None = None
         self._pool: ThreadPool | None = None
 
     def startService(self) -> None:
-        db = open_db(self.uri, self.pool_size)
+        db = open_db(self.uri, self.pool_size, self.cache_size)
         self.store = Store(db, self.retries)
         self.store.initialize()
         self._pool = ThreadPool(minthreads=1, maxthreads=self.pool_size, name="mdmd-store")

@@ -123,3 +123,30 @@ class CheckerTests(TestCase):
         await self.store.transact(users.set_password, "carol", users.hash_password("n3w"))
         with self.assertRaises(UnauthorizedLogin):
             await self.checker.requestAvatarId(UsernamePassword(b"carol", b"s3cret"))
+
+
+class ConcurrentCheckTests(TestCase):
+    async def test_one_hash_for_concurrent_checks(self) -> None:
+        """
+        Concurrent checks of the same credentials share one scrypt run.
+        """
+        store = memory_store_service()
+        self.addCleanup(store.stopService)
+        checker = users.StoreUserChecker(store, reactor, Clock())
+        store.transact(users.add_user, "dora", users.hash_password("pw"), 1.0)
+        calls = []
+        real = users.verify_password
+        self.patch(users, "verify_password", lambda s, p: (calls.append(p), real(s, p))[1])
+        from twisted.internet.defer import gatherResults
+
+        found = await gatherResults([checker.requestAvatarId(UsernamePassword(b"dora", b"pw")) for _ in range(5)])
+        self.assertEqual(found, ["dora"] * 5)
+        self.assertEqual(len(calls), 1)
+        from twisted.internet.defer import DeferredList
+
+        outcomes = await DeferredList(
+            [checker.requestAvatarId(UsernamePassword(b"dora", b"bad")) for _ in range(3)], consumeErrors=True
+        )
+        self.assertEqual([ok for ok, _ in outcomes], [False] * 3)
+        self.assertTrue(all(f.check(UnauthorizedLogin) for _, f in outcomes))
+        self.assertEqual(len(calls), 2)

@@ -1,0 +1,264 @@
+"""
+DM check-in throughput and latency: emulated Windows devices against the real daemon.
+
+What it does, all in one run on this machine:
+
+1. starts the real daemon (``twistd mdmd``) as a subprocess and enrolls N
+   emulated Windows devices (keys generated before timing);
+2. for each of R rounds, queues C commands for every device through the
+   admin API, then lets all N devices check in at once: package 1 →
+   commands → statuses and results → final message, each device on its own
+   TLS keep-alive connection with its client certificate (a closed loop:
+   each device sends its next message as soon as it has the answer);
+3. replays exactly the messages the devices sent against the bare baseline
+   (``bench/baseline_dm_server.py``: twisted.web + lxml parse and
+   re-serialize, same TLS options), with the same concurrency;
+4. optionally (``--paced``) repeats the daemon check-ins with the devices
+   spread over time at a fixed rate, to show latency below saturation.
+
+It prints messages/s, sessions/s, p50/p99 latency per message and the
+daemon's peak RSS, and the ratio daemon/baseline of messages/s. The client
+(this process) shares the machine's cores with the server: say so when
+quoting the figures.
+
+    .venv/bin/python bench/bench_dm.py [--devices 100] [--rounds 5] [--commands 4] [--paced 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
+from twisted.internet import defer, reactor, task
+from twisted.internet.threads import deferToThread
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from mdmd.admin.cli import AdminClient  # noqa: E402
+from mdmd.testing.daemon import DaemonProcess  # noqa: E402
+from mdmd.testing.dmclient import DMClient, windows_dm_client, windows_post  # noqa: E402
+from mdmd.testing.windows import WindowsDevice  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def peak_rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def rsa_sign_rate() -> float:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    key = rsa.generate_private_key(65537, 2048)
+    started = time.perf_counter()
+    count = 0
+    while time.perf_counter() - started < 1.0:
+        key.sign(b"x" * 64, padding.PKCS1v15(), hashes.SHA256())
+        count += 1
+    return count / (time.perf_counter() - started)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        profile = ("--profile=" + args.cprofile, "--profiler=cprofile", "--savestats") if args.cprofile else ()
+        self.daemon = DaemonProcess(config="[dm]\ninventory =\n", twistd_args=profile)
+        self.devices: list[WindowsDevice] = []
+        self.clients: list[DMClient] = []
+        self.recorded: dict[int, list[tuple[bytes, str]]] = {}
+
+    async def setup(self) -> None:
+        await deferToThread(self.daemon.start)
+        added = await deferToThread(self.daemon.mdmctl, "user", "add", "bench@example.com", stdin="bench-pw\n")
+        assert added.returncode == 0, added.stderr
+        with open(self.daemon.ca_cert_path, "rb") as f:
+            root = x509.load_pem_x509_certificate(f.read())
+        keys = [rsa.generate_private_key(65537, 2048) for _ in range(self.args.devices)]
+        url = f"https://localhost:{self.daemon.https_port}/EnrollmentServer/Discovery.svc"
+        self.devices = [
+            WindowsDevice(reactor, url, [root], user="bench@example.com", password="bench-pw", key=key)
+            for key in keys
+        ]
+        semaphore = defer.DeferredSemaphore(20)
+        await defer.gatherResults([semaphore.run(lambda d=d: defer.ensureDeferred(d.enroll())) for d in self.devices])
+        self.clients = [windows_dm_client(d, clock=reactor.seconds) for d in self.devices]
+        self.admin = AdminClient.from_config(__import__("mdmd.config", fromlist=["load"]).load(self.daemon.config_path))
+
+    def enqueue(self, round_number: int) -> None:
+        ids = [d.device_id for d in self.devices]
+        specs = [
+            {"verb": "Replace", "target": f"./Vendor/MSFT/Policy/Config/Bench/Setting{round_number}_{i}", "data": str(i), "format": "int"}
+            if i % 2 == 0
+            else {"verb": "Get", "target": "./DevDetail/SwV"}
+            for i in range(self.args.commands)
+        ]
+        for spec in specs:
+            self.admin.request("POST", "/v1/commands", {"devices": ids, "command": spec})
+
+    async def check_ins(self, record: bool, spread: float = 0.0) -> tuple[float, list[float], int, int]:
+        latencies: list[float] = []
+        messages = 0
+
+        async def one(index: int) -> None:
+            nonlocal messages
+            if spread:
+                await task.deferLater(reactor, spread * index / len(self.devices), lambda: None)
+            device = self.devices[index]
+            post = windows_post(device)
+            if record:
+                bodies = self.recorded.setdefault(index, [])
+
+                async def recording(body: bytes, content_type: str, headers: dict[str, str]) -> Any:
+                    bodies.append((body, content_type))
+                    return await post(body, content_type, headers)
+
+                log = await self.clients[index].session(recording)
+            else:
+                log = await self.clients[index].session(post)
+            latencies.extend(log.latencies)
+            messages += log.messages
+
+        started = time.perf_counter()
+        await defer.gatherResults([defer.ensureDeferred(one(i)) for i in range(len(self.devices))])
+        return time.perf_counter() - started, latencies, messages, len(self.devices)
+
+    async def baseline(self) -> tuple[float, list[float], int]:
+        server = subprocess.Popen(
+            [sys.executable, os.path.join(HERE, "baseline_dm_server.py"), self.daemon.state_dir],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            port = int(server.stdout.readline())  # type: ignore[union-attr]
+            url = f"https://localhost:{port}/ManagementServer/MDM.svc"
+            latencies: list[float] = []
+            messages = 0
+
+            async def replay(index: int) -> None:
+                nonlocal messages
+                device = self.devices[index]
+                for body, content_type in self.recorded[index]:
+                    started = reactor.seconds()
+                    reply = await device.request("POST", url, body, content_type=content_type, client_certificate=True)
+                    assert reply.code == 200, reply.code
+                    latencies.append(reactor.seconds() - started)
+                    messages += 1
+
+            # warm-up: open each device's TLS connection, as the daemon's warm-up round did
+            await defer.gatherResults([defer.ensureDeferred(replay(i)) for i in self.recorded])
+            latencies.clear()
+            messages = 0
+            elapsed = 0.0
+            for _ in range(self.args.rounds):
+                started = time.perf_counter()
+                await defer.gatherResults([defer.ensureDeferred(replay(i)) for i in self.recorded])
+                elapsed += time.perf_counter() - started
+            return elapsed, latencies, messages
+        finally:
+            server.terminate()
+            server.wait()
+
+    async def run(self) -> None:
+        args = self.args
+        print(f"rsa-2048 sign rate on this machine: {rsa_sign_rate():.0f}/s (one core)")
+        print(f"setting up: daemon + {args.devices} enrolled devices ...", flush=True)
+        await self.setup()
+        # a warm-up session per device (TLS connections opened, caches filled)
+        await self.check_ins(record=False)
+        total_elapsed, all_latencies, total_messages, sessions = 0.0, [], 0, 0
+        profiler = None
+        if args.profile:
+            profiler = subprocess.Popen(
+                ["py-spy", "record", "--nonblocking", "--gil", "--format", "raw", "--rate", "250", "-o", args.profile,
+                 "-p", str(self.daemon.process.pid)],  # type: ignore[union-attr]
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            await task.deferLater(reactor, 1.0, lambda: None)
+        for round_number in range(args.rounds):
+            await deferToThread(self.enqueue, round_number)
+            elapsed, latencies, messages, count = await self.check_ins(record=round_number == 0)
+            total_elapsed += elapsed
+            all_latencies += latencies
+            total_messages += messages
+            sessions += count
+        if profiler is not None:
+            profiler.send_signal(2)
+            profiler.wait()
+            print(f"daemon profile (py-spy, collapsed stacks): {args.profile}")
+        rss = peak_rss_kib(self.daemon.process.pid)  # type: ignore[union-attr]
+        daemon_rate = total_messages / total_elapsed
+        print(
+            f"daemon:   {args.devices} concurrent devices, {args.rounds} rounds, {args.commands} commands per check-in"
+        )
+        print(
+            f"          {total_messages} messages in {total_elapsed:.2f}s: {daemon_rate:.0f} messages/s, "
+            f"{sessions / total_elapsed:.0f} sessions/s, p50 {percentile(all_latencies, 50) * 1000:.1f} ms, "
+            f"p99 {percentile(all_latencies, 99) * 1000:.1f} ms, peak RSS {rss / 1024:.0f} MiB"
+        )
+        elapsed, latencies, messages = await self.baseline()
+        baseline_rate = messages / elapsed
+        print(
+            f"baseline: {messages} messages in {elapsed:.2f}s: {baseline_rate:.0f} messages/s, "
+            f"p50 {percentile(latencies, 50) * 1000:.1f} ms, p99 {percentile(latencies, 99) * 1000:.1f} ms"
+        )
+        print(f"ratio daemon/baseline (messages/s): {daemon_rate / baseline_rate:.2f}")
+        if args.paced:
+            await deferToThread(self.enqueue, args.rounds)
+            spread = args.devices / args.paced
+            elapsed, latencies, messages, count = await self.check_ins(record=False, spread=spread)
+            print(
+                f"paced:    {count} check-ins started at {args.paced}/s over {spread:.1f}s: "
+                f"{messages} messages, p50 {percentile(latencies, 50) * 1000:.1f} ms, "
+                f"p99 {percentile(latencies, 99) * 1000:.1f} ms"
+            )
+        for device in self.devices:
+            await device.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--devices", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--commands", type=int, default=4)
+    parser.add_argument("--paced", type=float, default=0.0, help="also start check-ins at this rate per second")
+    parser.add_argument("--profile", help="record the daemon with py-spy during the rounds (collapsed stacks)")
+    parser.add_argument("--cprofile", help="run the daemon under cProfile and save its stats here (reactor thread only)")
+    args = parser.parse_args()
+    bench = Bench(args)
+
+    async def go() -> None:
+        try:
+            await bench.run()
+        finally:
+            bench.daemon.cleanup()
+
+    d = defer.ensureDeferred(go())
+    d.addErrback(lambda f: (f.printTraceback(), setattr(bench, "failed", True)))
+    d.addBoth(lambda _: reactor.stop())
+    reactor.run()
+    if getattr(bench, "failed", False):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
