@@ -57,6 +57,8 @@ class DaemonProcess:
     ca_key_size: int = 2048
     #: more twistd options, before the plugin name (e.g. ["--profile=out", "--profiler=cprofile"])
     twistd_args: tuple[str, ...] = ()
+    #: the HTTPS port; 0 picks a free one (set it to the bound port to restart on the same one)
+    port: int = 0
 
     def __post_init__(self) -> None:
         if not self.state_dir:
@@ -70,7 +72,7 @@ class DaemonProcess:
     def write_config(self) -> None:
         sections: dict[str, dict[str, str]] = {
             "server": {"hostname": self.hostname, "state_dir": self.state_dir},
-            "https": {"listen": "127.0.0.1:0"},
+            "https": {"listen": f"127.0.0.1:{self.port}"},
             "ca": {"key_size": str(self.ca_key_size)},
             "admin": {"listen": "unix:admin.sock"},
         }

@@ -140,6 +140,35 @@ class DMEndToEndTests(TestCase):
             await client.session(post)
         self.assertIn("HTTP 403", str(caught.exception))
 
+    async def test_session_survives_restart(self) -> None:
+        """
+        The daemon restarts between two messages of a session; the session goes on
+        where it was (its state is in the store) and the results are recorded.
+        """
+        device = await self.enrolled_device()
+        client = windows_dm_client(device, clock=reactor.seconds)
+        post = windows_post(device)
+        await client.session(post)  # the inventory
+        await self.ok("cmd", device.device_id, "get", "./DevDetail/OEM")
+        self.daemon.port = self.daemon.https_port
+        restarted = []
+
+        async def restart_after_first(body: bytes, content_type: str, headers: dict[str, str]) -> Any:
+            answer = await post(body, content_type, headers)
+            if not restarted:
+                restarted.append(True)
+                await device.close()
+                await deferToThread(self.daemon.stop)
+                await deferToThread(self.daemon.start)
+            return answer
+
+        log = await client.session(restart_after_first)
+        self.assertEqual(restarted, [True])
+        self.assertEqual([type(c).__name__ for c in log.received], ["Get"])
+        self.assertEqual(log.messages, 2)
+        results = json.loads(await self.ok("results", device.device_id, "--json"))
+        self.assertEqual((results[-1]["state"], results[-1]["results"][0]["data"]), ("done", client.tree["./DevDetail/OEM"]))
+
     async def test_unknown_content_type_and_garbage(self) -> None:
         """
         A body in another media type gets 415; garbage SyncML gets a clean 4xx, no traceback.
