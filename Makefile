@@ -4,7 +4,7 @@ TRIAL  := $(VENV)/bin/trial
 TWISTD := $(VENV)/bin/twistd
 JOBS   ?= 2
 
-.PHONY: run test deps dev-deps bench lock config-docs deb deb-check clean
+.PHONY: run test deps dev-deps bench lock config-docs deb deb-check deb-check-systemd clean
 
 run: deps
 	$(TWISTD) --nodaemon --pidfile= mdmd $(if $(CONFIG),--config $(CONFIG))
@@ -40,6 +40,12 @@ deb:
 # does, then remove and purge it (root; refuses to touch an installed mdmd).
 deb-check: deb
 	tools/deb-check build/deb/mdmd_$$(dpkg-parsechangelog -S Version)_$$(dpkg-architecture -qDEB_HOST_ARCH).deb
+
+# The same check inside a throwaway Debian 12 booted with systemd-nspawn, so
+# the service runs under a real systemd with its whole unit (root, on a VM or
+# bare host; this machine is left as it was).
+deb-check-systemd: deb
+	tools/deb-check-nspawn build/deb/mdmd_$$(dpkg-parsechangelog -S Version)_$$(dpkg-architecture -qDEB_HOST_ARCH).deb
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info _trial_temp* .hypothesis

@@ -2,10 +2,13 @@
 The Debian package built, installed on this machine, run as its unit says, and purged.
 
 This is C{make deb-check} inside the test suite: C{tools/build-deb} (which
-fails on lintian errors) and C{tools/deb-check}. It takes two to three
-minutes and changes the machine while it runs (a package, an account, port
-443), so it runs only as root on Debian 12 with the packaging tools, never
-where mdmd is installed, and not when C{MDMD_SKIP_DEB_CHECK} is set.
+fails on lintian errors) and C{tools/deb-check}. It takes about two minutes
+and changes the machine while it runs (a package, an account, port 443), so
+it runs only as root on Debian 12 with the packaging tools, never where mdmd
+is installed, and not when C{MDMD_SKIP_DEB_CHECK} is set. With
+C{MDMD_DEB_CHECK_NSPAWN} set it also runs C{tools/deb-check-nspawn} (C{make
+deb-check-systemd}: the same check under a real systemd in a throwaway
+container, about two more minutes; it needs a host that allows nspawn).
 """
 
 from __future__ import annotations
@@ -74,3 +77,15 @@ class DebianPackageTests(SynchronousTestCase):
             f"\n{build.stdout.strip()}\n{check.stdout.strip()}\n"
             f"build {built - started:.0f}s, check {time.monotonic() - built:.0f}s"
         )
+        if os.environ.get("MDMD_DEB_CHECK_NSPAWN"):
+            checked = time.monotonic()
+            nspawn = subprocess.run(
+                [os.path.join(TOP, "tools", "deb-check-nspawn"), os.path.join(out, deb)],
+                capture_output=True,
+                text=True,
+                timeout=1800,
+                env=env,
+            )
+            self.assertEqual(nspawn.returncode, 0, nspawn.stdout + nspawn.stderr)
+            self.assertIn("deb-check: passed", nspawn.stdout)
+            print(f"{nspawn.stdout.strip()}\nunder systemd-nspawn {time.monotonic() - checked:.0f}s")
