@@ -4,7 +4,7 @@ TRIAL  := $(VENV)/bin/trial
 TWISTD := $(VENV)/bin/twistd
 JOBS   ?= 2
 
-.PHONY: run test deps dev-deps bench lock config-docs clean
+.PHONY: run test deps dev-deps bench lock config-docs deb deb-check deb-check-systemd clean
 
 run: deps
 	$(TWISTD) --nodaemon --pidfile= mdmd $(if $(CONFIG),--config $(CONFIG))
@@ -30,6 +30,22 @@ lock:
 # Regenerate etc/mdmd.conf and README's configuration reference from mdmd/config.py.
 config-docs: deps
 	tools/render-config
+
+# The Debian package (Debian 12, as root or with the build dependencies
+# installed): build/deb/mdmd_VERSION_ARCH.deb, checked with lintian.
+deb:
+	tools/build-deb build/deb
+
+# Build it, install it on this machine, run and check the service as its unit
+# does, then remove and purge it (root; refuses to touch an installed mdmd).
+deb-check: deb
+	tools/deb-check build/deb/mdmd_$$(dpkg-parsechangelog -S Version)_$$(dpkg-architecture -qDEB_HOST_ARCH).deb
+
+# The same check inside a throwaway Debian 12 booted with systemd-nspawn, so
+# the service runs under a real systemd with its whole unit (root, on a VM or
+# bare host; this machine is left as it was).
+deb-check-systemd: deb
+	tools/deb-check-nspawn build/deb/mdmd_$$(dpkg-parsechangelog -S Version)_$$(dpkg-architecture -qDEB_HOST_ARCH).deb
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info _trial_temp* .hypothesis

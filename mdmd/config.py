@@ -14,6 +14,7 @@ import dataclasses
 import decimal
 import ipaddress
 import os
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -244,7 +245,8 @@ class ServerSection:
         "localhost",
         _str,
         "Public host name devices use to reach this server. It goes into the enrollment "
-        "URLs and the generated server certificate.",
+        "URLs and the generated server certificate. Empty means this machine's fully "
+        "qualified domain name (hostname --fqdn).",
     )
     extra_hostnames: tuple[str, ...] = _option(
         (), _list, "More names (or IP addresses) for the generated server certificate, comma-separated."
@@ -605,6 +607,10 @@ def load(path: str | None, base_dir: str | None = None) -> Config:
 
     config = Config(**sections)
     config = _resolve_paths(config, base)
+    if not config.server.hostname:
+        config = dataclasses.replace(
+            config, server=dataclasses.replace(config.server, hostname=socket.getfqdn())
+        )
     errors.extend(_cross_checks(config))
     if errors:
         raise ConfigErrors(errors)

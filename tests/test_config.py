@@ -4,6 +4,7 @@ Tests for L{mdmd.config}.
 
 import os
 import re
+import socket
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -50,6 +51,13 @@ class LoadTests(SynchronousTestCase):
         self.assertEqual(loaded.store_uri, "zeo://db.example:8100")
         self.assertEqual(loaded.admin.listen, ListenAddress("tcp", "127.0.0.1", 0))
         self.assertEqual(loaded.state_dir, "/srv/mdmd")
+
+    def test_empty_hostname_is_the_fqdn(self) -> None:
+        """
+        An empty host name (the Debian package's default) means this machine's FQDN.
+        """
+        path = self.write("[server]\nhostname =\n")
+        self.assertEqual(config.load(path).server.hostname, socket.getfqdn())
 
     def test_every_error_reported_at_once(self) -> None:
         """

@@ -9,6 +9,7 @@ token. Every failure is one line on stderr and a non-zero exit status.
 from __future__ import annotations
 
 import argparse
+import errno
 import getpass
 import http.client
 import json
@@ -76,10 +77,8 @@ class AdminClient:
             with open(path) as f:
                 token = f.read().strip()
         except OSError as e:
-            raise CommandError(
-                f"cannot read the admin token {path}: {e.strerror}"
-                + (" (is the daemon started? run mdmctl as the daemon's user)" if e.errno else "")
-            ) from None
+            hint = _access_hint(e) or " (has the daemon been started?)"
+            raise CommandError(f"cannot read the admin token {path}: {e.strerror}{hint}") from None
         return cls(address, token)
 
     def _connection(self) -> http.client.HTTPConnection:
@@ -101,8 +100,10 @@ class AdminClient:
             raw = response.read()
         except (OSError, http.client.HTTPException) as e:
             reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
+            hint = _access_hint(e) if isinstance(e, OSError) else ""
             raise CommandError(
-                f"cannot reach mdmd's admin API at {self.address}: {reason} (is the daemon running?)"
+                f"cannot reach mdmd's admin API at {self.address}: {reason}"
+                + (hint or " (is the daemon running?)")
             ) from None
         finally:
             connection.close()
@@ -118,6 +119,15 @@ class AdminClient:
             message = value.get("error") if isinstance(value, dict) else None
             raise CommandError(message or f"the admin API answered {response.status}")
         return value
+
+
+def _access_hint(error: OSError) -> str:
+    """
+    What to do about a file or socket of the daemon this user may not open.
+    """
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return " (run mdmctl as root, e.g. sudo mdmctl, or as the daemon's user)"
+    return ""
 
 
 def _alive(pid: object) -> bool:
@@ -549,6 +559,12 @@ def main(argv: Sequence[str] | None = None, out: Any = None, err: Any = None) ->
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.config:
+            try:
+                with open(args.config, "rb"):
+                    pass
+            except OSError as e:
+                raise CommandError(f"cannot read {args.config}: {e.strerror}{_access_hint(e)}") from None
         try:
             config = mdmd_config.load(args.config)
         except mdmd_config.ConfigErrors as e:
