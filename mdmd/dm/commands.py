@@ -87,6 +87,18 @@ class CommandSpec:
             value["commands"] = [c.as_json() for c in self.commands]
         return value
 
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> CommandSpec:
+        """
+        Rebuild a specification from its stored JSON form, which L{parse_spec}
+        already validated when it was queued (no second validation per message).
+        """
+        return cls(
+            value["verb"],
+            items=tuple(ItemSpec(**item) for item in value.get("items", ())),
+            commands=tuple(cls.from_json(child) for child in value.get("commands", ())),
+        )
+
     def walk(self) -> list[CommandSpec]:
         """
         This command and every command nested in it, depth first.

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from mdmd.dm.commands import PENDING, CommandSpec, parse_spec
+from mdmd.dm.commands import PENDING, CommandSpec
 from mdmd.errors import PeerError
 from mdmd.store.models import CommandQueue, QueuedCommand
 
@@ -82,7 +82,7 @@ class CommandInfo:
 
     @property
     def command(self) -> CommandSpec:
-        return parse_spec(self.spec)
+        return CommandSpec.from_json(self.spec)
 
     def as_json(self) -> dict[str, Any]:
         value = dict(self.__dict__)

@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from twisted.web.server import Request
 
 from mdmd.dm import queue as dm_queue
-from mdmd.dm.commands import parse_spec
+from mdmd.dm.commands import CommandSpec
 from mdmd.dm.session import (
     ClientNonce,
     CommandAnswered,
@@ -148,7 +148,7 @@ def exchange(
                           {"count": len(requeued)}))
     pending = []
     for command in dm_queue.pending_commands(queue):
-        pending.append(PendingCommand(command.seq, parse_spec(command.spec), command.state))
+        pending.append(PendingCommand(command.seq, CommandSpec.from_json(command.spec), command.state))
         if len(pending) >= PENDING_WINDOW:
             break
 
