@@ -21,6 +21,7 @@ from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mdmd.store.models import User
@@ -40,6 +41,9 @@ __all__ = [
     "list_users",
     "credentials_of",
     "StoreUserChecker",
+    "Remembered",
+    "StaleCredentials",
+    "confirm",
 ]
 
 Root = MutableMapping[str, Any]
@@ -195,6 +199,17 @@ def credentials_of(root: Root, name: str) -> tuple[str, str, bool] | None:
     return None if user is None else (user.name, user.password_hash, user.enabled)
 
 
+@dataclass(frozen=True)
+class Remembered:
+    """
+    A recent successful check: who, and against which stored hash.
+    """
+
+    display_name: str
+    password_hash: str
+    expires_at: float
+
+
 @implementer(ICredentialsChecker)
 class StoreUserChecker:
     """
@@ -202,9 +217,12 @@ class StoreUserChecker:
 
     scrypt is deliberately slow, and one enrollment checks the same password
     twice (GetPolicies, then RequestSecurityToken), so successful checks are
-    remembered for a few minutes, keyed by a hash of the name, the password
-    and the stored hash (a password change invalidates the entry). Hashing
-    runs on the reactor's thread pool, never on the reactor thread.
+    remembered for a few minutes, keyed by a hash of the name and password,
+    together with the stored hash they matched (a password change
+    invalidates the entry). Concurrent checks of the same credentials share
+    one hashing (a class of devices enrolling with one account at once does
+    not start one 32 MiB scrypt each). Hashing runs on the reactor's thread
+    pool, never on the reactor thread.
     """
 
     credentialInterfaces = (IUsernamePassword,)
@@ -222,11 +240,30 @@ class StoreUserChecker:
         self._clock = clock
         self._cache_seconds = cache_seconds
         self._cache_size = cache_size
-        self._verified: OrderedDict[bytes, float] = OrderedDict()
+        self._verified: OrderedDict[bytes, Remembered] = OrderedDict()
+        self._pending: dict[tuple[bytes, str], list[Deferred[bool]]] = {}
         self._secret = os.urandom(32)
 
     def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[str]:
         return Deferred.fromCoroutine(self._check(credentials))
+
+    def _key(self, name: str, password: str) -> bytes:
+        return hmac.new(
+            self._secret, b"\0".join(s.encode("utf-8") for s in (name, password)), "sha256"
+        ).digest()
+
+    def remembered(self, name: str, password: str) -> Remembered | None:
+        """
+        The recent successful check of exactly these credentials, if any.
+
+        It touches nothing but memory: a caller that trusts it must confirm,
+        in its own unit of work, that the user still has that password hash
+        and is enabled (see L{confirm}).
+        """
+        entry = self._verified.get(self._key(name, password))
+        if entry is None or entry.expires_at <= self._clock.seconds():
+            return None
+        return entry
 
     async def _check(self, credentials: IUsernamePassword) -> str:
         raw_name = credentials.username
@@ -243,24 +280,61 @@ class StoreUserChecker:
         if found is None:
             raise UnauthorizedLogin("unknown user or wrong password")
         display_name, stored, enabled = found
-        key = hmac.new(
-            self._secret, b"\0".join(s.encode("utf-8") for s in (name, password, stored)), "sha256"
-        ).digest()
+        key = self._key(name, password)
         now = self._clock.seconds()
-        expiry = self._verified.get(key)
-        if expiry is None or expiry <= now:
-            ok = await deferToThreadPool(
-                self._reactor, self._reactor.getThreadPool(), verify_password, stored, password
-            )
-            if not ok:
+        entry = self._verified.get(key)
+        if entry is None or entry.expires_at <= now or entry.password_hash != stored:
+            if not await self._verify(key, stored, password):
                 raise UnauthorizedLogin("unknown user or wrong password")
-            self._remember(key, now)
+            self._remember(key, Remembered(display_name, stored, self._clock.seconds() + self._cache_seconds))
         if not enabled:
             raise UserDisabled(f"user {display_name} is disabled")
         return display_name
 
-    def _remember(self, key: bytes, now: float) -> None:
-        self._verified[key] = now + self._cache_seconds
+    def _verify(self, key: bytes, stored: str, password: str) -> Deferred[bool]:
+        """
+        C{verify_password} on the thread pool, shared by concurrent identical checks.
+        """
+        waiting: Deferred[bool] = Deferred()
+        waiters = self._pending.get((key, stored))
+        if waiters is not None:
+            waiters.append(waiting)
+            return waiting
+        self._pending[(key, stored)] = [waiting]
+        hashing = deferToThreadPool(
+            self._reactor, self._reactor.getThreadPool(), verify_password, stored, password
+        )
+        hashing.addBoth(self._settle, (key, stored))
+        return waiting
+
+    def _settle(self, result: bool | Failure, pending: tuple[bytes, str]) -> None:
+        for waiting in self._pending.pop(pending):
+            if isinstance(result, Failure):
+                waiting.errback(result)
+            else:
+                waiting.callback(result)
+
+    def _remember(self, key: bytes, entry: Remembered) -> None:
+        self._verified[key] = entry
         self._verified.move_to_end(key)
         while len(self._verified) > self._cache_size:
             self._verified.popitem(last=False)
+
+
+class StaleCredentials(Exception):
+    """
+    The user's password changed, or the user was disabled or removed, since the remembered check.
+    """
+
+
+def confirm(root: Root, name: str, remembered: Remembered) -> str:
+    """
+    Within a unit of work: the user C{name} still exists, is enabled and has
+    the password hash a remembered check matched; their display name.
+
+    @raise StaleCredentials: if not.
+    """
+    found = credentials_of(root, name)
+    if found is None or found[1] != remembered.password_hash or not found[2]:
+        raise StaleCredentials(name)
+    return found[0]

@@ -55,6 +55,8 @@ class DaemonProcess:
     hostname: str = "localhost"
     config: str = ""
     ca_key_size: int = 2048
+    #: more twistd options (before the plugin name), e.g. for profiling
+    twistd_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.state_dir:
@@ -93,7 +95,7 @@ class DaemonProcess:
             os.unlink(listening)
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [script("twistd"), "--nodaemon", "--pidfile=", "mdmd", "--config", self.config_path],
+            [script("twistd"), "--nodaemon", "--pidfile=", *self.twistd_args, "mdmd", "--config", self.config_path],
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=self.state_dir,

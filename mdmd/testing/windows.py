@@ -442,11 +442,20 @@ class _TLSPolicy:
             [Certificate.loadPEM(r.public_bytes(serialization.Encoding.PEM)) for r in roots]
         )
         self._client = client
+        self._creators: dict[tuple[bytes, int], Any] = {}
 
     def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
-        return optionsForClientTLS(
-            hostname.decode("ascii"), trustRoot=self._trust, clientCertificate=self._client
-        )
+        # Agent asks for every request; building TLS options (cipher lists, an
+        # SSL context) each time would cost more than the request itself.
+        creator = self._creators.get((hostname, port))
+        if creator is None:
+            creator = self._creators[(hostname, port)] = optionsForClientTLS(
+                hostname.decode("ascii"), trustRoot=self._trust, clientCertificate=self._client
+            )
+        return creator
+
+
+_SHARED_POLICIES: dict[tuple[bytes, ...], _TLSPolicy] = {}
 
 
 class WindowsDevice:
@@ -550,9 +559,23 @@ class WindowsDevice:
             pool = HTTPConnectionPool(self.reactor, persistent=True)
             pool.retryAutomatically = False
             self._pools[client_certificate] = pool
-            agent = Agent(self.reactor, contextFactory=_TLSPolicy(self.trust_roots, client), pool=pool)
+            agent = Agent(self.reactor, contextFactory=self._tls_policy(client), pool=pool)
             self._agents[client_certificate] = agent
         return agent
+
+    def _tls_policy(self, client: PrivateCertificate | None) -> _TLSPolicy:
+        """
+        The TLS policy: devices trusting the same roots share one while they
+        present no certificate (an SSL context per device would cost more
+        than its enrollment's requests).
+        """
+        if client is not None:
+            return _TLSPolicy(self.trust_roots, client)
+        key = tuple(root.fingerprint(hashes.SHA256()) for root in self.trust_roots)
+        policy = _SHARED_POLICIES.get(key)
+        if policy is None:
+            policy = _SHARED_POLICIES[key] = _TLSPolicy(self.trust_roots, None)
+        return policy
 
     async def close(self) -> None:
         """

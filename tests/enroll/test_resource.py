@@ -282,6 +282,29 @@ class FaultTests(EnrollmentServerTestCase):
         self.assertEqual(fault.subcode, "s:Authorization")
         self.assertIn("enrolled by alice@example.com", fault.reason)
 
+    async def test_user_changes_between_policy_and_enrollment(self) -> None:
+        """
+        The user is re-checked in the enrollment's own transaction: disabled
+        after GetPolicies, the RST is an Authorization fault; with the password
+        changed, the remembered check is stale and the old password fails.
+        """
+        from mdmd.enroll import users
+
+        self.add_user()
+        device = self.device()
+        await device.discover()
+        await device.get_policies()
+        self.store.store.run(users.set_enabled, "alice@example.com", False)  # type: ignore[union-attr]
+        with self.assertRaises(EnrollmentFault) as caught:
+            await device.request_certificate()
+        self.assertEqual(caught.exception.subcode, "s:Authorization")
+        self.store.store.run(users.set_enabled, "alice@example.com", True)  # type: ignore[union-attr]
+        self.store.store.run(users.set_password, "alice@example.com", users.hash_password("n3w"))  # type: ignore[union-attr]
+        with self.assertRaises(EnrollmentFault) as caught:
+            await device.request_certificate()
+        self.assertEqual(caught.exception.subcode, "s:Authentication")
+        self.assertEqual(self.read(registry.list_certificates), [])
+
     async def test_internal_failures(self) -> None:
         """
         Our own failures are InternalServiceFault (a bug) or EnrollmentServer
@@ -457,6 +480,21 @@ class FederatedTests(EnrollmentServerTestCase):
         with self.assertRaises(EnrollmentFault) as caught:
             await device.get_policies()
         self.assertEqual(caught.exception.subcode, "s:Authentication")
+
+    async def test_user_disabled_after_sign_in(self) -> None:
+        """
+        A valid token of a user disabled since signing in is an Authorization fault.
+        """
+        from mdmd.enroll import users
+
+        self.add_user()
+        device = self.device()
+        await device.discover()
+        await device.sign_in()
+        self.store.store.run(users.set_enabled, "alice@example.com", False)  # type: ignore[union-attr]
+        with self.assertRaises(EnrollmentFault) as caught:
+            await device.get_policies()
+        self.assertEqual(caught.exception.subcode, "s:Authorization")
 
     async def test_key_file(self) -> None:
         """

@@ -5,6 +5,7 @@ Tests for L{mdmd.enroll.users}.
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import reactor
+from twisted.internet.defer import gatherResults
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -123,3 +124,34 @@ class CheckerTests(TestCase):
         await self.store.transact(users.set_password, "carol", users.hash_password("n3w"))
         with self.assertRaises(UnauthorizedLogin):
             await self.checker.requestAvatarId(UsernamePassword(b"carol", b"s3cret"))
+
+    async def test_concurrent_checks_share_one_hashing(self) -> None:
+        """
+        Checks of the same credentials that arrive together hash the password once.
+        """
+        credentials = UsernamePassword(b"carol", b"s3cret")
+        results = await gatherResults([self.checker.requestAvatarId(credentials) for _ in range(5)])
+        self.assertEqual(results, ["Carol"] * 5)
+        self.assertEqual(self.calls, 1)
+        wrong = UsernamePassword(b"carol", b"nope")
+        outcomes = await gatherResults(
+            [self.checker.requestAvatarId(wrong).addErrback(lambda f: f.type) for _ in range(3)]
+        )
+        self.assertEqual(outcomes, [UnauthorizedLogin] * 3)
+        self.assertEqual(self.calls, 2)
+
+    async def test_remembered_and_confirm(self) -> None:
+        """
+        A successful check is remembered (in memory only) until it expires;
+        confirm() re-checks it against the store within a unit of work.
+        """
+        self.assertIsNone(self.checker.remembered("carol", "s3cret"))
+        await self.checker.requestAvatarId(UsernamePassword(b"carol", b"s3cret"))
+        entry = self.checker.remembered("carol", "s3cret")
+        self.assertEqual(entry.display_name, "Carol")  # type: ignore[union-attr]
+        self.assertIsNone(self.checker.remembered("carol", "other"))
+        self.assertEqual(self.successResultOf(self.store.read(users.confirm, "carol", entry)), "Carol")
+        await self.store.transact(users.set_enabled, "carol", False)
+        self.failureResultOf(self.store.read(users.confirm, "carol", entry), users.StaleCredentials)
+        self.clock.advance(301)
+        self.assertIsNone(self.checker.remembered("carol", "s3cret"))
