@@ -72,6 +72,7 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 async def run(reactor: Any, options: argparse.Namespace) -> None:
+    load = os.getloadavg()
     sign_rate = rsa_sign_rate()
     profile = ("--profile", options.profile, "--profiler", "cprofile", "--savestats") if options.profile else ()
     daemon = DaemonProcess(config=options.config, twistd_args=profile)
@@ -131,7 +132,10 @@ async def run(reactor: Any, options: argparse.Namespace) -> None:
         daemon.cleanup()
 
     rate = len(latencies) / elapsed
-    print(f"machine:            {os.cpu_count()} CPU cores, shared by the client (this process) and the daemon")
+    print(
+        f"machine:            {os.cpu_count()} CPU cores, shared by the client (this process) and the "
+        f"daemon; load average {load[0]:.1f} before, {os.getloadavg()[0]:.1f} after"
+    )
     print(f"RSA-2048 signing:   {sign_rate:,.0f} signatures/s on one core (cryptography, same run)")
     print(f"prepared:           {options.keys} device keys, {len(requests)} requests in {prepared:.1f}s (not timed)")
     print(f"enrollments:        {len(latencies)} in {elapsed:.2f}s, {options.concurrency} devices at a time")
@@ -143,7 +147,8 @@ async def run(reactor: Any, options: argparse.Namespace) -> None:
     )
     print(
         f"daemon CPU:         {cpu:.2f}s = {cpu / len(latencies) * 1000:.2f} ms per enrollment "
-        f"({cpu / elapsed * 100:.0f}% of one core)"
+        f"({cpu / elapsed * 100:.0f}% of one core; a core of its own would do "
+        f"{len(latencies) / cpu:,.0f} enrollments/s)"
     )
     print(
         f"client CPU:         {client_cpu:.2f}s = {client_cpu / len(latencies) * 1000:.2f} ms per enrollment "

@@ -412,6 +412,32 @@ class RenewalTests(EnrollmentServerTestCase):
         self.assertIn("revoked", caught.exception.reason)
 
 
+    async def test_expired_certificate(self) -> None:
+        """
+        An expired certificate cannot renew: the TLS handshake refuses it, so
+        no request reaches the service.
+        """
+        from mdmd.pki import registry as certificates
+
+        device = await self.enrolled()
+        past = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=3)
+        expired = self.ca.authority.issue_client(  # type: ignore[union-attr]
+            device.key.public_key(), device.device_id, datetime.timedelta(days=1), past  # type: ignore[union-attr]
+        )
+
+        def swap(root: Any) -> None:
+            certificates.record_issued(root, expired, device.device_id, past.timestamp())
+            root["devices"][device.device_id].cert_serial = expired.serial_number
+
+        self.store.store.run(swap)  # type: ignore[union-attr]
+        device.certificate = expired
+        device._agents.pop(True, None)
+        with self.assertRaises(Exception) as caught:
+            await device.renew(OTHER_KEY)
+        self.assertNotIsInstance(caught.exception, EnrollmentFault)
+        self.assertEqual(self.read(devices.lookup_device, device.device_id).cert_serial, expired.serial_number)
+
+
 class EarlyRenewalTests(EnrollmentServerTestCase):
     async def test_not_yet_due(self) -> None:
         """
