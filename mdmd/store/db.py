@@ -67,7 +67,9 @@ def _zeo(host: str | None, port: int | None, query: dict[str, list[str]]) -> obj
     if not host or not port:
         raise StoreURIError("zeo:// needs HOST:PORT")
     storage_name = query.get("storage", ["1"])[0]
-    return ClientStorage((host, port), storage=storage_name, wait_timeout=30)
+    # server_sync: every transaction starts with a round trip, so it sees what
+    # other nodes committed before it (read-your-writes across nodes).
+    return ClientStorage((host, port), storage=storage_name, wait_timeout=30, server_sync=True)
 
 
 def _relstorage(uri: str) -> object:
