@@ -75,7 +75,7 @@ async def run(reactor: Any, options: argparse.Namespace) -> None:
     load = os.getloadavg()
     sign_rate = rsa_sign_rate()
     profile = ("--profile", options.profile, "--profiler", "cprofile", "--savestats") if options.profile else ()
-    daemon = DaemonProcess(config=options.config, twistd_args=profile)
+    daemon = DaemonProcess(hostname=options.hostname, config=options.config, twistd_args=profile)
     try:
         daemon.start()
         added = daemon.mdmctl("user", "add", USER, stdin=PASSWORD + "\n")
@@ -83,7 +83,7 @@ async def run(reactor: Any, options: argparse.Namespace) -> None:
             raise SystemExit(added.stderr)
         with open(daemon.ca_cert_path, "rb") as f:
             root = x509.load_pem_x509_certificate(f.read())
-        url = f"https://localhost:{daemon.https_port}/EnrollmentServer/Discovery.svc"
+        url = f"https://{options.hostname}:{daemon.https_port}/EnrollmentServer/Discovery.svc"
         pid = daemon.process.pid  # type: ignore[union-attr]
 
         prepared = time.perf_counter()
@@ -165,6 +165,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=50, help="untimed enrollments first (default 50)")
     parser.add_argument("--config", default="", help="extra INI text for the daemon's configuration")
     parser.add_argument("--profile", default="", help="profile the daemon with cProfile into this file")
+    parser.add_argument(
+        "--hostname", default="localhost", help="the daemon's public host name, which devices resolve (default localhost)"
+    )
     options = parser.parse_args(argv)
     task.react(lambda reactor: defer.Deferred.fromCoroutine(run(reactor, options)))
 

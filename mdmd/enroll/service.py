@@ -223,6 +223,7 @@ class EnrollmentService(Service):
         self._issuing_slots = DeferredSemaphore(settings.issuing_concurrency)
         self._urls: URLs | None = None
         self._account: DMAccount | None = None
+        self._root: bytes | None = None
         self.token_key: bytes | None = None
         self._anchors: list[x509.Certificate] = []
 
@@ -463,7 +464,9 @@ class EnrollmentService(Service):
         return csr
 
     def _root_der(self) -> bytes:
-        return self.ca.ca_certificate.public_bytes(serialization.Encoding.DER)
+        if self._root is None:
+            self._root = self.ca.ca_certificate.public_bytes(serialization.Encoding.DER)
+        return self._root
 
     # -- authentication --------------------------------------------------------------------
 
