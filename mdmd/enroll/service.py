@@ -93,7 +93,7 @@ DISCOVERY_PATH = "/EnrollmentServer/Discovery.svc"
 POLICY_PATH = "/EnrollmentServer/Policy.svc"
 ENROLLMENT_PATH = "/EnrollmentServer/Enrollment.svc"
 AUTHENTICATION_PATH = "/EnrollmentServer/Authenticate"
-#: Served by the DM issue; handed to devices as w7 ADDR.
+#: Served by the DM session engine; handed to devices as w7 ADDR.
 DM_PATH = "/ManagementServer/MDM.svc"
 
 T = TypeVar("T")
