@@ -31,6 +31,11 @@ class Echo(AsyncResource):
         return Response(b"got " + str(len(body)).encode(), content_type=b"text/plain")
 
 
+class Arguments(AsyncResource):
+    async def handle_POST(self, request: Request) -> Response:
+        return Response(repr((sorted(request.args), request.content.read())).encode())
+
+
 class Broken(AsyncResource):
     async def handle_GET(self, request: Request) -> Response:
         raise KeyError("secret internal detail")
@@ -61,6 +66,7 @@ class SiteTests(TestCase):
         root = Resource()
         root.putChild(b"echo", Echo())
         root.putChild(b"broken", Broken())
+        root.putChild(b"arguments", Arguments())
         root.putChild(b"refusing", Refusing())
         self.site = MdmdSite(root, clock=reactor, max_body=1000)
         self.events: list[dict] = []
@@ -74,12 +80,14 @@ class SiteTests(TestCase):
 
         return d.addCallback(listening)
 
-    def requests(self, *requests: tuple[str, str, bytes | None]) -> Deferred[list[tuple[int, dict, bytes]]]:
+    def requests(
+        self, *requests: tuple[str, str, bytes | None], headers: dict[str, str] | None = None
+    ) -> Deferred[list[tuple[int, dict, bytes]]]:
         def run():
             connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
             out = []
             for method, path, body in requests:
-                connection.request(method, path, body=body)
+                connection.request(method, path, body=body, headers=headers or {})
                 response = connection.getresponse()
                 out.append((response.status, dict((k.lower(), v) for k, v in response.getheaders()), response.read()))
             connection.close()
@@ -168,3 +176,18 @@ class SiteTests(TestCase):
             ("POST", "/echo?x=1", 200, 5, "DEV-7"),
         )
         self.assertGreaterEqual(line["duration_ms"], 0)
+
+    async def test_only_forms_are_parsed(self) -> None:
+        """
+        A form body is decoded into request.args; a SOAP body is left alone
+        (twisted.web would otherwise parse its Content-Type to find out).
+        """
+        ((_, _, form),) = await self.requests(
+            ("POST", "/arguments", b"a=1&b=2"), headers={"Content-Type": "application/x-www-form-urlencoded"}
+        )
+        self.assertEqual(form, repr(([b"a", b"b"], b"a=1&b=2")).encode())
+        ((_, _, soap),) = await self.requests(
+            ("POST", "/arguments", b"a=1&b=2"), headers={"Content-Type": "application/soap+xml; charset=utf-8"}
+        )
+        self.assertEqual(soap, repr(([], b"a=1&b=2")).encode())
+

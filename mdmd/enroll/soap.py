@@ -179,6 +179,8 @@ def text(element: etree._Element | None) -> str:
     """
     if element is None:
         return ""
+    if len(element) == 0:  # the usual leaf: no need to walk descendants
+        return (element.text or "").strip()
     return "".join(element.itertext()).strip()
 
 

@@ -41,6 +41,9 @@ __all__ = [
     "list_users",
     "credentials_of",
     "StoreUserChecker",
+    "Remembered",
+    "StaleCredentials",
+    "confirm",
 ]
 
 Root = MutableMapping[str, Any]
@@ -159,27 +162,27 @@ def add_user(root: Root, name: str, password_hash: str, now: float) -> UserInfo:
     return _info(user)
 
 
-def _existing(root: Root, name: str) -> User:
-    user = root["users"].get(user_key(name))
+def remove_user(root: Root, name: str) -> UserInfo:
+    key = user_key(name)
+    user = root["users"].get(key)
     if user is None:
         raise UnknownUser(name)
-    return user
-
-
-def remove_user(root: Root, name: str) -> UserInfo:
-    user = _existing(root, name)
-    del root["users"][user_key(name)]
+    del root["users"][key]
     return _info(user)
 
 
 def set_enabled(root: Root, name: str, enabled: bool) -> UserInfo:
-    user = _existing(root, name)
+    user = root["users"].get(user_key(name))
+    if user is None:
+        raise UnknownUser(name)
     user.enabled = enabled
     return _info(user)
 
 
 def set_password(root: Root, name: str, password_hash: str) -> UserInfo:
-    user = _existing(root, name)
+    user = root["users"].get(user_key(name))
+    if user is None:
+        raise UnknownUser(name)
     user.password_hash = password_hash
     return _info(user)
 
@@ -196,15 +199,15 @@ def credentials_of(root: Root, name: str) -> tuple[str, str, bool] | None:
     return None if user is None else (user.name, user.password_hash, user.enabled)
 
 
-def _chain(result: object, waiting: Deferred[bool]) -> object:
+@dataclass(frozen=True)
+class Remembered:
     """
-    Pass a shared Deferred's result to one waiter, leaving the shared one unchanged.
+    A recent successful check: who, and against which stored hash.
     """
-    if isinstance(result, Failure):
-        waiting.errback(result)
-    else:
-        waiting.callback(result)  # type: ignore[arg-type]
-    return result
+
+    display_name: str
+    password_hash: str
+    expires_at: float
 
 
 @implementer(ICredentialsChecker)
@@ -214,9 +217,12 @@ class StoreUserChecker:
 
     scrypt is deliberately slow, and one enrollment checks the same password
     twice (GetPolicies, then RequestSecurityToken), so successful checks are
-    remembered for a few minutes, keyed by a hash of the name, the password
-    and the stored hash (a password change invalidates the entry). Hashing
-    runs on the reactor's thread pool, never on the reactor thread.
+    remembered for a few minutes, keyed by a hash of the name and password,
+    together with the stored hash they matched (a password change
+    invalidates the entry). Concurrent checks of the same credentials share
+    one hashing (a class of devices enrolling with one account at once does
+    not start one 32 MiB scrypt each). Hashing runs on the reactor's thread
+    pool, never on the reactor thread.
     """
 
     credentialInterfaces = (IUsernamePassword,)
@@ -234,12 +240,30 @@ class StoreUserChecker:
         self._clock = clock
         self._cache_seconds = cache_seconds
         self._cache_size = cache_size
-        self._verified: OrderedDict[bytes, float] = OrderedDict()
-        self._running: dict[bytes, Deferred[bool]] = {}
+        self._verified: OrderedDict[bytes, Remembered] = OrderedDict()
+        self._pending: dict[tuple[bytes, str], list[Deferred[bool]]] = {}
         self._secret = os.urandom(32)
 
     def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[str]:
         return Deferred.fromCoroutine(self._check(credentials))
+
+    def _key(self, name: str, password: str) -> bytes:
+        return hmac.new(
+            self._secret, b"\0".join(s.encode("utf-8") for s in (name, password)), "sha256"
+        ).digest()
+
+    def remembered(self, name: str, password: str) -> Remembered | None:
+        """
+        The recent successful check of exactly these credentials, if any.
+
+        It touches nothing but memory: a caller that trusts it must confirm,
+        in its own unit of work, that the user still has that password hash
+        and is enabled (see L{confirm}).
+        """
+        entry = self._verified.get(self._key(name, password))
+        if entry is None or entry.expires_at <= self._clock.seconds():
+            return None
+        return entry
 
     async def _check(self, credentials: IUsernamePassword) -> str:
         raw_name = credentials.username
@@ -256,42 +280,61 @@ class StoreUserChecker:
         if found is None:
             raise UnauthorizedLogin("unknown user or wrong password")
         display_name, stored, enabled = found
-        key = hmac.new(
-            self._secret, b"\0".join(s.encode("utf-8") for s in (name, password, stored)), "sha256"
-        ).digest()
+        key = self._key(name, password)
         now = self._clock.seconds()
-        expiry = self._verified.get(key)
-        if expiry is None or expiry <= now:
-            if not await self._verify_once(key, stored, password):
+        entry = self._verified.get(key)
+        if entry is None or entry.expires_at <= now or entry.password_hash != stored:
+            if not await self._verify(key, stored, password):
                 raise UnauthorizedLogin("unknown user or wrong password")
-            self._remember(key, now)
+            self._remember(key, Remembered(display_name, stored, self._clock.seconds() + self._cache_seconds))
         if not enabled:
             raise UserDisabled(f"user {display_name} is disabled")
         return display_name
 
-    async def _verify_once(self, key: bytes, stored: str, password: str) -> bool:
+    def _verify(self, key: bytes, stored: str, password: str) -> Deferred[bool]:
         """
-        One scrypt run per distinct credential at a time: devices enrolling
-        together with the same account wait for the same verification
-        instead of each paying its CPU and memory.
+        C{verify_password} on the thread pool, shared by concurrent identical checks.
         """
-        running = self._running.get(key)
-        if running is None:
-            running = deferToThreadPool(
-                self._reactor, self._reactor.getThreadPool(), verify_password, stored, password
-            )
-            self._running[key] = running
-            running.addBoth(self._finished, key)
         waiting: Deferred[bool] = Deferred()
-        running.addBoth(_chain, waiting)
-        return await waiting
+        waiters = self._pending.get((key, stored))
+        if waiters is not None:
+            waiters.append(waiting)
+            return waiting
+        self._pending[(key, stored)] = [waiting]
+        hashing = deferToThreadPool(
+            self._reactor, self._reactor.getThreadPool(), verify_password, stored, password
+        )
+        hashing.addBoth(self._settle, (key, stored))
+        return waiting
 
-    def _finished(self, result: object, key: bytes) -> object:
-        self._running.pop(key, None)
-        return result
+    def _settle(self, result: bool | Failure, pending: tuple[bytes, str]) -> None:
+        for waiting in self._pending.pop(pending):
+            if isinstance(result, Failure):
+                waiting.errback(result)
+            else:
+                waiting.callback(result)
 
-    def _remember(self, key: bytes, now: float) -> None:
-        self._verified[key] = now + self._cache_seconds
+    def _remember(self, key: bytes, entry: Remembered) -> None:
+        self._verified[key] = entry
         self._verified.move_to_end(key)
         while len(self._verified) > self._cache_size:
             self._verified.popitem(last=False)
+
+
+class StaleCredentials(Exception):
+    """
+    The user's password changed, or the user was disabled or removed, since the remembered check.
+    """
+
+
+def confirm(root: Root, name: str, remembered: Remembered) -> str:
+    """
+    Within a unit of work: the user C{name} still exists, is enabled and has
+    the password hash a remembered check matched; their display name.
+
+    @raise StaleCredentials: if not.
+    """
+    found = credentials_of(root, name)
+    if found is None or found[1] != remembered.password_hash or not found[2]:
+        raise StaleCredentials(name)
+    return found[0]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -159,6 +160,23 @@ def _children(data: bytes, start: int, end: int) -> list[tuple[int, int, int]]:
     return found
 
 
+def _oid(content: bytes) -> str:
+    """
+    The dotted form of an OBJECT IDENTIFIER's content octets.
+    """
+    arcs: list[int] = []
+    value = 0
+    for byte in content:
+        value = (value << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            arcs.append(value)
+            value = 0
+    if not arcs or content[-1] & 0x80:
+        raise ValueError("malformed OID")
+    first = min(arcs[0] // 40, 2)
+    return ".".join(str(arc) for arc in [first, arcs[0] - 40 * first, *arcs[1:]])
+
+
 def _whole(data: bytes) -> tuple[int, int]:
     """
     The content bounds of the single outer element that must make up C{data}.
@@ -174,22 +192,71 @@ def _whole(data: bytes) -> tuple[int, int]:
 # --- PKCS#10 ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class CertificationRequest:
     """
-    A decoded PKCS#10 request whose signature has been verified.
+    A PKCS#10 request whose signature has been verified.
+
+    What the signature check needs (the signed bytes, the key, the algorithm,
+    the signature) is sliced from the DER on the hot path; the subject and
+    the attributes are decoded with pyasn1, leniently, only when asked for:
+    nothing we issue depends on them.
     """
 
-    der: bytes
-    public_key: PublicKey
-    signature_algorithm: str
-    hash_name: str
-    #: (attribute OID, best-effort text) of each subject RDN, in order; informational only
-    subject: tuple[tuple[str, str], ...]
-    #: (OID, DER-encoded values) of each request attribute
-    attributes: tuple[tuple[str, tuple[bytes, ...]], ...]
-    #: (OID, critical, extnValue octets) from the extension-request attribute(s)
-    extensions: tuple[tuple[str, bool, bytes], ...]
+    def __init__(
+        self, der: bytes, public_key: PublicKey, signature_algorithm: str, hash_name: str, info: bytes
+    ) -> None:
+        self.der = der
+        self.public_key = public_key
+        self.signature_algorithm = signature_algorithm
+        self.hash_name = hash_name
+        self._info = info
+
+    @functools.cached_property
+    def _decoded(self) -> tuple[
+        tuple[tuple[str, str], ...],
+        tuple[tuple[str, tuple[bytes, ...]], ...],
+        tuple[tuple[str, bool, bytes], ...],
+    ]:
+        try:
+            info, _ = der_decoder.decode(self._info, asn1Spec=rfc2986.CertificationRequestInfo())
+            subject = tuple(
+                (str(attribute["type"]), _text(bytes(attribute["value"])))
+                for rdn in info["subject"]["rdnSequence"]
+                for attribute in rdn
+            )
+            attributes = []
+            extensions: list[tuple[str, bool, bytes]] = []
+            for attribute in info["attributes"]:
+                oid = str(attribute["type"])
+                values = tuple(bytes(v) for v in attribute["values"])
+                attributes.append((oid, values))
+                if oid in _OID_EXTENSION_REQUEST:
+                    for value in values:
+                        extensions.extend(_extensions(value))
+        except (PyAsn1Error, TypeError, ValueError):
+            return (), (), ()  # informational only: an unreadable part reads as empty
+        return subject, tuple(attributes), tuple(extensions)
+
+    @property
+    def subject(self) -> tuple[tuple[str, str], ...]:
+        """
+        (attribute OID, best-effort text) of each subject RDN, in order; informational only.
+        """
+        return self._decoded[0]
+
+    @property
+    def attributes(self) -> tuple[tuple[str, tuple[bytes, ...]], ...]:
+        """
+        (OID, DER-encoded values) of each request attribute.
+        """
+        return self._decoded[1]
+
+    @property
+    def extensions(self) -> tuple[tuple[str, bool, bytes], ...]:
+        """
+        (OID, critical, extnValue octets) from the extension-request attribute(s).
+        """
+        return self._decoded[2]
 
     @property
     def key_description(self) -> str:
@@ -297,58 +364,36 @@ def parse_csr(der: bytes) -> CertificationRequest:
     try:
         start, end = _whole(der)
         parts = _children(der, start, end)
-        if len(parts) != 3 or parts[0][0] != 0x30:
+        if len(parts) != 3 or [tag for tag, _, _ in parts] != [0x30, 0x30, 0x03]:
             raise ValueError("expected certificationRequestInfo, algorithm, signature")
-        tbs = der[parts[0][1] : parts[0][2]]
+        info = der[parts[0][1] : parts[0][2]]
         _, info_start, info_end = _tlv(der, parts[0][1])
         info_parts = _children(der, info_start, info_end)
-        if len(info_parts) < 3:
-            raise ValueError("certificationRequestInfo is too short")
+        if len(info_parts) < 3 or [tag for tag, _, _ in info_parts[:3]] != [0x02, 0x30, 0x30]:
+            raise ValueError("certificationRequestInfo is not version, subject, key")
         spki = der[info_parts[2][1] : info_parts[2][2]]
-        request, rest = der_decoder.decode(der, asn1Spec=rfc2986.CertificationRequest())
-        if rest:
-            raise ValueError("trailing bytes")
+        _, algorithm_start, algorithm_end = _tlv(der, parts[1][1])
+        oid_tag, oid_start, oid_end = _tlv(der, algorithm_start)
+        if oid_tag != 0x06 or oid_end > algorithm_end:
+            raise ValueError("the signature algorithm is not an OID")
+        algorithm = _oid(der[oid_start:oid_end])
+        _, bits_start, bits_end = _tlv(der, parts[2][1])
+        if bits_end - bits_start < 2 or der[bits_start] != 0:
+            raise ValueError("the signature is not a whole number of bytes")
+        signature = der[bits_start + 1 : bits_end]
     except (ValueError, PyAsn1Error) as e:
         raise InvalidCSR(f"not a PKCS#10 certificate request: {e}") from None
 
-    algorithm = str(request["signatureAlgorithm"]["algorithm"])
     known = _SIGNATURE_ALGORITHMS.get(algorithm)
     if known is None:
         raise InvalidCSR(f"unsupported signature algorithm {algorithm}")
     kind, hash_name = known
     public_key = _load_public_key(spki)
-    signature = request["signature"].asOctets()
     try:
-        _verify(public_key, signature, tbs, hash_name, kind)
+        _verify(public_key, signature, info, hash_name, kind)
     except InvalidSignature:
         raise InvalidCSR("the certificate request's signature does not verify") from None
-
-    info = request["certificationRequestInfo"]
-    subject = []
-    try:
-        for rdn in info["subject"]["rdnSequence"]:
-            for attribute in rdn:
-                subject.append((str(attribute["type"]), _text(bytes(attribute["value"]))))
-    except (PyAsn1Error, TypeError) as e:
-        raise InvalidCSR(f"unreadable subject: {e}") from None
-    attributes = []
-    extensions: list[tuple[str, bool, bytes]] = []
-    for attribute in info["attributes"]:
-        oid = str(attribute["type"])
-        values = tuple(bytes(v) for v in attribute["values"])
-        attributes.append((oid, values))
-        if oid in _OID_EXTENSION_REQUEST:
-            for value in values:
-                extensions.extend(_extensions(value))
-    return CertificationRequest(
-        der=der,
-        public_key=public_key,
-        signature_algorithm=algorithm,
-        hash_name=hash_name,
-        subject=tuple(subject),
-        attributes=tuple(attributes),
-        extensions=tuple(extensions),
-    )
+    return CertificationRequest(der, public_key, algorithm, hash_name, info)
 
 
 def _extensions(value: bytes) -> list[tuple[str, bool, bytes]]:

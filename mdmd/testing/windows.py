@@ -57,6 +57,8 @@ from twisted.web.iweb import IAgent, IBodyProducer, IPolicyForHTTPS
 from zope.interface import implementer
 
 from mdmd.enroll import soap as ns
+from mdmd.enroll.wstep import ENROLLMENT_TOKEN_TYPE, RST_ACTION, USER_TOKEN_VALUE_TYPE
+from mdmd.enroll.xmldsig import EXC_C14N, canonicalize
 from mdmd.enroll.provisioning import Characteristic, parse_document
 from mdmd.xmlparser import parse
 
@@ -72,6 +74,8 @@ __all__ = [
     "discover_message",
     "get_policies_message",
     "token_message",
+    "username_security",
+    "user_token_security",
     "signed_security_header",
     "check_enrollment_document",
     "CSR_SHAPES",
@@ -234,7 +238,10 @@ def discover_message(
     ).encode("utf-8")
 
 
-def _username_security(user: str, password: str) -> str:
+def username_security(user: str, password: str) -> str:
+    """
+    The OnPremise WS-Security header: a UsernameToken with the password as text.
+    """
     return (
         '<wsse:Security s:mustUnderstand="1">'
         '<wsse:UsernameToken u:Id="uuid-cc1ccc1f-2fba-4bcf-b063-ffc0cac77917-4">'
@@ -244,9 +251,10 @@ def _username_security(user: str, password: str) -> str:
     )
 
 
-def _token_security(token: bytes) -> str:
-    from mdmd.enroll.wstep import USER_TOKEN_VALUE_TYPE
-
+def user_token_security(token: bytes) -> str:
+    """
+    The Federated WS-Security header: the sign-in page's token, base64-encoded.
+    """
     return (
         '<wsse:Security s:mustUnderstand="1">'
         f'<wsse:BinarySecurityToken ValueType="{USER_TOKEN_VALUE_TYPE}" '
@@ -279,8 +287,6 @@ def token_message(
     """
     A RequestSecurityToken: Issue with a PKCS#10, or Renew with a PKCS#7.
     """
-    from mdmd.enroll.wstep import ENROLLMENT_TOKEN_TYPE, RST_ACTION
-
     encoded = base64.b64encode(token).decode("ascii")
     if wrap_base64:  # as Windows sends it: with line breaks
         encoded = "\n".join(encoded[i : i + 64] for i in range(0, len(encoded), 64))
@@ -315,8 +321,6 @@ def signed_security_header(
     header a Timestamp, the certificate as BinarySecurityToken and an XML
     signature (exclusive C14N, RSA-SHA256) over the Timestamp.
     """
-    from mdmd.enroll.xmldsig import EXC_C14N, canonicalize
-
     root = parse(envelope)
     security = root.find(f".//{{{ns.WSSE}}}Security")
     if security is None:
@@ -442,11 +446,20 @@ class _TLSPolicy:
             [Certificate.loadPEM(r.public_bytes(serialization.Encoding.PEM)) for r in roots]
         )
         self._client = client
+        self._creators: dict[tuple[bytes, int], Any] = {}
 
     def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
-        return optionsForClientTLS(
-            hostname.decode("ascii"), trustRoot=self._trust, clientCertificate=self._client
-        )
+        # Agent asks for every request; building TLS options (cipher lists, an
+        # SSL context) each time would cost more than the request itself.
+        creator = self._creators.get((hostname, port))
+        if creator is None:
+            creator = self._creators[(hostname, port)] = optionsForClientTLS(
+                hostname.decode("ascii"), trustRoot=self._trust, clientCertificate=self._client
+            )
+        return creator
+
+
+_SHARED_POLICIES: dict[tuple[bytes, ...], _TLSPolicy] = {}
 
 
 class WindowsDevice:
@@ -550,9 +563,23 @@ class WindowsDevice:
             pool = HTTPConnectionPool(self.reactor, persistent=True)
             pool.retryAutomatically = False
             self._pools[client_certificate] = pool
-            agent = Agent(self.reactor, contextFactory=_TLSPolicy(self.trust_roots, client), pool=pool)
+            agent = Agent(self.reactor, contextFactory=self._tls_policy(client), pool=pool)
             self._agents[client_certificate] = agent
         return agent
+
+    def _tls_policy(self, client: PrivateCertificate | None) -> _TLSPolicy:
+        """
+        The TLS policy: devices trusting the same roots share one while they
+        present no certificate (an SSL context per device would cost more
+        than its enrollment's requests).
+        """
+        if client is not None:
+            return _TLSPolicy(self.trust_roots, client)
+        key = tuple(root.fingerprint(hashes.SHA256()) for root in self.trust_roots)
+        policy = _SHARED_POLICIES.get(key)
+        if policy is None:
+            policy = _SHARED_POLICIES[key] = _TLSPolicy(self.trust_roots, None)
+        return policy
 
     async def close(self) -> None:
         """
@@ -684,10 +711,10 @@ class WindowsDevice:
         if policy == "Federated":
             if self.user_token is None:
                 raise RuntimeError("sign in first")
-            return _token_security(self.user_token)
+            return user_token_security(self.user_token)
         if policy == "Certificate":
             return '<wsse:Security s:mustUnderstand="1"/>'
-        return _username_security(self.user, self.password)
+        return username_security(self.user, self.password)
 
     def _sign(self, message: bytes) -> bytes:
         if self._discovered().auth_policy != "Certificate":

@@ -12,7 +12,8 @@ from typing import Any
 
 from twisted.internet import reactor
 
-from mdmd.enroll import devices, soap
+from mdmd.enroll import devices, soap, users
+from mdmd.enroll.provisioning import parse_document
 from mdmd.enroll.wstep import RSTRC_ACTION
 from mdmd.pki import registry
 from mdmd.pki.ca import CertificateAuthority, generate_rsa_key
@@ -22,8 +23,11 @@ from mdmd.testing.windows import (
     WindowsDevice,
     check_enrollment_document,
     discover_message,
+    get_policies_message,
     modern_csr,
+    renewal_request,
     token_message,
+    username_security,
 )
 from mdmd.xmlparser import parse
 
@@ -140,8 +144,6 @@ class EnrollmentTests(EnrollmentServerTestCase):
         discover = _body(await device.request("POST", self.discovery_url, sample("discover-onpremise.xml")))
         self.assertEqual(soap.text(discover[0][1]), "3.0")  # EnrollmentVersion: the sample asks 3.0
         token = parse(reply.body).find(f".//{{{soap.WSSE}}}BinarySecurityToken")
-        from mdmd.enroll.provisioning import parse_document
-
         enrollment = check_enrollment_document(
             parse_document(base64.b64decode(token.text)), "7BA748C8-703E-4DF2-A74A-92984117346A", KEY,
             [self.ca.ca_certificate],
@@ -186,9 +188,7 @@ class FaultTests(EnrollmentServerTestCase):
 
     def rst(self, csr: bytes, user: str = "alice@example.com", password: str = "S3cret!", device_id: str = "DEV-1") -> bytes:
         url = self.base_url + "/EnrollmentServer/Enrollment.svc"
-        from mdmd.testing.windows import _username_security
-
-        return token_message(url, _username_security(user, password), csr, [("DeviceID", device_id)])
+        return token_message(url, username_security(user, password), csr, [("DeviceID", device_id)])
 
     @property
     def enroll_url(self) -> str:
@@ -282,6 +282,27 @@ class FaultTests(EnrollmentServerTestCase):
         self.assertEqual(fault.subcode, "s:Authorization")
         self.assertIn("enrolled by alice@example.com", fault.reason)
 
+    async def test_user_changes_between_policy_and_enrollment(self) -> None:
+        """
+        The user is re-checked in the enrollment's own transaction: disabled
+        after GetPolicies, the RST is an Authorization fault; with the password
+        changed, the remembered check is stale and the old password fails.
+        """
+        self.add_user()
+        device = self.device()
+        await device.discover()
+        await device.get_policies()
+        self.store.store.run(users.set_enabled, "alice@example.com", False)  # type: ignore[union-attr]
+        with self.assertRaises(EnrollmentFault) as caught:
+            await device.request_certificate()
+        self.assertEqual(caught.exception.subcode, "s:Authorization")
+        self.store.store.run(users.set_enabled, "alice@example.com", True)  # type: ignore[union-attr]
+        self.store.store.run(users.set_password, "alice@example.com", users.hash_password("n3w"))  # type: ignore[union-attr]
+        with self.assertRaises(EnrollmentFault) as caught:
+            await device.request_certificate()
+        self.assertEqual(caught.exception.subcode, "s:Authentication")
+        self.assertEqual(self.read(registry.list_certificates), [])
+
     async def test_internal_failures(self) -> None:
         """
         Our own failures are InternalServiceFault (a bug) or EnrollmentServer
@@ -346,8 +367,6 @@ class RenewalTests(EnrollmentServerTestCase):
         """
         Microsoft's renewal sample, with a real PKCS#7 inserted, is answered over mutual TLS.
         """
-        from mdmd.testing.windows import renewal_request
-
         device = await self.enrolled()
         signed = renewal_request(device.certificate, device.key, modern_csr(OTHER_KEY, device.device_id))  # type: ignore[arg-type]
         payload = await device.soap(self.base_url + "/EnrollmentServer/Enrollment.svc", sample("rst-renew.xml", signed), client_certificate=True)
@@ -359,8 +378,6 @@ class RenewalTests(EnrollmentServerTestCase):
         CertificateRequest. A claimed DeviceID change: Authorization. A removed
         device (revoked certificate): Authentication.
         """
-        from mdmd.testing.windows import renewal_request
-
         device = await self.enrolled()
         url = self.base_url + "/EnrollmentServer/Enrollment.svc"
         signed = renewal_request(device.certificate, device.key, modern_csr(OTHER_KEY, device.device_id))  # type: ignore[arg-type]
@@ -387,6 +404,30 @@ class RenewalTests(EnrollmentServerTestCase):
             await device.renew(OTHER_KEY)
         self.assertEqual(caught.exception.subcode, "s:Authentication")
         self.assertIn("revoked", caught.exception.reason)
+
+
+    async def test_expired_certificate(self) -> None:
+        """
+        An expired certificate cannot renew: the TLS handshake refuses it, so
+        no request reaches the service.
+        """
+        device = await self.enrolled()
+        past = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=3)
+        expired = self.ca.authority.issue_client(  # type: ignore[union-attr]
+            device.key.public_key(), device.device_id, datetime.timedelta(days=1), past  # type: ignore[union-attr]
+        )
+
+        def swap(root: Any) -> None:
+            registry.record_issued(root, expired, device.device_id, past.timestamp())
+            root["devices"][device.device_id].cert_serial = expired.serial_number
+
+        self.store.store.run(swap)  # type: ignore[union-attr]
+        device.certificate = expired
+        device._agents.pop(True, None)
+        with self.assertRaises(Exception) as caught:
+            await device.renew(OTHER_KEY)
+        self.assertNotIsInstance(caught.exception, EnrollmentFault)
+        self.assertEqual(self.read(devices.lookup_device, device.device_id).cert_serial, expired.serial_number)
 
 
 class EarlyRenewalTests(EnrollmentServerTestCase):
@@ -447,8 +488,6 @@ class FederatedTests(EnrollmentServerTestCase):
         self.add_user()
         device = self.device()
         await device.discover()
-        from mdmd.testing.windows import get_policies_message
-
         url = self.base_url + "/EnrollmentServer/Policy.svc"
         with self.assertRaises(EnrollmentFault) as caught:
             await device.soap(url, get_policies_message(url, ""))
@@ -457,6 +496,19 @@ class FederatedTests(EnrollmentServerTestCase):
         with self.assertRaises(EnrollmentFault) as caught:
             await device.get_policies()
         self.assertEqual(caught.exception.subcode, "s:Authentication")
+
+    async def test_user_disabled_after_sign_in(self) -> None:
+        """
+        A valid token of a user disabled since signing in is an Authorization fault.
+        """
+        self.add_user()
+        device = self.device()
+        await device.discover()
+        await device.sign_in()
+        self.store.store.run(users.set_enabled, "alice@example.com", False)  # type: ignore[union-attr]
+        with self.assertRaises(EnrollmentFault) as caught:
+            await device.get_policies()
+        self.assertEqual(caught.exception.subcode, "s:Authorization")
 
     async def test_key_file(self) -> None:
         """

@@ -5,6 +5,7 @@ Tests for L{mdmd.enroll.users}.
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import reactor
+from twisted.internet.defer import gatherResults
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -124,29 +125,33 @@ class CheckerTests(TestCase):
         with self.assertRaises(UnauthorizedLogin):
             await self.checker.requestAvatarId(UsernamePassword(b"carol", b"s3cret"))
 
-
-class ConcurrentCheckTests(TestCase):
-    async def test_one_hash_for_concurrent_checks(self) -> None:
+    async def test_concurrent_checks_share_one_hashing(self) -> None:
         """
-        Concurrent checks of the same credentials share one scrypt run.
+        Checks of the same credentials that arrive together hash the password once.
         """
-        store = memory_store_service()
-        self.addCleanup(store.stopService)
-        checker = users.StoreUserChecker(store, reactor, Clock())
-        store.transact(users.add_user, "dora", users.hash_password("pw"), 1.0)
-        calls = []
-        real = users.verify_password
-        self.patch(users, "verify_password", lambda s, p: (calls.append(p), real(s, p))[1])
-        from twisted.internet.defer import gatherResults
-
-        found = await gatherResults([checker.requestAvatarId(UsernamePassword(b"dora", b"pw")) for _ in range(5)])
-        self.assertEqual(found, ["dora"] * 5)
-        self.assertEqual(len(calls), 1)
-        from twisted.internet.defer import DeferredList
-
-        outcomes = await DeferredList(
-            [checker.requestAvatarId(UsernamePassword(b"dora", b"bad")) for _ in range(3)], consumeErrors=True
+        credentials = UsernamePassword(b"carol", b"s3cret")
+        results = await gatherResults([self.checker.requestAvatarId(credentials) for _ in range(5)])
+        self.assertEqual(results, ["Carol"] * 5)
+        self.assertEqual(self.calls, 1)
+        wrong = UsernamePassword(b"carol", b"nope")
+        outcomes = await gatherResults(
+            [self.checker.requestAvatarId(wrong).addErrback(lambda f: f.type) for _ in range(3)]
         )
-        self.assertEqual([ok for ok, _ in outcomes], [False] * 3)
-        self.assertTrue(all(f.check(UnauthorizedLogin) for _, f in outcomes))
-        self.assertEqual(len(calls), 2)
+        self.assertEqual(outcomes, [UnauthorizedLogin] * 3)
+        self.assertEqual(self.calls, 2)
+
+    async def test_remembered_and_confirm(self) -> None:
+        """
+        A successful check is remembered (in memory only) until it expires;
+        confirm() re-checks it against the store within a unit of work.
+        """
+        self.assertIsNone(self.checker.remembered("carol", "s3cret"))
+        await self.checker.requestAvatarId(UsernamePassword(b"carol", b"s3cret"))
+        entry = self.checker.remembered("carol", "s3cret")
+        self.assertEqual(entry.display_name, "Carol")  # type: ignore[union-attr]
+        self.assertIsNone(self.checker.remembered("carol", "other"))
+        self.assertEqual(self.successResultOf(self.store.read(users.confirm, "carol", entry)), "Carol")
+        await self.store.transact(users.set_enabled, "carol", False)
+        self.failureResultOf(self.store.read(users.confirm, "carol", entry), users.StaleCredentials)
+        self.clock.advance(301)
+        self.assertIsNone(self.checker.remembered("carol", "s3cret"))

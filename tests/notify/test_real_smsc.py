@@ -243,7 +243,10 @@ class NodeSmscTests(_RealSmscMixin, TestCase):
         _, segments = _push()
         outcome = await service.submit("push-t", DEVICE, segments)
         self.assertTrue(outcome.accepted)
-        self.assertEqual(len(peer.received("submit_sm")), 2 * len(segments) - 1)
+        # the peer may log its last submit_sm after answering it: wait for the line
+        expected = 2 * len(segments) - 1
+        await peer.wait_for(lambda lines: len(peer.received("submit_sm")) >= expected)
+        self.assertEqual(len(peer.received("submit_sm")), expected)
 
 
 class PerlSmscTests(_RealSmscMixin, TestCase):

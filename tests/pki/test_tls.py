@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import socket
 import ssl
 
 from twisted.internet import reactor
@@ -142,3 +143,30 @@ class HandshakeTests(TestCase):
         context.set_ciphers("DEFAULT@SECLEVEL=0")
         with self.assertRaises((ssl.SSLError, ConnectionError)):
             await self.get("/pki/ca.crt", context)
+
+    async def test_returning_device_resumes(self) -> None:
+        """
+        A device reconnecting resumes its TLS session (TLS 1.3 tickets, TLS 1.2
+        too), and its client certificate still reaches the application.
+        """
+        issued = await self.ca.issue(CLIENT_KEY.public_key(), "DEVICE-42")
+        paths = self.write_client(issued.certificate)
+
+        def twice(maximum: ssl.TLSVersion) -> list[tuple[bool, bytes]]:
+            context = client_context(self.ca.ca_cert_path, *paths)
+            context.maximum_version = maximum
+            session, seen = None, []
+            for _ in range(2):
+                with socket.create_connection(("127.0.0.1", self.port)) as raw:
+                    with context.wrap_socket(raw, server_hostname="localhost", session=session) as tls:
+                        tls.sendall(b"GET /whoami HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                        answer = b""
+                        while chunk := tls.recv(4096):
+                            answer += chunk
+                        seen.append((tls.session_reused, answer.rpartition(b"\r\n\r\n")[2]))
+                        session = tls.session
+            return seen
+
+        for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
+            seen = await deferToThread(twice, version)
+            self.assertEqual(seen, [(False, b"DEVICE-42"), (True, b"DEVICE-42")], version)
