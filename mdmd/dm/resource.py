@@ -213,6 +213,9 @@ def _apply(root: Root, device: Any, queue: Any, effects: Any, now: float, notes:
             device.last_server_initiated = (effect.session_id, now)
 
 
+_MISSING = object()
+
+
 def _inventory(device: Any, results: Any) -> None:
     """
     Keep the latest value of every DevInfo/DevDetail node the device reported.
@@ -222,8 +225,9 @@ def _inventory(device: Any, results: Any) -> None:
         for r in results
         if r.get("source", "") and r["source"].startswith(("./DevDetail/", "./DevInfo/"))
     }
-    if found:
-        device.inventory = {**(device.inventory or {}), **found}
+    current = device.inventory or {}
+    if any(current.get(uri, _MISSING) != value for uri, value in found.items()):
+        device.inventory = {**current, **found}
 
 
 class ManagementResource(AsyncResource):
