@@ -21,6 +21,9 @@ dev-deps:
 bench: dev-deps
 	@for b in bench/bench_*.py; do echo "== $$b"; $(VENV)/bin/python $$b || exit 1; done
 
+lint: dev-deps
+	$(VENV)/bin/ruff check mdmd tests bench twisted
+
 # Re-pin the dependency set (needs network; review the diff).
 lock:
 	$(VENV)/bin/python -m pip install -q pip-tools

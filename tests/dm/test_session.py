@@ -32,7 +32,6 @@ from mdmd.dm.session import (
 from mdmd.syncml import auth
 from mdmd.syncml.codec import WBXML_CODEC, XML_CODEC
 from mdmd.syncml.model import (
-    Add,
     Alert,
     Atomic,
     Chal,
@@ -41,7 +40,6 @@ from mdmd.syncml.model import (
     Location,
     Meta,
     Replace,
-    Results,
     Sequence,
     Status,
 )
