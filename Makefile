@@ -4,7 +4,7 @@ TRIAL  := $(VENV)/bin/trial
 TWISTD := $(VENV)/bin/twistd
 JOBS   ?= 2
 
-.PHONY: run test deps dev-deps bench lock config-docs deb deb-check deb-check-systemd clean
+.PHONY: run test deps dev-deps bench lint lock config-docs deb deb-check deb-check-systemd clean
 
 run: deps
 	$(TWISTD) --nodaemon --pidfile= mdmd $(if $(CONFIG),--config $(CONFIG))
