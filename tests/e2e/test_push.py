@@ -28,9 +28,20 @@ from mdmd.testing.daemon import DaemonProcess
 from mdmd.testing.dmclient import windows_dm_client, windows_post
 from mdmd.testing.telnet import TelnetClient
 from mdmd.testing.windows import WindowsDevice
-from tests.notify.peers import Peer, node_or_skip, node_short_message, start_peer
+from tests.notify.peers import Peer, node_or_skip, node_short_message, perl_or_skip, start_peer
 
 MSISDN = "+491701234567"
+#: The daemon's configuration for an SMSC on loopback (both test peers take these credentials).
+SMSC_CONFIG = """
+    [smpp]
+    host = 127.0.0.1
+    port = {port}
+    system_id = mdmd
+    password = secret
+    source_addr = MDMD
+    source_ton = 5
+    {extra}
+"""
 WSP_PUSH = bytes.fromhex("010603C4AF87")
 
 
@@ -123,16 +134,7 @@ class SmscEndToEndTests(_PushTestCase):
         return peer, await peer.port
 
     def smsc_config(self, port: int, extra: str = "") -> str:
-        return f"""
-            [smpp]
-            host = 127.0.0.1
-            port = {port}
-            system_id = mdmd
-            password = secret
-            source_addr = MDMD
-            source_ton = 5
-            {extra}
-        """
+        return SMSC_CONFIG.format(port=port, extra=extra)
 
     async def test_push_through_the_smsc(self) -> None:
         """
@@ -247,6 +249,26 @@ class SmscEndToEndTests(_PushTestCase):
         self.assertIn("manhole logout by ops", log)
         self.assertIn("manhole login refused for 'ops' from unix socket (uid", log)
         self.assertIn("manhole login by ops from unix socket (uid", log)
+
+
+class PerlSmscEndToEndTests(_PushTestCase):
+    async def test_push_through_net_smpp(self) -> None:
+        """
+        The same wake-up through Net::SMPP, a second SMSC written by others
+        (text receipts only): submitted, delivered, answered.
+        """
+        perl = perl_or_skip()
+        peer = start_peer(self, perl, [perl, "smsc.pl", "--receipts"])
+        daemon = await self.start_daemon(SMSC_CONFIG.format(port=await peer.port, extra=""))
+        device = await self.enrolled_device(daemon)
+        await self.ok(daemon, "push", device.device_id)
+        await peer.wait_for(lambda lines: any(l["command"] == "submit_sm" for l in lines))
+        (submit,) = peer.received("submit_sm")
+        self.assertEqual((submit["fields"]["esm_class"], submit["fields"]["data_coding"]), (0x40, 0x04))
+        package0 = self.check_package0([bytes.fromhex(submit["fields"]["short_message"])], device)
+        await self.job_state(daemon, device.device_id, "delivered")
+        await self.answer(daemon, device, package0)
+        await self.stop_cleanly(daemon)
 
 
 class SpoolEndToEndTests(_PushTestCase):

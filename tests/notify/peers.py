@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, TestCase
 
-__all__ = ["PEERS", "Peer", "node_or_skip", "node_short_message", "start_peer"]
+__all__ = ["PEERS", "Peer", "node_or_skip", "node_short_message", "perl_or_skip", "start_peer"]
 
 PEERS = Path(__file__).resolve().parent.parent / "peers"
 
@@ -99,6 +100,19 @@ def node_or_skip() -> str:
     if not (PEERS / "node_modules" / "smpp").is_dir():
         raise SkipTest("tests/peers/node_modules/smpp is missing; run `make dev-deps` (npm ci)")
     return node
+
+
+def perl_or_skip() -> str:
+    """
+    The perl executable with Net::SMPP, or skip the test saying what is missing.
+    """
+    perl = shutil.which("perl")
+    if perl is None:
+        raise SkipTest("perl is not installed")
+    check = subprocess.run([perl, "-MNet::SMPP", "-MJSON::PP", "-e1"], capture_output=True)
+    if check.returncode != 0:
+        raise SkipTest("Net::SMPP is not installed (Debian: libnet-smpp-perl)")
+    return perl
 
 
 def node_short_message(line: dict[str, Any]) -> bytes:

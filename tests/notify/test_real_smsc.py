@@ -10,14 +10,12 @@ back the package #0, and that receipts and unbind went through.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from mdmd.notify import smpp_pdu as p
 from mdmd.notify.esme import ESMEService, smsc_endpoint
@@ -25,7 +23,7 @@ from mdmd.notify.pkg0 import build_package0, parse_package0
 from mdmd.notify.smpp import Address, BindFailed, SessionConfig, submit_templates
 from mdmd.notify.wap import parse_wsp_push, reassemble, wap_push_segments
 
-from .peers import Peer, node_or_skip, node_short_message, start_peer
+from .peers import Peer, node_or_skip, node_short_message, perl_or_skip, start_peer
 
 CONFIG = SessionConfig(system_id="mdmd", password="secret", source=Address("MDMD", 5, 0))
 DEVICE = Address("491701234567")
@@ -179,12 +177,7 @@ class PerlSmscTests(_RealSmscMixin, TestCase):
     """
 
     def setUp(self) -> None:
-        self.perl = shutil.which("perl")
-        if self.perl is None:
-            raise SkipTest("perl is not installed")
-        check = subprocess.run([self.perl, "-MNet::SMPP", "-MJSON::PP", "-e1"], capture_output=True)
-        if check.returncode != 0:
-            raise SkipTest("Net::SMPP is not installed (Debian: libnet-smpp-perl)")
+        self.perl = perl_or_skip()
 
     def spawn(self, *args: str) -> Peer:
         return self.start_peer(self.perl, [self.perl, "smsc.pl", "--receipts", *args])
