@@ -128,6 +128,24 @@ def _choice(*choices: str) -> Callable[[str], str]:
     return parse
 
 
+def _hex_choice(*choices: int) -> Callable[[str], str]:
+    """
+    One of a few octet values, written in any base; kept in its canonical 0xNN spelling.
+    """
+
+    def parse(raw: str) -> str:
+        try:
+            value = int(raw.strip(), 0)
+        except ValueError:
+            value = -1
+        if value not in choices:
+            spelled = ", ".join(f"0x{c:02X}" for c in choices)
+            raise ValueError(f"expected one of {spelled}, got {raw.strip()!r}")
+        return f"0x{value:02X}"
+
+    return parse
+
+
 def _list(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.replace("\n", ",").split(",") if part.strip())
 
@@ -497,6 +515,182 @@ class DMSection:
 
 
 @dataclass(frozen=True)
+class PushSection:
+    """[push]: waking devices with OMA DM package #0 as WAP push SMS."""
+
+    version: int = _option(
+        11,
+        _int(0, 1023),
+        "The notification version written in package #0. 11 (\"1.1\") is what the OMA DM "
+        "1.2 notification specification requires and what DM 1.2 clients accept; some "
+        "device families want 12.",
+    )
+    ui_mode: str = _option(
+        "background",
+        _choice("not-specified", "background", "informative", "user-interaction"),
+        "What the device is asked to show the user when the notification arrives.",
+    )
+    data_coding: str = _option(
+        "0x04",
+        _hex_choice(0x04, 0xF5),
+        "SMS data coding: 0x04 (8-bit data) or 0xF5 (8-bit data, message class 1), which "
+        "some networks and handsets want for WAP push.",
+    )
+    concat_iei: str = _option(
+        "0x00",
+        _hex_choice(0x00, 0x08),
+        "How a notification too long for one SMS is concatenated: 0x00 (8-bit reference) "
+        "or 0x08 (16-bit reference).",
+    )
+    expiry: int = _option(
+        86400,
+        _int(60),
+        "Seconds after which a push the device has not answered (by opening the session it "
+        "announced) is marked expired.",
+    )
+    retry_delay: int = _option(
+        60,
+        _int(1),
+        "Seconds before a push the SMSC refused for now (throttled, queue full, system "
+        "error, after the SMPP client's own retries) is submitted again.",
+    )
+    keep_days: int = _option(
+        30, _int(0), "Days finished pushes (answered, failed, expired) are kept; 0 keeps them for ever."
+    )
+    spool_dir: str = _option(
+        "spool",
+        _str,
+        "Without an SMSC ([smpp] host empty), each push is written to this directory as one "
+        "JSON file (destination, session id, and each SMS segment's esm_class, data_coding and "
+        "hex) for a gateway to pick up. A relative path is taken inside state_dir.",
+    )
+    local_ton: int = _option(
+        0,
+        _int(0, 6),
+        "SMPP type of number for MSISDNs written without a leading + (0 unknown, 2 national). "
+        "Numbers with + are sent as international (TON 1, NPI 1).",
+    )
+    local_npi: int = _option(
+        1, _int(0, 18), "SMPP numbering plan for MSISDNs written without a leading + (1 ISDN/E.164)."
+    )
+
+
+@dataclass(frozen=True)
+class SmppSection:
+    """[smpp]: the operator's SMSC, reached as an SMPP 3.4 ESME."""
+
+    host: str = _option(
+        "",
+        _str,
+        "Host name or address of the SMSC. Empty means no SMSC: pushes go to [push] spool_dir.",
+    )
+    port: int = _option(2775, _int(1, 65535), "TCP port of the SMSC.")
+    tls: bool = _option(
+        False, _bool, "Whether to speak TLS to the SMSC (its certificate and host name are verified)."
+    )
+    ca_file: str = _option(
+        "",
+        _str,
+        "PEM file of the CAs that may sign the SMSC's TLS certificate; empty means the system's "
+        "trust store.",
+    )
+    connect_timeout: int = _option(30, _int(1), "Seconds a TCP (and TLS) connection attempt may take.")
+    reconnect_max_delay: int = _option(
+        60,
+        _int(1),
+        "Longest wait between reconnection attempts, in seconds (the wait starts at 1 s and "
+        "grows by half each time).",
+    )
+    bind_type: str = _option(
+        "transceiver",
+        _choice("transceiver", "transmitter"),
+        "transceiver receives the delivery receipts on the same connection; transmitter only "
+        "submits (no receipts).",
+    )
+    system_id: str = _option("", _str, "The ESME's system_id (at most 15 characters).")
+    password: str = _option("", _str, "The ESME's password (at most 8 characters).")
+    system_type: str = _option("", _str, "system_type sent in the bind (often empty).")
+    source_addr: str = _option(
+        "", _str, "Source address of the SMS (a number or an alphanumeric sender; empty lets the SMSC choose)."
+    )
+    source_ton: int = _option(
+        0, _int(0, 6), "Type of number of source_addr (0 unknown, 1 international, 5 alphanumeric)."
+    )
+    source_npi: int = _option(0, _int(0, 18), "Numbering plan of source_addr (0 unknown, 1 ISDN/E.164).")
+    service_type: str = _option("", _str, "service_type of each submit_sm (e.g. WAP; usually empty).")
+    registered_delivery: bool = _option(
+        True, _bool, "Whether to ask the SMSC for delivery receipts (success or failure)."
+    )
+    validity_period: str = _option(
+        "",
+        _str,
+        "SMS validity period in SMPP time format (e.g. 000001000000000R for one day); empty "
+        "lets the SMSC choose.",
+    )
+    window: int = _option(10, _int(1, 1000), "Submits that may await their response at once.")
+    throughput: float = _option(
+        0.0, _float(0), "Most submits per second (0: as fast as the window allows)."
+    )
+    enquire_link_interval: int = _option(
+        30, _int(1), "Seconds of silence after which the link is checked with enquire_link."
+    )
+    response_timeout: int = _option(
+        30, _int(1), "Seconds to wait for any response before resending (submits) or reconnecting."
+    )
+    max_timeouts: int = _option(
+        3, _int(1, 100), "Submits in a row without response after which the link is considered broken."
+    )
+    throttle_pause: float = _option(
+        1.0, _float(0.001), "Seconds all sending pauses after ESME_RTHROTTLED or ESME_RMSGQFUL."
+    )
+    max_throttle_retries: int = _option(
+        20, _int(0, 1000), "How often one segment is resent after throttling before the push is retried later."
+    )
+    temporary_retry_delay: int = _option(
+        10, _int(1), "Seconds before resending a segment after another temporary error (e.g. ESME_RSYSERR)."
+    )
+    max_temporary_retries: int = _option(
+        3, _int(0, 100), "How often a segment is resent after temporary errors before the push is retried later."
+    )
+    submit_id_base: str = _option(
+        "text",
+        _choice("text", "hex", "dec"),
+        "How the SMSC spells message ids in submit_sm_resp (and receipted_message_id), for "
+        "matching receipts: text (compared as is), hex or dec.",
+    )
+    receipt_id_base: str = _option(
+        "text",
+        _choice("text", "hex", "dec"),
+        "How the SMSC spells the id in the text of delivery receipts (id:...); many SMSCs use "
+        "dec there and hex in submit_sm_resp.",
+    )
+
+
+@dataclass(frozen=True)
+class ManholeSection:
+    """[manhole]: a Python shell inside the running daemon, over telnet, for debugging."""
+
+    enabled: bool = _option(
+        False,
+        _bool,
+        "Whether to offer the manhole. Whoever logs in can read every secret the daemon holds "
+        "(the CA key, device credentials).",
+    )
+    listen: ListenAddress = _option(
+        ListenAddress("unix", path="manhole.sock"),
+        _listen,
+        "unix:PATH (socket mode 0600) or tcp:HOST:PORT on a loopback address; anything else "
+        "is refused. A relative socket path is taken inside state_dir.",
+    )
+    password_file: str = _option(
+        "",
+        _str,
+        "Logins, one NAME:HASH per line, the hash as written by mdmctl manhole-password "
+        "(scrypt). Empty means STATE_DIR/manhole.passwd.",
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     """
     A whole, validated configuration. Paths are absolute.
@@ -509,6 +703,9 @@ class Config:
     admin: AdminSection = field(default_factory=AdminSection)
     enrollment: EnrollmentSection = field(default_factory=EnrollmentSection)
     dm: DMSection = field(default_factory=DMSection)
+    push: PushSection = field(default_factory=PushSection)
+    smpp: SmppSection = field(default_factory=SmppSection)
+    manhole: ManholeSection = field(default_factory=ManholeSection)
 
     @property
     def state_dir(self) -> str:
@@ -521,6 +718,10 @@ class Config:
     @property
     def admin_token_file(self) -> str:
         return self.admin.token_file or os.path.join(self.state_dir, "admin.token")
+
+    @property
+    def manhole_password_file(self) -> str:
+        return self.manhole.password_file or os.path.join(self.state_dir, "manhole.passwd")
 
     @property
     def listening_file(self) -> str:
@@ -623,9 +824,11 @@ def _resolve_paths(config: Config, base: str) -> Config:
     def absolute(path: str, relative_to: str = base) -> str:
         return os.path.normpath(os.path.join(relative_to, path)) if path else ""
 
-    admin_listen = config.admin.listen
-    if admin_listen.kind == "unix":
-        admin_listen = ListenAddress("unix", path=absolute(admin_listen.path, state_dir))
+    def socket(address: ListenAddress) -> ListenAddress:
+        if address.kind == "unix":
+            return ListenAddress("unix", path=absolute(address.path, state_dir))
+        return address
+
     store_uri = config.store.uri
     if store_uri.startswith("file://"):
         store_uri = "file://" + absolute(store_uri[len("file://") :])
@@ -640,7 +843,14 @@ def _resolve_paths(config: Config, base: str) -> Config:
         ),
         store=dataclasses.replace(config.store, uri=store_uri),
         admin=dataclasses.replace(
-            config.admin, listen=admin_listen, token_file=absolute(config.admin.token_file)
+            config.admin, listen=socket(config.admin.listen), token_file=absolute(config.admin.token_file)
+        ),
+        push=dataclasses.replace(config.push, spool_dir=absolute(config.push.spool_dir, state_dir)),
+        smpp=dataclasses.replace(config.smpp, ca_file=absolute(config.smpp.ca_file)),
+        manhole=dataclasses.replace(
+            config.manhole,
+            listen=socket(config.manhole.listen),
+            password_file=absolute(config.manhole.password_file),
         ),
         enrollment=dataclasses.replace(
             config.enrollment, certificate_ca_file=absolute(config.enrollment.certificate_ca_file)
@@ -687,6 +897,41 @@ def _cross_checks(config: Config) -> list[str]:
             normalize_uri(uri)
         except InvalidCommand as e:
             errors.append(f"[dm] inventory: {e}")
+    errors.extend(_smpp_checks(config.smpp))
+    if not config.push.spool_dir:
+        errors.append("[push] spool_dir: must not be empty")
+    manhole = config.manhole
+    if not manhole.listen.is_loopback:
+        errors.append(
+            f"[manhole] listen: {manhole.listen.host} is not a loopback address; "
+            "the manhole listens on loopback or a UNIX socket only"
+        )
+    return errors
+
+
+#: SMPP 3.4 C-Octet String sizes, without the terminating NUL.
+_SMPP_LIMITS = {
+    "system_id": 15,
+    "password": 8,
+    "system_type": 12,
+    "source_addr": 20,
+    "service_type": 5,
+    "validity_period": 16,
+}
+
+
+def _smpp_checks(smpp: SmppSection) -> list[str]:
+    errors = []
+    if smpp.host and not smpp.system_id:
+        errors.append("[smpp] system_id: must be set when host is")
+    for option, limit in _SMPP_LIMITS.items():
+        value = getattr(smpp, option)
+        if len(value.encode("utf-8")) > limit or not value.isascii():
+            errors.append(f"[smpp] {option}: at most {limit} ASCII characters")
+    if smpp.validity_period and len(smpp.validity_period) != 16:
+        errors.append("[smpp] validity_period: expected 16 characters (YYMMDDhhmmsstnnp), or empty")
+    if smpp.ca_file and not os.path.isfile(smpp.ca_file):
+        errors.append(f"[smpp] ca_file: {smpp.ca_file} does not exist")
     return errors
 
 

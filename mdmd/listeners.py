@@ -11,7 +11,7 @@ import socket
 from collections.abc import Callable
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import (
     IListeningPort,
     IProtocolFactory,
@@ -150,6 +150,7 @@ class MdmdService(MultiService):
     The root of the service tree: creates the state directory, starts the
     children in order (stopping those already started if one fails), then,
     once the reactor runs (and handles SIGTERM), records the bound addresses.
+    It stops the children in reverse order, one at a time.
     """
 
     def __init__(self, state_dir: str, reactor: IReactorCore) -> None:
@@ -182,9 +183,22 @@ class MdmdService(MultiService):
             log.info("mdmd ready: {addresses}", addresses=" ".join(
                 f"{name}={address}" for name, address in sorted(self.addresses().items())))
 
-    def stopService(self) -> Deferred[object]:
+    def stopService(self) -> Deferred[None]:
+        """
+        Stop the children one after the other, in reverse order, each once the
+        one started after it has finished stopping: the SMPP client drains
+        and the notifier records what it learnt while the store is still open.
+        """
         self.listening_file.remove()
-        return super().stopService()
+        Service.stopService(self)
+        return Deferred.fromCoroutine(self._stop_children())
+
+    async def _stop_children(self) -> None:
+        for child in reversed(list(self)):
+            try:
+                await maybeDeferred(child.stopService)
+            except Exception:
+                log.failure("while stopping {name}", name=child.name)
 
     def addresses(self) -> dict[str, str]:
         return {

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import datetime
 import gc
+import os
+from dataclasses import dataclass
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from twisted.application.internet import backoffPolicy
 from twisted.application.service import IService
 from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint, TCP6ServerEndpoint, UNIXServerEndpoint
 from twisted.internet.interfaces import IReactorCore, IStreamServerEndpoint
@@ -26,7 +31,14 @@ from mdmd.dm.session import Settings
 from mdmd.enroll.resource import enrollment_resource
 from mdmd.enroll.service import EnrollmentService, EnrollmentSettings
 from mdmd.enroll.users import StoreUserChecker
-from mdmd.listeners import ListeningService, MdmdService, clear_stale_socket
+from mdmd.listeners import CannotListen, ListeningService, MdmdService, clear_stale_socket
+from mdmd.manhole import ManholePasswordDB, manhole_factory, namespace
+from mdmd.notify.esme import ESMEService, smsc_endpoint
+from mdmd.notify.jobs import PushSettings
+from mdmd.notify.notifier import Notifier
+from mdmd.notify.pkg0 import UIMode
+from mdmd.notify.smpp import Address, BindType, SessionConfig
+from mdmd.notify.smpp_pdu import MessageIdBase
 from mdmd.pki.resource import pki_resource
 from mdmd.pki.service import CAService, CASettings
 from mdmd.site import MdmdSite
@@ -70,14 +82,92 @@ def _freeze_startup_objects() -> None:
     gc.freeze()
 
 
-def _tcp_endpoint(reactor: IReactorCore, address: ListenAddress) -> IStreamServerEndpoint:
-    endpoint = TCP6ServerEndpoint if ":" in address.host else TCP4ServerEndpoint
-    return endpoint(reactor, address.port, interface=address.host)  # type: ignore[arg-type]
+
+@dataclass(frozen=True)
+class _LocalListener:
+    """
+    A listener on a UNIX socket (mode 0600) or a TCP port: the admin API, the manhole.
+    """
+
+    reactor: IReactorCore
+    address: ListenAddress
+
+    def endpoint(self) -> IStreamServerEndpoint:
+        address = self.address
+        if address.kind == "unix":
+            return UNIXServerEndpoint(self.reactor, address.path, mode=0o600, wantPID=False)  # type: ignore[arg-type]
+        endpoint = TCP6ServerEndpoint if ":" in address.host else TCP4ServerEndpoint
+        return endpoint(self.reactor, address.port, interface=address.host)  # type: ignore[arg-type]
+
+    def prepare(self) -> None:
+        if self.address.kind == "unix":
+            clear_stale_socket(self.address.path)
+
+
+def push_settings(config: Config) -> PushSettings:
+    push = config.push
+    return PushSettings(
+        version=push.version,
+        ui_mode=UIMode[push.ui_mode.upper().replace("-", "_")],
+        data_coding=int(push.data_coding, 16),
+        concat_iei=int(push.concat_iei, 16),
+        expiry=float(push.expiry),
+        local_ton=push.local_ton,
+        local_npi=push.local_npi,
+    )
+
+
+def session_config(config: Config) -> SessionConfig:
+    smpp = config.smpp
+    return SessionConfig(
+        system_id=smpp.system_id,
+        password=smpp.password,
+        system_type=smpp.system_type,
+        bind_type=BindType(smpp.bind_type),
+        source=Address(smpp.source_addr, smpp.source_ton, smpp.source_npi),
+        service_type=smpp.service_type,
+        registered_delivery=0x01 if smpp.registered_delivery else 0x00,
+        validity_period=smpp.validity_period,
+        window=smpp.window,
+        throughput=smpp.throughput or None,
+        enquire_link_interval=float(smpp.enquire_link_interval),
+        response_timeout=float(smpp.response_timeout),
+        max_timeouts=smpp.max_timeouts,
+        throttle_pause=smpp.throttle_pause,
+        max_throttle_retries=smpp.max_throttle_retries,
+        temporary_retry_delay=float(smpp.temporary_retry_delay),
+        max_temporary_retries=smpp.max_temporary_retries,
+        submit_id_base=MessageIdBase(smpp.submit_id_base),
+        receipt_id_base=MessageIdBase(smpp.receipt_id_base),
+    )
+
+
+def _smsc_service(config: Config, reactor: IReactorCore) -> ESMEService:
+    smpp = config.smpp
+    authorities: list[bytes] = []
+    if smpp.tls and smpp.ca_file:
+        with open(smpp.ca_file, "rb") as f:
+            authorities = [
+                c.public_bytes(serialization.Encoding.PEM)
+                for c in x509.load_pem_x509_certificates(f.read())
+            ]
+    endpoint = smsc_endpoint(
+        reactor, smpp.host, smpp.port, tls=smpp.tls, ca_certificates=authorities,
+        timeout=float(smpp.connect_timeout),
+    )
+    return ESMEService(
+        endpoint,
+        session_config(config),
+        clock=reactor,  # type: ignore[arg-type]
+        retry_policy=backoffPolicy(maxDelay=float(smpp.reconnect_max_delay)),
+    )
 
 
 def build(config: Config, reactor: IReactorCore) -> MdmdService:
     """
-    The service tree: C{store}, C{ca}, C{enroll}, C{dm}, C{https}, C{admin}, started in that order.
+    The service tree, started in this order: C{store}, C{ca}, C{enroll}, C{dm},
+    C{notify}, C{smpp} (when an SMSC is configured), C{https}, C{admin},
+    C{manhole} (when enabled).
     """
     root = MdmdService(config.state_dir, reactor)
 
@@ -166,6 +256,22 @@ def build(config: Config, reactor: IReactorCore) -> MdmdService:
     management = Resource()
     management.putChild(b"MDM.svc", ManagementResource(store, reactor, dm.settings))  # type: ignore[arg-type]
     web_root.putChild(b"ManagementServer", management)
+
+    esme = _smsc_service(config, reactor) if config.smpp.host else None
+    host = f"[{config.smpp.host}]" if ":" in config.smpp.host else config.smpp.host
+    notifier = Notifier(
+        store,
+        push_settings(config),
+        reactor,  # type: ignore[arg-type]
+        esme=esme,
+        spool_dir=config.push.spool_dir,
+        smsc=f"{'tls' if config.smpp.tls else 'tcp'}:{host}:{config.smpp.port}" if esme else "",
+        retry_delay=float(config.push.retry_delay),
+        keep_seconds=config.push.keep_days * 86400.0,
+    )
+    notifier.setServiceParent(root)
+    if esme is not None:
+        esme.setServiceParent(root)
     https.setServiceParent(root)
 
     token = AdminToken(config.admin_token_file)
@@ -176,21 +282,39 @@ def build(config: Config, reactor: IReactorCore) -> MdmdService:
         reactor,  # type: ignore[arg-type]
         reactor,  # type: ignore[arg-type]
         status_extra=lambda: {"hostname": config.server.hostname, "listening": root.addresses()},
+        notifier=notifier,
     )
     admin_site = MdmdSite(api, clock=reactor, max_body=256 * 1024, name="admin")  # type: ignore[arg-type]
-    admin_address = config.admin.listen
+    admin = _LocalListener(reactor, config.admin.listen)
 
     def prepare_admin() -> None:
         token.ensure()
-        if admin_address.kind == "unix":
-            clear_stale_socket(admin_address.path)
-
-    def admin_endpoint() -> IStreamServerEndpoint:
-        if admin_address.kind == "unix":
-            return UNIXServerEndpoint(reactor, admin_address.path, mode=0o600, wantPID=False)  # type: ignore[arg-type]
-        return _tcp_endpoint(reactor, admin_address)
+        admin.prepare()
 
     ListeningService(
-        "admin", admin_endpoint, admin_site, description=str(admin_address), prepare=prepare_admin
+        "admin", admin.endpoint, admin_site, description=str(admin.address), prepare=prepare_admin
     ).setServiceParent(root)
+
+    if config.manhole.enabled:
+        passwords = config.manhole_password_file
+        checker = ManholePasswordDB(passwords, reactor, reactor)  # type: ignore[arg-type]
+        shell = _LocalListener(reactor, config.manhole.listen)
+
+        def prepare_manhole() -> None:
+            # Checked at start, not at load: mdmctl manhole-password must work
+            # with this configuration before the file exists.
+            if not os.path.isfile(passwords):
+                raise CannotListen(
+                    f"[manhole] password_file: {passwords} does not exist "
+                    "(create it with mdmctl manhole-password NAME)"
+                )
+            shell.prepare()
+
+        ListeningService(
+            "manhole",
+            shell.endpoint,
+            manhole_factory(checker, lambda name: namespace(root, config, reactor, name)),
+            description=str(shell.address),
+            prepare=prepare_manhole,
+        ).setServiceParent(root)
     return root

@@ -15,12 +15,23 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 EXAMPLE = os.path.join(HERE, "..", "etc", "mdmd.conf")
 
 
-class LoadTests(SynchronousTestCase):
+class ConfigTestCase(SynchronousTestCase):
     def write(self, text: str) -> str:
         path = self.mktemp()
         with open(path, "w") as f:
             f.write(text)
         return path
+
+    def errors(self, text: str) -> str:
+        """
+        Every error loading C{text} reports, one per line.
+        """
+        with self.assertRaises(ConfigErrors) as caught:
+            config.load(self.write(text))
+        return "\n".join(caught.exception.errors)
+
+
+class LoadTests(ConfigTestCase):
 
     def test_development_defaults(self) -> None:
         """
@@ -138,12 +149,7 @@ class ReadmeTests(SynchronousTestCase):
         self.assertEqual(block, config.render_reference())
 
 
-class EnrollmentSectionTests(SynchronousTestCase):
-    def write(self, text: str) -> str:
-        path = self.mktemp()
-        with open(path, "w") as f:
-            f.write(text)
-        return path
+class EnrollmentSectionTests(ConfigTestCase):
 
     def test_defaults(self) -> None:
         """
@@ -182,15 +188,12 @@ class EnrollmentSectionTests(SynchronousTestCase):
         """
         Bad values and inconsistent periods are reported, each naming the option.
         """
-        path = self.write(
+        joined = self.errors(
             "[server]\npublic_port = 70000\n[enrollment]\nauth_policy = Kerberos\npoll_schedule = 1x0, 5x1, 9\n"
             "enrollment_version = three\nrenewal_period_days = 400\nrenewal_retry_days = 500\n"
             "provider_id = a/b\ncertificate_ca_file = /nonexistent.pem\ninitial_backoff_ms = 999999\n"
             "max_backoff_ms = 5000\n"
         )
-        with self.assertRaises(ConfigErrors) as caught:
-            config.load(path)
-        joined = "\n".join(caught.exception.errors)
         for expected in (
             "[server] public_port: must be at most 65535",
             "[enrollment] auth_policy: expected one of OnPremise, Federated, Certificate",
@@ -213,3 +216,60 @@ class EnrollmentSectionTests(SynchronousTestCase):
             with self.assertRaises(ConfigErrors) as caught:
                 config.load(path)
             self.assertIn("[enrollment] poll_schedule", str(caught.exception))
+
+
+class PushSectionsTests(ConfigTestCase):
+
+    def test_defaults(self) -> None:
+        """
+        No SMSC (spool in state_dir/spool), version 11, background, 0x04, 8-bit
+        concatenation, a day to answer; the manhole off, on a socket in state_dir.
+        """
+        base = os.path.abspath(self.mktemp())
+        loaded = config.load(None, base_dir=base)
+        push = loaded.push
+        self.assertEqual((push.version, push.ui_mode, push.data_coding, push.concat_iei, push.expiry), (11, "background", "0x04", "0x00", 86400))
+        self.assertEqual(push.spool_dir, os.path.join(base, "var", "spool"))
+        self.assertEqual((loaded.smpp.host, loaded.smpp.port, loaded.smpp.bind_type, loaded.smpp.window), ("", 2775, "transceiver", 10))
+        self.assertFalse(loaded.manhole.enabled)
+        self.assertEqual(loaded.manhole.listen, ListenAddress("unix", path=os.path.join(base, "var", "manhole.sock")))
+        self.assertEqual(loaded.manhole_password_file, os.path.join(base, "var", "manhole.passwd"))
+
+    def test_values(self) -> None:
+        """
+        Octet choices accept any base and keep the 0xNN spelling; the manhole may use loopback TCP.
+        """
+        passwords = os.path.abspath(self.mktemp())
+        open(passwords, "w").close()
+        path = self.write(
+            "[push]\ndata_coding = 245\nconcat_iei = 0x8\nspool_dir = /srv/spool\n"
+            "[smpp]\nhost = smsc.example\nsystem_id = mdmd\ntls = yes\nsubmit_id_base = hex\n"
+            f"[manhole]\nenabled = yes\nlisten = tcp:[::1]:7022\npassword_file = {passwords}\n"
+        )
+        loaded = config.load(path)
+        self.assertEqual((loaded.push.data_coding, loaded.push.concat_iei, loaded.push.spool_dir), ("0xF5", "0x08", "/srv/spool"))
+        self.assertEqual((loaded.smpp.tls, loaded.smpp.submit_id_base), (True, "hex"))
+        self.assertEqual(loaded.manhole.listen, ListenAddress("tcp", "::1", 7022))
+
+    def test_errors(self) -> None:
+        """
+        The manhole refuses non-loopback addresses; SMPP strings must fit their
+        fields; a host needs a system_id.
+        """
+        joined = self.errors(
+            "[push]\ndata_coding = 0x08\nui_mode = loud\nversion = 2000\n"
+            "[smpp]\nhost = smsc.example\npassword = much-too-long\nvalidity_period = 1d\n"
+            "ca_file = /nonexistent.pem\n"
+            "[manhole]\nenabled = yes\nlisten = tcp:0.0.0.0:7022\npassword_file = /nonexistent\n"
+        )
+        for expected in (
+            "[push] data_coding: expected one of 0x04, 0xF5, got '0x08'",
+            "[push] ui_mode: expected one of",
+            "[push] version: must be at most 1023",
+            "[smpp] system_id: must be set when host is",
+            "[smpp] password: at most 8 ASCII characters",
+            "[smpp] validity_period: expected 16 characters",
+            "[smpp] ca_file: /nonexistent.pem does not exist",
+            "[manhole] listen: 0.0.0.0 is not a loopback address",
+        ):
+            self.assertIn(expected, joined)

@@ -48,7 +48,7 @@ class BuildTests(SynchronousTestCase):
         build() returns the named services in start order and touches nothing on disk.
         """
         root = build(self.config, self.reactor)
-        self.assertEqual([s.name for s in root], ["store", "ca", "enroll", "dm", "https", "admin"])
+        self.assertEqual([s.name for s in root], ["store", "ca", "enroll", "dm", "notify", "https", "admin"])
         self.assertFalse(os.path.exists(self.base))
         self.assertEqual(self.reactor.sslServers, [])
         self.assertEqual(self.reactor.unixServers, [])
@@ -64,6 +64,114 @@ class BuildTests(SynchronousTestCase):
         self.assertEqual(self.reactor.unixServers[0][0], os.path.join(self.config.state_dir, "admin.sock"))
         self.assertTrue(os.path.exists(os.path.join(self.config.state_dir, "ca", "ca.key")))
         self.assertEqual(os.stat(self.config.state_dir).st_mode & 0o777, 0o700)
+
+
+class PushAndManholeTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.base = os.path.abspath(self.mktemp())
+        os.makedirs(self.base)
+        self.reactor = MemoryReactorClock()
+
+    def load(self, text: str) -> mdmd_config.Config:
+        path = os.path.join(self.base, "mdmd.conf")
+        with open(path, "w") as f:
+            f.write(text)
+        return mdmd_config.load(path, base_dir=self.base)
+
+    def test_spool_without_smsc(self) -> None:
+        """
+        With no SMSC the notifier spools into state_dir/spool and there is no smpp service.
+        """
+        root = build(mdmd_config.load(None, base_dir=self.base), self.reactor)
+        notifier = root.getServiceNamed("notify")
+        self.assertIsNone(notifier.esme)
+        self.assertEqual(notifier.spool_dir, os.path.join(self.base, "var", "spool"))
+        self.assertEqual(notifier.link["state"], "not configured")
+
+    def test_smsc_and_manhole(self) -> None:
+        """
+        With an SMSC and the manhole enabled, the tree gains smpp (after notify)
+        and manhole (last); starting connects to the SMSC with the configured
+        bind and binds the manhole's UNIX socket 0600.
+        """
+        from mdmd.manhole import set_password
+
+        set_password(os.path.join(self.base, "passwd"), "ops", "pw")
+        config = self.load(
+            "[server]\nstate_dir = state\n"
+            "[smpp]\nhost = smsc.example\nport = 2776\nsystem_id = mdmd\npassword = pw\n"
+            "bind_type = transmitter\nsource_addr = MDMD\nsource_ton = 5\nthroughput = 20\n"
+            "[push]\nui_mode = user-interaction\ndata_coding = 0xf5\nconcat_iei = 8\n"
+            "[manhole]\nenabled = yes\npassword_file = passwd\n"
+        )
+        root = build(config, self.reactor)
+        self.assertEqual(
+            [s.name for s in root],
+            ["store", "ca", "enroll", "dm", "notify", "smpp", "https", "admin", "manhole"],
+        )
+        esme = root.getServiceNamed("smpp")
+        self.assertEqual((esme.config.system_id, esme.config.bind_type.value, esme.config.throughput), ("mdmd", "transmitter", 20.0))
+        self.assertEqual((esme.config.source.addr, esme.config.source.ton), ("MDMD", 5))
+        settings = root.getServiceNamed("notify").settings
+        self.assertEqual((settings.ui_mode, settings.data_coding, settings.concat_iei), (3, 0xF5, 0x08))
+        root.startService()
+        self.addCleanup(root.stopService)
+        # (the memory reactor resolves every name to 127.0.0.1)
+        self.assertEqual([port for _, port, *_ in self.reactor.tcpClients], [2776])
+        socket_path = os.path.join(self.base, "state", "manhole.sock")
+        self.assertIn((socket_path, 0o600), [(path, mode) for path, _, _, mode, _ in self.reactor.unixServers])
+
+
+    def test_manhole_needs_its_password_file(self) -> None:
+        """
+        An enabled manhole without its password file stops the start with a
+        message saying how to create it.
+        """
+        from mdmd.listeners import CannotListen
+
+        config = self.load("[manhole]\nenabled = yes\n")
+        root = build(config, self.reactor)
+        with self.assertRaises(CannotListen) as caught:
+            root.startService()
+        self.assertIn("manhole.passwd does not exist (create it with mdmctl manhole-password", str(caught.exception))
+        self.assertFalse(root.running)
+
+
+class StopOrderTests(SynchronousTestCase):
+    def test_children_stop_one_after_the_other(self) -> None:
+        """
+        The root stops its children in reverse order, each only once the one
+        after it has finished stopping.
+        """
+        from twisted.application.service import Service
+        from twisted.internet.defer import Deferred
+
+        from mdmd.listeners import MdmdService
+
+        events: list[str] = []
+        pending: dict[str, Deferred[None]] = {}
+
+        class Child(Service):
+            def stopService(self) -> Deferred[None]:
+                super().stopService()
+                events.append(f"stop {self.name}")
+                pending[self.name] = Deferred()
+                return pending[self.name]
+
+        root = MdmdService(os.path.abspath(self.mktemp()), MemoryReactorClock())
+        for name in ("first", "second"):
+            child = Child()
+            child.setName(name)
+            child.setServiceParent(root)
+        root.startService()
+        stopped: list[object] = []
+        root.stopService().addCallback(stopped.append)
+        self.assertEqual(events, ["stop second"])
+        pending["second"].callback(None)
+        self.assertEqual(events, ["stop second", "stop first"])
+        self.assertEqual(stopped, [])
+        pending["first"].callback(None)
+        self.assertEqual(stopped, [None])
 
 
 class PublicURLTests(SynchronousTestCase):

@@ -31,6 +31,8 @@ from mdmd.errors import PeerError
 from mdmd.dm import queue as dm_queue
 from mdmd.dm.commands import PENDING, CommandSpec, InvalidCommand, parse_spec
 from mdmd.dm.service import dm_facts
+from mdmd.notify import jobs as push_jobs
+from mdmd.notify.notifier import Notifier
 from mdmd.pki import registry
 from mdmd.pki.ca import parse_serial, thumbprint
 from mdmd.pki.service import CAService, write_private
@@ -126,8 +128,10 @@ class AdminAPI(AsyncResource):
         reactor: IReactorThreads,
         clock: IReactorTime,
         status_extra: Callable[[], dict[str, Any]] = dict,
+        notifier: Notifier | None = None,
     ) -> None:
         super().__init__()
+        self.notifier = notifier
         self._token = token
         self.store = store
         self.ca = ca
@@ -242,6 +246,8 @@ class AdminAPI(AsyncResource):
             },
             "counts": await self.store.read(counts),
         }
+        if self.notifier is not None:
+            value["push"] = await self.notifier.status()
         value.update(self._status_extra())
         return 200, value
 
@@ -374,7 +380,26 @@ class AdminAPI(AsyncResource):
         value = device.as_json()
         value["certificate"] = None if certificate is None else certificate.as_json()
         value["dm"] = await self.store.read(dm_facts, device_id)
+        value["push"] = await self.store.read(push_jobs.push_facts, device_id)
         return 200, value
+
+    @route("PATCH", "/v1/devices/{device_id}")
+    async def update_device(self, request: Request, device_id: str) -> tuple[int, Any]:
+        """
+        Change what an operator may set on a device: C{msisdn} (null or "" clears it).
+        """
+        body = self.body(request)
+        unknown = sorted(set(body) - {"msisdn"})
+        if unknown:
+            raise ApiError(400, f"cannot set {', '.join(unknown)} (settable: msisdn)")
+        if "msisdn" not in body:
+            raise ApiError(400, "nothing to set (settable: msisdn)")
+        msisdn = body["msisdn"]
+        if msisdn is not None and not isinstance(msisdn, str):
+            raise ApiError(400, "field 'msisdn' must be a string or null")
+        await self._known_device(device_id)
+        facts = await self.store.transact(push_jobs.set_msisdn, device_id, msisdn)
+        return 200, {"device_id": device_id, "push": facts}
 
     @route("DELETE", "/v1/devices/{device_id}")
     async def remove_device(self, request: Request, device_id: str) -> tuple[int, Any]:
@@ -456,3 +481,52 @@ class AdminAPI(AsyncResource):
     async def _known_device(self, device_id: str) -> None:
         if await self.store.read(devices.lookup_device, device_id) is None:
             raise ApiError(404, f"no device {device_id!r}")
+
+    # -- push notifications -------------------------------------------------------------
+
+    def _notifier(self) -> Notifier:
+        if self.notifier is None:
+            raise ApiError(503, "push notifications are not available in this daemon")
+        return self.notifier
+
+    async def _push(self, device_ids: list[str]) -> tuple[int, Any]:
+        notifier = self._notifier()
+        try:
+            created = await notifier.push(device_ids)
+        except push_jobs.NotPushable as e:
+            raise ApiError(409, str(e)) from None
+        return 201, {"jobs": [i.as_json() for i in created], "link": notifier.link}
+
+    @route("POST", "/v1/devices/{device_id}/pushes")
+    async def push_device(self, request: Request, device_id: str) -> tuple[int, Any]:
+        self.body(request)
+        await self._known_device(device_id)
+        return await self._push([device_id])
+
+    @route("POST", "/v1/pushes")
+    async def push_devices(self, request: Request) -> tuple[int, Any]:
+        device_ids = self.field(self.body(request), "devices", list)
+        if not device_ids or not all(isinstance(d, str) and d for d in device_ids):
+            raise ApiError(400, "'devices' must be a non-empty list of device ids")
+        return await self._push(device_ids)
+
+    @route("GET", "/v1/pushes")
+    async def list_pushes(self, request: Request) -> tuple[int, Any]:
+        device = request.args.get(b"device", [b""])[0].decode("utf-8") or None
+        return await self._list_pushes(request, device)
+
+    @route("GET", "/v1/devices/{device_id}/pushes")
+    async def device_pushes(self, request: Request, device_id: str) -> tuple[int, Any]:
+        await self._known_device(device_id)
+        return await self._list_pushes(request, device_id)
+
+    async def _list_pushes(self, request: Request, device_id: str | None) -> tuple[int, Any]:
+        raw = request.args.get(b"limit", [b"100"])[0]
+        if not raw.isdigit():
+            raise ApiError(400, "limit must be a whole number")
+        states = [s.decode("utf-8") for s in request.args.get(b"state", [])] or None
+        unknown = set(states or ()) - set(push_jobs.STATES)
+        if unknown:
+            raise ApiError(400, f"unknown state {sorted(unknown)[0]!r} (states: {', '.join(push_jobs.STATES)})")
+        found = await self.store.read(push_jobs.list_pushes, device_id, int(raw) or None, states)
+        return 200, {"jobs": [i.as_json() for i in found]}

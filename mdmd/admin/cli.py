@@ -193,6 +193,25 @@ def cmd_status(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
     print(f"CA:         {ca['subject']} ({ca['thumbprint']}), until {ca['not_after']}", file=out)
     counts = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in sorted(status["counts"].items()))
     print(f"counts:     {counts}", file=out)
+    push = status.get("push")
+    if push:
+        print(f"SMPP:       {_link_text(push['link'])}", file=out)
+        pushes = ", ".join(f"{v} {k}" for k, v in push["counts"].items() if v) or "none"
+        print(f"pushes:     {pushes}", file=out)
+
+
+def _link_text(link: dict[str, Any]) -> str:
+    """
+    The SMPP link in a few words: bound to..., disconnected from... (why), not configured.
+    """
+    state = link["state"]
+    if state == "not configured":
+        return f"not configured (pushes are written to {link['spool_dir']})"
+    where = link.get("smsc") or "the SMSC"
+    if state == "bound":
+        return f"bound to {where}"
+    detail = f" ({link['detail']})" if link.get("detail") else ""
+    return f"{state} from {where}{detail}"
 
 
 def _read_password(args: argparse.Namespace) -> str:
@@ -324,6 +343,20 @@ def cmd_device_show(client: AdminClient, args: argparse.Namespace, out: Any) -> 
         print(f"{'thumbprint:':<22} {cert['thumbprint']}", file=out)
     else:
         print(f"{'certificate:':<22} -", file=out)
+    push = device.get("push") or {}
+    source = f" (from the {push['msisdn_source']})" if push.get("msisdn_source") == "enrollment" else ""
+    print(f"{'msisdn:':<22} {push.get('msisdn') or '-'}{source}", file=out)
+    last = push.get("last")
+    if last:
+        print(f"{'last push:':<22} #{last['seq']} {last['state']}, {_when(last['created_at'])}", file=out)
+
+
+def cmd_device_set(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
+    if args.msisdn is None:
+        raise CommandError("nothing to set (--msisdn NUMBER, or --msisdn '' to clear it)")
+    result = client.request("PATCH", _device_path(args.device), {"msisdn": args.msisdn})
+    msisdn = result["push"]["msisdn"]
+    print(f"{args.device}: msisdn {msisdn}" if msisdn else f"{args.device}: msisdn cleared", file=out)
 
 
 def cmd_device_remove(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
@@ -422,6 +455,97 @@ def cmd_results(client: AdminClient, args: argparse.Namespace, out: Any) -> None
     )
 
 
+def _push_rows(found: list[dict[str, Any]]) -> list[list[str]]:
+    rows = []
+    for job in found:
+        where = job["spool_file"] if job["via"] == "spool" else ", ".join(i or "-" for i in job["message_ids"])
+        rows.append(
+            [
+                job["device_id"],
+                str(job["seq"]),
+                job["state"],
+                job["session_id"],
+                job["msisdn"],
+                where if job["via"] else "-",
+                _when(job["created_at"]),
+                _when(job["updated_at"]),
+                job["error"] or "",
+            ]
+        )
+    return rows
+
+
+def cmd_push(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
+    targets = list(args.targets)
+    if targets[0] == "status":
+        if len(targets) > 2:
+            raise CommandError("push status takes at most one device")
+        path = (
+            _device_path(targets[1], "/pushes") if len(targets) == 2 else "/v1/pushes"
+        ) + f"?limit={args.limit}"
+        found = client.request("GET", path)["jobs"]
+        if args.json:
+            _print_json(found, out)
+            return
+        _table(
+            _push_rows(found),
+            ["DEVICE", "SEQ", "STATE", "SESSION", "MSISDN", "MESSAGE IDS / FILE", "CREATED", "UPDATED", "ERROR"],
+            out,
+        )
+        return
+    if len(targets) == 1:
+        result = client.request("POST", _device_path(targets[0], "/pushes"))
+    else:
+        result = client.request("POST", "/v1/pushes", {"devices": targets})
+    if args.json:
+        _print_json(result, out)
+        return
+    link = result["link"]
+    for job in result["jobs"]:
+        what = f"push #{job['seq']} for {job['device_id']} (session id {job['session_id']}, to {job['msisdn']})"
+        if job["via"] == "spool":
+            print(f"{what}: written to {job['spool_file']}", file=out)
+        else:
+            print(f"{what}: {job['state']}; SMPP link {_link_text(link)}", file=out)
+
+
+def cmd_manhole_password(config: mdmd_config.Config, args: argparse.Namespace, out: Any) -> None:
+    from mdmd.manhole import set_password, validate_login_name
+
+    path = args.file or config.manhole_password_file
+    try:
+        validate_login_name(args.name)
+    except ValueError as e:
+        raise CommandError(str(e)) from None
+    password = _read_password(args)
+    try:
+        replaced = set_password(path, args.name, password)
+    except OSError as e:
+        raise CommandError(f"cannot write {path}: {e.strerror}") from None
+    print(f"{'changed' if replaced else 'added'} manhole login {args.name} in {path}", file=out)
+
+
+def cmd_manhole(config: mdmd_config.Config, args: argparse.Namespace, out: Any) -> None:
+    from mdmd.admin.console import connect, run
+
+    if not config.manhole.enabled and not args.address:
+        raise CommandError("the manhole is not enabled in this configuration ([manhole] enabled)")
+    address = args.address or str(config.manhole.listen)
+    try:
+        with open(config.listening_file) as f:
+            running = json.load(f)
+        if not args.address and _alive(running.get("pid")) and running.get("manhole"):
+            address = running["manhole"]
+    except (OSError, ValueError):
+        pass
+    try:
+        sock = connect(address)
+    except OSError as e:
+        raise CommandError(f"cannot reach the manhole at {address}: {e.strerror or e} (is the daemon running?)") from None
+    with sock:
+        run(sock)
+
+
 # --- argument parsing ------------------------------------------------------------
 
 
@@ -491,7 +615,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="RFC 5280 reason: unspecified, keyCompromise, affiliationChanged, superseded, "
         "cessationOfOperation, certificateHold, privilegeWithdrawn",
     )
-    device = commands.add_parser("device", help="inspect and remove enrolled devices")
+    device = commands.add_parser("device", help="inspect, set and remove enrolled devices")
     device_commands = device.add_subparsers(dest="device_command", metavar="ACTION", parser_class=_Parser)
     device_commands.required = True
     add(device_commands, "list", cmd_device_list, "list devices", listing=True)
@@ -503,6 +627,12 @@ def build_parser() -> argparse.ArgumentParser:
         device_commands, "remove", cmd_device_remove,
         "remove a device: its certificate is revoked and its DM sessions refused",
     ).add_argument("device", help="the DeviceID")
+    device_set = add(device_commands, "set", cmd_device_set, "set a device's properties")
+    device_set.add_argument("device", help="the DeviceID")
+    device_set.add_argument(
+        "--msisdn",
+        help="the handset's phone number for push (e.g. +491701234567; '' clears it)",
+    )
 
     cmd = add(
         commands,
@@ -550,6 +680,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     results.add_argument("device", help="the DeviceID")
     results.add_argument("--limit", type=int, default=0, help="only the last N commands")
+
+    push = add(
+        commands, "push", cmd_push,
+        "wake devices now (OMA DM package #0 as WAP push SMS), or show pushes: "
+        "'push DEVICE...' or 'push status [DEVICE]'",
+        listing=True,
+    )
+    push.usage = "mdmctl push [--json] DEVICE [DEVICE ...]\n       mdmctl push status [--json] [--limit N] [DEVICE]"
+    push.add_argument(
+        "targets", nargs="+", metavar="DEVICE",
+        help="DeviceIDs to wake; or 'status', optionally followed by one DeviceID",
+    )
+    push.add_argument("--limit", type=int, default=50, help="push status: the latest N jobs (0: all)")
+
+    console = add(
+        commands, "manhole", cmd_manhole,
+        "open the daemon's manhole (a Python shell, telnet over its UNIX socket or loopback port)",
+    )
+    console.set_defaults(offline=True)
+    console.add_argument("--address", help="unix:PATH or tcp:HOST:PORT instead of the configured one")
+    manhole = add(
+        commands, "manhole-password", cmd_manhole_password,
+        "add a manhole login or change its password (password from stdin or --password-file); "
+        "works without the daemon",
+    )
+    manhole.set_defaults(offline=True)
+    manhole.add_argument("name", help="the login name")
+    manhole.add_argument(
+        "--file", help="the password file (default: [manhole] password_file of the configuration)"
+    )
+    manhole.add_argument("--password-file", help="read the password from the first line of this file")
     return parser
 
 
@@ -569,8 +730,10 @@ def main(argv: Sequence[str] | None = None, out: Any = None, err: Any = None) ->
             config = mdmd_config.load(args.config)
         except mdmd_config.ConfigErrors as e:
             raise CommandError(f"{args.config}: " + "; ".join(e.errors)) from None
-        client = AdminClient.from_config(config)
-        args.handler(client, args, out)
+        if getattr(args, "offline", False):
+            args.handler(config, args, out)
+        else:
+            args.handler(AdminClient.from_config(config), args, out)
     except CommandError as e:
         print(f"mdmctl: {e}", file=err)
         return EXIT_FAILURE

@@ -45,6 +45,7 @@ from mdmd.dm.session import (
     starts_new_session,
 )
 from mdmd.errors import PeerError
+from mdmd.notify.jobs import answer_push
 from mdmd.pki import registry
 from mdmd.pki.registry import ClientCertificateRefused
 from mdmd.pki.tls import peer_certificate
@@ -211,6 +212,10 @@ def _apply(root: Root, device: Any, queue: Any, effects: Any, now: float, notes:
             notes.append(("{device_id}: the device aborted the session", {}))
         elif isinstance(effect, ServerInitiated):
             device.last_server_initiated = (effect.session_id, now)
+            answered = answer_push(root, device.device_id, effect.session_id, now)
+            if answered is not None:
+                notes.append(("{device_id}: session {session_id} answers push #{seq}",
+                              {"session_id": effect.session_id, "seq": answered.seq}))
 
 
 _MISSING = object()

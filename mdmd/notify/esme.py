@@ -11,6 +11,7 @@ For the rest of mdmd (the push notifier):
     service = ESMEService(smsc_endpoint(reactor, host, port, tls=True), config, clock=reactor)
     service.add_receipt_observer(on_receipt)      # DeliveryReceipt events
     service.add_state_observer(on_state)          # Bound / BindFailed / Unbound / LinkBroken
+    service.add_segment_observer(on_segment)      # SegmentAccepted: one id, as it arrives
     d = service.submit(ref, Address(msisdn), segments, message_ids=None)
     # d fires with SubmitOutcome once the SMSC accepted every segment (with
     # one message id per segment) or refused the job for good.
@@ -68,6 +69,7 @@ from mdmd.notify.smpp import (
     LinkBroken,
     Output,
     ProtocolViolation,
+    SegmentAccepted,
     SessionConfig,
     State,
     SubmitAccepted,
@@ -267,6 +269,7 @@ class _ESMEFactory(Factory):
 class _Observers:
     receipts: list[Callable[[DeliveryReceipt], object]] = field(default_factory=list)
     states: list[Callable[[StateEvent], object]] = field(default_factory=list)
+    segments: list[Callable[[SegmentAccepted], object]] = field(default_factory=list)
 
 
 class ESMEService(Service):
@@ -317,6 +320,13 @@ class ESMEService(Service):
 
     def add_state_observer(self, observer: Callable[[StateEvent], object]) -> None:
         self._observers.states.append(observer)
+
+    def add_segment_observer(self, observer: Callable[[SegmentAccepted], object]) -> None:
+        """
+        Be told of each accepted segment (its message id) before the job's
+        outcome, to persist ids as they come.
+        """
+        self._observers.segments.append(observer)
 
     def submit(
         self,
@@ -414,6 +424,10 @@ class ESMEService(Service):
                 event.ref,
                 SubmitOutcome(event.ref, False, event.message_ids, event.status, event.temporary),
             )
+        elif isinstance(event, SegmentAccepted):
+            job = self._jobs.get(event.ref)
+            if job is not None and not job.cancelled:
+                self._notify(self._observers.segments, event)
         elif isinstance(event, DeliveryReceipt):
             self._notify(self._observers.receipts, event)
         elif isinstance(event, JobsReturned):

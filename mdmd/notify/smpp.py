@@ -35,7 +35,8 @@ What it does, and why:
    reference of the job whose segment they are about, when we still know it.
 
 A I{job} is one WAP push: all of its segments must be accepted for
-L{SubmitAccepted}, which carries one message id per segment. When the
+L{SubmitAccepted}, which carries one message id per segment; each id is also
+reported alone, as L{SegmentAccepted}, the moment it arrives. When the
 session ends, jobs not finished come back in L{JobsReturned} with the message
 ids accepted so far, so that the next session sends only what is missing and
 nothing the SMSC acknowledged is sent twice. (A submit whose response was
@@ -106,6 +107,7 @@ __all__ = [
     "LocalProtocolError",
     "Output",
     "ProtocolViolation",
+    "SegmentAccepted",
     "SessionConfig",
     "State",
     "SubmitAccepted",
@@ -197,6 +199,19 @@ class BindFailed:
 
 
 @dataclass(frozen=True)
+class SegmentAccepted:
+    """
+    The SMSC accepted segment C{index} of job C{ref}. Comes before the job's
+    L{SubmitAccepted}, so that a caller can keep each id as soon as it exists
+    (a job of several segments may be cut short by a disconnect or a restart).
+    """
+
+    ref: Hashable
+    index: int
+    message_id: str
+
+
+@dataclass(frozen=True)
 class SubmitAccepted:
     ref: Hashable
     message_ids: tuple[str, ...]
@@ -275,6 +290,7 @@ class JobsReturned:
 Event = Union[
     Bound,
     BindFailed,
+    SegmentAccepted,
     SubmitAccepted,
     SubmitFailed,
     DeliveryReceipt,
@@ -699,6 +715,7 @@ class EsmeSession:
         if status == Status.ESME_ROK:
             assert isinstance(pdu, SubmitSmResp)
             job.message_ids[index] = pdu.message_id
+            self._pending.events.append(SegmentAccepted(job.ref, index, pdu.message_id))
             if pdu.message_id:
                 self._remember(message_id_key(pdu.message_id, self._config.submit_id_base), job.ref)
             self._check_accepted(job)

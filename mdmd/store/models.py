@@ -122,6 +122,10 @@ class Device(Persistent):
     #: (SessionID, time) of the last session that answered a notification (Alert 1200)
     last_server_initiated: tuple[str, float] | None = None
 
+    #: the handset's number for push notifications, as an operator set it:
+    #: digits with an optional leading "+" (see L{mdmd.notify.jobs.parse_msisdn})
+    msisdn = ""
+
     def __init__(self, device_id: str, created_at: float) -> None:
         self.device_id = device_id
         self.first_enrolled_at = created_at
@@ -175,11 +179,70 @@ class DMSession(Persistent):
         self.state = state
 
 
+class PushJob(Persistent):
+    """
+    One wake-up notification (package #0 as WAP push SMS) for one device, and its fate.
+
+    C{state}: queued (not every segment acknowledged by the SMSC yet) →
+    submitted (all acknowledged, or written to the spool) → delivered (the
+    SMSC's receipts say so) → answered (the device opened the session
+    carrying C{session_id}); or failed (refused, or a receipt said it was
+    not delivered), or expired (not answered in time). C{segments} are what
+    goes on the air, built once, so a resubmission sends the same octets.
+    """
+
+    def __init__(
+        self,
+        device_id: str,
+        seq: int,
+        session_id: int,
+        destination: tuple[str, int, int],
+        segments: tuple[tuple[int, int, bytes], ...],
+        created_at: float,
+        expires_at: float,
+    ) -> None:
+        self.device_id = device_id
+        self.seq = seq
+        self.session_id = session_id
+        self.destination = destination  # (address, TON, NPI)
+        self.segments = segments  # (esm_class, data_coding, short_message)
+        self.created_at = created_at
+        self.updated_at = created_at
+        self.expires_at = expires_at
+        self.state = "queued"
+        self.via: str | None = None  # "smpp" or "spool"
+        self.spool_file: str | None = None
+        self.message_ids: tuple[str | None, ...] = (None,) * len(segments)
+        #: the canonical form of each message id (the key in C{push_messages})
+        self.message_keys: tuple[str | None, ...] = (None,) * len(segments)
+        #: the final receipt state name per segment (DELIVERED, UNDELIVERABLE, ...)
+        self.receipts: tuple[str | None, ...] = (None,) * len(segments)
+        self.attempts = 0
+        self.error: str | None = None
+        self.submitted_at: float | None = None
+        self.delivered_at: float | None = None
+        self.answered_at: float | None = None
+        self.finished_at: float | None = None
+
+
+class PushLog(Persistent):
+    """
+    A device's push jobs, keyed by a per-device monotonic sequence number.
+    """
+
+    def __init__(self) -> None:
+        self.next_seq = 1
+        self.jobs = IOBTree()
+
+
 #: The containers under the ZODB root, created on first open. Keys of C{certs}
 #: and C{revoked} are certificate serial numbers (int); of C{users}, the
 #: case-folded user name; of C{devices}, the DeviceID as the device sent it;
 #: of C{queues}, device ids (a L{CommandQueue} each, so devices never conflict
-#: with each other); of C{sessions}, device ids (their current L{DMSession}).
+#: with each other); of C{sessions}, device ids (their current L{DMSession});
+#: of C{pushes}, device ids (a L{PushLog} each). C{push_open} indexes the jobs
+#: not yet answered, failed or expired by (device id, seq); C{push_messages}
+#: maps an SMSC message id (canonical key) to its job's (device id, seq).
 ROOT_CONTAINERS: dict[str, Callable[[], Any]] = {
     "users": OOBTree,
     "certs": OOBTree,
@@ -187,6 +250,9 @@ ROOT_CONTAINERS: dict[str, Callable[[], Any]] = {
     "devices": OOBTree,
     "queues": OOBTree,
     "sessions": OOBTree,
+    "pushes": OOBTree,
+    "push_open": OOBTree,
+    "push_messages": OOBTree,
 }
 
 

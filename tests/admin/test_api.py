@@ -35,7 +35,7 @@ class AdminTestCase(TestCase):
         self.ca = started_ca(self, state_dir=self.state_dir, store=self.store)
         self.token = AdminToken(os.path.join(self.state_dir, "admin.token"))
         self.token.ensure()
-        api = AdminAPI(self.token, self.store, self.ca, reactor, reactor)
+        api = AdminAPI(self.token, self.store, self.ca, reactor, reactor, notifier=self.make_notifier())
         self.socket_path = os.path.join(self.state_dir, "admin.sock")
         d = UNIXServerEndpoint(reactor, self.socket_path, mode=0o600).listen(
             MdmdSite(api, clock=reactor, name="admin")
@@ -51,6 +51,9 @@ class AdminTestCase(TestCase):
         with open(self.config_path, "w") as f:
             f.write(f"[server]\nstate_dir = {self.state_dir}\n")
         return d
+
+    def make_notifier(self):
+        return None
 
     def call(self, method, path, body=None):
         return deferToThread(self.client.request, method, path, body)
@@ -285,3 +288,142 @@ class MdmctlTests(AdminTestCase):
         code, _, err = await self.mdmctl("status")
         self.assertEqual(code, 1)
         self.assertIn("cannot read the admin token", err)
+
+
+class PushAPITests(AdminTestCase):
+    """
+    Push routes and verbs, with a notifier that writes to a spool directory.
+    """
+
+    def make_notifier(self):
+        from twisted.internet.task import Clock
+
+        from mdmd.notify.jobs import PushSettings
+        from mdmd.notify.notifier import Notifier
+
+        self.spool = os.path.join(self.state_dir, "spool")
+        notifier = Notifier(self.store, PushSettings(), Clock(), spool_dir=self.spool)
+        notifier.startService()
+        self.addCleanup(notifier.stopService)
+        return notifier
+
+    async def test_msisdn_and_push_routes(self) -> None:
+        """
+        PATCH sets a valid MSISDN (shown with the device); a push is spooled and
+        listed; a device without a number is a 409 naming it; status shows the
+        link and the counts.
+        """
+        await enroll_device(self, "DEV-1")
+        await enroll_device(self, "DEV-2")
+        changed = await self.call("PATCH", "/v1/devices/DEV-1", {"msisdn": "+49 170 1234567"})
+        self.assertEqual(changed["push"]["msisdn"], "+491701234567")
+        for body, message in (
+            ({"msisdn": "call me"}, "is not a phone number"),
+            ({"msisdn": 49}, "must be a string or null"),
+            ({"name": "x"}, "cannot set name"),
+            ({}, "nothing to set"),
+        ):
+            with self.assertRaises(CommandError) as caught:
+                await self.call("PATCH", "/v1/devices/DEV-1", body)
+            self.assertIn(message, str(caught.exception))
+        with self.assertRaises(CommandError) as caught:
+            await self.call("PATCH", "/v1/devices/NOPE", {"msisdn": "+1555123"})
+        self.assertIn("no device 'NOPE'", str(caught.exception))
+        shown = await self.call("GET", "/v1/devices/DEV-1")
+        self.assertEqual((shown["push"]["msisdn"], shown["push"]["msisdn_source"]), ("+491701234567", "operator"))
+
+        pushed = await self.call("POST", "/v1/devices/DEV-1/pushes")
+        (job,) = pushed["jobs"]
+        self.assertEqual((job["device_id"], job["seq"], job["state"], job["via"]), ("DEV-1", 1, "submitted", "spool"))
+        self.assertEqual(pushed["link"]["state"], "not configured")
+        self.assertTrue(job["spool_file"].startswith(self.spool))
+        with self.assertRaises(CommandError) as caught:
+            await self.call("POST", "/v1/pushes", {"devices": ["DEV-1", "DEV-2"]})
+        self.assertIn("device DEV-2 has no MSISDN", str(caught.exception))
+        listed = await self.call("GET", "/v1/pushes")
+        self.assertEqual([(j["device_id"], j["seq"]) for j in listed["jobs"]], [("DEV-1", 1)])
+        listed = await self.call("GET", "/v1/devices/DEV-2/pushes")
+        self.assertEqual(listed["jobs"], [])
+        with self.assertRaises(CommandError) as caught:
+            await self.call("GET", "/v1/pushes?state=lost")
+        self.assertIn("unknown state 'lost'", str(caught.exception))
+        status = await self.call("GET", "/v1/status")
+        self.assertEqual(status["push"]["link"]["state"], "not configured")
+        self.assertEqual(status["push"]["counts"]["submitted"], 1)
+
+    async def test_mdmctl_push_verbs(self) -> None:
+        """
+        mdmctl device set --msisdn, push DEVICE (says where it went), push
+        status (table and JSON), and status showing the SMPP link and counts.
+        """
+        await enroll_device(self, "DEV-1")
+        code, out, err = await self.mdmctl("device", "set", "DEV-1", "--msisdn", "+447700900123")
+        self.assertEqual((code, out, err), (0, "DEV-1: msisdn +447700900123\n", ""))
+        code, out, _ = await self.mdmctl("device", "show", "DEV-1")
+        self.assertIn("msisdn:                +447700900123", out)
+        code, out, err = await self.mdmctl("push", "DEV-1")
+        self.assertEqual((code, err), (0, ""))
+        self.assertRegex(out, r"^push #1 for DEV-1 \(session id [0-9A-F]{1,4}, to \+447700900123\): written to " + self.spool + "/push-DEV-1-")
+        code, out, _ = await self.mdmctl("push", "status")
+        header, row = out.splitlines()
+        self.assertEqual(header.split()[:5], ["DEVICE", "SEQ", "STATE", "SESSION", "MSISDN"])
+        self.assertEqual(row.split()[:3], ["DEV-1", "1", "submitted"])
+        code, out, _ = await self.mdmctl("push", "status", "DEV-1", "--json")
+        self.assertEqual([j["state"] for j in json.loads(out)], ["submitted"])
+        code, out, _ = await self.mdmctl("status")
+        self.assertIn(f"SMPP:       not configured (pushes are written to {self.spool})", out)
+        self.assertIn("pushes:     1 submitted", out)
+        code, _, err = await self.mdmctl("push", "status", "a", "b")
+        self.assertEqual((code, err), (1, "mdmctl: push status takes at most one device\n"))
+        code, _, err = await self.mdmctl("device", "set", "DEV-1")
+        self.assertEqual(code, 1)
+        self.assertIn("nothing to set", err)
+        code, out, _ = await self.mdmctl("device", "set", "DEV-1", "--msisdn", "")
+        self.assertEqual(out, "DEV-1: msisdn cleared\n")
+
+
+class NoNotifierTests(AdminTestCase):
+    async def test_push_unavailable(self) -> None:
+        """
+        Without a notifier the push routes answer 503.
+        """
+        await enroll_device(self, "DEV-1")
+        with self.assertRaises(CommandError) as caught:
+            await self.call("POST", "/v1/pushes", {"devices": ["DEV-1"]})
+        self.assertIn("push notifications are not available", str(caught.exception))
+
+
+class ManholePasswordTests(AdminTestCase):
+    async def test_works_without_the_daemon(self) -> None:
+        """
+        mdmctl manhole-password writes a scrypt entry without talking to the
+        daemon, to --file or to the configured password file.
+        """
+        from mdmd.enroll.users import verify_password
+
+        config = os.path.join(self.state_dir, "offline.conf")
+        with open(config, "w") as f:
+            f.write(f"[server]\nstate_dir = {self.state_dir}/nowhere\n")
+        path = os.path.join(self.state_dir, "manhole.passwd")
+
+        def run(*argv: str, stdin: str) -> tuple[int, str, str]:
+            out, err = io.StringIO(), io.StringIO()
+            old = cli.sys.stdin
+            cli.sys.stdin = io.StringIO(stdin)
+            try:
+                return cli.main(["--config", config, *argv], out, err), out.getvalue(), err.getvalue()
+            finally:
+                cli.sys.stdin = old
+
+        code, out, err = await deferToThread(run, "manhole-password", "ops", "--file", path, stdin="s3cret\n")
+        self.assertEqual((code, out, err), (0, f"added manhole login ops in {path}\n", ""))
+        with open(path) as f:
+            name, hashed = f.read().strip().split(":", 1)
+        self.assertEqual(name, "ops")
+        self.assertTrue(verify_password(hashed, "s3cret"))
+        code, out, _ = await deferToThread(run, "manhole-password", "ops", stdin="other\n")
+        default = os.path.join(self.state_dir, "nowhere", "manhole.passwd")
+        self.assertEqual(out, f"added manhole login ops in {default}\n")
+        code, _, err = await deferToThread(run, "manhole-password", "a:b", "--file", path, stdin="x\n")
+        self.assertEqual(code, 1)
+        self.assertIn("is not a manhole login name", err)

@@ -24,7 +24,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from mdmd.notify import smpp_pdu as p
 from mdmd.notify.esme import ESMEProtocol, ESMEService, SubmitAbandoned, SubmitOutcome
-from mdmd.notify.smpp import BindFailed, Bound, LinkBroken, State, Unbound
+from mdmd.notify.smpp import BindFailed, Bound, LinkBroken, SegmentAccepted, State, Unbound
 from mdmd.notify.wap import SmsSegment, reassemble, wdp_segments
 from mdmd.testing.smsc import FakeSmscFactory, Receipts, Scenario
 from tests.notify.test_smpp import CONFIG, DEVICE, ONE
@@ -115,6 +115,35 @@ class ServiceTests(SynchronousTestCase):
         self.assertEqual(
             (type(bind), bind.system_id, bind.password), (p.BindTransceiver, "mdmd", "secret")
         )
+
+    def test_segment_observers(self) -> None:
+        """
+        Segment observers hear of each accepted segment before the job's
+        outcome fires; a cancelled job's segments are not reported.
+        """
+        net = Net()
+        heard: list[object] = []
+        net.service.add_segment_observer(heard.append)
+        net.start()
+        results = []
+        net.service.submit("push", DEVICE, THREE).addCallback(
+            lambda outcome: results.append((len(heard), outcome))
+        )
+        net.flush()
+        self.assertEqual(
+            heard,
+            [SegmentAccepted("push", 0, "1"), SegmentAccepted("push", 1, "2"), SegmentAccepted("push", 2, "3")],
+        )
+        self.assertEqual(results, [(3, SubmitOutcome("push", True, ("1", "2", "3")))])
+        net.smsc.scenario = Scenario(respond=False)
+        d = net.service.submit("gone", DEVICE, ONE)
+        d.addErrback(lambda f: None)
+        net.flush()
+        d.cancel()
+        (pending,) = [s for s in net.smsc.submits if s.short_message == ONE[0].short_message]
+        net.smsc.connections[-1].send(p.SubmitSmResp(sequence_number=pending.sequence_number, message_id="9"))
+        net.flush()
+        self.assertEqual(len(heard), 3)
 
     def test_submit_waits_for_bind(self) -> None:
         """

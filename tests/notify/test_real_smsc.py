@@ -10,20 +10,12 @@ back the package #0, and that receipts and unbind went through.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import ProcessProtocol
-from twisted.python.failure import Failure
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from mdmd.notify import smpp_pdu as p
 from mdmd.notify.esme import ESMEService, smsc_endpoint
@@ -31,7 +23,8 @@ from mdmd.notify.pkg0 import build_package0, parse_package0
 from mdmd.notify.smpp import Address, BindFailed, SessionConfig, submit_templates
 from mdmd.notify.wap import parse_wsp_push, reassemble, wap_push_segments
 
-PEERS = Path(__file__).resolve().parent.parent / "peers"
+from .peers import Peer, node_or_skip, node_short_message, perl_or_skip, start_peer
+
 CONFIG = SessionConfig(system_id="mdmd", password="secret", source=Address("MDMD", 5, 0))
 DEVICE = Address("491701234567")
 
@@ -47,56 +40,6 @@ def _push():
     return pkg0, wap_push_segments(pkg0, concat_ref=0x5A)
 
 
-class _Peer(ProcessProtocol):
-    """
-    A spawned SMSC: the port it printed and the JSON lines it logged.
-    """
-
-    def __init__(self) -> None:
-        self.port: Deferred[int] = Deferred()
-        self.ended: Deferred[None] = Deferred()
-        self.lines: list[dict[str, Any]] = []
-        self.stderr = b""
-        self._buffer = b""
-        self._waiters: list[tuple[Callable[[list[dict[str, Any]]], bool], Deferred[None]]] = []
-
-    def outReceived(self, data: bytes) -> None:
-        self._buffer += data
-        *complete, self._buffer = self._buffer.split(b"\n")
-        for raw in complete:
-            line = json.loads(raw)
-            if "port" in line and not self.port.called:
-                self.port.callback(line["port"])
-            else:
-                self.lines.append(line)
-        for waiter in list(self._waiters):
-            if waiter[0](self.lines):
-                self._waiters.remove(waiter)
-                waiter[1].callback(None)
-
-    def errReceived(self, data: bytes) -> None:
-        self.stderr += data
-
-    def processEnded(self, reason: Failure) -> None:
-        if not self.port.called:
-            self.port.errback(RuntimeError(f"peer exited: {self.stderr.decode(errors='replace')}"))
-        for _, waiter in self._waiters:
-            waiter.errback(RuntimeError("peer exited while waited on"))
-        self._waiters = []
-        self.ended.callback(None)
-
-    def wait_for(self, condition: Callable[[list[dict[str, Any]]], bool]) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        if condition(self.lines):
-            d.callback(None)
-        else:
-            self._waiters.append((condition, d))
-        return d
-
-    def received(self, command: str) -> list[dict[str, Any]]:
-        return [line for line in self.lines if line["dir"] == "in" and line["command"] == command]
-
-
 if TYPE_CHECKING:
     _MixinBase = TestCase
 else:
@@ -108,24 +51,13 @@ class _RealSmscMixin(_MixinBase):
     What both peers are put through; subclasses say how to start one.
     """
 
-    def spawn(self, *args: str) -> _Peer:
+    def spawn(self, *args: str) -> Peer:
         raise NotImplementedError
 
-    def start_peer(self, executable: str, argv: list[str]) -> _Peer:
-        peer = _Peer()
-        process = reactor.spawnProcess(
-            peer, executable, argv, env=dict(os.environ), path=str(PEERS)
-        )
+    def start_peer(self, executable: str, argv: list[str]) -> Peer:
+        return start_peer(self, executable, argv)
 
-        def stop() -> Deferred[None]:
-            if process.pid is not None:
-                process.signalProcess("KILL")
-            return peer.ended
-
-        self.addCleanup(stop)
-        return peer
-
-    async def service_for(self, peer: _Peer, **config: Any) -> tuple[ESMEService, list, list]:
+    async def service_for(self, peer: Peer, **config: Any) -> tuple[ESMEService, list, list]:
         port = await peer.port
         service = ESMEService(
             smsc_endpoint(reactor, "127.0.0.1", port),
@@ -218,20 +150,13 @@ class NodeSmscTests(_RealSmscMixin, TestCase):
     """
 
     def setUp(self) -> None:
-        self.node = shutil.which("node")
-        if self.node is None:
-            raise SkipTest("node (Node.js) is not installed; `make dev-deps` installs nodejs")
-        if not (PEERS / "node_modules" / "smpp").is_dir():
-            raise SkipTest("tests/peers/node_modules/smpp is missing; run `make dev-deps` (npm ci)")
+        self.node = node_or_skip()
 
-    def spawn(self, *args: str) -> _Peer:
+    def spawn(self, *args: str) -> Peer:
         return self.start_peer(self.node, [self.node, "smsc.js", "--receipts", "both", *args])
 
     def peer_short_message(self, line: dict[str, Any]) -> bytes:
-        # node-smpp splits the UDH into its information elements by itself.
-        message = line["fields"]["short_message"]
-        elements = b"".join(bytes.fromhex(ie["hex"]) for ie in message["udh"])
-        return bytes([len(elements)]) + elements + bytes.fromhex(message["message"]["hex"])
+        return node_short_message(line)
 
     async def test_throttled(self) -> None:
         """
@@ -255,14 +180,9 @@ class PerlSmscTests(_RealSmscMixin, TestCase):
     """
 
     def setUp(self) -> None:
-        self.perl = shutil.which("perl")
-        if self.perl is None:
-            raise SkipTest("perl is not installed")
-        check = subprocess.run([self.perl, "-MNet::SMPP", "-MJSON::PP", "-e1"], capture_output=True)
-        if check.returncode != 0:
-            raise SkipTest("Net::SMPP is not installed (Debian: libnet-smpp-perl)")
+        self.perl = perl_or_skip()
 
-    def spawn(self, *args: str) -> _Peer:
+    def spawn(self, *args: str) -> Peer:
         return self.start_peer(self.perl, [self.perl, "smsc.pl", "--receipts", *args])
 
     def peer_short_message(self, line: dict[str, Any]) -> bytes:

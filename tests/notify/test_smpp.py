@@ -27,6 +27,7 @@ from mdmd.notify.smpp import (
     LocalProtocolError,
     Output,
     ProtocolViolation,
+    SegmentAccepted,
     SessionConfig,
     State,
     SubmitAccepted,
@@ -255,6 +256,29 @@ class SubmitTests(SynchronousTestCase):
         h.accept(sms[1], "b")
         self.assertEqual(
             of_type(h.events, SubmitAccepted), [SubmitAccepted("push", ("a", "b", "c"))]
+        )
+
+    def test_each_segment_reported_as_it_comes(self) -> None:
+        """
+        Every acknowledged segment is reported at once with its index, before
+        the job's acceptance.
+        """
+        h = Harness(self)
+        h.bind()
+        sms = h.submit("push", THREE)
+        h.accept(sms[1], "b")
+        self.assertEqual(h.events[-1], SegmentAccepted("push", 1, "b"))
+        h.accept(sms[0], "a")
+        h.accept(sms[2], "c")
+        accepted = of_type(h.events, (SegmentAccepted, SubmitAccepted))
+        self.assertEqual(
+            accepted,
+            [
+                SegmentAccepted("push", 1, "b"),
+                SegmentAccepted("push", 0, "a"),
+                SegmentAccepted("push", 2, "c"),
+                SubmitAccepted("push", ("a", "b", "c")),
+            ],
         )
 
     def test_window(self) -> None:

@@ -1,0 +1,333 @@
+"""
+The manhole: a Python shell inside the running daemon, over telnet, for debugging.
+
+It is off unless configured, listens on a UNIX socket (mode 0600) or a
+loopback port only (the configuration refuses anything else), and asks for a
+name and password checked against a file of scrypt hashes (written by
+C{mdmctl manhole-password}, with the hashing of L{mdmd.enroll.users}; the
+hash is verified on the thread pool, a refusal is answered after a pause, and
+a connection is closed after three refusals). Every login, refusal and logout
+is logged with the peer.
+
+Each login gets its own namespace (L{namespace}): the service tree and
+helpers that never block the reactor: store work runs on the store's thread
+pool and the helpers return Deferreds, which the shell prints when they fire.
+
+Whoever logs in can read every secret the daemon holds: treat a manhole
+password like the CA key.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application.service import IServiceCollection
+from twisted.conch import manhole
+from twisted.conch.insults import insults
+from twisted.conch.telnet import (
+    AuthenticatingTelnetProtocol,
+    ITelnetProtocol,
+    TelnetBootstrapProtocol,
+    TelnetTransport,
+)
+from twisted.cred.checkers import FilePasswordDB
+from twisted.cred.credentials import IUsernamePassword
+from twisted.cred.error import UnauthorizedLogin
+from twisted.cred.portal import IRealm, Portal
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorThreads, IReactorTime
+from twisted.internet.protocol import ServerFactory
+from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from mdmd.dm import queue as dm_queue
+from mdmd.dm.commands import parse_spec
+from mdmd.dm.service import dm_facts
+from mdmd.enroll import devices as enrolled
+from mdmd.enroll.users import hash_password, verify_password
+from mdmd.notify import jobs
+
+__all__ = [
+    "ManholePasswordDB",
+    "manhole_factory",
+    "namespace",
+    "set_password",
+    "validate_login_name",
+]
+
+log = Logger()
+
+#: Refusals after which the connection is closed.
+MAX_REFUSALS = 3
+
+
+# -- the password file ----------------------------------------------------------------
+
+
+def validate_login_name(name: str) -> str:
+    """
+    A manhole login name: printable, without blanks or ":", at most 64 characters.
+    """
+    if not name or len(name) > 64 or not name.isprintable() or any(c in name for c in ": \t"):
+        raise ValueError(
+            f"{name!r} is not a manhole login name (1 to 64 printable characters, "
+            "no blanks, no ':')"
+        )
+    return name
+
+
+def set_password(path: str, name: str, password: str) -> bool:
+    """
+    Add C{name} to the password file, or replace its hash; return whether it
+    was there. The file is rewritten whole (mode 0600 when new; its
+    directory is created 0700 if missing).
+    """
+    name = validate_login_name(name)
+    entry = f"{name}:{hash_password(password)}\n"
+    lines: list[str] = []
+    mode = 0o600
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.readlines()
+        mode = os.stat(path).st_mode & 0o777
+    except FileNotFoundError:
+        pass
+    found = False
+    kept = []
+    for line in lines:
+        if line.split(":", 1)[0] == name:
+            if not found:
+                kept.append(entry)
+            found = True
+        else:
+            kept.append(line if line.endswith("\n") else line + "\n")
+    if not found:
+        kept.append(entry)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=directory, prefix=".manhole-passwd-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.writelines(kept)
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+    return found
+
+
+class ManholePasswordDB(FilePasswordDB):
+    """
+    Names and scrypt hashes, one C{NAME:HASH} per line, read at every login
+    (so edits apply at once); hashes are verified on the reactor's thread pool.
+    """
+
+    credentialInterfaces = (IUsernamePassword,)
+
+    def __init__(self, path: str, reactor: IReactorThreads, clock: IReactorTime, pause: float = 1.0) -> None:
+        super().__init__(path, cache=False)
+        self._reactor = reactor
+        self._clock = clock
+        self._pause = pause
+
+    def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[bytes]:  # type: ignore[override]
+        return Deferred.fromCoroutine(self._check(credentials))
+
+    async def _check(self, credentials: IUsernamePassword) -> bytes:
+        try:
+            name, stored = self.getUser(credentials.username)
+        except (KeyError, UnauthorizedLogin):
+            stored = None
+        password = credentials.password
+        ok = stored is not None and await deferToThreadPool(
+            self._reactor,
+            self._reactor.getThreadPool(),
+            verify_password,
+            stored.decode("utf-8", "replace"),
+            password.decode("utf-8", "replace") if isinstance(password, bytes) else password,
+        )
+        if not ok:
+            await deferLater(self._clock, self._pause, lambda: None)
+            raise UnauthorizedLogin("unknown name or wrong password")
+        return name
+
+
+# -- telnet ------------------------------------------------------------------------------
+
+
+def _peer(transport: Any) -> str:
+    """
+    Who is connected: the TCP address, or for a UNIX socket the peer's uid and pid.
+    """
+    while not hasattr(transport, "getHandle") and getattr(transport, "transport", None) is not None:
+        transport = transport.transport  # the socket under the telnet layer
+    try:
+        handle = transport.getHandle()
+        if handle.family == socket.AF_UNIX:
+            creds = handle.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            pid, uid, _ = struct.unpack("3i", creds)
+            return f"unix socket (uid {uid}, pid {pid})"
+    except (AttributeError, OSError):
+        pass
+    peer = transport.getPeer()
+    host = getattr(peer, "host", None)
+    return f"{host}:{peer.port}" if host is not None else str(peer)
+
+
+class _Login(AuthenticatingTelnetProtocol):
+    """
+    Twisted's telnet login, with every attempt logged and a limit on refusals.
+    """
+
+    _name = ""
+    _refusals = 0
+
+    def telnet_Password(self, line: bytes) -> str:
+        self._name = self.username.decode("utf-8", "replace")
+        return super().telnet_Password(line)  # type: ignore[no-any-return]
+
+    def _cbLogin(self, ial: Any) -> None:
+        log.info("manhole login by {name} from {peer}", name=self._name, peer=_peer(self.transport))
+        super()._cbLogin(ial)
+
+    def _ebLogin(self, failure: Any) -> None:
+        self._refusals += 1
+        log.warn(
+            "manhole login refused for {name!r} from {peer}",
+            name=self._name,
+            peer=_peer(self.transport),
+        )
+        if self._refusals >= MAX_REFUSALS:
+            self.transport.write(b"\r\nAuthentication failed\r\n")
+            self.transport.loseConnection()
+            return
+        super()._ebLogin(failure)
+
+
+_BANNER = (
+    "mdmd manhole, logged in as {name}. Code runs in the reactor thread: never block it.\r\n"
+    "  devices() device(id) enqueue(id, verb, target, data=..., format=...) push(id, ...)\r\n"
+    "  pushes(id=None) status()   -- Deferreds, printed when they fire\r\n"
+    "  tree (the service tree), service(name), store, notifier, reactor, config\r\n"
+)
+
+
+class _Shell(manhole.Manhole):
+    """
+    The interactive interpreter, with a banner naming the helpers.
+    """
+
+    def initializeScreen(self) -> None:
+        self.terminal.reset()
+        self.terminal.write(_BANNER.format(name=self.namespace.get("whoami", "?")).encode("utf-8"))
+        self.terminal.write(self.ps[self.pn])
+        self.setInsertMode()
+
+
+class _Session(TelnetBootstrapProtocol):
+    """
+    One logged-in shell; its end is logged. (Twisted's login protocol hands
+    the connection over and never hears of its end, so the portal's logout
+    callable would not run.)
+    """
+
+    def __init__(self, name: str, namespace: dict[str, Any]) -> None:
+        super().__init__(insults.ServerProtocol, _Shell, namespace)
+        self.name = name
+
+    def connectionLost(self, reason: Any) -> None:
+        log.info("manhole logout by {name}", name=self.name)
+        super().connectionLost(reason)
+
+
+@implementer(IRealm)
+class _Realm:
+    def __init__(self, make_namespace: Callable[[str], dict[str, Any]]) -> None:
+        self._make_namespace = make_namespace
+
+    def requestAvatar(self, avatar_id: bytes, mind: object, *interfaces: Any) -> tuple[Any, Any, Callable[[], None]]:
+        if ITelnetProtocol not in interfaces:
+            raise NotImplementedError("the manhole speaks telnet only")
+        name = avatar_id.decode("utf-8", "replace")
+        return ITelnetProtocol, _Session(name, self._make_namespace(name)), lambda: None
+
+
+def manhole_factory(checker: ManholePasswordDB, make_namespace: Callable[[str], dict[str, Any]]) -> ServerFactory:
+    """
+    The telnet server: login, then a shell in a fresh C{make_namespace(name)}.
+    """
+    portal = Portal(_Realm(make_namespace), [checker])
+    factory = ServerFactory()
+    factory.protocol = lambda: TelnetTransport(_Login, portal)  # type: ignore[assignment]
+    return factory
+
+
+# -- the namespace -------------------------------------------------------------------------
+
+
+def namespace(tree: IServiceCollection, config: Any, reactor: Any, name: str) -> dict[str, Any]:
+    """
+    What one login sees: the service tree and helpers returning Deferreds.
+    """
+    store = tree.getServiceNamed("store")
+    notifier = tree.getServiceNamed("notify")
+
+    def devices() -> Deferred[list[dict[str, Any]]]:
+        """Every device, as JSON values."""
+        return store.read(enrolled.list_devices).addCallback(lambda found: [d.as_json() for d in found])
+
+    def _device(root: Any, device_id: str) -> dict[str, Any] | None:
+        info = enrolled.lookup_device(root, device_id)
+        if info is None:
+            return None
+        return {**info.as_json(), "dm": dm_facts(root, device_id), "push": jobs.push_facts(root, device_id)}
+
+    def device(device_id: str) -> Deferred[dict[str, Any] | None]:
+        """One device with its DM and push facts (None if unknown)."""
+        return store.read(_device, device_id)
+
+    def enqueue(device_id: str, verb: str | dict[str, Any], target: str | None = None, **fields: Any) -> Deferred[list[dict[str, Any]]]:
+        """Queue a DM command: enqueue(id, "Get", "./DevDetail/SwV") or enqueue(id, {spec})."""
+        raw = dict(verb) if isinstance(verb, dict) else {"verb": verb, "target": target, **fields}
+        spec = parse_spec(raw)
+        return store.transact(dm_queue.enqueue, [device_id], spec, reactor.seconds()).addCallback(
+            lambda queued: [c.as_json() for c in queued]
+        )
+
+    def push(*device_ids: str) -> Deferred[list[dict[str, Any]]]:
+        """Wake devices now (package #0 over SMS, or to the spool)."""
+        return notifier.push(list(device_ids)).addCallback(lambda infos: [i.as_json() for i in infos])
+
+    def pushes(device_id: str | None = None, limit: int = 20) -> Deferred[list[dict[str, Any]]]:
+        """The latest push jobs (of one device, or all)."""
+        return store.read(jobs.list_pushes, device_id, limit).addCallback(
+            lambda found: [i.as_json() for i in found]
+        )
+
+    def status() -> Deferred[dict[str, Any]]:
+        """The SMPP link and the push counts."""
+        return notifier.status()
+
+    return {
+        "whoami": name,
+        "tree": tree,
+        "service": tree.getServiceNamed,
+        "store": store,
+        "notifier": notifier,
+        "reactor": reactor,
+        "config": config,
+        "devices": devices,
+        "device": device,
+        "enqueue": enqueue,
+        "push": push,
+        "pushes": pushes,
+        "status": status,
+    }

@@ -1,0 +1,644 @@
+"""
+Push jobs in the store: units of work C{fn(root, ...)} returning plain values.
+
+A job is one wake-up of one device: package #0 for the device's DM account,
+wrapped as a WAP push over SMS, for the device's MSISDN. Its states::
+
+    queued ──► submitted ──► delivered ──► answered
+       │           │  │                      ▲
+       │           │  └──────────────────────┤ (receipts are optional)
+       └───────────┴──► failed / expired ────┘ (never from these)
+
+ - B{queued}: built and stored; not every segment acknowledged by the SMSC yet.
+   The message ids the SMSC gives are kept as they come, so a restart
+   resubmits only the segments it never acknowledged.
+ - B{submitted}: every segment acknowledged (or the job was written to the
+   spool directory).
+ - B{delivered}: the SMSC's receipts say every segment reached the handset.
+ - B{answered}: the device opened the DM session (Alert 1200) with the
+   job's session id: L{answer_push}, called from the DM endpoint's unit of work.
+ - B{failed}: the SMSC refused the job for good, or a receipt said a segment
+   was not delivered. B{expired}: not answered within the configured time.
+
+The segments are built once, when the job is queued (with the device's server
+credential and nonce of that moment), so every resubmission sends the same
+octets. Session ids are unique among a device's open jobs, random, non-zero.
+
+Containers: C{pushes} (device id → L{PushLog}), C{push_open} ((device id, seq)
+→ True for jobs queued, submitted or delivered) and C{push_messages}
+(message id key → (device id, seq, segment index)) for receipts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import sys
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from mdmd.errors import PeerError
+from mdmd.notify.pkg0 import DEFAULT_VERSION, UIMode, build_package0, session_id_text
+from mdmd.notify.smpp import Address
+from mdmd.notify.smpp_pdu import MessageState
+from mdmd.notify.wap import (
+    DATA_CODING_8BIT,
+    IEI_CONCAT_8BIT,
+    SmsSegment,
+    wap_push_segments,
+)
+from mdmd.store.models import PushJob, PushLog
+
+__all__ = [
+    "ANSWERED",
+    "DELIVERED",
+    "EXPIRED",
+    "FAILED",
+    "InvalidMsisdn",
+    "JobRef",
+    "NotPushable",
+    "OPEN",
+    "Outgoing",
+    "PushInfo",
+    "PushSettings",
+    "QUEUED",
+    "STATES",
+    "SUBMITTED",
+    "UnknownPush",
+    "answer_push",
+    "destination_of",
+    "enqueue",
+    "expire",
+    "list_pushes",
+    "parse_msisdn",
+    "purge",
+    "push_counts",
+    "push_facts",
+    "queued_jobs",
+    "record_receipt",
+    "record_refused",
+    "record_ids",
+    "outgoing",
+    "record_submitted",
+    "set_msisdn",
+]
+
+Root = MutableMapping[str, Any]
+#: A job's name everywhere: (device id, per-device sequence number).
+JobRef = tuple[str, int]
+
+QUEUED = "queued"
+SUBMITTED = "submitted"
+DELIVERED = "delivered"
+ANSWERED = "answered"
+FAILED = "failed"
+EXPIRED = "expired"
+STATES = (QUEUED, SUBMITTED, DELIVERED, ANSWERED, FAILED, EXPIRED)
+#: Jobs still waiting for the device (they hold their session id).
+OPEN = (QUEUED, SUBMITTED, DELIVERED)
+
+#: Receipt states that mean the segment will never reach the handset.
+_UNDELIVERED = frozenset(
+    {
+        MessageState.EXPIRED,
+        MessageState.DELETED,
+        MessageState.UNDELIVERABLE,
+        MessageState.REJECTED,
+        MessageState.UNKNOWN,
+    }
+)
+_MSISDN = re.compile(r"\+?[1-9][0-9]{2,14}|[0-9]{3,15}")
+_SEPARATORS = str.maketrans("", "", " -.()/")
+#: AdditionalContext items of an enrollment that may carry the number.
+_CONTEXT_NAMES = ("msisdn", "phonenumber")
+_SEQ_MAX = sys.maxsize
+
+
+class InvalidMsisdn(PeerError):
+    """
+    Not a phone number we can send an SMS to.
+    """
+
+
+class NotPushable(PeerError):
+    """
+    A push was asked for devices that cannot be woken (unknown, not enrolled, no MSISDN).
+    """
+
+
+class UnknownPush(KeyError):
+    def __str__(self) -> str:
+        return f"no push job {self.args[0]!r}"
+
+
+@dataclass(frozen=True)
+class PushSettings:
+    """
+    How package #0 and its SMS are built ([push] in the configuration).
+    """
+
+    version: int = DEFAULT_VERSION
+    ui_mode: UIMode = UIMode.BACKGROUND
+    data_coding: int = DATA_CODING_8BIT
+    concat_iei: int = IEI_CONCAT_8BIT
+    #: seconds after which a job not answered is expired
+    expiry: float = 86400.0
+    #: TON and NPI of numbers written without a leading "+"
+    local_ton: int = 0
+    local_npi: int = 1
+
+
+@dataclass(frozen=True)
+class PushInfo:
+    """
+    A plain copy of a push job's record.
+    """
+
+    device_id: str
+    seq: int
+    state: str
+    session_id: int
+    msisdn: str
+    segments: int
+    via: str | None
+    spool_file: str | None
+    message_ids: tuple[str | None, ...]
+    receipts: tuple[str | None, ...]
+    attempts: int
+    error: str | None
+    created_at: float
+    updated_at: float
+    expires_at: float
+    submitted_at: float | None
+    delivered_at: float | None
+    answered_at: float | None
+    finished_at: float | None
+
+    @property
+    def ref(self) -> JobRef:
+        return (self.device_id, self.seq)
+
+    def as_json(self) -> dict[str, Any]:
+        value = dataclasses.asdict(self)
+        value["session_id"] = session_id_text(self.session_id)
+        value["message_ids"] = list(self.message_ids)
+        value["receipts"] = list(self.receipts)
+        return value
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """
+    What the notifier needs to send (or spool) one job.
+    """
+
+    info: PushInfo
+    destination: Address
+    segments: tuple[SmsSegment, ...]
+
+    @property
+    def ref(self) -> JobRef:
+        return self.info.ref
+
+
+# -- MSISDN ---------------------------------------------------------------------------
+
+
+def parse_msisdn(text: str) -> str:
+    """
+    Normalise a phone number: digits with an optional leading "+" (E.164:
+    country code then number, at most 15 digits). Blanks, dashes, dots,
+    slashes and parentheses between the digits are dropped.
+
+    @raise InvalidMsisdn: for anything else.
+    """
+    value = text.strip().translate(_SEPARATORS)
+    if not _MSISDN.fullmatch(value):
+        raise InvalidMsisdn(
+            f"{text.strip()!r} is not a phone number: expected 3 to 15 digits, optionally "
+            "after a + (international form, e.g. +491701234567)"
+        )
+    return value
+
+
+def destination_of(msisdn: str, settings: PushSettings) -> Address:
+    """
+    The SMPP destination: a "+" number is international (TON 1, NPI 1 ISDN/E.164)
+    and goes without its "+"; any other uses the configured local TON/NPI.
+    """
+    if msisdn.startswith("+"):
+        return Address(msisdn[1:], 1, 1)
+    return Address(msisdn, settings.local_ton, settings.local_npi)
+
+
+def _msisdn_of(device: Any) -> tuple[str, str | None]:
+    """
+    (number, where it came from): set by an operator, or an C{MSISDN} /
+    C{PhoneNumber} item of the enrollment's AdditionalContext.
+    """
+    if device.msisdn:
+        return device.msisdn, "operator"
+    for name, value in device.context:
+        if name.lower() in _CONTEXT_NAMES:
+            try:
+                return parse_msisdn(value), "enrollment"
+            except InvalidMsisdn:
+                continue
+    return "", None
+
+
+def set_msisdn(root: Root, device_id: str, msisdn: str | None) -> dict[str, Any]:
+    """
+    Set (or with None or "", clear) the number a device is woken on.
+
+    @raise NotPushable: if there is no such device.
+    @raise InvalidMsisdn: if the number is not one.
+    """
+    device = root["devices"].get(device_id)
+    if device is None:
+        raise NotPushable(f"no device {device_id!r}")
+    device.msisdn = parse_msisdn(msisdn) if msisdn else ""
+    facts = push_facts(root, device_id)
+    assert facts is not None
+    return facts
+
+
+# -- reading ------------------------------------------------------------------------
+
+
+#: PushInfo fields copied from the record's attributes of the same name.
+_COPIED = tuple(f.name for f in dataclasses.fields(PushInfo) if f.name not in ("msisdn", "segments"))
+
+
+def _info(job: PushJob) -> PushInfo:
+    address, ton, _ = job.destination
+    return PushInfo(
+        msisdn=("+" if ton == 1 else "") + address,
+        segments=len(job.segments),
+        **{name: getattr(job, name) for name in _COPIED},
+    )
+
+
+def _outgoing(job: PushJob) -> Outgoing:
+    address, ton, npi = job.destination
+    return Outgoing(
+        info=_info(job),
+        destination=Address(address, ton, npi),
+        segments=tuple(SmsSegment(sm, esm_class, coding) for esm_class, coding, sm in job.segments),
+    )
+
+
+def _job(root: Root, ref: JobRef) -> PushJob:
+    log = root["pushes"].get(ref[0])
+    job = None if log is None else log.jobs.get(ref[1])
+    if job is None:
+        raise UnknownPush(f"{ref[0]}#{ref[1]}")
+    return job
+
+
+def _open_refs(root: Root, device_id: str | None = None) -> Iterator[JobRef]:
+    index = root["push_open"]
+    if device_id is None:
+        yield from index.keys()
+    else:
+        yield from index.keys(min=(device_id, 0), max=(device_id, _SEQ_MAX))
+
+
+def _all_jobs(root: Root, device_id: str | None) -> Iterable[PushJob]:
+    if device_id is not None:
+        log = root["pushes"].get(device_id)
+        return () if log is None else log.jobs.values()
+    return (job for log in root["pushes"].values() for job in log.jobs.values())
+
+
+def list_pushes(
+    root: Root,
+    device_id: str | None = None,
+    limit: int | None = None,
+    states: Iterable[str] | None = None,
+) -> list[PushInfo]:
+    """
+    Jobs (of one device, or all), oldest first; with C{limit}, the newest that many.
+    """
+    wanted = set(states) if states is not None else None
+    found = [
+        _info(job)
+        for job in _all_jobs(root, device_id)
+        if wanted is None or job.state in wanted
+    ]
+    found.sort(key=lambda i: (i.created_at, i.device_id, i.seq))
+    return found[-limit:] if limit else found
+
+
+def push_counts(root: Root) -> dict[str, int]:
+    """
+    How many jobs the store keeps in each state.
+    """
+    counts = dict.fromkeys(STATES, 0)
+    for job in _all_jobs(root, None):
+        counts[job.state] = counts.get(job.state, 0) + 1
+    return counts
+
+
+def push_facts(root: Root, device_id: str) -> dict[str, Any] | None:
+    """
+    A device's number and its jobs at a glance (plain JSON values), or None.
+    """
+    device = root["devices"].get(device_id)
+    if device is None:
+        return None
+    msisdn, source = _msisdn_of(device)
+    counts: dict[str, int] = {}
+    last = None
+    for job in _all_jobs(root, device_id):
+        counts[job.state] = counts.get(job.state, 0) + 1
+        last = job
+    return {
+        "msisdn": msisdn or None,
+        "msisdn_source": source,
+        "jobs": counts,
+        "last": None if last is None else _info(last).as_json(),
+    }
+
+
+def queued_jobs(root: Root) -> list[Outgoing]:
+    """
+    Every job not yet acknowledged by the SMSC, with the ids it already has.
+    """
+    found = []
+    for ref in _open_refs(root):
+        job = _job(root, ref)
+        if job.state == QUEUED:
+            found.append(_outgoing(job))
+    return found
+
+
+# -- changing ------------------------------------------------------------------------
+
+
+def _new_session_id(root: Root, device_id: str, random: Callable[[int], bytes]) -> int:
+    used = {_job(root, ref).session_id for ref in _open_refs(root, device_id)}
+    if len(used) >= 0xFFFF:
+        raise NotPushable(f"device {device_id} has 65535 pushes outstanding")
+    for _ in range(64):
+        candidate = int.from_bytes(random(2), "big")
+        if candidate and candidate not in used:
+            return candidate
+    return next(n for n in range(1, 0x10000) if n not in used)
+
+
+def enqueue(
+    root: Root,
+    device_ids: Iterable[str],
+    settings: PushSettings,
+    now: float,
+    random: Callable[[int], bytes] = os.urandom,
+) -> list[Outgoing]:
+    """
+    Build and store one push job per device, in state queued.
+
+    Every device is checked first; if any cannot be woken, nothing is queued.
+
+    @raise NotPushable: naming every device that is unknown, not enrolled,
+        without an MSISDN or without DM server credentials.
+    """
+    ids = list(dict.fromkeys(device_ids))
+    problems = []
+    for device_id in ids:
+        device = root["devices"].get(device_id)
+        if device is None:
+            problems.append(f"no device {device_id!r}")
+        elif device.status != "enrolled":
+            problems.append(f"device {device_id} is {device.status}")
+        elif not _msisdn_of(device)[0]:
+            problems.append(
+                f"device {device_id} has no MSISDN (mdmctl device set {device_id} --msisdn +...)"
+            )
+        elif not (device.dm_server_name and device.dm_server_secret):
+            problems.append(f"device {device_id} has no DM server credentials")
+        elif len(device.dm_server_name.encode("utf-8")) > 255:
+            problems.append(f"the server id of device {device_id} is longer than 255 octets")
+    if problems:
+        raise NotPushable("; ".join(problems))
+
+    mask = 0xFF if settings.concat_iei == IEI_CONCAT_8BIT else 0xFFFF
+    created = []
+    for device_id in ids:
+        device = root["devices"][device_id]
+        log = root["pushes"].get(device_id)
+        if log is None:
+            log = root["pushes"][device_id] = PushLog()
+        seq = log.next_seq
+        log.next_seq = seq + 1
+        session_id = _new_session_id(root, device_id, random)
+        package0 = build_package0(
+            server_id=device.dm_server_name,
+            password=device.dm_server_secret,
+            nonce=device.dm_server_nonce,
+            session_id=session_id,
+            ui_mode=settings.ui_mode,
+            version=settings.version,
+        )
+        segments = wap_push_segments(
+            package0,
+            concat_ref=seq & mask,
+            concat_iei=settings.concat_iei,
+            data_coding=settings.data_coding,
+        )
+        address = destination_of(_msisdn_of(device)[0], settings)
+        job = PushJob(
+            device_id,
+            seq,
+            session_id,
+            (address.addr, address.ton, address.npi),
+            tuple((s.esm_class, s.data_coding, s.short_message) for s in segments),
+            now,
+            now + settings.expiry,
+        )
+        log.jobs[seq] = job
+        root["push_open"][(device_id, seq)] = True
+        created.append(_outgoing(job))
+    return created
+
+
+def _keep_ids(
+    root: Root, job: PushJob, message_ids: Iterable[str | None], keys: Iterable[str | None]
+) -> None:
+    ids = list(job.message_ids)
+    known = list(job.message_keys)
+    for index, (message_id, key) in enumerate(zip(message_ids, keys)):
+        if message_id is None or ids[index] is not None:
+            continue
+        ids[index] = message_id
+        if key:
+            known[index] = key
+            root["push_messages"][key] = (job.device_id, job.seq, index)
+    job.message_ids = tuple(ids)
+    job.message_keys = tuple(known)
+
+
+def _finish(root: Root, job: PushJob, state: str, now: float) -> None:
+    job.state = state
+    job.updated_at = job.finished_at = now
+    root["push_open"].pop((job.device_id, job.seq), None)
+
+
+def record_ids(
+    root: Root, ref: JobRef, message_ids: Iterable[str | None], keys: Iterable[str | None], now: float
+) -> None:
+    """
+    The SMSC acknowledged some segments (None for the others): keep their
+    ids at once, so that a restart does not send them again.
+    """
+    job = _job(root, ref)
+    _keep_ids(root, job, message_ids, keys)
+    job.updated_at = now
+
+
+def outgoing(root: Root, ref: JobRef) -> Outgoing | None:
+    """
+    A job to send again, if it is still queued.
+    """
+    try:
+        job = _job(root, ref)
+    except UnknownPush:
+        return None
+    return _outgoing(job) if job.state == QUEUED else None
+
+
+def record_submitted(
+    root: Root,
+    ref: JobRef,
+    now: float,
+    *,
+    via: str,
+    message_ids: Iterable[str | None] = (),
+    keys: Iterable[str | None] = (),
+    spool_file: str | None = None,
+) -> PushInfo:
+    """
+    Every segment was acknowledged by the SMSC (C{via} "smpp") or the job was
+    written to the spool (C{via} "spool", C{spool_file}).
+    """
+    job = _job(root, ref)
+    _keep_ids(root, job, message_ids, keys)
+    job.via = via
+    job.spool_file = spool_file
+    job.attempts += 1
+    job.updated_at = now
+    if job.state == QUEUED:
+        job.state = SUBMITTED
+        job.submitted_at = now
+        job.error = None
+    return _info(job)
+
+
+def record_refused(
+    root: Root,
+    ref: JobRef,
+    now: float,
+    *,
+    error: str,
+    retry: bool,
+    message_ids: Iterable[str | None] = (),
+    keys: Iterable[str | None] = (),
+) -> PushInfo:
+    """
+    The SMSC refused the job: for good (failed) or for now (C{retry}: it stays
+    queued, with the segments already acknowledged kept).
+    """
+    job = _job(root, ref)
+    _keep_ids(root, job, message_ids, keys)
+    job.attempts += 1
+    job.error = error
+    job.updated_at = now
+    if job.state == QUEUED and not retry:
+        _finish(root, job, FAILED, now)
+    return _info(job)
+
+
+def record_receipt(root: Root, key: str, state: MessageState, now: float) -> PushInfo | None:
+    """
+    A delivery receipt for the segment whose message id has C{key}: the job
+    is delivered once every segment is, failed as soon as one is not.
+    Intermediate states (enroute, accepted) change nothing. Returns the job,
+    or None if no job has that message id.
+    """
+    where = root["push_messages"].get(key)
+    if where is None:
+        return None
+    device_id, seq, index = where
+    try:
+        job = _job(root, (device_id, seq))
+    except UnknownPush:
+        return None
+    if state in (MessageState.ENROUTE, MessageState.ACCEPTED):
+        return _info(job)
+    receipts = list(job.receipts)
+    receipts[index] = state.name
+    job.receipts = tuple(receipts)
+    job.updated_at = now
+    if job.state in (QUEUED, SUBMITTED):
+        if state in _UNDELIVERED:
+            job.error = f"segment {index + 1} of {len(receipts)}: {state.name.lower()}"
+            _finish(root, job, FAILED, now)
+        elif all(r == MessageState.DELIVERED.name for r in receipts):
+            job.state = DELIVERED
+            job.delivered_at = now
+    return _info(job)
+
+
+def answer_push(root: Root, device_id: str, session_id: str, now: float) -> PushInfo | None:
+    """
+    The device opened a session with Alert 1200 and this SyncHdr SessionID:
+    its open job with that session id (the newest, should there be several)
+    is answered. Called inside the DM endpoint's unit of work.
+    """
+    try:
+        wanted = int(session_id, 16)
+    except ValueError:
+        return None
+    matching = [
+        job
+        for job in (_job(root, ref) for ref in _open_refs(root, device_id))
+        if job.session_id == wanted
+    ]
+    if not matching:
+        return None
+    job = matching[-1]
+    job.answered_at = now
+    _finish(root, job, ANSWERED, now)
+    return _info(job)
+
+
+def expire(root: Root, now: float) -> list[JobRef]:
+    """
+    Open jobs past their expiry become expired; returns them.
+    """
+    expired = []
+    for ref in list(_open_refs(root)):
+        job = _job(root, ref)
+        if job.expires_at <= now:
+            job.error = job.error or "not answered in time"
+            _finish(root, job, EXPIRED, now)
+            expired.append(ref)
+    return expired
+
+
+def purge(root: Root, before: float) -> int:
+    """
+    Forget finished jobs (answered, failed, expired) that finished before C{before}.
+    """
+    removed = 0
+    for device_id, log in root["pushes"].items():
+        for seq, job in list(log.jobs.items()):
+            if job.state in OPEN or job.finished_at is None or job.finished_at >= before:
+                continue
+            for key in job.message_keys:
+                if key and root["push_messages"].get(key, (None, None))[:2] == (device_id, seq):
+                    del root["push_messages"][key]
+            del log.jobs[seq]
+            removed += 1
+    return removed

@@ -1,0 +1,383 @@
+"""
+Tests for L{mdmd.notify.notifier}: the notifier with the real SMPP client
+against the fake SMSC of L{mdmd.testing.smsc}, in memory on a
+MemoryReactorClock, with the real store (in memory, run synchronously).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import SynchronousTestCase
+
+from mdmd.notify import jobs
+from mdmd.notify import smpp_pdu as p
+from mdmd.notify.jobs import NotPushable, PushSettings
+from mdmd.notify.notifier import SPOOL_FORMAT, Notifier, spool_document, spool_name
+from mdmd.notify.pkg0 import parse_package0
+from mdmd.notify.wap import parse_wsp_push, reassemble
+from mdmd.testing.smsc import FakeSmscFactory, Receipts, Scenario
+from mdmd.testing.store import SynchronousStoreService, memory_store_service
+
+from .helpers import SERVER_NONCE, SERVER_SECRET, add_device, job_record
+from .test_esme import Net
+from .test_jobs import fixed_random
+
+SETTINGS = PushSettings(expiry=600.0)
+LONG_ID = "s" * 250  # a server id that makes package #0 need three SMS
+
+
+class Rig:
+    """
+    A notifier over a store, with the SMPP client and fake SMSC of
+    L{tests.notify.test_esme.Net} on its memory reactor (or, with no
+    scenario, a spool directory).
+    """
+
+    def __init__(
+        self,
+        scenario: Scenario | None = Scenario(),
+        store: SynchronousStoreService | None = None,
+        spool_dir: str = "",
+        **config: Any,
+    ) -> None:
+        self.net = Net(scenario, **config) if scenario is not None else None
+        self.reactor = self.net.reactor if self.net is not None else MemoryReactorClock()
+        self.esme = self.net.service if self.net is not None else None
+        self.store = store or memory_store_service()
+        self.notifier = Notifier(
+            self.store,
+            SETTINGS,
+            self.reactor,
+            esme=self.esme,
+            spool_dir=spool_dir,
+            smsc="tcp:127.0.0.1:2775",
+            retry_delay=30.0,
+            keep_seconds=3600.0,
+            random=fixed_random(0x1234, 0x2345, 0x3456),
+        )
+
+    @property
+    def smsc(self) -> FakeSmscFactory:
+        assert self.net is not None
+        return self.net.smsc
+
+    def add(self, device_id: str = "D1", **kwargs: Any) -> None:
+        assert self.store.store is not None
+        self.store.store.run(add_device, device_id, **kwargs)
+
+    def record(self, device_id: str = "D1", seq: int = 1) -> dict[str, Any]:
+        assert self.store.store is not None
+        return self.store.store.read(job_record, device_id, seq)
+
+    def start(self, connect: bool = True) -> None:
+        self.notifier.startService()
+        if self.net is not None:
+            self.net.service.startService()
+            if connect:
+                self.connect()
+        self.advance(0)
+
+    def connect(self) -> None:
+        assert self.net is not None
+        self.net.connect()
+
+    def disconnect(self) -> None:
+        """
+        The SMSC drops the connection.
+        """
+        assert self.net is not None
+        self.smsc.connections[-1].transport.loseConnection()
+        self.flush()
+        self.net.pump = None
+
+    def flush(self) -> None:
+        if self.net is not None and self.net.pump is not None:
+            self.net.flush()
+
+    def advance(self, seconds: float) -> None:
+        self.reactor.advance(seconds)
+        self.flush()
+
+    def push(self, *device_ids: str) -> Any:
+        results: list[Any] = []
+        self.notifier.push(list(device_ids)).addBoth(results.append)
+        self.flush()
+        return results[0]
+
+    def stop(self) -> None:
+        stopped: list[Any] = []
+        if self.esme is not None:
+            self.esme.stopService().addCallback(stopped.append)
+            self.flush()
+            self.advance(20.0)
+        self.notifier.stopService().addCallback(stopped.append)
+        assert len(stopped) == (2 if self.esme is not None else 1)
+
+
+class SmppTests(SynchronousTestCase):
+    def test_submitted_then_delivered(self) -> None:
+        """
+        queued → submitted with the SMSC's message id → delivered by its receipt;
+        the SMSC received our package #0 for the device's number.
+        """
+        rig = Rig(Scenario(receipts=Receipts.TLV))
+        rig.add()
+        rig.start()
+        self.assertEqual(rig.notifier.link["state"], "bound")
+        (info,) = rig.push("D1")
+        self.assertEqual((info.state, info.session_id), (jobs.QUEUED, 0x1234))
+        record = rig.record()
+        self.assertEqual(
+            (record["state"], record["via"], record["message_ids"], record["receipts"]),
+            (jobs.DELIVERED, "smpp", ("1",), ("DELIVERED",)),
+        )
+        (submit,) = rig.smsc.submits
+        self.assertEqual((submit.destination_addr, submit.dest_addr_ton, submit.esm_class), ("491701234567", 1, 0x40))
+        package0 = parse_package0(parse_wsp_push(reassemble([submit.short_message])[2]).body)
+        self.assertTrue(package0.verify(SERVER_SECRET, SERVER_NONCE))
+        self.assertEqual(package0.session_id, 0x1234)
+
+    def test_refused_for_now_is_retried(self) -> None:
+        """
+        A job the SMSC keeps throttling stays queued with the error and is
+        submitted again after retry_delay.
+        """
+        rig = Rig(Scenario(throttle_every=1), max_throttle_retries=0)
+        rig.add()
+        rig.start()
+        rig.push("D1")
+        record = rig.record()
+        self.assertEqual((record["state"], record["error"], record["attempts"]), (jobs.QUEUED, "SMSC refused: ESME_RTHROTTLED", 1))
+        rig.smsc.scenario = Scenario()
+        rig.advance(29.0)
+        self.assertEqual(len(rig.smsc.submits), 1)
+        rig.advance(1.0)
+        record = rig.record()
+        self.assertEqual((record["state"], record["error"], record["attempts"]), (jobs.SUBMITTED, None, 2))
+        self.assertEqual(len(rig.smsc.submits), 2)
+
+    def test_refused_for_good_fails(self) -> None:
+        """
+        A permanent refusal fails the job with the status name; it is not retried.
+        """
+        rig = Rig(Scenario(fail_every=1, fail_status=p.Status.ESME_RINVDSTADR))
+        rig.add()
+        rig.start()
+        rig.push("D1")
+        rig.advance(100.0)
+        record = rig.record()
+        self.assertEqual((record["state"], record["error"]), (jobs.FAILED, "SMSC refused: ESME_RINVDSTADR"))
+        self.assertEqual(len(rig.smsc.submits), 1)
+
+    def test_outage(self) -> None:
+        """
+        While the SMSC is unreachable the job waits, queued, and the link says
+        disconnected; once bound it goes out.
+        """
+        rig = Rig()
+        rig.add()
+        rig.start(connect=False)
+        (info,) = rig.push("D1")
+        rig.advance(120.0)
+        self.assertEqual((rig.record()["state"], rig.notifier.link["state"]), (jobs.QUEUED, "disconnected"))
+        rig.connect()
+        self.assertEqual(rig.record()["state"], jobs.SUBMITTED)
+        self.assertEqual(rig.notifier.link["state"], "bound")
+
+    def test_link_state_follows_the_session(self) -> None:
+        """
+        A refused bind and a broken link are shown with their reason.
+        """
+        rig = Rig(Scenario(password="other"))
+        rig.start()
+        self.assertEqual(rig.notifier.link["detail"], "bind refused: ESME_RINVPASWD")
+        self.assertEqual(rig.notifier.link["state"], "disconnected")
+        self.assertEqual(rig.notifier.link["smsc"], "tcp:127.0.0.1:2775")
+
+    def test_restart_resubmits_only_what_was_not_acknowledged(self) -> None:
+        """
+        A three-segment job: the SMSC acknowledges the first segment, then the
+        daemon dies. The id was already in the store; a new daemon on the same
+        store sends segments two and three only, and the job ends with all ids.
+        """
+        rig = Rig(Scenario(disconnect_after=2), window=1)
+        rig.add(server_name=LONG_ID)
+        rig.start()
+        rig.push("D1")
+        record = rig.record()
+        self.assertEqual(len(record["segments"]), 3)
+        self.assertEqual((record["state"], record["message_ids"]), (jobs.QUEUED, ("1", None, None)))
+        first_run = [s.short_message for s in rig.smsc.submits]
+
+        again = Rig(store=rig.store, window=1)
+        for _ in range(10):
+            next(again.smsc.counters.message_ids)  # another SMSC numbers on
+        again.start()
+        self.assertEqual(
+            [s.short_message for s in again.smsc.submits],
+            [segment for _, _, segment in record["segments"][1:]],
+        )
+        self.assertEqual(first_run[0], record["segments"][0][2])
+        record = again.record()
+        self.assertEqual((record["state"], record["message_ids"]), (jobs.SUBMITTED, ("1", "B", "C")))
+
+    def test_stop_keeps_queued_jobs(self) -> None:
+        """
+        A job still waiting for the SMSC when the daemon stops stays queued
+        and is sent by the next start.
+        """
+        rig = Rig()
+        rig.add()
+        rig.start(connect=False)
+        rig.push("D1")
+        rig.stop()
+        self.assertEqual(rig.record()["state"], jobs.QUEUED)
+        again = Rig(store=rig.store)
+        again.start()
+        self.assertEqual(len(again.smsc.submits), 1)
+        self.assertEqual(again.record()["state"], jobs.SUBMITTED)
+
+    def test_expiry(self) -> None:
+        """
+        Jobs not answered in time expire: one submitted, one still waiting for
+        the SMSC (which then is never sent).
+        """
+        rig = Rig()
+        rig.add("D1")
+        rig.add("D2")
+        rig.start()
+        rig.push("D1")
+        rig.disconnect()
+        rig.push("D2")
+        rig.advance(599.0)
+        self.assertEqual((rig.record("D1")["state"], rig.record("D2")["state"]), (jobs.SUBMITTED, jobs.QUEUED))
+        rig.advance(61.0)
+        self.assertEqual((rig.record("D1")["state"], rig.record("D2")["state"]), (jobs.EXPIRED, jobs.EXPIRED))
+        rig.connect()
+        self.assertEqual(len(rig.smsc.submits), 1)
+
+    def test_finished_jobs_forgotten(self) -> None:
+        """
+        Finished jobs are kept for keep_seconds, then forgotten by the hourly purge.
+        """
+        rig = Rig()
+        rig.add()
+        rig.start()
+        rig.push("D1")
+        rig.advance(660.0)
+        assert rig.store.store is not None
+        (info,) = rig.store.store.read(jobs.list_pushes)
+        self.assertEqual(info.state, jobs.EXPIRED)
+        rig.advance(3600.0)
+        self.assertEqual(len(rig.store.store.read(jobs.list_pushes)), 1)
+        rig.advance(3600.0)
+        self.assertEqual(rig.store.store.read(jobs.list_pushes), [])
+
+    def test_refusal_names_devices(self) -> None:
+        """
+        A push for a device without a number fails with NotPushable; nothing is sent.
+        """
+        rig = Rig()
+        rig.add(msisdn="")
+        rig.start()
+        failure = rig.push("D1")
+        self.assertIsInstance(failure.value, NotPushable)
+        self.assertEqual(rig.smsc.submits, [])
+
+    def test_status(self) -> None:
+        """
+        status() gives the link and the counts per state.
+        """
+        rig = Rig()
+        rig.add()
+        rig.start()
+        rig.push("D1")
+        status: list[Any] = []
+        rig.notifier.status().addCallback(status.append)
+        self.assertEqual(status[0]["link"]["state"], "bound")
+        self.assertEqual(status[0]["counts"]["submitted"], 1)
+
+
+class SpoolTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.spool = os.path.abspath(self.mktemp())
+
+    def test_file_per_job(self) -> None:
+        """
+        Without an SMSC a push is written to the spool as one JSON file: the
+        destination with TON/NPI, the session id and each segment's esm_class,
+        data_coding and hex; the job is submitted via the spool.
+        """
+        rig = Rig(scenario=None, spool_dir=self.spool)
+        rig.add(server_name=LONG_ID)
+        rig.start()
+        self.assertEqual(rig.notifier.link, {"state": "not configured", "smsc": None, "spool_dir": self.spool})
+        (info,) = rig.push("D1")
+        self.assertEqual((info.state, info.via), (jobs.SUBMITTED, "spool"))
+        self.assertEqual(os.listdir(self.spool), [os.path.basename(info.spool_file)])
+        with open(info.spool_file) as f:
+            document = json.load(f)
+        self.assertEqual(document["format"], SPOOL_FORMAT)
+        self.assertEqual(
+            (document["device_id"], document["seq"], document["session_id"], document["msisdn"]),
+            ("D1", 1, "1234", "+491701234567"),
+        )
+        self.assertEqual(document["destination"], {"address": "491701234567", "ton": 1, "npi": 1})
+        record = rig.record()
+        self.assertEqual(
+            [(s["esm_class"], s["data_coding"], bytes.fromhex(s["short_message"])) for s in document["segments"]],
+            [tuple(s) for s in record["segments"]],
+        )
+        self.assertEqual(len(document["segments"]), 3)
+        package0 = parse_package0(
+            parse_wsp_push(reassemble([bytes.fromhex(s["short_message"]) for s in document["segments"]])[2]).body
+        )
+        self.assertTrue(package0.verify(SERVER_SECRET, SERVER_NONCE))
+
+    def test_queued_jobs_spooled_at_start(self) -> None:
+        """
+        A job left queued (the daemon died before writing it) is written at the
+        next start, under the same stable name.
+        """
+        rig = Rig(scenario=None, spool_dir=self.spool)
+        rig.add("odd/device id")
+        assert rig.store.store is not None
+        (job,) = rig.store.store.run(jobs.enqueue, ["odd/device id"], SETTINGS, 1.0)
+        rig.start()
+        record = rig.record("odd/device id")
+        self.assertEqual(record["state"], jobs.SUBMITTED)
+        self.assertEqual(record["spool_file"], os.path.join(self.spool, spool_name(job.ref)))
+        self.assertTrue(spool_name(job.ref).startswith("push-odd_device_id-"))
+        with open(record["spool_file"]) as f:
+            self.assertEqual(json.load(f), spool_document(job))
+        self.assertEqual([n for n in os.listdir(self.spool) if n.startswith(".")], [])
+
+    def test_spool_unwritable(self) -> None:
+        """
+        A spool that cannot be written keeps the job queued with the reason,
+        and it is written once the spool works again.
+        """
+        with open(self.spool, "w"):
+            pass  # a file where the directory should be
+        rig = Rig(scenario=None, spool_dir=self.spool)
+        rig.add()
+        rig.start()
+        (info,) = rig.push("D1")
+        self.assertEqual(info.state, jobs.QUEUED)
+        self.assertIn("cannot write to the spool", info.error)
+        os.unlink(self.spool)
+        rig.advance(30.0)
+        record = rig.record()
+        self.assertEqual((record["state"], record["error"]), (jobs.SUBMITTED, None))
+        self.assertTrue(os.path.exists(record["spool_file"]))
+
+    def test_needs_somewhere_to_send(self) -> None:
+        """
+        A notifier with neither an SMSC nor a spool directory is refused.
+        """
+        with self.assertRaises(ValueError):
+            Notifier(memory_store_service(), SETTINGS, MemoryReactorClock())
