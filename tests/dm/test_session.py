@@ -613,3 +613,45 @@ class StateTests(SynchronousTestCase):
         h.now += Settings().session_timeout + 1
         h.send(h.client.package1())
         self.assertEqual(len(h.effects(NewSession)), 1)
+
+
+class WindowsCaptureTests(SynchronousTestCase):
+    def test_windows_shaped_package1(self) -> None:
+        """
+        The raw Windows-shaped package 1 (hex SessionID, xmlns:msft on SyncBody,
+        Microsoft's metinfo typo, a Status 500 for our previous SyncHdr) gets
+        212, a status per command in order, and compact XML back.
+        """
+        from ..syncml.samples import DEVICE_ID as SAMPLE_DEVICE, WINDOWS_PACKAGE1
+
+        nonce = b"\x05" * 16
+        cred = auth.md5_cred_data("dummy", nonce, password="secret").encode()
+        raw = WINDOWS_PACKAGE1.replace(b"Zz6EivR3yeaaENcRN6lpAQ==", cred)
+        device = session.DeviceAuth(
+            device_id=SAMPLE_DEVICE,
+            client=session.Credentials("dummy", "secret", nonce),
+            server=session.Credentials("mdmd", "server-secret", b"\x06" * 16),
+        )
+        outcome = handle(
+            XML_CODEC.decode(raw),
+            XML_CODEC,
+            device=device,
+            state=None,
+            commands=pending(REPLACE),
+            now=NOW,
+            random=lambda n: b"\x07" * n,
+        )
+        reply = XML_CODEC.decode(outcome.body)
+        self.assertEqual(reply.header.session_id, "D")
+        self.assertEqual(
+            [(s.cmd_ref, s.cmd, s.data) for s in statuses(reply)],
+            [("0", "SyncHdr", "212"), ("2", "Alert", "200"), ("3", "Alert", "200"), ("4", "Replace", "200")],
+        )
+        self.assertIn(HeaderRefused(500), outcome.effects)
+        self.assertIn(LoginStatus("user"), outcome.effects)
+        (devinfo,) = [e for e in outcome.effects if isinstance(e, DevInfoReported)]
+        self.assertEqual(dict(devinfo.values)["./DevInfo/Man"], "Contoso Ltd.")
+        self.assertTrue(outcome.body.startswith(b'<SyncML xmlns="SYNCML:SYNCML1.2"><SyncHdr>'))
+        self.assertNotIn(b">\n", outcome.body)
+        self.assertNotIn(b"> <", outcome.body)
+        self.assertEqual([type(c).__name__ for c in commands(reply)], ["Replace"])
