@@ -162,27 +162,27 @@ def add_user(root: Root, name: str, password_hash: str, now: float) -> UserInfo:
     return _info(user)
 
 
-def remove_user(root: Root, name: str) -> UserInfo:
-    key = user_key(name)
-    user = root["users"].get(key)
+def _existing(root: Root, name: str) -> User:
+    user = root["users"].get(user_key(name))
     if user is None:
         raise UnknownUser(name)
-    del root["users"][key]
+    return user
+
+
+def remove_user(root: Root, name: str) -> UserInfo:
+    user = _existing(root, name)
+    del root["users"][user_key(name)]
     return _info(user)
 
 
 def set_enabled(root: Root, name: str, enabled: bool) -> UserInfo:
-    user = root["users"].get(user_key(name))
-    if user is None:
-        raise UnknownUser(name)
+    user = _existing(root, name)
     user.enabled = enabled
     return _info(user)
 
 
 def set_password(root: Root, name: str, password_hash: str) -> UserInfo:
-    user = root["users"].get(user_key(name))
-    if user is None:
-        raise UnknownUser(name)
+    user = _existing(root, name)
     user.password_hash = password_hash
     return _info(user)
 

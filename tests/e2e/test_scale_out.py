@@ -8,51 +8,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from typing import Any
 
 from cryptography import x509
 from twisted.internet import reactor
 from twisted.internet.threads import deferToThread
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from mdmd.testing.daemon import DaemonProcess
 from mdmd.testing.dmclient import windows_dm_client
 from mdmd.testing.windows import WindowsDevice
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_zeo(test: TestCase) -> int:
-    runzeo = os.path.join(os.path.dirname(sys.executable), "runzeo")
-    if not os.path.exists(runzeo):
-        raise SkipTest("runzeo (ZEO, the mdmd[zeo] extra) is not installed")
-    directory = test.mktemp()
-    os.makedirs(directory)
-    port = _free_port()
-    server = subprocess.Popen(
-        [runzeo, "-a", f"127.0.0.1:{port}", "-f", os.path.join(directory, "Data.fs")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    test.addCleanup(server.wait)
-    test.addCleanup(server.terminate)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return port
-        except OSError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                test.fail("the ZEO server did not start")
-            time.sleep(0.05)
+from ..servers import start_zeo
 
 
 class TwoNodeTests(TestCase):

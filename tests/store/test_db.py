@@ -3,22 +3,13 @@ Tests for L{mdmd.store.db}, including a real ZEO server.
 """
 
 import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
 
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from mdmd.store.db import StoreURIError, describe, open_db
 from mdmd.store.service import Store
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from ..servers import start_zeo
 
 
 class OpenTests(SynchronousTestCase):
@@ -55,28 +46,7 @@ class ZEOTests(SynchronousTestCase):
         """
         Two clients of one real ZEO server see each other's commits.
         """
-        runzeo = os.path.join(os.path.dirname(sys.executable), "runzeo")
-        if not os.path.exists(runzeo) and not shutil.which("runzeo"):
-            raise SkipTest("runzeo (ZEO, the mdmd[zeo] extra) is not installed")
-        directory = os.path.abspath(self.mktemp())
-        os.makedirs(directory)
-        port = _free_port()
-        server = subprocess.Popen(
-            [runzeo, "-a", f"127.0.0.1:{port}", "-f", os.path.join(directory, "Data.fs")],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self.addCleanup(server.wait)
-        self.addCleanup(server.terminate)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    self.fail("the ZEO server did not start")
-                time.sleep(0.05)
+        port = start_zeo(self)
         first = Store(open_db(f"zeo://127.0.0.1:{port}"))
         self.addCleanup(first.db.close)
         second = Store(open_db(f"zeo://127.0.0.1:{port}"))

@@ -8,7 +8,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 
@@ -18,11 +17,7 @@ from mdmd.store.db import open_db
 from mdmd.store.models import User
 from mdmd.store.service import Store
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from ..servers import free_port
 
 
 class PostgreSQLServer:
@@ -47,7 +42,7 @@ class PostgreSQLServer:
         if self.run_as:
             shutil.chown(self.directory, "postgres")
         self.data = os.path.join(self.directory, "data")
-        self.port = _free_port()
+        self.port = free_port()
 
     def _run(self, *command: str) -> None:
         result = subprocess.run([*self.run_as, *command], capture_output=True, text=True, timeout=120)
