@@ -15,13 +15,13 @@ The parser is the device's side, used by the emulator and the tests.
 from __future__ import annotations
 
 import base64
-import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from urllib.parse import quote
 
 from mdmd.config import PollSchedule
 from mdmd.enroll.soap import children, escape, local
+from mdmd.pki.ca import thumbprint
 from mdmd.xmlparser import parse
 
 __all__ = [
@@ -121,10 +121,6 @@ def search_criteria(subject: str, store: str) -> str:
     return f"Subject={quote(subject, safe='')}&Stores={stores}"
 
 
-def _thumbprint(der: bytes) -> str:
-    return hashlib.sha1(der).hexdigest().upper()
-
-
 def _parm(name: str, value: str | int | None = None, datatype: str | None = None) -> str:
     if value is None:
         return f'<parm name="{name}"/>'
@@ -136,7 +132,7 @@ def _parm(name: str, value: str | int | None = None, datatype: str | None = None
 
 def _certificate(der: bytes, extra: str = "") -> str:
     return (
-        f'<characteristic type="{_thumbprint(der)}">'
+        f'<characteristic type="{thumbprint(der)}">'
         f'{_parm("EncodedCertificate", base64.b64encode(der).decode("ascii"))}{extra}'
         "</characteristic>"
     )

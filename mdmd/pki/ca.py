@@ -64,11 +64,12 @@ def generate_rsa_key(bits: int) -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=bits)
 
 
-def thumbprint(cert: x509.Certificate) -> str:
+def thumbprint(cert: x509.Certificate | bytes) -> str:
     """
     Upper-case hex SHA-1 of the DER certificate, as Windows names certificates.
     """
-    return hashlib.sha1(cert.public_bytes(serialization.Encoding.DER)).hexdigest().upper()
+    der = cert if isinstance(cert, bytes) else cert.public_bytes(serialization.Encoding.DER)
+    return hashlib.sha1(der).hexdigest().upper()
 
 
 def serial_hex(serial: int) -> str:
