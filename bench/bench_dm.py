@@ -33,7 +33,6 @@ import sys
 import time
 from typing import Any
 
-from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from twisted.internet import defer, reactor, task
 from twisted.internet.threads import deferToThread
@@ -90,10 +89,9 @@ class Bench:
         await deferToThread(self.daemon.start)
         added = await deferToThread(self.daemon.mdmctl, "user", "add", "bench@example.com", stdin="bench-pw\n")
         assert added.returncode == 0, added.stderr
-        with open(self.daemon.ca_cert_path, "rb") as f:
-            root = x509.load_pem_x509_certificate(f.read())
+        root = self.daemon.ca_certificate()
         keys = [rsa.generate_private_key(65537, 2048) for _ in range(self.args.devices)]
-        url = f"https://localhost:{self.daemon.https_port}/EnrollmentServer/Discovery.svc"
+        url = self.daemon.discovery_url
         self.devices = [
             WindowsDevice(reactor, url, [root], user="bench@example.com", password="bench-pw", key=key)
             for key in keys

@@ -25,7 +25,6 @@ import time
 import uuid
 from typing import Any
 
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from twisted.internet import defer, task
@@ -81,9 +80,8 @@ async def run(reactor: Any, options: argparse.Namespace) -> None:
         added = daemon.mdmctl("user", "add", USER, stdin=PASSWORD + "\n")
         if added.returncode:
             raise SystemExit(added.stderr)
-        with open(daemon.ca_cert_path, "rb") as f:
-            root = x509.load_pem_x509_certificate(f.read())
-        url = f"https://{options.hostname}:{daemon.https_port}/EnrollmentServer/Discovery.svc"
+        root = daemon.ca_certificate()
+        url = daemon.discovery_url
         pid = daemon.process.pid  # type: ignore[union-attr]
 
         prepared = time.perf_counter()

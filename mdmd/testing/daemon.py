@@ -20,6 +20,8 @@ import textwrap
 import time
 from dataclasses import dataclass
 
+from cryptography import x509
+
 __all__ = ["DaemonProcess", "DaemonFailed", "script"]
 
 
@@ -157,6 +159,20 @@ class DaemonProcess:
     @property
     def ca_cert_path(self) -> str:
         return os.path.join(self.state_dir, "ca", "ca.crt")
+
+    def ca_certificate(self) -> x509.Certificate:
+        """
+        The root CA the daemon generated (what devices are told to trust).
+        """
+        with open(self.ca_cert_path, "rb") as f:
+            return x509.load_pem_x509_certificate(f.read())
+
+    @property
+    def discovery_url(self) -> str:
+        """
+        Where an emulated device starts enrolling with this daemon.
+        """
+        return f"https://{self.hostname}:{self.https_port}/EnrollmentServer/Discovery.svc"
 
     def mdmctl(self, *args: str, stdin: str = "", timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         """

@@ -10,7 +10,6 @@ import json
 import os
 from typing import Any
 
-from cryptography import x509
 from twisted.internet import reactor
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
@@ -36,8 +35,7 @@ class DMEndToEndTests(TestCase):
         )
         self.addCleanup(self.daemon.cleanup)
         self.daemon.start()
-        with open(self.daemon.ca_cert_path, "rb") as f:
-            self.root = x509.load_pem_x509_certificate(f.read())
+        self.root = self.daemon.ca_certificate()
 
     def mdmctl(self, *args: str, stdin: str = "") -> Any:
         return deferToThread(self.daemon.mdmctl, *args, stdin=stdin)
@@ -51,7 +49,7 @@ class DMEndToEndTests(TestCase):
         await self.ok("user", "add", "bob@example.com", stdin="pw-bob\n")
         device = WindowsDevice(
             reactor,
-            f"https://localhost:{self.daemon.https_port}/EnrollmentServer/Discovery.svc",
+            self.daemon.discovery_url,
             [self.root],
             user="bob@example.com",
             password="pw-bob",

@@ -35,8 +35,7 @@ class EnrollmentEndToEndTests(TestCase):
         )
         self.addCleanup(self.daemon.cleanup)
         self.daemon.start()
-        with open(self.daemon.ca_cert_path, "rb") as f:
-            self.root = x509.load_pem_x509_certificate(f.read())
+        self.root = self.daemon.ca_certificate()
 
     def mdmctl(self, *args: str, stdin: str = "") -> Any:
         return deferToThread(self.daemon.mdmctl, *args, stdin=stdin)
@@ -59,7 +58,7 @@ class EnrollmentEndToEndTests(TestCase):
         port = self.daemon.https_port
         device = WindowsDevice(
             reactor,
-            f"https://localhost:{port}/EnrollmentServer/Discovery.svc",
+            self.daemon.discovery_url,
             [self.root],
             user="alice@example.com",
             password="S3cret!",
@@ -123,7 +122,7 @@ class EnrollmentEndToEndTests(TestCase):
         """
         device = WindowsDevice(
             reactor,
-            f"https://localhost:{self.daemon.https_port}/EnrollmentServer/Discovery.svc",
+            self.daemon.discovery_url,
             [self.root],
             user="nobody@example.com",
             password="x",

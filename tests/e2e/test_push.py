@@ -15,7 +15,6 @@ import socket
 import time
 from typing import Any
 
-from cryptography import x509
 from twisted.internet import reactor
 from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.internet.task import deferLater
@@ -60,12 +59,11 @@ class _PushTestCase(TestCase):
         return result.stdout
 
     async def enrolled_device(self, daemon: DaemonProcess) -> WindowsDevice:
-        with open(daemon.ca_cert_path, "rb") as f:
-            root = x509.load_pem_x509_certificate(f.read())
+        root = daemon.ca_certificate()
         await self.ok(daemon, "user", "add", "bob@example.com", stdin="pw-bob\n")
         device = WindowsDevice(
             reactor,
-            f"https://localhost:{daemon.https_port}/EnrollmentServer/Discovery.svc",
+            daemon.discovery_url,
             [root],
             user="bob@example.com",
             password="pw-bob",

@@ -10,7 +10,6 @@ import os
 import shutil
 from typing import Any
 
-from cryptography import x509
 from twisted.internet import reactor
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
@@ -41,8 +40,7 @@ class TwoNodeTests(TestCase):
             elif name.endswith((".key", ".token")):
                 shutil.copy2(source, os.path.join(self.second.state_dir, name))
         self.second.start()
-        with open(self.first.ca_cert_path, "rb") as f:
-            self.root = x509.load_pem_x509_certificate(f.read())
+        self.root = self.first.ca_certificate()
 
     async def test_session_alternates_between_nodes(self) -> None:
         """
@@ -53,7 +51,7 @@ class TwoNodeTests(TestCase):
         self.assertEqual(added.returncode, 0, added.stderr)
         device = WindowsDevice(
             reactor,
-            f"https://localhost:{self.first.https_port}/EnrollmentServer/Discovery.svc",
+            self.first.discovery_url,
             [self.root],
             user="eve@example.com",
             password="pw",
