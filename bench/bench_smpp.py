@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mdmd.notify import smpp_pdu  # noqa: E402
-from mdmd.notify.esme import ESMEService, smsc_endpoint  # noqa: E402
-from mdmd.notify.smpp import Address, SessionConfig  # noqa: E402
+from mdmd.notify.smpp_client import ESMEService, smsc_endpoint  # noqa: E402
+from mdmd.notify.smpp_session import Address, SessionConfig  # noqa: E402
 from mdmd.notify.wap import wap_push_segments  # noqa: E402
 from mdmd.testing.smsc import FakeSmscFactory  # noqa: E402
 

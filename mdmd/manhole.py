@@ -49,7 +49,7 @@ from zope.interface import implementer
 
 from mdmd.dm import queue as dm_queue
 from mdmd.dm.commands import parse_spec
-from mdmd.dm.service import dm_facts
+from mdmd.dm.sweeper import dm_facts
 from mdmd.enroll import devices as enrolled
 from mdmd.enroll.users import hash_password, verify_password
 from mdmd.notify import jobs

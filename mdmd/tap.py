@@ -26,23 +26,23 @@ from mdmd import config as mdmd_config
 from mdmd.admin.api import AdminAPI, AdminToken
 from mdmd.config import Config, ListenAddress
 from mdmd.dm.resource import DMSettings, ManagementResource
-from mdmd.dm.service import DMService
+from mdmd.dm.sweeper import DMService
 from mdmd.dm.session import Settings
 from mdmd.enroll.resource import enrollment_resource
-from mdmd.enroll.service import EnrollmentService, EnrollmentSettings
+from mdmd.enroll.operations import EnrollmentService, EnrollmentSettings
 from mdmd.enroll.users import StoreUserChecker
 from mdmd.listeners import CannotListen, ListeningService, MdmdService, clear_stale_socket
 from mdmd.manhole import ManholePasswordDB, manhole_factory, namespace
-from mdmd.notify.esme import ESMEService, smsc_endpoint
+from mdmd.notify.smpp_client import ESMEService, smsc_endpoint
 from mdmd.notify.jobs import PushSettings
 from mdmd.notify.notifier import Notifier
 from mdmd.notify.pkg0 import UIMode
-from mdmd.notify.smpp import Address, BindType, SessionConfig
+from mdmd.notify.smpp_session import Address, BindType, SessionConfig
 from mdmd.notify.smpp_pdu import MessageIdBase
 from mdmd.pki.resource import pki_resource
-from mdmd.pki.service import CAService, CASettings
+from mdmd.pki.authority import CAService, CASettings
 from mdmd.site import MdmdSite
-from mdmd.store.service import StoreService
+from mdmd.store.runner import StoreService
 
 __all__ = ["Options", "makeService", "build"]
 

@@ -30,15 +30,15 @@ from mdmd.enroll import devices, users
 from mdmd.errors import PeerError
 from mdmd.dm import queue as dm_queue
 from mdmd.dm.commands import PENDING, CommandSpec, InvalidCommand, parse_spec
-from mdmd.dm.service import dm_facts
+from mdmd.dm.sweeper import dm_facts
 from mdmd.notify import jobs as push_jobs
 from mdmd.notify.notifier import Notifier
 from mdmd.pki import registry
 from mdmd.pki.ca import parse_serial, thumbprint
-from mdmd.pki.service import CAService, write_private
+from mdmd.pki.authority import CAService, write_private
 from mdmd.site import AsyncResource, Response
 from mdmd.store.db import describe
-from mdmd.store.service import StoreService
+from mdmd.store.runner import StoreService
 
 __all__ = ["AdminAPI", "AdminToken", "ApiError", "route"]
 

@@ -51,7 +51,7 @@ from mdmd.pki.registry import ClientCertificateRefused
 from mdmd.pki.tls import peer_certificate
 from mdmd.site import AsyncResource, Response
 from mdmd.store.models import DMSession
-from mdmd.store.service import StoreService
+from mdmd.store.runner import StoreService
 from mdmd.syncml.codec import Codec, codec_for_content_type
 from mdmd.syncml.model import SyncML, SyncMLDecodeError
 from mdmd.syncml.wbxml import WBXMLDecodeError

@@ -53,7 +53,7 @@ from mdmd.syncml.model import (
     Status,
     SyncHdr,
     SyncML,
-    UnknownCommand,
+    UnknownElement,
     data_text,
 )
 
@@ -221,7 +221,7 @@ class Answer:
 
 
 @dataclass(frozen=True)
-class Outgoing:
+class OutgoingObject:
     """
     A large object we are sending in chunks: the command and how far we got.
     """
@@ -263,7 +263,7 @@ class SessionState:
     user_logged_in: bool = False
     sent: tuple[SentRef, ...] = ()
     answers: tuple[tuple[int, Answer], ...] = ()
-    outgoing: Outgoing | None = None
+    outgoing: OutgoingObject | None = None
     incoming: Incoming | None = None
     send_server_cred: bool = False
     last_client_msg_id: str | None = None
@@ -313,7 +313,7 @@ class SessionState:
             user_logged_in=value["user_logged_in"],
             sent=tuple(SentRef(*s) for s in value["sent"]),
             answers=tuple((seq, Answer(tuple(map(tuple, st)), tuple(r))) for seq, st, r in value["answers"]),  # type: ignore[misc]
-            outgoing=None if value["outgoing"] is None else Outgoing(*value["outgoing"]),
+            outgoing=None if value["outgoing"] is None else OutgoingObject(*value["outgoing"]),
             incoming=None if value["incoming"] is None else _incoming_from_plain(value["incoming"]),
             send_server_cred=value["send_server_cred"],
             last_client_msg_id=value["last_client_msg_id"],
@@ -789,7 +789,7 @@ def _process(work: _Work, command: Command) -> None:
         work.status(command, StatusCode.OK)
         for child in command.commands:
             _process(work, child)
-    elif isinstance(command, UnknownCommand):
+    elif isinstance(command, UnknownElement):
         work.status(command, StatusCode.BAD_REQUEST)
     else:
         # Add, Delete, Exec, Get, Copy from a device: a DM server has no tree to act on.
@@ -811,7 +811,7 @@ def _client_atomic(work: _Work, command: Atomic, nested: bool) -> None:
         elif isinstance(child, Get):
             work.status(child, StatusCode.COMMAND_FAILED)
             failed = True
-        elif child.cmd_id is None or isinstance(child, UnknownCommand):
+        elif child.cmd_id is None or isinstance(child, UnknownElement):
             work.status(child, StatusCode.BAD_REQUEST)
             failed = True
         else:
@@ -1215,7 +1215,7 @@ def _send_chunk(work: _Work, command: PendingCommand, offset: int, budget: int, 
     work.state = replace(
         work.state,
         sent=work.state.sent + (ref,),
-        outgoing=None if last else Outgoing(command.seq, new_offset),
+        outgoing=None if last else OutgoingObject(command.seq, new_offset),
     )
     if offset == 0:
         work.effects.append(CommandSent(command.seq, work.state.key, msg_id, ref.cmd_id))

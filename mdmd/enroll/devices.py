@@ -4,7 +4,7 @@ L{DeviceInfo} and L{DMCredentials} values.
 
 Enrollment and renewal take an C{issue(subject_key, device_id)} callable that
 signs and records a certificate inside the same unit of work (see
-L{mdmd.pki.service.CAService.transact_issuing}), so a certificate, its record
+L{mdmd.pki.authority.CAService.transact_issuing}), so a certificate, its record
 and the device record that points at it are committed together or not at all.
 A known DeviceID is updated in place, never replaced: everything keyed by the
 device id (the DM command queue, sessions) stays attached across
@@ -23,7 +23,7 @@ from cryptography import x509
 from mdmd.enroll.provisioning import DMCredentials
 from mdmd.pki import registry
 from mdmd.pki.ca import PublicKey, serial_hex
-from mdmd.pki.service import IssuedClientCertificate
+from mdmd.pki.authority import IssuedClientCertificate
 from mdmd.store.models import Device
 
 __all__ = [

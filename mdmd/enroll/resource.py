@@ -1,6 +1,6 @@
 """
 The C{/EnrollmentServer} subtree: thin twisted.web adapters over
-L{mdmd.enroll.service.EnrollmentService}.
+L{mdmd.enroll.operations.EnrollmentService}.
 
 Every SOAP answer, faults included, is C{application/soap+xml; charset=utf-8}
 with a Content-Length (Windows rejects chunked answers). A fault is answered
@@ -20,7 +20,7 @@ from twisted.web.server import Request
 
 from mdmd.enroll import federated
 from mdmd.enroll.discovery import DISCOVER_ACTION, DISCOVER_RESPONSE_ACTION
-from mdmd.enroll.service import FEDERATED, EnrollmentService
+from mdmd.enroll.operations import FEDERATED, EnrollmentService
 from mdmd.enroll.soap import (
     ENROLLMENT_SERVER,
     INTERNAL_SERVICE_FAULT,
@@ -39,7 +39,7 @@ from mdmd.errors import PeerError
 from mdmd.pki.csr import InvalidRequest
 from mdmd.pki.tls import ClientCertificateRefused
 from mdmd.site import AsyncResource, Response
-from mdmd.store.service import ConflictRetriesExhausted
+from mdmd.store.runner import ConflictRetriesExhausted
 
 __all__ = ["enrollment_resource", "SOAP_CONTENT_TYPE"]
 

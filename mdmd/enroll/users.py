@@ -25,7 +25,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mdmd.store.models import User
-from mdmd.store.service import StoreService
+from mdmd.store.runner import StoreService
 
 __all__ = [
     "UserInfo",

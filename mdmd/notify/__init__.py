@@ -4,7 +4,7 @@ over an SMPP 3.4 session.
 
 The pipeline is pure up to the socket: L{mdmd.notify.pkg0} builds the trigger,
 L{mdmd.notify.wap} wraps it (WSP push, WDP ports, concatenation) into SMS
-segments, L{mdmd.notify.smpp_pdu} encodes SMPP PDUs and L{mdmd.notify.smpp}
-runs the ESME session state machine. L{mdmd.notify.esme} is the only module
+segments, L{mdmd.notify.smpp_pdu} encodes SMPP PDUs and L{mdmd.notify.smpp_session}
+runs the ESME session state machine. L{mdmd.notify.smpp_client} is the only module
 here that touches Twisted.
 """

@@ -41,7 +41,7 @@ from typing import Any
 
 from mdmd.errors import PeerError
 from mdmd.notify.pkg0 import DEFAULT_VERSION, UIMode, build_package0, session_id_text
-from mdmd.notify.smpp import Address
+from mdmd.notify.smpp_session import Address
 from mdmd.notify.smpp_pdu import MessageState
 from mdmd.notify.wap import (
     DATA_CODING_8BIT,
@@ -60,7 +60,7 @@ __all__ = [
     "JobRef",
     "NotPushable",
     "OPEN",
-    "Outgoing",
+    "OutgoingPush",
     "PushInfo",
     "PushSettings",
     "QUEUED",
@@ -189,7 +189,7 @@ class PushInfo:
 
 
 @dataclass(frozen=True)
-class Outgoing:
+class OutgoingPush:
     """
     What the notifier needs to send (or spool) one job.
     """
@@ -281,9 +281,9 @@ def _info(job: PushJob) -> PushInfo:
     )
 
 
-def _outgoing(job: PushJob) -> Outgoing:
+def _outgoing(job: PushJob) -> OutgoingPush:
     address, ton, npi = job.destination
-    return Outgoing(
+    return OutgoingPush(
         info=_info(job),
         destination=Address(address, ton, npi),
         segments=tuple(SmsSegment(sm, esm_class, coding) for esm_class, coding, sm in job.segments),
@@ -363,7 +363,7 @@ def push_facts(root: Root, device_id: str) -> dict[str, Any] | None:
     }
 
 
-def queued_jobs(root: Root) -> list[Outgoing]:
+def queued_jobs(root: Root) -> list[OutgoingPush]:
     """
     Every job not yet acknowledged by the SMSC, with the ids it already has.
     """
@@ -395,7 +395,7 @@ def enqueue(
     settings: PushSettings,
     now: float,
     random: Callable[[int], bytes] = os.urandom,
-) -> list[Outgoing]:
+) -> list[OutgoingPush]:
     """
     Build and store one push job per device, in state queued.
 
@@ -497,7 +497,7 @@ def record_ids(
     job.updated_at = now
 
 
-def outgoing(root: Root, ref: JobRef) -> Outgoing | None:
+def outgoing(root: Root, ref: JobRef) -> OutgoingPush | None:
     """
     A job to send again, if it is still queued.
     """

@@ -5,7 +5,7 @@ It owns the push jobs' journey out of the store (L{mdmd.notify.jobs} holds
 their records and every unit of work on them):
 
  - L{Notifier.push} queues one job per device and hands it to the SMPP
-   client (L{mdmd.notify.esme.ESMEService}), or, with no SMSC configured,
+   client (L{mdmd.notify.smpp_client.ESMEService}), or, with no SMSC configured,
    writes it to the spool directory for a gateway to pick up
    (L{spool_document} says what such a file holds);
  - the SMSC's message ids are written to the job as they come (one write per
@@ -42,12 +42,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mdmd.notify import jobs
-from mdmd.notify.esme import ESMEService, StateEvent, SubmitAbandoned, SubmitOutcome
-from mdmd.notify.jobs import JobRef, Outgoing, PushInfo, PushSettings
+from mdmd.notify.smpp_client import ESMEService, StateEvent, SubmitAbandoned, SubmitOutcome
+from mdmd.notify.jobs import JobRef, OutgoingPush, PushInfo, PushSettings
 from mdmd.notify.pkg0 import session_id_text
-from mdmd.notify.smpp import BindFailed, Bound, DeliveryReceipt, LinkBroken, SegmentAccepted, Unbound
+from mdmd.notify.smpp_session import BindFailed, Bound, DeliveryReceipt, LinkBroken, SegmentAccepted, Unbound
 from mdmd.notify.smpp_pdu import message_id_key
-from mdmd.store.service import StoreService
+from mdmd.store.runner import StoreService
 
 __all__ = ["Notifier", "SPOOL_FORMAT", "spool_document", "spool_name"]
 
@@ -72,7 +72,7 @@ def spool_name(ref: JobRef) -> str:
     return f"push-{_UNSAFE.sub('_', device_id)[:48]}-{digest}-{seq}.json"
 
 
-def spool_document(job: Outgoing) -> dict[str, Any]:
+def spool_document(job: OutgoingPush) -> dict[str, Any]:
     """
     What a spool file holds (JSON, one job per file)::
 
@@ -113,7 +113,7 @@ def spool_document(job: Outgoing) -> dict[str, Any]:
     }
 
 
-def _write_spool(directory: str, job: Outgoing) -> str:
+def _write_spool(directory: str, job: OutgoingPush) -> str:
     """
     Write the job's file whole: a hidden temporary file, then a rename.
     """
@@ -231,7 +231,7 @@ class Notifier(Service):
                 results.append(job.info)
         return results
 
-    def _dispatch(self, job: Outgoing) -> None:
+    def _dispatch(self, job: OutgoingPush) -> None:
         """
         Send a job through the SMSC, or spool it.
         """
@@ -324,13 +324,13 @@ class Notifier(Service):
             lambda f: log.failure("reading the queued push jobs failed", f)
         )
 
-    def _send_all(self, queued: list[Outgoing]) -> None:
+    def _send_all(self, queued: list[OutgoingPush]) -> None:
         if queued:
             log.info("{count} push job(s) still queued; sending them", count=len(queued))
         for job in queued:
             self._dispatch(job)
 
-    def _send(self, job: Outgoing) -> None:
+    def _send(self, job: OutgoingPush) -> None:
         assert self.esme is not None
         ref = job.ref
         if ref in self._flights or not self.running:
@@ -391,7 +391,7 @@ class Notifier(Service):
     def _retry(self, ref: JobRef) -> None:
         self._timers.retries.pop(ref, None)
 
-        def send(job: Outgoing | None) -> None:
+        def send(job: OutgoingPush | None) -> None:
             if job is not None and self.running:
                 self._dispatch(job)
 
@@ -405,7 +405,7 @@ class Notifier(Service):
         if flight is not None:
             flight.deferred.cancel()
 
-    async def _spool(self, job: Outgoing) -> PushInfo:
+    async def _spool(self, job: OutgoingPush) -> PushInfo:
         try:
             path = _write_spool(self.spool_dir, job)
         except OSError as e:

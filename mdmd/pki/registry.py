@@ -2,7 +2,7 @@
 The record of every certificate the CA issued, kept in the store.
 
 These functions are units of work: they take the ZODB root (see
-L{mdmd.store.service.Store.run}) and return plain L{CertificateInfo} values.
+L{mdmd.store.runner.Store.run}) and return plain L{CertificateInfo} values.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from cryptography.hazmat.primitives import serialization
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from mdmd.pki.service import CAService
+from mdmd.pki.authority import CAService
 from mdmd.site import AsyncResource, Response
 
 __all__ = ["pki_resource"]

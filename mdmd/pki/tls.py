@@ -15,7 +15,7 @@ from twisted.web.iweb import IRequest
 from mdmd.pki import registry
 from mdmd.pki.ca import PrivateKey
 from mdmd.pki.registry import CertificateInfo, ClientCertificateRefused
-from mdmd.store.service import StoreService
+from mdmd.store.runner import StoreService
 
 __all__ = ["server_options", "peer_certificate", "verified_client", "ClientCertificateRefused"]
 

@@ -12,7 +12,7 @@ Reading is lenient where peers differ and the meaning is clear: any
 namespace, any child order, unknown children of known elements ignored,
 C{Meta} children with or without a C{MetInf} wrapper. Where the session
 engine must answer (MS-MDM), it represents: an unknown element where a
-command belongs becomes an L{UnknownCommand}, a missing CmdID stays
+command belongs becomes an L{UnknownElement}, a missing CmdID stays
 C{None}. It refuses what leaves no message to answer: no C{SyncHdr}, no
 C{SessionID}, a C{Target} without C{LocURI}, a non-numeric size.
 """
@@ -44,7 +44,7 @@ from mdmd.syncml.model import (
     SyncML,
     SyncMLDecodeError,
     SyncMLEncodeError,
-    UnknownCommand,
+    UnknownElement,
 )
 
 #: A decoded element: local name, child elements, text (C{None} when empty).
@@ -237,7 +237,7 @@ def write_command(w: Writer, command: Command) -> None:
     """
     One command with its children in DTD order.
 
-    @raise SyncMLEncodeError: for an L{UnknownCommand} or a foreign object.
+    @raise SyncMLEncodeError: for an L{UnknownElement} or a foreign object.
     """
     shape = _SHAPES.get(type(command))
     if shape is None or not isinstance(command, Command):
@@ -342,7 +342,7 @@ def _read_command(node: Node) -> Command:
     shape = _COMMAND_SHAPES.get(node[0])
     if shape is None:
         cmd_id = next((text(c) for c in node[1] if c[0] == "CmdID"), None)
-        return UnknownCommand(name=node[0], cmd_id=cmd_id)
+        return UnknownElement(name=node[0], cmd_id=cmd_id)
     return _read(node, shape)
 
 

@@ -8,7 +8,7 @@ The model I{represents} what a peer sent rather than judging it, because the
 session engine has to answer mistakes in protocol terms (MS-MDM): a command
 without C{CmdID} keeps C{cmd_id=None} (answered with 400 and an empty
 CmdRef), an element the engine does not know under C{SyncBody}, C{Atomic} or
-C{Sequence} becomes an L{UnknownCommand} (400), a nested C{Atomic} or a
+C{Sequence} becomes an L{UnknownElement} (400), a nested C{Atomic} or a
 C{Get} inside C{Atomic} decodes normally (500/507). Codes and counters stay
 text (C{SessionID} may be hex: never C{int()} it); sizes in L{Meta} are
 integers because the engine computes with them.
@@ -54,7 +54,7 @@ __all__ = [
     "Sequence",
     "Results",
     "Status",
-    "UnknownCommand",
+    "UnknownElement",
     "ItemCommand",
     "SyncML",
     "data_text",
@@ -336,7 +336,7 @@ class Status(Command):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class UnknownCommand(Command):
+class UnknownElement(Command):
     """
     An element the model does not know where a command belongs (answer 400).
 

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from twisted.internet.defer import Deferred, fail, succeed
 
 from mdmd.store.db import open_db
-from mdmd.store.service import Store, StoreService
+from mdmd.store.runner import Store, StoreService
 
 __all__ = ["SynchronousStoreService", "memory_store_service"]
 

@@ -22,7 +22,7 @@ from twisted.web.resource import Resource
 from mdmd import config as mdmd_config
 from mdmd.enroll import users
 from mdmd.enroll.resource import enrollment_resource
-from mdmd.enroll.service import EnrollmentService, EnrollmentSettings
+from mdmd.enroll.operations import EnrollmentService, EnrollmentSettings
 from mdmd.enroll.users import StoreUserChecker
 from mdmd.pki.ca import generate_rsa_key
 from mdmd.pki.resource import pki_resource

@@ -17,7 +17,7 @@ from mdmd.enroll.provisioning import parse_document
 from mdmd.enroll.wstep import RSTRC_ACTION
 from mdmd.pki import registry
 from mdmd.pki.ca import CertificateAuthority, generate_rsa_key
-from mdmd.store.service import ConflictRetriesExhausted
+from mdmd.store.runner import ConflictRetriesExhausted
 from mdmd.testing.windows import (
     EnrollmentFault,
     WindowsDevice,

@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from mdmd.notify import jobs
 from mdmd.notify.jobs import InvalidMsisdn, NotPushable, PushSettings
 from mdmd.notify.pkg0 import UIMode, parse_package0, session_id_text
-from mdmd.notify.smpp import Address
+from mdmd.notify.smpp_session import Address
 from mdmd.notify.smpp_pdu import MessageState
 from mdmd.notify.wap import IEI_CONCAT_16BIT, parse_wsp_push, reassemble, split_udh
 from mdmd.testing.store import memory_store_service
@@ -41,7 +41,7 @@ class StoreTestCase(SynchronousTestCase):
     def read(self, fn: Any, *args: Any) -> Any:
         return self.store.read(fn, *args)
 
-    def enqueue(self, *device_ids: str, settings: PushSettings = SETTINGS, now: float = 100.0, random: Any = None) -> list[jobs.Outgoing]:
+    def enqueue(self, *device_ids: str, settings: PushSettings = SETTINGS, now: float = 100.0, random: Any = None) -> list[jobs.OutgoingPush]:
         return self.run_(jobs.enqueue, device_ids, settings, now, random or fixed_random())
 
 

@@ -23,7 +23,7 @@ from mdmd.testing.smsc import FakeSmscFactory, Receipts, Scenario
 from mdmd.testing.store import SynchronousStoreService, memory_store_service
 
 from .helpers import SERVER_NONCE, SERVER_SECRET, add_device, job_record
-from .test_esme import Net
+from .test_smpp_client import Net
 from .test_jobs import fixed_random
 
 SETTINGS = PushSettings(expiry=600.0)
@@ -33,7 +33,7 @@ LONG_ID = "s" * 250  # a server id that makes package #0 need three SMS
 class Rig:
     """
     A notifier over a store, with the SMPP client and fake SMSC of
-    L{tests.notify.test_esme.Net} on its memory reactor (or, with no
+    L{tests.notify.test_smpp_client.Net} on its memory reactor (or, with no
     scenario, a spool directory).
     """
 

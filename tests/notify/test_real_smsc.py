@@ -1,5 +1,5 @@
 """
-Integration tests of L{mdmd.notify.esme} against SMSCs written by others:
+Integration tests of L{mdmd.notify.smpp_client} against SMSCs written by others:
 node-smpp 0.5.1 (C{tests/peers/smsc.js}) and Net::SMPP (C{tests/peers/smsc.pl}),
 each spawned on a free loopback port.
 
@@ -18,9 +18,9 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 
 from mdmd.notify import smpp_pdu as p
-from mdmd.notify.esme import ESMEService, smsc_endpoint
+from mdmd.notify.smpp_client import ESMEService, smsc_endpoint
 from mdmd.notify.pkg0 import build_package0, parse_package0
-from mdmd.notify.smpp import Address, BindFailed, SessionConfig, submit_templates
+from mdmd.notify.smpp_session import Address, BindFailed, SessionConfig, submit_templates
 from mdmd.notify.wap import parse_wsp_push, reassemble, wap_push_segments
 
 from .peers import Peer, node_or_skip, node_short_message, perl_or_skip, start_peer

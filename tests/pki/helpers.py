@@ -10,7 +10,7 @@ import tempfile
 from twisted.internet import reactor
 from twisted.trial.unittest import SynchronousTestCase
 
-from mdmd.pki.service import CAService, CASettings
+from mdmd.pki.authority import CAService, CASettings
 from mdmd.testing.store import SynchronousStoreService, memory_store_service
 
 

@@ -7,7 +7,7 @@ import os
 from twisted.trial.unittest import SynchronousTestCase
 
 from mdmd.store.db import StoreURIError, describe, open_db
-from mdmd.store.service import Store
+from mdmd.store.runner import Store
 
 from ..servers import start_zeo
 

@@ -15,7 +15,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from mdmd.store.db import open_db
 from mdmd.store.models import User
-from mdmd.store.service import Store
+from mdmd.store.runner import Store
 
 from ..servers import free_port
 

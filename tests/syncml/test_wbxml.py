@@ -46,7 +46,7 @@ from mdmd.syncml.model import (
     SyncML,
     SyncMLDecodeError,
     SyncMLEncodeError,
-    UnknownCommand,
+    UnknownElement,
 )
 from mdmd.syncml.wbxml import WBXMLDecodeError
 from tests.syncml import samples
@@ -286,8 +286,8 @@ class DecodeFeatureTests(SynchronousTestCase):
         self.assertEqual(
             msg.body,
             (
-                UnknownCommand(name="Sync", cmd_id="7"),
-                UnknownCommand(name="Thing", cmd_id="8"),
+                UnknownElement(name="Sync", cmd_id="7"),
+                UnknownElement(name="Thing", cmd_id="8"),
                 Get(items=(Item(target=Location(loc_uri="./a")),)),
             ),
         )
@@ -324,7 +324,7 @@ class DecodeFeatureTests(SynchronousTestCase):
         for command in (
             Replace(items=(Item(data="a\x00b"),)),
             Replace(items=(Item(data="\udfff"),)),
-            UnknownCommand(name="Sync"),
+            UnknownElement(name="Sync"),
         ):
             with self.assertRaises(SyncMLEncodeError):
                 wbxml.encode(SyncML(header=EXAMPLE.header, body=(command,)))

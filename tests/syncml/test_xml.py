@@ -28,7 +28,7 @@ from mdmd.syncml.model import (
     SyncML,
     SyncMLDecodeError,
     SyncMLEncodeError,
-    UnknownCommand,
+    UnknownElement,
 )
 from tests.syncml import samples
 from tests.syncml.strategies import messages
@@ -219,7 +219,7 @@ class EncodeTests(SynchronousTestCase):
             Replace(items=(Item(data=b"\xff\x00"),)),
             Replace(items=(Item(data="bell\x07"),)),
             Replace(items=(Item(data="\ud800"),)),
-            UnknownCommand(name="Sync", cmd_id="2"),
+            UnknownElement(name="Sync", cmd_id="2"),
         ):
             with self.assertRaises(SyncMLEncodeError):
                 xml.encode(SyncML(header=header, body=(command,)))
@@ -306,7 +306,7 @@ class TolerantDecodeTests(SynchronousTestCase):
     def test_missing_cmd_id_and_unknown_elements(self) -> None:
         """
         A command without CmdID keeps C{cmd_id=None}; unknown elements under
-        SyncBody, Atomic and Sequence become L{UnknownCommand}s.
+        SyncBody, Atomic and Sequence become L{UnknownElement}s.
         """
         msg = xml.decode(
             _doc(
@@ -321,9 +321,9 @@ class TolerantDecodeTests(SynchronousTestCase):
             msg.body,
             (
                 Get(items=(Item(target=Location(loc_uri="./a")),)),
-                UnknownCommand(name="Sync", cmd_id="3"),
-                Atomic(cmd_id="4", commands=(UnknownCommand(name="Bogus"),)),
-                Sequence(cmd_id="5", commands=(UnknownCommand(name="Thing", cmd_id="6"),)),
+                UnknownElement(name="Sync", cmd_id="3"),
+                Atomic(cmd_id="4", commands=(UnknownElement(name="Bogus"),)),
+                Sequence(cmd_id="5", commands=(UnknownElement(name="Thing", cmd_id="6"),)),
             ),
         )
 

@@ -71,9 +71,9 @@ from mdmd.enroll.xmldsig import verify_signed_header
 from mdmd.pki import csr as pkcs
 from mdmd.pki import registry
 from mdmd.pki.ca import serial_hex
-from mdmd.pki.service import CAService, write_private
+from mdmd.pki.authority import CAService, write_private
 from mdmd.pki.tls import ClientCertificateRefused, verified_client
-from mdmd.store.service import StoreService
+from mdmd.store.runner import StoreService
 
 Root = registry.Root
 

@@ -1,5 +1,5 @@
 """
-Tests for L{mdmd.notify.smpp}: the ESME session engine, driven by hand with
+Tests for L{mdmd.notify.smpp_session}: the ESME session engine, driven by hand with
 PDUs and times, no sockets.
 """
 
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from mdmd.notify import smpp_pdu as p
-from mdmd.notify.smpp import (
+from mdmd.notify.smpp_session import (
     Address,
     BindFailed,
     BindType,

@@ -1,5 +1,5 @@
 """
-Tests for L{mdmd.store.service}.
+Tests for L{mdmd.store.runner}.
 """
 
 from BTrees.OOBTree import OOBTree
@@ -9,7 +9,7 @@ from ZODB.POSException import ConflictError
 
 from mdmd.store.db import open_db
 from mdmd.store.models import ROOT_CONTAINERS, User
-from mdmd.store.service import ConflictRetriesExhausted, Store, StoreService
+from mdmd.store.runner import ConflictRetriesExhausted, Store, StoreService
 
 
 class StoreTests(SynchronousTestCase):

@@ -1,5 +1,5 @@
 """
-Tests for L{mdmd.pki.service}: key material on disk, issuance and revocation in the store.
+Tests for L{mdmd.pki.authority}: key material on disk, issuance and revocation in the store.
 """
 
 import os

@@ -57,7 +57,7 @@ from twisted.internet.ssl import (
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mdmd.notify.smpp import (
+from mdmd.notify.smpp_session import (
     Address,
     BindFailed,
     Bound,

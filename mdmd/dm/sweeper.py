@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from mdmd.dm import queue as dm_queue
 from mdmd.dm.resource import DMSettings
 from mdmd.dm.session import SessionState
-from mdmd.store.service import StoreService
+from mdmd.store.runner import StoreService
 
 __all__ = ["DMService", "expire_sessions"]
 

@@ -1,5 +1,5 @@
 """
-Tests for L{mdmd.enroll.service}: settings from the configuration, and the
+Tests for L{mdmd.enroll.operations}: settings from the configuration, and the
 queue in front of enrollment transactions.
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
-from mdmd.enroll.service import EnrollmentService, EnrollmentSettings, public_base_url
+from mdmd.enroll.operations import EnrollmentService, EnrollmentSettings, public_base_url
 
 from .helpers import load_config
 

@@ -1,5 +1,5 @@
 """
-Tests for L{mdmd.notify.esme}: the protocol and the service against the fake
+Tests for L{mdmd.notify.smpp_client}: the protocol and the service against the fake
 SMSC of L{mdmd.testing.smsc}, in memory (iosim pumps on a MemoryReactorClock).
 """
 
@@ -23,11 +23,11 @@ from twisted.test.iosim import ConnectionCompleter, IOPump
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from mdmd.notify import smpp_pdu as p
-from mdmd.notify.esme import ESMEProtocol, ESMEService, SubmitAbandoned, SubmitOutcome
-from mdmd.notify.smpp import BindFailed, Bound, LinkBroken, SegmentAccepted, State, Unbound
+from mdmd.notify.smpp_client import ESMEProtocol, ESMEService, SubmitAbandoned, SubmitOutcome
+from mdmd.notify.smpp_session import BindFailed, Bound, LinkBroken, SegmentAccepted, State, Unbound
 from mdmd.notify.wap import SmsSegment, reassemble, wdp_segments
 from mdmd.testing.smsc import FakeSmscFactory, Receipts, Scenario
-from tests.notify.test_smpp import CONFIG, DEVICE, ONE
+from tests.notify.test_smpp_session import CONFIG, DEVICE, ONE
 
 THREE = wdp_segments(bytes(range(256)) + bytes(44), concat_ref=77)
 
@@ -473,7 +473,7 @@ class EndpointTests(SynchronousTestCase):
         from twisted.internet.endpoints import HostnameEndpoint
         from twisted.internet.interfaces import IStreamClientEndpoint
 
-        from mdmd.notify.esme import smsc_endpoint
+        from mdmd.notify.smpp_client import smsc_endpoint
 
         reactor = MemoryReactorClock()
         self.assertIsInstance(smsc_endpoint(reactor, "smsc.example", 2775), HostnameEndpoint)
@@ -500,7 +500,7 @@ class TLSLoopbackTests(TestCase):
     def service(self, port: int, ca: bytes) -> tuple[ESMEService, list]:
         from twisted.internet import reactor
 
-        from mdmd.notify.esme import smsc_endpoint
+        from mdmd.notify.smpp_client import smsc_endpoint
 
         service = ESMEService(
             smsc_endpoint(reactor, "127.0.0.1", port, tls=True, ca_certificates=[ca]),

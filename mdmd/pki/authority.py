@@ -36,7 +36,7 @@ from mdmd.pki.ca import (
     thumbprint,
 )
 from mdmd.pki.tls import server_options
-from mdmd.store.service import StoreService
+from mdmd.store.runner import StoreService
 
 __all__ = ["CAService", "CASettings", "IssuedClientCertificate", "write_private"]
 
