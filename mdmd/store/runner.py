@@ -27,6 +27,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
+from mdmd.errors import Busy
 from mdmd.store.db import describe, open_db
 from mdmd.store.models import ensure_root
 
@@ -38,7 +39,7 @@ T = TypeVar("T")
 log = Logger()
 
 
-class ConflictRetriesExhausted(Exception):
+class ConflictRetriesExhausted(Busy):
     """
     A unit of work kept conflicting with concurrent writers and was given up.
     """
