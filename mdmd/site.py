@@ -7,17 +7,17 @@ request.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from mdmd.errors import PeerError
+from mdmd.errors import AnsweredError, InternalError, PeerError, answer_text
 
 __all__ = ["MdmdRequest", "MdmdSite", "respond", "Response", "AsyncResource"]
 
@@ -165,13 +165,22 @@ class AsyncResource(Resource):
     """
     A leaf resource whose C{handle_<METHOD>} coroutines return a L{Response}.
 
-    It is the one place that turns errors into answers: a L{PeerError} becomes
-    L{peer_error}'s response (400 unless a subclass speaks a richer protocol),
-    anything else is logged with its traceback and becomes L{internal_error}'s
-    response. HEAD is answered by C{handle_GET} without the body.
+    It is the one place that turns errors into answers (L{answer_error}): an
+    L{AnsweredError} is answered with the HTTP status and Retry-After its class
+    declares (a peer's mistake logged at info, a condition of ours such as
+    L{Busy} as a warning without traceback); anything else is logged with its
+    traceback and answered as L{InternalError}, a bare 500. Subclasses choose
+    only how an error's body is written (L{error_body}) and how the line that
+    logs it reads, never which status an error gets. HEAD is answered by
+    C{handle_GET} without the body.
     """
 
     isLeaf = True
+
+    #: An envelope protocol (SOAP) answers every error with this HTTP status
+    #: and carries the error's meaning in the body; an error that asks to be
+    #: retried (C{retry_after}) keeps its own status. None: each error's own.
+    fault_status: ClassVar[int | None] = None
 
     def render(self, request: Request) -> int | bytes:
         method = request.method.decode("ascii", "replace")
@@ -191,8 +200,63 @@ class AsyncResource(Resource):
         return NOT_DONE_YET
 
     def _failed(self, failure: Failure, request: Request) -> Response:
-        if failure.check(PeerError):
-            return self.peer_error(request, failure.value)
+        error = failure.value
+        if isinstance(error, AnsweredError):
+            level = LogLevel.info if isinstance(error, PeerError) else LogLevel.warn
+            self.log_answered(request, error, level)
+            return self.answer_error(request, error)
+        self.log_failed(request, failure)
+        return self.answer_error(request, InternalError())
+
+    def _send(self, response: Response, request: Request) -> None:
+        for name, value in response.headers:
+            request.setHeader(name, value)
+        respond(request, response.body, response.content_type, response.code)
+
+    def answer_error(self, request: Request, error: AnsweredError) -> Response:
+        """
+        The response to C{error}: its declared status and Retry-After, the body in our protocol.
+        """
+        status = self._status(error)
+        headers: tuple[tuple[bytes, bytes], ...] = ()
+        if error.retry_after is not None:
+            headers = ((b"Retry-After", b"%d" % error.retry_after),)
+        body, content_type = self.error_body(request, error, answer_text(error))
+        return Response(body, content_type=content_type, code=status, headers=headers)
+
+    def _status(self, error: AnsweredError) -> int:
+        if self.fault_status is not None and error.retry_after is None:
+            return self.fault_status
+        return error.http_status
+
+    def error_body(self, request: Request, error: AnsweredError, message: str) -> tuple[bytes, bytes]:
+        """
+        The body and content type that tell the peer C{message}; subclasses speak their protocol.
+        """
+        return f"{message}\n".encode("utf-8"), b"text/plain; charset=utf-8"
+
+    def log_answered(self, request: Request, error: AnsweredError, level: LogLevel) -> None:
+        """
+        One line, without traceback, for an error answered as declared.
+        """
+        device_id = getattr(request, "device_id", None)
+        log.emit(
+            level,
+            "{method} {path} answered {status} ({error}): {reason}{device}",
+            method=request.method.decode("ascii", "replace"),
+            path=request.path.decode("ascii", "replace"),
+            status=self._status(error),
+            error=type(error).__name__,
+            reason=str(error),
+            device=f" device={device_id}" if device_id else "",
+            device_id=device_id,
+            peer=str(request.getClientAddress()),
+        )
+
+    def log_failed(self, request: Request, failure: Failure) -> None:
+        """
+        Our own failure, with its traceback (the peer gets none of it).
+        """
         log.failure(
             "{method} {path} failed",
             failure,
@@ -200,21 +264,3 @@ class AsyncResource(Resource):
             path=request.path.decode("ascii", "replace"),
             device_id=getattr(request, "device_id", None),
         )
-        return self.internal_error(request)
-
-    def _send(self, response: Response, request: Request) -> None:
-        for name, value in response.headers:
-            request.setHeader(name, value)
-        respond(request, response.body, response.content_type, response.code)
-
-    def peer_error(self, request: Request, error: PeerError) -> Response:
-        """
-        The answer to a peer's protocol mistake; subclasses speak their protocol.
-        """
-        return Response(f"{error}\n".encode("utf-8"), code=400)
-
-    def internal_error(self, request: Request) -> Response:
-        """
-        The answer when we broke: no details, they are in the log.
-        """
-        return Response(b"internal server error\n", code=500)

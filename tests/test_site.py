@@ -11,13 +11,14 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.threads import deferToThread
-from twisted.logger import globalLogPublisher
+from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from mdmd.errors import PeerError
+from mdmd.errors import NotFound, PeerError
 from mdmd.site import AsyncResource, MdmdSite, Response
+from mdmd.store.runner import ConflictRetriesExhausted
 
 
 class Echo(AsyncResource):
@@ -46,6 +47,22 @@ class Refusing(AsyncResource):
         raise PeerError("you sent nonsense")
 
 
+class Missing(NotFound):
+    """
+    A lookup that found nothing, as a domain module declares one.
+    """
+
+
+class Looking(AsyncResource):
+    async def handle_GET(self, request: Request) -> Response:
+        raise Missing("no gadget 'G-1'")
+
+
+class Overloaded(AsyncResource):
+    async def handle_GET(self, request: Request) -> Response:
+        raise ConflictRetriesExhausted("unit conflicted 6 times")
+
+
 def raw_exchange(port: int, data: bytes) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         s.sendall(data)
@@ -68,6 +85,8 @@ class SiteTests(TestCase):
         root.putChild(b"broken", Broken())
         root.putChild(b"arguments", Arguments())
         root.putChild(b"refusing", Refusing())
+        root.putChild(b"looking", Looking())
+        root.putChild(b"busy", Overloaded())
         self.site = MdmdSite(root, clock=reactor, max_body=1000)
         self.events: list[dict] = []
         globalLogPublisher.addObserver(self.events.append)
@@ -154,6 +173,29 @@ class SiteTests(TestCase):
         """
         (reply,) = await self.requests(("GET", "/refusing", None))
         self.assertEqual((reply[0], reply[2]), (400, b"you sent nonsense\n"))
+
+    async def test_declared_status(self) -> None:
+        """
+        A peer error is answered with the status its class declares and logged
+        once at info level, without traceback.
+        """
+        (reply,) = await self.requests(("GET", "/looking", None))
+        self.assertEqual((reply[0], reply[2]), (404, b"no gadget 'G-1'\n"))
+        self.assertNotIn("retry-after", reply[1])
+        (line,) = [e for e in self.events if e.get("error") == "Missing"]
+        self.assertEqual((line["log_level"], line.get("log_failure"), line["status"]), (LogLevel.info, None, 404))
+
+    async def test_busy(self) -> None:
+        """
+        "Busy" is a 503 with Retry-After that tells nothing of our internals,
+        logged as a warning without traceback.
+        """
+        (reply,) = await self.requests(("GET", "/busy", None))
+        self.assertEqual((reply[0], reply[1]["retry-after"]), (503, "5"))
+        self.assertEqual(reply[2], b"the server is busy; try again later\n")
+        self.assertEqual(self.flushLoggedErrors(ConflictRetriesExhausted), [])
+        (line,) = [e for e in self.events if e.get("error") == "ConflictRetriesExhausted"]
+        self.assertEqual((line["log_level"], line.get("log_failure")), (LogLevel.warn, None))
 
     async def test_method_not_allowed(self) -> None:
         """

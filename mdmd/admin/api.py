@@ -4,7 +4,11 @@ The JSON admin API that C{mdmctl} talks to.
 It listens on a UNIX socket or a loopback port only, and every request must
 carry C{Authorization: Bearer <token>} with the token the daemon wrote into
 its state directory. Routes are declared on L{AdminAPI} with L{route}; each
-returns C{(status, JSON value)} or raises L{ApiError}.
+returns C{(status, JSON value)} or raises: the domain's errors (an unknown
+device, a user that exists, ...) go through as they are, and L{ApiError}s
+are the mistakes only this API can see (its JSON body, a field, the route).
+Every error is answered with the status its class declares and a JSON body
+C{{"error": message}} (L{mdmd.errors}); "busy" is a 503 with Retry-After.
 """
 
 from __future__ import annotations
@@ -27,20 +31,30 @@ from twisted.web.server import Request
 
 import mdmd
 from mdmd.enroll import devices, users
-from mdmd.errors import PeerError
+from mdmd.errors import AnsweredError, PeerError
 from mdmd.dm import queue as dm_queue
-from mdmd.dm.commands import PENDING, CommandSpec, InvalidCommand, parse_spec
+from mdmd.dm.commands import PENDING, CommandSpec, parse_spec
 from mdmd.dm.sweeper import dm_facts
 from mdmd.notify import jobs as push_jobs
 from mdmd.notify.notifier import Notifier
 from mdmd.pki import registry
-from mdmd.pki.ca import parse_serial, thumbprint
+from mdmd.pki.ca import parse_serial, serial_hex, thumbprint
 from mdmd.pki.authority import CAService, write_private
 from mdmd.site import AsyncResource, Response
 from mdmd.store.db import describe
 from mdmd.store.runner import StoreService
 
-__all__ = ["AdminAPI", "AdminToken", "ApiError", "route"]
+__all__ = [
+    "AdminAPI",
+    "AdminToken",
+    "ApiError",
+    "WrongToken",
+    "NoSuchEndpoint",
+    "MethodNotAllowed",
+    "BodyTooLarge",
+    "PushUnavailable",
+    "route",
+]
 
 JSON = b"application/json"
 MAX_JSON_BODY = 64 * 1024
@@ -50,12 +64,49 @@ Handler = Callable[..., Awaitable[tuple[int, Any]]]
 
 class ApiError(PeerError):
     """
-    A request the API refuses, with the HTTP status to answer.
+    A mistake only the admin API can see: its JSON body, a field, a query
+    argument or a path segment (400 unless a subclass says otherwise).
     """
 
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+
+class WrongToken(ApiError):
+    """
+    The request does not carry the daemon's admin token.
+    """
+
+    http_status = 401
+
+
+class NoSuchEndpoint(ApiError):
+    """
+    No route has that path.
+    """
+
+    http_status = 404
+
+
+class MethodNotAllowed(ApiError):
+    """
+    Routes have that path, but not with that method.
+    """
+
+    http_status = 405
+
+
+class BodyTooLarge(ApiError):
+    """
+    The JSON body is larger than any route takes.
+    """
+
+    http_status = 413
+
+
+class PushUnavailable(ApiError):
+    """
+    This daemon was built without push notifications.
+    """
+
+    http_status = 503
 
 
 @dataclass(frozen=True)
@@ -81,6 +132,10 @@ def route(method: str, path: str) -> Callable[[Handler], Handler]:
         return handler
 
     return register
+
+
+def _encode(value: Any) -> bytes:
+    return json.dumps(value, indent=None, sort_keys=True).encode("utf-8") + b"\n"
 
 
 def _compile(path: str) -> re.Pattern[str]:
@@ -166,29 +221,24 @@ class AdminAPI(AsyncResource):
             status, value = await candidate.handler(request, **arguments)
             return self._json(status, value)
         if allowed:
-            raise ApiError(405, f"{method} is not allowed on {path} (allowed: {', '.join(allowed)})")
-        raise ApiError(404, f"no such API endpoint: {path}")
+            raise MethodNotAllowed(f"{method} is not allowed on {path} (allowed: {', '.join(allowed)})")
+        raise NoSuchEndpoint(f"no such API endpoint: {path}")
 
     def _authenticate(self, request: Request) -> None:
         header = request.getHeader(b"authorization") or b""
         scheme, _, presented = header.partition(b" ")
         if scheme.lower() != b"bearer" or not hmac.compare_digest(presented.strip(), self._token.value):
-            raise ApiError(401, "missing or wrong admin token")
+            raise WrongToken("missing or wrong admin token")
 
     @staticmethod
     def _json(status: int, value: Any) -> Response:
-        return Response(
-            json.dumps(value, indent=None, sort_keys=True).encode("utf-8") + b"\n",
-            content_type=JSON,
-            code=status,
-        )
+        return Response(_encode(value), content_type=JSON, code=status)
 
-    def peer_error(self, request: Request, error: PeerError) -> Response:
-        status = error.status if isinstance(error, ApiError) else 400
-        return self._json(status, {"error": str(error)})
-
-    def internal_error(self, request: Request) -> Response:
-        return self._json(500, {"error": "internal error; the daemon log has the details"})
+    def error_body(self, request: Request, error: AnsweredError, message: str) -> tuple[bytes, bytes]:
+        value: dict[str, Any] = {"error": message}
+        if error.retry_after is not None:
+            value["retry_after"] = error.retry_after
+        return _encode(value), JSON
 
     @staticmethod
     def body(request: Request) -> dict[str, Any]:
@@ -197,24 +247,24 @@ class AdminAPI(AsyncResource):
         """
         raw = request.content.read(MAX_JSON_BODY + 1)
         if len(raw) > MAX_JSON_BODY:
-            raise ApiError(413, "request body too large")
+            raise BodyTooLarge("request body too large")
         try:
             value = json.loads(raw or b"{}")
         except ValueError as e:
-            raise ApiError(400, f"request body is not JSON: {e}") from None
+            raise ApiError(f"request body is not JSON: {e}") from None
         if not isinstance(value, dict):
-            raise ApiError(400, "request body must be a JSON object")
+            raise ApiError("request body must be a JSON object")
         return value
 
     @staticmethod
     def field(body: dict[str, Any], name: str, kind: type = str, required: bool = True) -> Any:
         if name not in body:
             if required:
-                raise ApiError(400, f"missing field {name!r}")
+                raise ApiError(f"missing field {name!r}")
             return None
         value = body[name]
         if not isinstance(value, kind):
-            raise ApiError(400, f"field {name!r} must be a {kind.__name__}")
+            raise ApiError(f"field {name!r} must be a {kind.__name__}")
         return value
 
     # -- status --------------------------------------------------------------------
@@ -261,34 +311,24 @@ class AdminAPI(AsyncResource):
     @route("POST", "/v1/users")
     async def add_user(self, request: Request) -> tuple[int, Any]:
         body = self.body(request)
-        name = self.field(body, "name")
-        try:
-            name = users.validate_name(name)
-        except users.InvalidUserName as e:
-            raise ApiError(400, str(e)) from None
+        name = users.validate_name(self.field(body, "name"))
         hashed = await self._hash(self._password(body))
-        try:
-            info = await self.store.transact(users.add_user, name, hashed, self._clock.seconds())
-        except users.UserExists as e:
-            raise ApiError(409, str(e)) from None
+        info = await self.store.transact(users.add_user, name, hashed, self._clock.seconds())
         return 201, info.as_json()
 
     @route("PUT", "/v1/users/{name}/password")
     async def set_password(self, request: Request, name: str) -> tuple[int, Any]:
         password = self._password(self.body(request))
         hashed = await self._hash(password)
-        try:
-            info = await self.store.transact(users.set_password, name, hashed)
-        except users.UnknownUser as e:
-            raise ApiError(404, str(e)) from None
+        info = await self.store.transact(users.set_password, name, hashed)
         return 200, info.as_json()
 
     def _password(self, body: dict[str, Any]) -> str:
         password: str = self.field(body, "password")
         if not password:
-            raise ApiError(400, "the password must not be empty")
+            raise ApiError("the password must not be empty")
         if len(password) > users.MAX_PASSWORD:
-            raise ApiError(400, f"a password is at most {users.MAX_PASSWORD} characters")
+            raise ApiError(f"a password is at most {users.MAX_PASSWORD} characters")
         return password
 
     async def _hash(self, password: str) -> str:
@@ -298,10 +338,7 @@ class AdminAPI(AsyncResource):
 
     @route("DELETE", "/v1/users/{name}")
     async def remove_user(self, request: Request, name: str) -> tuple[int, Any]:
-        try:
-            info = await self.store.transact(users.remove_user, name)
-        except users.UnknownUser as e:
-            raise ApiError(404, str(e)) from None
+        info = await self.store.transact(users.remove_user, name)
         return 200, info.as_json()
 
     @route("POST", "/v1/users/{name}/enable")
@@ -313,10 +350,7 @@ class AdminAPI(AsyncResource):
         return await self._set_enabled(name, False)
 
     async def _set_enabled(self, name: str, enabled: bool) -> tuple[int, Any]:
-        try:
-            info = await self.store.transact(users.set_enabled, name, enabled)
-        except users.UnknownUser as e:
-            raise ApiError(404, str(e)) from None
+        info = await self.store.transact(users.set_enabled, name, enabled)
         return 200, info.as_json()
 
     # -- certificates ------------------------------------------------------------------
@@ -329,9 +363,10 @@ class AdminAPI(AsyncResource):
 
     @route("GET", "/v1/certs/{serial}")
     async def show_certificate(self, request: Request, serial: str) -> tuple[int, Any]:
-        info = await self.store.read(registry.lookup, self._serial(serial))
+        number = parse_serial(serial)
+        info = await self.store.read(registry.lookup, number)
         if info is None:
-            raise ApiError(404, f"no certificate with serial {serial}")
+            raise registry.UnknownCertificate(serial_hex(number))
         value = info.as_json()
         value["pem"] = (
             x509.load_der_x509_certificate(info.der)
@@ -344,20 +379,8 @@ class AdminAPI(AsyncResource):
     async def revoke_certificate(self, request: Request, serial: str) -> tuple[int, Any]:
         body = self.body(request)
         reason = self.field(body, "reason", required=False) or "unspecified"
-        try:
-            info = await self.ca.revoke(self._serial(serial), reason)
-        except registry.UnknownCertificate as e:
-            raise ApiError(404, str(e)) from None
-        except ValueError as e:
-            raise ApiError(400, str(e)) from None
+        info = await self.ca.revoke(parse_serial(serial), reason)
         return 200, info.as_json()
-
-    @staticmethod
-    def _serial(text: str) -> int:
-        try:
-            return parse_serial(text)
-        except ValueError as e:
-            raise ApiError(400, str(e)) from None
 
     # -- devices -------------------------------------------------------------------------
 
@@ -376,7 +399,7 @@ class AdminAPI(AsyncResource):
 
         device, certificate = await self.store.read(read)
         if device is None:
-            raise ApiError(404, f"no device {device_id!r}")
+            raise devices.UnknownDevice(device_id)
         value = device.as_json()
         value["certificate"] = None if certificate is None else certificate.as_json()
         value["dm"] = await self.store.read(dm_facts, device_id)
@@ -391,51 +414,38 @@ class AdminAPI(AsyncResource):
         body = self.body(request)
         unknown = sorted(set(body) - {"msisdn"})
         if unknown:
-            raise ApiError(400, f"cannot set {', '.join(unknown)} (settable: msisdn)")
+            raise ApiError(f"cannot set {', '.join(unknown)} (settable: msisdn)")
         if "msisdn" not in body:
-            raise ApiError(400, "nothing to set (settable: msisdn)")
+            raise ApiError("nothing to set (settable: msisdn)")
         msisdn = body["msisdn"]
         if msisdn is not None and not isinstance(msisdn, str):
-            raise ApiError(400, "field 'msisdn' must be a string or null")
+            raise ApiError("field 'msisdn' must be a string or null")
         await self._known_device(device_id)
         facts = await self.store.transact(push_jobs.set_msisdn, device_id, msisdn)
         return 200, {"device_id": device_id, "push": facts}
 
     @route("DELETE", "/v1/devices/{device_id}")
     async def remove_device(self, request: Request, device_id: str) -> tuple[int, Any]:
-        try:
-            device = await self.store.transact(devices.remove, device_id, self._clock.seconds())
-        except devices.UnknownDevice as e:
-            raise ApiError(404, str(e)) from None
+        device = await self.store.transact(devices.remove, device_id, self._clock.seconds())
         return 200, device.as_json()
 
     # -- the DM command queue ------------------------------------------------------------
 
-    @staticmethod
-    def _spec(raw: Any) -> CommandSpec:
-        try:
-            return parse_spec(raw)
-        except InvalidCommand as e:
-            raise ApiError(400, str(e)) from None
-
     async def _enqueue(self, device_ids: list[str], spec: CommandSpec) -> tuple[int, Any]:
-        try:
-            queued = await self.store.transact(dm_queue.enqueue, device_ids, spec, self._clock.seconds())
-        except dm_queue.NotManageable as e:
-            raise ApiError(404, str(e)) from None
+        queued = await self.store.transact(dm_queue.enqueue, device_ids, spec, self._clock.seconds())
         return 201, {"commands": [c.as_json() for c in queued]}
 
     @route("POST", "/v1/devices/{device_id}/commands")
     async def queue_command(self, request: Request, device_id: str) -> tuple[int, Any]:
-        return await self._enqueue([device_id], self._spec(self.body(request)))
+        return await self._enqueue([device_id], parse_spec(self.body(request)))
 
     @route("POST", "/v1/commands")
     async def queue_for_devices(self, request: Request) -> tuple[int, Any]:
         body = self.body(request)
         device_ids = self.field(body, "devices", list)
         if not device_ids or not all(isinstance(d, str) and d for d in device_ids):
-            raise ApiError(400, "'devices' must be a non-empty list of device ids")
-        return await self._enqueue(device_ids, self._spec(self.field(body, "command", dict)))
+            raise ApiError("'devices' must be a non-empty list of device ids")
+        return await self._enqueue(device_ids, parse_spec(self.field(body, "command", dict)))
 
     @route("GET", "/v1/devices/{device_id}/queue")
     async def device_queue(self, request: Request, device_id: str) -> tuple[int, Any]:
@@ -446,55 +456,50 @@ class AdminAPI(AsyncResource):
     @route("GET", "/v1/devices/{device_id}/results")
     async def device_results(self, request: Request, device_id: str) -> tuple[int, Any]:
         await self._known_device(device_id)
-        raw = request.args.get(b"limit", [b"0"])[0]
-        try:
-            limit = int(raw)
-        except ValueError:
-            raise ApiError(400, "limit must be an integer") from None
-        found = await self.store.read(dm_queue.list_commands, device_id, dm_queue.FINISHED, limit or None)
+        limit = self._limit(request, 0)
+        found = await self.store.read(dm_queue.list_commands, device_id, dm_queue.FINISHED, limit)
         return 200, {"commands": [c.as_json() for c in found]}
 
     @route("GET", "/v1/devices/{device_id}/commands/{seq}")
     async def show_command(self, request: Request, device_id: str, seq: str) -> tuple[int, Any]:
-        try:
-            found = await self.store.read(dm_queue.get_command, device_id, self._seq(seq))
-        except dm_queue.UnknownCommand as e:
-            raise ApiError(404, str(e)) from None
+        found = await self.store.read(dm_queue.get_command, device_id, self._seq(seq))
         return 200, found.as_json()
 
     @route("DELETE", "/v1/devices/{device_id}/commands/{seq}")
     async def cancel_command(self, request: Request, device_id: str, seq: str) -> tuple[int, Any]:
-        try:
-            found = await self.store.transact(dm_queue.cancel, device_id, self._seq(seq), self._clock.seconds())
-        except dm_queue.UnknownCommand as e:
-            raise ApiError(404, str(e)) from None
-        except dm_queue.CommandNotCancellable as e:
-            raise ApiError(409, str(e)) from None
+        found = await self.store.transact(dm_queue.cancel, device_id, self._seq(seq), self._clock.seconds())
         return 200, found.as_json()
 
     @staticmethod
     def _seq(text: str) -> int:
         if not text.isdigit():
-            raise ApiError(400, f"not a command number: {text!r}")
+            raise ApiError(f"not a command number: {text!r}")
         return int(text)
+
+    @staticmethod
+    def _limit(request: Request, default: int) -> int | None:
+        """
+        The C{limit} query argument: a whole number, 0 (or absent with C{default} 0) for no limit.
+        """
+        raw = request.args.get(b"limit", [str(default).encode("ascii")])[0]
+        if not raw.isdigit():
+            raise ApiError("limit must be a whole number")
+        return int(raw) or None
 
     async def _known_device(self, device_id: str) -> None:
         if await self.store.read(devices.lookup_device, device_id) is None:
-            raise ApiError(404, f"no device {device_id!r}")
+            raise devices.UnknownDevice(device_id)
 
     # -- push notifications -------------------------------------------------------------
 
     def _notifier(self) -> Notifier:
         if self.notifier is None:
-            raise ApiError(503, "push notifications are not available in this daemon")
+            raise PushUnavailable("push notifications are not available in this daemon")
         return self.notifier
 
     async def _push(self, device_ids: list[str]) -> tuple[int, Any]:
         notifier = self._notifier()
-        try:
-            created = await notifier.push(device_ids)
-        except push_jobs.NotPushable as e:
-            raise ApiError(409, str(e)) from None
+        created = await notifier.push(device_ids)
         return 201, {"jobs": [i.as_json() for i in created], "link": notifier.link}
 
     @route("POST", "/v1/devices/{device_id}/pushes")
@@ -507,7 +512,7 @@ class AdminAPI(AsyncResource):
     async def push_devices(self, request: Request) -> tuple[int, Any]:
         device_ids = self.field(self.body(request), "devices", list)
         if not device_ids or not all(isinstance(d, str) and d for d in device_ids):
-            raise ApiError(400, "'devices' must be a non-empty list of device ids")
+            raise ApiError("'devices' must be a non-empty list of device ids")
         return await self._push(device_ids)
 
     @route("GET", "/v1/pushes")
@@ -521,12 +526,10 @@ class AdminAPI(AsyncResource):
         return await self._list_pushes(request, device_id)
 
     async def _list_pushes(self, request: Request, device_id: str | None) -> tuple[int, Any]:
-        raw = request.args.get(b"limit", [b"100"])[0]
-        if not raw.isdigit():
-            raise ApiError(400, "limit must be a whole number")
+        limit = self._limit(request, 100)
         states = [s.decode("utf-8") for s in request.args.get(b"state", [])] or None
         unknown = set(states or ()) - set(push_jobs.STATES)
         if unknown:
-            raise ApiError(400, f"unknown state {sorted(unknown)[0]!r} (states: {', '.join(push_jobs.STATES)})")
-        found = await self.store.read(push_jobs.list_pushes, device_id, int(raw) or None, states)
+            raise ApiError(f"unknown state {sorted(unknown)[0]!r} (states: {', '.join(push_jobs.STATES)})")
+        found = await self.store.read(push_jobs.list_pushes, device_id, limit, states)
         return 200, {"jobs": [i.as_json() for i in found]}

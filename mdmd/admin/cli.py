@@ -115,6 +115,8 @@ class AdminClient:
             ) from None
         if response.status == 401:
             raise CommandError("the daemon refused the admin token (is this the right --config?)")
+        if response.status == 503 and response.getheader("Retry-After") is not None:
+            raise CommandError("the daemon is busy; try again")
         if response.status >= 400:
             message = value.get("error") if isinstance(value, dict) else None
             raise CommandError(message or f"the admin API answered {response.status}")

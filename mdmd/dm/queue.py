@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mdmd.dm.commands import PENDING, CommandSpec
-from mdmd.errors import PeerError
+from mdmd.errors import Conflict, NotFound
 from mdmd.store.models import CommandQueue, QueuedCommand
 
 __all__ = [
@@ -45,16 +45,16 @@ FINISHED = ("done", "failed", "cancelled")
 
 
 
-class UnknownCommand(PeerError):
+class UnknownCommand(NotFound):
     def __str__(self) -> str:
         return f"device {self.args[0]} has no command {self.args[1]}"
 
 
-class CommandNotCancellable(PeerError):
+class CommandNotCancellable(Conflict):
     pass
 
 
-class NotManageable(PeerError):
+class NotManageable(NotFound):
     """
     Commands were queued for a device that is unknown or no longer enrolled.
     """

@@ -53,8 +53,7 @@ from mdmd.site import AsyncResource, Response
 from mdmd.store.models import DMSession
 from mdmd.store.runner import StoreService
 from mdmd.syncml.codec import Codec, codec_for_content_type
-from mdmd.syncml.model import SyncML, SyncMLDecodeError
-from mdmd.syncml.wbxml import WBXMLDecodeError
+from mdmd.syncml.model import SyncML
 
 __all__ = ["ManagementResource", "DMSettings", "DeviceRefused", "exchange"]
 
@@ -75,6 +74,9 @@ class DeviceRefused(PeerError):
     """
     The device may not run a DM session (unknown, removed, or not who its certificate says).
     """
+
+    http_status = 403
+    syncml_status = 403
 
 
 @dataclass(frozen=True)
@@ -282,15 +284,3 @@ class ManagementResource(AsyncResource):
             content_type=codec.content_type.encode("ascii"),
             headers=tuple((k.encode("ascii"), v.encode("latin-1")) for k, v in result.headers),
         )
-
-    def peer_error(self, request: Request, error: PeerError) -> Response:
-        device = getattr(request, "device_id", None)
-        if isinstance(error, (ClientCertificateRefused, DeviceRefused)):
-            log.info("DM session refused for {device_id}: {reason}", device_id=device, reason=str(error))
-            return Response(f"{error}\n".encode("utf-8"), code=403)
-        if isinstance(error, WBXMLDecodeError):
-            log.info("undecodable WBXML from {peer}: {reason}", peer=str(request.getClientAddress()), reason=str(error))
-            return Response(f"{error}\n".encode("utf-8"), code=415)
-        if isinstance(error, SyncMLDecodeError):
-            log.info("undecodable SyncML from {peer}: {reason}", peer=str(request.getClientAddress()), reason=str(error))
-        return super().peer_error(request, error)

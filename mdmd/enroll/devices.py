@@ -21,6 +21,7 @@ from typing import Any
 from cryptography import x509
 
 from mdmd.enroll.provisioning import DMCredentials
+from mdmd.errors import SOAP_AUTHORIZATION, SOAP_CERTIFICATE_REQUEST, Conflict, NotFound
 from mdmd.pki import registry
 from mdmd.pki.ca import PublicKey, serial_hex
 from mdmd.pki.authority import IssuedClientCertificate
@@ -67,21 +68,25 @@ _FACTS = {
 }
 
 
-class UnknownDevice(KeyError):
+class UnknownDevice(NotFound):
     def __str__(self) -> str:
         return f"no device {self.args[0]!r}"
 
 
-class DeviceOwnedByAnotherUser(Exception):
+class DeviceOwnedByAnotherUser(Conflict):
     """
     The DeviceID is enrolled by someone else; an operator must remove it first.
     """
 
+    soap_subcode = SOAP_AUTHORIZATION
 
-class NotEligibleToRenew(Exception):
+
+class NotEligibleToRenew(Conflict):
     """
     The device or certificate asking for renewal is not the current, enrolled one.
     """
+
+    soap_subcode = SOAP_CERTIFICATE_REQUEST
 
 
 @dataclass(frozen=True)

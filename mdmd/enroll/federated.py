@@ -21,7 +21,7 @@ import html
 import json
 from dataclasses import dataclass
 
-from mdmd.errors import PeerError
+from mdmd.errors import SOAP_AUTHENTICATION, PeerError
 
 __all__ = [
     "InvalidToken",
@@ -44,6 +44,9 @@ class InvalidToken(PeerError):
     """
     The token is not one of ours, was altered, or has expired.
     """
+
+    http_status = 401
+    soap_subcode = SOAP_AUTHENTICATION
 
 
 @dataclass(frozen=True)

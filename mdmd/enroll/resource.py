@@ -3,9 +3,11 @@ The C{/EnrollmentServer} subtree: thin twisted.web adapters over
 L{mdmd.enroll.operations.EnrollmentService}.
 
 Every SOAP answer, faults included, is C{application/soap+xml; charset=utf-8}
-with a Content-Length (Windows rejects chunked answers). A fault is answered
-with HTTP 500, as SOAP 1.2 over HTTP and Microsoft's own (WCF) enrollment
-services do, and logged in one line naming the user and device when known.
+with a Content-Length (Windows rejects chunked answers). A fault carries the
+subcode its error declares (C{soap_subcode}) and is answered with HTTP 500,
+as SOAP 1.2 over HTTP and Microsoft's own (WCF) enrollment services do; only
+"busy" (C{s:EnrollmentServer}) is a 503 with Retry-After. Each is logged in
+one line naming the user and device when known.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Request
@@ -22,11 +24,8 @@ from mdmd.enroll import federated
 from mdmd.enroll.discovery import DISCOVER_ACTION, DISCOVER_RESPONSE_ACTION
 from mdmd.enroll.operations import FEDERATED, EnrollmentService
 from mdmd.enroll.soap import (
-    ENROLLMENT_SERVER,
-    INTERNAL_SERVICE_FAULT,
     AuthenticationFault,
     AuthorizationFault,
-    CertificateRequestFault,
     MessageFormatFault,
     SoapFault,
     SoapRequest,
@@ -35,11 +34,8 @@ from mdmd.enroll.soap import (
 )
 from mdmd.enroll.wstep import RST_ACTION, RSTRC_ACTION
 from mdmd.enroll.xcep import GET_POLICIES_ACTION, GET_POLICIES_RESPONSE_ACTION
-from mdmd.errors import PeerError
-from mdmd.pki.csr import InvalidRequest
-from mdmd.pki.tls import ClientCertificateRefused
+from mdmd.errors import AnsweredError, InternalError, NotFound, PeerError
 from mdmd.site import AsyncResource, Response
-from mdmd.store.runner import ConflictRetriesExhausted
 
 __all__ = ["enrollment_resource", "SOAP_CONTENT_TYPE"]
 
@@ -56,6 +52,8 @@ class SoapEndpoint(AsyncResource):
     One enrollment operation: the request's Action must be C{action}; the
     answer (or fault) carries C{response_action}.
     """
+
+    fault_status = 500
 
     def __init__(self, name: str, action: str, response_action: str, operation: Operation) -> None:
         super().__init__()
@@ -76,65 +74,60 @@ class SoapEndpoint(AsyncResource):
         body = await self.operation(soap, request, request.activity_id)  # type: ignore[attr-defined]
         return Response(body, content_type=SOAP_CONTENT_TYPE)
 
-    def _failed(self, failure: Failure, request: Request) -> Response:
-        request.enrollment_failure = failure  # type: ignore[attr-defined]
-        return super()._failed(failure, request)
-
-    def _fault(
-        self, request: Request, subcode: str, reason: str, error_type: str | None = None
-    ) -> Response:
-        activity_id = getattr(request, "activity_id", None) or str(uuid.uuid4())
+    def error_body(self, request: Request, error: AnsweredError, message: str) -> tuple[bytes, bytes]:
         body = fault(
-            subcode,
-            reason,
+            error.soap_subcode,
+            message,
             self.response_action,
             getattr(request, "relates_to", ""),
-            activity_id,
-            error_type,
+            self._activity_id(request),
+            error.error_type if isinstance(error, SoapFault) else None,
         )
-        return Response(body, content_type=SOAP_CONTENT_TYPE, code=500)
+        return body, SOAP_CONTENT_TYPE
 
-    def peer_error(self, request: Request, error: PeerError) -> Response:
-        if isinstance(error, SoapFault):
-            subcode, error_type = error.subcode, error.error_type
-        elif isinstance(error, InvalidRequest):
-            subcode, error_type = CertificateRequestFault.subcode, None
-        elif isinstance(error, ClientCertificateRefused):
-            subcode, error_type = AuthenticationFault.subcode, None
-        else:
-            subcode, error_type = MessageFormatFault.subcode, None
-        user = getattr(request, "enroll_user", None)
-        device_id = getattr(request, "device_id", None)
-        log.info(
-            "{operation} refused ({subcode}{detail}): {reason}{who} [trace {trace}]",
+    def log_answered(self, request: Request, error: AnsweredError, level: LogLevel) -> None:
+        error_type = error.error_type if isinstance(error, SoapFault) else None
+        log.emit(
+            level,
+            "{operation} {outcome} ({subcode}{detail}): {reason}{who} [trace {trace}]",
             operation=self.name,
-            subcode=subcode,
+            outcome="refused" if isinstance(error, PeerError) else "not served",
+            subcode=error.soap_subcode,
             detail=f", {error_type}" if error_type else "",
             reason=str(error),
-            who="".join(
-                part
-                for part in (f" user={user}" if user else "", f" device={device_id}" if device_id else "")
-            ),
-            user=user,
-            device_id=device_id,
-            trace=getattr(request, "activity_id", ""),
+            who=self._who(request),
+            user=getattr(request, "enroll_user", None),
+            device_id=getattr(request, "device_id", None),
+            trace=self._activity_id(request),
         )
-        return self._fault(request, subcode, str(error), error_type)
 
-    def internal_error(self, request: Request) -> Response:
-        failure = getattr(request, "enrollment_failure", None)
-        if failure is not None and failure.check(ConflictRetriesExhausted):
-            subcode, reason = ENROLLMENT_SERVER, "the enrollment database is busy; try again later"
-        else:
-            subcode, reason = INTERNAL_SERVICE_FAULT, "the enrollment server failed; see its log"
-        log.error(
+    def log_failed(self, request: Request, failure: Failure) -> None:
+        log.failure(
             "{operation} failed for{who}: answered {subcode} [trace {trace}]",
+            failure,
             operation=self.name,
-            who=f" user={getattr(request, 'enroll_user', '-')} device={getattr(request, 'device_id', '-')}",
-            subcode=subcode,
-            trace=getattr(request, "activity_id", ""),
+            who=self._who(request) or " an unknown peer",
+            subcode=InternalError.soap_subcode,
+            user=getattr(request, "enroll_user", None),
+            device_id=getattr(request, "device_id", None),
+            trace=self._activity_id(request),
         )
-        return self._fault(request, subcode, reason)
+
+    @staticmethod
+    def _activity_id(request: Request) -> str:
+        """
+        The request's trace id (one is made up if the request failed before it got one).
+        """
+        activity_id = getattr(request, "activity_id", None)
+        if activity_id is None:
+            activity_id = request.activity_id = str(uuid.uuid4())  # type: ignore[attr-defined]
+        return str(activity_id)
+
+    @staticmethod
+    def _who(request: Request) -> str:
+        user = getattr(request, "enroll_user", None)
+        device_id = getattr(request, "device_id", None)
+        return f"{f' user={user}' if user else ''}{f' device={device_id}' if device_id else ''}"
 
 
 class DiscoveryEndpoint(SoapEndpoint):
@@ -202,17 +195,17 @@ class SignInPage(AsyncResource):
             headers=((b"Cache-Control", b"no-store"), (b"X-Frame-Options", b"DENY")),
         )
 
-    def peer_error(self, request: Request, error: PeerError) -> Response:
-        code = 404 if isinstance(error, _NotFederated) else 400
-        return Response(f"{error}\n".encode("utf-8"), code=code)
 
-
-class _NotFederated(PeerError):
-    pass
+class _NotFederated(NotFound):
+    """
+    The sign-in page exists only with the Federated policy.
+    """
 
 
 class _BadCallback(PeerError):
-    pass
+    """
+    The C{appru} to post the token back to is not the enrollment client's.
+    """
 
 
 def _argument(request: Request, name: bytes) -> str:

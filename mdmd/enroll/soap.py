@@ -10,8 +10,9 @@ escaped: cheaper than building trees, and byte-for-byte predictable.
 
 Faults carry the MS-MDE2 subcodes: a L{SoapFault} is a peer's mistake
 (MessageFormat, Authentication, Authorization, CertificateRequest,
-InvalidSecurity); L{ENROLLMENT_SERVER} and L{INTERNAL_SERVICE_FAULT} are
-ours and are built directly by the adapter.
+InvalidSecurity); C{s:EnrollmentServer} (busy) and C{a:InternalServiceFault}
+are ours. Every error declares its subcode (C{soap_subcode}, L{mdmd.errors}),
+which the adapter writes with L{fault}.
 """
 
 from __future__ import annotations
@@ -24,7 +25,14 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from mdmd.errors import PeerError
+from mdmd.errors import (
+    SOAP_AUTHENTICATION,
+    SOAP_AUTHORIZATION,
+    SOAP_CERTIFICATE_REQUEST,
+    SOAP_INVALID_SECURITY,
+    SOAP_MESSAGE_FORMAT,
+    PeerError,
+)
 from mdmd.xmlparser import MalformedXML, parse
 
 __all__ = [
@@ -50,8 +58,6 @@ __all__ = [
     "AuthorizationFault",
     "CertificateRequestFault",
     "InvalidSecurityFault",
-    "ENROLLMENT_SERVER",
-    "INTERNAL_SERVICE_FAULT",
     "UsernameToken",
     "BinaryToken",
     "SoapRequest",
@@ -91,55 +97,60 @@ PASSWORD_TEXT = (
 )
 ADDRESSING_FAULT_ACTION = "http://www.w3.org/2005/08/addressing/soap/fault"
 
-#: Subcodes of faults that are ours, not the peer's (MS-MDE2 2.2.10).
-ENROLLMENT_SERVER = "s:EnrollmentServer"
-INTERNAL_SERVICE_FAULT = "a:InternalServiceFault"
-
-
 class SoapFault(PeerError):
     """
-    The peer's request is refused with an MS-MDE2 fault.
+    The peer's request is refused with an MS-MDE2 fault (its class declares the subcode).
 
     C{error_type} is the optional C{DeviceEnrollmentServiceError/ErrorType}
     (e.g. C{NotEligibleToRenew}) that makes the client show a precise message.
     """
 
-    subcode = "s:MessageFormat"
+    soap_subcode = SOAP_MESSAGE_FORMAT
 
     def __init__(self, reason: str, error_type: str | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.error_type = error_type
 
+    @property
+    def subcode(self) -> str:
+        """
+        The fault's subcode, as the SOAP vocabulary names it (its class's C{soap_subcode}).
+        """
+        return self.soap_subcode
+
 
 class MessageFormatFault(SoapFault):
     """Malformed XML, a missing element or an unexpected value (0x80180001)."""
 
-    subcode = "s:MessageFormat"
+    soap_subcode = SOAP_MESSAGE_FORMAT
 
 
 class AuthenticationFault(SoapFault):
     """The user or token is not recognized (0x80180002)."""
 
-    subcode = "s:Authentication"
+    http_status = 401
+    soap_subcode = SOAP_AUTHENTICATION
 
 
 class AuthorizationFault(SoapFault):
     """The user is known but may not enroll this device (0x80180003)."""
 
-    subcode = "s:Authorization"
+    http_status = 403
+    soap_subcode = SOAP_AUTHORIZATION
 
 
 class CertificateRequestFault(SoapFault):
     """The certificate request cannot be honoured (0x80180004)."""
 
-    subcode = "s:CertificateRequest"
+    soap_subcode = SOAP_CERTIFICATE_REQUEST
 
 
 class InvalidSecurityFault(SoapFault):
     """The WS-Security header is missing or unreadable (0x80180007)."""
 
-    subcode = "a:InvalidSecurity"
+    http_status = 401
+    soap_subcode = SOAP_INVALID_SECURITY
 
 
 # --- reading ------------------------------------------------------------------------------

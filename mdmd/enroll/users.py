@@ -24,6 +24,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from mdmd.errors import SOAP_AUTHENTICATION, SOAP_AUTHORIZATION, Conflict, NotFound, PeerError
 from mdmd.store.models import User
 from mdmd.store.runner import StoreService
 
@@ -57,24 +58,29 @@ MAX_NAME = 256
 MAX_PASSWORD = 1024
 
 
-class UserExists(ValueError):
+class UserExists(Conflict):
     def __str__(self) -> str:
         return f"user {self.args[0]!r} already exists"
 
 
-class UnknownUser(KeyError):
+class UnknownUser(NotFound):
     def __str__(self) -> str:
         return f"no user {self.args[0]!r}"
 
 
-class InvalidUserName(ValueError):
-    pass
+class InvalidUserName(PeerError):
+    """
+    Not a name a user may have (empty, too long, control characters).
+    """
 
 
-class UserDisabled(UnauthorizedLogin):
+class UserDisabled(UnauthorizedLogin, PeerError):
     """
     The password is right but the account may not enroll devices.
     """
+
+    http_status = 403
+    soap_subcode = SOAP_AUTHORIZATION
 
 
 @dataclass(frozen=True)
@@ -321,10 +327,13 @@ class StoreUserChecker:
             self._verified.popitem(last=False)
 
 
-class StaleCredentials(Exception):
+class StaleCredentials(PeerError):
     """
     The user's password changed, or the user was disabled or removed, since the remembered check.
     """
+
+    http_status = 401
+    soap_subcode = SOAP_AUTHENTICATION
 
 
 def confirm(root: Root, name: str, remembered: Remembered) -> str:

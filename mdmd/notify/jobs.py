@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from mdmd.errors import PeerError
+from mdmd.errors import Conflict, NotFound, PeerError
 from mdmd.notify.pkg0 import DEFAULT_VERSION, UIMode, build_package0, session_id_text
 from mdmd.notify.smpp_session import Address
 from mdmd.notify.smpp_pdu import MessageState
@@ -122,13 +122,13 @@ class InvalidMsisdn(PeerError):
     """
 
 
-class NotPushable(PeerError):
+class NotPushable(Conflict):
     """
     A push was asked for devices that cannot be woken (unknown, not enrolled, no MSISDN).
     """
 
 
-class UnknownPush(KeyError):
+class UnknownPush(NotFound):
     def __str__(self) -> str:
         return f"no push job {self.args[0]!r}"
 

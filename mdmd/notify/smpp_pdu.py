@@ -233,23 +233,26 @@ class PduError(PeerError):
     Bytes from the peer that are not a PDU we can use.
 
     @ivar command_status: what to answer with (in a generic_nack or, for a
-        known request with a bad body, in its response).
+        known request with a bad body, in its response): the class declares
+        the usual one (C{smpp_status}), an instance may name a precise one.
     @ivar sequence_number: the offending PDU's, or 0 when it was not readable.
     @ivar command_id: the offending PDU's, or None when it was not readable.
     @ivar fatal: the stream cannot be followed any further.
     """
 
+    smpp_status = Status.ESME_RINVCMDLEN
+
     def __init__(
         self,
         message: str,
-        command_status: int,
+        command_status: int | None = None,
         *,
         sequence_number: int = 0,
         command_id: int | None = None,
         fatal: bool = False,
     ) -> None:
         super().__init__(message)
-        self.command_status = command_status
+        self.command_status = self.smpp_status if command_status is None else command_status
         self.sequence_number = sequence_number
         self.command_id = command_id
         self.fatal = fatal

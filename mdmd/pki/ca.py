@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from mdmd.errors import PeerError
+
 __all__ = [
     "CertificateAuthority",
     "Revocation",
@@ -27,6 +29,7 @@ __all__ = [
     "thumbprint",
     "serial_hex",
     "parse_serial",
+    "InvalidSerial",
     "private_key_pem",
     "certificate_pem",
 ]
@@ -79,21 +82,27 @@ def serial_hex(serial: int) -> str:
     return format(serial, "X")
 
 
+class InvalidSerial(PeerError, ValueError):
+    """
+    Not a certificate serial (hex, with or without C{0x} or colons).
+    """
+
+
 def parse_serial(text: str) -> int:
     """
     Read a serial in hex, with or without C{0x} or colons.
 
-    @raise ValueError: if C{text} is not a hex serial.
+    @raise InvalidSerial: if C{text} is not a hex serial.
     """
     cleaned = text.strip().replace(":", "")
     if cleaned.lower().startswith("0x"):
         cleaned = cleaned[2:]
     if not cleaned or len(cleaned) > 40:
-        raise ValueError(f"not a certificate serial: {text!r}")
+        raise InvalidSerial(f"not a certificate serial: {text!r}")
     try:
         return int(cleaned, 16)
     except ValueError:
-        raise ValueError(f"not a certificate serial (hex expected): {text!r}") from None
+        raise InvalidSerial(f"not a certificate serial (hex expected): {text!r}") from None
 
 
 def private_key_pem(key: PrivateKey) -> bytes:

@@ -29,7 +29,7 @@ from pyasn1.error import PyAsn1Error
 from pyasn1.type import univ
 from pyasn1_modules import rfc2986, rfc5280, rfc5652
 
-from mdmd.errors import PeerError
+from mdmd.errors import SOAP_CERTIFICATE_REQUEST, PeerError
 
 __all__ = [
     "InvalidRequest",
@@ -97,6 +97,8 @@ class InvalidRequest(PeerError):
     """
     A certificate request we cannot accept: malformed, badly signed or against policy.
     """
+
+    soap_subcode = SOAP_CERTIFICATE_REQUEST
 
 
 class InvalidCSR(InvalidRequest):

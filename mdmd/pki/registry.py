@@ -15,13 +15,14 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from mdmd.errors import PeerError
+from mdmd.errors import SOAP_AUTHENTICATION, NotFound, PeerError
 from mdmd.pki.ca import REVOCATION_REASONS, Revocation, serial_hex, thumbprint
 from mdmd.store.models import IssuedCertificate
 
 __all__ = [
     "CertificateInfo",
     "UnknownCertificate",
+    "InvalidRevocationReason",
     "record_issued",
     "revoke",
     "lookup",
@@ -34,7 +35,13 @@ __all__ = [
 Root = MutableMapping[str, Any]
 
 
-class UnknownCertificate(KeyError):
+class InvalidRevocationReason(PeerError, ValueError):
+    """
+    Not an RFC 5280 revocation reason name.
+    """
+
+
+class UnknownCertificate(NotFound):
     """
     No certificate with that serial was issued by us.
     """
@@ -118,10 +125,10 @@ def revoke(root: Root, serial: int, reason: str, now: float) -> CertificateInfo:
     Mark a certificate revoked; revoking twice keeps the first date and reason.
 
     @raise UnknownCertificate: if we never issued C{serial}.
-    @raise ValueError: if C{reason} is not an RFC 5280 reason name.
+    @raise InvalidRevocationReason: if C{reason} is not an RFC 5280 reason name.
     """
     if reason not in REVOCATION_REASONS:
-        raise ValueError(
+        raise InvalidRevocationReason(
             f"unknown revocation reason {reason!r} (one of {', '.join(REVOCATION_REASONS)})"
         )
     record = root["certs"].get(serial)
@@ -154,6 +161,10 @@ class ClientCertificateRefused(PeerError):
     """
     A client certificate we do not (or no longer) honour.
     """
+
+    http_status = 403
+    syncml_status = 403
+    soap_subcode = SOAP_AUTHENTICATION
 
 
 def check_client(root: Root, certificate: x509.Certificate) -> CertificateInfo:

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from mdmd.errors import PeerError
+from mdmd.errors import SOAP_AUTHENTICATION, PeerError
 
 __all__ = [
     "AUTH_BASIC",
@@ -61,6 +61,10 @@ class AuthError(PeerError):
     """
     The peer's credential or HMAC header cannot be read at all.
     """
+
+    http_status = 401
+    syncml_status = 401
+    soap_subcode = SOAP_AUTHENTICATION
 
 
 def _utf8(value: str | bytes) -> bytes:

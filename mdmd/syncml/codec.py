@@ -86,12 +86,15 @@ class ChunkError(PeerError):
     """
     Received chunks of a large object do not make the object they announced.
 
-    C{status} is what to answer for the command that carried the last chunk.
+    C{status} is what to answer for the command that carried the last chunk:
+    the class declares the usual one (412), an instance may name a precise one.
     """
 
-    def __init__(self, message: str, status: StatusCode) -> None:
+    syncml_status = StatusCode.INCOMPLETE_COMMAND
+
+    def __init__(self, message: str, status: StatusCode | None = None) -> None:
         super().__init__(message)
-        self.status = status
+        self.status = StatusCode(self.syncml_status) if status is None else status
 
 
 def data_size(data: Data) -> int:

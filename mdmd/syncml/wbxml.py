@@ -53,6 +53,9 @@ class WBXMLDecodeError(SyncMLDecodeError):
     The peer's bytes are not a WBXML SyncML document we accept.
     """
 
+    http_status = 415
+    syncml_status = 415
+
 
 # Global tokens (WBXML 1.3 section 7.1).
 _SWITCH_PAGE = 0x00

@@ -4,14 +4,17 @@ Tests for L{mdmd.admin.api} and mdmctl (L{mdmd.admin.cli}) against an in-process
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import os
 import shutil
+import socket
 import tempfile
 from typing import Any
 
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.endpoints import UNIXServerEndpoint
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
@@ -19,8 +22,11 @@ from twisted.trial.unittest import TestCase
 from mdmd.admin import cli
 from mdmd.admin.api import AdminAPI, AdminToken
 from mdmd.admin.cli import AdminClient, CommandError
+from mdmd.enroll import users
+from mdmd.errors import InternalError
 from mdmd.pki.ca import generate_rsa_key, serial_hex
 from mdmd.site import MdmdSite
+from mdmd.store.runner import ConflictRetriesExhausted
 from mdmd.testing.store import memory_store_service
 
 from ..pki.helpers import started_ca
@@ -54,6 +60,28 @@ class AdminTestCase(TestCase):
 
     def make_notifier(self):
         return None
+
+    def raw(self, method: str, path: str, body: bytes = b"") -> Deferred[tuple[int, dict[str, str], Any]]:
+        """
+        One request with the token, without mdmctl's client: status, headers and JSON body.
+        """
+        socket_path = self.socket_path
+        token = self.token.value.decode()
+
+        def run() -> tuple[int, dict[str, str], Any]:
+            connection = http.client.HTTPConnection("localhost", timeout=10)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(socket_path)
+            connection.sock = sock
+            try:
+                connection.request(method, path, body=body, headers={"Authorization": f"Bearer {token}"})
+                response = connection.getresponse()
+                headers = {k.lower(): v for k, v in response.getheaders()}
+                return response.status, headers, json.loads(response.read())
+            finally:
+                connection.close()
+
+        return deferToThread(run)
 
     def call(self, method, path, body=None):
         return deferToThread(self.client.request, method, path, body)
@@ -152,6 +180,61 @@ class APITests(AdminTestCase):
         self.assertTrue(shown["pem"].startswith("-----BEGIN CERTIFICATE-----"))
         revoked = await self.call("POST", f"/v1/certs/{serial}/revoke", {"reason": "superseded"})
         self.assertEqual((revoked["status"], revoked["revocation_reason"]), ("revoked", "superseded"))
+
+    async def test_declared_statuses(self) -> None:
+        """
+        Each refusal is answered with its error's declared status and a JSON
+        message: a missing thing 404, an existing one 409, a bad value 400,
+        no route 404, a wrong method 405.
+        """
+        await self.call("POST", "/v1/users", {"name": "ann", "password": "pw"})
+        for method, path, body, status, message in (
+            ("POST", "/v1/users", b'{"name": "ANN", "password": "pw"}', 409, "already exists"),
+            ("DELETE", "/v1/users/nobody", b"", 404, "no user 'nobody'"),
+            ("POST", "/v1/users", b'{"name": "", "password": "pw"}', 400, "a user name must not be empty"),
+            ("GET", "/v1/certs/zz", b"", 400, "not a certificate serial (hex expected): 'zz'"),
+            ("GET", "/v1/certs/0a", b"", 404, "no certificate with serial A"),
+            ("POST", "/v1/certs/0a/revoke", b'{"reason": "whim"}', 400, "unknown revocation reason 'whim'"),
+            ("GET", "/v1/devices/NOPE/commands/1", b"", 404, "device NOPE has no command 1"),
+            ("DELETE", "/v1/devices/NOPE", b"", 404, "no device 'NOPE'"),
+            ("POST", "/v1/devices/NOPE/commands", b'{"verb": "Get", "target": "./DevInfo/Mod"}', 404, "NOPE"),
+            ("POST", "/v1/users", b"[", 400, "request body is not JSON"),
+            ("GET", "/v1/nothing", b"", 404, "no such API endpoint: /v1/nothing"),
+            ("DELETE", "/v1/status", b"", 405, "DELETE is not allowed on /v1/status"),
+        ):
+            code, _, value = await self.raw(method, path, body)
+            self.assertEqual(code, status, (method, path, value))
+            self.assertIn(message, value["error"])
+
+    async def test_revoke_failure_is_ours(self) -> None:
+        """
+        A failure of the CA or the store while revoking is our 500 (logged with
+        its traceback), not the operator's 400: only an unknown reason is.
+        """
+        issued = await self.ca.issue(generate_rsa_key(2048).public_key(), "DEV-9")
+        serial = serial_hex(issued.certificate.serial_number)
+        self.patch(self.ca, "revoke", lambda *args: fail(ValueError("the store broke")))
+        code, _, value = await self.raw("POST", f"/v1/certs/{serial}/revoke", b"{}")
+        self.assertEqual((code, value), (500, {"error": InternalError.public_message}))
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
+    async def test_busy(self) -> None:
+        """
+        When the store gives up, the API answers 503 with Retry-After and a
+        JSON body, and mdmctl says the daemon is busy in one line, exit 1.
+        """
+
+        def busy(*args: Any) -> Any:
+            raise ConflictRetriesExhausted("list_users conflicted 6 times")
+
+        self.patch(users, "list_users", busy)
+        code, headers, value = await self.raw("GET", "/v1/users")
+        self.assertEqual((code, headers["retry-after"]), (503, "5"))
+        self.assertEqual(value["retry_after"], 5)
+        self.assertNotIn("conflicted", value["error"])
+        code, out, err = await self.mdmctl("user", "list")
+        self.assertEqual((code, out, err), (1, "", "mdmctl: the daemon is busy; try again\n"))
+        self.assertEqual(self.flushLoggedErrors(ConflictRetriesExhausted), [])
 
 
 DEVICE_CONTEXT = (

@@ -11,6 +11,7 @@ import datetime
 from typing import Any
 
 from twisted.internet import reactor
+from twisted.logger import LogLevel, globalLogPublisher
 
 from mdmd.enroll import devices, soap, users
 from mdmd.enroll.provisioning import parse_document
@@ -174,12 +175,14 @@ class EnrollmentTests(EnrollmentServerTestCase):
 
 
 class FaultTests(EnrollmentServerTestCase):
-    async def fault(self, url: str, message: bytes, device: WindowsDevice | None = None, **kw: Any) -> EnrollmentFault:
+    async def fault(
+        self, url: str, message: bytes, device: WindowsDevice | None = None, code: int = 500, **kw: Any
+    ) -> EnrollmentFault:
         device = device or self.device()
         try:
             await device.soap(url, message, **kw)
         except EnrollmentFault as e:
-            self.assertEqual(e.code, 500)
+            self.assertEqual(e.code, code)
             root = parse(e.body)
             header = soap.child(root, "Header")
             self.assertTrue(soap.text(soap.child(header, "Action")))
@@ -305,8 +308,10 @@ class FaultTests(EnrollmentServerTestCase):
 
     async def test_internal_failures(self) -> None:
         """
-        Our own failures are InternalServiceFault (a bug) or EnrollmentServer
-        (the store gave up), with a trace id and no details; nothing is left behind.
+        Our own failures are InternalServiceFault (a bug, HTTP 500, logged
+        with its traceback) or EnrollmentServer (the store gave up: HTTP 503,
+        a warning without traceback), with a trace id and no details; nothing
+        is left behind.
         """
         self.add_user()
 
@@ -323,9 +328,15 @@ class FaultTests(EnrollmentServerTestCase):
             raise ConflictRetriesExhausted("enroll conflicted 6 times")
 
         self.patch(devices, "enroll", busy)
-        fault = await self.fault(self.enroll_url, self.rst(modern_csr(KEY, "DEV-1")))
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        fault = await self.fault(self.enroll_url, self.rst(modern_csr(KEY, "DEV-1")), code=503)
         self.assertEqual(fault.subcode, "s:EnrollmentServer")
-        self.assertEqual(len(self.flushLoggedErrors(ConflictRetriesExhausted)), 1)
+        self.assertNotIn(b"conflicted", fault.body)
+        self.assertEqual(len(self.flushLoggedErrors(ConflictRetriesExhausted)), 0)
+        (warning,) = [e for e in events if e.get("subcode") == "s:EnrollmentServer"]
+        self.assertEqual((warning["log_level"], warning.get("log_failure")), (LogLevel.warn, None))
         self.assertEqual(self.read(registry.list_certificates), [])
         self.assertEqual(soap.text(soap.child(soap.child(parse(fault.body), "Header"), "Action")), RSTRC_ACTION)
 

@@ -17,7 +17,6 @@ from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from mdmd.errors import PeerError
 from mdmd.pki.ca import CertificateAuthority, certificate_pem, generate_rsa_key, private_key_pem
 from mdmd.pki.resource import pki_resource
 from mdmd.pki.tls import verified_client
@@ -42,9 +41,6 @@ class WhoAmI(AsyncResource):
     async def handle_GET(self, request: Request) -> Response:
         info = await verified_client(request, self._store)
         return Response(info.device_id.encode())
-
-    def peer_error(self, request: Request, error: PeerError) -> Response:
-        return Response(str(error).encode(), code=403)
 
 
 class HandshakeTests(TestCase):
