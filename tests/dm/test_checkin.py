@@ -1,13 +1,13 @@
 """
-Tests for L{mdmd.dm.resource.exchange}, the DM endpoint's unit of work, on a
-real store in memory: what a session answering a push notification records.
+Tests for L{mdmd.dm.checkin}: L{exchange}, the DM endpoint's unit of work, on
+a real store in memory.
 """
 
 from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from mdmd.dm.resource import DMSettings, exchange
+from mdmd.dm.checkin import DMSettings, exchange
 from mdmd.notify import jobs
 from mdmd.notify.pkg0 import session_id_text
 from mdmd.syncml.codec import XML_CODEC
