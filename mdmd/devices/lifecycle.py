@@ -4,11 +4,11 @@ The lifecycle of a device record: everything that affects its status lives here.
 A device's status changes only through L{TRANSITIONS}, one table keyed by
 (status, event); C{None} stands for "no record yet"::
 
-    (no record) ──ENROLL──► ENROLLED ◄──RE_ENROLL── UNENROLLED, REMOVED (and ENROLLED)
-                            │  ▲ RENEW, CONTACT
-                            │  └──────────┘
-                            ├──UNENROLL──► UNENROLLED   (the device said it left: Alert 1226)
-                            └──REMOVE────► REMOVED      (an operator; from any status)
+    (no record)                    ──ENROLL──────────► enrolled
+    enrolled                       ──RENEW, CONTACT──► enrolled
+    enrolled, unenrolled, removed  ──RE_ENROLL───────► enrolled
+    enrolled, unenrolled           ──UNENROLL────────► unenrolled  (Alert 1226: the device left)
+    enrolled, unenrolled, removed  ──REMOVE──────────► removed     (an operator removed it)
 
 Each step is one function that applies the table and then does everything
 that goes with the move, the same way whoever calls it:

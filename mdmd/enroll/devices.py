@@ -190,7 +190,7 @@ def update_nonces(
     """
     Remember the next nonces (raw bytes) once a DM session has sent them.
 
-    @raise UnknownDevice: if there is no such device.
+    @raise mdmd.devices.records.UnknownDevice: if there is no such device.
     """
     device = device_record(root, device_id)
     if client_nonce is not None:
