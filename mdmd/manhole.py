@@ -47,10 +47,10 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from mdmd.devices import records
 from mdmd.dm import queue as dm_queue
 from mdmd.dm.commands import parse_spec
 from mdmd.dm.sweeper import dm_facts
-from mdmd.enroll import devices as enrolled
 from mdmd.enroll.users import hash_password, verify_password
 from mdmd.notify import jobs
 
@@ -282,10 +282,10 @@ def namespace(tree: IServiceCollection, config: Any, reactor: Any, name: str) ->
 
     def devices() -> Deferred[list[dict[str, Any]]]:
         """Every device, as JSON values."""
-        return store.read(enrolled.list_devices).addCallback(lambda found: [d.as_json() for d in found])
+        return store.read(records.list_devices).addCallback(lambda found: [d.as_json() for d in found])
 
     def _device(root: Any, device_id: str) -> dict[str, Any] | None:
-        info = enrolled.lookup_device(root, device_id)
+        info = records.lookup_device(root, device_id)
         if info is None:
             return None
         return {**info.as_json(), "dm": dm_facts(root, device_id), "push": jobs.push_facts(root, device_id)}

@@ -25,7 +25,8 @@ from twisted.web.resource import Resource
 from mdmd import config as mdmd_config
 from mdmd.admin.api import AdminAPI, AdminToken
 from mdmd.config import Config, ListenAddress
-from mdmd.dm.resource import DMSettings, ManagementResource
+from mdmd.dm.checkin import DMSettings
+from mdmd.dm.resource import ManagementResource
 from mdmd.dm.sweeper import DMService
 from mdmd.dm.session import Settings
 from mdmd.enroll.resource import enrollment_resource

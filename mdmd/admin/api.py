@@ -30,7 +30,9 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.web.server import Request
 
 import mdmd
-from mdmd.enroll import devices, users
+from mdmd.devices import records as devices
+from mdmd.devices.lifecycle import DeviceStatus
+from mdmd.enroll import users
 from mdmd.errors import AnsweredError, PeerError
 from mdmd.dm import queue as dm_queue
 from mdmd.dm.commands import PENDING, CommandSpec, parse_spec
@@ -278,9 +280,9 @@ class AdminAPI(AsyncResource):
                 "users": len(root["users"]),
                 "certificates": len(certs),
                 "revoked_certificates": len(root["revoked"]),
-                "enrolled_devices": by_status[devices.ENROLLED],
-                "unenrolled_devices": by_status[devices.UNENROLLED],
-                "removed_devices": by_status[devices.REMOVED],
+                "enrolled_devices": by_status[DeviceStatus.ENROLLED.value],
+                "unenrolled_devices": by_status[DeviceStatus.UNENROLLED.value],
+                "removed_devices": by_status[DeviceStatus.REMOVED.value],
             }
 
         ca = self.ca.ca_certificate

@@ -9,7 +9,8 @@ state change is kept: when it was sent (session, message, command id), its
 status codes and its results.
 
 These functions are units of work (they take the ZODB root) or helpers the
-DM session engine calls inside one.
+DM check-in calls inside one. A command's state changes only in L{_move},
+through the table of L{mdmd.dm.command_state}.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ from collections.abc import Iterable, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from mdmd.dm.commands import PENDING, CommandSpec
+from mdmd.devices import lifecycle
+from mdmd.dm import command_state
+from mdmd.dm.command_state import CommandEvent, CommandState, next_state
+from mdmd.dm.commands import CommandSpec
 from mdmd.errors import Conflict, NotFound
 from mdmd.store.models import CommandQueue, QueuedCommand
 
@@ -33,6 +37,7 @@ __all__ = [
     "queue_of",
     "requeue_unanswered",
     "MAX_ATTEMPTS",
+    "FINISHED",
 ]
 
 Root = MutableMapping[str, Any]
@@ -40,9 +45,11 @@ Root = MutableMapping[str, Any]
 #: A command sent in this many sessions without an answer is given up.
 MAX_ATTEMPTS = 5
 
-#: Command states that are final.
-FINISHED = ("done", "failed", "cancelled")
-
+#: The stored values of the final command states (what "results" lists).
+FINISHED = tuple(state.value for state in CommandState if state in command_state.FINISHED)
+_PENDING = frozenset(state.value for state in command_state.PENDING)
+#: The engine's verdict on an answered command → its event.
+_VERDICTS = {CommandState.DONE.value: CommandEvent.SUCCEED, CommandState.FAILED.value: CommandEvent.FAIL}
 
 
 class UnknownCommand(NotFound):
@@ -51,7 +58,9 @@ class UnknownCommand(NotFound):
 
 
 class CommandNotCancellable(Conflict):
-    pass
+    """
+    An operator asked to cancel a command that is no longer queued.
+    """
 
 
 class NotManageable(NotFound):
@@ -137,7 +146,7 @@ def enqueue(root: Root, device_ids: Iterable[str], spec: CommandSpec, now: float
         device = root["devices"].get(device_id)
         if device is None:
             raise NotManageable(f"unknown device {device_id}")
-        if device.status != "enrolled":
+        if not lifecycle.manageable(device):
             raise NotManageable(f"device {device_id} is {device.status}; nothing can be queued for it")
     queued = []
     for device_id in device_ids:
@@ -161,7 +170,7 @@ def list_commands(
     if queue is None:
         return []
     wanted = set(states) if states is not None else None
-    source = pending_commands(queue) if wanted is not None and wanted <= set(PENDING) else queue.commands.values()
+    source = pending_commands(queue) if wanted is not None and wanted <= _PENDING else queue.commands.values()
     found = [info(device_id, c) for c in source if wanted is None or c.state in wanted]
     return found[-limit:] if limit else found
 
@@ -182,21 +191,24 @@ def cancel(root: Root, device_id: str, seq: int, now: float) -> CommandInfo:
     command = None if queue is None else queue.commands.get(seq)
     if command is None:
         raise UnknownCommand(device_id, seq)
-    if command.state != "queued":
+    if not command_state.allows(CommandState(command.state), CommandEvent.CANCEL):
         raise CommandNotCancellable(
             f"command {seq} of {device_id} is {command.state}; only queued commands can be cancelled"
         )
-    _move(queue, command, "cancelled", now)
+    _move(queue, command, CommandEvent.CANCEL, now)
     return info(device_id, command)
 
 
-def _move(queue: CommandQueue, command: QueuedCommand, state: str, now: float) -> None:
+def _move(queue: CommandQueue, command: QueuedCommand, event: CommandEvent, now: float) -> None:
     """
     The one place a command changes state (and the pending index with it).
+
+    @raise command_state.IllegalCommandMove: if the table has no such move.
     """
-    command.state = state
+    state = next_state(CommandState(command.state), event)
+    command.state = state.value
     command.updated_at = now
-    if state in PENDING:
+    if state in command_state.PENDING:
         queue.pending.add(command.seq)
     else:
         queue.pending.remove(command.seq)
@@ -214,7 +226,7 @@ def mark_sent(queue: CommandQueue, seq: int, sent_in: tuple[str, str, str], now:
     command = queue.commands[seq]
     command.sent_in = sent_in
     command.attempts += 1
-    _move(queue, command, "sent", now)
+    _move(queue, command, CommandEvent.SEND, now)
 
 
 def mark_answered(
@@ -226,17 +238,20 @@ def mark_answered(
     results: tuple[dict[str, Any], ...],
     now: float,
 ) -> None:
+    """
+    The device answered: C{state} is the engine's verdict, C{done} or C{failed}.
+    """
     command = queue.commands[seq]
     command.status = status
     command.statuses = statuses
     command.results = results
-    _move(queue, command, state, now)
+    _move(queue, command, _VERDICTS[state], now)
 
 
 def mark_failed(queue: CommandQueue, seq: int, error: str, now: float) -> None:
     command = queue.commands[seq]
     command.error = error
-    _move(queue, command, "failed", now)
+    _move(queue, command, CommandEvent.FAIL, now)
 
 
 def requeue_unanswered(queue: CommandQueue, now: float) -> list[int]:
@@ -248,13 +263,13 @@ def requeue_unanswered(queue: CommandQueue, now: float) -> list[int]:
     """
     changed = []
     for command in list(pending_commands(queue)):
-        if command.state != "sent":
+        if CommandState(command.state) is not CommandState.SENT:
             continue
         command.sent_in = None
         if command.attempts >= MAX_ATTEMPTS:
             command.error = f"no answer after {command.attempts} sessions"
-            _move(queue, command, "failed", now)
+            _move(queue, command, CommandEvent.GIVE_UP, now)
         else:
-            _move(queue, command, "queued", now)
+            _move(queue, command, CommandEvent.REQUEUE, now)
         changed.append(command.seq)
     return changed

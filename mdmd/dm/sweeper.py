@@ -15,7 +15,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from mdmd.dm import queue as dm_queue
-from mdmd.dm.resource import DMSettings
+from mdmd.dm.checkin import DMSettings
 from mdmd.dm.session import SessionState
 from mdmd.store.runner import StoreService
 

@@ -1,14 +1,15 @@
 """
-Enrolled devices in the store: units of work C{fn(root, ...)} returning plain
-L{DeviceInfo} and L{DMCredentials} values.
+MS-MDE2 enrollment and renewal of devices: units of work C{fn(root, ...)}
+returning plain L{Enrolled} and L{DMCredentials} values.
 
 Enrollment and renewal take an C{issue(subject_key, device_id)} callable that
 signs and records a certificate inside the same unit of work (see
 L{mdmd.pki.authority.CAService.transact_issuing}), so a certificate, its record
 and the device record that points at it are committed together or not at all.
-A known DeviceID is updated in place, never replaced: everything keyed by the
-device id (the DM command queue, sessions) stays attached across
-re-enrollments and renewals.
+The device's status, its timestamps and the revocation of the certificate it
+replaces are L{mdmd.devices.lifecycle}'s: a known DeviceID is updated in
+place, never replaced, so everything keyed by the device id (the DM command
+queue, sessions) stays attached across re-enrollments and renewals.
 """
 
 from __future__ import annotations
@@ -20,41 +21,28 @@ from typing import Any
 
 from cryptography import x509
 
+from mdmd.devices import lifecycle
+from mdmd.devices.lifecycle import DeviceStatus, Event
+from mdmd.devices.records import DeviceInfo, device_info, device_record
 from mdmd.enroll.provisioning import DMCredentials
-from mdmd.errors import SOAP_AUTHORIZATION, SOAP_CERTIFICATE_REQUEST, Conflict, NotFound
-from mdmd.pki import registry
+from mdmd.errors import SOAP_AUTHORIZATION, SOAP_CERTIFICATE_REQUEST, Conflict
 from mdmd.pki.ca import PublicKey, serial_hex
 from mdmd.pki.authority import IssuedClientCertificate
 from mdmd.store.models import Device
 
 __all__ = [
-    "DeviceInfo",
     "EnrollmentFacts",
     "Enrolled",
-    "UnknownDevice",
     "DeviceOwnedByAnotherUser",
     "NotEligibleToRenew",
     "enroll",
     "renew",
-    "remove",
-    "mark_unenrolled",
-    "lookup_device",
-    "list_devices",
-    "device_counts",
     "dm_credentials",
     "update_nonces",
-    "record_contact",
-    "ENROLLED",
-    "UNENROLLED",
-    "REMOVED",
 ]
 
 Root = MutableMapping[str, Any]
 Issue = Callable[[PublicKey, str], IssuedClientCertificate]
-
-ENROLLED = "enrolled"
-UNENROLLED = "unenrolled"
-REMOVED = "removed"
 
 #: AdditionalContext items copied into named fields of the record.
 _FACTS = {
@@ -66,11 +54,6 @@ _FACTS = {
     "DeviceType": "device_type",
     "ApplicationVersion": "application_version",
 }
-
-
-class UnknownDevice(NotFound):
-    def __str__(self) -> str:
-        return f"no device {self.args[0]!r}"
 
 
 class DeviceOwnedByAnotherUser(Conflict):
@@ -89,52 +72,8 @@ class NotEligibleToRenew(Conflict):
     soap_subcode = SOAP_CERTIFICATE_REQUEST
 
 
-@dataclass(frozen=True)
-class DeviceInfo:
-    """
-    A plain copy of a device record.
-    """
-
-    device_id: str
-    hw_dev_id: str
-    device_name: str
-    os_version: str
-    os_edition: str
-    enrollment_type: str
-    device_type: str
-    application_version: str
-    context: tuple[tuple[str, str], ...]
-    user: str
-    auth_policy: str
-    certificate_store: str
-    cert_serial: int | None
-    cert_not_after: float | None
-    status: str
-    first_enrolled_at: float
-    enrolled_at: float
-    enrollment_count: int
-    renewed_at: float | None
-    removed_at: float | None
-    last_contact: float | None
-
-    def as_json(self) -> dict[str, Any]:
-        value = dataclasses.asdict(self)
-        value["context"] = [list(item) for item in self.context]
-        value["mac_addresses"] = [v for name, v in self.context if name == "MAC"]
-        serial = value.pop("cert_serial")
-        value["certificate_serial"] = None if serial is None else serial_hex(serial)
-        value["certificate_not_after"] = value.pop("cert_not_after")
-        return value
-
-
-_INFO_FIELDS = tuple(f.name for f in dataclasses.fields(DeviceInfo))
 #: DMCredentials field → Device attribute
 _CREDENTIAL_FIELDS = tuple((f.name, "dm_" + f.name) for f in dataclasses.fields(DMCredentials))
-
-
-def _info(device: Device) -> DeviceInfo:
-    # DeviceInfo's fields are named like the record's attributes
-    return DeviceInfo(**{name: getattr(device, name) for name in _INFO_FIELDS})
 
 
 @dataclass(frozen=True)
@@ -168,16 +107,6 @@ class Enrolled:
     known: bool
 
 
-def _revoke_current(root: Root, device: Device, reason: str, now: float) -> int | None:
-    serial = device.cert_serial
-    if serial is None:
-        return None
-    record = registry.lookup(root, serial)
-    if record is not None and record.status != "revoked":
-        registry.revoke(root, serial, reason, now)
-    return serial
-
-
 def _set_credentials(device: Device, credentials: DMCredentials) -> None:
     for field, attribute in _CREDENTIAL_FIELDS:
         setattr(device, attribute, getattr(credentials, field))
@@ -200,46 +129,40 @@ def enroll(
 
     Re-enrolling a known device (by the same user, or after it left or was
     removed) revokes its previous certificate as superseded, replaces its DM
-    credentials and keeps the record.
+    credentials and keeps the record (see L{lifecycle.re_enroll}).
 
     @raise DeviceOwnedByAnotherUser: if the DeviceID is enrolled by another user.
     """
-    devices = root["devices"]
-    device: Device | None = devices.get(facts.device_id)
-    known = device is not None
-    if device is not None and device.status == ENROLLED and device.user != facts.user:
-        raise DeviceOwnedByAnotherUser(
-            f"device {facts.device_id} is enrolled by {device.user}; remove it first "
-            "(mdmctl device remove) to enroll it for another user"
-        )
+    device: Device | None = root["devices"].get(facts.device_id)
+    if device is not None and device.user != facts.user:
+        if lifecycle.status_of(device) is DeviceStatus.ENROLLED:
+            raise DeviceOwnedByAnotherUser(
+                f"device {facts.device_id} is enrolled by {device.user}; remove it first "
+                "(mdmctl device remove) to enroll it for another user"
+            )
     issued = issue(public_key, facts.device_id)
+    known = device is not None
+    replaced: int | None = None
     if device is None:
-        device = Device(facts.device_id, now)
-        devices[facts.device_id] = device
-        replaced = None
+        device = lifecycle.enroll(root, facts.device_id, issued.info, now)
     else:
-        replaced = _revoke_current(root, device, "superseded", now)
+        replaced = lifecycle.re_enroll(root, device, issued.info, now)
     for name, field in _FACTS.items():
         setattr(device, field, facts.value(name))
     device.context = facts.context
     device.user = facts.user
     device.auth_policy = facts.auth_policy
     device.certificate_store = facts.certificate_store
-    device.cert_serial = issued.info.serial
-    device.cert_not_after = issued.info.not_after
-    device.status = ENROLLED
-    device.enrolled_at = now
-    device.enrollment_count += 1
-    device.removed_at = None
     _set_credentials(device, credentials)
-    return Enrolled(issued.certificate, _info(device), credentials, replaced, known)
+    return Enrolled(issued.certificate, device_info(device), credentials, replaced, known)
 
 
 def renew(root: Root, issue: Issue, device_id: str, serial: int, public_key: PublicKey, now: float) -> Enrolled:
     """
     Replace the certificate C{serial} of an enrolled device by one for C{public_key}.
 
-    The DM credentials are kept: only the certificate changes.
+    The DM credentials are kept: only the certificate changes. Eligibility is
+    checked before anything is signed.
 
     @raise NotEligibleToRenew: if the device is not enrolled or C{serial} is
         not its current certificate.
@@ -247,72 +170,15 @@ def renew(root: Root, issue: Issue, device_id: str, serial: int, public_key: Pub
     device: Device | None = root["devices"].get(device_id)
     if device is None:
         raise NotEligibleToRenew(f"device {device_id} is not enrolled here")
-    if device.status != ENROLLED:
+    if not lifecycle.allows(device, Event.RENEW):
         raise NotEligibleToRenew(f"device {device_id} is {device.status}")
     if device.cert_serial != serial:
         raise NotEligibleToRenew(
             f"certificate {serial_hex(serial)} is not the current certificate of {device_id}"
         )
     issued = issue(public_key, device_id)
-    replaced = _revoke_current(root, device, "superseded", now)
-    device.cert_serial = issued.info.serial
-    device.cert_not_after = issued.info.not_after
-    device.renewed_at = now
-    return Enrolled(issued.certificate, _info(device), None, replaced, True)
-
-
-def remove(root: Root, device_id: str, now: float) -> DeviceInfo:
-    """
-    An operator removes a device: its certificate is revoked, so its DM sessions are refused.
-
-    @raise UnknownDevice: if there is no such device.
-    """
-    device: Device | None = root["devices"].get(device_id)
-    if device is None:
-        raise UnknownDevice(device_id)
-    _revoke_current(root, device, "cessationOfOperation", now)
-    if device.status != REMOVED:
-        device.status = REMOVED
-        device.removed_at = now
-    return _info(device)
-
-
-def mark_unenrolled(root: Root, device_id: str, now: float) -> DeviceInfo:
-    """
-    The device told us it left (DM alert 1226): revoke its certificate, keep the record.
-
-    @raise UnknownDevice: if there is no such device.
-    """
-    device: Device | None = root["devices"].get(device_id)
-    if device is None:
-        raise UnknownDevice(device_id)
-    _revoke_current(root, device, "cessationOfOperation", now)
-    if device.status == ENROLLED:
-        device.status = UNENROLLED
-        device.removed_at = now
-    return _info(device)
-
-
-def lookup_device(root: Root, device_id: str) -> DeviceInfo | None:
-    device = root["devices"].get(device_id)
-    return None if device is None else _info(device)
-
-
-def list_devices(root: Root) -> list[DeviceInfo]:
-    """
-    Every device, ordered by DeviceID.
-    """
-    return [_info(device) for device in root["devices"].values()]
-
-
-def device_counts(root: Root) -> dict[str, int]:
-    """
-    How many devices are in each status.
-    """
-    counts = {ENROLLED: 0, UNENROLLED: 0, REMOVED: 0}
-    for device in root["devices"].values():
-        counts[device.status] = counts.get(device.status, 0) + 1
-    return counts
+    replaced = lifecycle.renew(root, device, issued.info, now)
+    return Enrolled(issued.certificate, device_info(device), None, replaced, True)
 
 
 def dm_credentials(root: Root, device_id: str) -> DMCredentials | None:
@@ -329,23 +195,11 @@ def update_nonces(
     """
     Remember the next nonces (raw bytes) once a DM session has sent them.
 
-    @raise UnknownDevice: if there is no such device.
+    @raise mdmd.devices.records.UnknownDevice: if there is no such device.
     """
-    device: Device | None = root["devices"].get(device_id)
-    if device is None:
-        raise UnknownDevice(device_id)
+    device = device_record(root, device_id)
     if client_nonce is not None:
         device.dm_client_nonce = client_nonce
     if server_nonce is not None:
         device.dm_server_nonce = server_nonce
     return _credentials(device)
-
-
-def record_contact(root: Root, device_id: str, now: float) -> None:
-    """
-    Note that the device talked to us (shown as "last contact").
-    """
-    device: Device | None = root["devices"].get(device_id)
-    if device is None:
-        raise UnknownDevice(device_id)
-    device.last_contact = now

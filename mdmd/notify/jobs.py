@@ -2,12 +2,15 @@
 Push jobs in the store: units of work C{fn(root, ...)} returning plain values.
 
 A job is one wake-up of one device: package #0 for the device's DM account,
-wrapped as a WAP push over SMS, for the device's MSISDN. Its states::
+wrapped as a WAP push over SMS, for the device's MSISDN. Its state changes
+only through L{TRANSITIONS}, one table keyed by (state, event)::
 
-    queued ──► submitted ──► delivered ──► answered
-       │           │  │                      ▲
-       │           │  └──────────────────────┤ (receipts are optional)
-       └───────────┴──► failed / expired ────┘ (never from these)
+    queued ──SUBMIT──► submitted ──DELIVER──► delivered ──ANSWER──► answered
+
+    open (queued, submitted, delivered) ──ANSWER──► answered   (receipts are optional)
+                                        ──EXPIRE──► expired
+    queued, submitted ──DELIVER──► delivered,  ──UNDELIVERED──► failed
+    queued ──REFUSE──► failed
 
  - B{queued}: built and stored; not every segment acknowledged by the SMSC yet.
    The message ids the SMSC gives are kept as they come, so a restart
@@ -16,9 +19,15 @@ wrapped as a WAP push over SMS, for the device's MSISDN. Its states::
    spool directory).
  - B{delivered}: the SMSC's receipts say every segment reached the handset.
  - B{answered}: the device opened the DM session (Alert 1200) with the
-   job's session id: L{answer_push}, called from the DM endpoint's unit of work.
+   job's session id: L{answer_push}, called from the DM check-in's unit of work.
  - B{failed}: the SMSC refused the job for good, or a receipt said a segment
    was not delivered. B{expired}: not answered within the configured time.
+
+What the SMSC reports may come after the job moved on (the device answered
+before the acknowledgement was recorded, a duplicate receipt, a job
+submitted by two nodes): the table keeps the job where it is for those, and
+the report's facts (message ids, receipts) are still recorded. Answering or
+expiring a job that is no longer open is our bug (L{IllegalPushMove}).
 
 The segments are built once, when the job is queued (with the device's server
 credential and nonce of that moment), so every resubmission sends the same
@@ -32,6 +41,7 @@ Containers: C{pushes} (device id → L{PushLog}), C{push_open} ((device id, seq)
 from __future__ import annotations
 
 import dataclasses
+import enum
 import os
 import re
 import sys
@@ -39,6 +49,7 @@ from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+from mdmd.devices import lifecycle
 from mdmd.errors import Conflict, NotFound, PeerError
 from mdmd.notify.pkg0 import DEFAULT_VERSION, UIMode, build_package0, session_id_text
 from mdmd.notify.smpp_session import Address
@@ -56,22 +67,27 @@ __all__ = [
     "DELIVERED",
     "EXPIRED",
     "FAILED",
+    "IllegalPushMove",
     "InvalidMsisdn",
     "JobRef",
     "NotPushable",
     "OPEN",
     "OutgoingPush",
     "PushInfo",
+    "PushEvent",
     "PushSettings",
+    "PushState",
     "QUEUED",
     "STATES",
     "SUBMITTED",
+    "TRANSITIONS",
     "UnknownPush",
     "answer_push",
     "destination_of",
     "enqueue",
     "expire",
     "list_pushes",
+    "next_state",
     "parse_msisdn",
     "purge",
     "push_counts",
@@ -89,15 +105,79 @@ Root = MutableMapping[str, Any]
 #: A job's name everywhere: (device id, per-device sequence number).
 JobRef = tuple[str, int]
 
-QUEUED = "queued"
-SUBMITTED = "submitted"
-DELIVERED = "delivered"
-ANSWERED = "answered"
-FAILED = "failed"
-EXPIRED = "expired"
-STATES = (QUEUED, SUBMITTED, DELIVERED, ANSWERED, FAILED, EXPIRED)
-#: Jobs still waiting for the device (they hold their session id).
-OPEN = (QUEUED, SUBMITTED, DELIVERED)
+
+class PushState(enum.Enum):
+    QUEUED = "queued"
+    SUBMITTED = "submitted"
+    DELIVERED = "delivered"
+    ANSWERED = "answered"
+    FAILED = "failed"
+    EXPIRED = "expired"
+
+
+class PushEvent(enum.Enum):
+    #: the SMSC acknowledged every segment, or the job was written to the spool
+    SUBMIT = "submit"
+    #: the SMSC refused the job for good
+    REFUSE = "refuse"
+    #: the receipts say every segment reached the handset
+    DELIVER = "deliver"
+    #: a receipt says a segment never will
+    UNDELIVERED = "undelivered"
+    #: the device opened the DM session with the job's session id
+    ANSWER = "answer"
+    #: the job was not answered in time
+    EXPIRE = "expire"
+
+
+#: Jobs waiting for the device (they hold their session id, and are in C{push_open}).
+_OPEN = (PushState.QUEUED, PushState.SUBMITTED, PushState.DELIVERED)
+_FINISHED = (PushState.ANSWERED, PushState.FAILED, PushState.EXPIRED)
+#: What the SMSC may report after the job moved on, and the states that keep the job.
+_LATE = {
+    PushEvent.SUBMIT: (PushState.SUBMITTED, PushState.DELIVERED) + _FINISHED,
+    PushEvent.REFUSE: (PushState.SUBMITTED, PushState.DELIVERED) + _FINISHED,
+    PushEvent.DELIVER: (PushState.DELIVERED,) + _FINISHED,
+    PushEvent.UNDELIVERED: (PushState.DELIVERED,) + _FINISHED,
+}
+
+TRANSITIONS: dict[tuple[PushState, PushEvent], PushState] = {
+    (PushState.QUEUED, PushEvent.SUBMIT): PushState.SUBMITTED,
+    (PushState.QUEUED, PushEvent.REFUSE): PushState.FAILED,
+    # receipts for every segment before the last acknowledgement was recorded
+    (PushState.QUEUED, PushEvent.DELIVER): PushState.DELIVERED,
+    (PushState.QUEUED, PushEvent.UNDELIVERED): PushState.FAILED,
+    # the device answered before the acknowledgement was recorded
+    (PushState.QUEUED, PushEvent.ANSWER): PushState.ANSWERED,
+    (PushState.QUEUED, PushEvent.EXPIRE): PushState.EXPIRED,
+    (PushState.SUBMITTED, PushEvent.DELIVER): PushState.DELIVERED,
+    (PushState.SUBMITTED, PushEvent.UNDELIVERED): PushState.FAILED,
+    # receipts are optional
+    (PushState.SUBMITTED, PushEvent.ANSWER): PushState.ANSWERED,
+    (PushState.SUBMITTED, PushEvent.EXPIRE): PushState.EXPIRED,
+    (PushState.DELIVERED, PushEvent.ANSWER): PushState.ANSWERED,
+    (PushState.DELIVERED, PushEvent.EXPIRE): PushState.EXPIRED,
+    # late reports keep the job where it is
+    **{(state, event): state for event, states in _LATE.items() for state in states},
+}
+
+#: The time a job reached a state, by state (finished states also set C{finished_at}).
+_REACHED_AT = {
+    PushState.SUBMITTED: "submitted_at",
+    PushState.DELIVERED: "delivered_at",
+    PushState.ANSWERED: "answered_at",
+}
+
+#: The stored values of the states (C{PushJob.state}, L{PushInfo.state}).
+QUEUED = PushState.QUEUED.value
+SUBMITTED = PushState.SUBMITTED.value
+DELIVERED = PushState.DELIVERED.value
+ANSWERED = PushState.ANSWERED.value
+FAILED = PushState.FAILED.value
+EXPIRED = PushState.EXPIRED.value
+STATES = tuple(state.value for state in PushState)
+#: The stored values of the open states.
+OPEN = tuple(state.value for state in _OPEN)
 
 #: Receipt states that mean the segment will never reach the handset.
 _UNDELIVERED = frozenset(
@@ -126,6 +206,29 @@ class NotPushable(Conflict):
     """
     A push was asked for devices that cannot be woken (unknown, not enrolled, no MSISDN).
     """
+
+
+class IllegalPushMove(Exception):
+    """
+    A move the table forbids was asked for: our bug.
+    """
+
+    def __init__(self, state: PushState, event: PushEvent) -> None:
+        super().__init__(f"no transition from {state.value} on {event.value}")
+        self.state = state
+        self.event = event
+
+
+def next_state(state: PushState, event: PushEvent) -> PushState:
+    """
+    The state C{event} moves a job in C{state} to (C{state} itself for a late report).
+
+    @raise IllegalPushMove: if the table has no such move.
+    """
+    try:
+        return TRANSITIONS[(state, event)]
+    except KeyError:
+        raise IllegalPushMove(state, event) from None
 
 
 class UnknownPush(NotFound):
@@ -410,7 +513,7 @@ def enqueue(
         device = root["devices"].get(device_id)
         if device is None:
             problems.append(f"no device {device_id!r}")
-        elif device.status != "enrolled":
+        elif not lifecycle.manageable(device):
             problems.append(f"device {device_id} is {device.status}")
         elif not _msisdn_of(device)[0]:
             problems.append(
@@ -479,10 +582,27 @@ def _keep_ids(
     job.message_keys = tuple(known)
 
 
-def _finish(root: Root, job: PushJob, state: str, now: float) -> None:
-    job.state = state
-    job.updated_at = job.finished_at = now
-    root["push_open"].pop((job.device_id, job.seq), None)
+def _move(root: Root, job: PushJob, event: PushEvent, now: float) -> bool:
+    """
+    The one place a job changes state, with the time it got there and the
+    index of open jobs; return whether the state changed (a late report
+    leaves it).
+
+    @raise IllegalPushMove: if the table has no such move.
+    """
+    state = PushState(job.state)
+    target = next_state(state, event)
+    if target is state:
+        return False
+    job.state = target.value
+    job.updated_at = now
+    reached = _REACHED_AT.get(target)
+    if reached is not None:
+        setattr(job, reached, now)
+    if target in _FINISHED:
+        job.finished_at = now
+        root["push_open"].pop((job.device_id, job.seq), None)
+    return True
 
 
 def record_ids(
@@ -528,9 +648,7 @@ def record_submitted(
     job.spool_file = spool_file
     job.attempts += 1
     job.updated_at = now
-    if job.state == QUEUED:
-        job.state = SUBMITTED
-        job.submitted_at = now
+    if _move(root, job, PushEvent.SUBMIT, now):
         job.error = None
     return _info(job)
 
@@ -554,8 +672,8 @@ def record_refused(
     job.attempts += 1
     job.error = error
     job.updated_at = now
-    if job.state == QUEUED and not retry:
-        _finish(root, job, FAILED, now)
+    if not retry:
+        _move(root, job, PushEvent.REFUSE, now)
     return _info(job)
 
 
@@ -580,13 +698,11 @@ def record_receipt(root: Root, key: str, state: MessageState, now: float) -> Pus
     receipts[index] = state.name
     job.receipts = tuple(receipts)
     job.updated_at = now
-    if job.state in (QUEUED, SUBMITTED):
-        if state in _UNDELIVERED:
+    if state in _UNDELIVERED:
+        if _move(root, job, PushEvent.UNDELIVERED, now):
             job.error = f"segment {index + 1} of {len(receipts)}: {state.name.lower()}"
-            _finish(root, job, FAILED, now)
-        elif all(r == MessageState.DELIVERED.name for r in receipts):
-            job.state = DELIVERED
-            job.delivered_at = now
+    elif all(r == MessageState.DELIVERED.name for r in receipts):
+        _move(root, job, PushEvent.DELIVER, now)
     return _info(job)
 
 
@@ -608,8 +724,7 @@ def answer_push(root: Root, device_id: str, session_id: str, now: float) -> Push
     if not matching:
         return None
     job = matching[-1]
-    job.answered_at = now
-    _finish(root, job, ANSWERED, now)
+    _move(root, job, PushEvent.ANSWER, now)
     return _info(job)
 
 
@@ -622,7 +737,7 @@ def expire(root: Root, now: float) -> list[JobRef]:
         job = _job(root, ref)
         if job.expires_at <= now:
             job.error = job.error or "not answered in time"
-            _finish(root, job, EXPIRED, now)
+            _move(root, job, PushEvent.EXPIRE, now)
             expired.append(ref)
     return expired
 

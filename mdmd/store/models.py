@@ -87,8 +87,8 @@ class Device(Persistent):
     cert_serial: int | None = None
     cert_not_after: float | None = None
 
-    #: "enrolled", "unenrolled" (the device left) or "removed" (an operator removed it)
-    status = "enrolled"
+    #: a L{mdmd.devices.lifecycle.DeviceStatus} value, only ever set by that module
+    status = ""
     first_enrolled_at = 0.0
     enrolled_at = 0.0
     enrollment_count = 0

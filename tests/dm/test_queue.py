@@ -6,8 +6,11 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from mdmd.devices.lifecycle import DeviceStatus
 from mdmd.dm import queue as q
+from mdmd.dm.command_state import IllegalCommandMove
 from mdmd.dm.commands import parse_spec
+from mdmd.errors import Conflict
 from mdmd.store.models import Device
 from mdmd.testing.store import memory_store_service
 
@@ -21,9 +24,11 @@ class QueueTests(SynchronousTestCase):
 
         def devices(root):
             for name in ("A", "B"):
-                root["devices"][name] = Device(name, 1.0)
+                device = Device(name, 1.0)
+                device.status = DeviceStatus.ENROLLED.value
+                root["devices"][name] = device
             gone = Device("GONE", 1.0)
-            gone.status = "removed"
+            gone.status = DeviceStatus.REMOVED.value
             root["devices"]["GONE"] = gone
 
         self.store.store.run(devices)
@@ -93,3 +98,45 @@ class QueueTests(SynchronousTestCase):
         self.assertEqual((done.status, done.results[0]["data"], done.sent_in), (200, "1.0", ("S@1", "1", "2")))
         self.assertEqual(done.as_json()["sent_in"], {"session_id": "S@1", "msg_id": "1", "cmd_id": "2"})
         self.assertEqual(self.unit(q.list_commands, "A", ("queued", "sent")), [])
+
+    def test_cancel_sent_is_a_conflict(self) -> None:
+        """
+        Cancelling a command already sent is the operator's conflict (409), not our bug.
+        """
+        self.unit(q.enqueue, ["A"], GET, 1.0)
+        self.unit(lambda root: q.mark_sent(q.queue_of(root, "A"), 1, ("S@1", "1", "2"), 2.0))
+        with self.assertRaises(q.CommandNotCancellable) as caught:
+            self.unit(q.cancel, "A", 1, 3.0)
+        self.assertIsInstance(caught.exception, Conflict)
+        self.assertEqual(caught.exception.http_status, 409)
+        self.assertIn("is sent; only queued commands can be cancelled", str(caught.exception))
+
+    def test_illegal_moves_raise(self) -> None:
+        """
+        A change the table forbids (answering a queued command, sending a sent
+        one, failing a done one) raises IllegalCommandMove and the unit changes nothing.
+        """
+        self.unit(q.enqueue, ["A"], GET, 1.0)
+
+        def queue(root):
+            return q.queue_of(root, "A")
+
+        self.assertRaises(
+            IllegalCommandMove, self.unit, lambda root: q.mark_answered(queue(root), 1, "done", 200, (), (), 2.0)
+        )
+        self.unit(lambda root: q.mark_sent(queue(root), 1, ("S@1", "1", "2"), 2.0))
+        self.assertRaises(IllegalCommandMove, self.unit, lambda root: q.mark_sent(queue(root), 1, ("S@1", "1", "3"), 3.0))
+        self.unit(lambda root: q.mark_answered(queue(root), 1, "done", 200, (), (), 4.0))
+        self.assertRaises(IllegalCommandMove, self.unit, lambda root: q.mark_failed(queue(root), 1, "late", 5.0))
+        (command,) = self.unit(q.list_commands, "A")
+        self.assertEqual((command.state, command.attempts, command.sent_in, command.error), ("done", 1, ("S@1", "1", "2"), None))
+
+    def test_failed_before_sending(self) -> None:
+        """
+        A command that cannot be sent at all fails from the queue and leaves the pending index.
+        """
+        self.unit(q.enqueue, ["A"], GET, 1.0)
+        self.unit(lambda root: q.mark_failed(q.queue_of(root, "A"), 1, "too large", 2.0))
+        (command,) = self.unit(q.list_commands, "A", q.FINISHED)
+        self.assertEqual((command.state, command.error, command.attempts), ("failed", "too large", 0))
+        self.assertEqual(self.unit(lambda root: list(q.queue_of(root, "A").pending)), [])

@@ -1,6 +1,6 @@
 """
-Tests for L{mdmd.enroll.devices}: device records as units of work, with the
-CA signing inside the same transaction (real ZODB, real CA).
+Tests for L{mdmd.enroll.devices}: enrollment and renewal as units of work, with
+the CA signing inside the same transaction (real ZODB, real CA).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from mdmd.devices import lifecycle, records
 from mdmd.enroll import devices
 from mdmd.enroll.provisioning import DMCredentials
 from mdmd.pki import registry
@@ -40,6 +41,22 @@ def credentials() -> DMCredentials:
 
 def facts(user: str = "alice", device_id: str = DEVICE_ID) -> devices.EnrollmentFacts:
     return devices.EnrollmentFacts(device_id, user, "OnPremise", "User", CONTEXT)
+
+
+def record_contact(root: Any, device_id: str, now: float) -> None:
+    """
+    A unit of work: the DM check-in's contact step, by device id.
+    """
+    lifecycle.record_contact(records.device_record(root, device_id), now)
+
+
+def unenroll(root: Any, device_id: str, now: float) -> records.DeviceInfo:
+    """
+    A unit of work: the DM check-in's step for the unenrollment alert, by device id.
+    """
+    device = records.device_record(root, device_id)
+    lifecycle.unenroll(root, device, now)
+    return records.device_info(device)
 
 
 class DeviceTests(SynchronousTestCase):
@@ -114,7 +131,7 @@ class DeviceTests(SynchronousTestCase):
         )
         self.assertIn("enrolled by alice", str(failure.value))
         self.assertEqual(len(self.read(registry.list_certificates)), certificates)
-        self.assertEqual(self.read(devices.lookup_device, DEVICE_ID).user, "alice")
+        self.assertEqual(self.read(records.lookup_device, DEVICE_ID).user, "alice")
 
     def test_failure_leaves_nothing(self) -> None:
         """
@@ -127,14 +144,14 @@ class DeviceTests(SynchronousTestCase):
 
         self.failureResultOf(self.ca.transact_issuing(failing), RuntimeError)
         self.assertEqual(self.read(registry.list_certificates), [])
-        self.assertIsNone(self.read(devices.lookup_device, DEVICE_ID))
+        self.assertIsNone(self.read(records.lookup_device, DEVICE_ID))
 
     def test_removed_device_may_enroll_again(self) -> None:
         """
         After removal (certificate revoked, status removed) the device can enroll again, for anyone.
         """
         first = self.enroll()
-        removed = self.successResultOf(self.store.transact(devices.remove, DEVICE_ID, 1500.0))
+        removed = self.successResultOf(self.store.transact(records.remove, DEVICE_ID, 1500.0))
         self.assertEqual((removed.status, removed.removed_at), ("removed", 1500.0))
         record = self.read(registry.lookup, first.device.cert_serial)
         self.assertEqual((record.status, record.revocation_reason), ("revoked", "cessationOfOperation"))
@@ -165,7 +182,7 @@ class DeviceTests(SynchronousTestCase):
                 devices.NotEligibleToRenew,
             )
             self.assertIn(expected, str(failure.value))
-        self.successResultOf(self.store.transact(devices.remove, DEVICE_ID, 3100.0))
+        self.successResultOf(self.store.transact(records.remove, DEVICE_ID, 3100.0))
         failure = self.failureResultOf(
             self.ca.transact_issuing(devices.renew, DEVICE_ID, renewed.device.cert_serial, KEY.public_key(), 3200.0),
             devices.NotEligibleToRenew,
@@ -183,14 +200,17 @@ class DeviceTests(SynchronousTestCase):
         )
         self.assertEqual(updated.client_nonce, b"\x00\xff" * 8)
         self.assertEqual(self.read(devices.dm_credentials, DEVICE_ID).client_nonce, b"\x00\xff" * 8)
-        self.successResultOf(self.store.transact(devices.record_contact, DEVICE_ID, 4000.0))
-        self.assertEqual(self.read(devices.lookup_device, DEVICE_ID).last_contact, 4000.0)
-        left = self.successResultOf(self.store.transact(devices.mark_unenrolled, DEVICE_ID, 4100.0))
+        self.successResultOf(self.store.transact(record_contact, DEVICE_ID, 4000.0))
+        self.assertEqual(self.read(records.lookup_device, DEVICE_ID).last_contact, 4000.0)
+        left = self.successResultOf(self.store.transact(unenroll, DEVICE_ID, 4100.0))
         self.assertEqual(left.status, "unenrolled")
         self.assertEqual(self.read(registry.lookup, left.cert_serial).status, "revoked")
-        self.assertEqual(self.read(devices.device_counts), {"enrolled": 0, "unenrolled": 1, "removed": 0})
-        for unit in (devices.remove, devices.mark_unenrolled, devices.record_contact):
-            self.failureResultOf(self.store.transact(unit, "NOPE", 1.0), devices.UnknownDevice)
+        self.assertEqual(self.read(records.device_counts), {"enrolled": 0, "unenrolled": 1, "removed": 0})
+        for unit in (records.remove, unenroll, record_contact):
+            self.failureResultOf(self.store.transact(unit, "NOPE", 1.0), records.UnknownDevice)
+        self.failureResultOf(
+            self.store.transact(devices.update_nonces, "NOPE", client_nonce=b"\x00"), records.UnknownDevice
+        )
         self.assertIsNone(self.read(devices.dm_credentials, "NOPE"))
 
     def test_listing(self) -> None:
@@ -199,5 +219,5 @@ class DeviceTests(SynchronousTestCase):
         """
         self.enroll(facts(device_id="B-DEVICE"))
         self.enroll(facts(device_id="A-DEVICE"))
-        self.assertEqual([d.device_id for d in self.read(devices.list_devices)], ["A-DEVICE", "B-DEVICE"])
-        self.assertEqual(self.read(devices.device_counts)["enrolled"], 2)
+        self.assertEqual([d.device_id for d in self.read(records.list_devices)], ["A-DEVICE", "B-DEVICE"])
+        self.assertEqual(self.read(records.device_counts)["enrolled"], 2)

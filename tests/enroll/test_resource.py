@@ -13,6 +13,7 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.logger import LogLevel, globalLogPublisher
 
+from mdmd.devices import records
 from mdmd.enroll import devices, soap, users
 from mdmd.enroll.provisioning import parse_document
 from mdmd.enroll.wstep import RSTRC_ACTION
@@ -72,7 +73,7 @@ class EnrollmentTests(EnrollmentServerTestCase):
         self.assertEqual(device.min_key_length, 2048)
         self.assertEqual(enrollment.root, self.ca.ca_certificate)
         self.assertEqual(enrollment.dm_url, self.base_url + "/ManagementServer/MDM.svc")
-        record = self.read(devices.lookup_device, device.device_id)
+        record = self.read(records.lookup_device, device.device_id)
         self.assertEqual((record.user, record.status, record.device_name), ("alice@example.com", "enrolled", device.device_name))
         self.assertEqual(record.cert_serial, enrollment.certificate.serial_number)
         self.assertEqual([v for n, v in record.context if n == "MAC"], list(device.mac_addresses))
@@ -95,7 +96,7 @@ class EnrollmentTests(EnrollmentServerTestCase):
         device = self.device(csr_shape="legacy", enrollment_type="Device", request_version="4.0")
         enrollment = await device.enroll()
         self.assertEqual(enrollment.store, "System")
-        self.assertEqual(self.read(devices.lookup_device, device.device_id).certificate_store, "System")
+        self.assertEqual(self.read(records.lookup_device, device.device_id).certificate_store, "System")
 
     async def test_nonces_differ_between_devices(self) -> None:
         """
@@ -150,7 +151,7 @@ class EnrollmentTests(EnrollmentServerTestCase):
             [self.ca.ca_certificate],
         )
         self.assertEqual(enrollment.provider_id, "mdmd")
-        record = self.read(devices.lookup_device, "7BA748C8-703E-4DF2-A74A-92984117346A")
+        record = self.read(records.lookup_device, "7BA748C8-703E-4DF2-A74A-92984117346A")
         self.assertEqual((record.user, record.device_name, record.os_edition), ("user@contoso.com", "MY_WINDOWS_DEVICE", "4"))
 
     async def test_re_enrollment(self) -> None:
@@ -163,7 +164,7 @@ class EnrollmentTests(EnrollmentServerTestCase):
         again = self.device(device_id=device.device_id, key=OTHER_KEY)
         second = await again.enroll()
         self.assertEqual(self.read(registry.lookup, first.certificate.serial_number).status, "revoked")
-        record = self.read(devices.lookup_device, device.device_id)
+        record = self.read(records.lookup_device, device.device_id)
         self.assertEqual((record.enrollment_count, record.cert_serial), (2, second.certificate.serial_number))
 
     async def test_domain_user(self) -> None:
@@ -210,7 +211,7 @@ class FaultTests(EnrollmentServerTestCase):
         self.assertIn("alice@example.com", caught.exception.reason)
         fault = await self.fault(self.enroll_url, self.rst(modern_csr(KEY, "DEV-1"), password="nope"))
         self.assertEqual(fault.subcode, "s:Authentication")
-        self.assertIsNone(self.read(devices.lookup_device, "DEV-1"))
+        self.assertIsNone(self.read(records.lookup_device, "DEV-1"))
 
     async def test_disabled_user(self) -> None:
         """
@@ -239,7 +240,7 @@ class FaultTests(EnrollmentServerTestCase):
             self.assertEqual(fault.subcode, "s:CertificateRequest", fault.reason)
             self.assertIn(expected, fault.reason)
         self.assertEqual(self.read(registry.list_certificates), [])
-        self.assertEqual(self.read(devices.list_devices), [])
+        self.assertEqual(self.read(records.list_devices), [])
 
     async def test_message_format_faults(self) -> None:
         """
@@ -271,7 +272,7 @@ class FaultTests(EnrollmentServerTestCase):
         message = self.rst(modern_csr(KEY, "FROM-CSR")).replace(b'Name="DeviceID"', b'Name="Other"')
         device = self.device()
         await device.soap(self.enroll_url, message)
-        self.assertIsNotNone(self.read(devices.lookup_device, "FROM-CSR"))
+        self.assertIsNotNone(self.read(records.lookup_device, "FROM-CSR"))
 
     async def test_other_users_device(self) -> None:
         """
@@ -367,7 +368,7 @@ class RenewalTests(EnrollmentServerTestCase):
         new = await device.renew(OTHER_KEY)
         self.assertNotEqual(new.serial_number, old.serial_number)  # type: ignore[union-attr]
         self.assertEqual(self.read(registry.lookup, old.serial_number).revocation_reason, "superseded")  # type: ignore[union-attr]
-        record = self.read(devices.lookup_device, device.device_id)
+        record = self.read(records.lookup_device, device.device_id)
         self.assertEqual(record.cert_serial, new.serial_number)
         self.assertIsNotNone(record.renewed_at)
         self.assertEqual(self.read(devices.dm_credentials, device.device_id), credentials)
@@ -410,7 +411,7 @@ class RenewalTests(EnrollmentServerTestCase):
                 self.assertIn(expected, e.reason)
             else:
                 self.fail(f"no fault for {expected}")
-        self.store.store.run(devices.remove, device.device_id, reactor.seconds())  # type: ignore[union-attr]
+        self.store.store.run(records.remove, device.device_id, reactor.seconds())  # type: ignore[union-attr]
         with self.assertRaises(EnrollmentFault) as caught:
             await device.renew(OTHER_KEY)
         self.assertEqual(caught.exception.subcode, "s:Authentication")
@@ -438,7 +439,7 @@ class RenewalTests(EnrollmentServerTestCase):
         with self.assertRaises(Exception) as caught:
             await device.renew(OTHER_KEY)
         self.assertNotIsInstance(caught.exception, EnrollmentFault)
-        self.assertEqual(self.read(devices.lookup_device, device.device_id).cert_serial, expired.serial_number)
+        self.assertEqual(self.read(records.lookup_device, device.device_id).cert_serial, expired.serial_number)
 
 
 class EarlyRenewalTests(EnrollmentServerTestCase):
@@ -474,7 +475,7 @@ class FederatedTests(EnrollmentServerTestCase):
         self.assertEqual(device.discovery.auth_policy, "Federated")  # type: ignore[union-attr]
         self.assertEqual(device.discovery.authentication_url, self.base_url + "/EnrollmentServer/Authenticate")  # type: ignore[union-attr]
         self.assertTrue(device.user_token.startswith(b"mdmd1."))  # type: ignore[union-attr]
-        record = self.read(devices.lookup_device, device.device_id)
+        record = self.read(records.lookup_device, device.device_id)
         self.assertEqual((record.user, record.auth_policy), ("alice@example.com", "Federated"))
         self.assertEqual(enrollment.document.get("APPLICATION").parm("NAME"), "Contoso MDM")  # type: ignore[union-attr]
 
@@ -552,7 +553,7 @@ class CertificatePolicyTests(EnrollmentServerTestCase):
         issued = await self.ca.issue(OTHER_KEY.public_key(), "bulk-enrollment")
         device = self.device(provisioning_certificate=(issued.certificate, OTHER_KEY))
         await device.enroll()
-        record = self.read(devices.lookup_device, device.device_id)
+        record = self.read(records.lookup_device, device.device_id)
         self.assertEqual((record.user, record.auth_policy), ("certificate:CN=bulk-enrollment", "Certificate"))
         self.assertIsNone(device.enrollment.document.get("DMClient", "Provider", "mdmd").parm("UPN"))  # type: ignore[union-attr]
 

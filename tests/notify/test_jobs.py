@@ -169,7 +169,11 @@ class EnqueueTests(StoreTestCase):
         self.assertEqual(cleared["msisdn"], "+447700900123")
 
 
-class StateTests(StoreTestCase):
+class JobTestCase(StoreTestCase):
+    """
+    One queued job of two segments (D1, session id BEEF).
+    """
+
     def setUp(self) -> None:
         super().setUp()
         self.run_(add_device, "D1", server_name="s" * 150)
@@ -179,6 +183,8 @@ class StateTests(StoreTestCase):
     def record(self, *keys: str) -> None:
         self.run_(jobs.record_submitted, self.ref, 110.0, via="smpp", message_ids=keys, keys=keys)
 
+
+class StateTests(JobTestCase):
     def test_ids_kept_as_they_come(self) -> None:
         """
         An acknowledged segment's id is kept while the job stays queued; a
@@ -268,3 +274,94 @@ class StateTests(StoreTestCase):
         self.assertEqual(self.read(jobs.list_pushes, None, None, ["submitted"]), [])
         self.assertEqual(self.read(jobs.push_counts)["queued"], 3)
         self.assertEqual(self.read(jobs.push_facts, "D1")["jobs"], {"queued": 2})
+
+
+S, E = jobs.PushState, jobs.PushEvent
+_FINISHED = (S.ANSWERED, S.FAILED, S.EXPIRED)
+
+#: The moves of the table, written out.
+MOVES = {
+    (S.QUEUED, E.SUBMIT): S.SUBMITTED,
+    (S.QUEUED, E.REFUSE): S.FAILED,
+    (S.QUEUED, E.DELIVER): S.DELIVERED,
+    (S.QUEUED, E.UNDELIVERED): S.FAILED,
+    (S.QUEUED, E.ANSWER): S.ANSWERED,
+    (S.QUEUED, E.EXPIRE): S.EXPIRED,
+    (S.SUBMITTED, E.DELIVER): S.DELIVERED,
+    (S.SUBMITTED, E.UNDELIVERED): S.FAILED,
+    (S.SUBMITTED, E.ANSWER): S.ANSWERED,
+    (S.SUBMITTED, E.EXPIRE): S.EXPIRED,
+    (S.DELIVERED, E.ANSWER): S.ANSWERED,
+    (S.DELIVERED, E.EXPIRE): S.EXPIRED,
+}
+#: What the SMSC may report after the job moved on: the job stays where it is.
+LATE = (
+    {(state, event) for state in (S.SUBMITTED, S.DELIVERED, *_FINISHED) for event in (E.SUBMIT, E.REFUSE)}
+    | {(state, event) for state in (S.DELIVERED, *_FINISHED) for event in (E.DELIVER, E.UNDELIVERED)}
+)
+
+
+class TransitionTests(SynchronousTestCase):
+    def test_every_pair(self) -> None:
+        """
+        The table is the documented moves plus the late reports that keep a
+        job where it is; every other (state, event) raises IllegalPushMove.
+        """
+        self.assertEqual(jobs.TRANSITIONS, {**MOVES, **{key: key[0] for key in LATE}})
+        for state in S:
+            for event in E:
+                if (state, event) in MOVES:
+                    self.assertIs(jobs.next_state(state, event), MOVES[(state, event)])
+                elif (state, event) in LATE:
+                    self.assertIs(jobs.next_state(state, event), state)
+                else:
+                    with self.assertRaises(jobs.IllegalPushMove) as caught:
+                        jobs.next_state(state, event)
+                    self.assertEqual((caught.exception.state, caught.exception.event), (state, event))
+                    self.assertIn(f"from {state.value} on {event.value}", str(caught.exception))
+
+    def test_finished_jobs_stay_finished(self) -> None:
+        """
+        Nothing moves a job out of answered, failed or expired; a finished job
+        cannot be answered or expired again.
+        """
+        for (state, event), target in jobs.TRANSITIONS.items():
+            if state in _FINISHED:
+                self.assertIs(target, state, (state, event))
+        for state in _FINISHED:
+            for event in (E.ANSWER, E.EXPIRE):
+                self.assertRaises(jobs.IllegalPushMove, jobs.next_state, state, event)
+
+    def test_stored_values(self) -> None:
+        """
+        The module's state names are the stored string values.
+        """
+        self.assertEqual(jobs.STATES, ("queued", "submitted", "delivered", "answered", "failed", "expired"))
+        self.assertEqual(jobs.OPEN, ("queued", "submitted", "delivered"))
+        self.assertEqual((jobs.QUEUED, jobs.ANSWERED), ("queued", "answered"))
+
+
+class LateReportTests(JobTestCase):
+    def test_reports_after_expiry(self) -> None:
+        """
+        An acknowledgement, a refusal and receipts that come after the job
+        expired keep it expired (and its finish time), but their facts are kept.
+        """
+        self.assertEqual(self.run_(jobs.expire, 700.0), [self.ref])
+        info = self.run_(jobs.record_submitted, self.ref, 710.0, via="smpp", message_ids=["m1", "m2"], keys=["m1", "m2"])
+        self.assertEqual((info.state, info.submitted_at, info.message_ids, info.finished_at), (jobs.EXPIRED, None, ("m1", "m2"), 700.0))
+        info = self.run_(jobs.record_refused, self.ref, 711.0, error="SMSC refused: ESME_RINVDSTADR", retry=False)
+        self.assertEqual((info.state, info.finished_at), (jobs.EXPIRED, 700.0))
+        info = self.run_(jobs.record_receipt, "m1", MessageState.UNDELIVERABLE, 720.0)
+        self.assertEqual((info.state, info.receipts[0]), (jobs.EXPIRED, "UNDELIVERABLE"))
+        self.assertEqual(info.error, "SMSC refused: ESME_RINVDSTADR")
+
+    def test_receipts_after_delivery(self) -> None:
+        """
+        A duplicate or contradicting receipt for a delivered job leaves it delivered.
+        """
+        self.record("m1", "m2")
+        self.run_(jobs.record_receipt, "m1", MessageState.DELIVERED, 120.0)
+        self.run_(jobs.record_receipt, "m2", MessageState.DELIVERED, 121.0)
+        info = self.run_(jobs.record_receipt, "m2", MessageState.REJECTED, 122.0)
+        self.assertEqual((info.state, info.delivered_at, info.error), (jobs.DELIVERED, 121.0, None))

@@ -1,0 +1,313 @@
+"""
+A DM check-in: the unit of work for one OMA DM message.
+
+L{exchange} checks the client certificate and the device, records the
+contact, loads the session state and the device's pending commands, runs
+L{mdmd.dm.session.handle}, applies what it decided (commands sent and
+answered, nonces, DevInfo, unenrollment, a push answered) and saves the new
+state, all in one transaction. L{mdmd.dm.resource.ManagementResource} only
+decodes the request, runs this unit and writes its answer once it committed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography import x509
+
+from mdmd.devices import lifecycle
+from mdmd.dm import queue as dm_queue
+from mdmd.dm.commands import CommandSpec
+from mdmd.dm.session import (
+    ClientNonce,
+    CommandAnswered,
+    CommandFailed,
+    CommandSent,
+    Credentials,
+    DeviceAuth,
+    DevInfoReported,
+    Effect,
+    GenericAlert,
+    HeaderRefused,
+    LoginStatus,
+    NewSession,
+    PendingCommand,
+    ServerInitiated,
+    ServerNonce,
+    SessionAborted,
+    SessionState,
+    Settings,
+    Unenrolled,
+    handle,
+    starts_new_session,
+)
+from mdmd.errors import PeerError
+from mdmd.notify.jobs import answer_push
+from mdmd.pki import registry
+from mdmd.pki.registry import ClientCertificateRefused
+from mdmd.store.models import CommandQueue, Device, DMSession
+from mdmd.syncml.codec import Codec
+from mdmd.syncml.model import SyncML
+
+__all__ = ["DMSettings", "DeviceRefused", "Exchanged", "exchange"]
+
+Root = MutableMapping[str, Any]
+
+#: How many pending commands a message considers (enough to fill any message).
+PENDING_WINDOW = 500
+#: How many generic alerts a device record keeps.
+KEEP_ALERTS = 50
+
+
+class DeviceRefused(PeerError):
+    """
+    The device may not run a DM session (unknown, removed, or not who its certificate says).
+    """
+
+    http_status = 403
+    syncml_status = 403
+
+
+@dataclass(frozen=True)
+class DMSettings:
+    session: Settings = Settings()
+    require_client_certificate: bool = True
+
+
+@dataclass(frozen=True)
+class Exchanged:
+    """
+    The plain result of one message's unit of work.
+    """
+
+    body: bytes
+    headers: tuple[tuple[str, str], ...]
+    device_id: str
+    notes: tuple[tuple[str, dict[str, Any]], ...]  # (log format, fields), logged by the adapter
+
+
+def _device_auth(device: Device) -> DeviceAuth:
+    return DeviceAuth(
+        device_id=device.device_id,
+        client=Credentials(device.dm_client_name, device.dm_client_secret, device.dm_client_nonce),
+        server=Credentials(device.dm_server_name, device.dm_server_secret, device.dm_server_nonce),
+        scheme="basic" if device.dm_client_auth_type.upper() == "BASIC" else "digest",
+    )
+
+
+def _checked_device(
+    root: Root, certificate: x509.Certificate | None, device_id: str, settings: DMSettings
+) -> Device:
+    """
+    The record of the device that sent the message, if it may run a session.
+    """
+    if certificate is not None:
+        info = registry.check_client(root, certificate)
+        if info.device_id != device_id:
+            raise DeviceRefused(
+                f"the certificate of {info.device_id} was presented for device {device_id}"
+            )
+    elif settings.require_client_certificate:
+        raise ClientCertificateRefused("a client certificate is required")
+    device: Device | None = root["devices"].get(device_id)
+    if device is None:
+        raise DeviceRefused(f"unknown device {device_id}")
+    if not lifecycle.manageable(device):
+        raise DeviceRefused(f"device {device_id} is {device.status}")
+    return device
+
+
+def exchange(
+    root: Root,
+    certificate: x509.Certificate | None,
+    message: SyncML,
+    codec: Codec,
+    body: bytes,
+    hmac_header: str | None,
+    now: float,
+    settings: DMSettings,
+    random: Callable[[int], bytes] = os.urandom,
+) -> Exchanged:
+    """
+    The unit of work for one DM message.
+
+    @raise ClientCertificateRefused: the TLS client certificate is missing
+        (when required), not ours, or revoked.
+    @raise DeviceRefused: the device is unknown, removed or unenrolled, or
+        its certificate names another device.
+    """
+    device_id = message.header.source.loc_uri
+    device = _checked_device(root, certificate, device_id, settings)
+    lifecycle.record_contact(device, now)
+
+    record = root["sessions"].get(device_id)
+    state = SessionState.from_dict(record.state) if record is not None else None
+    queue = dm_queue.queue_of(root, device_id)
+    notes: list[tuple[str, dict[str, Any]]] = []
+    if starts_new_session(message, state, now):
+        requeued = dm_queue.requeue_unanswered(queue, now)
+        if requeued:
+            notes.append(("{device_id}: {count} unanswered command(s) back in the queue",
+                          {"count": len(requeued)}))
+    pending = []
+    for command in dm_queue.pending_commands(queue):
+        pending.append(PendingCommand(command.seq, CommandSpec.from_json(command.spec), command.state))
+        if len(pending) >= PENDING_WINDOW:
+            break
+
+    outcome = handle(
+        message,
+        codec,
+        device=_device_auth(device),
+        state=state,
+        commands=pending,
+        now=now,
+        settings=settings.session,
+        body=body,
+        hmac_header=hmac_header,
+        random=random,
+    )
+    _apply(_Applying(root, device, queue, now, notes), outcome.effects)
+    if record is None:
+        root["sessions"][device_id] = DMSession(outcome.state.to_dict())
+    else:
+        record.state = outcome.state.to_dict()
+    return Exchanged(outcome.body, outcome.headers, device_id, tuple(notes))
+
+
+# -- applying the engine's effects ------------------------------------------------------------
+
+
+@dataclass
+class _Applying:
+    """
+    What the effects of one message are applied to, inside its unit of work.
+    """
+
+    root: Root
+    device: Device
+    queue: CommandQueue
+    now: float
+    #: (log format, fields) for the adapter to log once the transaction committed
+    notes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def note(self, text: str, **fields: Any) -> None:
+        self.notes.append((text, fields))
+
+
+def _new_session(work: _Applying, effect: NewSession) -> None:
+    pass  # its unanswered commands were requeued before the engine ran (starts_new_session)
+
+
+def _client_nonce(work: _Applying, effect: ClientNonce) -> None:
+    work.device.dm_client_nonce = effect.nonce
+
+
+def _server_nonce(work: _Applying, effect: ServerNonce) -> None:
+    work.device.dm_server_nonce = effect.nonce
+
+
+def _devinfo(work: _Applying, effect: DevInfoReported) -> None:
+    if dict(effect.values) != work.device.devinfo:
+        work.device.devinfo = dict(effect.values)
+
+
+def _login_status(work: _Applying, effect: LoginStatus) -> None:
+    work.device.login_status = effect.value
+
+
+def _generic_alert(work: _Applying, effect: GenericAlert) -> None:
+    alert = {"time": work.now, **effect.__dict__}
+    work.device.alerts = (tuple(work.device.alerts or ()) + (alert,))[-KEEP_ALERTS:]
+    work.note("{device_id}: generic alert {type} {data}", type=effect.type, data=effect.data)
+
+
+def _unenrolled(work: _Applying, effect: Unenrolled) -> None:
+    lifecycle.unenroll(work.root, work.device, work.now)
+    work.note("{device_id}: the user unenrolled the device; its certificate is revoked")
+
+
+def _command_sent(work: _Applying, effect: CommandSent) -> None:
+    sent_in = (effect.session_key, effect.msg_id, effect.cmd_id)
+    dm_queue.mark_sent(work.queue, effect.seq, sent_in, work.now)
+
+
+def _command_answered(work: _Applying, effect: CommandAnswered) -> None:
+    dm_queue.mark_answered(
+        work.queue, effect.seq, effect.state, effect.status, effect.statuses, effect.results, work.now
+    )
+    _inventory(work.device, effect.results)
+
+
+def _command_failed(work: _Applying, effect: CommandFailed) -> None:
+    dm_queue.mark_failed(work.queue, effect.seq, effect.error, work.now)
+    work.note("{device_id}: command {seq} failed: {error}", seq=effect.seq, error=effect.error)
+
+
+def _header_refused(work: _Applying, effect: HeaderRefused) -> None:
+    work.note("{device_id}: the device answered our SyncHdr with {code}", code=effect.code)
+
+
+def _session_aborted(work: _Applying, effect: SessionAborted) -> None:
+    work.note("{device_id}: the device aborted the session")
+
+
+def _server_initiated(work: _Applying, effect: ServerInitiated) -> None:
+    work.device.last_server_initiated = (effect.session_id, work.now)
+    answered = answer_push(work.root, work.device.device_id, effect.session_id, work.now)
+    if answered is not None:
+        work.note(
+            "{device_id}: session {session_id} answers push #{seq}",
+            session_id=effect.session_id,
+            seq=answered.seq,
+        )
+
+
+#: What each kind of effect does to the store. The handlers differ in the
+#: effect type they take, so the table's values are typed loosely.
+_EFFECTS: dict[type, Callable[[_Applying, Effect], None]] = {
+    NewSession: _new_session,
+    ClientNonce: _client_nonce,
+    ServerNonce: _server_nonce,
+    DevInfoReported: _devinfo,
+    LoginStatus: _login_status,
+    GenericAlert: _generic_alert,
+    Unenrolled: _unenrolled,
+    CommandSent: _command_sent,
+    CommandAnswered: _command_answered,
+    CommandFailed: _command_failed,
+    HeaderRefused: _header_refused,
+    SessionAborted: _session_aborted,
+    ServerInitiated: _server_initiated,
+}
+
+
+def _apply(work: _Applying, effects: tuple[Effect, ...]) -> None:
+    """
+    Apply the engine's effects, in order, each through its handler in L{_EFFECTS}.
+    """
+    for effect in effects:
+        applier = _EFFECTS.get(type(effect))
+        if applier is None:
+            raise TypeError(f"no handler for the session effect {effect!r}")
+        applier(work, effect)
+
+
+_MISSING = object()
+
+
+def _inventory(device: Device, results: tuple[dict[str, Any], ...]) -> None:
+    """
+    Keep the latest value of every DevInfo/DevDetail node the device reported.
+    """
+    found = {
+        r["source"]: r.get("data")
+        for r in results
+        if r.get("source", "") and r["source"].startswith(("./DevDetail/", "./DevInfo/"))
+    }
+    current = device.inventory or {}
+    if any(current.get(uri, _MISSING) != value for uri, value in found.items()):
+        device.inventory = {**current, **found}
