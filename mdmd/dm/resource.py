@@ -23,12 +23,12 @@ from twisted.web.server import Request
 
 from mdmd.dm import queue as dm_queue
 from mdmd.dm.commands import CommandSpec
-from mdmd.dm.session import (
+from mdmd.dm.authentication import AuthScheme, Credentials
+from mdmd.dm.effects import (
     ClientNonce,
     CommandAnswered,
     CommandFailed,
     CommandSent,
-    Credentials,
     DeviceAuth,
     DevInfoReported,
     GenericAlert,
@@ -38,12 +38,11 @@ from mdmd.dm.session import (
     ServerInitiated,
     ServerNonce,
     SessionAborted,
-    SessionState,
     Settings,
     Unenrolled,
-    handle,
-    starts_new_session,
 )
+from mdmd.dm.engine import handle, starts_new_session
+from mdmd.dm.state import SessionState
 from mdmd.errors import PeerError
 from mdmd.notify.jobs import answer_push
 from mdmd.pki import registry
@@ -100,7 +99,7 @@ def _device_auth(device: Any) -> DeviceAuth:
         device_id=device.device_id,
         client=Credentials(device.dm_client_name, device.dm_client_secret, device.dm_client_nonce),
         server=Credentials(device.dm_server_name, device.dm_server_secret, device.dm_server_nonce),
-        scheme="basic" if device.dm_client_auth_type.upper() == "BASIC" else "digest",
+        scheme=AuthScheme.BASIC if device.dm_client_auth_type.upper() == "BASIC" else AuthScheme.DIGEST,
     )
 
 
