@@ -4,6 +4,7 @@ Tests for L{mdmd.dm.engine}: one client message in, one server message out.
 
 from __future__ import annotations
 
+import itertools
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -16,17 +17,24 @@ from mdmd.dm.effects import (
     HeaderRefused,
     LoginStatus,
     NewSession,
+    ServerInitiated,
     SessionAborted,
     Settings,
     Unenrolled,
 )
-from mdmd.dm.engine import UNENROLL_ALERT, handle
+from mdmd.dm.engine import CLIENT_ALERTS, CLIENT_COMMANDS, UNENROLL_ALERT, handle
 from mdmd.dm.state import Phase
-from mdmd.syncml import auth
+from mdmd.syncml import auth, model
 from mdmd.syncml.codec import WBXML_CODEC, XML_CODEC
+from mdmd.syncml.codes import AlertCode
 from mdmd.syncml.model import (
+    Add,
     Alert,
     Atomic,
+    Command,
+    Copy,
+    Delete,
+    Exec,
     Get,
     Item,
     Location,
@@ -302,3 +310,106 @@ class WindowsCaptureTests(SynchronousTestCase):
         self.assertNotIn(b">\n", outcome.body)
         self.assertNotIn(b"> <", outcome.body)
         self.assertEqual([type(c).__name__ for c in commands(reply)], ["Replace"])
+
+
+def _command_types() -> set[type[Command]]:
+    """
+    Every command the model can decode: the Command subclasses it exports.
+    """
+    return {
+        value
+        for name in model.__all__
+        if isinstance(value := getattr(model, name), type) and issubclass(value, Command) and value is not Command
+    }
+
+
+class DispatchTests(SynchronousTestCase):
+    def open(self, *specs):
+        h = Harness(*specs, codec=WBXML_CODEC)
+        reply = h.send(h.client.package1())
+        h.client.cmd_ids = itertools.count(1)
+        return h, reply
+
+    def test_every_command_type_has_a_row(self) -> None:
+        """
+        The client command table covers every command type of mdmd.syncml.model, and nothing else.
+        """
+        types = _command_types()
+        self.assertEqual(len(types), 12)
+        self.assertEqual(set(CLIENT_COMMANDS), types)
+
+    def test_commands_a_server_does_not_take(self) -> None:
+        """
+        Add, Copy, Delete, Exec and Get from a device get 406; an unknown element 400.
+        """
+        h, reply = self.open()
+        c = h.client
+        sent = [kind(cmd_id=str(i)) for i, kind in enumerate((Add, Copy, Delete, Exec, Get), 2)]
+        reply = h.send(c.reply(c.header_status(reply), *sent))
+        self.assertEqual(
+            [(s.cmd, s.data) for s in statuses(reply)[1:]],
+            [("Add", "406"), ("Copy", "406"), ("Delete", "406"), ("Exec", "406"), ("Get", "406")],
+        )
+
+    def test_sequence_members_are_read(self) -> None:
+        """
+        A client Sequence is answered 200 and each member through the table.
+        """
+        h, reply = self.open()
+        c = h.client
+        sequence = Sequence(cmd_id="2", commands=(Alert(cmd_id="3", data="1224"), Get(cmd_id="4")))
+        reply = h.send(c.reply(c.header_status(reply), sequence))
+        self.assertEqual([(s.cmd_ref, s.data) for s in statuses(reply)[1:]], [("2", "200"), ("3", "200"), ("4", "406")])
+
+    def test_alert_table(self) -> None:
+        """
+        The alerts a device may send a DM server have their row; every other code gets 406.
+        """
+        self.assertEqual(
+            set(CLIENT_ALERTS),
+            {
+                AlertCode.SERVER_INITIATED_MGMT,
+                AlertCode.CLIENT_INITIATED_MGMT,
+                AlertCode.NEXT_MESSAGE,
+                AlertCode.SESSION_ABORT,
+                AlertCode.CLIENT_EVENT,
+                AlertCode.GENERIC_ALERT,
+            },
+        )
+        others = [code for code in AlertCode if code not in CLIENT_ALERTS]
+        h, reply = self.open(REPLACE)
+        c = h.client
+        alerts = [Alert(cmd_id=str(i), data=str(int(code))) for i, code in enumerate(others, 2)]
+        alerts.append(Alert(cmd_id="99", data=" 1223"))  # a padded code is not one we know
+        reply = h.send(c.reply(c.header_status(reply), *alerts))
+        self.assertEqual({s.data for s in statuses(reply)[1:]}, {"406"})
+        self.assertEqual(len(statuses(reply)), len(alerts) + 1)
+        self.assertEqual(h.effects(SessionAborted), [])
+
+    def test_server_initiated(self) -> None:
+        """
+        Alert 1200 reports the session as the answer to a notification with its SessionID.
+        """
+        h = Harness(REPLACE)
+        h.client.session_id = "4A2"
+        h.send(h.client.package1(alert="1200"))
+        self.assertEqual(h.effects(ServerInitiated), [ServerInitiated("4A2")])
+
+    def test_ended_session_reads_an_authenticated_message(self) -> None:
+        """
+        After the end, an authenticated message is still answered command by command, with
+        Final and nothing of ours (as the transition table's ENDED rows say).
+        """
+        h = Harness(REPLACE, GET_SWV)
+        reply = h.send(h.client.package1())
+        reply = h.send(h.answer_all(reply))
+        h.commands[3] = pending(REPLACE, start=3)[0]
+        h.records[3] = {"state": "queued"}
+        c = h.client
+        c.cmd_ids = itertools.count(1)
+        reply = h.send(c.reply(c.header_status(reply), Alert(cmd_id="2", data="1224")))
+        self.assertIs(h.state.phase, Phase.ENDED)
+        self.assertEqual([s.data for s in statuses(reply)], ["200", "200"])
+        self.assertEqual(commands(reply), [])
+        self.assertTrue(reply.final)
+
