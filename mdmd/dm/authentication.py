@@ -189,31 +189,36 @@ def authenticate(
     (missing) with a challenge, until more than C{max_failures} in a session.
     """
     if proof.hmac_header is not None:
-        presented: AuthScheme | None = AuthScheme.HMAC
-    elif state.authentication is Authentication.HMAC:
+        return _check(state, AuthScheme.HMAC, client, proof, max_failures, random)
+    if state.authentication is Authentication.HMAC:
         return _refuse(state, StatusCode.MISSING_CREDENTIALS, AuthScheme.HMAC, max_failures, random)
-    elif state.authentication is Authentication.CREDENTIAL:
+    if state.authentication is Authentication.CREDENTIAL:
         return Verdict(StatusCode.OK, SessionInput.ALREADY_AUTHENTICATED, state.auth_failures)
-    elif proof.cred is None:
+    if proof.cred is None:
         return _refuse(state, StatusCode.MISSING_CREDENTIALS, scheme, max_failures, random)
-    else:
-        meta_type = proof.cred.meta.type if proof.cred.meta is not None else None
-        presented = _CRED_SCHEMES.get(meta_type or "")
-        if presented is not scheme:
-            presented = None
-    if presented is None:
+    meta_type = proof.cred.meta.type if proof.cred.meta is not None else None
+    if _CRED_SCHEMES.get(meta_type or "") is not scheme:
         return _refuse(state, StatusCode.INVALID_CREDENTIALS, scheme, max_failures, random)
-    rules = SCHEMES[presented]
+    return _check(state, scheme, client, proof, max_failures, random)
+
+
+def _check(
+    state: SessionState,
+    scheme: AuthScheme,
+    client: Credentials,
+    proof: Proof,
+    max_failures: int,
+    random: Callable[[int], bytes],
+) -> Verdict:
+    rules = SCHEMES[scheme]
     try:
         ok = rules.verify(proof, client)
     except auth.AuthError:
         ok = False
     if not ok:
-        return _refuse(state, StatusCode.INVALID_CREDENTIALS, presented, max_failures, random)
+        return _refuse(state, StatusCode.INVALID_CREDENTIALS, scheme, max_failures, random)
     failures = 0 if rules.resets_failures else state.auth_failures
-    if not rules.nonce:
-        return Verdict(rules.accepted, rules.input, failures)
-    chal, nonce = challenge(presented, random)
+    chal, nonce = challenge(scheme, random) if rules.nonce else (None, None)
     return Verdict(rules.accepted, rules.input, failures, chal, nonce)
 
 
