@@ -28,7 +28,7 @@ from mdmd.config import Config, ListenAddress
 from mdmd.dm.checkin import DMSettings
 from mdmd.dm.resource import ManagementResource
 from mdmd.dm.sweeper import DMService
-from mdmd.dm.session import Settings
+from mdmd.dm.effects import Settings
 from mdmd.enroll.resource import enrollment_resource
 from mdmd.enroll.operations import EnrollmentService, EnrollmentSettings
 from mdmd.enroll.users import StoreUserChecker

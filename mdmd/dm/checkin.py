@@ -3,7 +3,7 @@ A DM check-in: the unit of work for one OMA DM message.
 
 L{exchange} checks the client certificate and the device, records the
 contact, loads the session state and the device's pending commands, runs
-L{mdmd.dm.session.handle}, applies what it decided (commands sent and
+L{mdmd.dm.engine.handle}, applies what it decided (commands sent and
 answered, nonces, DevInfo, unenrollment, a push answered) and saves the new
 state, all in one transaction. L{mdmd.dm.resource.ManagementResource} only
 decodes the request, runs this unit and writes its answer once it committed.
@@ -21,12 +21,12 @@ from cryptography import x509
 from mdmd.devices import lifecycle
 from mdmd.dm import queue as dm_queue
 from mdmd.dm.commands import CommandSpec
-from mdmd.dm.session import (
+from mdmd.dm.authentication import AuthScheme, Credentials
+from mdmd.dm.effects import (
     ClientNonce,
     CommandAnswered,
     CommandFailed,
     CommandSent,
-    Credentials,
     DeviceAuth,
     DevInfoReported,
     Effect,
@@ -38,12 +38,11 @@ from mdmd.dm.session import (
     ServerInitiated,
     ServerNonce,
     SessionAborted,
-    SessionState,
     Settings,
     Unenrolled,
-    handle,
-    starts_new_session,
 )
+from mdmd.dm.engine import handle, starts_new_session
+from mdmd.dm.state import SessionState
 from mdmd.errors import PeerError
 from mdmd.notify.jobs import answer_push
 from mdmd.pki import registry
@@ -94,7 +93,7 @@ def _device_auth(device: Device) -> DeviceAuth:
         device_id=device.device_id,
         client=Credentials(device.dm_client_name, device.dm_client_secret, device.dm_client_nonce),
         server=Credentials(device.dm_server_name, device.dm_server_secret, device.dm_server_nonce),
-        scheme="basic" if device.dm_client_auth_type.upper() == "BASIC" else "digest",
+        scheme=AuthScheme.BASIC if device.dm_client_auth_type.upper() == "BASIC" else AuthScheme.DIGEST,
     )
 
 

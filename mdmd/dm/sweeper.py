@@ -16,7 +16,7 @@ from twisted.logger import Logger
 
 from mdmd.dm import queue as dm_queue
 from mdmd.dm.checkin import DMSettings
-from mdmd.dm.session import SessionState
+from mdmd.dm.state import SessionState
 from mdmd.store.runner import StoreService
 
 __all__ = ["DMService", "expire_sessions"]

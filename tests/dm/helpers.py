@@ -1,19 +1,33 @@
 """
-Building client messages for session engine tests.
+Building client messages for session engine tests, and a harness that runs the engine.
 """
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from mdmd.dm.authentication import AuthScheme, Credentials
 from mdmd.dm.commands import parse_spec
-from mdmd.dm.session import Credentials, DeviceAuth, PendingCommand
+from mdmd.dm.effects import (
+    ClientNonce,
+    CommandAnswered,
+    CommandFailed,
+    CommandSent,
+    DeviceAuth,
+    PendingCommand,
+    ServerNonce,
+    Settings,
+)
+from mdmd.dm.engine import Outcome, handle, starts_new_session
+from mdmd.dm.state import SessionState
 from mdmd.syncml import auth
+from mdmd.syncml.codec import XML_CODEC
 from mdmd.syncml.model import (
     Alert,
     Command,
     Cred,
+    Get,
     Item,
     Location,
     Meta,
@@ -28,7 +42,7 @@ SERVER_URL = "https://mdm.example.com/ManagementServer/MDM.svc"
 DEVICE_ID = "7BA748C8703E4DF2A74A92984117346A"
 
 
-def device_auth(scheme: str = "digest", nonce: bytes = b"\x01" * 16) -> DeviceAuth:
+def device_auth(scheme: AuthScheme = AuthScheme.DIGEST, nonce: bytes = b"\x01" * 16) -> DeviceAuth:
     return DeviceAuth(
         device_id=DEVICE_ID,
         client=Credentials("device-name", "device-secret", nonce),
@@ -139,3 +153,109 @@ class Client:
             cmd_ref=get.cmd_id,
             items=(Item(source=Location(loc_uri=uri), meta=meta, data=data, more_data=more),),
         )
+
+
+NOW = 1_800_000_000.0
+GET_SWV = {"verb": "Get", "target": "./DevDetail/SwV"}
+REPLACE = {"verb": "Replace", "target": "./Vendor/MSFT/Policy/Config/Camera/AllowCamera", "data": "0", "format": "int"}
+
+
+class Harness:
+    """
+    Runs the engine message after message, applying its effects the way the adapter does.
+    """
+
+    def __init__(
+        self, *specs: dict, codec=XML_CODEC, settings: Settings = Settings(), scheme: AuthScheme = AuthScheme.DIGEST
+    ) -> None:
+        self.device = device_auth(scheme)
+        self.client = Client(device=self.device)
+        self.codec = codec
+        self.settings = settings
+        self.state: SessionState | None = None
+        self.commands = {c.seq: c for c in pending(*specs)}
+        self.records: dict[int, dict] = {seq: {"state": "queued"} for seq in self.commands}
+        self.now = NOW
+        self.outcomes: list[Outcome] = []
+
+    def send(self, message, hmac_header=None, body=b"", raw: bytes | None = None):
+        # What crosses the wire is bytes: encode and decode with the codec under test.
+        message = self.codec.decode(raw if raw is not None else self.codec.encode(message))
+        if starts_new_session(message, self.state, self.now):
+            for record in self.records.values():  # the adapter's requeue_unanswered
+                if record["state"] == "sent":
+                    record["state"] = "queued"
+        pending_commands = [
+            replace(c, state=self.records[c.seq]["state"])
+            for c in self.commands.values()
+            if self.records[c.seq]["state"] in ("queued", "sent")
+        ]
+        outcome = handle(
+            message,
+            self.codec,
+            device=self.device,
+            state=self.state,
+            commands=pending_commands,
+            now=self.now,
+            settings=self.settings,
+            body=body,
+            hmac_header=hmac_header,
+            random=lambda n: bytes([len(self.outcomes) + 7]) * n,
+        )
+        self.now += 1
+        self.state = SessionState.from_dict(outcome.state.to_dict())
+        for effect in outcome.effects:
+            if isinstance(effect, ClientNonce):
+                self.device = replace(self.device, client=replace(self.device.client, nonce=effect.nonce))
+                self.client.nonce = effect.nonce
+            elif isinstance(effect, ServerNonce):
+                self.device = replace(self.device, server=replace(self.device.server, nonce=effect.nonce))
+            elif isinstance(effect, CommandSent):
+                self.records[effect.seq].update(state="sent", sent_in=effect.session_key)
+            elif isinstance(effect, CommandAnswered):
+                self.records[effect.seq].update(
+                    state=effect.state, status=effect.status, statuses=effect.statuses, results=effect.results
+                )
+            elif isinstance(effect, CommandFailed):
+                self.records[effect.seq].update(state="failed", error=effect.error)
+        self.outcomes.append(outcome)
+        decoded = self.codec.decode(outcome.body)
+        self.last = decoded
+        return decoded
+
+    def effects(self, kind):
+        return [e for e in self.outcomes[-1].effects if isinstance(e, kind)]
+
+    def answer_all(self, server_msg, code: int = 200, results: dict | None = None):
+        """
+        The client's reply to a server message: SyncHdr status, a status per command (and
+        per group member), Results for Gets.
+        """
+        client = self.client
+        replies = []
+        client.cmd_ids = itertools.count(1)
+        replies.append(client.header_status(server_msg))
+
+        def answer(command):
+            if isinstance(command, (Status, Alert)):
+                return
+            replies.append(client.status_for(server_msg, command, code))
+            for child in getattr(command, "commands", ()):
+                answer(child)
+            if isinstance(command, Get) and code == 200:
+                for item in command.items:
+                    value = (results or {}).get(item.target.loc_uri, "value")
+                    replies.append(client.results_for(server_msg, command, item.target.loc_uri, value))
+
+        for command in server_msg.body:
+            answer(command)
+        # A client may not close its package before the server closed its own.
+        return client.reply(*replies, final=server_msg.final)
+
+
+def statuses(message) -> list[Status]:
+    return [c for c in message.body if isinstance(c, Status)]
+
+
+def commands(message) -> list:
+    return [c for c in message.body if not isinstance(c, (Status,)) and not (isinstance(c, Alert) and c.data == "1222")]

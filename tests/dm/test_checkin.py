@@ -5,13 +5,15 @@ a real store in memory.
 
 from __future__ import annotations
 
+import typing
+
 from dataclasses import replace
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from mdmd.devices import records
-from mdmd.dm import checkin, queue, session
+from mdmd.dm import checkin, effects, engine, queue
 from mdmd.dm.checkin import DeviceRefused, DMSettings, exchange
 from mdmd.notify import jobs
 from mdmd.notify.pkg0 import session_id_text
@@ -93,21 +95,7 @@ def with_certificate(root: Any, device_id: str) -> int:
 
 
 #: Every effect the session engine reports.
-EFFECTS = {
-    session.NewSession,
-    session.ClientNonce,
-    session.ServerNonce,
-    session.DevInfoReported,
-    session.LoginStatus,
-    session.GenericAlert,
-    session.Unenrolled,
-    session.SessionAborted,
-    session.CommandSent,
-    session.CommandAnswered,
-    session.CommandFailed,
-    session.HeaderRefused,
-    session.ServerInitiated,
-}
+EFFECTS = set(typing.get_args(effects.Effect))
 
 
 class CheckInTests(SynchronousTestCase):
@@ -137,7 +125,7 @@ class CheckInTests(SynchronousTestCase):
         alert = Alert(
             cmd_id=self.client.next_id(),
             data="1226",
-            items=(Item(meta=Meta(type=session.UNENROLL_ALERT, format="int"), data="1"),),
+            items=(Item(meta=Meta(type=engine.UNENROLL_ALERT, format="int"), data="1"),),
         )
         result = self.send(replace(message, body=message.body + (alert,)), 20.0)
         self.assertEqual(XML_CODEC.decode(result.body).body[0].data, "212")
@@ -185,7 +173,7 @@ class CheckInTests(SynchronousTestCase):
 
         def unknown(root: Any) -> None:
             work = checkin._Applying(root, root["devices"][DEVICE_ID], queue.queue_of(root, DEVICE_ID), 1.0)
-            checkin._apply(work, (session.Unenrolled(), object()))
+            checkin._apply(work, (effects.Unenrolled(), object()))
 
         with self.assertRaises(TypeError) as caught:
             self.store.run(unknown)

@@ -1,0 +1,213 @@
+"""
+What the DM session engine takes besides the message, and the effects it hands back.
+
+The inputs (L{DeviceAuth}, L{PendingCommand}, L{Settings}) are what the
+adapter reads from the store for one message; the effects are what the
+adapter applies in the same transaction: nonces to store, commands sent and
+answered, what the device reported. All are frozen values; L{Effect} is
+their union, so an adapter can dispatch on the type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+from mdmd.dm.authentication import AuthScheme, Credentials
+from mdmd.dm.commands import CommandSpec
+from mdmd.dm.state import ResultValue
+
+__all__ = [
+    "DeviceAuth",
+    "Settings",
+    "PendingCommand",
+    "Effect",
+    "NewSession",
+    "ClientNonce",
+    "ServerNonce",
+    "DevInfoReported",
+    "LoginStatus",
+    "GenericAlert",
+    "Unenrolled",
+    "SessionAborted",
+    "ServerInitiated",
+    "HeaderRefused",
+    "CommandSent",
+    "CommandAnswered",
+    "CommandFailed",
+]
+
+
+# -- inputs --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeviceAuth:
+    """
+    What the engine knows of the device: its id and both credentials from enrollment.
+
+    C{client} (w7 APPAUTH level APPSRV) is how the device authenticates to us;
+    C{server} (level CLIENT) is how we authenticate to the device. C{scheme}
+    is the APPSRV AAUTHTYPE (a device may switch to HMAC on its own).
+    """
+
+    device_id: str
+    client: Credentials
+    server: Credentials
+    scheme: AuthScheme = AuthScheme.DIGEST
+
+
+@dataclass(frozen=True)
+class Settings:
+    session_timeout: float = 1800.0
+    #: Used when the device announces no MaxMsgSize (Intune uses the same).
+    default_max_msg_size: int = 524288
+    #: The largest object we accept from a device (announced in our SyncHdr Meta).
+    max_obj_size: int = 4 * 1024 * 1024
+    max_auth_failures: int = 3
+
+
+@dataclass(frozen=True)
+class PendingCommand:
+    """
+    A queued or sent command as the engine sees it.
+    """
+
+    seq: int
+    spec: CommandSpec
+    state: str  # queued | sent
+
+    @property
+    def scope(self) -> str:
+        return self.spec.scope
+
+
+# -- effects --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewSession:
+    """
+    A new session began: commands sent in an earlier one go back in the queue.
+    """
+
+    key: str
+    session_id: str
+
+
+@dataclass(frozen=True)
+class ClientNonce:
+    """
+    The nonce the device must use in its next credentials (store it).
+    """
+
+    nonce: bytes
+
+
+@dataclass(frozen=True)
+class ServerNonce:
+    """
+    The device challenged us: the nonce for our credentials from now on.
+    """
+
+    nonce: bytes
+
+
+@dataclass(frozen=True)
+class DevInfoReported:
+    values: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class LoginStatus:
+    value: str  # user | others | none
+
+
+@dataclass(frozen=True)
+class GenericAlert:
+    type: str | None
+    format: str | None
+    mark: str | None
+    source: str | None
+    data: str | None
+    correlator: str | None
+
+
+@dataclass(frozen=True)
+class Unenrolled:
+    """
+    The user removed the work account on the device (Alert 1226 unenrollment).
+    """
+
+
+@dataclass(frozen=True)
+class SessionAborted:
+    """
+    The device aborted the session (Alert 1223).
+    """
+
+
+@dataclass(frozen=True)
+class ServerInitiated:
+    """
+    The session answers a notification (Alert 1200 with this SessionID).
+    """
+
+    session_id: str
+
+
+@dataclass(frozen=True)
+class HeaderRefused:
+    """
+    The device answered our SyncHdr with an error (Windows sends 500 when it dislikes something).
+    """
+
+    code: int
+
+
+@dataclass(frozen=True)
+class CommandSent:
+    seq: int
+    session_key: str
+    msg_id: str
+    cmd_id: str
+
+
+@dataclass(frozen=True)
+class CommandAnswered:
+    """
+    The device's verdict on a command: C{state} is the queue state it moves to (C{done}, C{failed}).
+    """
+
+    seq: int
+    state: str
+    status: int
+    statuses: tuple[tuple[str, int], ...]
+    results: tuple[ResultValue, ...]
+
+
+@dataclass(frozen=True)
+class CommandFailed:
+    """
+    We could not send a command at all (too large for the device).
+    """
+
+    seq: int
+    error: str
+
+
+Effect = Union[
+    NewSession,
+    ClientNonce,
+    ServerNonce,
+    DevInfoReported,
+    LoginStatus,
+    GenericAlert,
+    Unenrolled,
+    SessionAborted,
+    ServerInitiated,
+    HeaderRefused,
+    CommandSent,
+    CommandAnswered,
+    CommandFailed,
+]

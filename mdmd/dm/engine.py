@@ -1,0 +1,806 @@
+"""
+The OMA DM 1.2 session engine: one client message in, one server message out.
+
+Sans-IO, in the h11 manner: L{handle} takes the decoded client message, the
+device's credentials, the session state and the device's pending commands,
+all plain values, and returns the answer, the new session state and a list
+of effects (L{mdmd.dm.effects}) for the adapter to apply in the same store
+transaction. It reads no clock (C{now} is passed in) and no randomness but
+the C{random} it is given.
+
+One message goes through these steps, each moving the session only through
+the transition table of L{mdmd.dm.state}:
+
+ 1. authenticate it (L{mdmd.dm.authentication}) and answer its SyncHdr;
+ 2. answer every client command in order, through L{CLIENT_COMMANDS} (Alerts
+    by code through L{CLIENT_ALERTS}), recording what the device says of the
+    commands we sent; an unauthenticated message only gets its statuses;
+ 3. settle our commands the device has answered;
+ 4. in an OPEN session, add the commands that fit the device's MaxMsgSize
+    (a value larger than a message in chunks, L{mdmd.dm.chunking}) and end
+    the answer: Final, or withheld while our package or the device's goes on.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Final
+
+from mdmd.dm import chunking
+from mdmd.dm.authentication import Proof, authenticate, offered_nonce, response_headers, server_cred
+from mdmd.dm.commands import CommandSpec, sendable
+from mdmd.dm.effects import (
+    ClientNonce,
+    CommandAnswered,
+    CommandFailed,
+    CommandSent,
+    DeviceAuth,
+    DevInfoReported,
+    Effect,
+    GenericAlert,
+    HeaderRefused,
+    LoginStatus,
+    NewSession,
+    PendingCommand,
+    ServerInitiated,
+    ServerNonce,
+    SessionAborted,
+    Settings,
+    Unenrolled,
+)
+from mdmd.dm.state import (
+    Answer,
+    OurPackage,
+    Phase,
+    ResultValue,
+    SentRef,
+    SessionInput,
+    SessionState,
+    advance,
+)
+from mdmd.syncml.codec import Codec
+from mdmd.syncml.codes import AlertCode, StatusCode
+from mdmd.syncml.model import (
+    Add,
+    Alert,
+    Atomic,
+    Command,
+    Copy,
+    Data,
+    Delete,
+    Exec,
+    Get,
+    Item,
+    ItemCommand,
+    Location,
+    Meta,
+    Replace,
+    Results,
+    Sequence as SequenceCommand,
+    Status,
+    SyncHdr,
+    SyncML,
+    UnknownElement,
+    data_text,
+)
+
+__all__ = [
+    "Outcome",
+    "handle",
+    "starts_new_session",
+    "CLIENT_COMMANDS",
+    "CLIENT_ALERTS",
+    "UNENROLL_ALERT",
+    "LOGIN_STATUS",
+]
+
+UNENROLL_ALERT = "com.microsoft:mdm.unenrollment.userrequest"
+LOGIN_STATUS = "com.microsoft/MDM/LoginStatus"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    response: SyncML
+    body: bytes  # the response, encoded with the request's codec
+    state: SessionState
+    effects: tuple[Effect, ...]
+    #: Extra HTTP headers (x-syncml-hmac when the session uses HMAC).
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+class _Ids:
+    """
+    CmdIDs of the message being built: 1, 2, 3...
+    """
+
+    def __init__(self) -> None:
+        self._next = 1
+
+    def __call__(self) -> str:
+        value = str(self._next)
+        self._next += 1
+        return value
+
+    def mark(self) -> int:
+        """
+        Where the next CmdID is, to L{rewind} to if what was built is not sent.
+        """
+        return self._next
+
+    def rewind(self, mark: int) -> None:
+        self._next = mark
+
+
+@dataclass
+class _Work:
+    """
+    The mutable scratchpad of one L{handle} call.
+    """
+
+    state: SessionState
+    device: DeviceAuth
+    message: SyncML
+    codec: Codec
+    settings: Settings
+    ids: _Ids = field(default_factory=_Ids)
+    statuses: list[Status | Alert] = field(default_factory=list)
+    commands: list[Command] = field(default_factory=list)
+    effects: list[Effect] = field(default_factory=list)
+    answers: dict[int, Answer] = field(default_factory=dict)
+    touched: set[int] = field(default_factory=set)
+    sent: list[SentRef] = field(default_factory=list)
+    #: The device's package (or a large object of it) goes on: answer with Alert 1222.
+    ask_next_message: bool = False
+    #: The device sent Alert 1223 in this message.
+    aborted: bool = False
+
+    def status(
+        self,
+        command: Command,
+        code: int,
+        *,
+        target_refs: tuple[str, ...] = (),
+        source_refs: tuple[str, ...] = (),
+        items: tuple[Item, ...] = (),
+    ) -> int:
+        """
+        Answer C{command} with C{code}; return where the Status is, to L{recode} it.
+        """
+        self.statuses.append(
+            Status(
+                cmd_id=self.ids(),
+                msg_ref=self.message.header.msg_id,
+                cmd_ref=command.cmd_id or "",
+                cmd=command.name,
+                target_refs=target_refs,
+                source_refs=source_refs,
+                data=str(int(code)),
+                items=items,
+            )
+        )
+        return len(self.statuses) - 1
+
+    def recode(self, position: int, code: int) -> None:
+        status = self.statuses[position]
+        if isinstance(status, Status):
+            self.statuses[position] = replace(status, data=str(int(code)))
+
+    def move(
+        self,
+        input: SessionInput,
+        *,
+        incoming: chunking.IncomingObject | None = None,
+        outgoing: chunking.OutgoingObject | None = None,
+    ) -> None:
+        self.state = advance(self.state, input, incoming=incoming, outgoing=outgoing)
+
+
+def handle(
+    message: SyncML,
+    codec: Codec,
+    *,
+    device: DeviceAuth,
+    state: SessionState | None,
+    commands: Sequence[PendingCommand],
+    now: float,
+    settings: Settings = Settings(),
+    body: bytes = b"",
+    hmac_header: str | bytes | None = None,
+    random: Callable[[int], bytes] = os.urandom,
+) -> Outcome:
+    """
+    Answer one client message of a DM session.
+
+    C{body} and C{hmac_header} matter only when the device uses HMAC
+    (C{x-syncml-hmac}); C{commands} are the device's pending commands in
+    sequence order (queued or sent), so the engine can keep their order.
+    """
+    header = message.header
+    effects: list[Effect] = []
+    if state is None or starts_new_session(message, state, now):
+        state = SessionState.start(header.session_id, now, settings.session_timeout)
+        effects.append(NewSession(state.key, header.session_id))
+    meta = header.meta
+    if meta is not None:
+        state = replace(
+            state,
+            max_msg_size=meta.max_msg_size or state.max_msg_size,
+            max_obj_size=meta.max_obj_size or state.max_obj_size,
+        )
+    work = _Work(state, device, message, codec, settings, effects=effects, answers=dict(state.answers))
+
+    proof = Proof(header.cred, header.source.loc_name, hmac_header, body)
+    verdict = authenticate(state, device.scheme, device.client, proof, settings.max_auth_failures, random)
+    work.move(verdict.input)
+    work.state = replace(work.state, auth_failures=verdict.failures)
+    if verdict.nonce is not None:
+        work.effects.append(ClientNonce(verdict.nonce))
+    work.statuses.append(
+        Status(
+            cmd_id=work.ids(),
+            msg_ref=header.msg_id,
+            cmd_ref="0",
+            cmd="SyncHdr",
+            target_refs=(header.target.loc_uri,),
+            source_refs=(header.source.loc_uri,),
+            chal=verdict.chal,
+            data=str(int(verdict.code)),
+        )
+    )
+    if verdict.accepted:
+        for command in message.body:
+            _process(work, command)
+    else:
+        for command in message.body:
+            if not isinstance(command, Status):
+                work.status(command, verdict.code)
+    _complete_answers(work)
+
+    final = True
+    if work.state.phase is Phase.OPEN:
+        if work.aborted:
+            work.move(SessionInput.ABORTED)
+            work.effects.append(SessionAborted())
+        else:
+            final = _send_commands(work, commands)
+            work.move(_how_it_ends(work, final))
+    if work.ask_next_message and not work.commands:
+        # The device has more of its package (or of a large object) to send.
+        work.statuses.append(Alert(cmd_id=work.ids(), data=str(int(AlertCode.NEXT_MESSAGE))))
+        final = False
+
+    response = SyncML(
+        header=_response_header(work, verdict.accepted),
+        body=(*work.statuses, *work.commands),
+        final=final,
+    )
+    encoded = codec.encode(response)
+    new_state = replace(
+        work.state,
+        next_msg_id=state.next_msg_id + 1,
+        deadline=now + settings.session_timeout,
+        answers=tuple(sorted(work.answers.items())),
+        last_client_msg_id=header.msg_id,
+    )
+    headers = response_headers(new_state, device.server, encoded)
+    return Outcome(response, encoded, new_state, tuple(work.effects), headers)
+
+
+def starts_new_session(message: SyncML, state: SessionState | None, now: float) -> bool:
+    """
+    Whether C{message} begins a new session rather than continuing C{state}.
+
+    The adapter asks first: commands sent in the previous session and never
+    answered go back in the queue before the new session picks commands.
+    A package 1 repeated after a challenge continues its session (OMA DM:
+    the client resends package 1 with credentials under the same SessionID).
+    """
+    return (
+        state is None
+        or state.session_id != message.header.session_id
+        or state.deadline < now
+        or (state.phase in (Phase.OPEN, Phase.ENDED) and _is_package1(message))
+    )
+
+
+def _is_package1(message: SyncML) -> bool:
+    return any(isinstance(c, Alert) and c.data in ("1200", "1201") for c in message.body)
+
+
+def _how_it_ends(work: _Work, final: bool) -> SessionInput:
+    """
+    The input that ends an OPEN session's answer, once our commands are in.
+    """
+    waiting = bool(work.sent) or work.state.outgoing is not None
+    if not (work.commands or waiting or not final or not work.message.final):
+        return SessionInput.DONE
+    if not final and not work.ask_next_message:
+        return SessionInput.PACKAGE_CONTINUES
+    return SessionInput.CONTINUED
+
+
+# --- the client's commands -------------------------------------------------------------------
+
+
+def _process(work: _Work, command: Command) -> None:
+    if command.cmd_id is None:
+        # MS-MDM: a command without CmdID gets 400 with an empty CmdRef.
+        work.status(command, StatusCode.BAD_REQUEST)
+        return
+    CLIENT_COMMANDS[type(command)](work, command)
+
+
+def _client_sequence(work: _Work, command: SequenceCommand) -> None:
+    work.status(command, StatusCode.OK)
+    for child in command.commands:
+        _process(work, child)
+
+
+def _client_atomic(work: _Work, command: Atomic) -> None:
+    _atomic(work, command, nested=False)
+
+
+def _nested_atomic(work: _Work, command: Atomic) -> None:
+    _atomic(work, command, nested=True)
+
+
+def _atomic(work: _Work, command: Atomic, nested: bool) -> None:
+    """
+    Windows' rules: a nested Atomic gets 500 and its parent 507; so does a Get inside.
+
+    The members that succeeded in an Atomic that failed are rolled back (216).
+    """
+    position = work.status(command, StatusCode.OK)
+    failed = nested
+    members = []
+    for child in command.commands:
+        refusal = _ATOMIC_REFUSALS.get(type(child))
+        if refusal is None and child.cmd_id is not None:
+            members.append(len(work.statuses))
+            _process(work, child)
+        else:
+            (refusal or _bad_request)(work, child)
+            failed = True
+    code = StatusCode.COMMAND_FAILED if nested else (StatusCode.ATOMIC_FAILED if failed else StatusCode.OK)
+    work.recode(position, code)
+    if failed:
+        for index in members:
+            status = work.statuses[index]
+            if isinstance(status, Status) and status.data == str(int(StatusCode.OK)):
+                work.recode(index, StatusCode.ATOMIC_ROLL_BACK_OK)
+
+
+def _bad_request(work: _Work, command: Command) -> None:
+    work.status(command, StatusCode.BAD_REQUEST)
+
+
+def _command_failed(work: _Work, command: Command) -> None:
+    work.status(command, StatusCode.COMMAND_FAILED)
+
+
+def _not_supported(work: _Work, command: Command) -> None:
+    """
+    Add, Delete, Exec, Get, Copy from a device: a DM server has no tree to act on.
+    """
+    work.status(command, StatusCode.OPTIONAL_FEATURE_NOT_SUPPORTED)
+
+
+def _client_alert(work: _Work, alert: Alert) -> None:
+    code = _ALERT_CODES.get(alert.data or "")
+    act = CLIENT_ALERTS.get(code) if code is not None else None
+    if act is None:
+        work.status(alert, StatusCode.OPTIONAL_FEATURE_NOT_SUPPORTED)
+        return
+    act(work, alert)
+    work.status(alert, StatusCode.OK)
+
+
+def _session_abort(work: _Work, alert: Alert) -> None:
+    work.aborted = True
+
+
+def _accepted(work: _Work, alert: Alert) -> None:
+    """
+    1201 opens the session; 1222 asks for our next message, which follows anyway.
+    """
+
+
+def _server_initiated(work: _Work, alert: Alert) -> None:
+    work.effects.append(ServerInitiated(work.message.header.session_id))
+
+
+def _client_event(work: _Work, alert: Alert) -> None:
+    for item in alert.items:
+        kind = item.meta.type if item.meta else None
+        value = (data_text(item.data) or "").strip().lower()
+        if kind == LOGIN_STATUS:
+            work.state = replace(work.state, user_logged_in=value == "user")
+            work.effects.append(LoginStatus(value))
+
+
+def _generic_alert(work: _Work, alert: Alert) -> None:
+    for item in alert.items:
+        meta = item.meta or Meta()
+        work.effects.append(
+            GenericAlert(
+                type=meta.type,
+                format=meta.format,
+                mark=meta.mark,
+                source=item.source.loc_uri if item.source else None,
+                data=_text(item.data),
+                correlator=alert.correlator,
+            )
+        )
+        if meta.type == UNENROLL_ALERT:
+            work.effects.append(Unenrolled())
+
+
+def _text(data: Data | None) -> str | None:
+    if isinstance(data, bytes):
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            return base64.b64encode(data).decode("ascii")
+    return data
+
+
+def _client_replace(work: _Work, command: Replace) -> None:
+    """
+    Package 1's DevInfo (and any other values the device reports).
+    """
+    items = _receive(work, command, None, None)
+    if items is None:
+        return
+    values = tuple(
+        (
+            item.source.loc_uri if item.source else (item.target.loc_uri if item.target else ""),
+            _text(item.data) or "",
+        )
+        for item in items
+    )
+    work.effects.append(DevInfoReported(values))
+    work.status(command, StatusCode.OK)
+
+
+def _receive(
+    work: _Work, command: Replace | Results, msg_ref: str | None, cmd_ref: str | None
+) -> tuple[Item, ...] | None:
+    """
+    The command's items (a large object whole), or None once the command is answered.
+    """
+    before = work.state.incoming
+    received = chunking.receive(before, command, msg_ref, cmd_ref, work.settings.max_obj_size)
+    if received.cut_off is not None:
+        work.statuses.append(
+            Alert(
+                cmd_id=work.ids(),
+                data=str(int(AlertCode.NO_END_OF_DATA)),
+                items=(Item(source=Location(loc_uri=received.cut_off.source or "")),),
+            )
+        )
+    if received.incoming is not None:
+        work.move(SessionInput.CHUNK_RECEIVED, incoming=received.incoming)
+        work.ask_next_message = True
+    elif before is not None:
+        work.move(SessionInput.RECEIVING_STOPPED)
+    if received.status is not None:
+        work.status(command, received.status)
+    return received.items
+
+
+def _find_sent(work: _Work, msg_ref: str | None, cmd_ref: str | None) -> SentRef | None:
+    for ref in work.state.sent:
+        if ref.msg_id == msg_ref and ref.cmd_id == cmd_ref:
+            return ref
+    return None
+
+
+def _client_status(work: _Work, status: Status) -> None:
+    code = _code(status.data)
+    if status.cmd_ref == "0" or status.cmd == "SyncHdr":
+        _header_status(work, status, code)
+        return
+    ref = _find_sent(work, status.msg_ref, status.cmd_ref)
+    if ref is None:
+        return  # a status for something we do not know (or already settled): nothing to do
+    if ref.chunk and code == StatusCode.CHUNKED_ITEM_ACCEPTED:
+        work.state = replace(work.state, sent=tuple(r for r in work.state.sent if r != ref))
+        return
+    answer = work.answers.get(ref.seq, Answer())
+    work.answers[ref.seq] = replace(answer, statuses=answer.statuses + ((ref.path, code),))
+    work.touched.add(ref.seq)
+
+
+def _header_status(work: _Work, status: Status, code: int) -> None:
+    """
+    The device's verdict on our SyncHdr (and so on our credential).
+    """
+    nonce = offered_nonce(status)
+    if code in (StatusCode.INVALID_CREDENTIALS, StatusCode.MISSING_CREDENTIALS):
+        # The device wants us to authenticate (w7 CLIENT credentials), with its nonce at once.
+        if nonce is not None:
+            work.effects.append(ServerNonce(nonce))
+            work.device = replace(work.device, server=replace(work.device.server, nonce=nonce))
+        work.move(SessionInput.DEVICE_CHALLENGED)
+    elif code >= 300:
+        work.effects.append(HeaderRefused(code))
+    elif nonce is not None:
+        work.effects.append(ServerNonce(nonce))
+
+
+def _code(text: str | None) -> int:
+    try:
+        return int((text or "").strip())
+    except ValueError:
+        return int(StatusCode.BAD_REQUEST)
+
+
+def _client_results(work: _Work, results: Results) -> None:
+    ref = _find_sent(work, results.msg_ref, results.cmd_ref)
+    items = _receive(work, results, results.msg_ref, results.cmd_ref)
+    if items is None:
+        return
+    if ref is None:
+        # Results for nothing we asked: accept and drop (they may answer an old session).
+        work.status(results, StatusCode.OK)
+        return
+    found = tuple(_result_value(item, results.meta) for item in items)
+    answer = work.answers.get(ref.seq, Answer())
+    work.answers[ref.seq] = replace(answer, results=answer.results + found)
+    work.touched.add(ref.seq)
+    work.status(results, StatusCode.OK)
+
+
+def _result_value(item: Item, default: Meta | None) -> ResultValue:
+    meta = item.meta or default or Meta()
+    value: ResultValue = {
+        "source": item.source.loc_uri if item.source else None,
+        "format": meta.format,
+        "type": meta.type,
+    }
+    if isinstance(item.data, bytes):
+        try:
+            value["data"] = item.data.decode("utf-8")
+        except UnicodeDecodeError:
+            value["data"] = base64.b64encode(item.data).decode("ascii")
+            value["encoding"] = "base64"
+    else:
+        value["data"] = item.data
+    return value
+
+
+#: The client's commands, by type: every command of L{mdmd.syncml.model} has its row.
+#: (Each handler takes its own type: the table pairs them, hence C{Any}.)
+CLIENT_COMMANDS: Final[Mapping[type[Command], Callable[[_Work, Any], None]]] = {
+    Status: _client_status,
+    Results: _client_results,
+    Alert: _client_alert,
+    Replace: _client_replace,
+    Atomic: _client_atomic,
+    SequenceCommand: _client_sequence,
+    UnknownElement: _bad_request,
+    Add: _not_supported,
+    Copy: _not_supported,
+    Delete: _not_supported,
+    Exec: _not_supported,
+    Get: _not_supported,
+}
+
+#: Members of a client Atomic refused whatever their CmdID (a member without one gets 400).
+_ATOMIC_REFUSALS: Final[Mapping[type[Command], Callable[[_Work, Any], None]]] = {
+    Atomic: _nested_atomic,
+    Get: _command_failed,
+    UnknownElement: _bad_request,
+}
+
+#: The client's alerts, by code, each answered 200 after its action; any other code gets 406.
+CLIENT_ALERTS: Final[Mapping[AlertCode, Callable[[_Work, Alert], None]]] = {
+    AlertCode.SERVER_INITIATED_MGMT: _server_initiated,
+    AlertCode.CLIENT_INITIATED_MGMT: _accepted,
+    AlertCode.NEXT_MESSAGE: _accepted,
+    AlertCode.SESSION_ABORT: _session_abort,
+    AlertCode.CLIENT_EVENT: _client_event,
+    AlertCode.GENERIC_ALERT: _generic_alert,
+}
+
+#: An alert's code by its exact text (a padded code is not one we know).
+_ALERT_CODES: Final[Mapping[str, AlertCode]] = {str(int(code)): code for code in AlertCode}
+
+
+# --- answers to our commands ---------------------------------------------------------------
+
+
+def _outcome(code: int) -> str:
+    """
+    The queue state a command's final status moves it to.
+    """
+    return "done" if 200 <= code < 300 else "failed"
+
+
+def _complete_answers(work: _Work) -> None:
+    """
+    Turn what the device said this message into command verdicts.
+
+    A command is answered once its own status has come; a Get that
+    succeeded also waits for its Results unless they are still arriving
+    in chunks.
+    """
+    for seq in sorted(work.touched):
+        answer = work.answers[seq]
+        top = [code for path, code in answer.statuses if path == ""]
+        if not top:
+            continue
+        code = top[-1]
+        outgoing = work.state.outgoing
+        still_sending = outgoing is not None and outgoing.seq == seq
+        incoming = work.state.incoming
+        receiving = incoming is not None and any(r.seq == seq for r in _refs_for(work, incoming))
+        if still_sending or receiving:
+            continue
+        del work.answers[seq]
+        work.state = replace(work.state, sent=tuple(r for r in work.state.sent if r.seq != seq))
+        work.effects.append(CommandAnswered(seq, _outcome(code), code, answer.statuses, answer.results))
+
+
+def _refs_for(work: _Work, incoming: chunking.IncomingObject) -> Iterator[SentRef]:
+    for ref in work.state.sent:
+        if ref.msg_id == incoming.msg_ref and ref.cmd_id == incoming.cmd_ref:
+            yield ref
+
+
+# --- our commands ------------------------------------------------------------------------------
+
+_ITEM_VERBS: Final[Mapping[str, type[ItemCommand]]] = {
+    "Get": Get,
+    "Add": Add,
+    "Replace": Replace,
+    "Delete": Delete,
+    "Exec": Exec,
+    "Copy": Copy,
+}
+_GROUP_VERBS: Final[Mapping[str, type[Atomic] | type[SequenceCommand]]] = {
+    "Atomic": Atomic,
+    "Sequence": SequenceCommand,
+}
+
+
+def _build(spec: CommandSpec, ids: _Ids, seq: int, path: str, refs: list[SentRef], msg_id: str) -> Command:
+    """
+    The command for C{spec}, CmdIDs from C{ids}; a L{SentRef} per command and member goes to C{refs}.
+    """
+    group = _GROUP_VERBS.get(spec.verb)
+    if group is None:
+        return _build_items(spec, ids, seq, path, refs, msg_id)
+    cmd_id = ids()
+    refs.append(SentRef(msg_id, cmd_id, seq, path, spec.verb))
+    children = tuple(
+        _build(child, ids, seq, f"{path}.{i}" if path else str(i), refs, msg_id)
+        for i, child in enumerate(spec.commands, 1)
+    )
+    return group(cmd_id=cmd_id, commands=children)
+
+
+def _build_items(
+    spec: CommandSpec, ids: _Ids, seq: int, path: str, refs: list[SentRef], msg_id: str
+) -> ItemCommand:
+    cmd_id = ids()
+    refs.append(SentRef(msg_id, cmd_id, seq, path, spec.verb))
+    items = tuple(
+        Item(
+            target=Location(loc_uri=item.target),
+            source=Location(loc_uri=item.source) if item.source else None,
+            meta=Meta(format=item.format, type=item.type) if (item.format or item.type) else None,
+            data=item.data,
+        )
+        for item in spec.items
+    )
+    return _ITEM_VERBS[spec.verb](cmd_id=cmd_id, items=items)
+
+
+def _response_header(work: _Work, authenticated: bool) -> SyncHdr:
+    """
+    Our SyncHdr: the device's Source as Target and its Target as Source.
+
+    The Meta announces the largest object we accept (Windows ignores Meta in
+    a server's SyncHdr; other DM clients honour it).
+    """
+    client = work.message.header
+    return SyncHdr(
+        session_id=client.session_id,
+        msg_id=str(work.state.next_msg_id),
+        target=Location(loc_uri=client.source.loc_uri),
+        source=Location(loc_uri=client.target.loc_uri),
+        cred=server_cred(work.state, work.device.server),
+        meta=Meta(max_obj_size=work.settings.max_obj_size) if authenticated else None,
+    )
+
+
+def _budget(work: _Work) -> int:
+    limit = work.state.max_msg_size or work.settings.default_max_msg_size
+    header = _response_header(work, True)
+    used = max(work.codec.envelope_size(header, True), work.codec.envelope_size(header, False))
+    used += sum(work.codec.command_size(c) for c in work.statuses)
+    # Room for an Alert 1222 we may have to add.
+    used += work.codec.command_size(Alert(cmd_id="9999", data="1222"))
+    return limit - used
+
+
+def _send_commands(work: _Work, pending: Sequence[PendingCommand]) -> bool:
+    """
+    Add as many sendable commands as fit; return whether this message ends our package.
+    """
+    if work.ask_next_message or (not work.message.final and work.state.package is OurPackage.CLOSED):
+        # The device's own package goes on: answer "next message", no commands.
+        # (Its message without Final is expected while *our* package is open:
+        # a client may not close its package before the server closed its own.)
+        work.ask_next_message = True
+        return False
+    if any(not r.chunk for r in work.state.sent):
+        return True  # wait for the statuses of what we already sent
+    budget = _budget(work)
+    msg_id = str(work.state.next_msg_id)
+    by_seq = {c.seq: c for c in pending}
+    outgoing = work.state.outgoing
+    if outgoing is not None:
+        command = by_seq.get(outgoing.seq)
+        if command is None:
+            work.move(SessionInput.SENDING_STOPPED)
+        else:
+            return _send_chunk(work, command, outgoing.offset, budget, msg_id)
+    answered = {e.seq for e in work.effects if isinstance(e, (CommandAnswered, CommandFailed))}
+    view = [c if c.seq not in answered else replace(c, state="done") for c in pending]
+    complete = True
+    for candidate in sendable(view, work.state.user_logged_in):
+        refs: list[SentRef] = []
+        mark = work.ids.mark()
+        built = _build(candidate.spec, work.ids, candidate.seq, "", refs, msg_id)
+        size = work.codec.command_size(built)
+        too_big = chunking.too_big(candidate.spec, work.state.max_obj_size)
+        if too_big:
+            work.ids.rewind(mark)
+            work.effects.append(CommandFailed(candidate.seq, too_big))
+            continue
+        if size <= budget:
+            work.commands.append(built)
+            work.sent.extend(refs)
+            work.state = replace(work.state, sent=work.state.sent + tuple(refs))
+            work.effects.append(CommandSent(candidate.seq, work.state.key, msg_id, refs[0].cmd_id))
+            budget -= size
+            continue
+        work.ids.rewind(mark)
+        if work.commands:
+            complete = False  # the rest goes in the next message of our package
+            break
+        if chunking.chunkable(candidate.spec):
+            return _send_chunk(work, candidate, 0, budget, msg_id)
+        work.effects.append(
+            CommandFailed(candidate.seq, f"{candidate.spec.verb} of {size} bytes does not fit the device's MaxMsgSize")
+        )
+    return complete
+
+
+def _send_chunk(work: _Work, command: PendingCommand, offset: int, budget: int, msg_id: str) -> bool:
+    """
+    Send the chunk of C{command} that starts at C{offset}; return whether it was the last.
+    """
+    refs: list[SentRef] = []
+    whole = _build_items(command.spec, work.ids, command.seq, "", refs, msg_id)
+    piece = chunking.next_piece(work.codec, whole, command.seq, offset, budget)
+    if piece is None:
+        work.move(SessionInput.SENDING_STOPPED)
+        work.effects.append(CommandFailed(command.seq, "MaxMsgSize leaves no room for a chunk"))
+        return True
+    ref = replace(refs[0], chunk=piece.sending is not None)
+    work.commands.append(piece.command)
+    work.sent.append(ref)
+    work.state = replace(work.state, sent=work.state.sent + (ref,))
+    if piece.sending is None:
+        work.move(SessionInput.SENDING_STOPPED)
+    else:
+        work.move(SessionInput.CHUNK_SENT, outgoing=piece.sending)
+    if offset == 0:
+        work.effects.append(CommandSent(command.seq, work.state.key, msg_id, ref.cmd_id))
+    return piece.sending is None

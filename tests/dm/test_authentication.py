@@ -1,0 +1,347 @@
+"""
+Tests for L{mdmd.dm.authentication}: the device's proof, our challenges and our own credential.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import replace
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from mdmd.dm.authentication import (
+    SCHEMES,
+    AuthScheme,
+    Credentials,
+    Proof,
+    Verdict,
+    authenticate,
+    challenge,
+    offered_nonce,
+    response_headers,
+    server_cred,
+)
+from mdmd.dm.effects import HeaderRefused, ServerNonce, Settings
+from mdmd.dm.state import Authentication, Phase, ServerCredential, SessionInput, SessionState
+from mdmd.syncml import auth
+from mdmd.syncml.codec import XML_CODEC
+from mdmd.syncml.model import Chal, Cred, Meta, Status
+
+from .helpers import GET_SWV, NOW, REPLACE, Harness, commands, statuses
+
+
+class AuthenticationTests(SynchronousTestCase):
+    def test_missing_credentials(self) -> None:
+        """
+        No Cred: 407 with a challenge, every command answered 407, nothing sent;
+        package 1 again with the challenged nonce then succeeds.
+        """
+        h = Harness(REPLACE)
+        reply = h.send(h.client.package1(cred=False))
+        header = statuses(reply)[0]
+        self.assertEqual(header.data, "407")
+        self.assertEqual(header.chal.meta.type, "syncml:auth-md5")
+        self.assertEqual({s.data for s in statuses(reply)}, {"407"})
+        self.assertEqual(commands(reply), [])
+        self.assertIs(h.state.phase, Phase.CHALLENGED)
+        reply = h.send(h.client.package1())
+        self.assertEqual(statuses(reply)[0].data, "212")
+        self.assertEqual(len(commands(reply)), 1)
+
+    def test_wrong_password(self) -> None:
+        """
+        A wrong digest gets 401 and a new nonce.
+        """
+        h = Harness(REPLACE)
+        h.client.device = replace(h.client.device, client=replace(h.client.device.client, secret="wrong"))
+        reply = h.send(h.client.package1())
+        self.assertEqual(statuses(reply)[0].data, "401")
+        self.assertIsNotNone(statuses(reply)[0].chal.meta.next_nonce)
+        self.assertEqual(commands(reply), [])
+
+    def test_old_nonce_stops_working(self) -> None:
+        """
+        After a successful session the nonce it used is no longer accepted (replay).
+        """
+        h = Harness()
+        old_nonce = h.client.nonce
+        h.send(h.client.package1())
+        self.assertNotEqual(h.device.client.nonce, old_nonce)
+        h.client = replace(h.client, session_id="E", nonce=old_nonce)
+        reply = h.send(h.client.package1())
+        self.assertEqual(statuses(reply)[0].data, "401")
+
+    def test_new_nonce_every_session(self) -> None:
+        """
+        Each session issues a different nonce.
+        """
+        h = Harness()
+        seen = []
+        for session_id in ("1", "2", "3"):
+            h.client.session_id = session_id
+            reply = h.send(h.client.package1())
+            self.assertEqual(statuses(reply)[0].data, "212")
+            seen.append(statuses(reply)[0].chal.meta.next_nonce)
+        self.assertEqual(len(set(seen)), 3)
+
+    def test_basic(self) -> None:
+        """
+        auth-basic credentials are accepted for a Basic device.
+        """
+        h = Harness(REPLACE, scheme=AuthScheme.BASIC)
+        reply = h.send(h.client.package1(scheme="basic"))
+        self.assertEqual(statuses(reply)[0].data, "212")
+        self.assertEqual(len(commands(reply)), 1)
+
+    def test_gives_up_after_repeated_failures(self) -> None:
+        """
+        A device that keeps failing is not challenged for ever.
+        """
+        h = Harness(settings=Settings(max_auth_failures=2))
+        h.client.device = replace(h.client.device, client=replace(h.client.device.client, secret="wrong"))
+        for _ in range(3):
+            reply = h.send(h.client.package1())
+        self.assertIsNone(statuses(reply)[0].chal)
+        self.assertIs(h.state.phase, Phase.ENDED)
+
+    def test_hmac(self) -> None:
+        """
+        A valid x-syncml-hmac header authenticates the message: 200 and a fresh nonce,
+        and our answer carries our own MAC.
+        """
+        h = Harness(REPLACE)
+        message = h.client.package1(cred=False)
+        body = XML_CODEC.encode(message)
+        mac = auth.hmac_mac("device-name", h.client.nonce, body, password="device-secret")
+        h.codec = XML_CODEC
+        reply = h.send(message, hmac_header=f'algorithm=MD5, username="device-name", mac={mac}', body=body)
+        self.assertEqual(statuses(reply)[0].data, "200")
+        self.assertEqual(statuses(reply)[0].chal.meta.type, "syncml:auth-MAC")
+        (name, value), = h.outcomes[-1].headers
+        self.assertEqual(name, "x-syncml-hmac")
+        parsed = auth.parse_hmac_header(value)
+        self.assertTrue(auth.verify_hmac(parsed, h.device.server.nonce, h.outcomes[-1].body, password="server-secret"))
+        bad = h.send(message, hmac_header='username="device-name", mac=AAAA', body=body)
+        self.assertEqual(statuses(bad)[0].data, "401")
+
+    def test_server_authenticates_when_asked(self) -> None:
+        """
+        When the device answers our SyncHdr with 407 and a challenge, our next header
+        carries an MD5 Cred made with the CLIENT-level credentials and its nonce.
+        """
+        h = Harness(GET_SWV, REPLACE)
+        reply = h.send(h.client.package1())
+        nonce = b"\x09" * 16
+        chal = Chal(meta=Meta(type="syncml:auth-md5", format="b64", next_nonce=base64.b64encode(nonce).decode()))
+        h.client.cmd_ids = __import__("itertools").count(1)
+        reply = h.send(h.client.reply(h.client.header_status(reply, 407, chal)))
+        self.assertEqual(h.effects(ServerNonce), [ServerNonce(nonce)])
+        cred = reply.header.cred
+        self.assertEqual(cred.meta.type, "syncml:auth-md5")
+        self.assertEqual(cred.data, auth.md5_cred_data("mdmd", nonce, password="server-secret"))
+
+    def test_client_refuses_our_header(self) -> None:
+        """
+        Windows' Status 500 for our SyncHdr is reported.
+        """
+        h = Harness(GET_SWV)
+        reply = h.send(h.client.package1())
+        h.client.cmd_ids = __import__("itertools").count(1)
+        h.send(h.client.reply(h.client.header_status(reply, 500)))
+        self.assertEqual(h.effects(HeaderRefused), [HeaderRefused(500)])
+
+
+def _random(n: int) -> bytes:
+    return b"\x33" * n
+
+
+CLIENT = Credentials("device-name", "device-secret", b"\x01" * 16)
+SERVER = Credentials("mdmd", "server-secret", b"\x02" * 16)
+
+
+def _state(authentication: Authentication = Authentication.NONE, failures: int = 0) -> SessionState:
+    return replace(SessionState.start("D", NOW, 60.0), authentication=authentication, auth_failures=failures)
+
+
+def _md5_proof(nonce: bytes = CLIENT.nonce, loc_name: str | None = "device-name") -> Proof:
+    cred = Cred(meta=Meta(type=auth.AUTH_MD5, format="b64"), data=auth.md5_cred_data(CLIENT.name, nonce, password=CLIENT.secret))
+    return Proof(cred, loc_name, None, b"")
+
+
+def _basic_proof(secret: str = CLIENT.secret) -> Proof:
+    cred = Cred(meta=Meta(type=auth.AUTH_BASIC, format="b64"), data=auth.basic_cred_data(CLIENT.name, secret))
+    return Proof(cred, None, None, b"")
+
+
+def _hmac_proof(body: bytes = b"<SyncML/>", mac_body: bytes | None = None) -> Proof:
+    mac = auth.hmac_mac(CLIENT.name, CLIENT.nonce, body if mac_body is None else mac_body, password=CLIENT.secret)
+    return Proof(None, None, auth.format_hmac_header(CLIENT.name, mac), body)
+
+
+class SchemeTableTests(SynchronousTestCase):
+    def test_every_scheme_has_rules(self) -> None:
+        """
+        Each AuthScheme has exactly one row: its Meta Type, success code and state-machine input.
+        """
+        self.assertEqual(set(SCHEMES), set(AuthScheme))
+        self.assertEqual(
+            {s: (r.meta_type, r.accepted, r.input) for s, r in SCHEMES.items()},
+            {
+                AuthScheme.BASIC: ("syncml:auth-basic", 212, SessionInput.CREDENTIAL_ACCEPTED),
+                AuthScheme.DIGEST: ("syncml:auth-md5", 212, SessionInput.CREDENTIAL_ACCEPTED),
+                AuthScheme.HMAC: ("syncml:auth-MAC", 200, SessionInput.HMAC_ACCEPTED),
+            },
+        )
+
+    def test_values_are_the_old_strings(self) -> None:
+        """
+        The schemes' values are the words the engine used before the enum.
+        """
+        self.assertEqual([s.value for s in AuthScheme], ["basic", "digest", "hmac"])
+
+    def test_challenges(self) -> None:
+        """
+        A Basic challenge has no nonce; digest and HMAC challenges carry a fresh NextNonce.
+        """
+        chal, nonce = challenge(AuthScheme.BASIC, _random)
+        self.assertEqual((chal, nonce), (Chal(meta=Meta(type=auth.AUTH_BASIC, format="b64")), None))
+        for scheme in (AuthScheme.DIGEST, AuthScheme.HMAC):
+            chal, nonce = challenge(scheme, _random)
+            self.assertEqual(nonce, b"\x33" * 16)
+            self.assertEqual(chal.meta.type, SCHEMES[scheme].meta_type)
+            self.assertEqual(auth.decode_nonce(chal.meta.next_nonce), nonce)
+
+    def test_each_verifier(self) -> None:
+        """
+        Each scheme's verifier accepts its own good proof and refuses a bad one.
+        """
+        good = {AuthScheme.BASIC: _basic_proof(), AuthScheme.DIGEST: _md5_proof(), AuthScheme.HMAC: _hmac_proof()}
+        bad = {
+            AuthScheme.BASIC: _basic_proof("wrong"),
+            AuthScheme.DIGEST: _md5_proof(nonce=b"\x05" * 16),
+            AuthScheme.HMAC: _hmac_proof(mac_body=b"another body"),
+        }
+        for scheme, rules in SCHEMES.items():
+            self.assertTrue(rules.verify(good[scheme], CLIENT), scheme)
+            self.assertFalse(rules.verify(bad[scheme], CLIENT), scheme)
+
+
+class AuthenticateTests(SynchronousTestCase):
+    def check(self, state: SessionState, scheme: AuthScheme, proof: Proof, max_failures: int = 3) -> Verdict:
+        return authenticate(state, scheme, CLIENT, proof, max_failures, _random)
+
+    def test_digest(self) -> None:
+        """
+        A good digest: 212, a fresh nonce for the next session, failures forgotten.
+        """
+        verdict = self.check(_state(failures=2), AuthScheme.DIGEST, _md5_proof())
+        self.assertEqual(
+            (verdict.code, verdict.input, verdict.failures, verdict.nonce),
+            (212, SessionInput.CREDENTIAL_ACCEPTED, 0, b"\x33" * 16),
+        )
+        self.assertTrue(verdict.accepted)
+
+    def test_digest_names_the_client(self) -> None:
+        """
+        A digest whose LocName names someone else is refused, even with the right secret.
+        """
+        verdict = self.check(_state(), AuthScheme.DIGEST, _md5_proof(loc_name="someone"))
+        self.assertEqual((verdict.code, verdict.input), (401, SessionInput.REFUSED))
+
+    def test_basic(self) -> None:
+        """
+        Basic: 212 and no challenge.
+        """
+        verdict = self.check(_state(), AuthScheme.BASIC, _basic_proof())
+        self.assertEqual((verdict.code, verdict.chal, verdict.nonce), (212, None, None))
+
+    def test_other_scheme_refused(self) -> None:
+        """
+        A credential of another scheme than the device's is refused with the device's challenge.
+        """
+        verdict = self.check(_state(), AuthScheme.BASIC, _md5_proof())
+        self.assertEqual((verdict.code, verdict.chal.meta.type), (401, auth.AUTH_BASIC))
+
+    def test_unreadable_credential(self) -> None:
+        """
+        A credential that is not even base64 is a refusal, not an error.
+        """
+        proof = Proof(Cred(meta=Meta(type=auth.AUTH_MD5), data="!!"), None, None, b"")
+        self.assertEqual(self.check(_state(), AuthScheme.DIGEST, proof).code, 401)
+
+    def test_missing(self) -> None:
+        """
+        No credential: 407 with the device's challenge.
+        """
+        verdict = self.check(_state(), AuthScheme.DIGEST, Proof(None, None, None, b""))
+        self.assertEqual((verdict.code, verdict.chal.meta.type, verdict.failures), (407, auth.AUTH_MD5, 1))
+
+    def test_hmac_whatever_the_scheme(self) -> None:
+        """
+        A good MAC authenticates a digest device: 200, a fresh nonce, failures kept.
+        """
+        verdict = self.check(_state(failures=1), AuthScheme.DIGEST, _hmac_proof())
+        self.assertEqual(
+            (verdict.code, verdict.input, verdict.failures, verdict.chal.meta.type),
+            (200, SessionInput.HMAC_ACCEPTED, 1, auth.AUTH_MAC),
+        )
+
+    def test_hmac_session_needs_a_mac(self) -> None:
+        """
+        Once a session uses HMAC, a message without a MAC gets 407 and an HMAC challenge.
+        """
+        verdict = self.check(_state(Authentication.HMAC), AuthScheme.DIGEST, _md5_proof())
+        self.assertEqual((verdict.code, verdict.chal.meta.type), (407, auth.AUTH_MAC))
+
+    def test_bad_mac(self) -> None:
+        """
+        A bad or unreadable MAC gets 401 and an HMAC challenge.
+        """
+        for proof in (_hmac_proof(mac_body=b"x"), Proof(None, None, "garbage", b"")):
+            verdict = self.check(_state(), AuthScheme.DIGEST, proof)
+            self.assertEqual((verdict.code, verdict.chal.meta.type), (401, auth.AUTH_MAC))
+
+    def test_already_authenticated(self) -> None:
+        """
+        After a credential was accepted, no more are needed in the session.
+        """
+        verdict = self.check(_state(Authentication.CREDENTIAL), AuthScheme.DIGEST, Proof(None, None, None, b""))
+        self.assertEqual((verdict.code, verdict.input, verdict.chal), (200, SessionInput.ALREADY_AUTHENTICATED, None))
+
+    def test_give_up(self) -> None:
+        """
+        Past max_failures the refusal carries no challenge and the session gives up.
+        """
+        verdict = self.check(_state(failures=3), AuthScheme.DIGEST, Proof(None, None, None, b""))
+        self.assertEqual((verdict.input, verdict.chal, verdict.failures), (SessionInput.GIVE_UP, None, 4))
+        self.assertFalse(verdict.accepted)
+
+
+class ServerCredentialTests(SynchronousTestCase):
+    def test_cred_only_when_owed(self) -> None:
+        """
+        Our MD5 Cred (CLIENT-level credentials) goes in our SyncHdr only once the device asked.
+        """
+        self.assertIsNone(server_cred(_state(), SERVER))
+        cred = server_cred(replace(_state(), server_credential=ServerCredential.OWED), SERVER)
+        self.assertEqual(cred.meta.type, auth.AUTH_MD5)
+        self.assertEqual(cred.data, auth.md5_cred_data("mdmd", SERVER.nonce, password="server-secret"))
+
+    def test_mac_only_in_hmac_sessions(self) -> None:
+        """
+        Our answer carries x-syncml-hmac only in a session that uses HMAC.
+        """
+        self.assertEqual(response_headers(_state(Authentication.CREDENTIAL), SERVER, b"body"), ())
+        ((name, value),) = response_headers(_state(Authentication.HMAC), SERVER, b"body")
+        self.assertEqual(name, "x-syncml-hmac")
+        self.assertTrue(auth.verify_hmac(auth.parse_hmac_header(value), SERVER.nonce, b"body", password="server-secret"))
+
+    def test_offered_nonce(self) -> None:
+        """
+        The device's NextNonce is read from its challenge; an absent or unreadable one is None.
+        """
+        nonce = b"\x09" * 16
+        chal = Chal(meta=Meta(next_nonce=base64.b64encode(nonce).decode()))
+        self.assertEqual(offered_nonce(Status(chal=chal)), nonce)
+        self.assertIsNone(offered_nonce(Status()))
+        self.assertIsNone(offered_nonce(Status(chal=Chal(meta=Meta(next_nonce="!!")))))

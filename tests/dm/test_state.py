@@ -1,0 +1,497 @@
+"""
+Tests for L{mdmd.dm.state}: the transition table and the session state as the store keeps it.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+from dataclasses import fields, replace
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from mdmd.dm.chunking import IncomingObject, OutgoingObject
+from mdmd.dm.state import (
+    STATE_VERSION,
+    TRANSITIONS,
+    Authentication,
+    IllegalTransition,
+    OurPackage,
+    Phase,
+    ServerCredential,
+    SessionInput,
+    SessionState,
+    Transfer,
+    advance,
+)
+from mdmd.syncml import auth
+from mdmd.syncml.codec import WBXML_CODEC, XML_CODEC
+from mdmd.syncml.model import Chal, Item, Location, Meta
+
+from .helpers import GET_SWV, NOW, REPLACE, Harness, commands, statuses
+
+INCOMING = IncomingObject("Results", "1", "5", "./x", (Item(source=Location(loc_uri="./x"), data="ab", more_data=True),))
+OUTGOING = OutgoingObject(1, 100)
+
+
+def in_phase(phase: Phase) -> SessionState:
+    """
+    A state in C{phase} whose every other sub-state differs from the defaults,
+    so that a row that leaves one unchanged shows it.
+    """
+    return replace(
+        SessionState.start("D", NOW, 60.0),
+        phase=phase,
+        authentication=Authentication.CREDENTIAL,
+        server_credential=ServerCredential.OWED,
+        package=OurPackage.OPEN,
+        incoming=INCOMING,
+        outgoing=OUTGOING,
+    )
+
+
+def objects_for(input: SessionInput) -> dict:
+    """
+    The objects an input carries where its row starts or continues a transfer.
+    """
+    if input is SessionInput.CHUNK_RECEIVED:
+        return {"incoming": replace(INCOMING, chunks=INCOMING.chunks * 2)}
+    if input is SessionInput.CHUNK_SENT:
+        return {"outgoing": OutgoingObject(1, 200)}
+    return {}
+
+
+class TransitionTests(SynchronousTestCase):
+    def test_every_pair(self) -> None:
+        """
+        Every (phase, input) the table has moves to the step it declares, leaving the
+        sub-states it does not name as they were; every other pair raises.
+        """
+        for phase in Phase:
+            for input in SessionInput:
+                before = in_phase(phase)
+                step = TRANSITIONS.get((phase, input))
+                if step is None:
+                    with self.assertRaises(IllegalTransition, msg=(phase, input)):
+                        advance(before, input, **objects_for(input))
+                    continue
+                carried = objects_for(input)
+                after = advance(before, input, **carried)
+                self.assertIs(after.phase, step.phase, (phase, input))
+                self.assertIs(after.authentication, step.authentication or before.authentication)
+                self.assertIs(after.server_credential, step.server_credential or before.server_credential)
+                self.assertIs(after.package, step.package or before.package)
+                expected_in = {None: before.incoming, Transfer.IDLE: None}.get(step.incoming, carried.get("incoming"))
+                expected_out = {None: before.outgoing, Transfer.IDLE: None}.get(step.outgoing, carried.get("outgoing"))
+                self.assertEqual((after.incoming, after.outgoing), (expected_in, expected_out), (phase, input))
+                untouched = {f.name for f in fields(SessionState)} - {
+                    "phase", "authentication", "server_credential", "package", "incoming", "outgoing"
+                }
+                for name in untouched:
+                    self.assertEqual(getattr(after, name), getattr(before, name), name)
+
+    def test_lifecycle(self) -> None:
+        """
+        The phases move as the module says: NEW → OPEN on a credential, NEW → CHALLENGED while
+        refused, OPEN → ENDED when done or aborted, anything → ENDED on giving up.
+        """
+        expected = {
+            (Phase.NEW, SessionInput.CREDENTIAL_ACCEPTED): Phase.OPEN,
+            (Phase.NEW, SessionInput.HMAC_ACCEPTED): Phase.OPEN,
+            (Phase.NEW, SessionInput.REFUSED): Phase.CHALLENGED,
+            (Phase.CHALLENGED, SessionInput.REFUSED): Phase.CHALLENGED,
+            (Phase.CHALLENGED, SessionInput.CREDENTIAL_ACCEPTED): Phase.OPEN,
+            (Phase.OPEN, SessionInput.REFUSED): Phase.OPEN,
+            (Phase.OPEN, SessionInput.CONTINUED): Phase.OPEN,
+            (Phase.OPEN, SessionInput.PACKAGE_CONTINUES): Phase.OPEN,
+            (Phase.OPEN, SessionInput.DONE): Phase.ENDED,
+            (Phase.OPEN, SessionInput.ABORTED): Phase.ENDED,
+            **{(phase, SessionInput.GIVE_UP): Phase.ENDED for phase in Phase},
+        }
+        self.assertEqual({key: TRANSITIONS[key].phase for key in expected}, expected)
+
+    def test_how_authenticated(self) -> None:
+        """
+        A credential and an HMAC set who is authenticated and how; nothing else does.
+        """
+        setting = {key: step.authentication for key, step in TRANSITIONS.items() if step.authentication}
+        self.assertEqual(
+            {input for (_, input) in setting},
+            {SessionInput.CREDENTIAL_ACCEPTED, SessionInput.HMAC_ACCEPTED},
+        )
+        self.assertEqual(
+            {input: auth for (_, input), auth in setting.items()},
+            {
+                SessionInput.CREDENTIAL_ACCEPTED: Authentication.CREDENTIAL,
+                SessionInput.HMAC_ACCEPTED: Authentication.HMAC,
+            },
+        )
+
+    def test_authentication_inputs_come_first(self) -> None:
+        """
+        Every phase has a row for some outcome of authentication: a message can always be answered.
+        """
+        for phase in Phase:
+            self.assertIn((phase, SessionInput.GIVE_UP), TRANSITIONS)
+            self.assertTrue(
+                any((phase, i) in TRANSITIONS for i in (SessionInput.REFUSED, SessionInput.CREDENTIAL_ACCEPTED)),
+                phase,
+            )
+
+    def test_package_open_only_while_open(self) -> None:
+        """
+        Our package is left open only in an OPEN session: every row into another phase closes it.
+        """
+        for (phase, input), step in TRANSITIONS.items():
+            if step.package is OurPackage.OPEN:
+                self.assertIs(step.phase, Phase.OPEN)
+            if phase is Phase.OPEN and step.phase is not Phase.OPEN:
+                self.assertIs(step.package, OurPackage.CLOSED, input)
+
+    def test_objects_must_match_the_row(self) -> None:
+        """
+        An input that carries a transfer on needs its object; one that does not, refuses one.
+        """
+        state = in_phase(Phase.OPEN)
+        with self.assertRaises(IllegalTransition):
+            advance(state, SessionInput.CHUNK_RECEIVED)
+        with self.assertRaises(IllegalTransition):
+            advance(state, SessionInput.CHUNK_SENT)
+        with self.assertRaises(IllegalTransition):
+            advance(state, SessionInput.RECEIVING_STOPPED, incoming=INCOMING)
+        with self.assertRaises(IllegalTransition):
+            advance(state, SessionInput.CONTINUED, outgoing=OUTGOING)
+
+    def test_server_credential_owed_once_challenged(self) -> None:
+        """
+        The device's challenge is the only way we come to owe it our credential.
+        """
+        owing = {input for (_, input), step in TRANSITIONS.items() if step.server_credential is not None}
+        self.assertEqual(owing, {SessionInput.DEVICE_CHALLENGED})
+        self.assertIs(SessionState.start("D", NOW, 60).server_credential, ServerCredential.NOT_ASKED)
+
+
+class SerialisationTests(SynchronousTestCase):
+    def test_round_trip(self) -> None:
+        """
+        Session state survives the trip through plain values (as the store keeps it).
+        """
+        h = Harness(GET_SWV, codec=WBXML_CODEC)
+        reply = h.send(h.client.package1())
+        c = h.client
+        c.cmd_ids = __import__("itertools").count(1)
+        (get,) = commands(reply)
+        h.send(c.reply(c.header_status(reply), c.status_for(reply, get, 200), c.results_for(reply, get, "./x", b"\x00\xff", more=True, size=4), final=False))
+        state = h.outcomes[-1].state
+        self.assertEqual(SessionState.from_dict(state.to_dict()), state)
+        self.assertIsNotNone(state.incoming)
+
+
+    def test_plain_builtins(self) -> None:
+        """
+        What the store keeps names none of our classes: builtins only, enums by value.
+        """
+        state = in_phase(Phase.OPEN)
+
+        def check(value) -> None:
+            self.assertIn(type(value), (dict, list, tuple, str, int, float, bool, bytes, type(None)), value)
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    check(key)
+                    check(item)
+            elif isinstance(value, (list, tuple)):
+                for item in value:
+                    check(item)
+
+        plain = state.to_dict()
+        check(plain)
+        self.assertEqual(plain["version"], STATE_VERSION)
+        self.assertEqual(
+            (plain["phase"], plain["authentication"], plain["server_credential"], plain["package"]),
+            ("open", "credential", "owed", "open"),
+        )
+        self.assertEqual(SessionState.from_dict(plain), state)
+
+    def test_newer_format_refused(self) -> None:
+        """
+        A state written by a newer mdmd is not misread.
+        """
+        plain = {**in_phase(Phase.OPEN).to_dict(), "version": STATE_VERSION + 1}
+        self.assertRaises(ValueError, SessionState.from_dict, plain)
+
+
+def _open(h: Harness) -> None:
+    h.send(h.client.package1())
+
+
+def _challenged(h: Harness) -> None:
+    h.send(h.client.package1(cred=False))
+
+
+def _receiving(h: Harness) -> None:
+    reply = h.send(h.client.package1())
+    c = h.client
+    c.cmd_ids = itertools.count(1)
+    (get,) = commands(reply)
+    h.send(c.reply(c.header_status(reply), c.status_for(reply, get, 200), c.results_for(reply, get, "./x", b"\x00\xff", more=True, size=4), final=False))
+
+
+def _sending(h: Harness) -> None:
+    h.client.max_msg_size = 1500
+    h.send(h.client.package1())
+
+
+def _package_open(h: Harness) -> None:
+    h.client.max_msg_size = 2000
+    h.send(h.client.package1())
+
+
+def _server_credential_owed(h: Harness) -> None:
+    reply = h.send(h.client.package1())
+    nonce = b"\x09" * 16
+    chal = Chal(meta=Meta(type="syncml:auth-md5", format="b64", next_nonce=base64.b64encode(nonce).decode()))
+    h.client.cmd_ids = itertools.count(1)
+    h.send(h.client.reply(h.client.header_status(reply, 407, chal)))
+
+
+def _hmac(h: Harness) -> None:
+    message = h.client.package1(cred=False)
+    body = XML_CODEC.encode(message)
+    mac = auth.hmac_mac("device-name", h.client.nonce, body, password="device-secret")
+    h.send(message, hmac_header=f'algorithm=MD5, username="device-name", mac={mac}', body=body)
+
+
+def _ended(h: Harness) -> None:
+    reply = h.send(h.client.package1())
+    h.send(h.answer_all(reply, results={"./DevDetail/SwV": "10.0.26100.1"}))
+
+
+BIG = {"verb": "Replace", "target": "./Vendor/Big", "data": "".join(chr(65 + i % 26) for i in range(5000)), "format": "chr"}
+
+#: name → (the queued commands, the codec, what the device does): how each VERSION_1 dict came about.
+SCENARIOS = {
+    "open": ((GET_SWV, REPLACE), XML_CODEC, _open),
+    "challenged": ((REPLACE,), XML_CODEC, _challenged),
+    "receiving": ((GET_SWV,), WBXML_CODEC, _receiving),
+    "sending": ((BIG,), XML_CODEC, _sending),
+    "package_open": (
+        tuple({"verb": "Replace", "target": f"./Vendor/X/{i}", "data": "y" * 400} for i in range(10)),
+        XML_CODEC,
+        _package_open,
+    ),
+    "server_credential_owed": ((GET_SWV, REPLACE), XML_CODEC, _server_credential_owed),
+    "hmac": ((REPLACE,), XML_CODEC, _hmac),
+    "ended": ((GET_SWV, REPLACE), XML_CODEC, _ended),
+}
+
+
+class Version1Tests(SynchronousTestCase):
+    """
+    Sessions stored by the engine before the transition table held the machine (version 1).
+    """
+
+    def test_every_scenario_recorded(self) -> None:
+        """
+        Each recorded dict has the scenario that made it.
+        """
+        self.assertEqual(set(VERSION_1), set(SCENARIOS))
+
+    def test_loads_as_the_same_state(self) -> None:
+        """
+        A version-1 dict loads as exactly the state this engine reaches by the same messages.
+        """
+        for name, (specs, codec, run) in SCENARIOS.items():
+            h = Harness(*specs, codec=codec)
+            run(h)
+            self.assertEqual(SessionState.from_dict(VERSION_1[name]), h.outcomes[-1].state, name)
+
+    def test_booleans_become_sub_states(self) -> None:
+        """
+        authenticated/hmac, send_server_cred and server_package_open map to the machine's sub-states.
+        """
+        loaded = {name: SessionState.from_dict(value) for name, value in VERSION_1.items()}
+        self.assertIs(loaded["challenged"].authentication, Authentication.NONE)
+        self.assertIs(loaded["challenged"].phase, Phase.CHALLENGED)
+        self.assertIs(loaded["open"].authentication, Authentication.CREDENTIAL)
+        self.assertIs(loaded["hmac"].authentication, Authentication.HMAC)
+        self.assertIs(loaded["server_credential_owed"].server_credential, ServerCredential.OWED)
+        self.assertIs(loaded["open"].server_credential, ServerCredential.NOT_ASKED)
+        self.assertIs(loaded["package_open"].package, OurPackage.OPEN)
+        self.assertIs(loaded["open"].package, OurPackage.CLOSED)
+        self.assertEqual(loaded["sending"].outgoing, OutgoingObject(1, 124))
+        self.assertEqual(loaded["receiving"].incoming.chunks[0].data, b"\x00\xff")
+
+    def test_without_server_package_open(self) -> None:
+        """
+        The first version-1 dicts had no server_package_open: the package was closed.
+        """
+        value = {k: v for k, v in VERSION_1["package_open"].items() if k != "server_package_open"}
+        self.assertIs(SessionState.from_dict(value).package, OurPackage.CLOSED)
+
+    def test_session_goes_on_across_the_upgrade(self) -> None:
+        """
+        A session stored mid-way by the old engine is continued by this one: the device's
+        answers are recorded and the session ends.
+        """
+        h = Harness(GET_SWV, REPLACE)
+        reply = h.send(h.client.package1())
+        h.state = SessionState.from_dict(VERSION_1["open"])
+        reply = h.send(h.answer_all(reply, results={"./DevDetail/SwV": "10.0.26100.1"}))
+        self.assertEqual([s.data for s in statuses(reply)], ["200", "200"])
+        self.assertEqual((h.records[1]["state"], h.records[2]["state"]), ("done", "done"))
+        self.assertIs(h.state.phase, Phase.ENDED)
+
+
+#: What the engine before this table wrote (mdmd/dm/session.py), for the scenarios above.
+VERSION_1 = {'open': {'key': 'D@1800000000.000000',
+          'session_id': 'D',
+          'phase': 'open',
+          'started_at': 1800000000.0,
+          'deadline': 1800001800.0,
+          'next_msg_id': 2,
+          'auth_failures': 0,
+          'authenticated': True,
+          'hmac': False,
+          'max_msg_size': None,
+          'max_obj_size': None,
+          'user_logged_in': True,
+          'sent': [('1', '5', 1, '', 'Get', False), ('1', '6', 2, '', 'Replace', False)],
+          'answers': [],
+          'outgoing': None,
+          'incoming': None,
+          'send_server_cred': False,
+          'last_client_msg_id': '1',
+          'server_package_open': False},
+ 'challenged': {'key': 'D@1800000000.000000',
+                'session_id': 'D',
+                'phase': 'challenged',
+                'started_at': 1800000000.0,
+                'deadline': 1800001800.0,
+                'next_msg_id': 2,
+                'auth_failures': 1,
+                'authenticated': False,
+                'hmac': False,
+                'max_msg_size': None,
+                'max_obj_size': None,
+                'user_logged_in': False,
+                'sent': [],
+                'answers': [],
+                'outgoing': None,
+                'incoming': None,
+                'send_server_cred': False,
+                'last_client_msg_id': '1',
+                'server_package_open': False},
+ 'receiving': {'key': 'D@1800000000.000000',
+               'session_id': 'D',
+               'phase': 'open',
+               'started_at': 1800000000.0,
+               'deadline': 1800001801.0,
+               'next_msg_id': 3,
+               'auth_failures': 0,
+               'authenticated': True,
+               'hmac': False,
+               'max_msg_size': None,
+               'max_obj_size': None,
+               'user_logged_in': True,
+               'sent': [('1', '5', 1, '', 'Get', False)],
+               'answers': [(1, (('', 200),), ())],
+               'outgoing': None,
+               'incoming': ('Results', '1', '5', './x', [('./x', 'chr', None, 4, b'\x00\xff', True)]),
+               'send_server_cred': False,
+               'last_client_msg_id': '2',
+               'server_package_open': False},
+ 'sending': {'key': 'D@1800000000.000000',
+             'session_id': 'D',
+             'phase': 'open',
+             'started_at': 1800000000.0,
+             'deadline': 1800001800.0,
+             'next_msg_id': 2,
+             'auth_failures': 0,
+             'authenticated': True,
+             'hmac': False,
+             'max_msg_size': 1500,
+             'max_obj_size': None,
+             'user_logged_in': True,
+             'sent': [('1', '5', 1, '', 'Replace', True)],
+             'answers': [],
+             'outgoing': (1, 124),
+             'incoming': None,
+             'send_server_cred': False,
+             'last_client_msg_id': '1',
+             'server_package_open': True},
+ 'package_open': {'key': 'D@1800000000.000000',
+                  'session_id': 'D',
+                  'phase': 'open',
+                  'started_at': 1800000000.0,
+                  'deadline': 1800001800.0,
+                  'next_msg_id': 2,
+                  'auth_failures': 0,
+                  'authenticated': True,
+                  'hmac': False,
+                  'max_msg_size': 2000,
+                  'max_obj_size': None,
+                  'user_logged_in': True,
+                  'sent': [('1', '5', 1, '', 'Replace', False)],
+                  'answers': [],
+                  'outgoing': None,
+                  'incoming': None,
+                  'send_server_cred': False,
+                  'last_client_msg_id': '1',
+                  'server_package_open': True},
+ 'server_credential_owed': {'key': 'D@1800000000.000000',
+                            'session_id': 'D',
+                            'phase': 'ended',
+                            'started_at': 1800000000.0,
+                            'deadline': 1800001801.0,
+                            'next_msg_id': 3,
+                            'auth_failures': 0,
+                            'authenticated': True,
+                            'hmac': False,
+                            'max_msg_size': None,
+                            'max_obj_size': None,
+                            'user_logged_in': True,
+                            'sent': [('1', '5', 1, '', 'Get', False), ('1', '6', 2, '', 'Replace', False)],
+                            'answers': [],
+                            'outgoing': None,
+                            'incoming': None,
+                            'send_server_cred': True,
+                            'last_client_msg_id': '2',
+                            'server_package_open': False},
+ 'hmac': {'key': 'D@1800000000.000000',
+          'session_id': 'D',
+          'phase': 'open',
+          'started_at': 1800000000.0,
+          'deadline': 1800001800.0,
+          'next_msg_id': 2,
+          'auth_failures': 0,
+          'authenticated': True,
+          'hmac': True,
+          'max_msg_size': None,
+          'max_obj_size': None,
+          'user_logged_in': True,
+          'sent': [('1', '5', 1, '', 'Replace', False)],
+          'answers': [],
+          'outgoing': None,
+          'incoming': None,
+          'send_server_cred': False,
+          'last_client_msg_id': '1',
+          'server_package_open': False},
+ 'ended': {'key': 'D@1800000000.000000',
+           'session_id': 'D',
+           'phase': 'ended',
+           'started_at': 1800000000.0,
+           'deadline': 1800001801.0,
+           'next_msg_id': 3,
+           'auth_failures': 0,
+           'authenticated': True,
+           'hmac': False,
+           'max_msg_size': None,
+           'max_obj_size': None,
+           'user_logged_in': True,
+           'sent': [],
+           'answers': [],
+           'outgoing': None,
+           'incoming': None,
+           'send_server_cred': False,
+           'last_client_msg_id': '2',
+           'server_package_open': False}}
