@@ -16,7 +16,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from mdmd.notify import jobs
 from mdmd.notify import smpp_pdu as p
 from mdmd.notify.jobs import NotPushable, PushSettings
-from mdmd.notify.notifier import SPOOL_FORMAT, Notifier, spool_document, spool_name
+from mdmd.notify.notifier import Notifier
+from mdmd.notify.smpp_transport import SmppTransport
+from mdmd.notify.spool import SPOOL_FORMAT, SpoolTransport, spool_document, spool_name
 from mdmd.notify.pkg0 import parse_package0
 from mdmd.notify.wap import parse_wsp_push, reassemble
 from mdmd.testing.smsc import FakeSmscFactory, Receipts, Scenario
@@ -52,9 +54,11 @@ class Rig:
             self.store,
             SETTINGS,
             self.reactor,
-            esme=self.esme,
-            spool_dir=spool_dir,
-            smsc="tcp:127.0.0.1:2775",
+            transport=(
+                SmppTransport(self.esme, "tcp:127.0.0.1:2775")
+                if self.esme is not None
+                else SpoolTransport(spool_dir)
+            ),
             retry_delay=30.0,
             keep_seconds=3600.0,
             random=fixed_random(0x1234, 0x2345, 0x3456),
@@ -374,10 +378,3 @@ class SpoolTests(SynchronousTestCase):
         record = rig.record()
         self.assertEqual((record["state"], record["error"]), (jobs.SUBMITTED, None))
         self.assertTrue(os.path.exists(record["spool_file"]))
-
-    def test_needs_somewhere_to_send(self) -> None:
-        """
-        A notifier with neither an SMSC nor a spool directory is refused.
-        """
-        with self.assertRaises(ValueError):
-            Notifier(memory_store_service(), SETTINGS, MemoryReactorClock())
