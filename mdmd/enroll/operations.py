@@ -192,7 +192,6 @@ class EnrollmentService(Service):
         self.settings = settings
         self.store = store
         self.ca = ca
-        self.checker = checker
         self.clock = clock
         self._https_port = https_port
         self.random_bytes = random_bytes
