@@ -100,12 +100,9 @@ class SmppTransport:
         except ValueError as e:
             return succeed(Refused(str(e), retry=False))
         self._flights[ref] = _Flight(ref, len(job.segments))
-
-        def landed(result: Outcome | Failure) -> Outcome | Failure:
-            self._flights.pop(ref, None)
-            return result
-
-        return submitted.addCallbacks(self._outcome, self._abandoned).addBoth(landed)
+        return submitted.addCallbacks(
+            self._outcome, self._abandoned, callbackArgs=(ref,), errbackArgs=(ref,)
+        )
 
     def describe(self) -> dict[str, Any]:
         state = "bound" if self.service.bound else self._link.state
@@ -118,7 +115,8 @@ class SmppTransport:
 
     # -- the SMPP client's terms into the transport's --------------------------------------
 
-    def _outcome(self, result: SubmitOutcome) -> Outcome:
+    def _outcome(self, result: SubmitOutcome, ref: JobRef) -> Outcome:
+        self._flights.pop(ref, None)
         ids = result.message_ids
         if result.accepted:
             return Sent(
@@ -128,7 +126,8 @@ class SmppTransport:
             f"SMSC refused: {result.status_name}", result.temporary, ids, self._keys(ids)
         )
 
-    def _abandoned(self, failure: Failure) -> Outcome:
+    def _abandoned(self, failure: Failure, ref: JobRef) -> Outcome:
+        self._flights.pop(ref, None)
         failure.trap(SubmitAbandoned)
         ids = failure.value.message_ids
         return Abandoned(ids, self._keys(ids))
