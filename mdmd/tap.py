@@ -37,6 +37,9 @@ from mdmd.manhole import ManholePasswordDB, manhole_factory, namespace
 from mdmd.notify.smpp_client import ESMEService, smsc_endpoint
 from mdmd.notify.jobs import PushSettings
 from mdmd.notify.notifier import Notifier
+from mdmd.notify.smpp_transport import SmppTransport
+from mdmd.notify.spool import SpoolTransport
+from mdmd.notify.transport import IPushTransport
 from mdmd.notify.pkg0 import UIMode
 from mdmd.notify.smpp_session import Address, BindType, SessionConfig
 from mdmd.notify.smpp_pdu import MessageIdBase
@@ -164,6 +167,19 @@ def _smsc_service(config: Config, reactor: IReactorCore) -> ESMEService:
     )
 
 
+def _push_transport(config: Config, reactor: IReactorCore) -> IPushTransport:
+    """
+    SMS through the SMSC when one is configured, else the spool directory.
+    """
+    smpp = config.smpp
+    if not smpp.host:
+        return SpoolTransport(config.push.spool_dir)
+    host = f"[{smpp.host}]" if ":" in smpp.host else smpp.host
+    return SmppTransport(
+        _smsc_service(config, reactor), f"{'tls' if smpp.tls else 'tcp'}:{host}:{smpp.port}"
+    )
+
+
 def build(config: Config, reactor: IReactorCore) -> MdmdService:
     """
     The service tree, started in this order: C{store}, C{ca}, C{enroll}, C{dm},
@@ -258,21 +274,18 @@ def build(config: Config, reactor: IReactorCore) -> MdmdService:
     management.putChild(b"MDM.svc", ManagementResource(store, reactor, dm.settings))  # type: ignore[arg-type]
     web_root.putChild(b"ManagementServer", management)
 
-    esme = _smsc_service(config, reactor) if config.smpp.host else None
-    host = f"[{config.smpp.host}]" if ":" in config.smpp.host else config.smpp.host
+    transport = _push_transport(config, reactor)
     notifier = Notifier(
         store,
         push_settings(config),
         reactor,  # type: ignore[arg-type]
-        esme=esme,
-        spool_dir=config.push.spool_dir,
-        smsc=f"{'tls' if config.smpp.tls else 'tcp'}:{host}:{config.smpp.port}" if esme else "",
+        transport=transport,
         retry_delay=float(config.push.retry_delay),
         keep_seconds=config.push.keep_days * 86400.0,
     )
     notifier.setServiceParent(root)
-    if esme is not None:
-        esme.setServiceParent(root)
+    if transport.service is not None:
+        transport.service.setServiceParent(root)
     https.setServiceParent(root)
 
     token = AdminToken(config.admin_token_file)

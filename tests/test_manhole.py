@@ -24,6 +24,7 @@ from mdmd.enroll.users import verify_password
 from mdmd.manhole import ManholePasswordDB, manhole_factory, namespace, set_password, validate_login_name
 from mdmd.notify.jobs import PushSettings
 from mdmd.notify.notifier import Notifier
+from mdmd.notify.spool import SpoolTransport
 from mdmd.testing.store import memory_store_service
 from mdmd.testing.telnet import TelnetClient
 from tests.notify.helpers import add_device
@@ -109,7 +110,7 @@ def _tree(spool_dir: str) -> tuple[MultiService, Any]:
     tree = MultiService()
     store.setName("store")
     store.setServiceParent(tree)
-    notifier = Notifier(store, PushSettings(), Clock(), spool_dir=spool_dir)
+    notifier = Notifier(store, PushSettings(), Clock(), transport=SpoolTransport(spool_dir))
     notifier.setServiceParent(tree)
     assert store.store is not None
     store.store.run(add_device, "D1")

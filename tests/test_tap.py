@@ -9,6 +9,7 @@ from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
 from mdmd import config as mdmd_config
+from mdmd.notify.spool import SpoolTransport
 from mdmd.tap import Options, build
 
 
@@ -84,8 +85,9 @@ class PushAndManholeTests(SynchronousTestCase):
         """
         root = build(mdmd_config.load(None, base_dir=self.base), self.reactor)
         notifier = root.getServiceNamed("notify")
-        self.assertIsNone(notifier.esme)
-        self.assertEqual(notifier.spool_dir, os.path.join(self.base, "var", "spool"))
+        self.assertIsInstance(notifier.transport, SpoolTransport)
+        self.assertIsNone(notifier.transport.service)
+        self.assertEqual(notifier.transport.directory, os.path.join(self.base, "var", "spool"))
         self.assertEqual(notifier.link["state"], "not configured")
 
     def test_smsc_and_manhole(self) -> None:
@@ -110,6 +112,7 @@ class PushAndManholeTests(SynchronousTestCase):
             ["store", "ca", "enroll", "dm", "notify", "smpp", "https", "admin", "manhole"],
         )
         esme = root.getServiceNamed("smpp")
+        self.assertIs(root.getServiceNamed("notify").transport.service, esme)
         self.assertEqual((esme.config.system_id, esme.config.bind_type.value, esme.config.throughput), ("mdmd", "transmitter", 20.0))
         self.assertEqual((esme.config.source.addr, esme.config.source.ton), ("MDMD", 5))
         settings = root.getServiceNamed("notify").settings

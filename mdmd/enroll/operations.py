@@ -1,30 +1,24 @@
 """
 The C{enroll} service: what the enrollment resources call.
 
-It holds the enrollment settings, the public URLs handed to devices, the
-Federated token key and the Certificate-policy trust anchors, authenticates
-requests by the configured policy, and runs each operation as: parse (pure
-codecs) → authenticate → one unit of work on the store → build the answer
-(pure codecs). Each operation returns the response bytes or raises a
-L{SoapFault}; anything else is our failure and becomes an internal fault.
+It holds the enrollment settings, the public URLs handed to devices and the
+configured enrollment policy (L{mdmd.enroll.policies}: it authenticates
+requests and loads what that needs at start), and runs each operation as:
+parse (pure codecs) → authenticate → one unit of work on the store → build
+the answer (pure codecs). Each operation returns the response bytes or raises
+a L{SoapFault}; anything else is our failure and becomes an internal fault.
 """
 
 from __future__ import annotations
 
 import datetime
-import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import ExtendedKeyUsageOID
-from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder, Store
 from twisted.application.service import Service
-from twisted.cred.credentials import UsernamePassword
-from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred, DeferredSemaphore
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -33,7 +27,7 @@ from twisted.web.iweb import IRequest
 from mdmd.config import Config
 from mdmd.dm import queue as dm_queue
 from mdmd.dm.commands import parse_spec
-from mdmd.enroll import devices, federated
+from mdmd.enroll import devices
 from mdmd.enroll.discovery import DiscoveryAnswer, discover_response, negotiate_version, parse_discover
 from mdmd.enroll.provisioning import (
     DMAccount,
@@ -42,36 +36,35 @@ from mdmd.enroll.provisioning import (
     enrollment_document,
     renewal_document,
 )
+from mdmd.enroll.policies import (
+    FEDERATED,
+    IEnrollmentPolicy,
+    ISignInPolicy,
+    PolicyContext,
+    Principal,
+    SignInUnavailable,
+    make_policy,
+)
 from mdmd.enroll.soap import (
     AuthenticationFault,
     AuthorizationFault,
     CertificateRequestFault,
-    InvalidSecurityFault,
     MessageFormatFault,
     SoapRequest,
 )
-from mdmd.enroll.users import (
-    Remembered,
-    StaleCredentials,
-    StoreUserChecker,
-    UserDisabled,
-    confirm,
-    credentials_of,
-)
+from mdmd.enroll.users import StaleCredentials, StoreUserChecker
 from mdmd.enroll.wstep import (
     RENEW,
-    USER_TOKEN_VALUE_TYPE,
     TokenRequest,
     parse_token_request,
     token_response,
     valid_device_id,
 )
 from mdmd.enroll.xcep import CertificatePolicy, check_get_policies, get_policies_response
-from mdmd.enroll.xmldsig import verify_signed_header
 from mdmd.pki import csr as pkcs
 from mdmd.pki import registry
 from mdmd.pki.ca import serial_hex
-from mdmd.pki.authority import CAService, write_private
+from mdmd.pki.authority import CAService
 from mdmd.pki.tls import ClientCertificateRefused, verified_client
 from mdmd.store.runner import StoreService
 
@@ -80,7 +73,8 @@ Root = registry.Root
 __all__ = [
     "EnrollmentService",
     "EnrollmentSettings",
-    "Principal",
+    # the sign-in page's resource asks for this policy by name
+    "FEDERATED",
     "public_base_url",
     "DISCOVERY_PATH",
     "POLICY_PATH",
@@ -99,10 +93,6 @@ AUTHENTICATION_PATH = "/EnrollmentServer/Authenticate"
 DM_PATH = "/ManagementServer/MDM.svc"
 
 T = TypeVar("T")
-
-ONPREMISE = "OnPremise"
-FEDERATED = "Federated"
-CERTIFICATE = "Certificate"
 
 
 def public_base_url(hostname: str, port: int) -> str:
@@ -174,25 +164,6 @@ class EnrollmentSettings:
 
 
 @dataclass(frozen=True)
-class Principal:
-    """
-    Who an enrollment request speaks for, as far as the credential shows.
-
-    C{confirm(root)} re-checks, inside a unit of work, what the credential
-    alone cannot (the user still exists and is enabled, the certificate is
-    not revoked) and returns the user name to record; it raises a
-    L{SoapFault}. Running it inside the enrollment's own unit of work means
-    one store transaction per request, and no window between the check and
-    the issuance. C{confirmed} says the check has just been done already.
-    """
-
-    user: str
-    auth_policy: str
-    confirm: Callable[[Root], str]
-    confirmed: bool = False
-
-
-@dataclass(frozen=True)
 class URLs:
     discovery: str
     policy: str
@@ -221,7 +192,6 @@ class EnrollmentService(Service):
         self.settings = settings
         self.store = store
         self.ca = ca
-        self.checker = checker
         self.clock = clock
         self._https_port = https_port
         self.random_bytes = random_bytes
@@ -229,37 +199,28 @@ class EnrollmentService(Service):
         self._urls: URLs | None = None
         self._account: DMAccount | None = None
         self._root: bytes | None = None
-        self.token_key: bytes | None = None
-        self._anchors: list[x509.Certificate] = []
-
-    @property
-    def token_key_path(self) -> str:
-        return os.path.join(self.settings.state_dir, "federation.key")
+        #: how requests authenticate: the configured policy, chosen once
+        self.policy: IEnrollmentPolicy = make_policy(
+            settings.auth_policy,
+            PolicyContext(
+                checker=checker,
+                ca=ca,
+                clock=clock,
+                random_bytes=random_bytes,
+                token_key_path=os.path.join(settings.state_dir, "federation.key"),
+                token_lifetime=settings.federated_token_lifetime,
+                trust_file=settings.certificate_ca_file,
+            ),
+        )
 
     def startService(self) -> None:
-        if self.settings.auth_policy == FEDERATED:
-            self.token_key = self._load_token_key()
-        if self.settings.auth_policy == CERTIFICATE:
-            self._anchors = [self.ca.ca_certificate]
-            if self.settings.certificate_ca_file:
-                with open(self.settings.certificate_ca_file, "rb") as f:
-                    self._anchors += x509.load_pem_x509_certificates(f.read())
+        self.policy.start()
         log.info(
             "enrollment: {policy} policy, discovery at {url}",
-            policy=self.settings.auth_policy,
+            policy=self.policy.name,
             url=self.settings.hostname + DISCOVERY_PATH,
         )
         super().startService()
-
-    def _load_token_key(self) -> bytes:
-        path = self.token_key_path
-        if not os.path.exists(path):
-            write_private(path, self.random_bytes(federated.KEY_BYTES))
-        with open(path, "rb") as f:
-            key = f.read()
-        if len(key) < federated.KEY_BYTES:
-            raise ValueError(f"{path}: the federation key is too short")
-        return key
 
     # -- what devices are told ------------------------------------------------------------
 
@@ -293,7 +254,7 @@ class EnrollmentService(Service):
 
     async def discover(self, soap: SoapRequest, activity_id: str) -> bytes:
         request = parse_discover(soap)
-        policy = self.settings.auth_policy
+        policy = self.policy.name
         if request.auth_policies and policy not in request.auth_policies:
             log.info(
                 "discovery: {email} offered {offered}, answering {policy} anyway",
@@ -309,7 +270,9 @@ class EnrollmentService(Service):
             ),
             policy_service_url=urls.policy,
             enrollment_service_url=urls.enrollment,
-            authentication_service_url=urls.authentication if policy == FEDERATED else "",
+            authentication_service_url=(
+                urls.authentication if ISignInPolicy.providedBy(self.policy) else ""
+            ),
         )
         return discover_response(answer, soap.message_id, activity_id)
 
@@ -370,7 +333,7 @@ class EnrollmentService(Service):
             store=store,
             device_id=device_id,
             device_name=facts.value("DeviceName"),
-            upn=principal.user if principal.auth_policy != CERTIFICATE else "",
+            upn=principal.upn,
             credentials=credentials,
             account=self.account,
         )
@@ -479,156 +442,31 @@ class EnrollmentService(Service):
         self, soap: SoapRequest, request: IRequest, remembered: bool = True
     ) -> Principal:
         """
-        Who a GetPolicies or RequestSecurityToken speaks for, by the configured policy.
-
-        Only the credential itself is checked here (the password, from the
-        checker's memory when C{remembered} allows; the token's MAC; the XML
-        signature and chain); the caller runs the principal's C{confirm} in
-        its unit of work.
-
-        @raise InvalidSecurityFault: if the expected credential is missing.
-        @raise AuthenticationFault: if it is wrong.
-        @raise AuthorizationFault: if the user may not enroll devices.
+        Who a GetPolicies or RequestSecurityToken speaks for, by the configured
+        policy (see L{IEnrollmentPolicy.authenticate}); the caller runs the
+        principal's C{confirm} in its unit of work.
         """
-        policy = self.settings.auth_policy
-        if policy == ONPREMISE:
-            principal = await self._password_principal(soap, remembered)
-        elif policy == FEDERATED:
-            principal = self._token_principal(soap)
-        else:
-            principal = await self._certificate_principal(soap)
+        principal = await self.policy.authenticate(soap, remembered)
         request.enroll_user = principal.user  # type: ignore[attr-defined]
         return principal
 
-    async def _password_principal(self, soap: SoapRequest, remembered: bool) -> Principal:
-        token = soap.username_token
-        if token is None or not token.username:
-            raise InvalidSecurityFault(
-                "the OnPremise policy needs a WS-Security UsernameToken with the user's name "
-                "and password"
-            )
-        name, password = token.username, token.password
-        candidates = [(name, password), (name, password.strip())]
-        if "\\" in name:  # domain\user: the store may know the user without the domain
-            short = name.rpartition("\\")[2]
-            candidates += [(short, password), (short, password.strip())]
-        candidates = [c for i, c in enumerate(candidates) if c[0] and c not in candidates[:i]]
-        if remembered:
-            for candidate in candidates:
-                entry = self.checker.remembered(*candidate)
-                if entry is not None:
-                    return Principal(
-                        entry.display_name,
-                        ONPREMISE,
-                        functools.partial(_confirm_password, candidate[0], entry),
-                    )
-        for candidate in candidates:
-            try:
-                user = str(await self.checker.requestAvatarId(UsernamePassword(*candidate)))
-            except UserDisabled:
-                raise AuthorizationFault(
-                    f"user {candidate[0]} is disabled and may not enroll devices"
-                ) from None
-            except UnauthorizedLogin:
-                continue
-            entry = self.checker.remembered(*candidate)
-            assert entry is not None
-            return Principal(
-                user, ONPREMISE, functools.partial(_confirm_password, candidate[0], entry), True
-            )
-        raise AuthenticationFault(f"unknown user or wrong password for {name}")
-
-    def _token_principal(self, soap: SoapRequest) -> Principal:
-        token = soap.token(USER_TOKEN_VALUE_TYPE.rpartition("/")[2])
-        if token is None or token.data is None:
-            raise InvalidSecurityFault(
-                "the Federated policy needs the security token from the sign-in page "
-                "(BinarySecurityToken DeviceEnrollmentUserToken)"
-            )
-        assert self.token_key is not None
-        try:
-            claims = federated.verify_token(self.token_key, token.data, self.now())
-        except federated.InvalidToken as e:
-            raise AuthenticationFault(str(e)) from None
-        return Principal(claims.user, FEDERATED, functools.partial(_confirm_user, claims.user))
-
-    async def _certificate_principal(self, soap: SoapRequest) -> Principal:
-        now = self.now()
-        header = verify_signed_header(soap.root, soap.security, now)
-        certificate = header.certificate
-        moment = datetime.datetime.fromtimestamp(now, datetime.timezone.utc)
-        verifier = (
-            PolicyBuilder()
-            .store(Store(self._anchors))
-            .time(moment)
-            .extension_policies(
-                ca_policy=ExtensionPolicy.webpki_defaults_ca(),
-                ee_policy=ExtensionPolicy.permit_all(),
-            )
-            .build_client_verifier()
-        )
-        try:
-            verifier.verify(certificate, [])
-        except Exception as e:  # cryptography's VerificationError is not importable by name
-            raise AuthenticationFault(f"the signing certificate is not trusted: {e}") from None
-        try:
-            usage = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-            if ExtendedKeyUsageOID.CLIENT_AUTH not in usage:
-                raise AuthenticationFault("the signing certificate is not for client authentication")
-        except x509.ExtensionNotFound:
-            pass
-        user = "certificate:" + certificate.subject.rfc4514_string()
-        ours = certificate.issuer == self.ca.ca_certificate.subject
-        return Principal(
-            user,
-            CERTIFICATE,
-            functools.partial(_confirm_certificate, user, certificate.serial_number if ours else None),
-        )
-
-    # -- the Federated sign-in page ------------------------------------------------------------
+    # -- the sign-in page ----------------------------------------------------------------------
 
     async def sign_in(self, name: str, password: str) -> str:
         """
-        Check a user's password and mint their token.
+        Check a user's password at the sign-in page and mint their token.
 
+        @raise SignInUnavailable: if the policy signs no one in there.
         @raise AuthenticationFault: if the password is wrong.
         @raise AuthorizationFault: if the user is disabled.
         """
-        assert self.token_key is not None
-        try:
-            user = str(await self.checker.requestAvatarId(UsernamePassword(name, password)))
-        except UserDisabled:
-            raise AuthorizationFault(f"user {name} is disabled and may not enroll devices") from None
-        except UnauthorizedLogin:
-            raise AuthenticationFault("unknown user or wrong password") from None
-        return federated.mint_token(
-            self.token_key, user, self.now(), self.settings.federated_token_lifetime,
-            self.random_bytes(12),
-        )
+        policy = ISignInPolicy(self.policy, None)
+        if policy is None:
+            raise SignInUnavailable(f"the {self.policy.name} policy has no sign-in page")
+        return await policy.sign_in(name, password)
 
 
-# --- re-checks run inside units of work ------------------------------------------------------
-
-
-def _confirm_password(name: str, remembered: Remembered, root: Root) -> str:
-    return confirm(root, name, remembered)
-
-
-def _confirm_user(name: str, root: Root) -> str:
-    found = credentials_of(root, name)
-    if found is None:
-        raise AuthenticationFault(f"user {name} no longer exists")
-    if not found[2]:
-        raise AuthorizationFault(f"user {found[0]} is disabled and may not enroll devices")
-    return found[0]
-
-
-def _confirm_certificate(user: str, our_serial: int | None, root: Root) -> str:
-    if our_serial is not None:
-        record = registry.lookup(root, our_serial)
-        if record is not None and record.status != "valid":
-            raise AuthenticationFault(f"certificate {record.serial_hex} is {record.status}")
-    return user
+# --- the enrollment's unit of work -------------------------------------------------------------
 
 
 def _confirm_and_enroll(

@@ -1,38 +1,36 @@
 """
-The C{notify} service: wakes devices with OMA DM package #0 as WAP push SMS.
+The C{notify} service: wakes devices with OMA DM package #0, carried by a
+push transport (L{mdmd.notify.transport.IPushTransport}: SMS through an
+SMSC, or a spool directory).
 
 It owns the push jobs' journey out of the store (L{mdmd.notify.jobs} holds
 their records and every unit of work on them):
 
- - L{Notifier.push} queues one job per device and hands it to the SMPP
-   client (L{mdmd.notify.smpp_client.ESMEService}), or, with no SMSC configured,
-   writes it to the spool directory for a gateway to pick up
-   (L{spool_document} says what such a file holds);
- - the SMSC's message ids are written to the job as they come (one write per
-   accepted segment of a multi-segment job, one when the whole job is
-   accepted); on start, every job still queued is handed over again with
-   the ids it has, so nothing the SMSC acknowledged is sent twice;
- - a temporary refusal keeps the job queued and tries again after
-   C{retry_delay}; a permanent one fails it; while the SMSC is unreachable
-   the jobs wait in the SMPP client;
- - delivery receipts move jobs to delivered or failed, the DM endpoint marks
+ - L{Notifier.push} queues one job per device and hands it to the transport;
+ - what the transport reports is written to the job as it comes: each part
+   accepted before the whole job is, then the job's outcome (sent, refused
+   for now or for good, abandoned at a stop); on start, every job still
+   queued is handed over again with the message ids it has, so nothing the
+   carrier acknowledged is sent twice;
+ - a refusal for now keeps the job queued and tries again after
+   C{retry_delay}; one for good fails it; while the carrier is unreachable
+   the jobs wait in the transport;
+ - delivery reports move jobs to delivered or failed, the DM endpoint marks
    them answered (L{mdmd.notify.jobs.answer_push}); a sweep expires jobs not
    answered in time (every minute) and forgets finished ones after
    C{keep_seconds} (every hour).
 
-The notifier's own store writes go through one lock, in the order the events
-happened (a receipt is never recorded before the acknowledgement it follows).
+The notifier never asks which transport it holds. Its own store writes go
+through one lock, in the order the events happened (a receipt is never
+recorded before the acknowledgement it follows).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, DeferredLock
@@ -40,107 +38,31 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from mdmd.notify import jobs
-from mdmd.notify.smpp_client import ESMEService, StateEvent, SubmitAbandoned, SubmitOutcome
 from mdmd.notify.jobs import JobRef, OutgoingPush, PushInfo, PushSettings
 from mdmd.notify.pkg0 import session_id_text
-from mdmd.notify.smpp_session import BindFailed, Bound, DeliveryReceipt, LinkBroken, SegmentAccepted, Unbound
-from mdmd.notify.smpp_pdu import message_id_key
+from mdmd.notify.transport import (
+    Abandoned,
+    DeliveryReport,
+    IPushListener,
+    IPushTransport,
+    Outcome,
+    PartAccepted,
+    Refused,
+    Sent,
+)
 from mdmd.store.runner import StoreService
 
-__all__ = ["Notifier", "SPOOL_FORMAT", "spool_document", "spool_name"]
+__all__ = ["Notifier"]
 
 log = Logger()
 
-#: The C{format} member of every spool file.
-SPOOL_FORMAT = "mdmd-push/1"
 #: How often expired jobs are looked for.
 SWEEP_INTERVAL = 60.0
 #: How often finished jobs past their keeping time are forgotten (this reads every job).
 PURGE_INTERVAL = 3600.0
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def spool_name(ref: JobRef) -> str:
-    """
-    The file name of a job in the spool: stable, so writing it again replaces it.
-    """
-    device_id, seq = ref
-    digest = hashlib.sha256(device_id.encode("utf-8")).hexdigest()[:8]
-    return f"push-{_UNSAFE.sub('_', device_id)[:48]}-{digest}-{seq}.json"
-
-
-def spool_document(job: OutgoingPush) -> dict[str, Any]:
-    """
-    What a spool file holds (JSON, one job per file)::
-
-        {"format": "mdmd-push/1", "device_id": ..., "seq": 3,
-         "session_id": "1A2B",                 # the SessionID the device will use
-         "destination": {"address": "491701234567", "ton": 1, "npi": 1},
-         "msisdn": "+491701234567",
-         "created_at": ..., "expires_at": ...,   # POSIX seconds
-         "segments": [{"esm_class": 64, "data_coding": 4,
-                       "short_message": "0605040b8423f0..."}]}
-
-    Each segment is one SMS as for an SMPP submit_sm: C{short_message} (hex)
-    starts with the user-data header (ports 2948/9200, concatenation), so
-    C{esm_class} has UDHI (0x40) set and C{data_coding} says 8-bit data.
-    """
-    info = job.info
-    return {
-        "format": SPOOL_FORMAT,
-        "device_id": info.device_id,
-        "seq": info.seq,
-        "session_id": session_id_text(info.session_id),
-        "destination": {
-            "address": job.destination.addr,
-            "ton": job.destination.ton,
-            "npi": job.destination.npi,
-        },
-        "msisdn": info.msisdn,
-        "created_at": info.created_at,
-        "expires_at": info.expires_at,
-        "segments": [
-            {
-                "esm_class": s.esm_class,
-                "data_coding": s.data_coding,
-                "short_message": s.short_message.hex(),
-            }
-            for s in job.segments
-        ],
-    }
-
-
-def _write_spool(directory: str, job: OutgoingPush) -> str:
-    """
-    Write the job's file whole: a hidden temporary file, then a rename.
-    """
-    os.makedirs(directory, mode=0o750, exist_ok=True)
-    path = os.path.join(directory, spool_name(job.ref))
-    temporary = os.path.join(directory, f".{os.path.basename(path)}.tmp")
-    with open(temporary, "w", encoding="utf-8") as f:
-        json.dump(spool_document(job), f, sort_keys=True)
-        f.write("\n")
-    os.replace(temporary, path)
-    return path
-
-
-@dataclass
-class _Flight:
-    """
-    A job handed to the SMPP client.
-    """
-
-    deferred: Deferred[SubmitOutcome]
-    segments: int
-
-
-@dataclass
-class _Link:
-    state: str = "disconnected"
-    detail: str | None = "not bound yet"
 
 
 @dataclass
@@ -149,13 +71,14 @@ class _Timers:
     retries: dict[JobRef, IDelayedCall] = field(default_factory=dict)
 
 
+@implementer(IPushListener)
 class Notifier(Service):
     """
-    Push jobs from the store to the SMSC (or the spool) and their fate back.
+    Push jobs from the store to a transport, and their fate back.
 
-    @param esme: the SMPP client, or None to write jobs to C{spool_dir}.
-    @param smsc: how to name the SMSC in status output (C{tcp:host:port}).
-    @param retry_delay: seconds before a temporarily refused job is sent again.
+    @param transport: what carries the jobs; the notifier attaches itself
+        as its listener.
+    @param retry_delay: seconds before a job refused for now is sent again.
     @param keep_seconds: how long finished jobs are kept (0: for ever).
     """
 
@@ -167,44 +90,36 @@ class Notifier(Service):
         settings: PushSettings,
         clock: IReactorTime,
         *,
-        esme: ESMEService | None = None,
-        spool_dir: str = "",
-        smsc: str = "",
+        transport: IPushTransport,
         retry_delay: float = 60.0,
         keep_seconds: float = 30 * 86400.0,
         sweep_interval: float = SWEEP_INTERVAL,
         random: Callable[[int], bytes] = os.urandom,
     ) -> None:
-        if esme is None and not spool_dir:
-            raise ValueError("without an SMSC the notifier needs a spool directory")
         self.store = store
         self.settings = settings
         self.clock = clock
-        self.esme = esme
-        self.spool_dir = spool_dir
-        self.smsc = smsc
+        self.transport = transport
         self.retry_delay = retry_delay
         self.keep_seconds = keep_seconds
         self._sweep_interval = sweep_interval
         self._random = random
         self._lock = DeferredLock()
         self._writes: set[Deferred[Any]] = set()
-        self._flights: dict[JobRef, _Flight] = {}
+        #: the jobs the transport has, each with its outcome to come
+        self._flights: dict[JobRef, Deferred[Outcome]] = {}
         self._timers = _Timers()
-        self._link = _Link()
         self._purged_at = float("-inf")
         self._loop: LoopingCall | None = None
-        if esme is not None:
-            esme.add_state_observer(self._on_state)
-            esme.add_segment_observer(self._on_segment)
-            esme.add_receipt_observer(self._on_receipt)
+        transport.attach(self)
 
     # -- for the admin API and the manhole ---------------------------------------
 
     def push(self, device_ids: Sequence[str]) -> Deferred[list[PushInfo]]:
         """
-        Wake these devices: one job each, queued for the SMSC, or written to
-        the spool before this fires.
+        Wake these devices: one job each, handed to the transport. A job the
+        transport settles at once (the spool writes it) is answered as
+        recorded after that; any other as queued.
 
         @raise jobs.NotPushable: (in the Deferred) naming the devices that
             cannot be woken; then nothing is queued.
@@ -224,38 +139,17 @@ class Notifier(Service):
                 session_id=session_id_text(job.info.session_id),
                 msisdn=job.info.msisdn,
             )
-            if self.esme is None:
-                results.append(await self._spool(job))
-            else:
-                self._send(job)
-                results.append(job.info)
+            recorded = self._send(job)
+            info = None if recorded is None else await recorded
+            results.append(info or job.info)
         return results
-
-    def _dispatch(self, job: OutgoingPush) -> None:
-        """
-        Send a job through the SMSC, or spool it.
-        """
-        if self.esme is None:
-            self._track(Deferred.fromCoroutine(self._spool(job))).addErrback(
-                lambda f: log.failure("spooling push {ref!r} failed", f, ref=job.ref)
-            )
-        else:
-            self._send(job)
 
     @property
     def link(self) -> dict[str, Any]:
         """
-        The SMPP link as the status output shows it.
+        The transport's link as the status output shows it.
         """
-        if self.esme is None:
-            return {"state": "not configured", "smsc": None, "spool_dir": self.spool_dir}
-        state = "bound" if self.esme.bound else self._link.state
-        return {
-            "state": state,
-            "smsc": self.smsc,
-            "detail": None if state == "bound" else self._link.detail,
-            "spool_dir": None,
-        }
+        return self.transport.describe()
 
     def status(self) -> Deferred[dict[str, Any]]:
         """
@@ -317,7 +211,7 @@ class Notifier(Service):
 
     def _resume(self) -> None:
         """
-        Once running: send (or spool) every job a previous run left queued.
+        Once running: hand over every job a previous run left queued.
         """
         self._timers.resume = None
         self._track(self.store.read(jobs.queued_jobs).addCallback(self._send_all)).addErrback(
@@ -328,62 +222,78 @@ class Notifier(Service):
         if queued:
             log.info("{count} push job(s) still queued; sending them", count=len(queued))
         for job in queued:
-            self._dispatch(job)
+            self._send(job)
 
-    def _send(self, job: OutgoingPush) -> None:
-        assert self.esme is not None
+    def _send(self, job: OutgoingPush) -> Deferred[PushInfo | None] | None:
+        """
+        Hand a job to the transport, unless it has it already or we are stopped.
+
+        @return: if the transport settled the job at once, a Deferred of the
+            job as recorded after that; else None (the outcome is recorded
+            whenever it comes).
+        """
         ref = job.ref
         if ref in self._flights or not self.running:
-            return
-        ids = job.info.message_ids
-        try:
-            d = self.esme.submit(
-                ref, job.destination, job.segments, ids if any(ids) else None
-            )
-        except ValueError as e:
-            self._record(jobs.record_refused, ref, self.clock.seconds(), error=str(e), retry=False)
-            return
-        self._flights[ref] = _Flight(d, len(job.segments))
-        d.addBoth(self._landed, ref)
+            return None
+        outcome = self.transport.send(job)
+        settled = outcome.called
+        self._flights[ref] = outcome
+        recorded = outcome.addCallbacks(
+            self._landed, self._lost, callbackArgs=(ref,), errbackArgs=(ref,)
+        )
+        return recorded if settled else None
 
-    def _landed(self, result: SubmitOutcome | Failure, ref: JobRef) -> None:
+    def _landed(self, outcome: Outcome, ref: JobRef) -> Deferred[PushInfo | None] | None:
         self._flights.pop(ref, None)
-        now = self.clock.seconds()
-        if isinstance(result, SubmitOutcome):
-            keys = self._keys(result.message_ids)
-            if result.accepted:
-                log.info(
-                    "push {device_id}#{seq} accepted by the SMSC: {ids}",
-                    device_id=ref[0],
-                    seq=ref[1],
-                    ids=", ".join(i or "" for i in result.message_ids),
-                )
-                self._record(
-                    jobs.record_submitted, ref, now, via="smpp",
-                    message_ids=result.message_ids, keys=keys,
-                )
-            else:
-                retry = result.temporary and self.running
-                error = f"SMSC refused: {result.status_name}"
-                log.warn(
-                    "push {device_id}#{seq}: {error}{then}",
-                    device_id=ref[0],
-                    seq=ref[1],
-                    error=error,
-                    then=f"; again in {self.retry_delay:g} s" if retry else "",
-                )
-                self._record(
-                    jobs.record_refused, ref, now, error=error, retry=result.temporary,
-                    message_ids=result.message_ids, keys=keys,
-                )
-                if retry:
-                    self._retry_later(ref)
-        elif result.check(SubmitAbandoned):
-            ids = result.value.message_ids
-            if any(ids):
-                self._record(jobs.record_ids, ref, ids, self._keys(ids), now)
-        elif not result.check(CancelledError):
-            log.failure("push {device_id}#{seq} failed", result, device_id=ref[0], seq=ref[1])
+        return _RECORD[type(outcome)](self, ref, outcome)
+
+    def _lost(self, failure: Failure, ref: JobRef) -> None:
+        self._flights.pop(ref, None)
+        if not failure.check(CancelledError):
+            log.failure("push {device_id}#{seq} failed", failure, device_id=ref[0], seq=ref[1])
+
+    def _sent(self, ref: JobRef, outcome: Sent) -> Deferred[PushInfo | None]:
+        log.info(
+            "push {device_id}#{seq} {detail}", device_id=ref[0], seq=ref[1], detail=outcome.detail
+        )
+        return self._record(
+            jobs.record_submitted,
+            ref,
+            self.clock.seconds(),
+            via=self.transport.via,
+            message_ids=outcome.message_ids,
+            keys=outcome.keys,
+            spool_file=outcome.location,
+        )
+
+    def _refused(self, ref: JobRef, outcome: Refused) -> Deferred[PushInfo | None]:
+        retry = outcome.retry and self.running
+        log.warn(
+            "push {device_id}#{seq}: {error}{then}",
+            device_id=ref[0],
+            seq=ref[1],
+            error=outcome.error,
+            then=f"; again in {self.retry_delay:g} s" if retry else "",
+        )
+        recorded = self._record(
+            jobs.record_refused,
+            ref,
+            self.clock.seconds(),
+            error=outcome.error,
+            retry=outcome.retry,
+            message_ids=outcome.message_ids,
+            keys=outcome.keys,
+        )
+        if retry:
+            self._retry_later(ref)
+        return recorded
+
+    def _abandoned(self, ref: JobRef, outcome: Abandoned) -> Deferred[PushInfo | None] | None:
+        if not any(outcome.message_ids):
+            return None
+        return self._record(
+            jobs.record_ids, ref, outcome.message_ids, outcome.keys, self.clock.seconds()
+        )
 
     def _retry_later(self, ref: JobRef) -> None:
         self._timers.retries[ref] = self.clock.callLater(self.retry_delay, self._retry, ref)
@@ -392,8 +302,8 @@ class Notifier(Service):
         self._timers.retries.pop(ref, None)
 
         def send(job: OutgoingPush | None) -> None:
-            if job is not None and self.running:
-                self._dispatch(job)
+            if job is not None:
+                self._send(job)
 
         self._track(self._lock.run(self.store.read, jobs.outgoing, ref).addCallback(send))
 
@@ -403,86 +313,41 @@ class Notifier(Service):
             timer.cancel()
         flight = self._flights.pop(ref, None)
         if flight is not None:
-            flight.deferred.cancel()
+            flight.cancel()
 
-    async def _spool(self, job: OutgoingPush) -> PushInfo:
-        try:
-            path = _write_spool(self.spool_dir, job)
-        except OSError as e:
-            error = f"cannot write to the spool: {e.strerror or e}"
-            log.error(
-                "push {device_id}#{seq}: {error}; again in {delay:g} s",
-                device_id=job.info.device_id,
-                seq=job.info.seq,
-                error=error,
-                delay=self.retry_delay,
-            )
-            info: PushInfo = await self._write(
-                jobs.record_refused, job.ref, self.clock.seconds(), error=error, retry=True
-            )
-            if self.running:
-                self._retry_later(job.ref)
-            return info
-        log.info(
-            "push {device_id}#{seq} written to {path}",
-            device_id=job.info.device_id,
-            seq=job.info.seq,
-            path=path,
-        )
-        info = await self._write(
-            jobs.record_submitted, job.ref, self.clock.seconds(), via="spool", spool_file=path
-        )
-        return info
+    # -- what the transport reports (IPushListener) ---------------------------------------
 
-    # -- what the SMPP client tells us ---------------------------------------------------
-
-    def _on_segment(self, event: SegmentAccepted) -> None:
-        flight = self._flights.get(event.ref)  # type: ignore[arg-type]
-        if flight is None or flight.segments == 1:
+    def part_accepted(self, event: PartAccepted) -> None:
+        if event.ref not in self._flights or event.parts == 1:
             return  # the job's outcome follows at once and records it
-        ids: list[str | None] = [None] * flight.segments
+        ids: list[str | None] = [None] * event.parts
+        keys: list[str | None] = [None] * event.parts
         ids[event.index] = event.message_id
-        self._record(jobs.record_ids, event.ref, ids, self._keys(ids), self.clock.seconds())
+        keys[event.index] = event.key
+        self._record(jobs.record_ids, event.ref, ids, keys, self.clock.seconds())
 
-    def _on_receipt(self, receipt: DeliveryReceipt) -> None:
+    def delivery_reported(self, report: DeliveryReport) -> None:
         def logged(info: PushInfo | None) -> None:
             if info is None:
                 log.info(
                     "receipt for unknown message id {message_id}: {state}",
-                    message_id=receipt.message_id,
-                    state=receipt.state.name,
+                    message_id=report.message_id,
+                    state=report.state.name,
                 )
             else:
                 log.info(
                     "push {device_id}#{seq}: receipt {state}, job {job_state}",
                     device_id=info.device_id,
                     seq=info.seq,
-                    state=receipt.state.name,
+                    state=report.state.name,
                     job_state=info.state,
                 )
 
         self._record(
-            jobs.record_receipt, receipt.key, receipt.state, self.clock.seconds()
+            jobs.record_receipt, report.key, report.state, self.clock.seconds()
         ).addCallback(logged)
 
-    def _on_state(self, event: StateEvent) -> None:
-        if isinstance(event, Bound):
-            self._link = _Link("bound", event.system_id)
-        elif isinstance(event, BindFailed):
-            self._link = _Link("disconnected", event.reason)
-        elif isinstance(event, LinkBroken):
-            self._link = _Link("disconnected", event.reason)
-        elif isinstance(event, Unbound):
-            self._link = _Link(
-                "disconnected", "the SMSC unbound" if event.by_peer else "unbound"
-            )
-
     # -- plumbing --------------------------------------------------------------------------
-
-    def _keys(self, message_ids: Sequence[str | None]) -> list[str | None]:
-        assert self.esme is not None
-        base = self.esme.config.submit_id_base
-        return [None if i is None else message_id_key(i, base) for i in message_ids]
 
     def _write(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred[Any]:
         """
@@ -492,7 +357,7 @@ class Notifier(Service):
 
     def _record(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred[Any]:
         """
-        A write nobody waits for: its failure is logged.
+        A write nobody waits for: its failure is logged (and it fires with None).
         """
         d = self._write(fn, *args, **kwargs)
         d.addErrback(lambda f: log.failure("recording a push event failed", f))
@@ -506,3 +371,12 @@ class Notifier(Service):
             return result
 
         return d.addBoth(done)
+
+
+#: How each outcome is recorded. (A table keyed by type cannot say that each
+#: entry takes its own key's type; hence Any.)
+_RECORD: Final[dict[type, Callable[[Notifier, JobRef, Any], Deferred[PushInfo | None] | None]]] = {
+    Sent: Notifier._sent,
+    Refused: Notifier._refused,
+    Abandoned: Notifier._abandoned,
+}

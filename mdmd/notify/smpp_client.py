@@ -6,7 +6,7 @@ This is the only Twisted code of the notify package. L{ESMEProtocol} shuttles
 bytes between a transport and an L{EsmeSession} and keeps one timer at the
 session's next deadline; L{ESMEService} owns the jobs across connections.
 
-For the rest of mdmd (the push notifier):
+For the rest of mdmd (the SMPP push transport, L{mdmd.notify.smpp_transport}):
 
     service = ESMEService(smsc_endpoint(reactor, host, port, tls=True), config, clock=reactor)
     service.add_receipt_observer(on_receipt)      # DeliveryReceipt events
@@ -309,7 +309,7 @@ class ESMEService(Service):
         # Shared by successive sessions: a receipt may come after a reconnect.
         self._receipt_refs: OrderedDict[str, Hashable] = OrderedDict()
 
-    # -- the interface for the notifier ------------------------------------------
+    # -- the interface for the SMPP transport ------------------------------------
 
     @property
     def bound(self) -> bool:

@@ -383,9 +383,10 @@ class PushAPITests(AdminTestCase):
 
         from mdmd.notify.jobs import PushSettings
         from mdmd.notify.notifier import Notifier
+        from mdmd.notify.spool import SpoolTransport
 
         self.spool = os.path.join(self.state_dir, "spool")
-        notifier = Notifier(self.store, PushSettings(), Clock(), spool_dir=self.spool)
+        notifier = Notifier(self.store, PushSettings(), Clock(), transport=SpoolTransport(self.spool))
         notifier.startService()
         self.addCleanup(notifier.stopService)
         return notifier

@@ -1,6 +1,6 @@
 """
-Tests for L{mdmd.enroll.operations}: settings from the configuration, and the
-queue in front of enrollment transactions.
+Tests for L{mdmd.enroll.operations}: settings from the configuration, the
+policy chosen from it, and the queue in front of enrollment transactions.
 """
 
 from __future__ import annotations
@@ -9,9 +9,14 @@ import os
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from mdmd.enroll import soap
 from mdmd.enroll.operations import EnrollmentService, EnrollmentSettings, public_base_url
+from mdmd.enroll.policies import CertificatePolicy, FederatedPolicy, OnPremisePolicy, SignInUnavailable
+from mdmd.testing.windows import discover_message
+from mdmd.xmlparser import parse
 
 from .helpers import load_config
 
@@ -74,3 +79,48 @@ class IssuingQueueTests(SynchronousTestCase):
         self.assertEqual(len(calls), 2)
         calls[1].callback("two")
         self.assertEqual(self.successResultOf(second), "two")
+
+
+class PolicyChoiceTests(SynchronousTestCase):
+    def service(self, policy: str) -> EnrollmentService:
+        state_dir = os.path.abspath(self.mktemp())
+        os.makedirs(state_dir)
+        settings = EnrollmentSettings.from_config(
+            load_config(state_dir, f"[enrollment]\nauth_policy = {policy}\n")
+        )
+        return EnrollmentService(settings, None, None, None, Clock(), lambda: 443)  # type: ignore[arg-type]
+
+    def discovered_sign_in_url(self, service: EnrollmentService) -> str:
+        request = soap.parse_request(discover_message(service.urls.discovery, "alice@example.com"))
+        answer = parse(self.successResultOf(Deferred.fromCoroutine(service.discover(request, "a-1"))))
+        result = soap.child(soap.child(soap.child(answer, "Body"), "DiscoverResponse"), "DiscoverResult")
+        self.assertEqual(soap.text(soap.child(result, "AuthPolicy")), service.policy.name)
+        return soap.text(soap.child(result, "AuthenticationServiceUrl"))
+
+    def test_configured_policy(self) -> None:
+        """
+        The service holds the policy its configuration names; Discover
+        advertises it, and the sign-in page's URL only for the policy that has one.
+        """
+        chosen = {name: self.service(name) for name in ("OnPremise", "Federated", "Certificate")}
+        self.assertIsInstance(chosen["OnPremise"].policy, OnPremisePolicy)
+        self.assertIsInstance(chosen["Federated"].policy, FederatedPolicy)
+        self.assertIsInstance(chosen["Certificate"].policy, CertificatePolicy)
+        self.assertEqual(
+            {name: self.discovered_sign_in_url(service) for name, service in chosen.items()},
+            {
+                "OnPremise": "",
+                "Federated": "https://localhost/EnrollmentServer/Authenticate",
+                "Certificate": "",
+            },
+        )
+
+    def test_no_sign_in_without_a_page(self) -> None:
+        """
+        A sign-in under a policy without a sign-in page is refused, as not found.
+        """
+        service = self.service("OnPremise")
+        failure = self.failureResultOf(
+            Deferred.fromCoroutine(service.sign_in("alice", "pw")), SignInUnavailable
+        )
+        self.assertEqual(failure.value.http_status, 404)

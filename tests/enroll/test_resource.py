@@ -528,7 +528,7 @@ class FederatedTests(EnrollmentServerTestCase):
         """
         import os
 
-        self.assertEqual(os.stat(self.service.token_key_path).st_mode & 0o777, 0o600)
+        self.assertEqual(os.stat(self.service.policy.key_path).st_mode & 0o777, 0o600)
 
 
 class SignInUnavailableTests(EnrollmentServerTestCase):

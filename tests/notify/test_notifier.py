@@ -1,7 +1,8 @@
 """
-Tests for L{mdmd.notify.notifier}: the notifier with the real SMPP client
-against the fake SMSC of L{mdmd.testing.smsc}, in memory on a
-MemoryReactorClock, with the real store (in memory, run synchronously).
+Tests for L{mdmd.notify.notifier}: the notifier with a fake transport
+(L{mdmd.testing.push}), then with each real one: the SMPP transport against
+the fake SMSC of L{mdmd.testing.smsc}, in memory on a MemoryReactorClock, and
+the spool; always with the real store (in memory, run synchronously).
 """
 
 from __future__ import annotations
@@ -10,15 +11,23 @@ import json
 import os
 from typing import Any
 
+from twisted.internet.defer import fail
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
 
 from mdmd.notify import jobs
 from mdmd.notify import smpp_pdu as p
 from mdmd.notify.jobs import NotPushable, PushSettings
-from mdmd.notify.notifier import SPOOL_FORMAT, Notifier, spool_document, spool_name
+from mdmd.notify.notifier import Notifier
+from mdmd.notify.smpp_transport import SmppTransport
+from mdmd.notify.spool import SPOOL_FORMAT, SpoolTransport, spool_document, spool_name
 from mdmd.notify.pkg0 import parse_package0
+from mdmd.notify.smpp_pdu import MessageState
+from mdmd.notify.transport import Abandoned, IPushListener, IPushTransport, Refused, Sent
 from mdmd.notify.wap import parse_wsp_push, reassemble
+from mdmd.testing.push import FakePushTransport
 from mdmd.testing.smsc import FakeSmscFactory, Receipts, Scenario
 from mdmd.testing.store import SynchronousStoreService, memory_store_service
 
@@ -52,9 +61,11 @@ class Rig:
             self.store,
             SETTINGS,
             self.reactor,
-            esme=self.esme,
-            spool_dir=spool_dir,
-            smsc="tcp:127.0.0.1:2775",
+            transport=(
+                SmppTransport(self.esme, "tcp:127.0.0.1:2775")
+                if self.esme is not None
+                else SpoolTransport(spool_dir)
+            ),
             retry_delay=30.0,
             keep_seconds=3600.0,
             random=fixed_random(0x1234, 0x2345, 0x3456),
@@ -116,6 +127,211 @@ class Rig:
             self.advance(20.0)
         self.notifier.stopService().addCallback(stopped.append)
         assert len(stopped) == (2 if self.esme is not None else 1)
+
+
+class FakeRig:
+    """
+    A notifier over a store, with a fake transport on a Clock.
+    """
+
+    def __init__(self, transport: FakePushTransport | None = None) -> None:
+        self.clock = Clock()
+        self.transport = transport or FakePushTransport()
+        self.store = memory_store_service()
+        self.notifier = Notifier(
+            self.store,
+            SETTINGS,
+            self.clock,
+            transport=self.transport,
+            retry_delay=30.0,
+            keep_seconds=3600.0,
+            random=fixed_random(0x1234, 0x2345, 0x3456),
+        )
+
+    def add(self, device_id: str = "D1", **kwargs: Any) -> None:
+        assert self.store.store is not None
+        self.store.store.run(add_device, device_id, **kwargs)
+
+    def record(self, device_id: str = "D1", seq: int = 1) -> dict[str, Any]:
+        assert self.store.store is not None
+        return self.store.store.read(job_record, device_id, seq)
+
+    def start(self) -> None:
+        self.notifier.startService()
+        self.clock.advance(0)
+
+    def push(self, *device_ids: str) -> Any:
+        results: list[Any] = []
+        self.notifier.push(list(device_ids)).addBoth(results.append)
+        return results[0]
+
+
+class NotifierTests(SynchronousTestCase):
+    """
+    The notifier with a transport it knows only by its interface.
+    """
+
+    def test_interfaces(self) -> None:
+        """
+        The fake transport is a verified IPushTransport; the notifier is the
+        IPushListener it attaches to it.
+        """
+        rig = FakeRig()
+        self.assertTrue(verifyObject(IPushTransport, rig.transport))
+        self.assertTrue(verifyObject(IPushListener, rig.notifier))
+        self.assertIs(rig.transport.listener, rig.notifier)
+
+    def test_sent(self) -> None:
+        """
+        A push hands the job to the transport and answers it queued; once
+        the transport has sent it, the job is submitted via the transport's
+        name, with its message ids; a delivery report under an id's key then
+        delivers it.
+        """
+        rig = FakeRig()
+        rig.add()
+        rig.start()
+        (info,) = rig.push("D1")
+        self.assertEqual((info.state, info.session_id), (jobs.QUEUED, 0x1234))
+        (job,) = rig.transport.sent
+        self.assertEqual((job.ref, job.destination.addr), (("D1", 1), "491701234567"))
+        rig.transport.settle(job.ref, Sent(("m-1",), ("k-1",), detail="sent"))
+        record = rig.record()
+        self.assertEqual(
+            (record["state"], record["via"], record["message_ids"], record["spool_file"]),
+            (jobs.SUBMITTED, "fake", ("m-1",), None),
+        )
+        rig.transport.report("m-1", MessageState.DELIVERED, key="k-1")
+        self.assertEqual(rig.record()["state"], jobs.DELIVERED)
+
+    def test_settled_at_once_answers_the_record(self) -> None:
+        """
+        A transport that settles a job before send returns (as the spool
+        does) has the push answered with the job as recorded after that.
+        """
+        rig = FakeRig(FakePushTransport("now", at_once=lambda job: Sent(location="/there")))
+        rig.add()
+        rig.start()
+        (info,) = rig.push("D1")
+        self.assertEqual((info.state, info.via, info.spool_file), (jobs.SUBMITTED, "now", "/there"))
+
+    def test_refused_for_now_is_sent_again(self) -> None:
+        """
+        A job refused for now stays queued with the error and the parts
+        accepted so far, and is handed over again after retry_delay, with those ids.
+        """
+        rig = FakeRig()
+        rig.add(server_name=LONG_ID)
+        rig.start()
+        rig.push("D1")
+        rig.transport.settle(("D1", 1), Refused("busy", True, ("m-1", None, None), ("k-1", None, None)))
+        record = rig.record()
+        self.assertEqual(
+            (record["state"], record["error"], record["attempts"], record["message_ids"]),
+            (jobs.QUEUED, "busy", 1, ("m-1", None, None)),
+        )
+        rig.clock.advance(29.0)
+        self.assertEqual(len(rig.transport.sent), 1)
+        rig.clock.advance(1.0)
+        self.assertEqual(len(rig.transport.sent), 2)
+        self.assertEqual(rig.transport.sent[1].info.message_ids, ("m-1", None, None))
+
+    def test_refused_for_good_fails(self) -> None:
+        """
+        A job refused for good fails with the error and is not sent again.
+        """
+        rig = FakeRig()
+        rig.add()
+        rig.start()
+        rig.push("D1")
+        rig.transport.settle(("D1", 1), Refused("no such number", False))
+        rig.clock.advance(100.0)
+        record = rig.record()
+        self.assertEqual((record["state"], record["error"]), (jobs.FAILED, "no such number"))
+        self.assertEqual(len(rig.transport.sent), 1)
+
+    def test_abandoned_keeps_the_ids_and_the_job_queued(self) -> None:
+        """
+        An abandoned job stays queued with the ids accepted before the stop,
+        and is handed over again (with them) by the next start.
+        """
+        rig = FakeRig()
+        rig.add(server_name=LONG_ID)
+        rig.start()
+        rig.push("D1")
+        rig.transport.settle(("D1", 1), Abandoned(("m-1", None, None), ("k-1", None, None)))
+        rig.notifier.stopService()
+        record = rig.record()
+        self.assertEqual((record["state"], record["message_ids"]), (jobs.QUEUED, ("m-1", None, None)))
+        self.assertEqual(record["attempts"], 0)
+        rig.start()
+        self.assertEqual(rig.transport.sent[-1].info.message_ids, ("m-1", None, None))
+
+    def test_parts_recorded_as_they_come(self) -> None:
+        """
+        Each part of a job in flight is recorded when the transport reports
+        it; a part of a one-part job, or of a job not in flight, is not.
+        """
+        rig = FakeRig()
+        rig.add(server_name=LONG_ID)
+        rig.add("D2")
+        rig.start()
+        rig.push("D1", "D2")
+        rig.transport.accept_part(("D1", 1), 1, 3, "m-2")
+        self.assertEqual(rig.record()["message_ids"], (None, "m-2", None))
+        rig.transport.accept_part(("D2", 1), 0, 1, "m-9")
+        rig.transport.accept_part(("D3", 1), 0, 3, "m-8")
+        self.assertEqual(rig.record("D2")["message_ids"], (None,))
+
+    def test_expiry_cancels_the_flight(self) -> None:
+        """
+        A job that expires while the transport has it is withdrawn from the transport.
+        """
+        rig = FakeRig()
+        rig.add()
+        rig.start()
+        rig.push("D1")
+        rig.clock.advance(660.0)
+        self.assertEqual(rig.record()["state"], jobs.EXPIRED)
+        self.assertEqual((rig.transport.cancelled, rig.transport.pending), ([("D1", 1)], {}))
+
+    def test_handed_over_once_and_only_while_running(self) -> None:
+        """
+        A push before the start waits, queued, until the start hands it
+        over; a job already in flight when the start's resume finds it still
+        queued is not handed over again.
+        """
+        rig = FakeRig()
+        rig.add()
+        (info,) = rig.push("D1")
+        self.assertEqual((info.state, rig.transport.sent), (jobs.QUEUED, []))
+        rig.notifier.startService()
+        rig.push("D1")
+        rig.clock.advance(0)
+        self.assertEqual(sorted(job.ref for job in rig.transport.sent), [("D1", 1), ("D1", 2)])
+
+    def test_transport_failure_logged(self) -> None:
+        """
+        A transport whose outcome fails (its own bug) has the failure logged;
+        the job stays queued.
+        """
+        rig = FakeRig()
+        rig.add()
+        rig.start()
+        rig.transport.send = lambda job: fail(RuntimeError("bug"))  # type: ignore[method-assign]
+        (info,) = rig.push("D1")
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual((info.state, rig.record()["state"]), (jobs.QUEUED, jobs.QUEUED))
+
+    def test_link_is_the_transports(self) -> None:
+        """
+        The link in the status output is what the transport describes.
+        """
+        rig = FakeRig()
+        rig.transport.link = {"state": "bound", "peer": "somewhere"}
+        status = self.successResultOf(rig.notifier.status())
+        self.assertEqual(status["link"], {"state": "bound", "peer": "somewhere"})
+        self.assertEqual(rig.notifier.link, {"state": "bound", "peer": "somewhere"})
 
 
 class SmppTests(SynchronousTestCase):
@@ -374,10 +590,3 @@ class SpoolTests(SynchronousTestCase):
         record = rig.record()
         self.assertEqual((record["state"], record["error"]), (jobs.SUBMITTED, None))
         self.assertTrue(os.path.exists(record["spool_file"]))
-
-    def test_needs_somewhere_to_send(self) -> None:
-        """
-        A notifier with neither an SMSC nor a spool directory is refused.
-        """
-        with self.assertRaises(ValueError):
-            Notifier(memory_store_service(), SETTINGS, MemoryReactorClock())

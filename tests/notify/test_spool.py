@@ -1,0 +1,100 @@
+"""
+Tests for L{mdmd.notify.spool}: the spool transport on its own (the notifier
+with it is in L{tests.notify.test_notifier}).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from mdmd.notify import jobs
+from mdmd.notify.jobs import OutgoingPush, PushSettings
+from mdmd.notify.spool import SPOOL_FORMAT, SpoolTransport, spool_document, spool_name
+from mdmd.notify.transport import IPushTransport, Refused, Sent
+from mdmd.testing.store import memory_store_service
+
+from .helpers import add_device
+from .test_jobs import fixed_random
+
+
+def queued_job(device_id: str = "D1", **device: Any) -> OutgoingPush:
+    """
+    A job as the notifier hands it over: enqueued in a fresh store.
+    """
+    service = memory_store_service()
+    assert service.store is not None
+    service.store.run(add_device, device_id, **device)
+    (job,) = service.store.run(jobs.enqueue, [device_id], PushSettings(), 1.0, fixed_random(0x1234))
+    service.stopService()
+    return job
+
+
+class SpoolTransportTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.directory = os.path.abspath(self.mktemp())
+
+    def test_provides_the_interface(self) -> None:
+        """
+        A spool transport is an IPushTransport with nothing to run, named "spool" in the jobs.
+        """
+        transport = SpoolTransport(self.directory)
+        self.assertTrue(verifyObject(IPushTransport, transport))
+        self.assertEqual((transport.via, transport.service), ("spool", None))
+
+    def test_needs_a_directory(self) -> None:
+        """
+        A spool transport without a directory is refused.
+        """
+        with self.assertRaises(ValueError):
+            SpoolTransport("")
+
+    def test_send_writes_the_file_at_once(self) -> None:
+        """
+        Sending writes the job's document under its stable name (creating the
+        directory) and has settled when send returns: sent, at that path.
+        """
+        job = queued_job()
+        outcome = self.successResultOf(SpoolTransport(self.directory).send(job))
+        path = os.path.join(self.directory, spool_name(job.ref))
+        self.assertEqual(outcome, Sent(location=path, detail=f"written to {path}"))
+        with open(path) as f:
+            document = json.load(f)
+        self.assertEqual(document, spool_document(job))
+        self.assertEqual(document["format"], SPOOL_FORMAT)
+        self.assertEqual(os.listdir(self.directory), [os.path.basename(path)])
+
+    def test_unwritable_is_refused_for_now(self) -> None:
+        """
+        A spool that cannot be written refuses the job for now, saying why.
+        """
+        with open(self.directory, "w"):
+            pass  # a file where the directory should be
+        outcome = self.successResultOf(SpoolTransport(self.directory).send(queued_job()))
+        assert isinstance(outcome, Refused)
+        self.assertTrue(outcome.retry)
+        self.assertTrue(outcome.error.startswith("cannot write to the spool: "), outcome.error)
+        self.assertEqual(outcome.message_ids, ())
+
+    def test_describe(self) -> None:
+        """
+        Status output says there is no SMSC and where pushes go.
+        """
+        self.assertEqual(
+            SpoolTransport(self.directory).describe(),
+            {"state": "not configured", "smsc": None, "spool_dir": self.directory},
+        )
+
+    def test_names_are_safe_and_distinct(self) -> None:
+        """
+        A file name keeps the device id's safe characters only, and a digest
+        of it keeps ids that differ in unsafe characters apart.
+        """
+        first, second = spool_name(("a/b", 7)), spool_name(("a b", 7))
+        self.assertTrue(first.startswith("push-a_b-") and first.endswith("-7.json"), first)
+        self.assertNotEqual(first, second)
+        self.assertNotIn("/", first)
