@@ -7,7 +7,7 @@ Replace, an MD5 credential), answers every server command with a Status
 (and Results for Get), reassembles large objects, takes the server's
 NextNonce for the next session, and stops when the server sends Final with
 no commands. It talks through a C{post} coroutine, so the same client runs
-over a real TLS connection (L{mdmd.testing.windows}) or in memory.
+over a real TLS connection (L{mdmd.testing.windows.device}) or in memory.
 """
 
 from __future__ import annotations
@@ -258,7 +258,7 @@ class DMClient:
 
 def windows_dm_client(device: Any, **options: Any) -> DMClient:
     """
-    The DM side of an enrolled L{mdmd.testing.windows.WindowsDevice}: its
+    The DM side of an enrolled L{mdmd.testing.windows.device.WindowsDevice}: its
     DeviceID, the DM address, APPSRV credentials and DEFAULTENCODING from its
     provisioning document.
     """
