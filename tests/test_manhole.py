@@ -24,9 +24,9 @@ from mdmd.enroll.users import verify_password
 from mdmd.manhole import ManholePasswordDB, manhole_factory, namespace, set_password, validate_login_name
 from mdmd.notify.jobs import PushSettings
 from mdmd.notify.notifier import Notifier
+from mdmd.testing.devices import add_device
 from mdmd.testing.store import memory_store_service
 from mdmd.testing.telnet import TelnetClient
-from tests.notify.helpers import add_device
 
 
 class PasswordFileTests(SynchronousTestCase):

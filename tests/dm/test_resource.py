@@ -11,9 +11,9 @@ from mdmd.dm.resource import DMSettings, exchange
 from mdmd.notify import jobs
 from mdmd.notify.pkg0 import session_id_text
 from mdmd.syncml.codec import XML_CODEC
+from mdmd.testing.devices import add_device
+from mdmd.testing.randomness import fixed_random
 from mdmd.testing.store import memory_store_service
-from tests.notify.helpers import add_device
-from tests.notify.test_jobs import fixed_random
 
 from .helpers import DEVICE_ID, Client
 
