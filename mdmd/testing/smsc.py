@@ -7,6 +7,8 @@ throttle every Nth submit, fail with a status, never answer, answer with
 generic_nack, unbind after N submits, drop the connection with the window
 full, refuse the bind, send delivery receipts as TLVs and/or text. Every PDU
 it receives is recorded, across connections, in L{FakeSmscFactory.received}.
+Where it behaves well it answers as the SMSCs of node-smpp and Net::SMPP do
+(C{tests/testing/test_smsc.py} holds the same conversations with all three).
 
     factory = FakeSmscFactory(Scenario(password="secret", receipts=Receipts.TLV))
     port = reactor.listenTCP(0, factory, interface="127.0.0.1")
