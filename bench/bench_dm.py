@@ -42,7 +42,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from mdmd.admin.cli import AdminClient  # noqa: E402
 from mdmd.testing.daemon import DaemonProcess  # noqa: E402
 from mdmd.testing.dmclient import DMClient, windows_dm_client, windows_post  # noqa: E402
-from mdmd.testing.windows import WindowsDevice  # noqa: E402
+from mdmd.testing.windows.device import WindowsDevice  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -30,7 +30,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from twisted.internet import defer, task
 
 from mdmd.testing.daemon import DaemonProcess
-from mdmd.testing.windows import WindowsDevice, modern_csr
+from mdmd.testing.windows.csr import modern_csr
+from mdmd.testing.windows.device import WindowsDevice
 
 USER, PASSWORD = "bench@example.com", "bench-password"
 

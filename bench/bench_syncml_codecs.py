@@ -22,7 +22,7 @@ import lxml  # noqa: E402
 
 from mdmd.syncml import wbxml, xml  # noqa: E402
 from mdmd.syncml.model import SyncML  # noqa: E402
-from tests.syncml import samples  # noqa: E402
+from mdmd.testing import syncml as samples  # noqa: E402
 
 
 def medians(calls: list[Callable[[], object]], repeat: int) -> list[float]:

@@ -25,9 +25,9 @@ from mdmd.manhole import ManholePasswordDB, manhole_factory, namespace, set_pass
 from mdmd.notify.jobs import PushSettings
 from mdmd.notify.notifier import Notifier
 from mdmd.notify.spool import SpoolTransport
+from mdmd.testing.devices import add_device
 from mdmd.testing.store import memory_store_service
 from mdmd.testing.telnet import TelnetClient
-from tests.notify.helpers import add_device
 
 
 class PasswordFileTests(SynchronousTestCase):

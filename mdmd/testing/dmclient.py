@@ -3,11 +3,11 @@ An emulated OMA DM 1.2 client (the device side of a DM session), for tests and b
 
 It keeps a small DM tree, opens sessions the way a Windows device does
 (package 1: Alert 1201 or 1200, Alert 1224 LoginStatus, the DevInfo
-Replace, an MD5 credential), answers every server command with a Status
-(and Results for Get), reassembles large objects, takes the server's
+Replace, an MD5 credential), answers every server command but Alert with a
+Status (and Results for Get), reassembles large objects, takes the server's
 NextNonce for the next session, and stops when the server sends Final with
 no commands. It talks through a C{post} coroutine, so the same client runs
-over a real TLS connection (L{mdmd.testing.windows}) or in memory.
+over a real TLS connection (L{mdmd.testing.windows.device}) or in memory.
 """
 
 from __future__ import annotations
@@ -258,7 +258,7 @@ class DMClient:
 
 def windows_dm_client(device: Any, **options: Any) -> DMClient:
     """
-    The DM side of an enrolled L{mdmd.testing.windows.WindowsDevice}: its
+    The DM side of an enrolled L{mdmd.testing.windows.device.WindowsDevice}: its
     DeviceID, the DM address, APPSRV credentials and DEFAULTENCODING from its
     provisioning document.
     """

@@ -7,24 +7,61 @@ throttle every Nth submit, fail with a status, never answer, answer with
 generic_nack, unbind after N submits, drop the connection with the window
 full, refuse the bind, send delivery receipts as TLVs and/or text. Every PDU
 it receives is recorded, across connections, in L{FakeSmscFactory.received}.
+Where it behaves well it answers as the SMSCs of node-smpp and Net::SMPP do
+(C{tests/testing/test_smsc.py} holds the same conversations with all three).
 
     factory = FakeSmscFactory(Scenario(password="secret", receipts=Receipts.TLV))
     port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+
+L{MemorySmppNetwork} connects mdmd's own L{ESMEService} to it in memory, on a
+C{MemoryReactorClock}, so a test decides when bytes move and time passes;
+L{ESME_CONFIG} binds with the default L{Scenario}.
 """
 
 from __future__ import annotations
 
 import enum
 import itertools
-from dataclasses import dataclass, field
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
+from twisted.test.iosim import ConnectionCompleter, IOPump
 
 from mdmd.notify import smpp_pdu as p
+from mdmd.notify.smpp_client import ESMEService, SubmitOutcome
+from mdmd.notify.smpp_session import Address, SessionConfig
+from mdmd.notify.wap import SmsSegment
 
-__all__ = ["FakeSmsc", "FakeSmscFactory", "Receipts", "Scenario"]
+__all__ = [
+    "ESME_CONFIG",
+    "HANDSET",
+    "ONE_SEGMENT",
+    "FakeSmsc",
+    "FakeSmscFactory",
+    "MemorySmppNetwork",
+    "Receipts",
+    "Scenario",
+]
+
+#: ESME session settings the default L{Scenario} accepts.
+ESME_CONFIG = SessionConfig(
+    system_id="mdmd",
+    password="secret",
+    system_type="WAP",
+    source=Address("MDMD", 5, 0),
+    response_timeout=10.0,
+    enquire_link_interval=30.0,
+)
+#: A handset to push to.
+HANDSET = Address("491701234567")
+#: A WAP push that fits one SMS: its UDH (ports 2948 and 9200), then a payload.
+ONE_SEGMENT = (SmsSegment(b"\x06\x05\x04\x0b\x84\x23\xf0hello"),)
 
 
 class Receipts(enum.Enum):
@@ -254,3 +291,70 @@ class FakeSmscFactory(Factory):
     @property
     def submits(self) -> list[p.SubmitSm]:
         return [pdu for pdu in self.received if isinstance(pdu, p.SubmitSm)]
+
+
+class MemorySmppNetwork:
+    """
+    An L{ESMEService} and a fake SMSC on one memory reactor.
+
+    The service's reconnection delays are recorded in C{delays}, its state
+    and receipt events in C{states} and C{receipts}; C{connect} completes the
+    pending connection attempt, C{flush} moves the bytes both ways.
+    """
+
+    def __init__(self, scenario: Scenario = Scenario(), **config: Any) -> None:
+        self.reactor = MemoryReactorClock()
+        self.smsc = FakeSmscFactory(scenario)
+        self.reactor.listenTCP(2775, self.smsc, interface="127.0.0.1")
+        self.completer = ConnectionCompleter(self.reactor)
+        self.delays: list[float] = []
+        self.service = ESMEService(
+            TCP4ClientEndpoint(self.reactor, "127.0.0.1", 2775),
+            replace(ESME_CONFIG, **config),
+            clock=self.reactor,
+            retry_policy=self._policy,
+        )
+        self.states: list[object] = []
+        self.receipts: list[object] = []
+        self.service.add_state_observer(self.states.append)
+        self.service.add_receipt_observer(self.receipts.append)
+        self.pump: IOPump | None = None
+
+    def _policy(self, attempt: int) -> float:
+        delay = 2.0**attempt
+        self.delays.append(delay)
+        return delay
+
+    def start(self) -> None:
+        self.service.startService()
+        self.connect()
+
+    def connect(self) -> None:
+        pump = self.completer.succeedOnce()
+        assert pump is not None, "no connection attempt pending"
+        self.pump = pump
+        pump.flush()
+
+    def flush(self) -> None:
+        assert self.pump is not None
+        self.pump.flush()
+
+    def advance(self, seconds: float) -> None:
+        self.reactor.advance(seconds)
+        self.flush()
+
+    def submit(
+        self,
+        ref: Hashable,
+        segments: Sequence[SmsSegment] = ONE_SEGMENT,
+        message_ids: Sequence[str | None] | None = None,
+    ) -> list[SubmitOutcome | Failure]:
+        """
+        Submit to L{HANDSET} and move the bytes; what the submission fired with, if it did.
+        """
+        results: list[SubmitOutcome | Failure] = []
+        d: Deferred[SubmitOutcome] = self.service.submit(ref, HANDSET, segments, message_ids)
+        d.addBoth(results.append)
+        if self.pump is not None:
+            self.flush()
+        return results

@@ -1,5 +1,10 @@
 """
 A store for unit tests: the real ZODB on a MappingStorage, run synchronously.
+
+L{SynchronousStoreService} keeps the contract of L{StoreService} (the same
+L{Store} runs each unit of work: its own transaction, committed, retried on
+conflict, no persistent object returned) but runs it at once in the calling
+thread, so a test needs no reactor and no thread pool.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ class SynchronousStoreService(StoreService):
     """
 
     def startService(self) -> None:
-        self.store = Store(open_db(self.uri, self.pool_size), self.retries)
+        self.store = Store(open_db(self.uri, self.pool_size, self.cache_size), self.retries)
         self.store.initialize()
         self.running = 1
 

@@ -21,9 +21,9 @@ from mdmd.pki import registry
 from mdmd.pki.registry import ClientCertificateRefused
 from mdmd.syncml.codec import XML_CODEC
 from mdmd.syncml.model import Alert, Item, Location, Meta, SyncML
+from mdmd.testing.devices import add_device
+from mdmd.testing.randomness import fixed_random
 from mdmd.testing.store import memory_store_service
-from tests.notify.helpers import add_device
-from tests.notify.test_jobs import fixed_random
 
 from ..devices.helpers import issued
 

@@ -277,7 +277,7 @@ class WindowsCaptureTests(SynchronousTestCase):
         Microsoft's metinfo typo, a Status 500 for our previous SyncHdr) gets
         212, a status per command in order, and compact XML back.
         """
-        from ..syncml.samples import DEVICE_ID as SAMPLE_DEVICE, WINDOWS_PACKAGE1
+        from mdmd.testing.syncml import DEVICE_ID as SAMPLE_DEVICE, WINDOWS_PACKAGE1
 
         nonce = b"\x05" * 16
         cred = auth.md5_cred_data("dummy", nonce, password="secret").encode()

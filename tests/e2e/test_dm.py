@@ -17,7 +17,7 @@ from twisted.trial.unittest import TestCase
 from mdmd.syncml.codec import WBXML_CODEC, XML_CODEC
 from mdmd.testing.daemon import DaemonProcess
 from mdmd.testing.dmclient import DMSessionFailed, windows_dm_client, windows_post
-from mdmd.testing.windows import WindowsDevice
+from mdmd.testing.windows.device import WindowsDevice
 
 
 class DMEndToEndTests(TestCase):

@@ -15,7 +15,7 @@ from twisted.trial.unittest import TestCase
 
 from mdmd.pki.ca import serial_hex
 from mdmd.testing.daemon import DaemonProcess
-from mdmd.testing.windows import EnrollmentFault, WindowsDevice
+from mdmd.testing.windows.device import EnrollmentFault, WindowsDevice
 
 
 class EnrollmentEndToEndTests(TestCase):

@@ -26,7 +26,7 @@ from mdmd.notify.wap import parse_wsp_push, reassemble
 from mdmd.testing.daemon import DaemonProcess
 from mdmd.testing.dmclient import windows_dm_client, windows_post
 from mdmd.testing.telnet import TelnetClient
-from mdmd.testing.windows import WindowsDevice
+from mdmd.testing.windows.device import WindowsDevice
 from tests.notify.peers import Peer, node_or_skip, node_short_message, perl_or_skip, start_peer
 
 MSISDN = "+491701234567"

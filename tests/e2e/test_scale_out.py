@@ -16,7 +16,7 @@ from twisted.trial.unittest import TestCase
 
 from mdmd.testing.daemon import DaemonProcess
 from mdmd.testing.dmclient import windows_dm_client
-from mdmd.testing.windows import WindowsDevice
+from mdmd.testing.windows.device import WindowsDevice
 
 from ..servers import start_zeo
 

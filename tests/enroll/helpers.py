@@ -28,7 +28,7 @@ from mdmd.pki.ca import generate_rsa_key
 from mdmd.pki.resource import pki_resource
 from mdmd.site import MdmdSite
 from mdmd.testing.store import memory_store_service
-from mdmd.testing.windows import WindowsDevice
+from mdmd.testing.windows.device import WindowsDevice
 
 from ..pki.helpers import started_ca
 

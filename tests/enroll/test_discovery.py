@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from mdmd.enroll import discovery, soap
-from mdmd.testing.windows import discover_message
+from mdmd.testing.windows.soap import discover_message
 from mdmd.xmlparser import parse
 
 from .helpers import sample

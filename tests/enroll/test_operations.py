@@ -15,7 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from mdmd.enroll import soap
 from mdmd.enroll.operations import EnrollmentService, EnrollmentSettings, public_base_url
 from mdmd.enroll.policies import CertificatePolicy, FederatedPolicy, OnPremisePolicy, SignInUnavailable
-from mdmd.testing.windows import discover_message
+from mdmd.testing.windows.soap import discover_message
 from mdmd.xmlparser import parse
 
 from .helpers import load_config

@@ -42,7 +42,7 @@ from mdmd.enroll.soap import (
 from mdmd.enroll.users import StaleCredentials, StoreUserChecker
 from mdmd.pki.ca import CertificateAuthority, generate_rsa_key
 from mdmd.testing.store import memory_store_service
-from mdmd.testing.windows import (
+from mdmd.testing.windows.soap import (
     get_policies_message,
     signed_security_header,
     user_token_security,

@@ -16,7 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from mdmd.config import PollSchedule
 from mdmd.enroll import provisioning
 from mdmd.pki.ca import CertificateAuthority, generate_rsa_key
-from mdmd.testing.windows import ProvisioningError, check_enrollment_document
+from mdmd.testing.windows.provisioning import ProvisioningError, check_enrollment_document
 
 from .helpers import KEY
 

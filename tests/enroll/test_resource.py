@@ -20,14 +20,12 @@ from mdmd.enroll.wstep import RSTRC_ACTION
 from mdmd.pki import registry
 from mdmd.pki.ca import CertificateAuthority, generate_rsa_key
 from mdmd.store.runner import ConflictRetriesExhausted
-from mdmd.testing.windows import (
-    EnrollmentFault,
-    WindowsDevice,
-    check_enrollment_document,
+from mdmd.testing.windows.csr import modern_csr, renewal_request
+from mdmd.testing.windows.device import EnrollmentFault, WindowsDevice
+from mdmd.testing.windows.provisioning import check_enrollment_document
+from mdmd.testing.windows.soap import (
     discover_message,
     get_policies_message,
-    modern_csr,
-    renewal_request,
     token_message,
     username_security,
 )

@@ -10,7 +10,8 @@ import base64
 from twisted.trial.unittest import SynchronousTestCase
 
 from mdmd.enroll import soap, wstep
-from mdmd.testing.windows import modern_csr, token_message
+from mdmd.testing.windows.csr import modern_csr
+from mdmd.testing.windows.soap import token_message
 from mdmd.xmlparser import parse
 
 from .helpers import KEY, sample

@@ -10,7 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mdmd.enroll import soap, xmldsig
 from mdmd.pki.ca import CertificateAuthority, generate_rsa_key
-from mdmd.testing.windows import get_policies_message, signed_security_header
+from mdmd.testing.windows.soap import get_policies_message, signed_security_header
 
 from .helpers import KEY, OTHER_KEY
 

@@ -1,41 +1,19 @@
 """
-Devices in a test store, ready to be woken.
+Shared by the notify tests: jobs as the notifier hands them over, and what it recorded.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from mdmd.store.models import Device
+from mdmd.notify import jobs
+from mdmd.notify.jobs import OutgoingPush, PushSettings
+from mdmd.testing.devices import add_device
+from mdmd.testing.randomness import fixed_random
+from mdmd.testing.store import memory_store_service
 
-SERVER_SECRET = "server-secret"
-SERVER_NONCE = b"\x02" * 16
-
-
-def add_device(
-    root: Any,
-    device_id: str,
-    msisdn: str = "+491701234567",
-    *,
-    server_name: str = "mdmd",
-    status: str = "enrolled",
-    context: tuple[tuple[str, str], ...] = (),
-) -> None:
-    """
-    A unit of work: an enrolled device with DM credentials like those the
-    engine tests use (tests.dm.helpers.device_auth).
-    """
-    device = Device(device_id, 1000.0)
-    device.status = status
-    device.msisdn = msisdn
-    device.context = context
-    device.dm_client_name = "device-name"
-    device.dm_client_secret = "device-secret"
-    device.dm_client_nonce = b"\x01" * 16
-    device.dm_server_name = server_name
-    device.dm_server_secret = SERVER_SECRET
-    device.dm_server_nonce = SERVER_NONCE
-    root["devices"][device_id] = device
+#: A server id that makes package #0 need three SMS.
+LONG_ID = "s" * 250
 
 
 def job_record(root: Any, device_id: str, seq: int) -> dict[str, Any]:
@@ -45,3 +23,15 @@ def job_record(root: Any, device_id: str, seq: int) -> dict[str, Any]:
     job = root["pushes"][device_id].jobs[seq]
     job._p_activate()
     return dict(vars(job))
+
+
+def queued_job(device_id: str = "D1", **device: Any) -> OutgoingPush:
+    """
+    A job as the notifier hands it over: enqueued in a fresh store.
+    """
+    service = memory_store_service()
+    assert service.store is not None
+    service.store.run(add_device, device_id, **device)
+    (job,) = service.store.run(jobs.enqueue, [device_id], PushSettings(), 1.0, fixed_random(0x1234))
+    service.stopService()
+    return job

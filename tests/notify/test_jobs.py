@@ -4,7 +4,6 @@ Tests for L{mdmd.notify.jobs}: push jobs in a real ZODB (in memory), one unit of
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -15,19 +14,13 @@ from mdmd.notify.pkg0 import UIMode, parse_package0, session_id_text
 from mdmd.notify.smpp_session import Address
 from mdmd.notify.smpp_pdu import MessageState
 from mdmd.notify.wap import IEI_CONCAT_16BIT, parse_wsp_push, reassemble, split_udh
+from mdmd.testing.devices import SERVER_NONCE, SERVER_SECRET, add_device
+from mdmd.testing.randomness import fixed_random
 from mdmd.testing.store import memory_store_service
 
-from .helpers import SERVER_NONCE, SERVER_SECRET, add_device, job_record
+from .helpers import job_record
 
 SETTINGS = PushSettings(expiry=600.0)
-
-
-def fixed_random(*values: int) -> Any:
-    """
-    A random source giving these 16-bit values in turn (then 0x4242 for ever).
-    """
-    source = itertools.chain(values, itertools.repeat(0x4242))
-    return lambda size: next(source).to_bytes(size, "big")
 
 
 class StoreTestCase(SynchronousTestCase):

@@ -28,21 +28,21 @@ from mdmd.notify.smpp_pdu import MessageState
 from mdmd.notify.transport import Abandoned, IPushListener, IPushTransport, Refused, Sent
 from mdmd.notify.wap import parse_wsp_push, reassemble
 from mdmd.testing.push import FakePushTransport
+from mdmd.testing.devices import SERVER_NONCE, SERVER_SECRET, add_device
+from mdmd.testing.randomness import fixed_random
 from mdmd.testing.smsc import FakeSmscFactory, Receipts, Scenario
+from mdmd.testing.smsc import MemorySmppNetwork as Net
 from mdmd.testing.store import SynchronousStoreService, memory_store_service
 
-from .helpers import SERVER_NONCE, SERVER_SECRET, add_device, job_record
-from .test_smpp_client import Net
-from .test_jobs import fixed_random
+from .helpers import LONG_ID, job_record
 
 SETTINGS = PushSettings(expiry=600.0)
-LONG_ID = "s" * 250  # a server id that makes package #0 need three SMS
 
 
 class Rig:
     """
     A notifier over a store, with the SMPP client and fake SMSC of
-    L{tests.notify.test_smpp_client.Net} on its memory reactor (or, with no
+    L{mdmd.testing.smsc.MemorySmppNetwork} on its memory reactor (or, with no
     scenario, a spool directory).
     """
 

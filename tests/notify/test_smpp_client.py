@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-from dataclasses import replace
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -15,74 +14,22 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.ssl import CertificateOptions
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.test.iosim import ConnectionCompleter, IOPump
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from mdmd.notify import smpp_pdu as p
 from mdmd.notify.smpp_client import ESMEProtocol, ESMEService, SubmitAbandoned, SubmitOutcome
 from mdmd.notify.smpp_session import BindFailed, Bound, LinkBroken, SegmentAccepted, State, Unbound
 from mdmd.notify.wap import SmsSegment, reassemble, wdp_segments
+from mdmd.testing.smsc import ESME_CONFIG as CONFIG
+from mdmd.testing.smsc import HANDSET as DEVICE
+from mdmd.testing.smsc import ONE_SEGMENT as ONE
 from mdmd.testing.smsc import FakeSmscFactory, Receipts, Scenario
-from tests.notify.test_smpp_session import CONFIG, DEVICE, ONE
+from mdmd.testing.smsc import MemorySmppNetwork as Net
 
 THREE = wdp_segments(bytes(range(256)) + bytes(44), concat_ref=77)
-
-
-class Net:
-    """
-    An ESMEService and a fake SMSC on one memory reactor.
-    """
-
-    def __init__(self, scenario: Scenario = Scenario(), **config) -> None:
-        self.reactor = MemoryReactorClock()
-        self.smsc = FakeSmscFactory(scenario)
-        self.reactor.listenTCP(2775, self.smsc, interface="127.0.0.1")
-        self.completer = ConnectionCompleter(self.reactor)
-        self.delays: list[float] = []
-        self.service = ESMEService(
-            TCP4ClientEndpoint(self.reactor, "127.0.0.1", 2775),
-            replace(CONFIG, **config),
-            clock=self.reactor,
-            retry_policy=self._policy,
-        )
-        self.states: list[object] = []
-        self.receipts: list[object] = []
-        self.service.add_state_observer(self.states.append)
-        self.service.add_receipt_observer(self.receipts.append)
-        self.pump: IOPump | None = None
-
-    def _policy(self, attempt: int) -> float:
-        delay = 2.0**attempt
-        self.delays.append(delay)
-        return delay
-
-    def start(self) -> None:
-        self.service.startService()
-        self.connect()
-
-    def connect(self) -> None:
-        pump = self.completer.succeedOnce()
-        assert pump is not None, "no connection attempt pending"
-        self.pump = pump
-        pump.flush()
-
-    def flush(self) -> None:
-        assert self.pump is not None
-        self.pump.flush()
-
-    def advance(self, seconds: float) -> None:
-        self.reactor.advance(seconds)
-        self.flush()
-
-    def submit(self, ref, segments=ONE, message_ids=None) -> list:
-        results: list = []
-        self.service.submit(ref, DEVICE, segments, message_ids).addBoth(results.append)
-        self.flush() if self.pump else None
-        return results
 
 
 class ServiceTests(SynchronousTestCase):

@@ -14,7 +14,6 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mdmd.notify import smpp_pdu as p
 from mdmd.notify.smpp_session import (
-    Address,
     BindFailed,
     BindType,
     Bound,
@@ -28,24 +27,16 @@ from mdmd.notify.smpp_session import (
     Output,
     ProtocolViolation,
     SegmentAccepted,
-    SessionConfig,
     State,
     SubmitAccepted,
     SubmitFailed,
     Unbound,
 )
 from mdmd.notify.wap import SmsSegment, wdp_segments
+from mdmd.testing.smsc import ESME_CONFIG as CONFIG
+from mdmd.testing.smsc import HANDSET as DEVICE
+from mdmd.testing.smsc import ONE_SEGMENT as ONE
 
-CONFIG = SessionConfig(
-    system_id="mdmd",
-    password="secret",
-    system_type="WAP",
-    source=Address("MDMD", 5, 0),
-    response_timeout=10.0,
-    enquire_link_interval=30.0,
-)
-DEVICE = Address("491701234567")
-ONE = (SmsSegment(b"\x06\x05\x04\x0b\x84\x23\xf0hello"),)
 THREE = wdp_segments(bytes(300), concat_ref=5)
 
 

@@ -27,11 +27,10 @@ from mdmd.notify.transport import (
     Refused,
     Sent,
 )
+from mdmd.testing.smsc import MemorySmppNetwork as Net
 from mdmd.testing.smsc import Receipts, Scenario
 
-from .test_notifier import LONG_ID
-from .test_smpp_client import Net
-from .test_spool import queued_job
+from .helpers import LONG_ID, queued_job
 
 
 @implementer(IPushListener)

@@ -7,31 +7,15 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from mdmd.notify import jobs
-from mdmd.notify.jobs import OutgoingPush, PushSettings
 from mdmd.notify.spool import SPOOL_FORMAT, SpoolTransport, spool_document, spool_name
 from mdmd.notify.transport import IPushTransport, Refused, Sent
-from mdmd.testing.store import memory_store_service
 
-from .helpers import add_device
-from .test_jobs import fixed_random
+from .helpers import queued_job
 
-
-def queued_job(device_id: str = "D1", **device: Any) -> OutgoingPush:
-    """
-    A job as the notifier hands it over: enqueued in a fresh store.
-    """
-    service = memory_store_service()
-    assert service.store is not None
-    service.store.run(add_device, device_id, **device)
-    (job,) = service.store.run(jobs.enqueue, [device_id], PushSettings(), 1.0, fixed_random(0x1234))
-    service.stopService()
-    return job
 
 
 class SpoolTransportTests(SynchronousTestCase):

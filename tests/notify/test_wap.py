@@ -22,7 +22,8 @@ from mdmd.notify.wap import (
     wdp_segments,
     wsp_push_pdu,
 )
-from tests.notify.test_pkg0 import spec_example
+
+from .samples import spec_example
 
 #: The spec appendix example trigger with a digest for password "srvpwd",
 #: nonce "srvnonce" (see tests.notify.test_pkg0).

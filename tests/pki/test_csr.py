@@ -21,7 +21,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from mdmd.pki import csr
 from mdmd.pki.ca import CertificateAuthority, generate_rsa_key, private_key_pem
-from mdmd.testing.windows import legacy_csr, modern_csr, renewal_request
+from mdmd.testing.windows.csr import legacy_csr, modern_csr, renewal_request
 
 KEY = generate_rsa_key(2048)
 DEVICE_ID = "7BA748C8703E4DF2A74A92984117346A"

@@ -24,7 +24,7 @@ from mdmd.syncml.codec import (
 )
 from mdmd.syncml.codes import StatusCode
 from mdmd.syncml.model import Add, Get, Item, Location, Meta, Replace, SyncML
-from tests.syncml import samples
+from mdmd.testing import syncml as samples
 from tests.syncml.strategies import messages, xml_chars
 
 CODECS = (XML_CODEC, WBXML_CODEC)

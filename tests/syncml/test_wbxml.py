@@ -49,7 +49,8 @@ from mdmd.syncml.model import (
     UnknownElement,
 )
 from mdmd.syncml.wbxml import WBXMLDecodeError
-from tests.syncml import samples
+from mdmd.testing import syncml as samples
+from tests.syncml.assertions import assert_decodes_or_refuses, assert_refused
 from tests.syncml.strategies import messages
 
 #: The worked example of the reference notes (PROTOCOLS.md section 4.6), 144 bytes.
@@ -332,7 +333,7 @@ class DecodeFeatureTests(SynchronousTestCase):
 
 class DecodeErrorTests(SynchronousTestCase):
     def assertWBXMLError(self, data: bytes, fragment: str) -> None:
-        samples.assert_refused(self, wbxml.decode, data, fragment, WBXMLDecodeError)
+        assert_refused(self, wbxml.decode, data, fragment, WBXMLDecodeError)
 
     def test_header_errors(self) -> None:
         """
@@ -423,7 +424,7 @@ class DecodeErrorTests(SynchronousTestCase):
         """
         Arbitrary bytes give a message or a L{SyncMLDecodeError}, nothing else.
         """
-        samples.assert_decodes_or_refuses(self, wbxml.decode, data)
+        assert_decodes_or_refuses(self, wbxml.decode, data)
 
     @given(st.integers(min_value=0, max_value=143), st.integers(min_value=0, max_value=255))
     def test_fuzz_mutation(self, index: int, value: int) -> None:
@@ -432,7 +433,7 @@ class DecodeErrorTests(SynchronousTestCase):
         """
         data = bytearray(EXAMPLE_BYTES)
         data[index] = value
-        samples.assert_decodes_or_refuses(self, wbxml.decode, bytes(data))
+        assert_decodes_or_refuses(self, wbxml.decode, bytes(data))
 
 
 class PropertyTests(SynchronousTestCase):

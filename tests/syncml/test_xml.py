@@ -30,7 +30,8 @@ from mdmd.syncml.model import (
     SyncMLEncodeError,
     UnknownElement,
 )
-from tests.syncml import samples
+from mdmd.testing import syncml as samples
+from tests.syncml.assertions import assert_refused
 from tests.syncml.strategies import messages
 
 
@@ -426,7 +427,7 @@ class TolerantDecodeTests(SynchronousTestCase):
 
 class DecodeErrorTests(SynchronousTestCase):
     def assertDecodeError(self, data: bytes, fragment: str) -> None:
-        samples.assert_refused(self, xml.decode, data, fragment)
+        assert_refused(self, xml.decode, data, fragment)
 
     def test_garbage(self) -> None:
         """

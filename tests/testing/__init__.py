@@ -1,0 +1,3 @@
+"""
+Tests of the test kit, L{mdmd.testing}: its fakes behave like what they fake.
+"""

@@ -1,0 +1,3 @@
+"""
+Tests of the Windows device emulator, L{mdmd.testing.windows}.
+"""
