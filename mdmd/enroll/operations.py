@@ -339,7 +339,7 @@ class EnrollmentService(Service):
         )
         log.info(
             "{action} {device_id} ({name}) for {user}: certificate {serial}, {key} key{replaced}",
-            action="re-enrolled" if enrolled.known else "enrolled",
+            action="re-enrollment of" if enrolled.known else "enrollment of",
             device_id=device_id,
             name=facts.value("DeviceName") or "unnamed",
             user=principal.user,
