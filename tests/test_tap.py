@@ -8,7 +8,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
-from mdmd import config as mdmd_config
+from mdmd import settings as mdmd_settings
 from mdmd.tap import Options, build
 
 
@@ -33,21 +33,21 @@ class OptionsTests(SynchronousTestCase):
         """
         options = Options()
         options.parseOptions([])
-        self.assertEqual(options.config.https.listen.port, 8443)
-        self.assertEqual(options.config.server.hostname, "localhost")
+        self.assertEqual(options.settings.https.listen.port, 8443)
+        self.assertEqual(options.settings.server.hostname, "localhost")
 
 
 class BuildTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.base = os.path.abspath(self.mktemp())
-        self.config = mdmd_config.load(None, base_dir=self.base)
+        self.settings = mdmd_settings.load(None, base_dir=self.base)
         self.reactor = MemoryReactorClock()
 
     def test_named_tree_starts_nothing(self) -> None:
         """
         build() returns the named services in start order and touches nothing on disk.
         """
-        root = build(self.config, self.reactor)
+        root = build(self.settings, self.reactor)
         self.assertEqual([s.name for s in root], ["store", "ca", "enroll", "dm", "notify", "https", "admin"])
         self.assertFalse(os.path.exists(self.base))
         self.assertEqual(self.reactor.sslServers, [])
@@ -57,13 +57,13 @@ class BuildTests(SynchronousTestCase):
         """
         Starting the tree opens the store, makes the CA and binds HTTPS and the admin socket.
         """
-        root = build(self.config, self.reactor)
+        root = build(self.settings, self.reactor)
         root.startService()
         self.addCleanup(root.stopService)
         self.assertEqual([(port, interface) for port, _, _, _, interface in self.reactor.sslServers], [(8443, "127.0.0.1")])
-        self.assertEqual(self.reactor.unixServers[0][0], os.path.join(self.config.state_dir, "admin.sock"))
-        self.assertTrue(os.path.exists(os.path.join(self.config.state_dir, "ca", "ca.key")))
-        self.assertEqual(os.stat(self.config.state_dir).st_mode & 0o777, 0o700)
+        self.assertEqual(self.reactor.unixServers[0][0], os.path.join(self.settings.server.state_dir, "admin.sock"))
+        self.assertTrue(os.path.exists(os.path.join(self.settings.server.state_dir, "ca", "ca.key")))
+        self.assertEqual(os.stat(self.settings.server.state_dir).st_mode & 0o777, 0o700)
 
 
 class PushAndManholeTests(SynchronousTestCase):
@@ -72,17 +72,17 @@ class PushAndManholeTests(SynchronousTestCase):
         os.makedirs(self.base)
         self.reactor = MemoryReactorClock()
 
-    def load(self, text: str) -> mdmd_config.Config:
+    def load(self, text: str) -> mdmd_settings.Settings:
         path = os.path.join(self.base, "mdmd.conf")
         with open(path, "w") as f:
             f.write(text)
-        return mdmd_config.load(path, base_dir=self.base)
+        return mdmd_settings.load(path, base_dir=self.base)
 
     def test_spool_without_smsc(self) -> None:
         """
         With no SMSC the notifier spools into state_dir/spool and there is no smpp service.
         """
-        root = build(mdmd_config.load(None, base_dir=self.base), self.reactor)
+        root = build(mdmd_settings.load(None, base_dir=self.base), self.reactor)
         notifier = root.getServiceNamed("notify")
         self.assertIsNone(notifier.esme)
         self.assertEqual(notifier.spool_dir, os.path.join(self.base, "var", "spool"))
@@ -97,14 +97,14 @@ class PushAndManholeTests(SynchronousTestCase):
         from mdmd.manhole import set_password
 
         set_password(os.path.join(self.base, "passwd"), "ops", "pw")
-        config = self.load(
+        settings = self.load(
             "[server]\nstate_dir = state\n"
             "[smpp]\nhost = smsc.example\nport = 2776\nsystem_id = mdmd\npassword = pw\n"
             "bind_type = transmitter\nsource_addr = MDMD\nsource_ton = 5\nthroughput = 20\n"
             "[push]\nui_mode = user-interaction\ndata_coding = 0xf5\nconcat_iei = 8\n"
             "[manhole]\nenabled = yes\npassword_file = passwd\n"
         )
-        root = build(config, self.reactor)
+        root = build(settings, self.reactor)
         self.assertEqual(
             [s.name for s in root],
             ["store", "ca", "enroll", "dm", "notify", "smpp", "https", "admin", "manhole"],
@@ -129,8 +129,8 @@ class PushAndManholeTests(SynchronousTestCase):
         """
         from mdmd.listeners import CannotListen
 
-        config = self.load("[manhole]\nenabled = yes\n")
-        root = build(config, self.reactor)
+        settings = self.load("[manhole]\nenabled = yes\n")
+        root = build(settings, self.reactor)
         with self.assertRaises(CannotListen) as caught:
             root.startService()
         self.assertIn("manhole.passwd does not exist (create it with mdmctl manhole-password", str(caught.exception))
@@ -184,9 +184,9 @@ class PublicURLTests(SynchronousTestCase):
         path = os.path.join(base, "mdmd.conf")
         with open(path, "w") as f:
             f.write("[server]\nhostname = mdm.example.com\n[https]\nlisten = 127.0.0.1:0\n")
-        configuration = mdmd_config.load(path, base_dir=base)
+        settings = mdmd_settings.load(path, base_dir=base)
         reactor = MemoryReactorClock()
-        root = build(configuration, reactor)
+        root = build(settings, reactor)
         root.startService()
         self.addCleanup(root.stopService)
         enroll = root.getServiceNamed("enroll")
