@@ -7,9 +7,12 @@ import os
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementedBy
 
 from mdmd import settings as mdmd_settings
-from mdmd.tap import Options, build
+from mdmd.notify.pkg0 import UIMode
+from mdmd.settings import Settings
+from mdmd.tap import Options, Reactor, build
 
 
 class OptionsTests(SynchronousTestCase):
@@ -36,6 +39,34 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(options.settings.https.listen.port, 8443)
         self.assertEqual(options.settings.server.hostname, "localhost")
 
+    def test_settings_are_typed(self) -> None:
+        """
+        postOptions leaves the typed settings, not option text: the UI mode an
+        enum, the data coding an octet.
+        """
+        options = Options()
+        options.parseOptions([])
+        self.assertIsInstance(options.settings, Settings)
+        self.assertIs(options.settings.push.jobs.ui_mode, UIMode.BACKGROUND)
+        self.assertEqual(options.settings.push.jobs.data_coding, 0x04)
+
+
+class ReactorTests(SynchronousTestCase):
+    def test_installed_reactor_provides_it(self) -> None:
+        """
+        The reactor twistd installs provides every interface Reactor declares,
+        which makeService relies on when it hands it to build().
+        """
+        from twisted.internet import reactor
+
+        declared = list(implementedBy(Reactor))
+        self.assertEqual(
+            {i.__name__ for i in declared},
+            {"IReactorCore", "IReactorTime", "IReactorTCP", "IReactorSSL", "IReactorUNIX", "IReactorThreads"},
+        )
+        for interface in declared:
+            self.assertTrue(interface.providedBy(reactor), interface)
+
 
 class BuildTests(SynchronousTestCase):
     def setUp(self) -> None:
@@ -52,6 +83,16 @@ class BuildTests(SynchronousTestCase):
         self.assertFalse(os.path.exists(self.base))
         self.assertEqual(self.reactor.sslServers, [])
         self.assertEqual(self.reactor.unixServers, [])
+
+    def test_components_get_their_settings(self) -> None:
+        """
+        build() hands each component its settings object as made by postOptions.
+        """
+        root = build(self.settings, self.reactor)
+        self.assertIs(root.getServiceNamed("ca").settings, self.settings.ca)
+        self.assertIs(root.getServiceNamed("enroll").settings, self.settings.enrollment)
+        self.assertIs(root.getServiceNamed("dm").settings, self.settings.dm)
+        self.assertIs(root.getServiceNamed("notify").settings, self.settings.push.jobs)
 
     def test_start_listens(self) -> None:
         """
@@ -97,19 +138,21 @@ class PushAndManholeTests(SynchronousTestCase):
         from mdmd.manhole import set_password
 
         set_password(os.path.join(self.base, "passwd"), "ops", "pw")
-        settings = self.load(
+        loaded = self.load(
             "[server]\nstate_dir = state\n"
             "[smpp]\nhost = smsc.example\nport = 2776\nsystem_id = mdmd\npassword = pw\n"
             "bind_type = transmitter\nsource_addr = MDMD\nsource_ton = 5\nthroughput = 20\n"
             "[push]\nui_mode = user-interaction\ndata_coding = 0xf5\nconcat_iei = 8\n"
             "[manhole]\nenabled = yes\npassword_file = passwd\n"
         )
-        root = build(settings, self.reactor)
+        root = build(loaded, self.reactor)
         self.assertEqual(
             [s.name for s in root],
             ["store", "ca", "enroll", "dm", "notify", "smpp", "https", "admin", "manhole"],
         )
         esme = root.getServiceNamed("smpp")
+        assert loaded.smpp is not None
+        self.assertIs(esme.config, loaded.smpp.session)
         self.assertEqual((esme.config.system_id, esme.config.bind_type.value, esme.config.throughput), ("mdmd", "transmitter", 20.0))
         self.assertEqual((esme.config.source.addr, esme.config.source.ton), ("MDMD", 5))
         settings = root.getServiceNamed("notify").settings
