@@ -69,9 +69,10 @@ class Reactor(Protocol):
     What the service tree needs of the reactor: its life cycle, time, TCP,
     TLS and UNIX listening, and threads.
 
-    Declared as implementing those interfaces so that it is accepted where
-    each is expected (the mypy-zope plugin checks the members match), and a
-    Protocol so that any reactor that has the members is accepted here.
+    A Protocol, so that any reactor with these members is accepted by
+    L{build}; declared as implementing the interfaces they come from, so that
+    it is accepted wherever one of them is expected (the mypy-zope plugin
+    checks that the members match the interfaces').
     """
 
     # IReactorCore
@@ -160,6 +161,11 @@ class Reactor(Protocol):
 
 
 class Options(usage.Options):
+    """
+    C{twistd mdmd}'s options: the configuration is loaded, validated (every
+    problem reported in one L{usage.UsageError}) and normalised here, once.
+    """
+
     synopsis = "[--config FILE]"
     longdesc = (
         "Run mdmd, the Windows and OMA DM device-management server. Without --config "
