@@ -99,7 +99,7 @@ class Bench:
         semaphore = defer.DeferredSemaphore(20)
         await defer.gatherResults([semaphore.run(lambda d=d: defer.ensureDeferred(d.enroll())) for d in self.devices])
         self.clients = [windows_dm_client(d, clock=reactor.seconds) for d in self.devices]
-        self.admin = AdminClient.from_config(__import__("mdmd.config", fromlist=["load"]).load(self.daemon.config_path))
+        self.admin = AdminClient.from_settings(__import__("mdmd.settings", fromlist=["load"]).load(self.daemon.config_path))
 
     def enqueue(self, round_number: int) -> None:
         ids = [d.device_id for d in self.devices]

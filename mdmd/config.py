@@ -4,7 +4,9 @@ mdmd's configuration: one INI file, validated whole before anything listens.
 The schema is declared once, as frozen dataclasses whose fields carry their
 parser and help text; the loader, C{etc/mdmd.conf} (checked by a test) and the
 documentation all follow from it. Every problem in a file is reported at once,
-so an operator fixes them in one pass.
+so an operator fixes them in one pass. A loaded L{Config} holds the options
+as written (checked, canonically spelled, paths made absolute);
+L{mdmd.settings} turns it into what the daemon runs with.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import os
 import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from mdmd.dm.commands import InvalidCommand, normalize_uri
@@ -248,7 +250,13 @@ def _poll_schedule(raw: str) -> PollSchedule:
     return schedule
 
 
-def _option(default: Any, parse: Callable[[str], Any], help: str, example: str = "") -> Any:
+_T = TypeVar("_T")
+
+
+def _option(default: _T, parse: Callable[[str], _T], help: str, example: str = "") -> _T:
+    """
+    An option of the schema: its default, the parser of its INI text (of the same type), its help.
+    """
     return field(default=default, metadata={"parse": parse, "help": help, "example": example})
 
 
@@ -762,6 +770,15 @@ def format_default(option: dataclasses.Field[Any]) -> str:
     return str(value)
 
 
+class _Parser(configparser.ConfigParser):
+    def optionxform(self, optionstr: str) -> str:
+        """
+        Option names are case-sensitive, like section names: keep them as
+        written (configparser lower-cases them by default).
+        """
+        return optionstr
+
+
 def load(path: str | None, base_dir: str | None = None) -> Config:
     """
     Load and validate the INI file at C{path}, or the development defaults when C{path} is None.
@@ -772,8 +789,7 @@ def load(path: str | None, base_dir: str | None = None) -> Config:
     @raise ConfigErrors: listing every problem found.
     """
     base = os.path.abspath(base_dir or os.getcwd())
-    parser = configparser.ConfigParser(interpolation=None, empty_lines_in_values=False)
-    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser = _Parser(interpolation=None, empty_lines_in_values=False)
     errors: list[str] = []
     if path is not None:
         try:

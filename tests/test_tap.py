@@ -7,10 +7,13 @@ import os
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementedBy
 
-from mdmd import config as mdmd_config
+from mdmd import settings as mdmd_settings
+from mdmd.notify.pkg0 import UIMode
 from mdmd.notify.spool import SpoolTransport
-from mdmd.tap import Options, build
+from mdmd.settings import Settings
+from mdmd.tap import Options, Reactor, build
 
 
 class OptionsTests(SynchronousTestCase):
@@ -34,37 +37,75 @@ class OptionsTests(SynchronousTestCase):
         """
         options = Options()
         options.parseOptions([])
-        self.assertEqual(options.config.https.listen.port, 8443)
-        self.assertEqual(options.config.server.hostname, "localhost")
+        self.assertEqual(options.settings.https.listen.port, 8443)
+        self.assertEqual(options.settings.server.hostname, "localhost")
+
+    def test_settings_are_typed(self) -> None:
+        """
+        postOptions leaves the typed settings, not option text: the UI mode an
+        enum, the data coding an octet.
+        """
+        options = Options()
+        options.parseOptions([])
+        self.assertIsInstance(options.settings, Settings)
+        self.assertIs(options.settings.push.jobs.ui_mode, UIMode.BACKGROUND)
+        self.assertEqual(options.settings.push.jobs.data_coding, 0x04)
+
+
+class ReactorTests(SynchronousTestCase):
+    def test_installed_reactor_provides_it(self) -> None:
+        """
+        The reactor twistd installs provides every interface Reactor declares,
+        which makeService relies on when it hands it to build().
+        """
+        from twisted.internet import reactor
+
+        declared = list(implementedBy(Reactor))
+        self.assertEqual(
+            {i.__name__ for i in declared},
+            {"IReactorCore", "IReactorTime", "IReactorTCP", "IReactorSSL", "IReactorUNIX", "IReactorThreads"},
+        )
+        for interface in declared:
+            self.assertTrue(interface.providedBy(reactor), interface)
 
 
 class BuildTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.base = os.path.abspath(self.mktemp())
-        self.config = mdmd_config.load(None, base_dir=self.base)
+        self.settings = mdmd_settings.load(None, base_dir=self.base)
         self.reactor = MemoryReactorClock()
 
     def test_named_tree_starts_nothing(self) -> None:
         """
         build() returns the named services in start order and touches nothing on disk.
         """
-        root = build(self.config, self.reactor)
+        root = build(self.settings, self.reactor)
         self.assertEqual([s.name for s in root], ["store", "ca", "enroll", "dm", "notify", "https", "admin"])
         self.assertFalse(os.path.exists(self.base))
         self.assertEqual(self.reactor.sslServers, [])
         self.assertEqual(self.reactor.unixServers, [])
 
+    def test_components_get_their_settings(self) -> None:
+        """
+        build() hands each component its settings object as made by postOptions.
+        """
+        root = build(self.settings, self.reactor)
+        self.assertIs(root.getServiceNamed("ca").settings, self.settings.ca)
+        self.assertIs(root.getServiceNamed("enroll").settings, self.settings.enrollment)
+        self.assertIs(root.getServiceNamed("dm").settings, self.settings.dm)
+        self.assertIs(root.getServiceNamed("notify").settings, self.settings.push.jobs)
+
     def test_start_listens(self) -> None:
         """
         Starting the tree opens the store, makes the CA and binds HTTPS and the admin socket.
         """
-        root = build(self.config, self.reactor)
+        root = build(self.settings, self.reactor)
         root.startService()
         self.addCleanup(root.stopService)
         self.assertEqual([(port, interface) for port, _, _, _, interface in self.reactor.sslServers], [(8443, "127.0.0.1")])
-        self.assertEqual(self.reactor.unixServers[0][0], os.path.join(self.config.state_dir, "admin.sock"))
-        self.assertTrue(os.path.exists(os.path.join(self.config.state_dir, "ca", "ca.key")))
-        self.assertEqual(os.stat(self.config.state_dir).st_mode & 0o777, 0o700)
+        self.assertEqual(self.reactor.unixServers[0][0], os.path.join(self.settings.server.state_dir, "admin.sock"))
+        self.assertTrue(os.path.exists(os.path.join(self.settings.server.state_dir, "ca", "ca.key")))
+        self.assertEqual(os.stat(self.settings.server.state_dir).st_mode & 0o777, 0o700)
 
 
 class PushAndManholeTests(SynchronousTestCase):
@@ -73,17 +114,17 @@ class PushAndManholeTests(SynchronousTestCase):
         os.makedirs(self.base)
         self.reactor = MemoryReactorClock()
 
-    def load(self, text: str) -> mdmd_config.Config:
+    def load(self, text: str) -> mdmd_settings.Settings:
         path = os.path.join(self.base, "mdmd.conf")
         with open(path, "w") as f:
             f.write(text)
-        return mdmd_config.load(path, base_dir=self.base)
+        return mdmd_settings.load(path, base_dir=self.base)
 
     def test_spool_without_smsc(self) -> None:
         """
         With no SMSC the notifier spools into state_dir/spool and there is no smpp service.
         """
-        root = build(mdmd_config.load(None, base_dir=self.base), self.reactor)
+        root = build(mdmd_settings.load(None, base_dir=self.base), self.reactor)
         notifier = root.getServiceNamed("notify")
         self.assertIsInstance(notifier.transport, SpoolTransport)
         self.assertIsNone(notifier.transport.service)
@@ -99,20 +140,22 @@ class PushAndManholeTests(SynchronousTestCase):
         from mdmd.manhole import set_password
 
         set_password(os.path.join(self.base, "passwd"), "ops", "pw")
-        config = self.load(
+        loaded = self.load(
             "[server]\nstate_dir = state\n"
             "[smpp]\nhost = smsc.example\nport = 2776\nsystem_id = mdmd\npassword = pw\n"
             "bind_type = transmitter\nsource_addr = MDMD\nsource_ton = 5\nthroughput = 20\n"
             "[push]\nui_mode = user-interaction\ndata_coding = 0xf5\nconcat_iei = 8\n"
             "[manhole]\nenabled = yes\npassword_file = passwd\n"
         )
-        root = build(config, self.reactor)
+        root = build(loaded, self.reactor)
         self.assertEqual(
             [s.name for s in root],
             ["store", "ca", "enroll", "dm", "notify", "smpp", "https", "admin", "manhole"],
         )
         esme = root.getServiceNamed("smpp")
         self.assertIs(root.getServiceNamed("notify").transport.service, esme)
+        assert loaded.smpp is not None
+        self.assertIs(esme.config, loaded.smpp.session)
         self.assertEqual((esme.config.system_id, esme.config.bind_type.value, esme.config.throughput), ("mdmd", "transmitter", 20.0))
         self.assertEqual((esme.config.source.addr, esme.config.source.ton), ("MDMD", 5))
         settings = root.getServiceNamed("notify").settings
@@ -132,8 +175,8 @@ class PushAndManholeTests(SynchronousTestCase):
         """
         from mdmd.listeners import CannotListen
 
-        config = self.load("[manhole]\nenabled = yes\n")
-        root = build(config, self.reactor)
+        settings = self.load("[manhole]\nenabled = yes\n")
+        root = build(settings, self.reactor)
         with self.assertRaises(CannotListen) as caught:
             root.startService()
         self.assertIn("manhole.passwd does not exist (create it with mdmctl manhole-password", str(caught.exception))
@@ -187,9 +230,9 @@ class PublicURLTests(SynchronousTestCase):
         path = os.path.join(base, "mdmd.conf")
         with open(path, "w") as f:
             f.write("[server]\nhostname = mdm.example.com\n[https]\nlisten = 127.0.0.1:0\n")
-        configuration = mdmd_config.load(path, base_dir=base)
+        settings = mdmd_settings.load(path, base_dir=base)
         reactor = MemoryReactorClock()
-        root = build(configuration, reactor)
+        root = build(settings, reactor)
         root.startService()
         self.addCleanup(root.stopService)
         enroll = root.getServiceNamed("enroll")

@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 from mdmd import __version__
 from mdmd import config as mdmd_config
+from mdmd import settings as mdmd_settings
 
 __all__ = ["main", "AdminClient", "CommandError"]
 
@@ -63,16 +64,16 @@ class AdminClient:
         self._timeout = timeout
 
     @classmethod
-    def from_config(cls, config: mdmd_config.Config) -> AdminClient:
-        address = str(config.admin.listen)
+    def from_settings(cls, settings: mdmd_settings.Settings) -> AdminClient:
+        address = str(settings.admin.listen)
         try:
-            with open(config.listening_file) as f:
+            with open(settings.server.listening_file) as f:
                 running = json.load(f)
             if _alive(running.get("pid")) and running.get("admin"):
                 address = running["admin"]
         except (OSError, ValueError):
             pass
-        path = config.admin_token_file
+        path = settings.admin.token_file
         try:
             with open(path) as f:
                 token = f.read().strip()
@@ -179,6 +180,8 @@ def _print_json(value: Any, out: Any) -> None:
 # --- commands -----------------------------------------------------------------
 
 Command = Callable[[AdminClient, argparse.Namespace, Any], None]
+#: a command that works without the daemon (given the settings instead of a client)
+OfflineCommand = Callable[[mdmd_settings.Settings, argparse.Namespace, Any], None]
 
 
 def cmd_status(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
@@ -511,10 +514,10 @@ def cmd_push(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
             print(f"{what}: {job['state']}; SMPP link {_link_text(link)}", file=out)
 
 
-def cmd_manhole_password(config: mdmd_config.Config, args: argparse.Namespace, out: Any) -> None:
+def cmd_manhole_password(settings: mdmd_settings.Settings, args: argparse.Namespace, out: Any) -> None:
     from mdmd.manhole import set_password, validate_login_name
 
-    path = args.file or config.manhole_password_file
+    path = args.file or settings.manhole.password_file
     try:
         validate_login_name(args.name)
     except ValueError as e:
@@ -527,14 +530,14 @@ def cmd_manhole_password(config: mdmd_config.Config, args: argparse.Namespace, o
     print(f"{'changed' if replaced else 'added'} manhole login {args.name} in {path}", file=out)
 
 
-def cmd_manhole(config: mdmd_config.Config, args: argparse.Namespace, out: Any) -> None:
+def cmd_manhole(settings: mdmd_settings.Settings, args: argparse.Namespace, out: Any) -> None:
     from mdmd.admin.console import connect, run
 
-    if not config.manhole.enabled and not args.address:
+    if not settings.manhole.enabled and not args.address:
         raise CommandError("the manhole is not enabled in this configuration ([manhole] enabled)")
-    address = args.address or str(config.manhole.listen)
+    address = args.address or str(settings.manhole.listen)
     try:
-        with open(config.listening_file) as f:
+        with open(settings.server.listening_file) as f:
             running = json.load(f)
         if not args.address and _alive(running.get("pid")) and running.get("manhole"):
             address = running["manhole"]
@@ -573,7 +576,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
 
-    def add(parent: Any, name: str, handler: Command, help: str, listing: bool = False) -> argparse.ArgumentParser:
+    def add(
+        parent: Any, name: str, handler: Command | OfflineCommand, help: str, listing: bool = False
+    ) -> argparse.ArgumentParser:
         sub = parent.add_parser(name, help=help, description=help)
         sub.set_defaults(handler=handler)
         if listing:
@@ -729,13 +734,13 @@ def main(argv: Sequence[str] | None = None, out: Any = None, err: Any = None) ->
             except OSError as e:
                 raise CommandError(f"cannot read {args.config}: {e.strerror}{_access_hint(e)}") from None
         try:
-            config = mdmd_config.load(args.config)
+            settings = mdmd_settings.load(args.config)
         except mdmd_config.ConfigErrors as e:
             raise CommandError(f"{args.config}: " + "; ".join(e.errors)) from None
         if getattr(args, "offline", False):
-            args.handler(config, args, out)
+            args.handler(settings, args, out)
         else:
-            args.handler(AdminClient.from_config(config), args, out)
+            args.handler(AdminClient.from_settings(settings), args, out)
     except CommandError as e:
         print(f"mdmctl: {e}", file=err)
         return EXIT_FAILURE

@@ -24,7 +24,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
-from mdmd.config import Config
+from mdmd.devices.lifecycle import DeviceStatus
 from mdmd.dm import queue as dm_queue
 from mdmd.dm.commands import parse_spec
 from mdmd.enroll import devices
@@ -124,43 +124,6 @@ class EnrollmentSettings:
     inventory: tuple[str, ...] = ()
     #: enrollment transactions at once (see EnrollmentService._issuing)
     issuing_concurrency: int = 1
-
-    @classmethod
-    def from_config(cls, config: Config) -> EnrollmentSettings:
-        enrollment = config.enrollment
-        return cls(
-            state_dir=config.state_dir,
-            hostname=config.server.hostname,
-            public_port=config.server.public_port,
-            auth_policy=enrollment.auth_policy,
-            max_enrollment_version=enrollment.enrollment_version,
-            policy=CertificatePolicy(
-                name=f"{enrollment.display_name} device",
-                min_key_length=enrollment.min_key_length,
-                validity_seconds=config.ca.client_cert_lifetime_days * 86400,
-                renewal_seconds=enrollment.renewal_period_days * 86400,
-            ),
-            account=DMAccount(
-                provider_id=enrollment.provider_id,
-                name=enrollment.display_name,
-                dm_url="",
-                connection_retries=enrollment.connection_retries,
-                initial_backoff_ms=enrollment.initial_backoff_ms,
-                max_backoff_ms=enrollment.max_backoff_ms,
-                default_encoding=enrollment.default_encoding,
-                poll=enrollment.poll_schedule,
-                poll_on_login=enrollment.poll_on_login,
-                renew_period_days=enrollment.renewal_period_days,
-                renew_retry_days=enrollment.renewal_retry_days,
-            ),
-            device_auth_type=enrollment.device_auth_type,
-            federated_token_lifetime=float(enrollment.federated_token_lifetime),
-            certificate_ca_file=enrollment.certificate_ca_file,
-            inventory=config.dm.inventory,
-            issuing_concurrency=(
-                1 if config.store_uri.startswith(("file:", "memory:")) else config.store.pool_size
-            ),
-        )
 
 
 @dataclass(frozen=True)
@@ -339,7 +302,7 @@ class EnrollmentService(Service):
         )
         log.info(
             "{action} {device_id} ({name}) for {user}: certificate {serial}, {key} key{replaced}",
-            action="re-enrollment of" if enrolled.known else "enrollment of",
+            action=f"re-{DeviceStatus.ENROLLED.value}" if enrolled.known else DeviceStatus.ENROLLED.value,
             device_id=device_id,
             name=facts.value("DeviceName") or "unnamed",
             user=principal.user,

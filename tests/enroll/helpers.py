@@ -20,9 +20,10 @@ from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 
 from mdmd import config as mdmd_config
+from mdmd import settings as mdmd_settings
 from mdmd.enroll import users
 from mdmd.enroll.resource import enrollment_resource
-from mdmd.enroll.operations import EnrollmentService, EnrollmentSettings
+from mdmd.enroll.operations import EnrollmentService
 from mdmd.enroll.users import StoreUserChecker
 from mdmd.pki.ca import generate_rsa_key
 from mdmd.pki.resource import pki_resource
@@ -92,7 +93,7 @@ class EnrollmentServerTestCase(TestCase):
         )
         self.port_number = 0
         self.service = EnrollmentService(
-            EnrollmentSettings.from_config(self.configuration),
+            mdmd_settings.from_config(self.configuration).enrollment,
             self.store,
             self.ca,
             StoreUserChecker(self.store, reactor, reactor),

@@ -1,6 +1,7 @@
 """
-Tests for L{mdmd.enroll.operations}: settings from the configuration, the
-policy chosen from it, and the queue in front of enrollment transactions.
+Tests for L{mdmd.enroll.operations}: public URLs, the policy chosen from the
+configuration, and the queue in front of enrollment transactions (settings
+from the configuration: tests/test_settings.py).
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from mdmd import settings as mdmd_settings
 from mdmd.enroll import soap
-from mdmd.enroll.operations import EnrollmentService, EnrollmentSettings, public_base_url
+from mdmd.enroll.operations import EnrollmentService, public_base_url
 from mdmd.enroll.policies import CertificatePolicy, FederatedPolicy, OnPremisePolicy, SignInUnavailable
 from mdmd.testing.windows.soap import discover_message
 from mdmd.xmlparser import parse
@@ -21,30 +23,7 @@ from mdmd.xmlparser import parse
 from .helpers import load_config
 
 
-class SettingsTests(SynchronousTestCase):
-    def settings(self, extra: str = "") -> EnrollmentSettings:
-        state_dir = os.path.abspath(self.mktemp())
-        os.makedirs(state_dir)
-        return EnrollmentSettings.from_config(load_config(state_dir, extra))
-
-    def test_one_source_of_truth(self) -> None:
-        """
-        The policy's validity is [ca] client_cert_lifetime_days; its renewal
-        period is [enrollment] renewal_period_days, also the document's RenewPeriod.
-        """
-        settings = self.settings("[ca]\nclient_cert_lifetime_days = 90\n[enrollment]\nrenewal_period_days = 30\n")
-        self.assertEqual(settings.policy.validity_seconds, 90 * 86400)
-        self.assertEqual(settings.policy.renewal_seconds, 30 * 86400)
-        self.assertEqual(settings.account.renew_period_days, 30)
-
-    def test_issuing_concurrency(self) -> None:
-        """
-        With the embedded store enrollments are issued one at a time; with a
-        shared store, as many as the connection pool allows.
-        """
-        self.assertEqual(self.settings().issuing_concurrency, 1)
-        self.assertEqual(self.settings("[store]\nuri = zeo://db:8100\npool_size = 5\n").issuing_concurrency, 5)
-
+class BaseURLTests(SynchronousTestCase):
     def test_base_url(self) -> None:
         """
         The port is left out of URLs at 443; IPv6 literals are bracketed.
@@ -69,7 +48,7 @@ class IssuingQueueTests(SynchronousTestCase):
 
         state_dir = os.path.abspath(self.mktemp())
         os.makedirs(state_dir)
-        settings = EnrollmentSettings.from_config(load_config(state_dir))
+        settings = mdmd_settings.from_config(load_config(state_dir)).enrollment
         service = EnrollmentService(settings, None, FakeCA(), None, None, lambda: 443)  # type: ignore[arg-type]
         first = service._issuing(lambda root, issue: None)
         second = service._issuing(lambda root, issue: None)
@@ -85,9 +64,9 @@ class PolicyChoiceTests(SynchronousTestCase):
     def service(self, policy: str) -> EnrollmentService:
         state_dir = os.path.abspath(self.mktemp())
         os.makedirs(state_dir)
-        settings = EnrollmentSettings.from_config(
+        settings = mdmd_settings.from_config(
             load_config(state_dir, f"[enrollment]\nauth_policy = {policy}\n")
-        )
+        ).enrollment
         return EnrollmentService(settings, None, None, None, Clock(), lambda: 443)  # type: ignore[arg-type]
 
     def discovered_sign_in_url(self, service: EnrollmentService) -> str:

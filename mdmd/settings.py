@@ -1,0 +1,319 @@
+"""
+What the daemon runs with: the configuration file, validated and normalised once.
+
+L{mdmd.config} declares the INI schema and validates a file into a L{Config}
+(the options as the operator wrote them, checked and in their canonical
+spelling). This module turns that, in one place, into a frozen tree of typed
+L{Settings}: every value in the type its consumer takes (enums, octets,
+seconds as floats, lifetimes as timedeltas, absolute paths, the components'
+own settings objects), so that C{mdmd.tap} and C{mdmctl} only read values and
+no component parses a configuration string again.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+
+from mdmd import config as mdmd_config
+from mdmd.config import Config, ListenAddress
+from mdmd.dm import effects as dm_effects
+from mdmd.dm.checkin import DMSettings
+from mdmd.enroll.operations import EnrollmentSettings
+from mdmd.enroll.provisioning import DMAccount
+from mdmd.enroll.xcep import CertificatePolicy
+from mdmd.notify.jobs import PushSettings
+from mdmd.notify.pkg0 import UIMode
+from mdmd.notify.smpp_pdu import MessageIdBase
+from mdmd.notify.smpp_session import Address, BindType, SessionConfig
+from mdmd.pki.authority import CASettings
+
+__all__ = [
+    "AdminSettings",
+    "HttpsSettings",
+    "ManholeSettings",
+    "NotifierSettings",
+    "ServerSettings",
+    "Settings",
+    "SmscSettings",
+    "StoreSettings",
+    "from_config",
+    "load",
+]
+
+_DAY = 86400.0
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """[server]: who we are and where state lives."""
+
+    hostname: str
+    #: every name of the TLS server certificate: C{hostname} first, then C{extra_hostnames}
+    hostnames: tuple[str, ...]
+    state_dir: str
+    #: the port in the URLs handed to devices; 0 means the one HTTPS bound
+    public_port: int
+    #: where the running daemon records the addresses it bound (mdmctl reads it)
+    listening_file: str
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """[store]: the ZODB database."""
+
+    #: the URI to open, C{STATE_DIR/Data.fs} when the file names none
+    uri: str
+    pool_size: int
+    conflict_retries: int
+    cache_size: int
+
+
+@dataclass(frozen=True)
+class HttpsSettings:
+    """[https]: the listener (its certificate files are the CA's: L{CASettings})."""
+
+    listen: ListenAddress
+    max_body: int
+    idle_timeout: float
+
+
+@dataclass(frozen=True)
+class NotifierSettings:
+    """[push]: how pushes are built (C{jobs}) and what the notifier does with them."""
+
+    jobs: PushSettings
+    #: where pushes are written when no SMSC is configured
+    spool_dir: str
+    retry_delay: float
+    #: how long finished pushes are kept; 0 keeps them for ever
+    keep_seconds: float
+
+
+@dataclass(frozen=True)
+class SmscSettings:
+    """[smpp] with a host: the SMSC, how to reach it, and the SMPP session."""
+
+    host: str
+    port: int
+    tls: bool
+    #: PEM file of the CAs that may sign the SMSC's certificate; empty: the system's
+    ca_file: str
+    connect_timeout: float
+    reconnect_max_delay: float
+    session: SessionConfig
+
+    @property
+    def address(self) -> str:
+        """
+        C{tcp:HOST:PORT} or C{tls:HOST:PORT}, as status and logs name the SMSC.
+        """
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'tls' if self.tls else 'tcp'}:{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class AdminSettings:
+    """[admin]: the admin API mdmctl talks to."""
+
+    listen: ListenAddress
+    token_file: str
+
+
+@dataclass(frozen=True)
+class ManholeSettings:
+    """[manhole]: the debugging shell."""
+
+    enabled: bool
+    listen: ListenAddress
+    #: mdmctl manhole-password writes it whether or not the manhole is enabled
+    password_file: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    """
+    Everything the daemon and mdmctl take from the configuration, in final form.
+    """
+
+    server: ServerSettings
+    store: StoreSettings
+    https: HttpsSettings
+    ca: CASettings
+    enrollment: EnrollmentSettings
+    dm: DMSettings
+    push: NotifierSettings
+    #: None without an SMSC: pushes go to C{push.spool_dir}
+    smpp: SmscSettings | None
+    admin: AdminSettings
+    manhole: ManholeSettings
+
+
+def load(path: str | None, base_dir: str | None = None) -> Settings:
+    """
+    Load, validate and normalise the INI file at C{path} (the development
+    defaults when None); see L{mdmd.config.load}.
+
+    @raise mdmd.config.ConfigErrors: listing every problem found.
+    """
+    return from_config(mdmd_config.load(path, base_dir))
+
+
+def from_config(config: Config) -> Settings:
+    """
+    The settings of a validated configuration: the one translation from
+    options to what components take.
+    """
+    server = ServerSettings(
+        hostname=config.server.hostname,
+        hostnames=(config.server.hostname, *config.server.extra_hostnames),
+        state_dir=config.state_dir,
+        public_port=config.server.public_port,
+        listening_file=config.listening_file,
+    )
+    return Settings(
+        server=server,
+        store=StoreSettings(
+            uri=config.store_uri,
+            pool_size=config.store.pool_size,
+            conflict_retries=config.store.conflict_retries,
+            cache_size=config.store.cache_size,
+        ),
+        https=HttpsSettings(
+            listen=config.https.listen,
+            max_body=config.https.max_body,
+            idle_timeout=float(config.https.idle_timeout),
+        ),
+        ca=_ca(config, server),
+        enrollment=_enrollment(config),
+        dm=_dm(config),
+        push=_notifier(config),
+        smpp=_smsc(config) if config.smpp.host else None,
+        admin=AdminSettings(listen=config.admin.listen, token_file=config.admin_token_file),
+        manhole=ManholeSettings(
+            enabled=config.manhole.enabled,
+            listen=config.manhole.listen,
+            password_file=config.manhole_password_file,
+        ),
+    )
+
+
+def _ca(config: Config, server: ServerSettings) -> CASettings:
+    ca = config.ca
+    return CASettings(
+        state_dir=server.state_dir,
+        hostnames=server.hostnames,
+        organization=ca.organization,
+        key_size=ca.key_size,
+        server_key_size=ca.server_key_size,
+        root_lifetime=datetime.timedelta(days=ca.root_lifetime_days),
+        server_lifetime=datetime.timedelta(days=ca.server_cert_lifetime_days),
+        client_lifetime=datetime.timedelta(days=ca.client_cert_lifetime_days),
+        crl_lifetime=datetime.timedelta(hours=ca.crl_lifetime_hours),
+        server_cert_file=config.https.cert_file,
+        server_key_file=config.https.key_file,
+        server_chain_file=config.https.chain_file,
+    )
+
+
+def _enrollment(config: Config) -> EnrollmentSettings:
+    enrollment = config.enrollment
+    return EnrollmentSettings(
+        state_dir=config.state_dir,
+        hostname=config.server.hostname,
+        public_port=config.server.public_port,
+        auth_policy=enrollment.auth_policy,
+        max_enrollment_version=enrollment.enrollment_version,
+        policy=CertificatePolicy(
+            name=f"{enrollment.display_name} device",
+            min_key_length=enrollment.min_key_length,
+            validity_seconds=config.ca.client_cert_lifetime_days * 86400,
+            renewal_seconds=enrollment.renewal_period_days * 86400,
+        ),
+        account=DMAccount(
+            provider_id=enrollment.provider_id,
+            name=enrollment.display_name,
+            dm_url="",
+            connection_retries=enrollment.connection_retries,
+            initial_backoff_ms=enrollment.initial_backoff_ms,
+            max_backoff_ms=enrollment.max_backoff_ms,
+            default_encoding=enrollment.default_encoding,
+            poll=enrollment.poll_schedule,
+            poll_on_login=enrollment.poll_on_login,
+            renew_period_days=enrollment.renewal_period_days,
+            renew_retry_days=enrollment.renewal_retry_days,
+        ),
+        device_auth_type=enrollment.device_auth_type,
+        federated_token_lifetime=float(enrollment.federated_token_lifetime),
+        certificate_ca_file=enrollment.certificate_ca_file,
+        inventory=config.dm.inventory,
+        # One at a time with the embedded store (run together, enrollments
+        # conflict on the same BTree buckets); a shared store, one per connection.
+        issuing_concurrency=(
+            1 if config.store_uri.startswith(("file:", "memory:")) else config.store.pool_size
+        ),
+    )
+
+
+def _dm(config: Config) -> DMSettings:
+    dm = config.dm
+    return DMSettings(
+        session=dm_effects.Settings(
+            session_timeout=float(dm.session_timeout),
+            default_max_msg_size=dm.max_message_size,
+            max_obj_size=dm.max_object_size,
+            max_auth_failures=dm.max_auth_failures,
+        ),
+        require_client_certificate=dm.require_client_certificate,
+    )
+
+
+def _notifier(config: Config) -> NotifierSettings:
+    push = config.push
+    return NotifierSettings(
+        jobs=PushSettings(
+            version=push.version,
+            ui_mode=UIMode[push.ui_mode.upper().replace("-", "_")],
+            data_coding=int(push.data_coding, 16),
+            concat_iei=int(push.concat_iei, 16),
+            expiry=float(push.expiry),
+            local_ton=push.local_ton,
+            local_npi=push.local_npi,
+        ),
+        spool_dir=push.spool_dir,
+        retry_delay=float(push.retry_delay),
+        keep_seconds=push.keep_days * _DAY,
+    )
+
+
+def _smsc(config: Config) -> SmscSettings:
+    smpp = config.smpp
+    return SmscSettings(
+        host=smpp.host,
+        port=smpp.port,
+        tls=smpp.tls,
+        ca_file=smpp.ca_file,
+        connect_timeout=float(smpp.connect_timeout),
+        reconnect_max_delay=float(smpp.reconnect_max_delay),
+        session=SessionConfig(
+            system_id=smpp.system_id,
+            password=smpp.password,
+            system_type=smpp.system_type,
+            bind_type=BindType(smpp.bind_type),
+            source=Address(smpp.source_addr, smpp.source_ton, smpp.source_npi),
+            service_type=smpp.service_type,
+            registered_delivery=0x01 if smpp.registered_delivery else 0x00,
+            validity_period=smpp.validity_period,
+            window=smpp.window,
+            throughput=smpp.throughput or None,
+            enquire_link_interval=float(smpp.enquire_link_interval),
+            response_timeout=float(smpp.response_timeout),
+            max_timeouts=smpp.max_timeouts,
+            throttle_pause=smpp.throttle_pause,
+            max_throttle_retries=smpp.max_throttle_retries,
+            temporary_retry_delay=float(smpp.temporary_retry_delay),
+            max_temporary_retries=smpp.max_temporary_retries,
+            submit_id_base=MessageIdBase(smpp.submit_id_base),
+            receipt_id_base=MessageIdBase(smpp.receipt_id_base),
+        ),
+    )
