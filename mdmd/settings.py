@@ -6,8 +6,10 @@ L{mdmd.config} declares the INI schema and validates a file into a L{Config}
 spelling). This module turns that, in one place, into a frozen tree of typed
 L{Settings}: every value in the type its consumer takes (enums, octets,
 seconds as floats, lifetimes as timedeltas, absolute paths, the components'
-own settings objects), so that C{mdmd.tap} and C{mdmctl} only read values and
-no component parses a configuration string again.
+own settings objects), so that C{mdmd.tap} only reads values and no
+component parses a configuration string again. (C{mdmctl} needs none of the
+components: it reads the validated L{Config} for its addresses and files, and
+so does not import the daemon's modules, which keeps each command quick.)
 """
 
 from __future__ import annotations

@@ -23,7 +23,6 @@ from urllib.parse import quote
 
 from mdmd import __version__
 from mdmd import config as mdmd_config
-from mdmd import settings as mdmd_settings
 
 __all__ = ["main", "AdminClient", "CommandError"]
 
@@ -64,16 +63,16 @@ class AdminClient:
         self._timeout = timeout
 
     @classmethod
-    def from_settings(cls, settings: mdmd_settings.Settings) -> AdminClient:
-        address = str(settings.admin.listen)
+    def from_config(cls, config: mdmd_config.Config) -> AdminClient:
+        address = str(config.admin.listen)
         try:
-            with open(settings.server.listening_file) as f:
+            with open(config.listening_file) as f:
                 running = json.load(f)
             if _alive(running.get("pid")) and running.get("admin"):
                 address = running["admin"]
         except (OSError, ValueError):
             pass
-        path = settings.admin.token_file
+        path = config.admin_token_file
         try:
             with open(path) as f:
                 token = f.read().strip()
@@ -180,8 +179,8 @@ def _print_json(value: Any, out: Any) -> None:
 # --- commands -----------------------------------------------------------------
 
 Command = Callable[[AdminClient, argparse.Namespace, Any], None]
-#: a command that works without the daemon (given the settings instead of a client)
-OfflineCommand = Callable[[mdmd_settings.Settings, argparse.Namespace, Any], None]
+#: a command that works without the daemon (given the validated configuration instead of a client)
+OfflineCommand = Callable[[mdmd_config.Config, argparse.Namespace, Any], None]
 
 
 def cmd_status(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
@@ -514,10 +513,10 @@ def cmd_push(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
             print(f"{what}: {job['state']}; SMPP link {_link_text(link)}", file=out)
 
 
-def cmd_manhole_password(settings: mdmd_settings.Settings, args: argparse.Namespace, out: Any) -> None:
+def cmd_manhole_password(config: mdmd_config.Config, args: argparse.Namespace, out: Any) -> None:
     from mdmd.manhole import set_password, validate_login_name
 
-    path = args.file or settings.manhole.password_file
+    path = args.file or config.manhole_password_file
     try:
         validate_login_name(args.name)
     except ValueError as e:
@@ -530,14 +529,14 @@ def cmd_manhole_password(settings: mdmd_settings.Settings, args: argparse.Namesp
     print(f"{'changed' if replaced else 'added'} manhole login {args.name} in {path}", file=out)
 
 
-def cmd_manhole(settings: mdmd_settings.Settings, args: argparse.Namespace, out: Any) -> None:
+def cmd_manhole(config: mdmd_config.Config, args: argparse.Namespace, out: Any) -> None:
     from mdmd.admin.console import connect, run
 
-    if not settings.manhole.enabled and not args.address:
+    if not config.manhole.enabled and not args.address:
         raise CommandError("the manhole is not enabled in this configuration ([manhole] enabled)")
-    address = args.address or str(settings.manhole.listen)
+    address = args.address or str(config.manhole.listen)
     try:
-        with open(settings.server.listening_file) as f:
+        with open(config.listening_file) as f:
             running = json.load(f)
         if not args.address and _alive(running.get("pid")) and running.get("manhole"):
             address = running["manhole"]
@@ -734,13 +733,13 @@ def main(argv: Sequence[str] | None = None, out: Any = None, err: Any = None) ->
             except OSError as e:
                 raise CommandError(f"cannot read {args.config}: {e.strerror}{_access_hint(e)}") from None
         try:
-            settings = mdmd_settings.load(args.config)
+            config = mdmd_config.load(args.config)
         except mdmd_config.ConfigErrors as e:
             raise CommandError(f"{args.config}: " + "; ".join(e.errors)) from None
         if getattr(args, "offline", False):
-            args.handler(settings, args, out)
+            args.handler(config, args, out)
         else:
-            args.handler(AdminClient.from_settings(settings), args, out)
+            args.handler(AdminClient.from_config(config), args, out)
     except CommandError as e:
         print(f"mdmctl: {e}", file=err)
         return EXIT_FAILURE

@@ -17,7 +17,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from mdmd import settings
+from mdmd import config as mdmd_config
 from mdmd.admin import cli
 from mdmd.admin.cli import AdminClient, CommandError
 
@@ -61,17 +61,17 @@ class PermissionHintTests(SynchronousTestCase):
         A token this user may not read: the same advice; a missing one asks whether the daemon ran.
         """
         base = os.path.abspath(self.mktemp())
-        loaded = settings.load(None, base_dir=base)
-        self.refuse(loaded.admin.token_file)
+        loaded = mdmd_config.load(None, base_dir=base)
+        self.refuse(loaded.admin_token_file)
         with self.assertRaises(CommandError) as caught:
-            AdminClient.from_settings(loaded)
+            AdminClient.from_config(loaded)
         self.assertEqual(
             str(caught.exception),
-            f"cannot read the admin token {loaded.admin.token_file}: Permission denied {HINT}",
+            f"cannot read the admin token {loaded.admin_token_file}: Permission denied {HINT}",
         )
-        self.refuse(loaded.admin.token_file, errno.ENOENT)
+        self.refuse(loaded.admin_token_file, errno.ENOENT)
         with self.assertRaises(CommandError) as caught:
-            AdminClient.from_settings(loaded)
+            AdminClient.from_config(loaded)
         self.assertTrue(str(caught.exception).endswith("(has the daemon been started?)"))
 
     def test_socket_refused(self) -> None:
