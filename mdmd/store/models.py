@@ -59,7 +59,7 @@ class IssuedCertificate(Persistent):
 
 class Device(Persistent):
     """
-    A Windows device that enrolled, keyed by its DeviceID everywhere in the store.
+    A managed device (Windows or classic OMA DM), keyed by its DeviceID everywhere in the store.
 
     Re-enrollment and renewal update this object in place (never replace it),
     so whatever else is keyed by the device id (its DM command queue, its
@@ -89,6 +89,10 @@ class Device(Persistent):
 
     #: a L{mdmd.devices.lifecycle.DeviceStatus} value, only ever set by that module
     status = ""
+    #: a L{mdmd.devices.accounts.DeviceKind} value: "windows" (enrolled by
+    #: MS-MDE2; every record made before kinds existed is one) or "omadm" (a
+    #: classic OMA DM device registered by an operator)
+    kind = "windows"
     first_enrolled_at = 0.0
     enrolled_at = 0.0
     enrollment_count = 0
@@ -96,7 +100,16 @@ class Device(Persistent):
     removed_at: float | None = None
     last_contact: float | None = None
 
-    # DM credentials handed out in the provisioning document (w7 APPAUTH).
+    # The DM account: handed out in the provisioning document (w7 APPAUTH) to a
+    # Windows device, set by an operator (or an OMA CP bootstrap) for a classic one.
+    #: our server id for this device (w7 PROVIDER-ID / DMAcc ServerID, and the
+    #: server id of its package #0); empty: the configured [enrollment] provider_id
+    dm_server_id = ""
+    #: whether its TLS connection must present a client certificate: "required",
+    #: "optional", or "" for its kind's default
+    client_certificate = ""
+    #: the IMSI (digits) an OMA CP bootstrap is authenticated with (NETWPIN)
+    imsi = ""
     # APPSRV: how the device authenticates to us.
     dm_client_name = ""
     dm_client_secret = ""
@@ -104,6 +117,8 @@ class Device(Persistent):
     #: raw bytes of the nonce we expect the device to use next (APPSRV AAUTHDATA)
     dm_client_nonce = b""
     # CLIENT: how we authenticate to the device (and sign package #0).
+    #: "DIGEST", "BASIC" or "HMAC" (w7 CLIENT AAUTHTYPE)
+    dm_server_auth_type = "DIGEST"
     dm_server_name = ""
     dm_server_secret = ""
     #: raw bytes of the nonce the device expects from us next (CLIENT AAUTHDATA)
