@@ -9,13 +9,14 @@ share one database. C{memory:} is a MappingStorage for tests.
 from __future__ import annotations
 
 import os
-from urllib.parse import parse_qs, unquote, urlsplit
+from collections.abc import Callable
+from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
 import ZODB
 from ZODB.FileStorage import FileStorage
 from ZODB.MappingStorage import MappingStorage
 
-__all__ = ["StoreURIError", "open_db", "describe"]
+__all__ = ["StoreURIError", "BACKENDS", "open_db", "describe"]
 
 
 class StoreURIError(ValueError):
@@ -30,23 +31,10 @@ def open_db(uri: str, pool_size: int = 7, cache_size: int = 10000) -> ZODB.DB:
     each connection caching up to C{cache_size} objects.
     """
     parts = urlsplit(uri)
-    scheme = parts.scheme
-    if scheme == "memory":
-        storage = MappingStorage()
-    elif scheme == "file":
-        path = parts.netloc + parts.path if parts.netloc else parts.path
-        if not path:
-            raise StoreURIError(f"{uri}: file URI needs a path")
-        directory = os.path.dirname(path)
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        storage = FileStorage(path)
-    elif scheme == "zeo":
-        storage = _zeo(parts.hostname, parts.port, parse_qs(parts.query))
-    elif scheme in ("postgresql", "postgres"):
-        storage = _relstorage(uri)
-    else:
-        raise StoreURIError(f"{uri}: unsupported scheme {scheme!r}")
-    return ZODB.DB(storage, pool_size=pool_size, cache_size=cache_size, database_name="mdmd")
+    opener = BACKENDS.get(parts.scheme)
+    if opener is None:
+        raise StoreURIError(f"{uri}: unsupported scheme {parts.scheme!r}")
+    return ZODB.DB(opener(uri, parts), pool_size=pool_size, cache_size=cache_size, database_name="mdmd")
 
 
 def describe(uri: str) -> str:
@@ -85,21 +73,33 @@ def libpq_dsn(uri: str) -> str:
     return " ".join(f"{key}={quote(value)}" for key, value in fields.items())
 
 
-def _zeo(host: str | None, port: int | None, query: dict[str, list[str]]) -> object:
+def _memory(uri: str, parts: SplitResult) -> object:
+    return MappingStorage()
+
+
+def _file(uri: str, parts: SplitResult) -> object:
+    path = parts.netloc + parts.path if parts.netloc else parts.path
+    if not path:
+        raise StoreURIError(f"{uri}: file URI needs a path")
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    return FileStorage(path)
+
+
+def _zeo(uri: str, parts: SplitResult) -> object:
     try:
         from ZEO.ClientStorage import ClientStorage
     except ImportError:
         raise StoreURIError("zeo:// needs ZEO installed (pip install 'mdmd[zeo]')") from None
-    if not host or not port:
+    if not parts.hostname or not parts.port:
         raise StoreURIError("zeo:// needs HOST:PORT")
-    storage_name = query.get("storage", ["1"])[0]
+    storage_name = parse_qs(parts.query).get("storage", ["1"])[0]
     # server_sync: every transaction starts with a round trip to the server, so
     # it sees what other nodes committed before (a device's next message may
     # reach another node than its last one).
-    return ClientStorage((host, port), storage=storage_name, wait_timeout=30, server_sync=True)
+    return ClientStorage((parts.hostname, parts.port), storage=storage_name, wait_timeout=30, server_sync=True)
 
 
-def _relstorage(uri: str) -> object:
+def _relstorage(uri: str, parts: SplitResult) -> object:
     try:
         from relstorage.adapters.postgresql import PostgreSQLAdapter
         from relstorage.options import Options
@@ -111,3 +111,17 @@ def _relstorage(uri: str) -> object:
     options = Options(keep_history=False)
     adapter = PostgreSQLAdapter(dsn=libpq_dsn(uri), options=options)
     return RelStorage(adapter, options=options)
+
+
+#: A store backend: the URI and its parts → a ZODB storage. A new backend is
+#: one function here and its scheme in this table (and, if it needs a
+#: package, an extra in setup.cfg).
+Opener = Callable[[str, SplitResult], object]
+
+BACKENDS: dict[str, Opener] = {
+    "memory": _memory,
+    "file": _file,
+    "zeo": _zeo,
+    "postgresql": _relstorage,
+    "postgres": _relstorage,
+}
