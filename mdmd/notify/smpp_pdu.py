@@ -821,7 +821,8 @@ def _receipt_date(value: str | None) -> datetime | None:
     if value is None or not value.isdigit() or len(value) not in (10, 12):
         return None
     parts = [int(value[i : i + 2]) for i in range(0, len(value), 2)]
+    year, month, day, hour, minute, second = (parts + [0])[:6]  # YYMMDDhhmm[ss]
     try:
-        return datetime(2000 + parts[0], *parts[1:])
+        return datetime(2000 + year, month, day, hour, minute, second)
     except ValueError:
         return None
