@@ -8,6 +8,7 @@ import subprocess
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from twisted.internet.defer import ensureDeferred
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
@@ -83,6 +84,39 @@ class FilesTests(SynchronousTestCase):
         self.assertEqual(ca.server_certificate, cert)
         self.assertNotEqual(ca.ca_certificate, other.certificate)
         self.assertFalse(os.path.exists(os.path.join(ca.settings.state_dir, "tls", "server.key")))
+
+    def test_operator_key_of_another_kind(self) -> None:
+        """
+        An operator-supplied server key that is neither RSA nor EC stops the start, naming the file.
+        """
+        directory = self.mktemp()
+        os.makedirs(directory)
+        with open(f"{directory}/cert.pem", "wb") as f:
+            f.write(certificate_pem(started_ca(self).server_certificate))
+        with open(f"{directory}/key.pem", "wb") as f:
+            f.write(
+                ed25519.Ed25519PrivateKey.generate().private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+            )
+        with self.assertRaises(ValueError) as caught:
+            started_ca(self, server_cert_file=f"{directory}/cert.pem", server_key_file=f"{directory}/key.pem")
+        self.assertIn(f"{directory}/key.pem", str(caught.exception))
+        self.assertIn("Ed25519", str(caught.exception))
+
+    def test_ca_key_must_be_rsa(self) -> None:
+        """
+        A CA key file holding an EC key stops the start: the CA signs with RSA.
+        """
+        first = started_ca(self)
+        first.stopService()
+        with open(first.ca_key_path, "wb") as f:
+            f.write(private_key_pem(ec.generate_private_key(ec.SECP256R1())))
+        with self.assertRaises(ValueError) as caught:
+            started_ca(self, state_dir=first.settings.state_dir)
+        self.assertIn(first.ca_key_path, str(caught.exception))
 
 
 class IssueRevokeTests(SynchronousTestCase):

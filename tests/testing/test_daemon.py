@@ -6,7 +6,6 @@ real daemon is started by C{tests/e2e}).
 
 from __future__ import annotations
 
-import configparser
 import datetime
 import json
 import os
@@ -20,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
+from mdmd.config import IniParser
 from mdmd.testing import daemon as daemon_module
 from mdmd.testing.daemon import DaemonFailed, DaemonProcess, script
 
@@ -133,8 +133,7 @@ class DaemonProcessTests(SynchronousTestCase):
             hostname="mdm.example", ca_key_size=3072, config="[https]\nlisten = 127.0.0.1:8443\n[dm]\nMaxMsgSize = 1\n"
         )
         daemon.write_config()
-        parser = configparser.ConfigParser(interpolation=None)
-        parser.optionxform = str  # type: ignore[assignment,method-assign]
+        parser = IniParser(interpolation=None)
         parser.read(daemon.config_path)
         self.assertEqual(
             {name: dict(parser.items(name)) for name in parser.sections()},
