@@ -9,20 +9,22 @@ import socket
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.threads import deferToThread
-from twisted.logger import LogLevel, globalLogPublisher
+from twisted.logger import LogLevel
 from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from mdmd.errors import NotFound, PeerError
-from mdmd.site import AsyncResource, MdmdSite, Response
+from mdmd.site import AsyncResource, MdmdRequest, MdmdSite, Response
 from mdmd.store.runner import ConflictRetriesExhausted
+
+from .logs import logged_events
+from .servers import serve
 
 
 class Echo(AsyncResource):
-    async def handle_POST(self, request: Request) -> Response:
+    async def handle_POST(self, request: MdmdRequest) -> Response:
         request.device_id = "DEV-7"
         body = request.content.read()
         # answer after a reactor turn, as real handlers do after store work
@@ -33,7 +35,7 @@ class Echo(AsyncResource):
 
 
 class Arguments(AsyncResource):
-    async def handle_POST(self, request: Request) -> Response:
+    async def handle_POST(self, request: MdmdRequest) -> Response:
         return Response(repr((sorted(request.args), request.content.read())).encode())
 
 
@@ -79,7 +81,7 @@ def raw_exchange(port: int, data: bytes) -> bytes:
 
 
 class SiteTests(TestCase):
-    def setUp(self):
+    def setUp(self) -> None:
         root = Resource()
         root.putChild(b"echo", Echo())
         root.putChild(b"broken", Broken())
@@ -88,21 +90,13 @@ class SiteTests(TestCase):
         root.putChild(b"looking", Looking())
         root.putChild(b"busy", Overloaded())
         self.site = MdmdSite(root, clock=reactor, max_body=1000)
-        self.events: list[dict] = []
-        globalLogPublisher.addObserver(self.events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
-        d = TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(self.site)
-
-        def listening(port):
-            self.port = port.getHost().port
-            self.addCleanup(port.stopListening)
-
-        return d.addCallback(listening)
+        self.events = logged_events(self)
+        self.port = serve(self, self.site)
 
     def requests(
         self, *requests: tuple[str, str, bytes | None], headers: dict[str, str] | None = None
-    ) -> Deferred[list[tuple[int, dict, bytes]]]:
-        def run():
+    ) -> Deferred[list[tuple[int, dict[str, str], bytes]]]:
+        def run() -> list[tuple[int, dict[str, str], bytes]]:
             connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
             out = []
             for method, path, body in requests:

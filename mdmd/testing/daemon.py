@@ -153,6 +153,15 @@ class DaemonProcess:
             return ""
 
     @property
+    def pid(self) -> int:
+        """
+        The process id of the started daemon.
+        """
+        if self.process is None:
+            raise DaemonFailed("the daemon is not running")
+        return self.process.pid
+
+    @property
     def https_port(self) -> int:
         return int(self.addresses["https"].rsplit(":", 1)[1])
 

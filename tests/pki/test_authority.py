@@ -8,7 +8,7 @@ import subprocess
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from twisted.internet.defer import ensureDeferred
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
@@ -132,6 +132,7 @@ class IssueRevokeTests(SynchronousTestCase):
         """
         issued = self.successResultOf(self.ca.issue(self.key.public_key(), "DEV-1"))
         record = self.successResultOf(self.store.read(registry.lookup, issued.certificate.serial_number))
+        assert record is not None
         self.assertEqual(record.device_id, "DEV-1")
         self.assertEqual(record.status, "valid")
         self.assertEqual(record.der, issued.certificate.public_bytes(serialization.Encoding.DER))
@@ -152,7 +153,9 @@ class IssueRevokeTests(SynchronousTestCase):
 
         after = x509.load_der_x509_crl(self.successResultOf(ensureDeferred(self.ca.crl_der())))
         self.assertIsNotNone(after.get_revoked_certificate_by_serial_number(serial))
-        self.assertTrue(after.is_signature_valid(self.ca.ca_certificate.public_key()))
+        ca_key = self.ca.ca_certificate.public_key()
+        assert isinstance(ca_key, rsa.RSAPublicKey)
+        self.assertTrue(after.is_signature_valid(ca_key))
         self.assertGreater(
             after.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number,
             before.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number,
