@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import http.client
 import socket
+from typing import cast
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 from twisted.logger import LogLevel
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import Request
+from twisted.web.test.requesthelper import DummyChannel
 
 from mdmd.errors import NotFound, PeerError
-from mdmd.site import AsyncResource, MdmdRequest, MdmdSite, Response
+from mdmd.site import AsyncResource, MdmdRequest, MdmdSite, Response, mdmd_request
 from mdmd.store.runner import ConflictRetriesExhausted
 
 from .logs import logged_events
@@ -227,3 +230,50 @@ class SiteTests(TestCase):
         )
         self.assertEqual(soap, repr(([], b"a=1&b=2")).encode())
 
+
+
+class Unsendable(AsyncResource):
+    async def handle_GET(self, request: Request) -> object:
+        return None  # the mistake under test: not a Response
+
+
+class RequestTests(SynchronousTestCase):
+    """
+    L{MdmdRequest} and L{mdmd_request} without a network.
+    """
+
+    def request(self) -> MdmdRequest:
+        request = MdmdRequest(cast(HTTPChannel, DummyChannel()))  # a stand-in: Request only uses part of it
+        request.method = b"GET"
+        request.uri = request.path = b"/"
+        request.clientproto = b"HTTP/1.1"
+        return request
+
+    def test_noted_attributes(self) -> None:
+        """
+        What resources note on a request starts unknown.
+        """
+        request = self.request()
+        self.assertEqual(
+            (request.device_id, request.enroll_user, request.activity_id, request.relates_to),
+            (None, None, None, ""),
+        )
+
+    def test_accessor(self) -> None:
+        """
+        C{mdmd_request} gives back an MdmdRequest as it is and refuses any other request.
+        """
+        request = self.request()
+        self.assertIs(mdmd_request(request), request)
+        with self.assertRaises(TypeError):
+            mdmd_request(Request(cast(HTTPChannel, DummyChannel())))
+
+    def test_failure_to_send_logged(self) -> None:
+        """
+        A failure while sending an answer is logged with its traceback, under its own message.
+        """
+        events = logged_events(self)
+        Unsendable().render(self.request())
+        (failed,) = [e for e in events if e.get("log_failure") is not None]
+        self.assertEqual(failed["log_format"], "while sending a response")
+        self.assertEqual(len(self.flushLoggedErrors(AttributeError)), 1)

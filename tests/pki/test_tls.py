@@ -9,20 +9,24 @@ import datetime
 import os
 import socket
 import ssl
+from typing import cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from OpenSSL.crypto import X509
 from twisted.internet.threads import deferToThread
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import Request
+from twisted.web.test.requesthelper import DummyChannel
 
 from mdmd.pki.ca import CertificateAuthority, certificate_pem, generate_rsa_key, private_key_pem
 from mdmd.pki.resource import pki_resource
-from mdmd.pki.tls import verified_client
-from mdmd.site import AsyncResource, MdmdSite, Response
+from mdmd.pki.tls import peer_certificate, verified_client
+from mdmd.site import AsyncResource, MdmdRequest, MdmdSite, Response
 from mdmd.store.runner import StoreService
 from mdmd.testing.store import memory_store_service
 
@@ -166,3 +170,50 @@ class HandshakeTests(TestCase):
         for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
             seen = await deferToThread(twice, version)
             self.assertEqual(seen, [(False, b"DEVICE-42"), (True, b"DEVICE-42")], version)
+
+
+class _TlsTransport(DummyChannel.SSL):
+    """
+    A TLS transport whose peer presented C{certificate}; counts the reads.
+    """
+
+    def __init__(self, certificate: x509.Certificate) -> None:
+        super().__init__()
+        self.certificate = X509.from_cryptography(certificate)
+        self.reads = 0
+
+    def getPeerCertificate(self) -> X509:
+        self.reads += 1
+        return self.certificate
+
+
+class PeerCertificateTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        now = datetime.datetime.now(datetime.timezone.utc)
+        authority = CertificateAuthority.create(CLIENT_KEY, "ca", "x", datetime.timedelta(days=9), now)
+        self.certificate = authority.issue_client(CLIENT_KEY.public_key(), "DEVICE-42", datetime.timedelta(days=9), now)
+
+    def connection(self) -> tuple[DummyChannel, _TlsTransport]:
+        channel = DummyChannel()
+        channel.transport = transport = _TlsTransport(self.certificate)
+        return channel, transport
+
+    def test_read_once_per_connection(self) -> None:
+        """
+        The requests of one connection share one reading of its peer
+        certificate; another connection reads its own.
+        """
+        channel, transport = self.connection()
+        for _ in range(3):
+            request = MdmdRequest(cast(HTTPChannel, channel))  # a stand-in: Request only uses part of it
+            self.assertEqual(peer_certificate(request), self.certificate)
+        self.assertEqual(transport.reads, 1)
+        other, other_transport = self.connection()
+        self.assertEqual(peer_certificate(MdmdRequest(cast(HTTPChannel, other))), self.certificate)
+        self.assertEqual((transport.reads, other_transport.reads), (1, 1))
+
+    def test_no_tls(self) -> None:
+        """
+        A connection without TLS has no peer certificate.
+        """
+        self.assertIsNone(peer_certificate(MdmdRequest(cast(HTTPChannel, DummyChannel()))))

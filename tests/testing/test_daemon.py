@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import textwrap
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -67,22 +68,25 @@ class DaemonProcessTests(SynchronousTestCase):
         real = daemon_module.script
         self.patch(daemon_module, "script", lambda wanted: found.get(wanted) or real(wanted))
 
-    def daemon(self, **kwargs: object) -> DaemonProcess:
-        daemon = DaemonProcess(**kwargs)  # type: ignore[arg-type]
+    def daemon(self, **kwargs: Any) -> DaemonProcess:
+        daemon = DaemonProcess(**kwargs)
         self.addCleanup(daemon.cleanup)
         return daemon
 
     def test_start_and_stop(self) -> None:
         """
         C{start} runs twistd in the foreground with the plugin and the
-        generated configuration, returns the addresses the daemon recorded,
-        and C{stop} ends it with SIGTERM.
+        generated configuration, returns the addresses the daemon recorded
+        (C{pid} is known from then on), and C{stop} ends it with SIGTERM.
         """
         self.fake("twistd", READY)
         daemon = self.daemon(twistd_args=("--profile=out",))
+        with self.assertRaises(DaemonFailed):
+            daemon.pid
         addresses = daemon.start()
         assert daemon.process is not None
         self.assertEqual(addresses, {"pid": daemon.process.pid, "https": "127.0.0.1:4443"})
+        self.assertEqual(daemon.pid, daemon.process.pid)
         self.assertEqual((daemon.https_port, daemon.addresses), (4443, addresses))
         self.assertEqual(daemon.discovery_url, "https://localhost:4443/EnrollmentServer/Discovery.svc")
         with open(os.path.join(daemon.state_dir, "argv.json")) as f:
