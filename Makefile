@@ -21,8 +21,10 @@ dev-deps:
 bench: dev-deps
 	@for b in bench/bench_*.py; do echo "== $$b"; $(VENV)/bin/python $$b || exit 1; done
 
+# ruff, then mypy on what setup.cfg's [mypy] files names (tests/test_lint.py runs both).
 lint: dev-deps
 	$(VENV)/bin/ruff check mdmd tests bench twisted
+	$(VENV)/bin/mypy
 
 # Re-pin the dependency set (needs network; review the diff).
 lock:

@@ -17,12 +17,15 @@ import os
 import sys
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from lxml import etree
 from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
 from twisted.internet.endpoints import SSL4ServerEndpoint
+from twisted.internet.interfaces import IListeningPort, IReactorSSL
 from twisted.web.resource import Resource
-from twisted.web.server import Site
+from twisted.web.server import Request, Site
 
 from mdmd.pki.tls import server_options
 from mdmd.xmlparser import parse
@@ -31,7 +34,8 @@ from mdmd.xmlparser import parse
 class Echo(Resource):
     isLeaf = True
 
-    def render_POST(self, request):  # type: ignore[no-untyped-def]
+    def render_POST(self, request: Request) -> bytes:
+        assert request.content is not None  # twisted.web has read the whole body
         tree = parse(request.content.read())
         body = etree.tostring(tree, encoding="utf-8")
         request.setHeader(b"Content-Type", b"application/vnd.syncml.dm+xml")
@@ -45,19 +49,25 @@ def main(state_dir: str, port: int = 0) -> None:
         cert = x509.load_pem_x509_certificate(f.read())
     with open(os.path.join(state_dir, "tls", "server.key"), "rb") as f:
         key = load_pem_private_key(f.read(), None)
+    if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
+        raise SystemExit(f"{state_dir}: the TLS key is neither RSA nor EC")
     root = Resource()
     management = Resource()
     root.putChild(b"ManagementServer", management)
     management.putChild(b"MDM.svc", Echo())
     site = Site(root)
     site.noisy = False
-    endpoint = SSL4ServerEndpoint(reactor, port, server_options(key, cert, [], ca), interface="127.0.0.1")  # type: ignore[arg-type]
+    endpoint = SSL4ServerEndpoint(
+        IReactorSSL(reactor), port, server_options(key, cert, [], ca), interface="127.0.0.1"
+    )
 
-    def listening(listening_port):  # type: ignore[no-untyped-def]
-        print(listening_port.getHost().port, flush=True)
+    def listening(listening_port: IListeningPort) -> None:
+        address = listening_port.getHost()
+        assert isinstance(address, IPv4Address)
+        print(address.port, flush=True)
 
     endpoint.listen(site).addCallback(listening)
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.run()
 
 
 if __name__ == "__main__":

@@ -36,9 +36,11 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import rsa
 from twisted.internet import defer, reactor, task
 from twisted.internet.threads import deferToThread
+from twisted.python.failure import Failure
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+from mdmd import config as mdmd_config  # noqa: E402
 from mdmd.admin.cli import AdminClient  # noqa: E402
 from mdmd.testing.daemon import DaemonProcess  # noqa: E402
 from mdmd.testing.dmclient import DMClient, windows_dm_client, windows_post  # noqa: E402
@@ -97,9 +99,9 @@ class Bench:
             for key in keys
         ]
         semaphore = defer.DeferredSemaphore(20)
-        await defer.gatherResults([semaphore.run(lambda d=d: defer.ensureDeferred(d.enroll())) for d in self.devices])
+        await defer.gatherResults([semaphore.run(d.enroll) for d in self.devices])
         self.clients = [windows_dm_client(d, clock=reactor.seconds) for d in self.devices]
-        self.admin = AdminClient.from_settings(__import__("mdmd.settings", fromlist=["load"]).load(self.daemon.config_path))
+        self.admin = AdminClient.from_config(mdmd_config.load(self.daemon.config_path))
 
     def enqueue(self, round_number: int) -> None:
         ids = [d.device_id for d in self.devices]
@@ -145,8 +147,9 @@ class Bench:
             stdout=subprocess.PIPE,
             text=True,
         )
+        assert server.stdout is not None  # a pipe, as asked
         try:
-            port = int(server.stdout.readline())  # type: ignore[union-attr]
+            port = int(server.stdout.readline())
             url = f"https://localhost:{port}/ManagementServer/MDM.svc"
             latencies: list[float] = []
             messages = 0
@@ -187,7 +190,7 @@ class Bench:
         if args.profile:
             profiler = subprocess.Popen(
                 ["py-spy", "record", "--nonblocking", "--gil", "--format", "raw", "--rate", "250", "-o", args.profile,
-                 "-p", str(self.daemon.process.pid)],  # type: ignore[union-attr]
+                 "-p", str(self.daemon.pid)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
             await task.deferLater(reactor, 1.0, lambda: None)
@@ -202,7 +205,7 @@ class Bench:
             profiler.send_signal(2)
             profiler.wait()
             print(f"daemon profile (py-spy, collapsed stacks): {args.profile}")
-        rss = peak_rss_kib(self.daemon.process.pid)  # type: ignore[union-attr]
+        rss = peak_rss_kib(self.daemon.pid)
         daemon_rate = total_messages / total_elapsed
         print(
             f"daemon:   {args.devices} concurrent devices, {args.rounds} rounds, {args.commands} commands per check-in"
@@ -242,18 +245,22 @@ def main() -> None:
     parser.add_argument("--cprofile", help="run the daemon under cProfile and save its stats here (reactor thread only)")
     args = parser.parse_args()
     bench = Bench(args)
+    failed = False
 
     async def go() -> None:
+        nonlocal failed
         try:
             await bench.run()
+        except Exception:
+            Failure().printTraceback()
+            failed = True
         finally:
             bench.daemon.cleanup()
 
     d = defer.ensureDeferred(go())
-    d.addErrback(lambda f: (f.printTraceback(), setattr(bench, "failed", True)))
     d.addBoth(lambda _: reactor.stop())
     reactor.run()
-    if getattr(bench, "failed", False):
+    if failed:
         sys.exit(1)
 
 

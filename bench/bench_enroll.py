@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 import uuid
 from typing import Any
@@ -83,7 +82,7 @@ async def run(reactor: Any, options: argparse.Namespace) -> None:
             raise SystemExit(added.stderr)
         root = daemon.ca_certificate()
         url = daemon.discovery_url
-        pid = daemon.process.pid  # type: ignore[union-attr]
+        pid = daemon.pid
 
         prepared = time.perf_counter()
         keys = [rsa.generate_private_key(65537, 2048) for _ in range(options.keys)]
@@ -172,4 +171,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

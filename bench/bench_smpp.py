@@ -20,15 +20,17 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from twisted.internet import defer, task
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import ProcessProtocol
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mdmd.notify import smpp_pdu  # noqa: E402
-from mdmd.notify.smpp_client import ESMEService, smsc_endpoint  # noqa: E402
+from mdmd.notify.smpp_client import ESMEService, StateEvent, smsc_endpoint  # noqa: E402
 from mdmd.notify.smpp_session import Address, SessionConfig  # noqa: E402
 from mdmd.notify.wap import wap_push_segments  # noqa: E402
 from mdmd.testing.smsc import FakeSmscFactory  # noqa: E402
@@ -67,13 +69,20 @@ class _NodePeer(ProcessProtocol):
         self.ended.callback(None)
 
 
-async def submits_per_second(reactor, endpoint, window: int, jobs: int) -> float:
+async def submits_per_second(
+    reactor: IReactorTime, endpoint: IStreamClientEndpoint, window: int, jobs: int
+) -> float:
     config = SessionConfig(
         system_id="mdmd", password="secret", window=window, registered_delivery=0
     )
     service = ESMEService(endpoint, config, clock=reactor)
     bound: defer.Deferred[None] = defer.Deferred()
-    service.add_state_observer(lambda e: bound.called or bound.callback(None))
+
+    def bind_seen(event: StateEvent) -> None:
+        if not bound.called:
+            bound.callback(None)
+
+    service.add_state_observer(bind_seen)
     service.startService()
     await bound
     start = time.perf_counter()
@@ -85,7 +94,11 @@ async def submits_per_second(reactor, endpoint, window: int, jobs: int) -> float
 
 
 async def paced(
-    reactor, endpoint, record: _TimedList, rate: float, seconds: float
+    reactor: IReactorTime,
+    endpoint: IStreamClientEndpoint,
+    record: _TimedList,
+    rate: float,
+    seconds: float,
 ) -> dict[str, float]:
     config = SessionConfig(
         system_id="mdmd", password="secret", window=10, throughput=rate, registered_delivery=0
@@ -114,7 +127,7 @@ async def paced(
     }
 
 
-async def main(reactor, runs: int, jobs: int) -> None:
+async def main(reactor: Any, runs: int, jobs: int) -> None:  # the installed reactor
     print(
         f"python {sys.version.split()[0]}, runs={runs}, jobs per run={jobs}, one 1-segment push per job"
     )

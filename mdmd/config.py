@@ -27,6 +27,7 @@ from mdmd.dm.commands import InvalidCommand, normalize_uri
 __all__ = [
     "Config",
     "ConfigErrors",
+    "IniParser",
     "ListenAddress",
     "PollSchedule",
     "load",
@@ -770,7 +771,11 @@ def format_default(option: dataclasses.Field[Any]) -> str:
     return str(value)
 
 
-class _Parser(configparser.ConfigParser):
+class IniParser(configparser.ConfigParser):
+    """
+    The INI syntax of mdmd's configuration files.
+    """
+
     def optionxform(self, optionstr: str) -> str:
         """
         Option names are case-sensitive, like section names: keep them as
@@ -789,7 +794,7 @@ def load(path: str | None, base_dir: str | None = None) -> Config:
     @raise ConfigErrors: listing every problem found.
     """
     base = os.path.abspath(base_dir or os.getcwd())
-    parser = _Parser(interpolation=None, empty_lines_in_values=False)
+    parser = IniParser(interpolation=None, empty_lines_in_values=False)
     errors: list[str] = []
     if path is not None:
         try:

@@ -11,6 +11,7 @@ import socket
 from collections.abc import Callable
 
 from twisted.application.service import MultiService, Service
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import (
     IListeningPort,
@@ -41,6 +42,8 @@ class ListeningService(Service):
     and UNIX endpoints bind synchronously, so a failure raises from
     C{startService} and stops the daemon before it runs.
     """
+
+    name: str  # always named, by the constructor
 
     def __init__(
         self,
@@ -93,10 +96,12 @@ class ListeningService(Service):
         if self.port is None:
             return self.description
         host = self.port.getHost()
-        if hasattr(host, "port"):
+        if isinstance(host, (IPv4Address, IPv6Address)):
             name = f"[{host.host}]" if ":" in host.host else host.host
             return f"tcp:{name}:{host.port}"
-        return f"unix:{host.name.decode() if isinstance(host.name, bytes) else host.name}"
+        if isinstance(host, UNIXAddress) and host.name is not None:
+            return f"unix:{host.name.decode()}"
+        return self.description
 
 
 def clear_stale_socket(path: str) -> None:

@@ -35,16 +35,17 @@ from twisted.conch.telnet import (
     TelnetBootstrapProtocol,
     TelnetTransport,
 )
-from twisted.cred.checkers import FilePasswordDB
+from twisted.cred.checkers import FilePasswordDB, ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorThreads, IReactorTime
-from twisted.internet.protocol import ServerFactory
+from twisted.internet.protocol import ServerFactory, connectionDone
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mdmd.devices import records
@@ -124,7 +125,8 @@ def set_password(path: str, name: str, password: str) -> bool:
     return found
 
 
-class ManholePasswordDB(FilePasswordDB):
+@implementer(ICredentialsChecker)
+class ManholePasswordDB:
     """
     Names and scrypt hashes, one C{NAME:HASH} per line, read at every login
     (so edits apply at once); hashes are verified on the reactor's thread pool.
@@ -133,17 +135,17 @@ class ManholePasswordDB(FilePasswordDB):
     credentialInterfaces = (IUsernamePassword,)
 
     def __init__(self, path: str, reactor: IReactorThreads, clock: IReactorTime, pause: float = 1.0) -> None:
-        super().__init__(path, cache=False)
+        self._file = FilePasswordDB(path, cache=False)  # only its reading of the file
         self._reactor = reactor
         self._clock = clock
         self._pause = pause
 
-    def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[bytes]:  # type: ignore[override]
+    def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[bytes | tuple[()]]:
         return Deferred.fromCoroutine(self._check(credentials))
 
     async def _check(self, credentials: IUsernamePassword) -> bytes:
         try:
-            name, stored = self.getUser(credentials.username)
+            name, stored = self._file.getUser(credentials.username)
         except (KeyError, UnauthorizedLogin):
             stored = None
         password = credentials.password
@@ -192,7 +194,7 @@ class _Login(AuthenticatingTelnetProtocol):
 
     def telnet_Password(self, line: bytes) -> str:
         self._name = self.username.decode("utf-8", "replace")
-        return super().telnet_Password(line)  # type: ignore[no-any-return]
+        return super().telnet_Password(line)
 
     def _cbLogin(self, ial: Any) -> None:
         log.info("manhole login by {name} from {peer}", name=self._name, peer=_peer(self.transport))
@@ -206,6 +208,7 @@ class _Login(AuthenticatingTelnetProtocol):
             peer=_peer(self.transport),
         )
         if self._refusals >= MAX_REFUSALS:
+            assert self.transport is not None  # a login is refused on a connection
             self.transport.write(b"\r\nAuthentication failed\r\n")
             self.transport.loseConnection()
             return
@@ -225,6 +228,8 @@ class _Shell(manhole.Manhole):
     The interactive interpreter, with a banner naming the helpers.
     """
 
+    namespace: dict[str, Any]  # always given, by _Session
+
     def initializeScreen(self) -> None:
         self.terminal.reset()
         self.terminal.write(_BANNER.format(name=self.namespace.get("whoami", "?")).encode("utf-8"))
@@ -243,7 +248,7 @@ class _Session(TelnetBootstrapProtocol):
         super().__init__(insults.ServerProtocol, _Shell, namespace)
         self.name = name
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         log.info("manhole logout by {name}", name=self.name)
         super().connectionLost(reason)
 
@@ -253,9 +258,13 @@ class _Realm:
     def __init__(self, make_namespace: Callable[[str], dict[str, Any]]) -> None:
         self._make_namespace = make_namespace
 
-    def requestAvatar(self, avatar_id: bytes, mind: object, *interfaces: Any) -> tuple[Any, Any, Callable[[], None]]:
+    def requestAvatar(
+        self, avatar_id: bytes | tuple[()], mind: object, *interfaces: Any
+    ) -> tuple[Any, Any, Callable[[], None]]:
         if ITelnetProtocol not in interfaces:
             raise NotImplementedError("the manhole speaks telnet only")
+        if not isinstance(avatar_id, bytes):  # anonymous: our checker names every user
+            raise NotImplementedError("the manhole has no anonymous login")
         name = avatar_id.decode("utf-8", "replace")
         return ITelnetProtocol, _Session(name, self._make_namespace(name)), lambda: None
 
@@ -266,7 +275,7 @@ def manhole_factory(checker: ManholePasswordDB, make_namespace: Callable[[str], 
     """
     portal = Portal(_Realm(make_namespace), [checker])
     factory = ServerFactory()
-    factory.protocol = lambda: TelnetTransport(_Login, portal)  # type: ignore[assignment]
+    factory.protocol = lambda: TelnetTransport(_Login, portal)
     return factory
 
 

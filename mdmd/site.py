@@ -7,19 +7,20 @@ request.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, BinaryIO, ClassVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from twisted.web import http
+from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from mdmd.errors import AnsweredError, InternalError, PeerError, answer_text
 
-__all__ = ["MdmdRequest", "MdmdSite", "respond", "Response", "AsyncResource"]
+__all__ = ["MdmdRequest", "mdmd_request", "MdmdSite", "respond", "Response", "AsyncResource"]
 
 log = Logger()
 
@@ -38,6 +39,14 @@ class MdmdRequest(Request):
 
     #: Set by resources once they know which device is talking (for the access log).
     device_id: str | None = None
+    #: The user an enrollment request speaks for (claimed, then authenticated).
+    enroll_user: str | None = None
+    #: An enrollment SOAP exchange's trace id, and the MessageID its answer relates to.
+    activity_id: str | None = None
+    relates_to: str = ""
+    #: The body: twisted.web has buffered all of it before a resource renders
+    #: the request (it is None only before the headers are read).
+    content: BinaryIO
 
     def __init__(self, channel: http.HTTPChannel, *args: Any, **kwargs: Any) -> None:
         super().__init__(channel, *args, **kwargs)
@@ -77,6 +86,7 @@ class MdmdRequest(Request):
     def _refuse_oversized(self, size: int) -> None:
         self._refused = True
         transport = self.channel.transport
+        assert transport is not None  # the channel is connected: it is receiving this body
         transport.write(
             b"HTTP/1.1 413 Request Entity Too Large\r\n"
             b"Content-Type: text/plain; charset=utf-8\r\n"
@@ -90,6 +100,17 @@ class MdmdRequest(Request):
             peer=str(self.getClientAddress()),
             limit=self._max_body,
         )
+
+
+def mdmd_request(request: IRequest) -> MdmdRequest:
+    """
+    C{request} as the L{MdmdRequest} every L{MdmdSite} makes, with its typed attributes.
+
+    @raise TypeError: when a resource of ours is served by another kind of site.
+    """
+    if not isinstance(request, MdmdRequest):
+        raise TypeError(f"{request!r} is not an MdmdRequest: serve mdmd resources with an MdmdSite")
+    return request
 
 
 def respond(request: Request, body: bytes, content_type: bytes, code: int = 200) -> None:
@@ -132,9 +153,9 @@ class MdmdSite(Site):
         self.max_body = max_body
         self.name = name
 
-    def log(self, request: Request) -> None:
+    def log(self, request: http.Request) -> None:
         duration = self.clock.seconds() - getattr(request, "started", self.clock.seconds())
-        device_id = getattr(request, "device_id", None)
+        device_id = request.device_id if isinstance(request, MdmdRequest) else None
         log.info(
             "{listener} {method} {path} {status} {bytes}B {duration_ms:.1f}ms{device}",
             listener=self.name,
@@ -183,6 +204,7 @@ class AsyncResource(Resource):
     fault_status: ClassVar[int | None] = None
 
     def render(self, request: Request) -> int | bytes:
+        request = mdmd_request(request)
         method = request.method.decode("ascii", "replace")
         handler = getattr(self, f"handle_{'GET' if method == 'HEAD' else method}", None)
         if handler is None:
@@ -196,10 +218,10 @@ class AsyncResource(Resource):
         d = Deferred.fromCoroutine(handler(request))
         d.addErrback(self._failed, request)
         d.addCallback(self._send, request)
-        d.addErrback(log.failure, "while sending a response")
+        d.addErrback(lambda f: log.failure("while sending a response", f))
         return NOT_DONE_YET
 
-    def _failed(self, failure: Failure, request: Request) -> Response:
+    def _failed(self, failure: Failure, request: MdmdRequest) -> Response:
         error = failure.value
         if isinstance(error, AnsweredError):
             level = LogLevel.info if isinstance(error, PeerError) else LogLevel.warn
@@ -208,12 +230,12 @@ class AsyncResource(Resource):
         self.log_failed(request, failure)
         return self.answer_error(request, InternalError())
 
-    def _send(self, response: Response, request: Request) -> None:
+    def _send(self, response: Response, request: MdmdRequest) -> None:
         for name, value in response.headers:
             request.setHeader(name, value)
         respond(request, response.body, response.content_type, response.code)
 
-    def answer_error(self, request: Request, error: AnsweredError) -> Response:
+    def answer_error(self, request: MdmdRequest, error: AnsweredError) -> Response:
         """
         The response to C{error}: its declared status and Retry-After, the body in our protocol.
         """
@@ -229,17 +251,19 @@ class AsyncResource(Resource):
             return self.fault_status
         return error.http_status
 
-    def error_body(self, request: Request, error: AnsweredError, message: str) -> tuple[bytes, bytes]:
+    def error_body(
+        self, request: MdmdRequest, error: AnsweredError, message: str
+    ) -> tuple[bytes, bytes]:
         """
         The body and content type that tell the peer C{message}; subclasses speak their protocol.
         """
         return f"{message}\n".encode("utf-8"), b"text/plain; charset=utf-8"
 
-    def log_answered(self, request: Request, error: AnsweredError, level: LogLevel) -> None:
+    def log_answered(self, request: MdmdRequest, error: AnsweredError, level: LogLevel) -> None:
         """
         One line, without traceback, for an error answered as declared.
         """
-        device_id = getattr(request, "device_id", None)
+        device_id = request.device_id
         log.emit(
             level,
             "{method} {path} answered {status} ({error}): {reason}{device}",
@@ -253,7 +277,7 @@ class AsyncResource(Resource):
             peer=str(request.getClientAddress()),
         )
 
-    def log_failed(self, request: Request, failure: Failure) -> None:
+    def log_failed(self, request: MdmdRequest, failure: Failure) -> None:
         """
         Our own failure, with its traceback (the peer gets none of it).
         """
@@ -262,5 +286,5 @@ class AsyncResource(Resource):
             failure,
             method=request.method.decode("ascii", "replace"),
             path=request.path.decode("ascii", "replace"),
-            device_id=getattr(request, "device_id", None),
+            device_id=request.device_id,
         )

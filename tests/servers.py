@@ -1,5 +1,6 @@
 """
-Real servers started by tests: a free loopback port, a throwaway ZEO server.
+Real servers started by tests: a free loopback port, a factory served on
+one, a throwaway ZEO server.
 """
 
 from __future__ import annotations
@@ -10,6 +11,11 @@ import subprocess
 import sys
 import time
 
+from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
+from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
+from twisted.internet.interfaces import IProtocolFactory, IReactorSSL, IStreamServerEndpoint
+from twisted.internet.ssl import CertificateOptions
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 
@@ -17,6 +23,24 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def serve(
+    test: SynchronousTestCase, factory: IProtocolFactory, tls: CertificateOptions | None = None
+) -> int:
+    """
+    Serve C{factory} on a free loopback port (over TLS with C{tls}), closed at cleanup; the port.
+    """
+    endpoint: IStreamServerEndpoint = (
+        TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
+        if tls is None
+        else SSL4ServerEndpoint(IReactorSSL(reactor), 0, tls, interface="127.0.0.1")
+    )
+    port = test.successResultOf(endpoint.listen(factory))  # TCP and TLS bind at once
+    test.addCleanup(port.stopListening)
+    address = port.getHost()
+    assert isinstance(address, IPv4Address)
+    return address.port
 
 
 def start_zeo(test: SynchronousTestCase) -> int:

@@ -16,9 +16,10 @@ from io import BytesIO
 from typing import Any, cast
 
 from twisted.internet.task import Clock
-from twisted.logger import LogLevel, globalLogPublisher
+from twisted.logger import LogLevel
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Request
+from twisted.web.http import HTTPChannel
 from twisted.web.http_headers import Headers
 from twisted.web.test.requesthelper import DummyChannel
 
@@ -37,6 +38,8 @@ from mdmd.store.runner import ConflictRetriesExhausted, StoreService
 from mdmd.syncml.codec import ChunkError
 from mdmd.syncml.codes import StatusCode
 from mdmd.xmlparser import parse
+
+from .logs import logged_events
 
 #: A SOAP request the endpoint under test accepts (no Action: any operation).
 ENVELOPE = f'<s:Envelope xmlns:s="{soap.SOAP12}"><s:Body><Probe/></s:Body></s:Envelope>'.encode()
@@ -99,7 +102,7 @@ def render(
     Send C{ENVELOPE} to C{resource} (the handlers here never wait).
     """
     channel = DummyChannel()
-    request = MdmdRequest(channel)
+    request = MdmdRequest(cast(HTTPChannel, channel))  # a stand-in: Request only uses part of it
     request.method = method
     request.uri = request.path = path
     request.clientproto = b"HTTP/1.1"
@@ -140,9 +143,7 @@ class Surfaces(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.events: list[dict[str, Any]] = []
-        globalLogPublisher.addObserver(self.events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        self.events = logged_events(self)
         directory = self.mktemp()
         os.makedirs(directory)
         self.token = AdminToken(os.path.join(directory, "admin.token"))
@@ -172,7 +173,9 @@ class Surfaces(SynchronousTestCase):
         """
         The subcode, reason and ErrorType of the SOAP fault answered.
         """
-        (payload,) = soap.child(parse(request.body), "Body")
+        body = soap.child(parse(request.body), "Body")
+        assert body is not None
+        (payload,) = body
         self.assertEqual(soap.local(payload), "Fault")
         subcode = soap.text(soap.child(soap.child(soap.child(payload, "Code"), "Subcode"), "Value"))
         reason = soap.text(soap.child(soap.child(payload, "Reason"), "Text"))

@@ -9,15 +9,15 @@ import os
 import shutil
 import stat
 import tempfile
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 from twisted.application.service import MultiService
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import reactor
 from twisted.internet.endpoints import UNIXClientEndpoint, UNIXServerEndpoint
+from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.task import Clock
-from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from mdmd.enroll.users import verify_password
@@ -28,6 +28,8 @@ from mdmd.notify.spool import SpoolTransport
 from mdmd.testing.devices import add_device
 from mdmd.testing.store import memory_store_service
 from mdmd.testing.telnet import TelnetClient
+
+from .logs import logged_events
 
 
 class PasswordFileTests(SynchronousTestCase):
@@ -78,7 +80,7 @@ class CheckerTests(TestCase):
         The right password gives the name as avatar id; the file is read at
         every login, so a new entry works at once.
         """
-        checker = ManholePasswordDB(self.path, reactor, self.clock)
+        checker = ManholePasswordDB(self.path, IReactorThreads(reactor), self.clock)
         self.assertEqual(await checker.requestAvatarId(UsernamePassword(b"alice", b"right")), b"alice")
         set_password(self.path, "bob", "pw")
         self.assertEqual(await checker.requestAvatarId(UsernamePassword(b"bob", b"pw")), b"bob")
@@ -87,7 +89,7 @@ class CheckerTests(TestCase):
         """
         A wrong password or an unknown name is refused, only after the pause.
         """
-        checker = ManholePasswordDB(self.path, reactor, self.clock, pause=5.0)
+        checker = ManholePasswordDB(self.path, IReactorThreads(reactor), self.clock, pause=5.0)
         for name, password in ((b"alice", b"wrong"), (b"mallory", b"right")):
             d = checker.requestAvatarId(UsernamePassword(name, password))
             outcome: list[Any] = []
@@ -173,11 +175,9 @@ class _Served(TestCase):
         notifier.startService()
         self.addCleanup(notifier.stopService)
         self.socket = os.path.join(self.directory, "manhole.sock")
-        self.events: list[dict[str, Any]] = []
-        globalLogPublisher.addObserver(self.events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        self.events = logged_events(self)
         factory = manhole_factory(
-            ManholePasswordDB(passwords, reactor, reactor, pause=0.01),
+            ManholePasswordDB(passwords, IReactorThreads(reactor), reactor, pause=0.01),
             lambda name: namespace(tree, None, reactor, name),
         )
         d = UNIXServerEndpoint(reactor, self.socket, mode=0o600).listen(factory)
@@ -324,7 +324,7 @@ class ConsoleTests(_Served):
         keys, keyboard = os.pipe()
         self.addCleanup(os.close, keys)
         screen = _Screen()
-        finished = deferToThread(run, sock, keys, screen)
+        finished = deferToThread(run, sock, keys, cast(BinaryIO, screen))  # run only writes and flushes
         await self.screen_shows(screen, b"Username: ")
         os.write(keyboard, b"alice\n")
         await self.screen_shows(screen, b"Password: ")

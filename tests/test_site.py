@@ -6,23 +6,28 @@ from __future__ import annotations
 
 import http.client
 import socket
+from typing import cast
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.threads import deferToThread
-from twisted.logger import LogLevel, globalLogPublisher
-from twisted.trial.unittest import TestCase
+from twisted.logger import LogLevel
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import Request
+from twisted.web.test.requesthelper import DummyChannel
 
 from mdmd.errors import NotFound, PeerError
-from mdmd.site import AsyncResource, MdmdSite, Response
+from mdmd.site import AsyncResource, MdmdRequest, MdmdSite, Response, mdmd_request
 from mdmd.store.runner import ConflictRetriesExhausted
+
+from .logs import logged_events
+from .servers import serve
 
 
 class Echo(AsyncResource):
-    async def handle_POST(self, request: Request) -> Response:
+    async def handle_POST(self, request: MdmdRequest) -> Response:
         request.device_id = "DEV-7"
         body = request.content.read()
         # answer after a reactor turn, as real handlers do after store work
@@ -33,7 +38,7 @@ class Echo(AsyncResource):
 
 
 class Arguments(AsyncResource):
-    async def handle_POST(self, request: Request) -> Response:
+    async def handle_POST(self, request: MdmdRequest) -> Response:
         return Response(repr((sorted(request.args), request.content.read())).encode())
 
 
@@ -79,7 +84,7 @@ def raw_exchange(port: int, data: bytes) -> bytes:
 
 
 class SiteTests(TestCase):
-    def setUp(self):
+    def setUp(self) -> None:
         root = Resource()
         root.putChild(b"echo", Echo())
         root.putChild(b"broken", Broken())
@@ -88,21 +93,13 @@ class SiteTests(TestCase):
         root.putChild(b"looking", Looking())
         root.putChild(b"busy", Overloaded())
         self.site = MdmdSite(root, clock=reactor, max_body=1000)
-        self.events: list[dict] = []
-        globalLogPublisher.addObserver(self.events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
-        d = TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(self.site)
-
-        def listening(port):
-            self.port = port.getHost().port
-            self.addCleanup(port.stopListening)
-
-        return d.addCallback(listening)
+        self.events = logged_events(self)
+        self.port = serve(self, self.site)
 
     def requests(
         self, *requests: tuple[str, str, bytes | None], headers: dict[str, str] | None = None
-    ) -> Deferred[list[tuple[int, dict, bytes]]]:
-        def run():
+    ) -> Deferred[list[tuple[int, dict[str, str], bytes]]]:
+        def run() -> list[tuple[int, dict[str, str], bytes]]:
             connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
             out = []
             for method, path, body in requests:
@@ -233,3 +230,50 @@ class SiteTests(TestCase):
         )
         self.assertEqual(soap, repr(([], b"a=1&b=2")).encode())
 
+
+
+class Unsendable(AsyncResource):
+    async def handle_GET(self, request: Request) -> object:
+        return None  # the mistake under test: not a Response
+
+
+class RequestTests(SynchronousTestCase):
+    """
+    L{MdmdRequest} and L{mdmd_request} without a network.
+    """
+
+    def request(self) -> MdmdRequest:
+        request = MdmdRequest(cast(HTTPChannel, DummyChannel()))  # a stand-in: Request only uses part of it
+        request.method = b"GET"
+        request.uri = request.path = b"/"
+        request.clientproto = b"HTTP/1.1"
+        return request
+
+    def test_noted_attributes(self) -> None:
+        """
+        What resources note on a request starts unknown.
+        """
+        request = self.request()
+        self.assertEqual(
+            (request.device_id, request.enroll_user, request.activity_id, request.relates_to),
+            (None, None, None, ""),
+        )
+
+    def test_accessor(self) -> None:
+        """
+        C{mdmd_request} gives back an MdmdRequest as it is and refuses any other request.
+        """
+        request = self.request()
+        self.assertIs(mdmd_request(request), request)
+        with self.assertRaises(TypeError):
+            mdmd_request(Request(cast(HTTPChannel, DummyChannel())))
+
+    def test_failure_to_send_logged(self) -> None:
+        """
+        A failure while sending an answer is logged with its traceback, under its own message.
+        """
+        events = logged_events(self)
+        Unsendable().render(self.request())
+        (failed,) = [e for e in events if e.get("log_failure") is not None]
+        self.assertEqual(failed["log_format"], "while sending a response")
+        self.assertEqual(len(self.flushLoggedErrors(AttributeError)), 1)

@@ -4,7 +4,6 @@ Tests for L{mdmd.tap}: options validation and the service tree.
 
 import os
 
-from twisted.internet.testing import MemoryReactorClock
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementedBy
@@ -14,6 +13,7 @@ from mdmd.notify.pkg0 import UIMode
 from mdmd.notify.spool import SpoolTransport
 from mdmd.settings import Settings
 from mdmd.tap import Options, Reactor, build
+from mdmd.testing.reactor import ThreadedMemoryReactor
 
 
 class OptionsTests(SynchronousTestCase):
@@ -73,7 +73,7 @@ class BuildTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.base = os.path.abspath(self.mktemp())
         self.settings = mdmd_settings.load(None, base_dir=self.base)
-        self.reactor = MemoryReactorClock()
+        self.reactor = ThreadedMemoryReactor()
 
     def test_named_tree_starts_nothing(self) -> None:
         """
@@ -112,7 +112,7 @@ class PushAndManholeTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.base = os.path.abspath(self.mktemp())
         os.makedirs(self.base)
-        self.reactor = MemoryReactorClock()
+        self.reactor = ThreadedMemoryReactor()
 
     def load(self, text: str) -> mdmd_settings.Settings:
         path = os.path.join(self.base, "mdmd.conf")
@@ -198,13 +198,15 @@ class StopOrderTests(SynchronousTestCase):
         pending: dict[str, Deferred[None]] = {}
 
         class Child(Service):
+            name: str  # always given, below
+
             def stopService(self) -> Deferred[None]:
                 super().stopService()
                 events.append(f"stop {self.name}")
                 pending[self.name] = Deferred()
                 return pending[self.name]
 
-        root = MdmdService(os.path.abspath(self.mktemp()), MemoryReactorClock())
+        root = MdmdService(os.path.abspath(self.mktemp()), ThreadedMemoryReactor())
         for name in ("first", "second"):
             child = Child()
             child.setName(name)
@@ -231,7 +233,7 @@ class PublicURLTests(SynchronousTestCase):
         with open(path, "w") as f:
             f.write("[server]\nhostname = mdm.example.com\n[https]\nlisten = 127.0.0.1:0\n")
         settings = mdmd_settings.load(path, base_dir=base)
-        reactor = MemoryReactorClock()
+        reactor = ThreadedMemoryReactor()
         root = build(settings, reactor)
         root.startService()
         self.addCleanup(root.stopService)

@@ -42,7 +42,7 @@ from mdmd.notify.notifier import Notifier
 from mdmd.pki import registry
 from mdmd.pki.ca import parse_serial, serial_hex, thumbprint
 from mdmd.pki.authority import CAService, write_private
-from mdmd.site import AsyncResource, Response
+from mdmd.site import AsyncResource, Response, mdmd_request
 from mdmd.store.db import describe
 from mdmd.store.runner import StoreService
 
@@ -247,7 +247,7 @@ class AdminAPI(AsyncResource):
         """
         The request's JSON object body.
         """
-        raw = request.content.read(MAX_JSON_BODY + 1)
+        raw = mdmd_request(request).content.read(MAX_JSON_BODY + 1)
         if len(raw) > MAX_JSON_BODY:
             raise BodyTooLarge("request body too large")
         try:

@@ -267,7 +267,7 @@ def _server_initiated(work: _Applying, effect: ServerInitiated) -> None:
 
 #: What each kind of effect does to the store. The handlers differ in the
 #: effect type they take, so the table's values are typed loosely.
-_EFFECTS: dict[type, Callable[[_Applying, Effect], None]] = {
+_EFFECTS: dict[type, Callable[[_Applying, Any], None]] = {
     NewSession: _new_session,
     ClientNonce: _client_nonce,
     ServerNonce: _server_nonce,

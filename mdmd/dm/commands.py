@@ -275,8 +275,16 @@ PENDING = ("queued", "sent")
 
 
 class _Queued(Protocol):
-    state: str
-    scope: str
+    """
+    What L{sendable} reads of a queued command (read-only, so frozen
+    dataclasses and persistent records both fit).
+    """
+
+    @property
+    def state(self) -> str: ...
+
+    @property
+    def scope(self) -> str: ...
 
 
 Q = TypeVar("Q", bound=_Queued)

@@ -14,11 +14,10 @@ from collections.abc import Callable
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.web.server import Request
 
 from mdmd.dm.checkin import DMSettings, exchange
 from mdmd.pki.tls import peer_certificate
-from mdmd.site import AsyncResource, Response
+from mdmd.site import AsyncResource, MdmdRequest, Response
 from mdmd.store.runner import StoreService
 from mdmd.syncml.codec import codec_for_content_type
 
@@ -45,7 +44,7 @@ class ManagementResource(AsyncResource):
         self._settings = settings
         self._random = random
 
-    async def handle_POST(self, request: Request) -> Response:
+    async def handle_POST(self, request: MdmdRequest) -> Response:
         codec = codec_for_content_type(request.getHeader(b"content-type"))
         if codec is None:
             return Response(

@@ -22,7 +22,6 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredSemaphore
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.web.iweb import IRequest
 
 from mdmd.devices.lifecycle import DeviceStatus
 from mdmd.dm import queue as dm_queue
@@ -66,6 +65,7 @@ from mdmd.pki import registry
 from mdmd.pki.ca import serial_hex
 from mdmd.pki.authority import CAService
 from mdmd.pki.tls import ClientCertificateRefused, verified_client
+from mdmd.site import MdmdRequest
 from mdmd.store.runner import StoreService
 
 Root = registry.Root
@@ -239,14 +239,14 @@ class EnrollmentService(Service):
         )
         return discover_response(answer, soap.message_id, activity_id)
 
-    async def get_policies(self, soap: SoapRequest, request: IRequest, activity_id: str) -> bytes:
+    async def get_policies(self, soap: SoapRequest, request: MdmdRequest, activity_id: str) -> bytes:
         check_get_policies(soap)
         principal = await self.authenticate(soap, request)
         if not principal.confirmed:
             await self.store.read(principal.confirm)
         return get_policies_response(self.settings.policy, soap.message_id, activity_id)
 
-    async def request_token(self, soap: SoapRequest, request: IRequest, activity_id: str) -> bytes:
+    async def request_token(self, soap: SoapRequest, request: MdmdRequest, activity_id: str) -> bytes:
         token_request = parse_token_request(soap)
         if token_request.request_type == RENEW:
             return await self._renew(soap, token_request, request, activity_id)
@@ -259,7 +259,7 @@ class EnrollmentService(Service):
             )
         if not valid_device_id(device_id):
             raise MessageFormatFault(f"DeviceID {device_id!r} is not usable", "InvalidEnrollmentData")
-        request.device_id = device_id  # type: ignore[attr-defined]
+        request.device_id = device_id
         store = certificate_store(token_request.value("EnrollmentType"))
         facts = devices.EnrollmentFacts(
             device_id=device_id,
@@ -317,7 +317,7 @@ class EnrollmentService(Service):
         return token_response(document, soap.message_id, activity_id, now)
 
     async def _renew(
-        self, soap: SoapRequest, token_request: TokenRequest, request: IRequest, activity_id: str
+        self, soap: SoapRequest, token_request: TokenRequest, request: MdmdRequest, activity_id: str
     ) -> bytes:
         try:
             current = await verified_client(request, self.store)
@@ -325,7 +325,7 @@ class EnrollmentService(Service):
             raise AuthenticationFault(
                 f"renewal needs the device's current MDM certificate over TLS: {e}"
             ) from None
-        request.device_id = current.device_id  # type: ignore[attr-defined]
+        request.device_id = current.device_id
         try:
             signed = pkcs.parse_signed_request(token_request.token)
             inner = pkcs.request_from_content(signed.content)
@@ -402,7 +402,7 @@ class EnrollmentService(Service):
     # -- authentication --------------------------------------------------------------------
 
     async def authenticate(
-        self, soap: SoapRequest, request: IRequest, remembered: bool = True
+        self, soap: SoapRequest, request: MdmdRequest, remembered: bool = True
     ) -> Principal:
         """
         Who a GetPolicies or RequestSecurityToken speaks for, by the configured
@@ -410,7 +410,7 @@ class EnrollmentService(Service):
         principal's C{confirm} in its unit of work.
         """
         principal = await self.policy.authenticate(soap, remembered)
-        request.enroll_user = principal.user  # type: ignore[attr-defined]
+        request.enroll_user = principal.user
         return principal
 
     # -- the sign-in page ----------------------------------------------------------------------

@@ -28,7 +28,6 @@ from typing import Final
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder, Store
-from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import Attribute, Interface, implementer
@@ -218,7 +217,7 @@ class OnPremisePolicy:
                     return self._principal(entry.display_name, candidate[0], entry)
         for candidate in candidates:
             try:
-                user = str(await self.checker.requestAvatarId(UsernamePassword(*candidate)))
+                user = await self.checker.check(*candidate)
             except UserDisabled:
                 raise AuthorizationFault(
                     f"user {candidate[0]} is disabled and may not enroll devices"
@@ -314,7 +313,7 @@ class FederatedPolicy:
 
     async def sign_in(self, name: str, password: str) -> str:
         try:
-            user = str(await self.checker.requestAvatarId(UsernamePassword(name, password)))
+            user = await self.checker.check(name, password)
         except UserDisabled:
             raise AuthorizationFault(f"user {name} is disabled and may not enroll devices") from None
         except UnauthorizedLogin:

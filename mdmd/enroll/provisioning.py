@@ -319,10 +319,10 @@ def parse_document(data: bytes) -> Characteristic:
 def _characteristic(element: object, type_: str) -> Characteristic:
     parms = tuple(
         (p.get("name", ""), p.get("value"), p.get("datatype"))
-        for p in children(element, "parm")  # type: ignore[arg-type]
+        for p in children(element, "parm")
     )
     kids = tuple(
         _characteristic(c, c.get("type", ""))
-        for c in children(element, "characteristic")  # type: ignore[arg-type]
+        for c in children(element, "characteristic")
     )
     return Characteristic(type_, parms, kids)

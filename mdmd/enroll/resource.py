@@ -35,7 +35,7 @@ from mdmd.enroll.soap import (
 from mdmd.enroll.wstep import RST_ACTION, RSTRC_ACTION
 from mdmd.enroll.xcep import GET_POLICIES_ACTION, GET_POLICIES_RESPONSE_ACTION
 from mdmd.errors import AnsweredError, InternalError, NotFound, PeerError
-from mdmd.site import AsyncResource, Response
+from mdmd.site import AsyncResource, MdmdRequest, Response
 
 __all__ = ["enrollment_resource", "SOAP_CONTENT_TYPE"]
 
@@ -44,7 +44,7 @@ log = Logger()
 SOAP_CONTENT_TYPE = b"application/soap+xml; charset=utf-8"
 HTML_CONTENT_TYPE = b"text/html; charset=utf-8"
 
-Operation = Callable[[SoapRequest, Request, str], Awaitable[bytes]]
+Operation = Callable[[SoapRequest, MdmdRequest, str], Awaitable[bytes]]
 
 
 class SoapEndpoint(AsyncResource):
@@ -62,30 +62,32 @@ class SoapEndpoint(AsyncResource):
         self.response_action = response_action
         self.operation = operation
 
-    async def handle_POST(self, request: Request) -> Response:
-        request.activity_id = str(uuid.uuid4())  # type: ignore[attr-defined]
+    async def handle_POST(self, request: MdmdRequest) -> Response:
+        activity_id = request.activity_id = str(uuid.uuid4())
         soap = parse_request(request.content.read())
-        request.relates_to = soap.message_id  # type: ignore[attr-defined]
+        request.relates_to = soap.message_id
         if soap.username_token is not None and soap.username_token.username:
             # the claimed name, so that a refusal's log line says who tried
-            request.enroll_user = soap.username_token.username  # type: ignore[attr-defined]
+            request.enroll_user = soap.username_token.username
         if soap.action and soap.action.lower() != self.action.lower():
             raise MessageFormatFault(f"the {self.name} service does not handle action {soap.action!r}")
-        body = await self.operation(soap, request, request.activity_id)  # type: ignore[attr-defined]
+        body = await self.operation(soap, request, activity_id)
         return Response(body, content_type=SOAP_CONTENT_TYPE)
 
-    def error_body(self, request: Request, error: AnsweredError, message: str) -> tuple[bytes, bytes]:
+    def error_body(
+        self, request: MdmdRequest, error: AnsweredError, message: str
+    ) -> tuple[bytes, bytes]:
         body = fault(
             error.soap_subcode,
             message,
             self.response_action,
-            getattr(request, "relates_to", ""),
+            request.relates_to,
             self._activity_id(request),
             error.error_type if isinstance(error, SoapFault) else None,
         )
         return body, SOAP_CONTENT_TYPE
 
-    def log_answered(self, request: Request, error: AnsweredError, level: LogLevel) -> None:
+    def log_answered(self, request: MdmdRequest, error: AnsweredError, level: LogLevel) -> None:
         error_type = error.error_type if isinstance(error, SoapFault) else None
         log.emit(
             level,
@@ -96,37 +98,36 @@ class SoapEndpoint(AsyncResource):
             detail=f", {error_type}" if error_type else "",
             reason=str(error),
             who=self._who(request),
-            user=getattr(request, "enroll_user", None),
-            device_id=getattr(request, "device_id", None),
+            user=request.enroll_user,
+            device_id=request.device_id,
             trace=self._activity_id(request),
         )
 
-    def log_failed(self, request: Request, failure: Failure) -> None:
+    def log_failed(self, request: MdmdRequest, failure: Failure) -> None:
         log.failure(
             "{operation} failed for{who}: answered {subcode} [trace {trace}]",
             failure,
             operation=self.name,
             who=self._who(request) or " an unknown peer",
             subcode=InternalError.soap_subcode,
-            user=getattr(request, "enroll_user", None),
-            device_id=getattr(request, "device_id", None),
+            user=request.enroll_user,
+            device_id=request.device_id,
             trace=self._activity_id(request),
         )
 
     @staticmethod
-    def _activity_id(request: Request) -> str:
+    def _activity_id(request: MdmdRequest) -> str:
         """
         The request's trace id (one is made up if the request failed before it got one).
         """
-        activity_id = getattr(request, "activity_id", None)
-        if activity_id is None:
-            activity_id = request.activity_id = str(uuid.uuid4())  # type: ignore[attr-defined]
-        return str(activity_id)
+        if request.activity_id is None:
+            request.activity_id = str(uuid.uuid4())
+        return request.activity_id
 
     @staticmethod
-    def _who(request: Request) -> str:
-        user = getattr(request, "enroll_user", None)
-        device_id = getattr(request, "device_id", None)
+    def _who(request: MdmdRequest) -> str:
+        user = request.enroll_user
+        device_id = request.device_id
         return f"{f' user={user}' if user else ''}{f' device={device_id}' if device_id else ''}"
 
 
@@ -160,7 +161,7 @@ class SignInPage(AsyncResource):
             raise _BadCallback("appru must be the ms-app:// address of the enrollment client")
         return self._page(appru, _argument(request, b"login_hint"))
 
-    async def handle_POST(self, request: Request) -> Response:
+    async def handle_POST(self, request: MdmdRequest) -> Response:
         self._available()
         appru = _argument(request, b"appru")
         if not federated.valid_appru(appru):
@@ -177,7 +178,7 @@ class SignInPage(AsyncResource):
                 else "The user name or password is incorrect."
             )
             return self._page(appru, name, message)
-        request.enroll_user = name  # type: ignore[attr-defined]
+        request.enroll_user = name
         log.info("federated sign-in: {user}", user=name)
         return Response(
             federated.post_back_page(appru, token),

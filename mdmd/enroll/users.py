@@ -250,8 +250,23 @@ class StoreUserChecker:
         self._pending: dict[tuple[bytes, str], list[Deferred[bool]]] = {}
         self._secret = os.urandom(32)
 
-    def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[str]:
-        return Deferred.fromCoroutine(self._check(credentials))
+    # twisted.cred declares avatar ids as bytes; ours are display names (str),
+    # which a Portal passes through as they are.
+    def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[str]:  # type: ignore[override]  # avatar ids are str
+        name, password = credentials.username, credentials.password
+        return self.check(
+            name.decode("utf-8", "replace") if isinstance(name, bytes) else name,
+            password.decode("utf-8", "replace") if isinstance(password, bytes) else password,
+        )
+
+    def check(self, name: str, password: str) -> Deferred[str]:
+        """
+        The display name of the user with these credentials.
+
+        @raise UnauthorizedLogin: unknown user or wrong password.
+        @raise UserDisabled: the right password of a disabled user.
+        """
+        return Deferred.fromCoroutine(self._check(name, password))
 
     def _key(self, name: str, password: str) -> bytes:
         return hmac.new(
@@ -271,15 +286,7 @@ class StoreUserChecker:
             return None
         return entry
 
-    async def _check(self, credentials: IUsernamePassword) -> str:
-        raw_name = credentials.username
-        raw_password = credentials.password
-        name = raw_name.decode("utf-8", "replace") if isinstance(raw_name, bytes) else raw_name
-        password = (
-            raw_password.decode("utf-8", "replace")
-            if isinstance(raw_password, bytes)
-            else raw_password
-        )
+    async def _check(self, name: str, password: str) -> str:
         if not name or len(name) > MAX_NAME or len(password) > MAX_PASSWORD:
             raise UnauthorizedLogin("unknown user or wrong password")
         found = await self._store.read(credentials_of, name)

@@ -168,7 +168,8 @@ def verify_signed_header(root: etree._Element, security: etree._Element | None, 
         if not uri.startswith("#"):
             raise InvalidSecurityFault(f"unsupported signature reference {uri!r}")
         target = _by_id(root, uri[1:])
-        transform_method, transform_prefixes = C14N, []
+        transform_method = C14N
+        transform_prefixes: list[str] = []
         for transform in children(child(reference, "Transforms"), "Transform"):
             transform_method, transform_prefixes = _method(transform)
         digest_method = _DIGESTS.get(_algorithm(child(reference, "DigestMethod")))

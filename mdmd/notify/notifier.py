@@ -238,7 +238,7 @@ class Notifier(Service):
         outcome = self.transport.send(job)
         settled = outcome.called
         self._flights[ref] = outcome
-        recorded = outcome.addCallbacks(
+        recorded: Deferred[PushInfo | None] = outcome.addCallbacks(
             self._landed, self._lost, callbackArgs=(ref,), errbackArgs=(ref,)
         )
         return recorded if settled else None

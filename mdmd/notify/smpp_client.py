@@ -39,13 +39,18 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IReactorTime,
+    IStreamClientEndpoint,
+    ITCPTransport,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import (
     Certificate,
@@ -213,20 +218,21 @@ class ESMEProtocol(Protocol):
 
     def abort(self) -> None:
         if not self._lost and self.transport is not None:
-            self.transport.abortConnection()  # type: ignore[attr-defined]
+            # Typed as an ITransport, every stream transport can also abort (ITCPTransport).
+            cast(ITCPTransport, self.transport).abortConnection()
 
     def _tick(self) -> None:
         self._timer = None
         self._apply(self.session.tick(self._clock.seconds()))
 
     def _apply(self, out: Output) -> None:
-        if out.data and not self._lost:
-            self.transport.write(out.data)  # type: ignore[union-attr]
+        if out.data and not self._lost and self.transport is not None:
+            self.transport.write(out.data)
         # Arm the timer before handing events out: a handler may feed the
         # session again, and whichever deadline is earlier must be kept.
         self._schedule(None if self._lost else out.deadline)
-        if out.disconnect and not self._lost:
-            self.transport.loseConnection()  # type: ignore[union-attr]
+        if out.disconnect and not self._lost and self.transport is not None:
+            self.transport.loseConnection()
         for event in out.events:
             try:
                 self._handler(self, event)

@@ -34,7 +34,7 @@ import re
 import struct
 from dataclasses import dataclass
 from datetime import datetime
-from typing import ClassVar, Union
+from typing import Any, ClassVar, Union
 
 from mdmd.errors import PeerError
 
@@ -604,7 +604,7 @@ def decode(frame: bytes) -> Pdu:
             sequence_number=sequence,
             command_id=command_id,
         )
-    values: dict[str, object] = {}
+    values: dict[str, Any] = {}  # each field as its kind decodes it (cls.body)
     body = frame[HEADER_LEN:]
     try:
         offset = 0
@@ -622,7 +622,7 @@ def decode(frame: bytes) -> Pdu:
             sequence_number=sequence,
             command_id=command_id,
         ) from e
-    return cls(sequence_number=sequence, command_status=status, **values)  # type: ignore[arg-type]
+    return cls(sequence_number=sequence, command_status=status, **values)
 
 
 def _decode_tlvs(body: bytes, offset: int) -> tuple[Tlv, ...]:
@@ -821,7 +821,8 @@ def _receipt_date(value: str | None) -> datetime | None:
     if value is None or not value.isdigit() or len(value) not in (10, 12):
         return None
     parts = [int(value[i : i + 2]) for i in range(0, len(value), 2)]
+    year, month, day, hour, minute, second = (parts + [0])[:6]  # YYMMDDhhmm[ss]
     try:
-        return datetime(2000 + parts[0], *parts[1:])
+        return datetime(2000 + year, month, day, hour, minute, second)
     except ValueError:
         return None

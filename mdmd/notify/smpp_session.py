@@ -380,7 +380,7 @@ _SERVED_IN: Final[dict[type[Pdu], frozenset[State]]] = {
 #: Where our own enquire_link keeps the link checked.
 _KEEPALIVE_IN: Final = frozenset({_S.BOUND, _S.DRAINING})
 
-_REQUEST_BY_ID: Final = {cls.command_id: cls for cls in RESPONSE_CLASS}
+_REQUEST_BY_ID: Final[dict[int, type[Pdu]]] = {cls.command_id: cls for cls in RESPONSE_CLASS}
 _RESPONSE_IDS: Final = frozenset(cls.command_id for cls in RESPONSE_CLASS.values())
 _PAUSE_STATUSES: Final = frozenset({Status.ESME_RTHROTTLED, Status.ESME_RMSGQFUL})
 _MAX_SEQUENCE: Final = 0x7FFFFFFF
@@ -530,7 +530,7 @@ class EsmeSession:
         if self._state is State.CLOSED:
             return self._finish(now)
         self._decoder.feed(data)
-        while self._state is not State.CLOSED:
+        while self.state is not State.CLOSED:  # read afresh: the handlers may close it
             try:
                 pdu = self._decoder.next_pdu()
             except PduError as e:
@@ -561,7 +561,9 @@ class EsmeSession:
             raise LocalProtocolError(f"cannot submit while {self._state.value}")
         if ref in self._jobs:
             raise LocalProtocolError(f"job {ref!r} is already queued")
-        ids = list(message_ids) if message_ids is not None else [None] * len(segments)
+        ids: list[str | None] = (
+            list(message_ids) if message_ids is not None else [None] * len(segments)
+        )
         if len(ids) != len(segments):
             raise ValueError("one message id (or None) per segment")
         templates = submit_templates(self._config, destination, segments)
@@ -643,7 +645,9 @@ class EsmeSession:
 
     def _on_garbage(self, error: PduError, now: float) -> None:
         self._violation(str(error), error.command_status, fatal=error.fatal)
-        request = _REQUEST_BY_ID.get(error.command_id) if not error.fatal else None
+        request = None
+        if error.command_id is not None and not error.fatal:
+            request = _REQUEST_BY_ID.get(error.command_id)
         if request is not None:
             # The header was fine, the body was not: say so in its response.
             self._send(

@@ -129,6 +129,7 @@ class SmppTransport:
     def _abandoned(self, failure: Failure, ref: JobRef) -> Outcome:
         self._flights.pop(ref, None)
         failure.trap(SubmitAbandoned)
+        assert isinstance(failure.value, SubmitAbandoned)  # trap re-raised anything else
         ids = failure.value.message_ids
         return Abandoned(ids, self._keys(ids))
 

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from twisted.application.service import Service
@@ -106,7 +107,9 @@ def _write_public(path: str, data: bytes) -> None:
 def _read_key(path: str) -> PrivateKey:
     with open(path, "rb") as f:
         key = load_pem_private_key(f.read(), password=None)
-    return key  # type: ignore[return-value]
+    if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
+        raise ValueError(f"{path}: an RSA or EC private key is needed, not {type(key).__name__}")
+    return key
 
 
 def _read_certificates(path: str) -> list[x509.Certificate]:
@@ -164,10 +167,12 @@ class CAService(Service):
     def _load_or_create_authority(self) -> CertificateAuthority:
         if os.path.exists(self.ca_key_path) and os.path.exists(self.ca_cert_path):
             key = _read_key(self.ca_key_path)
+            if not isinstance(key, rsa.RSAPrivateKey):
+                raise ValueError(f"{self.ca_key_path}: the CA's key must be an RSA key")
             (certificate,) = _read_certificates(self.ca_cert_path)[:1]
             log.info("CA loaded: {subject} ({thumbprint})", subject=certificate.subject.rfc4514_string(),
                      thumbprint=thumbprint(certificate))
-            return CertificateAuthority(key, certificate)  # type: ignore[arg-type]
+            return CertificateAuthority(key, certificate)
         key = generate_rsa_key(self.settings.key_size)
         authority = CertificateAuthority.create(
             key,

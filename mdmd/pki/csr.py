@@ -23,6 +23,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from pyasn1.codec.der import decoder as der_decoder
 from pyasn1.codec.der import encoder as der_encoder
 from pyasn1.error import PyAsn1Error
@@ -338,9 +339,12 @@ def _load_public_key(spki: bytes) -> PublicKey:
     raise WeakKey(f"unsupported public key type {type(key).__name__}")
 
 
-def _verify(key: PublicKey, signature: bytes, data: bytes, hash_name: str, kind: str) -> None:
+def _verify(
+    key: CertificatePublicKeyTypes, signature: bytes, data: bytes, hash_name: str, kind: str
+) -> None:
     """
-    @raise InvalidSignature: if C{signature} is not C{key}'s over C{data}.
+    @raise InvalidSignature: if C{signature} is not C{key}'s over C{data} (or
+        C{key} is not of the C{kind} the signature algorithm names).
     """
     algorithm = _HASHES[hash_name]()
     if kind == "rsa":
@@ -507,7 +511,7 @@ def parse_signed_request(der: bytes) -> SignedRequest:
         signed_bytes = content
     try:
         _verify(
-            signer.public_key(),  # type: ignore[arg-type]
+            signer.public_key(),
             signer_info["signature"].asOctets(),
             signed_bytes,
             digest_name,
@@ -571,7 +575,7 @@ def _find_signer(sid: rfc5652.SignerIdentifier, certificates: list[x509.Certific
                 ).value.digest
             except x509.ExtensionNotFound:
                 ski = x509.SubjectKeyIdentifier.from_public_key(
-                    certificate.public_key()  # type: ignore[arg-type]
+                    certificate.public_key()
                 ).digest
             if ski == wanted_ski:
                 return certificate

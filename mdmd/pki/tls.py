@@ -6,6 +6,7 @@ but not required, and a way for resources to read the verified one.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from weakref import WeakKeyDictionary
 
 from cryptography import x509
 from OpenSSL.crypto import X509, PKey
@@ -50,7 +51,10 @@ def server_options(
     )
 
 
-_UNSET = object()
+#: The peer certificate of a connection never changes: it is converted once
+#: per connection (per HTTP channel), not per request (keep-alive DM sessions
+#: send many), and forgotten with the connection.
+_PEER_CERTIFICATES: WeakKeyDictionary[object, x509.Certificate | None] = WeakKeyDictionary()
 
 
 def peer_certificate(request: IRequest) -> x509.Certificate | None:
@@ -61,17 +65,18 @@ def peer_certificate(request: IRequest) -> x509.Certificate | None:
     valid in our records (not revoked) is for the caller to check.
     """
     channel = getattr(request, "channel", None)
-    cached = getattr(channel, "_mdmd_peer_certificate", _UNSET)
-    if cached is not _UNSET:
-        return cached  # type: ignore[return-value]
+    if channel is None:
+        return None
+    try:
+        return _PEER_CERTIFICATES[channel]
+    except KeyError:
+        pass
     get = getattr(getattr(channel, "transport", None), "getPeerCertificate", None)
     if get is None:
         return None
     cert = get()
-    converted = None if cert is None else cert.to_cryptography()
-    # The peer certificate of a connection never changes: convert it once per
-    # connection, not per request (keep-alive DM sessions send many).
-    channel._mdmd_peer_certificate = converted  # type: ignore[union-attr]
+    converted: x509.Certificate | None = None if cert is None else cert.to_cryptography()
+    _PEER_CERTIFICATES[channel] = converted
     return converted
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from typing import Any, ParamSpec, TypeVar
 
 import transaction
@@ -31,10 +31,13 @@ from mdmd.errors import Busy
 from mdmd.store.db import describe, open_db
 from mdmd.store.models import ensure_root
 
-__all__ = ["Store", "StoreService", "ConflictRetriesExhausted"]
+__all__ = ["Root", "Store", "StoreService", "ConflictRetriesExhausted"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+#: What a unit of work is given: the database root (container name → container).
+Root = MutableMapping[str, Any]
 
 log = Logger()
 

@@ -328,12 +328,12 @@ def text(node: Node) -> str:
     The text of a leaf element (C{""} when empty); opaque bytes must be UTF-8.
     """
     value = node[2]
-    if value.__class__ is str:
-        return value  # type: ignore[return-value]
+    if isinstance(value, str):
+        return value
     if value is None:
         return ""
     try:
-        return value.decode("utf-8")  # type: ignore[union-attr]
+        return value.decode("utf-8")
     except UnicodeDecodeError:
         raise SyncMLDecodeError(f"<{node[0]}> holds bytes that are not UTF-8 text") from None
 

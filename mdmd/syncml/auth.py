@@ -86,9 +86,11 @@ def credential_hash(name: str | bytes, password: str | bytes) -> bytes:
 
 
 def _secret(name: str | bytes, password: str | bytes | None, stored_hash: bytes | None) -> bytes:
-    if (password is None) == (stored_hash is None):
-        raise TypeError("give exactly one of password and stored_hash")
-    return stored_hash if stored_hash is not None else credential_hash(name, password)  # type: ignore[arg-type]
+    if password is not None and stored_hash is None:
+        return credential_hash(name, password)
+    if stored_hash is not None and password is None:
+        return stored_hash
+    raise TypeError("give exactly one of password and stored_hash")
 
 
 def md5_digest(name: str | bytes, password: str | bytes, nonce: bytes) -> bytes:

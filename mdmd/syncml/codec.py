@@ -20,7 +20,7 @@ from typing import Callable, Sequence, TypeVar
 from mdmd.errors import PeerError
 from mdmd.syncml import wbxml, xml
 from mdmd.syncml.codes import StatusCode
-from mdmd.syncml.model import Command, Data, Item, Meta, SyncHdr, SyncML
+from mdmd.syncml.model import Command, Data, Item, ItemCommand, Meta, SyncHdr, SyncML
 
 __all__ = [
     "Codec",
@@ -104,7 +104,7 @@ def data_size(data: Data) -> int:
     return len(data) if isinstance(data, bytes) else len(data.encode("utf-8"))
 
 
-_C = TypeVar("_C", bound=Command)
+_C = TypeVar("_C", bound=ItemCommand)
 
 
 def _chunk(command: _C, item: Item, data: Data, start: int, stop: int) -> _C:
@@ -114,7 +114,15 @@ def _chunk(command: _C, item: Item, data: Data, start: int, stop: int) -> _C:
     elif meta is not None and meta.size is not None:
         meta = replace(meta, size=None)
     piece = replace(item, meta=meta, data=data[start:stop], more_data=stop < len(data))
-    return replace(command, items=(piece,))  # type: ignore[type-var]
+    return replace(command, items=(piece,))
+
+
+def _chunked_data(command: ItemCommand) -> Data:
+    items = command.items
+    data = items[0].data if len(items) == 1 else None
+    if data is None:
+        raise ValueError("only a command with exactly one Item holding Data can be chunked")
+    return data
 
 
 def next_chunk(codec: Codec, command: _C, offset: int, budget: int) -> tuple[_C, int] | None:
@@ -129,11 +137,8 @@ def next_chunk(codec: Codec, command: _C, offset: int, budget: int) -> tuple[_C,
     Target/Source/Meta, has C{MoreData} unless it is the last one, and the
     first chunk's Item Meta carries the total C{Size}.
     """
-    items: tuple[Item, ...] = getattr(command, "items", ())
-    data = items[0].data if len(items) == 1 else None
-    if data is None:
-        raise ValueError("only a command with exactly one Item holding Data can be chunked")
-    item = items[0]
+    data = _chunked_data(command)
+    item = command.items[0]
     if offset == 0 and codec.command_size(command) <= budget:
         return command, len(data)
 
@@ -164,7 +169,7 @@ def split_command(
 
     @raise ValueError: if a chunk of C{budget} bytes cannot carry any data.
     """
-    data = command.items[0].data  # type: ignore[attr-defined]
+    data = _chunked_data(command)
     chunks: list[_C] = []
     offset = 0
     allowed = budget if first_budget is None else first_budget
@@ -197,9 +202,10 @@ def reassemble(chunks: Sequence[Item]) -> Item:
     if first.meta is None or first.meta.size is None:
         raise ChunkError("first chunk has no Meta Size", StatusCode.SIZE_REQUIRED)
     pieces = [c.data for c in chunks if c.data is not None]
+    texts = [p for p in pieces if isinstance(p, str)]
     whole: Data
-    if all(isinstance(p, str) for p in pieces):
-        whole = "".join(pieces)  # type: ignore[arg-type]
+    if len(texts) == len(pieces):
+        whole = "".join(texts)
     else:
         whole = b"".join(p.encode("utf-8") if isinstance(p, str) else p for p in pieces)
     size = data_size(whole)

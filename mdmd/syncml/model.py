@@ -343,7 +343,7 @@ class UnknownElement(Command):
     Codecs decode it but refuse to encode it.
     """
 
-    name: str  # type: ignore[misc]  # the element's name, per instance
+    name: str  # type: ignore[misc]  # a ClassVar of Command; here the element's name, per instance
     cmd_id: str | None = None
 
 

@@ -479,8 +479,9 @@ class _Parser:
         # The usual cases in one step: STR_I text NUL END, or OPAQUE length bytes END.
         byte = data[pos]
         if byte == _STR_I or byte == _OPAQUE:
-            raw, after, opaque = self._string(byte, pos + 1)  # type: ignore[misc]
-            if data[after] == _END:
+            string = self._string(byte, pos + 1)
+            if string is not None and data[string[1]] == _END:
+                raw, after, opaque = string
                 return (raw if opaque else _utf8_text(raw, "Data")), after + 1
         pieces: list[bytes] = []
         opaque = False
@@ -492,7 +493,8 @@ class _Parser:
             if byte == _END:
                 if not open_names:
                     break
-                xml.append(f"</{open_names.pop()}>")  # type: ignore[union-attr]
+                assert xml is not None  # an element was opened, so xml was started
+                xml.append(f"</{open_names.pop()}>")
                 continue
             if byte == _SWITCH_PAGE:
                 pos = self._switch(pos)

@@ -216,7 +216,8 @@ def _tree(root: etree._Element) -> Node:
             current[1].append(node)
             stack.append(current)
         current = node
-    return current  # type: ignore[return-value]
+    assert current is not None  # the walk begins with the root's start
+    return current
 
 
 def _inner_xml(element: etree._Element) -> str:

@@ -6,6 +6,7 @@ and operators' own integration tests can use them, and each is tested
 against what it stands in for (C{tests/testing/}):
 
   - C{store}: the real ZODB in memory, units of work run synchronously;
+  - C{reactor}: a memory reactor with threads that run work at once;
   - C{devices}: an enrolled device put straight into a store;
   - C{randomness}: deterministic random sources;
   - C{daemon}: the real daemon as a subprocess;

@@ -8,7 +8,6 @@ mdmctl (also as a subprocess) against it.
 
 from __future__ import annotations
 
-import configparser
 import json
 import os
 import shutil
@@ -21,6 +20,8 @@ import time
 from dataclasses import dataclass
 
 from cryptography import x509
+
+from mdmd.config import IniParser
 
 __all__ = ["DaemonProcess", "DaemonFailed", "script"]
 
@@ -78,8 +79,7 @@ class DaemonProcess:
             "ca": {"key_size": str(self.ca_key_size)},
             "admin": {"listen": "unix:admin.sock"},
         }
-        extra = configparser.ConfigParser(interpolation=None)
-        extra.optionxform = str  # type: ignore[assignment,method-assign]
+        extra = IniParser(interpolation=None)
         extra.read_string(textwrap.dedent(self.config))
         for name in extra.sections():
             sections.setdefault(name, {}).update(extra.items(name))
@@ -151,6 +151,15 @@ class DaemonProcess:
                 return f.read()
         except OSError:
             return ""
+
+    @property
+    def pid(self) -> int:
+        """
+        The process id of the started daemon.
+        """
+        if self.process is None:
+            raise DaemonFailed("the daemon is not running")
+        return self.process.pid
 
     @property
     def https_port(self) -> int:

@@ -173,7 +173,7 @@ class DMClient:
             for child in command.commands:
                 self._execute(child, server, ids, out, results)
             return
-        items = getattr(command, "items", ())
+        items: tuple[Item, ...] = getattr(command, "items", ())
         uri = items[0].target.loc_uri if items and items[0].target else ""
         forced = self.status_for.get(uri)
         if isinstance(command, (Add, Replace)) and items and items[0].more_data:

@@ -28,6 +28,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
@@ -101,6 +102,14 @@ class Scenario:
     decimal_text_ids: bool = True
 
 
+#: The answer to each bind.
+_BIND_RESPONSE = {
+    p.BindReceiver: p.BindReceiverResp,
+    p.BindTransmitter: p.BindTransmitterResp,
+    p.BindTransceiver: p.BindTransceiverResp,
+}
+
+
 @dataclass
 class _Counters:
     submits: itertools.count = field(default_factory=lambda: itertools.count(1))
@@ -148,7 +157,12 @@ class FakeSmsc(Protocol):
     # -- what the tests can make the SMSC do -----------------------------------
 
     def send(self, pdu: p.Pdu) -> None:
-        self.transport.write(p.encode(pdu))  # type: ignore[union-attr]
+        assert self.transport is not None, "not connected"
+        self.transport.write(p.encode(pdu))
+
+    def hang_up(self) -> None:
+        assert self.transport is not None, "not connected"
+        self.transport.loseConnection()
 
     def next_sequence(self) -> int:
         return next(self.factory.counters.sequence)
@@ -206,7 +220,7 @@ class FakeSmsc(Protocol):
                 status = p.Status.ESME_RALYBND
             self.bound = status == p.Status.ESME_ROK
             self.send(
-                p.RESPONSE_CLASS[type(pdu)](
+                _BIND_RESPONSE[type(pdu)](
                     sequence_number=pdu.sequence_number,
                     command_status=status,
                     system_id=scenario.smsc_system_id,
@@ -218,9 +232,9 @@ class FakeSmsc(Protocol):
             self.send(p.EnquireLinkResp(sequence_number=pdu.sequence_number))
         elif isinstance(pdu, p.Unbind):
             self.send(p.UnbindResp(sequence_number=pdu.sequence_number))
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            self.hang_up()
         elif isinstance(pdu, p.UnbindResp):
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            self.hang_up()
         elif not pdu.is_response:
             self.send(
                 p.GenericNack(
@@ -239,7 +253,7 @@ class FakeSmsc(Protocol):
             )
             return
         if scenario.disconnect_after and n % scenario.disconnect_after == 0:
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            self.hang_up()
             return
         if not scenario.respond:
             return
@@ -250,7 +264,7 @@ class FakeSmsc(Protocol):
                 )
             )
             return
-        status = p.Status.ESME_ROK
+        status: int = p.Status.ESME_ROK
         if scenario.throttle_every and n % scenario.throttle_every == 0:
             status = p.Status.ESME_RTHROTTLED
         elif scenario.fail_every and n % scenario.fail_every == 0:
@@ -268,7 +282,7 @@ class FakeSmsc(Protocol):
             self.send_unbind()
 
 
-class FakeSmscFactory(Factory):
+class FakeSmscFactory(Factory[FakeSmsc]):
     """
     Builds L{FakeSmsc} connections sharing one scenario and one record.
 
@@ -285,7 +299,7 @@ class FakeSmscFactory(Factory):
         self.lost = 0
         self.counters = _Counters()
 
-    def buildProtocol(self, addr: Any) -> FakeSmsc:
+    def buildProtocol(self, addr: IAddress | None) -> FakeSmsc:
         return FakeSmsc(self)
 
     @property

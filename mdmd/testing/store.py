@@ -16,6 +16,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 
 from mdmd.store.db import open_db
 from mdmd.store.runner import Store, StoreService
+from mdmd.testing.reactor import ThreadedMemoryReactor
 
 __all__ = ["SynchronousStoreService", "memory_store_service"]
 
@@ -29,6 +30,10 @@ class SynchronousStoreService(StoreService):
     The returned Deferreds have already fired, so a test needs no reactor
     turn; the ZODB, the transactions and the conflict handling are the real ones.
     """
+
+    def __init__(self, uri: str, pool_size: int = 7, retries: int = 5, cache_size: int = 10000) -> None:
+        # No unit of work goes to a thread: the reactor is never asked for one.
+        super().__init__(uri, ThreadedMemoryReactor(), pool_size, retries, cache_size)
 
     def startService(self) -> None:
         self.store = Store(open_db(self.uri, self.pool_size, self.cache_size), self.retries)
@@ -62,6 +67,6 @@ def memory_store_service(uri: str = "memory:") -> SynchronousStoreService:
     """
     A started synchronous store on a fresh in-memory database.
     """
-    service = SynchronousStoreService(uri, reactor=None, pool_size=2)  # type: ignore[arg-type]
+    service = SynchronousStoreService(uri, pool_size=2)
     service.startService()
     return service

@@ -9,6 +9,9 @@ L{large_results} is a device message carrying a large Results.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from mdmd.syncml.model import (
     Add,
     Alert,
@@ -71,7 +74,7 @@ def header(
     source: str | Location,
     session_id: str = "D",
     msg_id: str = "1",
-    **fields: object,
+    **fields: Any,
 ) -> SyncHdr:
     """
     A SyncHdr to C{target} from C{source} (LocURIs or Locations); other header fields as keywords.
@@ -81,7 +84,7 @@ def header(
         msg_id=msg_id,
         target=target if isinstance(target, Location) else Location(loc_uri=target),
         source=source if isinstance(source, Location) else Location(loc_uri=source),
-        **fields,  # type: ignore[arg-type]
+        **fields,
     )
 
 
@@ -97,13 +100,13 @@ def _policy(n: int) -> str:
 
 
 def targeted(
-    cls: type, cmd_id: int, uri: str, data: str | None = None, fmt: str | None = None
+    cls: Callable[..., Command], cmd_id: int, uri: str, data: str | None = None, fmt: str | None = None
 ) -> Command:
     """
     A server command on one node: C{cls(cmd_id, Item(Target uri, Meta Format fmt, data))}.
     """
     item = Item(target=Location(loc_uri=uri), meta=Meta(format=fmt) if fmt else None, data=data)
-    return cls(cmd_id=str(cmd_id), items=(item,))  # type: ignore[no-any-return]
+    return cls(cmd_id=str(cmd_id), items=(item,))
 
 
 def server_message() -> SyncML:

@@ -38,6 +38,7 @@ class TelnetClient(TelnetProtocol):
     @classmethod
     async def connect(cls, endpoint: IStreamClientEndpoint) -> TelnetClient:
         transport = await endpoint.connect(Factory.forProtocol(lambda: TelnetTransport(cls)))
+        assert isinstance(transport, TelnetTransport)
         client = transport.protocol
         assert isinstance(client, cls)
         return client
@@ -78,13 +79,15 @@ class TelnetClient(TelnetProtocol):
         """
         A login answer: the line and CR LF (the telnet layer turns LF into CR LF).
         """
-        self.transport.write(text + b"\n")  # type: ignore[union-attr]
+        assert self.transport is not None, "not connected"
+        self.transport.write(text + b"\n")
 
     def type_line(self, text: bytes) -> None:
         """
         A line typed into the shell: the keys, then Enter (CR NUL).
         """
-        self.transport.write(text + b"\r\0")  # type: ignore[union-attr]
+        assert self.transport is not None, "not connected"
+        self.transport.write(text + b"\r\0")
 
     def clear(self) -> None:
         self.received = b""

@@ -75,12 +75,8 @@ class StartupFailureTests(SynchronousTestCase):
         blocker.listen()
         self.addCleanup(blocker.close)
         port = blocker.getsockname()[1]
-        daemon = DaemonProcess()
+        daemon = DaemonProcess(port=port)
         self.addCleanup(daemon.cleanup)
-        daemon.write_config()
-        with open(daemon.config_path) as f:
-            text = f.read().replace("listen = 127.0.0.1:0", f"listen = 127.0.0.1:{port}")
-        daemon.write_config = lambda: open(daemon.config_path, "w").write(text)  # type: ignore[method-assign]
         with self.assertRaises(DaemonFailed) as caught:
             daemon.start()
         self.assertIn(f"cannot listen on https tcp:127.0.0.1:{port}", str(caught.exception))

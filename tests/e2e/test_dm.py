@@ -15,6 +15,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from mdmd.syncml.codec import WBXML_CODEC, XML_CODEC
+from mdmd.syncml.model import Status
 from mdmd.testing.daemon import DaemonProcess
 from mdmd.testing.dmclient import DMSessionFailed, windows_dm_client, windows_post
 from mdmd.testing.windows.device import WindowsDevice
@@ -128,7 +129,9 @@ class DMEndToEndTests(TestCase):
             "POST", device.dm_url, recorded[0], content_type=client.codec.content_type, client_certificate=True
         )
         answer = client.codec.decode(replayed.body)
-        self.assertEqual(answer.body[0].data, "401")
+        status = answer.body[0]
+        assert isinstance(status, Status)
+        self.assertEqual(status.data, "401")
         # the replay's challenge replaced the nonce: the device is challenged once, then accepted
         log = await client.session(post)
         self.assertEqual(log.header_statuses, ["401", "212"])
@@ -149,7 +152,7 @@ class DMEndToEndTests(TestCase):
         await client.session(post)  # the inventory
         await self.ok("cmd", device.device_id, "get", "./DevDetail/OEM")
         self.daemon.port = self.daemon.https_port
-        restarted = []
+        restarted: list[bool] = []
 
         async def restart_after_first(body: bytes, content_type: str, headers: dict[str, str]) -> Any:
             answer = await post(body, content_type, headers)

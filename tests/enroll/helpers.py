@@ -16,6 +16,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import rsa
 from twisted.internet import reactor
 from twisted.internet.endpoints import SSL4ServerEndpoint
+from twisted.internet.interfaces import IReactorThreads
 from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 
@@ -96,7 +97,7 @@ class EnrollmentServerTestCase(TestCase):
             mdmd_settings.from_config(self.configuration).enrollment,
             self.store,
             self.ca,
-            StoreUserChecker(self.store, reactor, reactor),
+            StoreUserChecker(self.store, IReactorThreads(reactor), reactor),
             reactor,
             lambda: self.port_number,
         )

@@ -28,7 +28,7 @@ FIELDS = {
 }
 
 
-def _discover(fields: list[tuple[str, str]], namespace: str = discovery.DISCOVERY + "/") -> soap.SoapRequest:
+def _discover(fields: list[tuple[str, str]], namespace: str = soap.DISCOVERY + "/") -> soap.SoapRequest:
     body = "".join(f"<{name}>{value}</{name}>" for name, value in fields)
     return soap.parse_request(
         f'<s:Envelope xmlns:s="{soap.SOAP12}"><s:Body><Discover xmlns="{namespace}"><request>{body}'
@@ -87,7 +87,7 @@ class ParseTests(SynchronousTestCase):
         """
         The schema is xsd:all: any order of the fields reads the same.
         """
-        request = discovery.parse_discover(_discover(fields, namespace=discovery.DISCOVERY))
+        request = discovery.parse_discover(_discover(fields, namespace=soap.DISCOVERY))
         self.assertEqual(
             (request.email_address, request.request_version, request.os_edition, request.os_version),
             ("user@contoso.com", decimal.Decimal("9.0"), "48", "10.0.26100.1"),
@@ -151,8 +151,10 @@ class ResponseTests(SynchronousTestCase):
         self.assertEqual(soap.text(soap.child(header, "Action")), discovery.DISCOVER_RESPONSE_ACTION)
         self.assertEqual(soap.text(soap.child(header, "RelatesTo")), "urn:uuid: 748132ec")
         response = soap.child(soap.child(root, "Body"), "DiscoverResponse")
-        self.assertEqual(response.nsmap[None], discovery.DISCOVERY)
+        assert response is not None
+        self.assertEqual(response.nsmap[None], soap.DISCOVERY)
         result = soap.child(response, "DiscoverResult")
+        assert result is not None
         self.assertEqual(
             [(soap.local(e), e.text) for e in result],
             [
@@ -163,5 +165,5 @@ class ResponseTests(SynchronousTestCase):
             ],
         )
         federated = discovery.DiscoveryAnswer("Federated", "3.0", "p", "e", "https://h/EnrollmentServer/Authenticate")
-        result = parse(discovery.discover_response(federated, "m", "a")).find(f".//{{{discovery.DISCOVERY}}}DiscoverResult")
+        result = parse(discovery.discover_response(federated, "m", "a")).find(f".//{{{soap.DISCOVERY}}}DiscoverResult")
         self.assertEqual(soap.text(soap.child(result, "AuthenticationServiceUrl")), "https://h/EnrollmentServer/Authenticate")

@@ -9,13 +9,12 @@ from __future__ import annotations
 import datetime
 import os
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives import serialization
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
-from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -41,6 +40,7 @@ from mdmd.enroll.soap import (
 )
 from mdmd.enroll.users import StaleCredentials, StoreUserChecker
 from mdmd.pki.ca import CertificateAuthority, generate_rsa_key
+from mdmd.testing.reactor import ThreadedMemoryReactor
 from mdmd.testing.store import memory_store_service
 from mdmd.testing.windows.soap import (
     get_policies_message,
@@ -56,28 +56,6 @@ T = TypeVar("T")
 
 URL = "https://mdm.example.com/EnrollmentServer/Policy.svc"
 ALICE, PASSWORD = "alice@example.com", "S3cret!"
-
-
-class SynchronousThreads:
-    """
-    Just enough of IReactorThreads for C{deferToThreadPool}: the work runs at once.
-    """
-
-    def getThreadPool(self) -> SynchronousThreads:
-        return self
-
-    def callInThreadWithCallback(
-        self, on_result: Callable[[bool, object], None], fn: Callable[..., object], *args: Any, **kwargs: Any
-    ) -> None:
-        try:
-            result = fn(*args, **kwargs)
-        except BaseException:
-            on_result(False, Failure())
-        else:
-            on_result(True, result)
-
-    def callFromThread(self, fn: Callable[..., object], *args: Any, **kwargs: Any) -> None:
-        fn(*args, **kwargs)
 
 
 def policies_request(security: str) -> SoapRequest:
@@ -96,7 +74,7 @@ class PolicyTestCase(SynchronousTestCase):
         self.store = self.service.store
         self.clock = Clock()
         self.clock.advance(time.time())
-        self.checker = StoreUserChecker(self.service, SynchronousThreads(), self.clock)  # type: ignore[arg-type]
+        self.checker = StoreUserChecker(self.service, ThreadedMemoryReactor(), self.clock)
         self.store.run(users.add_user, ALICE, password_hash(PASSWORD), 0.0)
 
     def result(self, coroutine: Coroutine[Any, Any, T]) -> T:

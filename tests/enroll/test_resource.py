@@ -11,10 +11,11 @@ import datetime
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.logger import LogLevel, globalLogPublisher
+from twisted.logger import LogLevel
 
 from mdmd.devices import records
 from mdmd.enroll import devices, soap, users
+from mdmd.enroll.policies import FederatedPolicy
 from mdmd.enroll.provisioning import parse_document
 from mdmd.enroll.wstep import RSTRC_ACTION
 from mdmd.pki import registry
@@ -31,6 +32,7 @@ from mdmd.testing.windows.soap import (
 )
 from mdmd.xmlparser import parse
 
+from ..logs import logged_events
 from .helpers import KEY, OTHER_KEY, WEAK_KEY, EnrollmentServerTestCase, sample
 
 SOAP = "application/soap+xml; charset=utf-8"
@@ -53,7 +55,9 @@ def _plain_csr() -> bytes:
 
 
 def _body(reply: Any) -> Any:
-    return soap.child(parse(reply.body), "Body")[0]
+    body = soap.child(parse(reply.body), "Body")
+    assert body is not None
+    return body[0]
 
 
 class EnrollmentTests(EnrollmentServerTestCase):
@@ -327,9 +331,7 @@ class FaultTests(EnrollmentServerTestCase):
             raise ConflictRetriesExhausted("enroll conflicted 6 times")
 
         self.patch(devices, "enroll", busy)
-        events: list[dict[str, Any]] = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        events = logged_events(self)
         fault = await self.fault(self.enroll_url, self.rst(modern_csr(KEY, "DEV-1")), code=503)
         self.assertEqual(fault.subcode, "s:EnrollmentServer")
         self.assertNotIn(b"conflicted", fault.body)
@@ -526,6 +528,7 @@ class FederatedTests(EnrollmentServerTestCase):
         """
         import os
 
+        assert isinstance(self.service.policy, FederatedPolicy)
         self.assertEqual(os.stat(self.service.policy.key_path).st_mode & 0o777, 0o600)
 
 

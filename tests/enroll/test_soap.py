@@ -94,9 +94,12 @@ class WriteTests(SynchronousTestCase):
         self.assertEqual(root.prefix, "s")
         header = soap.child(root, "Header")
         action = soap.child(header, "Action")
+        assert action is not None
         self.assertEqual((action.text, action.get(f"{{{soap.SOAP12}}}mustUnderstand")), ("urn:act", "1"))
         self.assertEqual(soap.text(soap.child(header, "RelatesTo")), "urn:uuid: 74-8")
-        self.assertEqual(soap.child(header, "ActivityId").get("CorrelationId"), "act-1")
+        activity = soap.child(header, "ActivityId")
+        assert activity is not None
+        self.assertEqual(activity.get("CorrelationId"), "act-1")
         stamp = soap.child(soap.child(header, "Security"), "Timestamp")
         self.assertEqual(soap.text(soap.child(stamp, "Created")), "1970-01-01T00:00:00.000Z")
         self.assertEqual(soap.text(soap.child(stamp, "Expires")), "1970-01-01T00:05:00.000Z")
@@ -114,14 +117,18 @@ class WriteTests(SynchronousTestCase):
         self.assertEqual(soap.text(soap.child(code, "Value")), "s:Receiver")
         self.assertEqual(soap.text(soap.child(soap.child(code, "Subcode"), "Value")), "s:CertificateRequest")
         reason = soap.child(soap.child(fault, "Reason"), "Text")
+        assert reason is not None
         self.assertEqual((reason.text, reason.get("{http://www.w3.org/XML/1998/namespace}lang")), ("too <short>", "en-US"))
         error = soap.child(soap.child(fault, "Detail"), "DeviceEnrollmentServiceError")
+        assert error is not None
         self.assertEqual(error.nsmap[None], soap.ENROLLMENT)
         self.assertEqual(
             [soap.text(soap.child(error, n)) for n in ("ErrorType", "Message", "TraceId")],
             ["NotEligibleToRenew", "too <short>", "trace-9"],
         )
-        self.assertIsNone(soap.child(soap.child(parse(soap.fault("a:InvalidSecurity", "r", "a", "m", "t")), "Body")[0], "Detail"))
+        bare = soap.child(parse(soap.fault("a:InvalidSecurity", "r", "a", "m", "t")), "Body")
+        assert bare is not None
+        self.assertIsNone(soap.child(bare[0], "Detail"))
 
     @given(st.text())
     def test_escape_round_trips(self, value: str) -> None:

@@ -6,6 +6,7 @@ from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
+from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -64,14 +65,14 @@ class CheckerTests(TestCase):
         self.store = memory_store_service()
         self.addCleanup(self.store.stopService)
         self.clock = Clock()
-        self.checker = users.StoreUserChecker(self.store, reactor, self.clock)
+        self.checker = users.StoreUserChecker(self.store, IReactorThreads(reactor), self.clock)
         self.successResultOf(
             self.store.transact(users.add_user, "Carol", users.hash_password("s3cret"), 1.0)
         )
         self.calls = 0
         real = users.verify_password
 
-        def counting(stored, password):
+        def counting(stored: str, password: str) -> bool:
             self.calls += 1
             return real(stored, password)
 

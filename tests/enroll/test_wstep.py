@@ -128,8 +128,11 @@ class ResponseTests(SynchronousTestCase):
         self.assertEqual(soap.text(soap.child(stamp, "Expires")), "1970-01-01T00:21:40.000Z")
         response = root.find(f".//{{{soap.WST}}}RequestSecurityTokenResponse")
         self.assertEqual(soap.text(soap.child(response, "TokenType")), wstep.ENROLLMENT_TOKEN_TYPE)
-        self.assertEqual(soap.child(response, "DispositionMessage").nsmap[None], soap.ENROLLMENT)
+        disposition = soap.child(response, "DispositionMessage")
+        assert disposition is not None
+        self.assertEqual(disposition.nsmap[None], soap.ENROLLMENT)
         token = soap.child(soap.child(response, "RequestedSecurityToken"), "BinarySecurityToken")
+        assert token is not None
         self.assertEqual(token.tag, f"{{{soap.WSSE}}}BinarySecurityToken")
         self.assertEqual(token.get("ValueType"), wstep.PROVISION_DOC_VALUE_TYPE)
         self.assertEqual(token.get("EncodingType"), soap.BASE64_BINARY)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from typing import Any
 
 from twisted.internet import reactor
 from twisted.trial.unittest import SynchronousTestCase
@@ -19,7 +20,7 @@ def started_ca(
     hostnames: tuple[str, ...] = ("localhost", "127.0.0.1"),
     state_dir: str | None = None,
     store: SynchronousStoreService | None = None,
-    **settings: object,
+    **settings: Any,
 ) -> CAService:
     """
     A running CA service (2048-bit keys, to keep tests quick), stopped at cleanup.
@@ -31,9 +32,9 @@ def started_ca(
         store = memory_store_service()
         test.addCleanup(store.stopService)
     service = CAService(
-        CASettings(state_dir=state_dir, hostnames=hostnames, key_size=2048, **settings),  # type: ignore[arg-type]
+        CASettings(state_dir=state_dir, hostnames=hostnames, key_size=2048, **settings),
         store,
-        reactor,  # type: ignore[arg-type]
+        reactor,
     )
     service.startService()
     test.addCleanup(service.stopService)

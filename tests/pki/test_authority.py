@@ -8,6 +8,7 @@ import subprocess
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from twisted.internet.defer import ensureDeferred
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
@@ -84,6 +85,39 @@ class FilesTests(SynchronousTestCase):
         self.assertNotEqual(ca.ca_certificate, other.certificate)
         self.assertFalse(os.path.exists(os.path.join(ca.settings.state_dir, "tls", "server.key")))
 
+    def test_operator_key_of_another_kind(self) -> None:
+        """
+        An operator-supplied server key that is neither RSA nor EC stops the start, naming the file.
+        """
+        directory = self.mktemp()
+        os.makedirs(directory)
+        with open(f"{directory}/cert.pem", "wb") as f:
+            f.write(certificate_pem(started_ca(self).server_certificate))
+        with open(f"{directory}/key.pem", "wb") as f:
+            f.write(
+                ed25519.Ed25519PrivateKey.generate().private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+            )
+        with self.assertRaises(ValueError) as caught:
+            started_ca(self, server_cert_file=f"{directory}/cert.pem", server_key_file=f"{directory}/key.pem")
+        self.assertIn(f"{directory}/key.pem", str(caught.exception))
+        self.assertIn("Ed25519", str(caught.exception))
+
+    def test_ca_key_must_be_rsa(self) -> None:
+        """
+        A CA key file holding an EC key stops the start: the CA signs with RSA.
+        """
+        first = started_ca(self)
+        first.stopService()
+        with open(first.ca_key_path, "wb") as f:
+            f.write(private_key_pem(ec.generate_private_key(ec.SECP256R1())))
+        with self.assertRaises(ValueError) as caught:
+            started_ca(self, state_dir=first.settings.state_dir)
+        self.assertIn(first.ca_key_path, str(caught.exception))
+
 
 class IssueRevokeTests(SynchronousTestCase):
     def setUp(self) -> None:
@@ -98,6 +132,7 @@ class IssueRevokeTests(SynchronousTestCase):
         """
         issued = self.successResultOf(self.ca.issue(self.key.public_key(), "DEV-1"))
         record = self.successResultOf(self.store.read(registry.lookup, issued.certificate.serial_number))
+        assert record is not None
         self.assertEqual(record.device_id, "DEV-1")
         self.assertEqual(record.status, "valid")
         self.assertEqual(record.der, issued.certificate.public_bytes(serialization.Encoding.DER))
@@ -118,7 +153,9 @@ class IssueRevokeTests(SynchronousTestCase):
 
         after = x509.load_der_x509_crl(self.successResultOf(ensureDeferred(self.ca.crl_der())))
         self.assertIsNotNone(after.get_revoked_certificate_by_serial_number(serial))
-        self.assertTrue(after.is_signature_valid(self.ca.ca_certificate.public_key()))
+        ca_key = self.ca.ca_certificate.public_key()
+        assert isinstance(ca_key, rsa.RSAPublicKey)
+        self.assertTrue(after.is_signature_valid(ca_key))
         self.assertGreater(
             after.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number,
             before.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number,

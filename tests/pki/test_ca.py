@@ -5,7 +5,7 @@ Tests for L{mdmd.pki.ca}: certificates checked with cryptography's own path vali
 import datetime
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import (
     Criticality,
@@ -66,8 +66,11 @@ class RootTests(SynchronousTestCase):
         self.assertTrue(ku.critical)
         self.assertTrue(ku.value.key_cert_sign and ku.value.crl_sign)
         self.assertEqual(cert.issuer, cert.subject)
+        assert cert.signature_hash_algorithm is not None
         self.assertEqual(cert.signature_hash_algorithm.name, "sha256")
-        self.assertGreaterEqual(cert.public_key().key_size, 2048)
+        key = cert.public_key()
+        assert isinstance(key, rsa.RSAPublicKey)
+        self.assertGreaterEqual(key.key_size, 2048)
 
 
 class ClientCertificateTests(SynchronousTestCase):
@@ -205,7 +208,9 @@ class CRLTests(SynchronousTestCase):
             lifetime=datetime.timedelta(days=7),
         )
         self.assertTrue(crl.is_signature_valid(ca.key.public_key()))
-        self.assertEqual(crl.get_revoked_certificate_by_serial_number(10).extensions.get_extension_for_class(x509.CRLReason).value.reason, x509.ReasonFlags.key_compromise)
+        revoked = crl.get_revoked_certificate_by_serial_number(10)
+        assert revoked is not None
+        self.assertEqual(revoked.extensions.get_extension_for_class(x509.CRLReason).value.reason, x509.ReasonFlags.key_compromise)
         self.assertIsNotNone(crl.get_revoked_certificate_by_serial_number(11))
         self.assertIsNone(crl.get_revoked_certificate_by_serial_number(12))
         self.assertEqual(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number, 7)

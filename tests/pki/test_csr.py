@@ -61,7 +61,7 @@ class PKCS10Tests(SynchronousTestCase):
         self.assertEqual(oid, "2.5.4.3")
         self.assertTrue(cn.startswith(DEVICE_ID + "!") and cn.endswith("\0"), cn)
         self.assertEqual(
-            request.public_key.public_numbers(), KEY.public_key().public_numbers()  # type: ignore[union-attr]
+            request.public_key.public_numbers(), KEY.public_key().public_numbers()
         )
 
     def test_modern_windows_request(self) -> None:

@@ -9,21 +9,29 @@ import datetime
 import os
 import socket
 import ssl
+from typing import cast
 
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
 from twisted.internet import reactor
-from twisted.internet.endpoints import SSL4ServerEndpoint
+from twisted.internet.defer import Deferred
+from OpenSSL.crypto import X509
 from twisted.internet.threads import deferToThread
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import Request
+from twisted.web.test.requesthelper import DummyChannel
 
 from mdmd.pki.ca import CertificateAuthority, certificate_pem, generate_rsa_key, private_key_pem
 from mdmd.pki.resource import pki_resource
-from mdmd.pki.tls import verified_client
-from mdmd.site import AsyncResource, MdmdSite, Response
+from mdmd.pki.tls import peer_certificate, verified_client
+from mdmd.site import AsyncResource, MdmdRequest, MdmdSite, Response
+from mdmd.store.runner import StoreService
 from mdmd.testing.store import memory_store_service
 
-from ..httpclient import client_context, fetch
+from ..httpclient import Reply, client_context, fetch
+from ..servers import serve
 from .helpers import started_ca
 
 CLIENT_KEY = generate_rsa_key(2048)
@@ -34,7 +42,7 @@ class WhoAmI(AsyncResource):
     A resource that requires an honoured client certificate (as the DM endpoint will).
     """
 
-    def __init__(self, store) -> None:
+    def __init__(self, store: StoreService) -> None:
         super().__init__()
         self._store = store
 
@@ -44,7 +52,7 @@ class WhoAmI(AsyncResource):
 
 
 class HandshakeTests(TestCase):
-    def setUp(self):
+    def setUp(self) -> None:
         self.store = memory_store_service()
         self.addCleanup(self.store.stopService)
         self.ca = started_ca(self, store=self.store)
@@ -52,16 +60,11 @@ class HandshakeTests(TestCase):
         root.putChild(b"whoami", WhoAmI(self.store))
         root.putChild(b"pki", pki_resource(self.ca))
         site = MdmdSite(root, clock=reactor, max_body=4096)
-        endpoint = SSL4ServerEndpoint(reactor, 0, self.ca.tls_options, interface="127.0.0.1")
-        d = endpoint.listen(site)
+        self.port = serve(self, site, self.ca.tls_options)
 
-        def listening(port):
-            self.port = port.getHost().port
-            self.addCleanup(port.stopListening)
-
-        return d.addCallback(listening)
-
-    def write_client(self, certificate, key=CLIENT_KEY) -> tuple[str, str]:
+    def write_client(
+        self, certificate: x509.Certificate, key: rsa.RSAPrivateKey = CLIENT_KEY
+    ) -> tuple[str, str]:
         directory = self.mktemp()
         os.makedirs(directory)
         cert_path, key_path = f"{directory}/cert.pem", f"{directory}/key.pem"
@@ -71,7 +74,7 @@ class HandshakeTests(TestCase):
             f.write(private_key_pem(key))
         return cert_path, key_path
 
-    def get(self, path, context):
+    def get(self, path: str, context: ssl.SSLContext) -> Deferred[list[Reply]]:
         return deferToThread(fetch, self.port, path, context)
 
     async def test_no_client_certificate(self) -> None:
@@ -123,6 +126,7 @@ class HandshakeTests(TestCase):
         A certificate signed by our key but absent from our records is refused.
         """
         now = datetime.datetime.now(datetime.timezone.utc)
+        assert self.ca.authority is not None
         certificate = self.ca.authority.issue_client(CLIENT_KEY.public_key(), "GHOST", datetime.timedelta(days=1), now)
         context = client_context(self.ca.ca_cert_path, *self.write_client(certificate))
         (reply,) = await self.get("/whoami", context)
@@ -148,7 +152,7 @@ class HandshakeTests(TestCase):
         issued = await self.ca.issue(CLIENT_KEY.public_key(), "DEVICE-42")
         paths = self.write_client(issued.certificate)
 
-        def twice(maximum: ssl.TLSVersion) -> list[tuple[bool, bytes]]:
+        def twice(maximum: ssl.TLSVersion) -> list[tuple[bool | None, bytes]]:
             context = client_context(self.ca.ca_cert_path, *paths)
             context.maximum_version = maximum
             session, seen = None, []
@@ -166,3 +170,50 @@ class HandshakeTests(TestCase):
         for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
             seen = await deferToThread(twice, version)
             self.assertEqual(seen, [(False, b"DEVICE-42"), (True, b"DEVICE-42")], version)
+
+
+class _TlsTransport(DummyChannel.SSL):
+    """
+    A TLS transport whose peer presented C{certificate}; counts the reads.
+    """
+
+    def __init__(self, certificate: x509.Certificate) -> None:
+        super().__init__()
+        self.certificate = X509.from_cryptography(certificate)
+        self.reads = 0
+
+    def getPeerCertificate(self) -> X509:
+        self.reads += 1
+        return self.certificate
+
+
+class PeerCertificateTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        now = datetime.datetime.now(datetime.timezone.utc)
+        authority = CertificateAuthority.create(CLIENT_KEY, "ca", "x", datetime.timedelta(days=9), now)
+        self.certificate = authority.issue_client(CLIENT_KEY.public_key(), "DEVICE-42", datetime.timedelta(days=9), now)
+
+    def connection(self) -> tuple[DummyChannel, _TlsTransport]:
+        channel = DummyChannel()
+        channel.transport = transport = _TlsTransport(self.certificate)
+        return channel, transport
+
+    def test_read_once_per_connection(self) -> None:
+        """
+        The requests of one connection share one reading of its peer
+        certificate; another connection reads its own.
+        """
+        channel, transport = self.connection()
+        for _ in range(3):
+            request = MdmdRequest(cast(HTTPChannel, channel))  # a stand-in: Request only uses part of it
+            self.assertEqual(peer_certificate(request), self.certificate)
+        self.assertEqual(transport.reads, 1)
+        other, other_transport = self.connection()
+        self.assertEqual(peer_certificate(MdmdRequest(cast(HTTPChannel, other))), self.certificate)
+        self.assertEqual((transport.reads, other_transport.reads), (1, 1))
+
+    def test_no_tls(self) -> None:
+        """
+        A connection without TLS has no peer certificate.
+        """
+        self.assertIsNone(peer_certificate(MdmdRequest(cast(HTTPChannel, DummyChannel()))))

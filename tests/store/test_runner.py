@@ -4,12 +4,14 @@ Tests for L{mdmd.store.runner}.
 
 from BTrees.OOBTree import OOBTree
 from twisted.internet import reactor
+from twisted.internet.interfaces import IReactorFromThreads
+from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from ZODB.POSException import ConflictError
 
 from mdmd.store.db import open_db
 from mdmd.store.models import ROOT_CONTAINERS, User
-from mdmd.store.runner import ConflictRetriesExhausted, Store, StoreService
+from mdmd.store.runner import ConflictRetriesExhausted, Root, Store, StoreService
 
 
 class StoreTests(SynchronousTestCase):
@@ -36,7 +38,7 @@ class StoreTests(SynchronousTestCase):
         A unit of work that raises leaves nothing behind.
         """
 
-        def broken(root):
+        def broken(root: Root) -> None:
             root["users"]["a"] = User("a", "h", 1.0)
             raise ValueError("no")
 
@@ -49,7 +51,7 @@ class StoreTests(SynchronousTestCase):
         """
         attempts = []
 
-        def flaky(root):
+        def flaky(root: Root) -> int:
             attempts.append(1)
             root["users"]["a"] = User("a", "h", float(len(attempts)))
             if len(attempts) < 3:
@@ -64,7 +66,7 @@ class StoreTests(SynchronousTestCase):
         A unit of work that always conflicts is given up with a clear error.
         """
 
-        def hopeless(root):
+        def hopeless(root: Root) -> None:
             raise ConflictError()
 
         self.assertRaises(ConflictRetriesExhausted, self.store.run, hopeless)
@@ -76,7 +78,7 @@ class StoreTests(SynchronousTestCase):
         self.store.run(lambda root: root.__setitem__("counter", OOBTree({"n": 0})))
         seen = []
 
-        def increment(root):
+        def increment(root: Root) -> None:
             value = root["counter"]["n"]
             seen.append(value)
             if len(seen) == 1:
@@ -98,23 +100,23 @@ class StoreTests(SynchronousTestCase):
 
 
 class StoreServiceTests(TestCase):
-    def test_survives_restart(self) -> None:
+    def test_survives_restart(self) -> Deferred[None]:
         """
         Data written through the service is there after the service (and database) restart.
         """
         path = self.mktemp()
         uri = f"file://{path}/Data.fs"
-        first = StoreService(uri, reactor, pool_size=2)
+        first = StoreService(uri, IReactorFromThreads(reactor), pool_size=2)
         first.startService()
 
-        def write(root):
+        def write(root: Root) -> None:
             root["users"]["a"] = User("a", "h", 5.0)
 
         d = first.transact(write)
 
-        def restart(_):
+        def restart(_: None) -> Deferred[tuple[str, float]]:
             first.stopService()
-            second = StoreService(uri, reactor, pool_size=2)
+            second = StoreService(uri, IReactorFromThreads(reactor), pool_size=2)
             second.startService()
             self.addCleanup(second.stopService)
             return second.read(lambda root: (root["users"]["a"].name, root["users"]["a"].created_at))
@@ -123,22 +125,21 @@ class StoreServiceTests(TestCase):
         d.addCallback(self.assertEqual, ("a", 5.0))
         return d
 
-    def test_work_runs_off_the_reactor_thread(self) -> None:
+    def test_work_runs_off_the_reactor_thread(self) -> Deferred[None]:
         """
         Units of work run on the store's own threads.
         """
         import threading
 
-        service = StoreService("memory:", reactor, pool_size=2)
+        service = StoreService("memory:", IReactorFromThreads(reactor), pool_size=2)
         service.startService()
         self.addCleanup(service.stopService)
         d = service.read(lambda root: threading.current_thread().name)
-        d.addCallback(lambda name: self.assertTrue("mdmd-store" in name, name))
-        return d
+        return d.addCallback(lambda name: self.assertTrue("mdmd-store" in name, name))
 
     def test_not_running(self) -> None:
         """
         Work submitted to a stopped service fails at once.
         """
-        service = StoreService("memory:", reactor)
+        service = StoreService("memory:", IReactorFromThreads(reactor))
         self.assertRaises(RuntimeError, service.transact, lambda root: None)

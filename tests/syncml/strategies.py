@@ -31,8 +31,8 @@ from mdmd.syncml.model import (
 #: Text every encoding can carry: XML 1.0 characters (no C0 controls but tab,
 #: LF and CR, no surrogates, no U+FFFE/U+FFFF), so also no NUL for STR_I.
 xml_chars = st.characters(
-    blacklist_categories=("Cs",),
-    blacklist_characters="".join(
+    exclude_categories=["Cs"],
+    exclude_characters="".join(
         [chr(c) for c in range(0x20) if chr(c) not in "\t\n\r"] + ["\ufffe", "\uffff"]
     ),
 )

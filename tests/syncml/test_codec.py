@@ -129,6 +129,7 @@ class ChunkTests(SynchronousTestCase):
             self.assertEqual(chunk.cmd_id, command.cmd_id)
             self.assertEqual(chunk.items[0].target, command.items[0].target)
         self.assertEqual([i.more_data for i in items], [True] * (len(items) - 1) + [False])
+        assert items[0].meta is not None and command.items[0].data is not None
         self.assertEqual(items[0].meta.size, data_size(command.items[0].data))
         self.assertTrue(all(i.meta is None or i.meta.size is None for i in items[1:]))
         whole = reassemble(items)

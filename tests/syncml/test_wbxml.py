@@ -107,7 +107,7 @@ def as_text(value: Any) -> Any:
         return value.decode("utf-8")
     if isinstance(value, tuple):
         return tuple(as_text(v) for v in value)
-    if is_dataclass(value):
+    if is_dataclass(value) and not isinstance(value, type):
         return replace(value, **{f.name: as_text(getattr(value, f.name)) for f in fields(value)})
     return value
 

@@ -6,13 +6,13 @@ real daemon is started by C{tests/e2e}).
 
 from __future__ import annotations
 
-import configparser
 import datetime
 import json
 import os
 import signal
 import sys
 import textwrap
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
+from mdmd.config import IniParser
 from mdmd.testing import daemon as daemon_module
 from mdmd.testing.daemon import DaemonFailed, DaemonProcess, script
 
@@ -67,22 +68,25 @@ class DaemonProcessTests(SynchronousTestCase):
         real = daemon_module.script
         self.patch(daemon_module, "script", lambda wanted: found.get(wanted) or real(wanted))
 
-    def daemon(self, **kwargs: object) -> DaemonProcess:
-        daemon = DaemonProcess(**kwargs)  # type: ignore[arg-type]
+    def daemon(self, **kwargs: Any) -> DaemonProcess:
+        daemon = DaemonProcess(**kwargs)
         self.addCleanup(daemon.cleanup)
         return daemon
 
     def test_start_and_stop(self) -> None:
         """
         C{start} runs twistd in the foreground with the plugin and the
-        generated configuration, returns the addresses the daemon recorded,
-        and C{stop} ends it with SIGTERM.
+        generated configuration, returns the addresses the daemon recorded
+        (C{pid} is known from then on), and C{stop} ends it with SIGTERM.
         """
         self.fake("twistd", READY)
         daemon = self.daemon(twistd_args=("--profile=out",))
+        with self.assertRaises(DaemonFailed):
+            daemon.pid
         addresses = daemon.start()
         assert daemon.process is not None
         self.assertEqual(addresses, {"pid": daemon.process.pid, "https": "127.0.0.1:4443"})
+        self.assertEqual(daemon.pid, daemon.process.pid)
         self.assertEqual((daemon.https_port, daemon.addresses), (4443, addresses))
         self.assertEqual(daemon.discovery_url, "https://localhost:4443/EnrollmentServer/Discovery.svc")
         with open(os.path.join(daemon.state_dir, "argv.json")) as f:
@@ -133,8 +137,7 @@ class DaemonProcessTests(SynchronousTestCase):
             hostname="mdm.example", ca_key_size=3072, config="[https]\nlisten = 127.0.0.1:8443\n[dm]\nMaxMsgSize = 1\n"
         )
         daemon.write_config()
-        parser = configparser.ConfigParser(interpolation=None)
-        parser.optionxform = str  # type: ignore[assignment,method-assign]
+        parser = IniParser(interpolation=None)
         parser.read(daemon.config_path)
         self.assertEqual(
             {name: dict(parser.items(name)) for name in parser.sections()},

@@ -37,6 +37,7 @@ from mdmd.testing.smsc import (
     Scenario,
 )
 from tests.notify.peers import Peer, node_or_skip, perl_or_skip, start_peer
+from tests.servers import serve
 
 if TYPE_CHECKING:
     _MixinBase = TestCase
@@ -272,9 +273,7 @@ class FakeSmscContractTests(_NodeContract, _PerlContract, TestCase):
 
     async def connect(self, receipts: Receipts, throttle_every: int = 0) -> _Esme:
         factory = FakeSmscFactory(Scenario(receipts=receipts, throttle_every=throttle_every))
-        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
-        return await self.esme_on(port.getHost().port)
+        return await self.esme_on(serve(self, factory))
 
 
 class NodeSmscContractTests(_NodeContract, TestCase):
@@ -326,8 +325,8 @@ class ScenarioTests(SynchronousTestCase):
         decoder.feed(transport.value())
         transport.clear()
         out = []
-        while (pdu := decoder.next_pdu()) is not None:
-            out.append(pdu)
+        while (decoded := decoder.next_pdu()) is not None:
+            out.append(decoded)
         return out
 
     def bound(self, scenario: Scenario) -> tuple[FakeSmscFactory, FakeSmsc, StringTransport]:

@@ -10,6 +10,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import reactor
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from ZODB.POSException import ConflictError
 
@@ -122,7 +123,7 @@ class _StoreServiceContract(_MixinBase):
 
         def leaky(root: Any) -> User:
             _add_user(root, "alice")
-            return root["users"]["alice"]  # type: ignore[no-any-return]
+            return root["users"]["alice"]
 
         with self.assertRaises(TypeError):
             await service.transact(leaky)
@@ -167,7 +168,7 @@ class SynchronousStoreServiceContractTests(_StoreServiceContract, TestCase):
     """
 
     def make_service(self, uri: str = "memory:", retries: int = 5) -> StoreService:
-        return SynchronousStoreService(uri, reactor=None, pool_size=2, retries=retries)  # type: ignore[arg-type]
+        return SynchronousStoreService(uri, pool_size=2, retries=retries)
 
 
 class StoreServiceContractTests(_StoreServiceContract, TestCase):
@@ -176,7 +177,7 @@ class StoreServiceContractTests(_StoreServiceContract, TestCase):
     """
 
     def make_service(self, uri: str = "memory:", retries: int = 5) -> StoreService:
-        return StoreService(uri, reactor, pool_size=2, retries=retries)
+        return StoreService(uri, IReactorFromThreads(reactor), pool_size=2, retries=retries)
 
 
 class SynchronousTests(SynchronousTestCase):

@@ -36,7 +36,11 @@ def _common_name(device_id: str) -> str:
     return f"{device_id}!{uuid.uuid5(uuid.NAMESPACE_OID, device_id).hex}"
 
 
-def modern_csr(key: rsa.RSAPrivateKey, device_id: str, algorithm: hashes.HashAlgorithm | None = None) -> bytes:
+def modern_csr(
+    key: rsa.RSAPrivateKey,
+    device_id: str,
+    algorithm: hashes.SHA256 | hashes.SHA384 | hashes.SHA512 | None = None,
+) -> bytes:
     """
     A Windows 11 style request: UTF8String CN C{<DeviceID>!<hex>}, the DeviceID
     extension, EKU clientAuth, signed with SHA-256 (DER).

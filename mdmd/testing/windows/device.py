@@ -309,7 +309,8 @@ class WindowsDevice:
         if reply.length != len(reply.body):
             raise EnrollmentFault(reply.code, "", "the answer is not sent with a Content-Length", None, reply.body)
         root = parse(reply.body)
-        payload = next(iter(ns.child(root, "Body")), None)
+        envelope_body = ns.child(root, "Body")
+        payload = next(iter(envelope_body), None) if envelope_body is not None else None
         if payload is None:
             raise EnrollmentFault(reply.code, "", "empty SOAP body", None, reply.body)
         if ns.local(payload) == "Fault":

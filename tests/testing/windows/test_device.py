@@ -19,7 +19,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from twisted.internet import reactor
-from twisted.internet.endpoints import SSL4ServerEndpoint
 from twisted.internet.ssl import PrivateCertificate
 from twisted.trial.unittest import TestCase
 from twisted.web.client import ResponseNeverReceived
@@ -32,6 +31,8 @@ from mdmd.enroll.federated import post_back_page, sign_in_page
 from mdmd.enroll.xcep import CertificatePolicy, get_policies_response
 from mdmd.testing.windows.device import APPRU, Discovery, EnrollmentFault, WindowsDevice
 from mdmd.testing.windows.provisioning import ProvisioningError
+
+from ...servers import serve
 
 SOAP = "application/soap+xml; charset=utf-8"
 NOW = datetime.datetime.now(datetime.timezone.utc)
@@ -116,12 +117,10 @@ class CountingSite(Site):
 
 
 class DeviceTests(TestCase):
-    async def setUp(self) -> None:
+    def setUp(self) -> None:
         self.server = Scripted()
         self.site = CountingSite(self.server)
-        port = await SSL4ServerEndpoint(reactor, 0, SERVER.options(), interface="127.0.0.1").listen(self.site)
-        self.addCleanup(port.stopListening)
-        self.base = f"https://localhost:{port.getHost().port}"
+        self.base = f"https://localhost:{serve(self, self.site, SERVER.options())}"
 
     def device(self, roots: tuple[x509.Certificate, ...] = (ROOT,), **kwargs: Any) -> WindowsDevice:
         device = WindowsDevice(
