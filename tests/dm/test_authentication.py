@@ -128,13 +128,19 @@ class AuthenticationTests(SynchronousTestCase):
         """
         When the device answers our SyncHdr with 407 and a challenge, our next header
         carries an MD5 Cred made with the CLIENT-level credentials and its nonce.
+
+        (The device answers our commands 407 too, as a device that has not
+        authenticated us does: they go out again with our Cred. A message
+        without commands carries no Cred: see ServerAuthenticationTests.)
         """
         h = Harness(GET_SWV, REPLACE)
         reply = h.send(h.client.package1())
         nonce = b"\x09" * 16
         chal = Chal(meta=Meta(type="syncml:auth-md5", format="b64", next_nonce=base64.b64encode(nonce).decode()))
         h.client.cmd_ids = __import__("itertools").count(1)
-        reply = h.send(h.client.reply(h.client.header_status(reply, 407, chal)))
+        header = h.client.header_status(reply, 407, chal)
+        refused = [h.client.status_for(reply, c, 407) for c in commands(reply)]
+        reply = h.send(h.client.reply(header, *refused))
         self.assertEqual(h.effects(ServerNonce), [ServerNonce(nonce)])
         cred = reply.header.cred
         self.assertEqual(cred.meta.type, "syncml:auth-md5")

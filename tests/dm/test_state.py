@@ -164,11 +164,24 @@ class TransitionTests(SynchronousTestCase):
 
     def test_server_credential_owed_once_challenged(self) -> None:
         """
-        The device's challenge is the only way we come to owe it our credential.
+        The device's challenge is the only row by which we come to owe it our credential
+        (a session may also start owing it), and its 212 the only one by which that ends.
         """
-        owing = {input for (_, input), step in TRANSITIONS.items() if step.server_credential is not None}
+        owing = {
+            input for (_, input), step in TRANSITIONS.items() if step.server_credential is ServerCredential.OWED
+        }
         self.assertEqual(owing, {SessionInput.DEVICE_CHALLENGED})
+        accepted = {
+            input for (_, input), step in TRANSITIONS.items() if step.server_credential is ServerCredential.ACCEPTED
+        }
+        self.assertEqual(accepted, {SessionInput.SERVER_ACCEPTED})
+        self.assertEqual(
+            {input for (_, input), step in TRANSITIONS.items() if step.server_credential is not None},
+            {SessionInput.DEVICE_CHALLENGED, SessionInput.SERVER_ACCEPTED},
+        )
         self.assertIs(SessionState.start("D", NOW, 60).server_credential, ServerCredential.NOT_ASKED)
+        owed = SessionState.start("D", NOW, 60, ServerCredential.OWED)
+        self.assertIs(owed.server_credential, ServerCredential.OWED)
 
 
 class SerialisationTests(SynchronousTestCase):
