@@ -281,6 +281,7 @@ def _notifier(config: Config) -> NotifierSettings:
             expiry=float(push.expiry),
             local_ton=push.local_ton,
             local_npi=push.local_npi,
+            provider_id=config.enrollment.provider_id,
         ),
         spool_dir=push.spool_dir,
         retry_delay=float(push.retry_delay),
