@@ -267,6 +267,7 @@ def _dm(config: Config) -> DMSettings:
             max_auth_failures=dm.max_auth_failures,
         ),
         require_client_certificate=dm.require_client_certificate,
+        send_server_credential=frozenset(dm.send_server_credential),
     )
 
 
