@@ -355,8 +355,9 @@ class OMADMDevice:
     @param random: where the server nonces it issues come from (libdmclient
         takes 8 octets of C{rand()} and the stack; the nonce is their base64 text).
     @param rotate: C{"with-cred"} issues a new server nonce with every checked
-        server credential (libdmclient); C{"every-reply"} with every reply to
-        the server, a stricter device that rotates on every message.
+        server credential, stored at once even when no reply goes out
+        (libdmclient); C{"every-reply"} with every reply it sends, a stricter
+        device that rotates on every message.
     @param session_id_format: how the SessionID is written: C{"upper"} hex
         (libdmclient, the specification), C{"lower"} hex, or C{"decimal"}.
     """
@@ -520,6 +521,8 @@ class OMADMDevice:
         self.log.content_types.append(content_type)
         header = message.header
         self._reply_ref = header.msg_id
+        unchecked = self.rotate == "every-reply" and header.cred is None
+        before = self.account.server.nonce if self.account.server is not None else b""
         chal = self._check_server(header)
         if header.resp_uri:
             self._server_uri = header.resp_uri
@@ -537,7 +540,13 @@ class OMADMDevice:
         )
         for command in message.body:
             self._take(command)
-        return self._next_message()
+        reply = self._next_message()
+        server = self.account.server
+        if reply is None and unchecked and server is not None and chal is not None:
+            # A device that rotates with every reply keeps no nonce it never sent.
+            server.nonce = before
+            self.log.server_nonces.pop()
+        return reply
 
     def _check_server(self, header: SyncHdr) -> Chal | None:
         """
