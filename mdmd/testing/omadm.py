@@ -486,7 +486,7 @@ class OMADMDevice:
         body: list[Command] = []
         msg_id = str(next(self._msg_ids))
         for cmd_id, command in enumerate(self._pending, 1):
-            numbered = replace(command, cmd_id=str(cmd_id))  # type: ignore[type-var]
+            numbered = replace(command, cmd_id=str(cmd_id))  # type: ignore[type-var]  # every Command is a dataclass
             body.append(numbered)
             if isinstance(command, Status):
                 to_send += 1
@@ -609,7 +609,8 @@ class OMADMDevice:
         if act is None:
             self._status(command, 406)
             return
-        for item in command.items:  # type: ignore[attr-defined]
+        items: Sequence[Item] = getattr(command, "items", ())
+        for item in items:
             uri = item.target.loc_uri if item.target is not None else ""
             code = act(self, command, item, uri)
             self.log.executed.append((command.name, uri, code))
