@@ -65,8 +65,11 @@ class ClassicDeviceEndToEndTests(TestCase):
         self.assertEqual(result.returncode, 0, result.stderr)
         return result.stdout
 
-    async def session(self, session_id: int) -> Any:
-        return await run_session(self.device, self.post, self.device.start(session_id))
+    async def session(self) -> Any:
+        """
+        A client-initiated session; libdmclient's SessionID is always 1.
+        """
+        return await run_session(self.device, self.post, self.device.start(1))
 
     async def test_managed_with_md5_both_ways(self) -> None:
         """
@@ -83,7 +86,7 @@ class ClassicDeviceEndToEndTests(TestCase):
         for n, queued in enumerate(((), ("get", "./DevInfo/Mod"), ("delete", "./Vendor/memory/setting"))):
             if queued:
                 await self.ok("cmd", DEVICE, *queued)
-            log = await self.session(n + 1)
+            log = await self.session()
             self.assertEqual(log.checks, [True], n)
             self.assertEqual((log.verdicts[0], log.header_statuses[0]), ("212", "212"), n)
             self.assertEqual({code for _, _, code in log.executed}, {200}, n)
@@ -107,13 +110,13 @@ class ClassicDeviceEndToEndTests(TestCase):
         # a stale server nonce: refused once, recovered in the same session
         self.device.account.server.nonce = b"stale"
         await self.ok("cmd", DEVICE, "get", "./DevDetail/FwV")
-        log = await self.session(4)
+        log = await self.session()
         self.assertEqual((log.checks, log.verdicts[:2]), ([False, True], ["401", "212"]))
         self.assertEqual([code for _, _, code in log.executed], [401, 200])
         results = json.loads(await self.ok("results", DEVICE, "--json"))
         self.assertEqual((results[-1]["state"], results[-1]["status"], results[-1]["results"][0]["data"]), ("done", 200, "1.0"))
         shown = await self.ok("device", "show", DEVICE)
-        self.assertIn("our SyncHdr answered:  '401' (refused) in session 4", shown)
+        self.assertIn("our SyncHdr answered:  '401' (refused) in session 1", shown)
 
         # without our credential, libdmclient's 0 is recorded and shown
         self.daemon.port = self.daemon.https_port
@@ -122,12 +125,12 @@ class ClassicDeviceEndToEndTests(TestCase):
         await deferToThread(self.daemon.start)
         await self.post.close()
         await self.ok("cmd", DEVICE, "get", "./DevDetail/HwV")
-        log = await self.session(5)
+        log = await self.session()
         self.assertEqual((log.checks, log.verdicts), ([], ["0", "0"]))
         table = await self.ok("results", DEVICE)
         self.assertRegex(table, r"\./DevDetail/HwV +0 ")
         shown = await self.ok("device", "show", DEVICE)
-        self.assertIn("'0' (invalid) in session 5", shown)
+        self.assertIn("'0' (invalid) in session 1", shown)
         self.assertIn("not a status code", self.daemon.log())
         self.assertNotIn("Traceback", self.daemon.log())
 
