@@ -2,9 +2,9 @@
 An emulated classic OMA DM 1.2 device (a handset, a modem), for tests and benchmarks.
 
 It behaves like Intel's libdmclient, the independent DM client mdmd is
-checked against (its behaviour as observed: /work/peers/LIBDMCLIENT-NOTES.md
-in the development notes), including what a server must get right for such
-a device to do anything:
+checked against (as it was observed to behave: nothing of its code is
+here), including what a server must get right for such a device to do
+anything:
 
  - its DM account (L{DMAccount}) holds a client credential (CLCRED: how it
    authenticates to the server, MD5 digest or Basic) and usually a server
