@@ -153,6 +153,21 @@ def _list(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.replace("\n", ",").split(",") if part.strip())
 
 
+def _subset(*choices: str) -> Callable[[str], tuple[str, ...]]:
+    """
+    A comma-separated list of some of C{choices}.
+    """
+
+    def parse(raw: str) -> tuple[str, ...]:
+        values = _list(raw)
+        unknown = [v for v in values if v not in choices]
+        if unknown:
+            raise ValueError(f"expected some of {', '.join(choices)}, got {', '.join(map(repr, unknown))}")
+        return values
+
+    return parse
+
+
 def _tcp_address(raw: str) -> ListenAddress:
     value = raw.strip()
     host, sep, port = value.rpartition(":")
@@ -507,6 +522,15 @@ class DMSection:
         "Whether DM sessions need the TLS client certificate issued at enrollment (Windows "
         "devices always present it). Turn off only for classic OMA DM devices that "
         "authenticate with their DM credentials alone.",
+    )
+    send_server_credential: tuple[str, ...] = _option(
+        ("omadm",),
+        _subset("windows", "omadm"),
+        "Device kinds mdmd authenticates itself to in its first reply of every session "
+        "(its MD5, Basic or HMAC credential, until the device answers 212), as OMA DM "
+        "devices require before they execute anything; comma-separated, empty for none. "
+        "Other kinds get it once they ask (401/407). Windows authenticates the server by "
+        "TLS and does not ask.",
     )
     inventory: tuple[str, ...] = _option(
         (

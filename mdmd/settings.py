@@ -267,6 +267,7 @@ def _dm(config: Config) -> DMSettings:
             max_auth_failures=dm.max_auth_failures,
         ),
         require_client_certificate=dm.require_client_certificate,
+        send_server_credential=frozenset(dm.send_server_credential),
     )
 
 
@@ -281,6 +282,7 @@ def _notifier(config: Config) -> NotifierSettings:
             expiry=float(push.expiry),
             local_ton=push.local_ton,
             local_npi=push.local_npi,
+            provider_id=config.enrollment.provider_id,
         ),
         spool_dir=push.spool_dir,
         retry_delay=float(push.retry_delay),

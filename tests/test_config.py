@@ -218,6 +218,21 @@ class EnrollmentSectionTests(ConfigTestCase):
             self.assertIn("[enrollment] poll_schedule", str(caught.exception))
 
 
+class DMSectionTests(ConfigTestCase):
+    def test_send_server_credential(self) -> None:
+        """
+        [dm] send_server_credential lists device kinds (omadm by default, may be empty);
+        an unknown kind is named in the error.
+        """
+        self.assertEqual(config.load(self.write("")).dm.send_server_credential, ("omadm",))
+        self.assertEqual(config.load(self.write("[dm]\nsend_server_credential = windows,omadm\n")).dm.send_server_credential, ("windows", "omadm"))
+        self.assertEqual(config.load(self.write("[dm]\nsend_server_credential =\n")).dm.send_server_credential, ())
+        self.assertIn(
+            "[dm] send_server_credential: expected some of windows, omadm, got 'android'",
+            self.errors("[dm]\nsend_server_credential = omadm, android\n"),
+        )
+
+
 class PushSectionsTests(ConfigTestCase):
 
     def test_defaults(self) -> None:

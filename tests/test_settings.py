@@ -169,6 +169,27 @@ class TypedValuesTests(SettingsTestCase):
         self.assertEqual((session.default_max_msg_size, session.max_obj_size, session.max_auth_failures), (2048, 4096, 5))
         self.assertFalse(loaded.dm.require_client_certificate)
 
+    def test_server_credential_per_kind(self) -> None:
+        """
+        [dm] send_server_credential names the kinds whose sessions start owing our
+        credential: classic OMA DM devices by default, Windows only when listed.
+        """
+        default = self.load("").dm
+        self.assertEqual(default.send_server_credential, frozenset({"omadm"}))
+        self.assertTrue(default.session_for("omadm").send_server_credential)
+        self.assertFalse(default.session_for("windows").send_server_credential)
+        both = self.load("[dm]\nsend_server_credential = windows, omadm\n").dm
+        self.assertTrue(both.session_for("windows").send_server_credential)
+        none = self.load("[dm]\nsend_server_credential =\n").dm
+        self.assertFalse(none.session_for("omadm").send_server_credential)
+        self.assertEqual(none.session_for("omadm").max_auth_failures, none.session.max_auth_failures)
+
+    def test_push_provider_id(self) -> None:
+        """
+        Package #0 names the configured provider id for devices without a server id of their own.
+        """
+        self.assertEqual(self.load("[enrollment]\nprovider_id = acme\n").push.jobs.provider_id, "acme")
+
 
 class EnrollmentTests(SettingsTestCase):
     def test_one_source_of_truth(self) -> None:

@@ -353,6 +353,13 @@ def cmd_device_show(client: AdminClient, args: argparse.Namespace, out: Any) -> 
     last = push.get("last")
     if last:
         print(f"{'last push:':<22} #{last['seq']} {last['state']}, {_when(last['created_at'])}", file=out)
+    events = (device.get("dm") or {}).get("header_events") or ()
+    for label, event in zip(["our SyncHdr answered:"] + [""] * len(events), events):
+        print(
+            f"{label:<22} {event['status']!r} ({event['event']}) in session {event['session_id']}, "
+            f"{_when(event['time'])}",
+            file=out,
+        )
 
 
 def cmd_device_set(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
@@ -426,13 +433,23 @@ def cmd_queue_command(client: AdminClient, args: argparse.Namespace, out: Any) -
         print(f"queued command {command['seq']} for {command['device_id']}", file=out)
 
 
+def _status_codes(command: dict[str, Any]) -> str:
+    """
+    Every status code stored for a command: its own, then its members' as PATH:CODE.
+    """
+    statuses = command.get("statuses") or ()
+    if not statuses:
+        return "-" if command["status"] is None else str(command["status"])
+    return " ".join(f"{s['command']}:{s['status']}" if s["command"] else str(s["status"]) for s in statuses)
+
+
 def _command_rows(found: list[dict[str, Any]], with_results: bool) -> list[list[str]]:
     rows = []
     for c in found:
         row = [str(c["seq"]), c["state"], c["spec"]["verb"], _targets(c["spec"])]
         if with_results:
             first = c["results"][0]["data"] if c["results"] else (c["error"] or "")
-            row += [str(c["status"] or "-"), (first or "")[:40].replace("\n", " ")]
+            row += [_status_codes(c), (first or "")[:40].replace("\n", " ")]
         row.append(_when(c["updated_at"]))
         rows.append(row)
     return rows

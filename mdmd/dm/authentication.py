@@ -8,10 +8,13 @@ says, per L{AuthScheme}, how a proof is checked and what a success or a
 challenge carries. L{authenticate} turns one message into a L{Verdict}: the
 SyncHdr status, its challenge, and the input for the state machine.
 
-The other way, the device may challenge us (401/407 for our SyncHdr): from
-then on our SyncHdr carries our MD5 Cred made with the CLIENT-level
-credentials (L{server_cred}), and an HMAC session's answers carry our MAC
-(L{response_headers}).
+The other way, we authenticate ourselves to the device with the CLIENT-level
+credentials (DMAcc SRVCRED) in the scheme of its server auth type: an MD5
+digest or Basic Cred in our SyncHdr (L{server_cred}) while the session owes
+it (from its first reply where the device's kind says so, or once the device
+challenges us, until it answers 212), or our MAC of every answer
+(L{response_headers}). L{header_verdict} reads what the device answered to
+our SyncHdr.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Final
 
 from mdmd.dm.state import Authentication, ServerCredential, SessionInput, SessionState
 from mdmd.syncml import auth
-from mdmd.syncml.codes import StatusCode
+from mdmd.syncml.codes import StatusCode, parse_code
 from mdmd.syncml.model import Chal, Cred, Meta, Status
 
 __all__ = [
@@ -36,8 +39,12 @@ __all__ = [
     "authenticate",
     "challenge",
     "server_cred",
+    "server_nonce",
+    "nonce_per_message",
     "response_headers",
     "offered_nonce",
+    "HeaderVerdict",
+    "header_verdict",
 ]
 
 
@@ -116,6 +123,19 @@ class SchemeRules:
     nonce: bool
     #: A success resets the count of failed attempts (HMAC keeps counting for the session).
     resets_failures: bool
+    #: Our own credential in this scheme, for the SyncHdr (None: HMAC, a MAC in an HTTP header).
+    ours: Callable[[Credentials], Cred] | None = None
+
+
+def _basic_cred(server: Credentials) -> Cred:
+    return Cred(meta=Meta(type=auth.AUTH_BASIC, format="b64"), data=auth.basic_cred_data(server.name, server.secret))
+
+
+def _md5_cred(server: Credentials) -> Cred:
+    return Cred(
+        meta=Meta(type=auth.AUTH_MD5, format="b64"),
+        data=auth.md5_cred_data(server.name, server.nonce, password=server.secret),
+    )
 
 
 SCHEMES: Final[Mapping[AuthScheme, SchemeRules]] = {
@@ -126,6 +146,7 @@ SCHEMES: Final[Mapping[AuthScheme, SchemeRules]] = {
         SessionInput.CREDENTIAL_ACCEPTED,
         nonce=False,
         resets_failures=True,
+        ours=_basic_cred,
     ),
     AuthScheme.DIGEST: SchemeRules(
         auth.AUTH_MD5,
@@ -134,6 +155,7 @@ SCHEMES: Final[Mapping[AuthScheme, SchemeRules]] = {
         SessionInput.CREDENTIAL_ACCEPTED,
         nonce=True,
         resets_failures=True,
+        ours=_md5_cred,
     ),
     AuthScheme.HMAC: SchemeRules(
         auth.AUTH_MAC,
@@ -259,24 +281,85 @@ def offered_nonce(status: Status) -> bytes | None:
         return None
 
 
-def server_cred(state: SessionState, server: Credentials) -> Cred | None:
+def server_nonce(state: SessionState, server: Credentials) -> Credentials:
     """
-    Our credential for the device's SyncHdr check, once the device asked for it (MD5).
+    C{server} with the nonce our credential uses in this session.
+
+    That is the device record's, unless the device gave a new one with a 2xx
+    status for our SyncHdr: that one is for its next session, and the
+    session goes on with the nonce it had (L{SessionState.server_nonce}).
+    """
+    if state.server_nonce is None:
+        return server
+    return Credentials(server.name, server.secret, state.server_nonce)
+
+
+def nonce_per_message(state: SessionState, scheme: AuthScheme) -> bool:
+    """
+    Whether a NextNonce the device gives with a 2xx is used from our next message on.
+
+    HMAC needs a new nonce per message (OMA DM Security 5.1.4.3); for a
+    credential (MD5, Basic) a NextNonce that comes with 2xx is for the next session.
+    """
+    return state.authentication is Authentication.HMAC or scheme is AuthScheme.HMAC
+
+
+def server_cred(state: SessionState, server: Credentials, scheme: AuthScheme = AuthScheme.DIGEST) -> Cred | None:
+    """
+    Our credential for the device's SyncHdr check, while the session owes it.
+
+    Made in the device's server auth scheme (MD5 digest or Basic), with the
+    session's nonce; None for HMAC, whose MAC travels in an HTTP header.
     """
     if state.server_credential is not ServerCredential.OWED:
         return None
-    return Cred(
-        meta=Meta(type=auth.AUTH_MD5, format="b64"),
-        data=auth.md5_cred_data(server.name, server.nonce, password=server.secret),
-    )
+    ours = SCHEMES[scheme].ours
+    return None if ours is None else ours(server_nonce(state, server))
 
 
-def response_headers(state: SessionState, server: Credentials, body: bytes) -> tuple[tuple[str, str], ...]:
+def response_headers(
+    state: SessionState, server: Credentials, body: bytes, scheme: AuthScheme = AuthScheme.DIGEST
+) -> tuple[tuple[str, str], ...]:
     """
-    The HTTP headers our answer needs: our MAC of C{body} when the session uses HMAC.
+    The HTTP headers our answer needs: our MAC of C{body} when the session uses
+    HMAC, or when HMAC is how we authenticate to the device and we owe it.
     """
-    if state.authentication is not Authentication.HMAC:
+    owed = scheme is AuthScheme.HMAC and state.server_credential is ServerCredential.OWED
+    if state.authentication is not Authentication.HMAC and not owed:
         return ()
     mac = auth.hmac_mac(server.name, server.nonce, body, password=server.secret)
     return (("x-syncml-hmac", auth.format_hmac_header(server.name, mac)),)
 
+
+class HeaderVerdict(enum.Enum):
+    """
+    What the device answered to our SyncHdr (its Status with CmdRef 0).
+    """
+
+    #: 212: our credential holds for the rest of the session.
+    ACCEPTED = "accepted"
+    #: Another code below 300 (200: this message only).
+    PASSED = "passed"
+    #: 401 (our credential is wrong) or 407 (missing): it wants our credential.
+    CHALLENGED = "challenged"
+    #: Any other error (Windows answers 500 when it dislikes something).
+    REFUSED = "refused"
+    #: Not a status code at all (libdmclient answers 0 until it authenticated us).
+    INVALID = "invalid"
+
+
+_CHALLENGES: Final = frozenset({StatusCode.INVALID_CREDENTIALS, StatusCode.MISSING_CREDENTIALS})
+
+
+def header_verdict(data: str | bytes | None) -> tuple[HeaderVerdict, StatusCode | None]:
+    """
+    The device's verdict on our SyncHdr from its Status Data, and the code (None if invalid).
+    """
+    code = parse_code(StatusCode, data)
+    if code is None:
+        return HeaderVerdict.INVALID, None
+    if code is StatusCode.AUTHENTICATION_ACCEPTED:
+        return HeaderVerdict.ACCEPTED, code
+    if code in _CHALLENGES:
+        return HeaderVerdict.CHALLENGED, code
+    return (HeaderVerdict.PASSED if code < 300 else HeaderVerdict.REFUSED), code

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cryptography import x509
@@ -26,15 +26,18 @@ from mdmd.dm.effects import (
     ClientNonce,
     CommandAnswered,
     CommandFailed,
+    CommandRequeued,
     CommandSent,
     DeviceAuth,
     DevInfoReported,
     Effect,
     GenericAlert,
     HeaderRefused,
+    HeaderStatusInvalid,
     LoginStatus,
     NewSession,
     PendingCommand,
+    ServerChallenged,
     ServerInitiated,
     ServerNonce,
     SessionAborted,
@@ -59,6 +62,8 @@ Root = MutableMapping[str, Any]
 PENDING_WINDOW = 500
 #: How many generic alerts a device record keeps.
 KEEP_ALERTS = 50
+#: How many answers to our SyncHdr (refusals, invalid statuses) a device record keeps.
+KEEP_HEADER_EVENTS = 20
 
 
 class DeviceRefused(PeerError):
@@ -74,6 +79,15 @@ class DeviceRefused(PeerError):
 class DMSettings:
     session: Settings = Settings()
     require_client_certificate: bool = True
+    #: The device kinds we authenticate ourselves to in the first reply of
+    #: every session, unasked (L{Settings.send_server_credential}).
+    send_server_credential: frozenset[str] = frozenset({"omadm"})
+
+    def session_for(self, kind: str) -> Settings:
+        """
+        The engine's settings for a device of this kind.
+        """
+        return replace(self.session, send_server_credential=kind in self.send_server_credential)
 
 
 @dataclass(frozen=True)
@@ -88,12 +102,17 @@ class Exchanged:
     notes: tuple[tuple[str, dict[str, Any]], ...]  # (log format, fields), logged by the adapter
 
 
+#: The engine's scheme for a stored AAUTHTYPE (anything else: DIGEST).
+_SCHEMES = {"BASIC": AuthScheme.BASIC, "DIGEST": AuthScheme.DIGEST, "HMAC": AuthScheme.HMAC}
+
+
 def _device_auth(device: Device) -> DeviceAuth:
     return DeviceAuth(
         device_id=device.device_id,
         client=Credentials(device.dm_client_name, device.dm_client_secret, device.dm_client_nonce),
         server=Credentials(device.dm_server_name, device.dm_server_secret, device.dm_server_nonce),
         scheme=AuthScheme.BASIC if device.dm_client_auth_type.upper() == "BASIC" else AuthScheme.DIGEST,
+        server_scheme=_SCHEMES.get(device.dm_server_auth_type.upper(), AuthScheme.DIGEST),
     )
 
 
@@ -164,12 +183,12 @@ def exchange(
         state=state,
         commands=pending,
         now=now,
-        settings=settings.session,
+        settings=settings.session_for(device.kind),
         body=body,
         hmac_header=hmac_header,
         random=random,
     )
-    _apply(_Applying(root, device, queue, now, notes), outcome.effects)
+    _apply(_Applying(root, device, queue, now, notes, message.header.session_id), outcome.effects)
     if record is None:
         root["sessions"][device_id] = DMSession(outcome.state.to_dict())
     else:
@@ -192,9 +211,20 @@ class _Applying:
     now: float
     #: (log format, fields) for the adapter to log once the transaction committed
     notes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    #: the SessionID of the message
+    session_id: str = ""
 
     def note(self, text: str, **fields: Any) -> None:
         self.notes.append((text, fields))
+
+    def header_event(self, event: str, status: str, text: str, **fields: Any) -> None:
+        """
+        Keep what the device answered to our SyncHdr on its record (the last
+        L{KEEP_HEADER_EVENTS}), and log it.
+        """
+        entry = {"time": self.now, "session_id": self.session_id, "event": event, "status": status}
+        self.device.header_events = (tuple(self.device.header_events) + (entry,))[-KEEP_HEADER_EVENTS:]
+        self.note(text, status=status, session_id=self.session_id, **fields)
 
 
 def _new_session(work: _Applying, effect: NewSession) -> None:
@@ -247,7 +277,38 @@ def _command_failed(work: _Applying, effect: CommandFailed) -> None:
 
 
 def _header_refused(work: _Applying, effect: HeaderRefused) -> None:
-    work.note("{device_id}: the device answered our SyncHdr with {code}", code=effect.code)
+    work.header_event(
+        "error", str(effect.code), "{device_id}: the device answered our SyncHdr with {status} in session {session_id}"
+    )
+
+
+def _header_status_invalid(work: _Applying, effect: HeaderStatusInvalid) -> None:
+    work.header_event(
+        "invalid",
+        effect.data,
+        "{device_id}: the device answered our SyncHdr with {status!r}, not a status code, in session "
+        "{session_id} (libdmclient answers 0 until the server authenticated itself)",
+    )
+
+
+def _server_challenged(work: _Applying, effect: ServerChallenged) -> None:
+    if effect.credential_sent:
+        work.header_event(
+            "refused", str(effect.code), "{device_id}: the device refused our credential ({status}) in session {session_id}"
+        )
+    else:
+        work.header_event(
+            "challenged", str(effect.code), "{device_id}: the device asked for our credential ({status}) in session {session_id}"
+        )
+
+
+def _command_requeued(work: _Applying, effect: CommandRequeued) -> None:
+    dm_queue.requeue(work.queue, effect.seq, work.now)
+    work.note(
+        "{device_id}: command {seq} answered {status} before the device authenticated us: sent again",
+        seq=effect.seq,
+        status=effect.status,
+    )
 
 
 def _session_aborted(work: _Applying, effect: SessionAborted) -> None:
@@ -278,7 +339,10 @@ _EFFECTS: dict[type, Callable[[_Applying, Any], None]] = {
     CommandSent: _command_sent,
     CommandAnswered: _command_answered,
     CommandFailed: _command_failed,
+    CommandRequeued: _command_requeued,
     HeaderRefused: _header_refused,
+    HeaderStatusInvalid: _header_status_invalid,
+    ServerChallenged: _server_challenged,
     SessionAborted: _session_aborted,
     ServerInitiated: _server_initiated,
 }

@@ -32,7 +32,10 @@ __all__ = [
     "SessionAborted",
     "ServerInitiated",
     "HeaderRefused",
+    "HeaderStatusInvalid",
+    "ServerChallenged",
     "CommandSent",
+    "CommandRequeued",
     "CommandAnswered",
     "CommandFailed",
 ]
@@ -46,15 +49,17 @@ class DeviceAuth:
     """
     What the engine knows of the device: its id and both credentials from enrollment.
 
-    C{client} (w7 APPAUTH level APPSRV) is how the device authenticates to us;
-    C{server} (level CLIENT) is how we authenticate to the device. C{scheme}
-    is the APPSRV AAUTHTYPE (a device may switch to HMAC on its own).
+    C{client} (w7 APPAUTH level APPSRV, DMAcc CLCRED) is how the device
+    authenticates to us; C{server} (level CLIENT, DMAcc SRVCRED) is how we
+    authenticate to the device. C{scheme} is the APPSRV AAUTHTYPE (a device
+    may switch to HMAC on its own); C{server_scheme} the CLIENT one.
     """
 
     device_id: str
     client: Credentials
     server: Credentials
     scheme: AuthScheme = AuthScheme.DIGEST
+    server_scheme: AuthScheme = AuthScheme.DIGEST
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,10 @@ class Settings:
     #: The largest object we accept from a device (announced in our SyncHdr Meta).
     max_obj_size: int = 4 * 1024 * 1024
     max_auth_failures: int = 3
+    #: Whether our credential goes in the first reply of every session (with
+    #: commands) unasked, as OMA DM devices require; otherwise only once the
+    #: device challenges us. The adapter sets it per device kind.
+    send_server_credential: bool = False
 
 
 @dataclass(frozen=True)
@@ -166,6 +175,28 @@ class HeaderRefused:
 
 
 @dataclass(frozen=True)
+class HeaderStatusInvalid:
+    """
+    The device answered our SyncHdr with something that is not a status code.
+
+    libdmclient answers a literal 0 until the server has authenticated itself.
+    """
+
+    data: str
+
+
+@dataclass(frozen=True)
+class ServerChallenged:
+    """
+    The device answered our SyncHdr 401 or 407: it refused our credential (if we sent one) or wants one.
+    """
+
+    code: int
+    #: Whether the message it answered carried our credential.
+    credential_sent: bool
+
+
+@dataclass(frozen=True)
 class CommandSent:
     seq: int
     session_key: str
@@ -184,6 +215,16 @@ class CommandAnswered:
     status: int
     statuses: tuple[tuple[str, int], ...]
     results: tuple[ResultValue, ...]
+
+
+@dataclass(frozen=True)
+class CommandRequeued:
+    """
+    The device refused a command (401/407) because it had not authenticated us: it goes out again.
+    """
+
+    seq: int
+    status: int
 
 
 @dataclass(frozen=True)
@@ -207,7 +248,10 @@ Effect = Union[
     SessionAborted,
     ServerInitiated,
     HeaderRefused,
+    HeaderStatusInvalid,
+    ServerChallenged,
     CommandSent,
     CommandAnswered,
+    CommandRequeued,
     CommandFailed,
 ]

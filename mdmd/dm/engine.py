@@ -14,11 +14,17 @@ the transition table of L{mdmd.dm.state}:
  1. authenticate it (L{mdmd.dm.authentication}) and answer its SyncHdr;
  2. answer every client command in order, through L{CLIENT_COMMANDS} (Alerts
     by code through L{CLIENT_ALERTS}), recording what the device says of the
-    commands we sent; an unauthenticated message only gets its statuses;
- 3. settle our commands the device has answered;
+    commands we sent and of our SyncHdr (L{HEADER_VERDICTS}); an
+    unauthenticated message only gets its statuses;
+ 3. settle our commands the device has answered; those it refused because
+    it had not authenticated us yet go out again;
  4. in an OPEN session, add the commands that fit the device's MaxMsgSize
     (a value larger than a message in chunks, L{mdmd.dm.chunking}) and end
-    the answer: Final, or withheld while our package or the device's goes on.
+    the answer: Final, or withheld while our package or the device's goes on;
+ 5. put our credential in our SyncHdr while the session owes it, but only in
+    a message with commands: a device that checks it issues a new nonce in
+    its answer, and a message without commands gets no answer (libdmclient
+    then stores a nonce we never learn, and its next session refuses us).
 """
 
 from __future__ import annotations
@@ -30,21 +36,33 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from mdmd.dm import chunking
-from mdmd.dm.authentication import Proof, authenticate, offered_nonce, response_headers, server_cred
+from mdmd.dm.authentication import (
+    HeaderVerdict,
+    Proof,
+    authenticate,
+    header_verdict,
+    nonce_per_message,
+    offered_nonce,
+    response_headers,
+    server_cred,
+)
 from mdmd.dm.commands import CommandSpec, sendable
 from mdmd.dm.effects import (
     ClientNonce,
     CommandAnswered,
     CommandFailed,
+    CommandRequeued,
     CommandSent,
     DeviceAuth,
     DevInfoReported,
     Effect,
     GenericAlert,
     HeaderRefused,
+    HeaderStatusInvalid,
     LoginStatus,
     NewSession,
     PendingCommand,
+    ServerChallenged,
     ServerInitiated,
     ServerNonce,
     SessionAborted,
@@ -57,6 +75,7 @@ from mdmd.dm.state import (
     Phase,
     ResultValue,
     SentRef,
+    ServerCredential,
     SessionInput,
     SessionState,
     advance,
@@ -93,6 +112,7 @@ __all__ = [
     "starts_new_session",
     "CLIENT_COMMANDS",
     "CLIENT_ALERTS",
+    "HEADER_VERDICTS",
     "UNENROLL_ALERT",
     "LOGIN_STATUS",
 ]
@@ -156,6 +176,11 @@ class _Work:
     ask_next_message: bool = False
     #: The device sent Alert 1223 in this message.
     aborted: bool = False
+    #: The device answered our SyncHdr 401/407 in this message: its 401/407 for
+    #: our commands mean "not authenticated yet", and they go out again.
+    server_refused: bool = False
+    #: Our commands refused for that reason (their seq), to send again.
+    requeued: set[int] = field(default_factory=set)
 
     def status(
         self,
@@ -221,7 +246,8 @@ def handle(
     header = message.header
     effects: list[Effect] = []
     if state is None or starts_new_session(message, state, now):
-        state = SessionState.start(header.session_id, now, settings.session_timeout)
+        owed = ServerCredential.OWED if settings.send_server_credential else ServerCredential.NOT_ASKED
+        state = SessionState.start(header.session_id, now, settings.session_timeout, owed)
         effects.append(NewSession(state.key, header.session_id))
     meta = header.meta
     if meta is not None:
@@ -272,11 +298,10 @@ def handle(
         work.statuses.append(Alert(cmd_id=work.ids(), data=str(int(AlertCode.NEXT_MESSAGE))))
         final = False
 
-    response = SyncML(
-        header=_response_header(work, verdict.accepted),
-        body=(*work.statuses, *work.commands),
-        final=final,
-    )
+    answer = (*work.statuses, *work.commands)
+    # Our credential only where the device will answer (see the module's step 5).
+    with_commands = any(not isinstance(c, Status) for c in answer)
+    response = SyncML(header=_response_header(work, verdict.accepted, with_commands), body=answer, final=final)
     encoded = codec.encode(response)
     new_state = replace(
         work.state,
@@ -285,8 +310,18 @@ def handle(
         answers=tuple(sorted(work.answers.items())),
         last_client_msg_id=header.msg_id,
     )
-    headers = response_headers(new_state, device.server, encoded)
+    headers = response_headers(new_state, work.device.server, encoded, device.server_scheme)
+    new_state = replace(
+        new_state, server_cred_sent=response.header.cred is not None or _mac_owed(new_state, headers)
+    )
     return Outcome(response, encoded, new_state, tuple(work.effects), headers)
+
+
+def _mac_owed(state: SessionState, headers: tuple[tuple[str, str], ...]) -> bool:
+    """
+    Whether our answer carries our MAC because we owe the device our credential.
+    """
+    return bool(headers) and state.server_credential is ServerCredential.OWED
 
 
 def starts_new_session(message: SyncML, state: SessionState | None, now: float) -> bool:
@@ -499,36 +534,119 @@ def _find_sent(work: _Work, msg_ref: str | None, cmd_ref: str | None) -> SentRef
 
 
 def _client_status(work: _Work, status: Status) -> None:
-    code = _code(status.data)
     if status.cmd_ref == "0" or status.cmd == "SyncHdr":
-        _header_status(work, status, code)
+        _header_status(work, status)
         return
+    code = _code(status.data)
     ref = _find_sent(work, status.msg_ref, status.cmd_ref)
     if ref is None:
         return  # a status for something we do not know (or already settled): nothing to do
     if ref.chunk and code == StatusCode.CHUNKED_ITEM_ACCEPTED:
         work.state = replace(work.state, sent=tuple(r for r in work.state.sent if r != ref))
         return
+    if work.server_refused and code in (StatusCode.INVALID_CREDENTIALS, StatusCode.MISSING_CREDENTIALS):
+        _requeue(work, ref.seq, code)
+        return
     answer = work.answers.get(ref.seq, Answer())
     work.answers[ref.seq] = replace(answer, statuses=answer.statuses + ((ref.path, code),))
     work.touched.add(ref.seq)
 
 
-def _header_status(work: _Work, status: Status, code: int) -> None:
+def _header_status(work: _Work, status: Status) -> None:
     """
-    The device's verdict on our SyncHdr (and so on our credential).
+    The device's verdict on our SyncHdr (and so on our credential), through L{HEADER_VERDICTS}.
+    """
+    verdict, code = header_verdict(status.data)
+    HEADER_VERDICTS[verdict](work, status, code)
+
+
+def _server_accepted(work: _Work, status: Status, code: StatusCode | None) -> None:
+    """
+    212: our credential holds for the rest of the session; a NextNonce is for its next one.
+    """
+    work.move(SessionInput.SERVER_ACCEPTED)
+    _next_session_nonce(work, status)
+
+
+def _header_passed(work: _Work, status: Status, code: StatusCode | None) -> None:
+    """
+    200 (or another code below 300): nothing to change; a NextNonce is for the device's next session.
+    """
+    _next_session_nonce(work, status)
+
+
+def _next_session_nonce(work: _Work, status: Status) -> None:
+    """
+    Store a NextNonce that came with a 2xx; this session keeps the nonce it has
+    (unless HMAC renews it per message).
     """
     nonce = offered_nonce(status)
-    if code in (StatusCode.INVALID_CREDENTIALS, StatusCode.MISSING_CREDENTIALS):
-        # The device wants us to authenticate (w7 CLIENT credentials), with its nonce at once.
-        if nonce is not None:
-            work.effects.append(ServerNonce(nonce))
-            work.device = replace(work.device, server=replace(work.device.server, nonce=nonce))
-        work.move(SessionInput.DEVICE_CHALLENGED)
-    elif code >= 300:
-        work.effects.append(HeaderRefused(code))
-    elif nonce is not None:
+    if nonce is None:
+        return
+    work.effects.append(ServerNonce(nonce))
+    if nonce_per_message(work.state, work.device.server_scheme):
+        work.device = replace(work.device, server=replace(work.device.server, nonce=nonce))
+    elif work.state.server_nonce is None:
+        work.state = replace(work.state, server_nonce=work.device.server.nonce)
+
+
+def _server_challenged(work: _Work, status: Status, code: StatusCode | None) -> None:
+    """
+    401/407: the device wants our credential (w7 CLIENT), made with its NextNonce at once.
+
+    Its 401/407 for our commands in the same message then mean "not
+    authenticated yet": they go out again with our credential, until the
+    device has refused it more than C{max_auth_failures} times in the session.
+    """
+    assert code is not None
+    sent = work.state.server_cred_sent
+    work.effects.append(ServerChallenged(int(code), sent))
+    nonce = offered_nonce(status)
+    if nonce is not None:
         work.effects.append(ServerNonce(nonce))
+        work.device = replace(work.device, server=replace(work.device.server, nonce=nonce))
+        work.state = replace(work.state, server_nonce=None)
+    refusals = work.state.server_refusals + (1 if sent else 0)
+    work.state = replace(work.state, server_refusals=refusals)
+    if refusals > work.settings.max_auth_failures:
+        work.move(SessionInput.GIVE_UP)
+        return
+    work.move(SessionInput.DEVICE_CHALLENGED)
+    work.server_refused = True
+
+
+def _header_refused(work: _Work, status: Status, code: StatusCode | None) -> None:
+    assert code is not None
+    work.effects.append(HeaderRefused(int(code)))
+
+
+def _header_invalid(work: _Work, status: Status, code: StatusCode | None) -> None:
+    work.effects.append(HeaderStatusInvalid((status.data or "").strip()))
+
+
+#: What each verdict of the device on our SyncHdr does.
+HEADER_VERDICTS: Final[Mapping[HeaderVerdict, Callable[[_Work, Status, StatusCode | None], None]]] = {
+    HeaderVerdict.ACCEPTED: _server_accepted,
+    HeaderVerdict.PASSED: _header_passed,
+    HeaderVerdict.CHALLENGED: _server_challenged,
+    HeaderVerdict.REFUSED: _header_refused,
+    HeaderVerdict.INVALID: _header_invalid,
+}
+
+
+def _requeue(work: _Work, seq: int, code: int) -> None:
+    """
+    Our command C{seq} was refused for want of our credential: forget this attempt, send it again.
+    """
+    work.state = replace(work.state, sent=tuple(r for r in work.state.sent if r.seq != seq))
+    work.answers.pop(seq, None)
+    work.touched.discard(seq)
+    outgoing = work.state.outgoing
+    if outgoing is not None and outgoing.seq == seq:
+        work.move(SessionInput.SENDING_STOPPED)  # its chunks start again from the first
+    if seq not in work.requeued:
+        work.requeued.add(seq)
+        work.effects.append(CommandRequeued(seq, code))
 
 
 def _code(text: str | None) -> int:
@@ -700,27 +818,29 @@ def _build_items(
     return _ITEM_VERBS[spec.verb](cmd_id=cmd_id, items=items)
 
 
-def _response_header(work: _Work, authenticated: bool) -> SyncHdr:
+def _response_header(work: _Work, authenticated: bool, with_commands: bool) -> SyncHdr:
     """
     Our SyncHdr: the device's Source as Target and its Target as Source.
 
-    The Meta announces the largest object we accept (Windows ignores Meta in
-    a server's SyncHdr; other DM clients honour it).
+    It carries our credential while the session owes it, in a message with
+    commands. The Meta announces the largest object we accept (Windows
+    ignores Meta in a server's SyncHdr; other DM clients honour it).
     """
     client = work.message.header
+    device = work.device
     return SyncHdr(
         session_id=client.session_id,
         msg_id=str(work.state.next_msg_id),
         target=Location(loc_uri=client.source.loc_uri),
         source=Location(loc_uri=client.target.loc_uri),
-        cred=server_cred(work.state, work.device.server),
+        cred=server_cred(work.state, device.server, device.server_scheme) if with_commands else None,
         meta=Meta(max_obj_size=work.settings.max_obj_size) if authenticated else None,
     )
 
 
 def _budget(work: _Work) -> int:
     limit = work.state.max_msg_size or work.settings.default_max_msg_size
-    header = _response_header(work, True)
+    header = _response_header(work, True, True)
     used = max(work.codec.envelope_size(header, True), work.codec.envelope_size(header, False))
     used += sum(work.codec.command_size(c) for c in work.statuses)
     # Room for an Alert 1222 we may have to add.
@@ -751,7 +871,10 @@ def _send_commands(work: _Work, pending: Sequence[PendingCommand]) -> bool:
         else:
             return _send_chunk(work, command, outgoing.offset, budget, msg_id)
     answered = {e.seq for e in work.effects if isinstance(e, (CommandAnswered, CommandFailed))}
-    view = [c if c.seq not in answered else replace(c, state="done") for c in pending]
+    view = [
+        replace(c, state="done") if c.seq in answered else replace(c, state="queued") if c.seq in work.requeued else c
+        for c in pending
+    ]
     complete = True
     for candidate in sendable(view, work.state.user_logged_in):
         refs: list[SentRef] = []

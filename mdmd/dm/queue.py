@@ -35,6 +35,7 @@ __all__ = [
     "list_commands",
     "cancel",
     "queue_of",
+    "requeue",
     "requeue_unanswered",
     "MAX_ATTEMPTS",
     "FINISHED",
@@ -252,6 +253,18 @@ def mark_failed(queue: CommandQueue, seq: int, error: str, now: float) -> None:
     command = queue.commands[seq]
     command.error = error
     _move(queue, command, CommandEvent.FAIL, now)
+
+
+def requeue(queue: CommandQueue, seq: int, now: float) -> None:
+    """
+    A sent command the device refused for want of our credential goes out again.
+
+    That attempt does not count towards L{MAX_ATTEMPTS}: the device answered it.
+    """
+    command = queue.commands[seq]
+    command.sent_in = None
+    command.attempts = max(0, command.attempts - 1)
+    _move(queue, command, CommandEvent.REQUEUE, now)
 
 
 def requeue_unanswered(queue: CommandQueue, now: float) -> list[int]:

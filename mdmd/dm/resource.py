@@ -19,7 +19,7 @@ from mdmd.dm.checkin import DMSettings, exchange
 from mdmd.pki.tls import peer_certificate
 from mdmd.site import AsyncResource, MdmdRequest, Response
 from mdmd.store.runner import StoreService
-from mdmd.syncml.codec import codec_for_content_type
+from mdmd.syncml.codec import CONTENT_TYPES, codec_for_content_type
 
 __all__ = ["ManagementResource"]
 
@@ -28,7 +28,7 @@ log = Logger()
 
 class ManagementResource(AsyncResource):
     """
-    POST only: SyncML in XML or WBXML, answered in the same encoding.
+    POST only: SyncML in XML or WBXML (DM or DS media type), answered in the same encoding and type.
     """
 
     def __init__(
@@ -47,10 +47,7 @@ class ManagementResource(AsyncResource):
     async def handle_POST(self, request: MdmdRequest) -> Response:
         codec = codec_for_content_type(request.getHeader(b"content-type"))
         if codec is None:
-            return Response(
-                b"expected application/vnd.syncml.dm+xml or application/vnd.syncml.dm+wbxml\n",
-                code=415,
-            )
+            return Response(f"expected one of {', '.join(CONTENT_TYPES)}\n".encode("ascii"), code=415)
         body = request.content.read()
         message = codec.decode(body)
         request.device_id = message.header.source.loc_uri

@@ -11,8 +11,12 @@ L{TRANSITIONS} keyed by (phase, input):
  - C{authentication}: who the device proved to be, and how: not yet, by a
    credential (MD5 or Basic, once per session, 212) or by HMAC (a MAC on
    every message, 200 each time);
- - C{server_credential}: whether we owe the device our own credential in
-   every SyncHdr (it answered ours 401/407);
+ - C{server_credential}: whether our SyncHdr must carry our own credential
+   (OMA DM Security: the server authenticates itself to the device). A
+   session starts owing it where the device's kind says so (the engine's
+   C{send_server_credential} setting) and otherwise once the device
+   challenges us (401/407); it is owed until the device accepts it (212),
+   after which no more is needed in that session;
  - C{package}: whether our package is open (Final withheld: our commands go
    on in our next message);
  - C{incoming}/C{outgoing}: a large object arriving from the device or going
@@ -28,7 +32,8 @@ The rest of L{SessionState} is bookkeeping: message ids, deadlines, what we
 sent and what the device said about it. The state is stored as plain
 builtins (L{SessionState.to_dict}), pickled into C{DMSession.state} after
 every message; L{SessionState.from_dict} also reads the dicts of the engine
-before this table (version 1), so a session can span an upgrade.
+before this table (version 1) and before server authentication (version 2),
+so a session can span an upgrade.
 """
 
 from __future__ import annotations
@@ -81,12 +86,15 @@ class Authentication(enum.Enum):
 
 class ServerCredential(enum.Enum):
     """
-    Whether our SyncHdr must carry our own credential (w7 CLIENT level).
+    Whether our SyncHdr must carry our own credential (w7 CLIENT level, DMAcc SRVCRED).
     """
 
+    #: Not sent unless the device asks for it (401/407).
     NOT_ASKED = "not asked"
-    #: The device answered our SyncHdr 401/407: our Cred goes in every header from now on.
+    #: Our credential goes in every SyncHdr of a message with commands, until the device accepts it.
     OWED = "owed"
+    #: The device answered our SyncHdr 212: no more credential in this session.
+    ACCEPTED = "accepted"
 
 
 class OurPackage(enum.Enum):
@@ -119,9 +127,10 @@ class SessionInput(enum.Enum):
     HMAC_ACCEPTED = "hmac accepted"  # the message's x-syncml-hmac (200)
     ALREADY_AUTHENTICATED = "already authenticated"  # by a credential earlier (200)
     REFUSED = "refused"  # 401/407 with a challenge
-    GIVE_UP = "give up"  # refused once too often: no more challenges
+    GIVE_UP = "give up"  # refused once too often (the device by us, or we by it): the session ends
     # What the device's commands did.
     DEVICE_CHALLENGED = "device challenged"  # it answered our SyncHdr 401/407
+    SERVER_ACCEPTED = "server accepted"  # it answered our SyncHdr 212: our credential holds
     CHUNK_RECEIVED = "chunk received"  # its large object goes on in its next message
     RECEIVING_STOPPED = "receiving stopped"  # ... is whole, broken, too large or cut off
     CHUNK_SENT = "chunk sent"  # our large object goes on in our next message
@@ -178,6 +187,10 @@ TRANSITIONS: Final[Mapping[tuple[Phase, SessionInput], Step]] = {
         (phase, _I.DEVICE_CHALLENGED): Step(phase, server_credential=ServerCredential.OWED)
         for phase in _READING
     },
+    **{
+        (phase, _I.SERVER_ACCEPTED): Step(phase, server_credential=ServerCredential.ACCEPTED)
+        for phase in _READING
+    },
     **{(phase, _I.CHUNK_RECEIVED): Step(phase, incoming=Transfer.CHUNKING) for phase in _READING},
     **{(phase, _I.RECEIVING_STOPPED): Step(phase, incoming=Transfer.IDLE) for phase in _READING},
     (_P.OPEN, _I.CHUNK_SENT): Step(_P.OPEN, outgoing=Transfer.CHUNKING),
@@ -229,7 +242,9 @@ class Answer:
 
 #: The format L{SessionState.to_dict} writes. Version 1 (no "version" key) kept
 #: the machine as booleans: authenticated, hmac, send_server_cred, server_package_open.
-STATE_VERSION: Final = 2
+#: Version 2 had no ACCEPTED server credential and no server_nonce,
+#: server_cred_sent, server_refusals (their defaults hold for it).
+STATE_VERSION: Final = 3
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -258,17 +273,35 @@ class SessionState:
     sent: tuple[SentRef, ...] = ()
     answers: tuple[tuple[int, Answer], ...] = ()
     last_client_msg_id: str | None = None
+    #: The nonce our credential uses for the rest of this session, once the
+    #: device gave a new one with a 2xx (that one is for its next session);
+    #: None: the device record's nonce.
+    server_nonce: bytes | None = None
+    #: Whether our last message carried our credential (so a 401/407 refused it).
+    server_cred_sent: bool = False
+    #: How often the device refused our credential in this session.
+    server_refusals: int = 0
 
     @classmethod
-    def start(cls, session_id: str, now: float, timeout: float) -> SessionState:
+    def start(
+        cls,
+        session_id: str,
+        now: float,
+        timeout: float,
+        server_credential: ServerCredential = ServerCredential.NOT_ASKED,
+    ) -> SessionState:
         """
         A new session: its key tells it apart from an earlier one with the same SessionID.
+
+        @param server_credential: OWED where our credential goes in the first
+            reply unasked (the device's kind says so), else NOT_ASKED.
         """
         return cls(
             key=f"{session_id}@{now:.6f}",
             session_id=session_id,
             started_at=now,
             deadline=now + timeout,
+            server_credential=server_credential,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -295,6 +328,9 @@ class SessionState:
             "sent": [astuple(s) for s in self.sent],
             "answers": [(seq, a.statuses, a.results) for seq, a in self.answers],
             "last_client_msg_id": self.last_client_msg_id,
+            "server_nonce": self.server_nonce,
+            "server_cred_sent": self.server_cred_sent,
+            "server_refusals": self.server_refusals,
         }
 
     @classmethod
@@ -307,7 +343,7 @@ class SessionState:
         version = value.get("version", 1)
         if version == 1:
             value = _from_version_1(value)
-        elif version != STATE_VERSION:
+        elif version not in (2, STATE_VERSION):
             raise ValueError(f"session state version {version} is newer than this code ({STATE_VERSION})")
         return cls(
             key=value["key"],
@@ -331,6 +367,10 @@ class SessionState:
                 for seq, statuses, results in value["answers"]
             ),
             last_client_msg_id=value["last_client_msg_id"],
+            # new in version 3
+            server_nonce=value.get("server_nonce"),
+            server_cred_sent=value.get("server_cred_sent", False),
+            server_refusals=value.get("server_refusals", 0),
         )
 
 

@@ -105,6 +105,7 @@ def dm_facts(root: Root, device_id: str) -> dict[str, Any] | None:
         "inventory": dict(device.inventory or {}),
         "login_status": device.login_status,
         "alerts": list(device.alerts),
+        "header_events": list(device.header_events),
         "commands": counts,
         "session": None
         if session is None

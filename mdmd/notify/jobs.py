@@ -31,7 +31,11 @@ expiring a job that is no longer open is our bug (L{IllegalPushMove}).
 
 The segments are built once, when the job is queued (with the device's server
 credential and nonce of that moment), so every resubmission sends the same
-octets. Session ids are unique among a device's open jobs, random, non-zero.
+octets. Package #0 names the device's server id (its C{dm_server_id}, or the
+configured provider id) and is signed with its server credential (name,
+secret, nonce: what it checks our SyncHdr credential with). Session ids are
+unique among a device's open jobs, random, non-zero; the device's SessionID
+matches one in hexadecimal (either case) or decimal.
 
 Containers: C{pushes} (device id → L{PushLog}), C{push_open} ((device id, seq)
 → True for jobs queued, submitted or delivered) and C{push_messages}
@@ -51,7 +55,7 @@ from typing import Any
 
 from mdmd.devices import lifecycle
 from mdmd.errors import Conflict, NotFound, PeerError
-from mdmd.notify.pkg0 import DEFAULT_VERSION, UIMode, build_package0, session_id_text
+from mdmd.notify.pkg0 import DEFAULT_VERSION, UIMode, build_package0, session_id_text, session_ids_for
 from mdmd.notify.smpp_session import Address
 from mdmd.notify.smpp_pdu import MessageState
 from mdmd.notify.wap import (
@@ -60,7 +64,7 @@ from mdmd.notify.wap import (
     SmsSegment,
     wap_push_segments,
 )
-from mdmd.store.models import PushJob, PushLog
+from mdmd.store.models import Device, PushJob, PushLog
 
 __all__ = [
     "ANSWERED",
@@ -98,6 +102,7 @@ __all__ = [
     "record_ids",
     "outgoing",
     "record_submitted",
+    "server_id_of",
     "set_msisdn",
 ]
 
@@ -251,6 +256,8 @@ class PushSettings:
     #: TON and NPI of numbers written without a leading "+"
     local_ton: int = 0
     local_npi: int = 1
+    #: the server id of devices that have none of their own ([enrollment] provider_id)
+    provider_id: str = "mdmd"
 
 
 @dataclass(frozen=True)
@@ -492,6 +499,13 @@ def _new_session_id(root: Root, device_id: str, random: Callable[[int], bytes]) 
     return next(n for n in range(1, 0x10000) if n not in used)
 
 
+def server_id_of(device: Device, settings: PushSettings) -> str:
+    """
+    The server id package #0 names for C{device}: its own, or the configured provider id.
+    """
+    return device.dm_server_id or settings.provider_id
+
+
 def enqueue(
     root: Root,
     device_ids: Iterable[str],
@@ -521,7 +535,7 @@ def enqueue(
             )
         elif not (device.dm_server_name and device.dm_server_secret):
             problems.append(f"device {device_id} has no DM server credentials")
-        elif len(device.dm_server_name.encode("utf-8")) > 255:
+        elif len(server_id_of(device, settings).encode("utf-8")) > 255:
             problems.append(f"the server id of device {device_id} is longer than 255 octets")
     if problems:
         raise NotPushable("; ".join(problems))
@@ -537,7 +551,8 @@ def enqueue(
         log.next_seq = seq + 1
         session_id = _new_session_id(root, device_id, random)
         package0 = build_package0(
-            server_id=device.dm_server_name,
+            server_id=server_id_of(device, settings),
+            name=device.dm_server_name,
             password=device.dm_server_secret,
             nonce=device.dm_server_nonce,
             session_id=session_id,
@@ -710,18 +725,16 @@ def answer_push(root: Root, device_id: str, session_id: str, now: float) -> Push
     """
     The device opened a session with Alert 1200 and this SyncHdr SessionID:
     its open job with that session id (the newest, should there be several)
-    is answered. Called inside the DM endpoint's unit of work.
+    is answered. The SessionID is read as hexadecimal in either case, then
+    as decimal (L{session_ids_for}). Called inside the DM endpoint's unit of work.
     """
-    try:
-        wanted = int(session_id, 16)
-    except ValueError:
-        return None
-    matching = [
-        job
-        for job in (_job(root, ref) for ref in _open_refs(root, device_id))
-        if job.session_id == wanted
-    ]
-    if not matching:
+    wanted = session_ids_for(session_id)
+    open_jobs = [_job(root, ref) for ref in _open_refs(root, device_id)]
+    for candidate in wanted:
+        matching = [job for job in open_jobs if job.session_id == candidate]
+        if matching:
+            break
+    else:
         return None
     job = matching[-1]
     _move(root, job, PushEvent.ANSWER, now)

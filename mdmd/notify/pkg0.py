@@ -10,7 +10,17 @@ The 8 header octets, the server identifier and the vendor part form the
 I{trigger}; the digest authenticates it with the server credential the device
 holds for this server::
 
-    digest = H(B64(H(server-id ":" password)) ":" nonce ":" B64(H(trigger)))
+    digest = H(B64(H(name ":" password)) ":" nonce ":" B64(H(trigger)))
+
+The specification names the server identifier as C{name}; devices hash the
+name of the server credential they hold (libdmclient: DMAcc SRVCRED
+AAuthName; Windows: the w7 CLIENT credential, whose name is the PROVIDER-ID),
+which is the server id by convention but need not be. So the name is a
+parameter of its own, the server id by default.
+
+B{Session id.} The device echoes it in its SyncHdr SessionID as upper-case
+hexadecimal (§6.2.2.10; libdmclient, Windows); some Windows versions send
+SessionIDs in decimal. L{session_ids_for} reads both.
 
 B{Version.} The field is the version of the I{notification message}, not of
 the DM protocol. The DM 1.2 notification specification requires the 10-bit
@@ -28,6 +38,7 @@ import base64
 import enum
 import hashlib
 import hmac
+import string
 import struct
 from dataclasses import dataclass
 
@@ -44,6 +55,7 @@ __all__ = [
     "compute_digest",
     "parse_package0",
     "session_id_text",
+    "session_ids_for",
 ]
 
 #: Notification version for DM 1.2 devices (see the module docstring).
@@ -96,11 +108,12 @@ class Package0:
     vendor: bytes
     trigger: bytes
 
-    def verify(self, password: str | bytes, nonce: bytes) -> bool:
+    def verify(self, password: str | bytes, nonce: bytes, name: str | None = None) -> bool:
         """
-        Whether the digest was made with this server password and nonce.
+        Whether the digest was made with this server password and nonce (and
+        credential name: the package's server id unless given).
         """
-        expected = compute_digest(self.server_id, password, nonce, self.trigger)
+        expected = compute_digest(self.server_id if name is None else name, password, nonce, self.trigger)
         return hmac.compare_digest(expected, self.digest)
 
 
@@ -111,6 +124,21 @@ def session_id_text(session_id: int) -> str:
     """
     _check_session_id(session_id)
     return format(session_id, "X")
+
+
+def session_ids_for(text: str) -> tuple[int, ...]:
+    """
+    The package #0 session ids a SyncHdr SessionID may be echoing, most likely first.
+
+    Hexadecimal in either case (the specification's upper case, or lower),
+    then decimal; nothing for text that is neither or out of range. "12" may
+    be 0x12 or 12: both are returned, hexadecimal first.
+    """
+    text = text.strip()
+    if not text or any(c not in string.hexdigits for c in text):
+        return ()
+    readings = (int(text, 16), int(text, 10)) if text.isdigit() else (int(text, 16),)
+    return tuple(dict.fromkeys(value for value in readings if 1 <= value <= 0xFFFF))
 
 
 def compute_digest(
@@ -133,6 +161,7 @@ def build_package0(
     password: str | bytes,
     nonce: bytes,
     session_id: int,
+    name: str | None = None,
     ui_mode: UIMode = UIMode.BACKGROUND,
     initiator: Initiator = Initiator.SERVER,
     version: int = DEFAULT_VERSION,
@@ -142,6 +171,8 @@ def build_package0(
     Build a package #0 for one device.
 
     @param server_id: the ServerID of the device's DM account for us.
+    @param name: the server credential's name, for the digest (default
+        C{server_id}; see the module docstring).
     @param password: the server credential's secret (what the device uses to
         authenticate us, not the client password).
     @param nonce: the server nonce octets the device currently holds.
@@ -163,7 +194,7 @@ def build_package0(
         | len(sid)
     )
     trigger = _HEADER.pack(header) + sid + vendor
-    return compute_digest(sid, password, nonce, trigger) + trigger
+    return compute_digest(sid if name is None else name, password, nonce, trigger) + trigger
 
 
 def parse_package0(data: bytes) -> Package0:

@@ -133,6 +133,9 @@ class Device(Persistent):
     login_status: str | None = None
     #: the most recent generic alerts (1226), oldest first
     alerts: tuple[dict[str, Any], ...] = ()
+    #: the most recent answers to our SyncHdr other than an acceptance (an invalid
+    #: status, a refusal of our credential, an error), oldest first
+    header_events: tuple[dict[str, Any], ...] = ()
     unenrolled_at: float | None = None
     #: (SessionID, time) of the last session that answered a notification (Alert 1200)
     last_server_initiated: tuple[str, float] | None = None

@@ -3,7 +3,8 @@ One interface to both SyncML encodings, plus message sizing and large-object chu
 
 The session engine picks a L{Codec} from the request's Content-Type
 (L{codec_for_content_type}), decodes with it, and answers in the same
-encoding. MaxMsgSize and MaxObjSize count I{encoded bytes of the encoding in
+encoding and media type: the DM types, or the SyncML DS types that some DM
+clients send (libdmclient does), whose codecs differ only in that name. MaxMsgSize and MaxObjSize count I{encoded bytes of the encoding in
 use}: C{codec.envelope_size(header, final)} plus C{codec.command_size(c)}
 for each command is an upper bound of C{len(codec.encode(msg))}, and equal
 to it for XML and for any message with C{Final}. A command too large for a
@@ -26,6 +27,9 @@ __all__ = [
     "Codec",
     "XML_CODEC",
     "WBXML_CODEC",
+    "DS_XML_CODEC",
+    "DS_WBXML_CODEC",
+    "CONTENT_TYPES",
     "codec_for_content_type",
     "ChunkError",
     "data_size",
@@ -65,7 +69,12 @@ class Codec:
 
 XML_CODEC = Codec.of(xml)
 WBXML_CODEC = Codec.of(wbxml)
-_BY_TYPE = {codec.content_type: codec for codec in (XML_CODEC, WBXML_CODEC)}
+#: The same encodings under the SyncML DS media types (C{application/vnd.syncml+xml}, C{+wbxml}).
+DS_XML_CODEC = replace(XML_CODEC, content_type="application/vnd.syncml+xml")
+DS_WBXML_CODEC = replace(WBXML_CODEC, content_type="application/vnd.syncml+wbxml")
+_BY_TYPE = {codec.content_type: codec for codec in (XML_CODEC, WBXML_CODEC, DS_XML_CODEC, DS_WBXML_CODEC)}
+#: Every media type a DM message may come in (and is answered in).
+CONTENT_TYPES = tuple(_BY_TYPE)
 
 
 def codec_for_content_type(content_type: str | bytes | None) -> Codec | None:

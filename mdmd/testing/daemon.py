@@ -17,13 +17,18 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from cryptography import x509
 
 from mdmd.config import IniParser
+from mdmd.testing.store import SynchronousStoreService
 
 __all__ = ["DaemonProcess", "DaemonFailed", "script"]
+
+T = TypeVar("T")
 
 
 class DaemonFailed(Exception):
@@ -120,6 +125,22 @@ class DaemonProcess:
             time.sleep(0.05)
         self.stop()
         raise DaemonFailed(f"mdmd did not start within {timeout}s:\n{self.log()}")
+
+    def run_offline(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """
+        Run a unit of work on the daemon's store (its default FileStorage) while
+        the daemon is stopped: e.g. put a device in it before it starts.
+        """
+        if self.process is not None:
+            raise RuntimeError("the daemon is running: its store is locked")
+        uri = "file://" + os.path.join(self.state_dir, "Data.fs")
+        service = SynchronousStoreService(uri, pool_size=1)
+        service.startService()
+        try:
+            assert service.store is not None
+            return service.store.run(fn, *args, **kwargs)
+        finally:
+            service.stopService()
 
     def stop(self, timeout: float = 30.0) -> int:
         """

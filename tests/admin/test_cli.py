@@ -8,6 +8,7 @@ one line (the tests fake the refusal: as root nothing is refused).
 
 from __future__ import annotations
 
+import argparse
 import builtins
 import errno
 import io
@@ -90,3 +91,74 @@ class PermissionHintTests(SynchronousTestCase):
             str(caught.exception),
             f"cannot reach mdmd's admin API at unix:/run/mdmd/admin.sock: Permission denied {HINT}",
         )
+
+
+class _FakeClient:
+    """
+    Answers every request with the value given for its path.
+    """
+
+    def __init__(self, answers: dict[str, Any]) -> None:
+        self.answers = answers
+
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        return self.answers[path]
+
+
+def _command(seq: int, status: int | None, statuses: list[tuple[str, int]], error: str | None = None) -> dict[str, Any]:
+    return {
+        "seq": seq,
+        "state": "done" if status is not None and 200 <= status < 300 else "failed",
+        "spec": {"verb": "Get", "items": [{"target": f"./N{seq}"}]},
+        "status": status,
+        "statuses": [{"command": path, "status": code} for path, code in statuses],
+        "results": [],
+        "error": error,
+        "updated_at": 0.0,
+    }
+
+
+class PrintingTests(SynchronousTestCase):
+    def test_results_print_every_status(self) -> None:
+        """
+        mdmctl results shows every status code stored: a status of 0 (not a code,
+        as libdmclient answers before the server authenticated), the statuses of
+        each Item, and those of group members as PATH:CODE.
+        """
+        found = [
+            _command(1, 0, [("", 0)]),
+            _command(2, 404, [("", 200), ("", 404)]),
+            _command(3, 507, [("", 507), ("1", 216), ("2", 500)]),
+            _command(4, None, [], error="too large"),
+        ]
+        client = _FakeClient({"/v1/devices/D/results": {"commands": found}})
+        out = io.StringIO()
+        cli.cmd_results(client, argparse.Namespace(device="D", limit=0, json=False), out)  # type: ignore[arg-type]
+        rows = {line.split()[0]: line for line in out.getvalue().splitlines()[1:]}
+        self.assertIn(" 0 ", rows["1"])
+        self.assertIn("200 404", rows["2"])
+        self.assertIn("507 1:216 2:500", rows["3"])
+        self.assertIn(" - ", rows["4"])
+
+    def test_device_show_prints_what_the_device_answered_our_header(self) -> None:
+        """
+        mdmctl device show lists the device's answers to our SyncHdr that were not an acceptance.
+        """
+        device = {
+            "device_id": "D", "device_name": "", "status": "enrolled", "user": "", "auth_policy": "",
+            "enrollment_type": "", "device_type": "", "os_version": "", "os_edition": "",
+            "application_version": "", "hw_dev_id": "", "mac_addresses": [], "enrollment_count": 0,
+            "first_enrolled_at": 0.0, "enrolled_at": 0.0, "renewed_at": None, "removed_at": None,
+            "last_contact": None, "certificate": None, "push": None,
+            "dm": {
+                "header_events": [
+                    {"time": 0.0, "session_id": "1", "event": "invalid", "status": "0"},
+                    {"time": 60.0, "session_id": "2", "event": "refused", "status": "401"},
+                ]
+            },
+        }
+        out = io.StringIO()
+        cli.cmd_device_show(_FakeClient({"/v1/devices/D": device}), argparse.Namespace(device="D", json=False), out)  # type: ignore[arg-type]
+        lines = out.getvalue().splitlines()
+        self.assertIn("our SyncHdr answered:  '0' (invalid) in session 1, 1970-01-01 00:00:00Z", lines)
+        self.assertIn(f"{'':<22} '401' (refused) in session 2, 1970-01-01 00:01:00Z", lines)

@@ -13,6 +13,7 @@ from mdmd.dm.effects import (
     ClientNonce,
     CommandAnswered,
     CommandFailed,
+    CommandRequeued,
     CommandSent,
     DeviceAuth,
     PendingCommand,
@@ -23,6 +24,7 @@ from mdmd.dm.engine import Outcome, handle, starts_new_session
 from mdmd.dm.state import SessionState
 from mdmd.syncml import auth
 from mdmd.syncml.codec import XML_CODEC
+from mdmd.testing.omadm import AccountCredential, DMAccount, OMADMDevice, SessionLog
 from mdmd.syncml.model import (
     Alert,
     Command,
@@ -218,6 +220,8 @@ class Harness:
                 )
             elif isinstance(effect, CommandFailed):
                 self.records[effect.seq].update(state="failed", error=effect.error)
+            elif isinstance(effect, CommandRequeued):
+                self.records[effect.seq].update(state="queued")
         self.outcomes.append(outcome)
         decoded = self.codec.decode(outcome.body)
         self.last = decoded
@@ -225,6 +229,32 @@ class Harness:
 
     def effects(self, kind):
         return [e for e in self.outcomes[-1].effects if isinstance(e, kind)]
+
+    def all_effects(self, kind):
+        """
+        Every effect of C{kind} in every message so far.
+        """
+        return [e for outcome in self.outcomes for e in outcome.effects if isinstance(e, kind)]
+
+    def queue(self, *specs: dict) -> None:
+        """
+        More commands in the device's queue.
+        """
+        for command in pending(*specs, start=max(self.commands, default=0) + 1):
+            self.commands[command.seq] = command
+            self.records[command.seq] = {"state": "queued"}
+
+    def converse(self, device: OMADMDevice, first: bytes) -> SessionLog:
+        """
+        Run a session of the emulated classic device to its end (a session starts later than the last).
+        """
+        self.now += 3600
+        body: bytes | None = first
+        while body is not None:
+            self.send(None, raw=body)
+            body = device.receive(self.outcomes[-1].body)
+        return device.log
+
 
     def answer_all(self, server_msg, code: int = 200, results: dict | None = None):
         """
@@ -259,3 +289,27 @@ def statuses(message) -> list[Status]:
 
 def commands(message) -> list:
     return [c for c in message.body if not isinstance(c, (Status,)) and not (isinstance(c, Alert) and c.data == "1222")]
+
+
+def classic_device(h: Harness, *, server_nonce: bytes | None = None, server_scheme: str = "DIGEST", **options) -> OMADMDevice:
+    """
+    An emulated classic device whose DM account matches the harness's credentials.
+    """
+    account = DMAccount(
+        server_id="mdmd",
+        server_uri=SERVER_URL,
+        client=AccountCredential("DIGEST", h.device.client.name, h.device.client.secret, h.device.client.nonce),
+        server=AccountCredential(
+            server_scheme, h.device.server.name, h.device.server.secret,
+            h.device.server.nonce if server_nonce is None else server_nonce,
+        ),
+    )
+    return OMADMDevice(DEVICE_ID, account, random=options.pop("random", counting_random()), **options)
+
+
+def counting_random():
+    """
+    A random source that differs at every call (1, 2, 3... repeated), so each nonce is new.
+    """
+    calls = itertools.count(1)
+    return lambda n: bytes([next(calls) % 256]) * n

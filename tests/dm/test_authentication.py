@@ -13,13 +13,17 @@ from mdmd.dm.authentication import (
     SCHEMES,
     AuthScheme,
     Credentials,
+    HeaderVerdict,
     Proof,
     Verdict,
     authenticate,
     challenge,
+    header_verdict,
+    nonce_per_message,
     offered_nonce,
     response_headers,
     server_cred,
+    server_nonce,
 )
 from mdmd.dm.effects import HeaderRefused, ServerNonce, Settings
 from mdmd.dm.state import Authentication, Phase, ServerCredential, SessionInput, SessionState
@@ -128,13 +132,19 @@ class AuthenticationTests(SynchronousTestCase):
         """
         When the device answers our SyncHdr with 407 and a challenge, our next header
         carries an MD5 Cred made with the CLIENT-level credentials and its nonce.
+
+        (The device answers our commands 407 too, as a device that has not
+        authenticated us does: they go out again with our Cred. A message
+        without commands carries no Cred: see ServerAuthenticationTests.)
         """
         h = Harness(GET_SWV, REPLACE)
         reply = h.send(h.client.package1())
         nonce = b"\x09" * 16
         chal = Chal(meta=Meta(type="syncml:auth-md5", format="b64", next_nonce=base64.b64encode(nonce).decode()))
         h.client.cmd_ids = __import__("itertools").count(1)
-        reply = h.send(h.client.reply(h.client.header_status(reply, 407, chal)))
+        header = h.client.header_status(reply, 407, chal)
+        refused = [h.client.status_for(reply, c, 407) for c in commands(reply)]
+        reply = h.send(h.client.reply(header, *refused))
         self.assertEqual(h.effects(ServerNonce), [ServerNonce(nonce)])
         cred = reply.header.cred
         self.assertEqual(cred.meta.type, "syncml:auth-md5")
@@ -345,3 +355,85 @@ class ServerCredentialTests(SynchronousTestCase):
         self.assertEqual(offered_nonce(Status(chal=chal)), nonce)
         self.assertIsNone(offered_nonce(Status()))
         self.assertIsNone(offered_nonce(Status(chal=Chal(meta=Meta(next_nonce="!!")))))
+
+
+class OurCredentialTests(SynchronousTestCase):
+    """
+    Our own credential (w7 CLIENT, DMAcc SRVCRED), in the device's server auth scheme.
+    """
+
+    def test_per_scheme(self) -> None:
+        """
+        While owed: an MD5 Cred for DIGEST, a Basic Cred for BASIC, none for HMAC (it is a MAC header).
+        """
+        owed = replace(_state(), server_credential=ServerCredential.OWED)
+        md5 = server_cred(owed, SERVER, AuthScheme.DIGEST)
+        self.assertEqual((md5.meta.type, md5.meta.format), ("syncml:auth-md5", "b64"))
+        self.assertEqual(md5.data, auth.md5_cred_data("mdmd", SERVER.nonce, password="server-secret"))
+        basic = server_cred(owed, SERVER, AuthScheme.BASIC)
+        self.assertEqual((basic.meta.type, basic.meta.format, basic.data), ("syncml:auth-basic", "b64", "bWRtZDpzZXJ2ZXItc2VjcmV0"))
+        self.assertIsNone(server_cred(owed, SERVER, AuthScheme.HMAC))
+
+    def test_not_once_accepted(self) -> None:
+        """
+        Neither before it is owed nor once the device accepted it (212) is it sent.
+        """
+        for value in (ServerCredential.NOT_ASKED, ServerCredential.ACCEPTED):
+            self.assertIsNone(server_cred(replace(_state(), server_credential=value), SERVER, AuthScheme.DIGEST))
+
+    def test_session_nonce(self) -> None:
+        """
+        Once the device gave a nonce for its next session, this session's Cred keeps the one it had.
+        """
+        pinned = replace(_state(), server_credential=ServerCredential.OWED, server_nonce=b"\x05" * 16)
+        self.assertEqual(server_nonce(pinned, SERVER), Credentials("mdmd", "server-secret", b"\x05" * 16))
+        self.assertIs(server_nonce(_state(), SERVER), SERVER)
+        self.assertEqual(
+            server_cred(pinned, SERVER).data, auth.md5_cred_data("mdmd", b"\x05" * 16, password="server-secret")
+        )
+
+    def test_our_mac_when_hmac_is_our_scheme(self) -> None:
+        """
+        With HMAC as our scheme, our answer carries our MAC while we owe it, and not after.
+        """
+        owed = replace(_state(), server_credential=ServerCredential.OWED)
+        ((name, value),) = response_headers(owed, SERVER, b"body", AuthScheme.HMAC)
+        self.assertEqual(name, "x-syncml-hmac")
+        self.assertTrue(auth.verify_hmac(auth.parse_hmac_header(value), SERVER.nonce, b"body", password="server-secret"))
+        self.assertEqual(response_headers(owed, SERVER, b"body", AuthScheme.DIGEST), ())
+        accepted = replace(owed, server_credential=ServerCredential.ACCEPTED)
+        self.assertEqual(response_headers(accepted, SERVER, b"body", AuthScheme.HMAC), ())
+
+    def test_nonce_per_message(self) -> None:
+        """
+        Only HMAC (the device's or ours) takes a NextNonce given with 2xx for the next message.
+        """
+        self.assertFalse(nonce_per_message(_state(), AuthScheme.DIGEST))
+        self.assertFalse(nonce_per_message(_state(), AuthScheme.BASIC))
+        self.assertTrue(nonce_per_message(_state(), AuthScheme.HMAC))
+        self.assertTrue(nonce_per_message(_state(Authentication.HMAC), AuthScheme.DIGEST))
+
+
+class HeaderVerdictTests(SynchronousTestCase):
+    def test_verdicts(self) -> None:
+        """
+        212 accepts us, other codes below 300 pass, 401/407 challenge, other errors
+        refuse, and anything that is not a status code (libdmclient's 0) is invalid.
+        """
+        cases = {
+            "212": (HeaderVerdict.ACCEPTED, 212),
+            " 212 ": (HeaderVerdict.ACCEPTED, 212),
+            "200": (HeaderVerdict.PASSED, 200),
+            "101": (HeaderVerdict.PASSED, 101),
+            "401": (HeaderVerdict.CHALLENGED, 401),
+            "407": (HeaderVerdict.CHALLENGED, 407),
+            "500": (HeaderVerdict.REFUSED, 500),
+            "403": (HeaderVerdict.REFUSED, 403),
+            "0": (HeaderVerdict.INVALID, None),
+            "": (HeaderVerdict.INVALID, None),
+            None: (HeaderVerdict.INVALID, None),
+            "abc": (HeaderVerdict.INVALID, None),
+            "299": (HeaderVerdict.INVALID, None),
+        }
+        for data, expected in cases.items():
+            self.assertEqual(header_verdict(data), expected, data)

@@ -5,8 +5,8 @@ a real store in memory.
 
 from __future__ import annotations
 
+import itertools
 import typing
-
 from dataclasses import replace
 from typing import Any
 
@@ -15,13 +15,17 @@ from twisted.trial.unittest import SynchronousTestCase
 from mdmd.devices import records
 from mdmd.dm import checkin, effects, engine, queue
 from mdmd.dm.checkin import DeviceRefused, DMSettings, exchange
+from mdmd.dm.commands import parse_spec
+from mdmd.dm.sweeper import dm_facts
 from mdmd.notify import jobs
 from mdmd.notify.pkg0 import session_id_text
 from mdmd.pki import registry
 from mdmd.pki.registry import ClientCertificateRefused
+from mdmd.syncml import auth
 from mdmd.syncml.codec import XML_CODEC
 from mdmd.syncml.model import Alert, Item, Location, Meta, SyncML
-from mdmd.testing.devices import add_device
+from mdmd.testing.devices import CLIENT_NONCE, CLIENT_SECRET, SERVER_NONCE, SERVER_SECRET, add_device
+from mdmd.testing.omadm import AccountCredential, DMAccount, OMADMDevice
 from mdmd.testing.randomness import fixed_random
 from mdmd.testing.store import memory_store_service
 
@@ -180,3 +184,182 @@ class CheckInTests(SynchronousTestCase):
         self.assertIn("no handler for the session effect <object", str(caught.exception))
         # the unit failed as a whole: the device did not leave
         self.assertEqual(self.device("status"), ("enrolled",))
+
+
+CLASSIC = "IMEI:490154203237518"
+
+
+class ClassicDeviceTests(SynchronousTestCase):
+    """
+    A classic OMA DM device (kind omadm) checking in: our credential per kind,
+    what it answers to our SyncHdr kept on its record, refused commands requeued.
+    """
+
+    def setUp(self) -> None:
+        service = memory_store_service()
+        self.addCleanup(service.stopService)
+        assert service.store is not None
+        self.store = service.store
+        self.now = 100.0
+
+    def add(self, device_id: str = CLASSIC, **options: Any) -> OMADMDevice:
+        """
+        A classic device in the store, and its emulator with the same account.
+        """
+        options.setdefault("kind", "omadm")
+        self.store.run(add_device, device_id, client_name=device_id, **options)
+        account = DMAccount(
+            server_id="mdmd",
+            server_uri="https://mdm.example.com/ManagementServer/MDM.svc",
+            client=AccountCredential("DIGEST", device_id, CLIENT_SECRET, CLIENT_NONCE),
+            server=AccountCredential(options.get("server_auth_type", "DIGEST"), "mdmd", SERVER_SECRET, SERVER_NONCE),
+        )
+        counter = itertools.count(1)
+        return OMADMDevice(device_id, account, random=lambda n: bytes([next(counter)]) * n)
+
+    def queue(self, device_id: str, *specs: dict[str, Any]) -> None:
+        for spec in specs:
+            self.store.run(queue.enqueue, [device_id], parse_spec(spec), self.now)
+
+    def converse(self, device: OMADMDevice, first: bytes, settings: DMSettings = SETTINGS) -> list[Any]:
+        """
+        Run the device's session through exchange(); return every check-in's result.
+        """
+        results = []
+        body: bytes | None = first
+        while body is not None:
+            message = device.codec.decode(body)
+            result = self.store.run(exchange, None, message, device.codec, body, None, self.now, settings)
+            self.now += 1
+            results.append(result)
+            body = device.receive(result.body)
+        self.now += 3600
+        return results
+
+    def record(self, device_id: str, *names: str) -> tuple[Any, ...]:
+        return self.store.read(lambda root: tuple(getattr(root["devices"][device_id], n) for n in names))
+
+    def commands(self, device_id: str) -> list[tuple[str, int | None, int]]:
+        return self.store.read(
+            lambda root: [(c.state, c.status, c.attempts) for c in root["queues"][device_id].commands.values()]
+        )
+
+    def test_our_credential_per_kind(self) -> None:
+        """
+        By default a classic device gets our MD5 Cred in the first reply, a Windows
+        device does not; [dm] send_server_credential decides.
+        """
+        self.store.run(add_device, CLASSIC, kind="omadm")
+        self.store.run(add_device, DEVICE_ID)
+        for device_id in (CLASSIC, DEVICE_ID):
+            self.queue(device_id, {"verb": "Get", "target": "./DevInfo/Mod"})
+        first = {}
+        for device_id in (CLASSIC, DEVICE_ID):
+            for settings in (SETTINGS, replace(SETTINGS, send_server_credential=frozenset({"windows"}))):
+                client = Client(session_id="1", nonce=self.record(device_id, "dm_client_nonce")[0])
+                message = client.package1()
+                message = replace(message, header=replace(message.header, source=Location(loc_uri=device_id)))
+                result = self.store.run(exchange, None, message, XML_CODEC, XML_CODEC.encode(message), None, self.now, settings)
+                self.now += 3600
+                first[device_id, settings.send_server_credential] = XML_CODEC.decode(result.body).header.cred
+        md5 = auth.md5_cred_data("mdmd", SERVER_NONCE, password=SERVER_SECRET)
+        self.assertEqual(first[CLASSIC, frozenset({"omadm"})].data, md5)
+        self.assertIsNone(first[DEVICE_ID, frozenset({"omadm"})])
+        self.assertIsNone(first[CLASSIC, frozenset({"windows"})])
+        self.assertEqual(first[DEVICE_ID, frozenset({"windows"})].data, md5)
+
+    def test_session_with_the_emulator(self) -> None:
+        """
+        The emulated classic device (SyncML DS media type, our Cred checked) runs
+        the queued Get, Replace and Exec; results and its generic alert are stored.
+        """
+        device = self.add(CLASSIC)
+        self.queue(
+            CLASSIC,
+            {"verb": "Get", "target": "./DevDetail/SwV"},
+            {"verb": "Replace", "target": "./Vendor/memory/setting", "data": "on", "format": "chr"},
+            {"verb": "Exec", "target": "./test/execute"},
+        )
+        results = self.converse(device, device.start())
+        self.assertEqual(device.log.checks, [True])
+        self.assertEqual([s for s, _, _ in self.commands(CLASSIC)], ["done"] * 3)
+        self.assertEqual(self.store.read(queue.get_command, CLASSIC, 1).results[0]["data"], "2.4.1")
+        (alert,) = self.record(CLASSIC, "alerts")[0]
+        self.assertEqual((alert["type"], alert["source"]), ("urn:test", "./test/execute"))
+        self.assertEqual(self.record(CLASSIC, "dm_server_nonce")[0], device.account.server.nonce)
+        self.assertEqual(self.record(CLASSIC, "header_events"), ((),))
+        self.assertEqual(len(results), 2)
+
+    def test_basic_server_credential(self) -> None:
+        """
+        A device whose server auth type is BASIC gets (and accepts) our Basic Cred.
+        """
+        device = self.add(CLASSIC, server_auth_type="BASIC")
+        self.queue(CLASSIC, {"verb": "Get", "target": "./DevInfo/Mod"})
+        results = self.converse(device, device.start())
+        self.assertEqual(XML_CODEC.decode(results[0].body).header.cred.meta.type, "syncml:auth-basic")
+        self.assertEqual(device.log.checks, [True])
+        self.assertEqual(self.commands(CLASSIC)[0][:2], ("done", 200))
+
+    def test_invalid_status_kept_and_logged(self) -> None:
+        """
+        Without our Cred the device answers 0: that is kept on its record (session,
+        time) and logged; the command's 0 is its recorded status.
+        """
+        device = self.add(CLASSIC)
+        self.queue(CLASSIC, {"verb": "Get", "target": "./DevInfo/Mod"})
+        results = self.converse(device, device.start(), replace(SETTINGS, send_server_credential=frozenset()))
+        ((event,),) = self.record(CLASSIC, "header_events")
+        self.assertEqual(event, {"time": 101.0, "session_id": "1", "event": "invalid", "status": "0"})
+        notes = [(text, fields) for result in results for text, fields in result.notes]
+        self.assertIn(("invalid", "0"), [("invalid", f["status"]) for t, f in notes if "not a status code" in t])
+        self.assertEqual(self.commands(CLASSIC), [("failed", 0, 1)])
+        facts = self.store.read(dm_facts, CLASSIC)
+        self.assertEqual(facts["header_events"], [event])
+
+    def test_refusal_kept_and_commands_requeued(self) -> None:
+        """
+        A stale server nonce: the device refuses our Cred (kept as "refused"), the
+        command goes out again (its attempt not counted) and is done.
+        """
+        device = self.add(CLASSIC)
+        device.account.server.nonce = b"stale"
+        self.queue(CLASSIC, {"verb": "Get", "target": "./DevInfo/Mod"})
+        results = self.converse(device, device.start())
+        ((event,),) = self.record(CLASSIC, "header_events")
+        self.assertEqual((event["event"], event["status"], event["session_id"]), ("refused", "401", "1"))
+        self.assertEqual(self.commands(CLASSIC), [("done", 200, 1)])
+        notes = [text for result in results for text, _ in result.notes]
+        self.assertIn("{device_id}: the device refused our credential ({status}) in session {session_id}", notes)
+        self.assertIn("{device_id}: command {seq} answered {status} before the device authenticated us: sent again", notes)
+
+    def test_events_bounded(self) -> None:
+        """
+        The record keeps the last KEEP_HEADER_EVENTS answers, oldest first.
+        """
+        device = self.add(CLASSIC)
+        off = replace(SETTINGS, send_server_credential=frozenset())
+        for n in range(checkin.KEEP_HEADER_EVENTS + 3):
+            self.queue(CLASSIC, {"verb": "Get", "target": "./DevInfo/Mod"})
+            self.converse(device, device.start(n + 1), off)
+        (events,) = self.record(CLASSIC, "header_events")
+        self.assertEqual(len(events), checkin.KEEP_HEADER_EVENTS)
+        self.assertEqual([e["session_id"] for e in events], [format(n + 1, "X") for n in range(3, checkin.KEEP_HEADER_EVENTS + 3)])
+        self.assertEqual(
+            self.store.read(lambda root: type(root["devices"][CLASSIC].header_events)), tuple
+        )
+
+    def test_challenged_without_our_credential(self) -> None:
+        """
+        A 407 to a message that carried no Cred of ours is kept as "challenged".
+        """
+        self.store.run(add_device, DEVICE_ID)
+        self.queue(DEVICE_ID, {"verb": "Get", "target": "./DevInfo/Mod"})
+        client = Client(session_id="C")
+        message = client.package1()
+        reply = XML_CODEC.decode(self.store.run(exchange, None, message, XML_CODEC, XML_CODEC.encode(message), None, 10.0, SETTINGS).body)
+        client.cmd_ids = itertools.count(1)
+        answer = client.reply(client.header_status(reply, 407))
+        self.store.run(exchange, None, answer, XML_CODEC, XML_CODEC.encode(answer), None, 11.0, SETTINGS)
+        ((event,),) = self.record(DEVICE_ID, "header_events")
+        self.assertEqual((event["event"], event["status"]), ("challenged", "407"))

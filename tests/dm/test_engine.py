@@ -4,33 +4,40 @@ Tests for L{mdmd.dm.engine}: one client message in, one server message out.
 
 from __future__ import annotations
 
+import base64
 import itertools
+from dataclasses import replace
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from mdmd.dm.authentication import Credentials
+from mdmd.dm.authentication import AuthScheme, Credentials
 from mdmd.dm.effects import (
     ClientNonce,
+    CommandRequeued,
     CommandSent,
     DeviceAuth,
     DevInfoReported,
     HeaderRefused,
+    HeaderStatusInvalid,
     LoginStatus,
     NewSession,
+    ServerChallenged,
     ServerInitiated,
+    ServerNonce,
     SessionAborted,
     Settings,
     Unenrolled,
 )
 from mdmd.dm.engine import CLIENT_ALERTS, CLIENT_COMMANDS, UNENROLL_ALERT, handle
-from mdmd.dm.state import Phase
+from mdmd.dm.state import Phase, ServerCredential
 from mdmd.syncml import auth, model
-from mdmd.syncml.codec import WBXML_CODEC, XML_CODEC
+from mdmd.syncml.codec import DS_WBXML_CODEC, WBXML_CODEC, XML_CODEC
 from mdmd.syncml.codes import AlertCode
 from mdmd.syncml.model import (
     Add,
     Alert,
     Atomic,
+    Chal,
     Command,
     Copy,
     Delete,
@@ -44,7 +51,7 @@ from mdmd.syncml.model import (
     Status,
 )
 
-from .helpers import DEVICE_ID, GET_SWV, NOW, REPLACE, SERVER_URL, Harness, commands, pending, statuses
+from .helpers import DEVICE_ID, GET_SWV, NOW, REPLACE, SERVER_URL, Harness, classic_device, commands, pending, statuses
 
 
 class Package1Tests(SynchronousTestCase):
@@ -413,3 +420,266 @@ class DispatchTests(SynchronousTestCase):
         self.assertEqual(commands(reply), [])
         self.assertTrue(reply.final)
 
+
+
+def _chal(nonce: bytes) -> Chal:
+    return Chal(meta=Meta(type="syncml:auth-md5", format="b64", next_nonce=base64.b64encode(nonce).decode()))
+
+
+OWING = Settings(send_server_credential=True)
+BIG = {"verb": "Replace", "target": "./Vendor/memory/setting", "data": "x" * 3000, "format": "chr"}
+EXEC = {"verb": "Exec", "target": "./test/execute"}
+SET = {"verb": "Replace", "target": "./Vendor/memory/setting", "data": "on", "format": "chr"}
+
+
+class ServerAuthenticationTests(SynchronousTestCase):
+    """
+    We authenticate ourselves to the device (OMA DM Security): the rows of the
+    server credential, the nonces, the commands refused before it.
+    """
+
+    def md5(self, nonce: bytes) -> str:
+        return auth.md5_cred_data("mdmd", nonce, password="server-secret")
+
+    def test_first_reply_carries_our_credential(self) -> None:
+        """
+        Where the device's kind says so, the first reply (with commands) carries our
+        MD5 Cred: the server credential's name and the stored server nonce.
+        """
+        h = Harness(GET_SWV, settings=OWING)
+        reply = h.send(h.client.package1())
+        self.assertEqual((reply.header.cred.meta.type, reply.header.cred.data), ("syncml:auth-md5", self.md5(b"\x02" * 16)))
+        self.assertEqual((h.state.server_credential, h.state.server_cred_sent), (ServerCredential.OWED, True))
+
+    def test_not_unasked_by_default(self) -> None:
+        """
+        By default (Windows) our credential waits until the device asks for it.
+        """
+        h = Harness(GET_SWV)
+        reply = h.send(h.client.package1())
+        self.assertIsNone(reply.header.cred)
+        self.assertEqual((h.state.server_credential, h.state.server_cred_sent), (ServerCredential.NOT_ASKED, False))
+
+    def test_basic_and_hmac(self) -> None:
+        """
+        A device whose server auth type is BASIC gets a Basic Cred; one whose type is HMAC
+        gets no Cred but our MAC of the answer.
+        """
+        h = Harness(GET_SWV, settings=OWING)
+        h.device = replace(h.device, server_scheme=AuthScheme.BASIC)
+        reply = h.send(h.client.package1())
+        self.assertEqual((reply.header.cred.meta.type, reply.header.cred.data), ("syncml:auth-basic", auth.basic_cred_data("mdmd", "server-secret")))
+        h = Harness(GET_SWV, settings=OWING)
+        h.device = replace(h.device, server_scheme=AuthScheme.HMAC)
+        reply = h.send(h.client.package1())
+        self.assertIsNone(reply.header.cred)
+        ((name, value),) = h.outcomes[-1].headers
+        self.assertEqual(name, "x-syncml-hmac")
+        self.assertTrue(auth.verify_hmac(auth.parse_hmac_header(value), b"\x02" * 16, h.outcomes[-1].body, password="server-secret"))
+        self.assertTrue(h.state.server_cred_sent)
+
+    def test_sent_until_212(self) -> None:
+        """
+        A 200 for our SyncHdr leaves our Cred owed (it goes in the next message with
+        commands); 212 ends it (SERVER_ACCEPTED): no Cred for the rest of the session.
+        """
+        h = Harness(GET_SWV, settings=OWING)
+        c = h.client
+        reply = h.send(c.package1())
+        h.queue(REPLACE)
+        reply = h.send(h.answer_all(reply))
+        self.assertEqual(reply.header.cred.data, self.md5(b"\x02" * 16))
+        self.assertIs(h.state.server_credential, ServerCredential.OWED)
+        h.queue(EXEC)
+        c.cmd_ids = itertools.count(1)
+        (replace_,) = commands(reply)
+        reply = h.send(c.reply(c.header_status(reply, 212), c.status_for(reply, replace_, 200)))
+        self.assertEqual([type(x).__name__ for x in commands(reply)], ["Exec"])
+        self.assertIsNone(reply.header.cred)
+        self.assertEqual((h.state.server_credential, h.state.server_cred_sent), (ServerCredential.ACCEPTED, False))
+
+    def test_no_credential_without_commands(self) -> None:
+        """
+        A message with no command carries no Cred, even when owed: the device would
+        check it, rotate its nonce and, having nothing to answer, never tell us.
+        """
+        h = Harness(settings=OWING)
+        reply = h.send(h.client.package1())
+        self.assertEqual(commands(reply), [])
+        self.assertIsNone(reply.header.cred)
+        self.assertIs(h.state.phase, Phase.ENDED)
+        self.assertFalse(h.state.server_cred_sent)
+        # ... also after a challenge that left nothing to send
+        h = Harness(GET_SWV)
+        reply = h.send(h.client.package1())
+        h.client.cmd_ids = itertools.count(1)
+        reply = h.send(h.client.reply(h.client.header_status(reply, 407, _chal(b"\x09" * 16))))
+        self.assertIs(h.state.server_credential, ServerCredential.OWED)
+        self.assertIsNone(reply.header.cred)
+
+    def test_2xx_nonce_is_for_the_next_session(self) -> None:
+        """
+        A NextNonce with a 2xx SyncHdr status is stored at once (ServerNonce) but this
+        session's Cred keeps the nonce it had; the next session's Cred uses it.
+        """
+        h = Harness(GET_SWV, settings=OWING)
+        c = h.client
+        reply = h.send(c.package1())
+        h.queue(REPLACE)
+        c.cmd_ids = itertools.count(1)
+        (get,) = commands(reply)
+        new = b"\x0a" * 12
+        reply = h.send(c.reply(c.header_status(reply, 200, _chal(new)), c.status_for(reply, get, 200), c.results_for(reply, get, "./DevDetail/SwV", "1")))
+        self.assertEqual(h.effects(ServerNonce), [ServerNonce(new)])
+        self.assertEqual(h.state.server_nonce, b"\x02" * 16)
+        self.assertEqual(reply.header.cred.data, self.md5(b"\x02" * 16))
+        h.queue(EXEC)
+        h.now += 3600
+        reply = h.send(c.package1())
+        self.assertEqual(reply.header.cred.data, self.md5(new))
+        self.assertIsNone(h.state.server_nonce)
+
+    def test_212_nonce(self) -> None:
+        """
+        212 with a NextNonce: stored for the next session, and our Cred is no longer sent.
+        """
+        h = Harness(GET_SWV, SET, settings=OWING)
+        c = h.client
+        reply = h.send(c.package1())
+        c.cmd_ids = itertools.count(1)
+        get, set_ = commands(reply)
+        h.queue(EXEC)
+        reply = h.send(c.reply(c.header_status(reply, 212, _chal(b"\x0b" * 12)), c.status_for(reply, get, 200), c.results_for(reply, get, "./DevDetail/SwV", "1"), c.status_for(reply, set_, 200)))
+        self.assertEqual(h.effects(ServerNonce), [ServerNonce(b"\x0b" * 12)])
+        self.assertEqual(h.device.server.nonce, b"\x0b" * 12)
+        self.assertIsNone(reply.header.cred)
+        self.assertEqual([type(x).__name__ for x in commands(reply)], ["Exec"])
+
+    def test_challenge_nonce_at_once_and_commands_again(self) -> None:
+        """
+        401 with a NextNonce: our Cred made with it goes in this very reply, with the
+        commands the device answered 401 (not executed: sent again, not failed).
+        """
+        h = Harness(GET_SWV, SET, settings=OWING)
+        c = h.client
+        reply = h.send(c.package1())
+        c.cmd_ids = itertools.count(1)
+        header = c.header_status(reply, 401, _chal(b"\x0c" * 12))
+        refused = [c.status_for(reply, x, 401) for x in commands(reply)]
+        again = h.send(c.reply(header, *refused))
+        self.assertEqual(h.effects(ServerChallenged), [ServerChallenged(401, True)])
+        self.assertEqual(h.effects(ServerNonce), [ServerNonce(b"\x0c" * 12)])
+        self.assertEqual(h.effects(CommandRequeued), [CommandRequeued(1, 401), CommandRequeued(2, 401)])
+        self.assertEqual([e.seq for e in h.effects(CommandSent)], [1, 2])
+        self.assertEqual(again.header.cred.data, self.md5(b"\x0c" * 12))
+        self.assertEqual([(type(x).__name__, x.items[0].target.loc_uri) for x in commands(again)], [("Get", "./DevDetail/SwV"), ("Replace", "./Vendor/memory/setting")])
+        self.assertEqual([h.records[s]["state"] for s in (1, 2)], ["sent", "sent"])
+        self.assertEqual(h.state.server_refusals, 1)
+        # a command's own 401 under an accepted header is its failure
+        c.cmd_ids = itertools.count(1)
+        get, set_ = commands(again)
+        h.send(c.reply(c.header_status(again, 212), c.status_for(again, get, 401), c.status_for(again, set_, 200)))
+        self.assertEqual((h.records[1]["state"], h.records[1]["status"]), ("failed", 401))
+        self.assertEqual((h.records[2]["state"], h.records[2]["status"]), ("done", 200))
+
+    def test_invalid_status_recorded(self) -> None:
+        """
+        libdmclient with a server credential answers 0 to our SyncHdr and to every
+        command while we have not authenticated: the 0 is reported (HeaderStatusInvalid)
+        and the commands' 0 recorded as their status.
+        """
+        h = Harness(GET_SWV)  # our Cred waits to be asked: a device that never asks
+        device = classic_device(h)
+        log = h.converse(device, device.start())
+        self.assertEqual(log.verdicts, ["0", "0"])
+        self.assertEqual(log.executed, [("Get", "./DevDetail/SwV", 0)])
+        self.assertEqual(h.all_effects(HeaderStatusInvalid), [HeaderStatusInvalid("0")])
+        self.assertEqual((h.records[1]["state"], h.records[1]["status"]), ("failed", 0))
+
+    def test_md5_both_ways_three_sessions(self) -> None:
+        """
+        Three sessions with an emulated classic device: each side checks the other's
+        MD5 credential; each session renews both nonces (the device's new server nonce
+        and our new client nonce are used by the next session); results are recorded.
+        """
+        h = Harness(GET_SWV, settings=OWING)
+        device = classic_device(h)
+        client_nonces, server_nonces = [], []
+        for n, spec in enumerate((None, SET, EXEC)):
+            if spec is not None:
+                h.queue(spec)
+            log = h.converse(device, device.start(n + 1))
+            self.assertEqual(log.checks, [True])
+            self.assertEqual(log.verdicts[0], "212")
+            self.assertEqual(log.header_statuses[0], "212")
+            self.assertEqual([code for _, _, code in log.executed], [200])
+            client_nonces.append(device.account.client.nonce)
+            server_nonces.append(device.account.server.nonce)
+            self.assertEqual(h.device.server.nonce, device.account.server.nonce)
+            self.assertEqual(h.device.client.nonce, device.account.client.nonce)
+        self.assertEqual(len(set(client_nonces)), 3)
+        self.assertEqual(len(set(server_nonces)), 3)
+        self.assertEqual([h.records[s]["state"] for s in (1, 2, 3)], ["done"] * 3)
+        self.assertEqual(h.records[1]["results"][0]["data"], "2.4.1")
+        self.assertEqual(device.tree["./Vendor/memory/setting"].value, "on")
+
+    def test_stale_server_nonce_recovered(self) -> None:
+        """
+        The device holds another server nonce than ours: it answers 401 and a
+        challenge; our next message carries a Cred made with the new nonce and the
+        refused commands; it then executes them.
+        """
+        h = Harness(GET_SWV, SET, settings=OWING)
+        device = classic_device(h, server_nonce=b"stale")
+        log = h.converse(device, device.start())
+        self.assertEqual(log.checks, [False, True])
+        self.assertEqual(log.verdicts[:2], ["401", "212"])
+        self.assertEqual([code for _, _, code in log.executed], [401, 401, 200, 200])
+        self.assertEqual(h.all_effects(ServerChallenged), [ServerChallenged(401, True)])
+        self.assertEqual([(h.records[s]["state"], h.records[s]["status"]) for s in (1, 2)], [("done", 200), ("done", 200)])
+        self.assertEqual(h.device.server.nonce, device.account.server.nonce)
+
+    def test_refused_too_often(self) -> None:
+        """
+        A device that refuses our credential every time: the commands go out again
+        max_auth_failures times, then the session ends and they fail with its 401.
+        """
+        h = Harness(GET_SWV, settings=OWING)
+        device = classic_device(h)
+        device.account.server.secret = "another secret"
+        log = h.converse(device, device.start())
+        self.assertEqual(log.checks, [False] * 4)
+        self.assertEqual(len(h.all_effects(ServerChallenged)), 4)
+        self.assertEqual(len(h.all_effects(CommandRequeued)), 3)
+        self.assertEqual((h.records[1]["state"], h.records[1]["status"]), ("failed", 401))
+        self.assertIs(h.state.phase, Phase.ENDED)
+
+    def test_device_rotating_every_message(self) -> None:
+        """
+        A device that gives a new server nonce with every reply still accepts every one
+        of ours (its 212 holds for the session), in a session of several messages;
+        the last nonce is the one stored, and the next session is accepted with it.
+        """
+        h = Harness(*[BIG] * 8, settings=OWING)
+        device = classic_device(h, rotate="every-reply")
+        log = h.converse(device, device.start())
+        self.assertGreaterEqual(log.messages, 3)
+        self.assertEqual(set(log.verdicts), {"212"})
+        self.assertEqual(log.checks, [True])
+        # a new nonce in every reply it sent (the last server message, statuses only, got none)
+        self.assertEqual(len(set(log.server_nonces)), log.messages - 1)
+        self.assertEqual([code for _, _, code in log.executed], [200] * 8)
+        self.assertEqual(h.device.server.nonce, device.account.server.nonce)
+        h.queue(GET_SWV)
+        log = h.converse(device, device.start(2))
+        self.assertEqual((log.checks, log.executed), ([True], [("Get", "./DevDetail/SwV", 200)]))
+
+    def test_sessions_from_wbxml(self) -> None:
+        """
+        The same in WBXML: our Cred in the first reply, accepted, the commands executed.
+        """
+        h = Harness(GET_SWV, SET, codec=WBXML_CODEC, settings=OWING)
+        device = classic_device(h, codec=DS_WBXML_CODEC)
+        log = h.converse(device, device.start())
+        self.assertEqual((log.checks, [c for _, _, c in log.executed]), ([True], [200, 200]))
+        self.assertEqual(h.records[1]["results"][0]["data"], "2.4.1")

@@ -162,13 +162,50 @@ class TransitionTests(SynchronousTestCase):
         with self.assertRaises(IllegalTransition):
             advance(state, SessionInput.CONTINUED, outgoing=OUTGOING)
 
+    def test_server_accepted_rows(self) -> None:
+        """
+        The device's 212 for our SyncHdr is read where its commands are (OPEN, ENDED)
+        and makes our credential ACCEPTED whatever it was; nowhere else has a row.
+        """
+        rows = {phase for (phase, input) in TRANSITIONS if input is SessionInput.SERVER_ACCEPTED}
+        self.assertEqual(rows, {Phase.OPEN, Phase.ENDED})
+        for phase in rows:
+            for before in ServerCredential:
+                state = replace(in_phase(phase), server_credential=before)
+                after = advance(state, SessionInput.SERVER_ACCEPTED)
+                self.assertEqual((after.phase, after.server_credential), (phase, ServerCredential.ACCEPTED))
+        for phase in (Phase.NEW, Phase.CHALLENGED):
+            with self.assertRaises(IllegalTransition):
+                advance(in_phase(phase), SessionInput.SERVER_ACCEPTED)
+
+    def test_challenge_makes_it_owed_again(self) -> None:
+        """
+        A 401/407 after a 212 makes our credential owed again (DEVICE_CHALLENGED from any value).
+        """
+        for before in ServerCredential:
+            state = replace(in_phase(Phase.OPEN), server_credential=before)
+            self.assertIs(advance(state, SessionInput.DEVICE_CHALLENGED).server_credential, ServerCredential.OWED)
+
     def test_server_credential_owed_once_challenged(self) -> None:
         """
-        The device's challenge is the only way we come to owe it our credential.
+        The device's challenge is the only row by which we come to owe it our credential
+        (a session may also start owing it), and its 212 the only one by which that ends.
         """
-        owing = {input for (_, input), step in TRANSITIONS.items() if step.server_credential is not None}
+        owing = {
+            input for (_, input), step in TRANSITIONS.items() if step.server_credential is ServerCredential.OWED
+        }
         self.assertEqual(owing, {SessionInput.DEVICE_CHALLENGED})
+        accepted = {
+            input for (_, input), step in TRANSITIONS.items() if step.server_credential is ServerCredential.ACCEPTED
+        }
+        self.assertEqual(accepted, {SessionInput.SERVER_ACCEPTED})
+        self.assertEqual(
+            {input for (_, input), step in TRANSITIONS.items() if step.server_credential is not None},
+            {SessionInput.DEVICE_CHALLENGED, SessionInput.SERVER_ACCEPTED},
+        )
         self.assertIs(SessionState.start("D", NOW, 60).server_credential, ServerCredential.NOT_ASKED)
+        owed = SessionState.start("D", NOW, 60, ServerCredential.OWED)
+        self.assertIs(owed.server_credential, ServerCredential.OWED)
 
 
 class SerialisationTests(SynchronousTestCase):
@@ -210,6 +247,31 @@ class SerialisationTests(SynchronousTestCase):
             (plain["phase"], plain["authentication"], plain["server_credential"], plain["package"]),
             ("open", "credential", "owed", "open"),
         )
+        self.assertEqual(SessionState.from_dict(plain), state)
+
+    def test_version_2(self) -> None:
+        """
+        A version-2 dict (before server authentication) loads with the defaults of what it lacked.
+        """
+        state = replace(in_phase(Phase.OPEN), server_credential=ServerCredential.OWED)
+        plain = {k: v for k, v in state.to_dict().items() if k not in ("server_nonce", "server_cred_sent", "server_refusals")}
+        plain["version"] = 2
+        self.assertEqual(SessionState.from_dict(plain), state)
+
+    def test_server_bookkeeping_kept(self) -> None:
+        """
+        The session's server nonce (octets), whether our last message carried our
+        credential and how often it was refused survive the store.
+        """
+        state = replace(
+            in_phase(Phase.OPEN),
+            server_credential=ServerCredential.ACCEPTED,
+            server_nonce=b"\x00\xff" * 6,
+            server_cred_sent=True,
+            server_refusals=2,
+        )
+        plain = state.to_dict()
+        self.assertEqual((plain["server_credential"], plain["server_nonce"]), ("accepted", b"\x00\xff" * 6))
         self.assertEqual(SessionState.from_dict(plain), state)
 
     def test_newer_format_refused(self) -> None:

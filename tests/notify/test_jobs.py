@@ -131,6 +131,33 @@ class EnqueueTests(StoreTestCase):
         (d,) = self.enqueue("D1", random=fixed_random(7))
         self.assertEqual(d.info.session_id, 7)
 
+    def test_classic_device_server_id_and_credential(self) -> None:
+        """
+        A classic device's package #0 names its own server id and is signed with its
+        server credential's name (which need not be the server id), secret and nonce.
+        """
+        self.run_(add_device, "C1", kind="omadm", server_id="acme-dm", server_name="srvcred")
+        (job,) = self.enqueue("C1", random=fixed_random(0x1234))
+        package0 = parse_package0(parse_wsp_push(reassemble([s.short_message for s in job.segments])[2]).body)
+        self.assertEqual((package0.server_id, package0.session_id), ("acme-dm", 0x1234))
+        self.assertTrue(package0.verify(SERVER_SECRET, SERVER_NONCE, name="srvcred"))
+        self.assertFalse(package0.verify(SERVER_SECRET, SERVER_NONCE))
+
+    def test_provider_id_when_no_server_id(self) -> None:
+        """
+        A device without a server id of its own (as Windows enrollment leaves it) gets
+        the configured provider id; the digest is still over its server credential.
+        """
+        self.run_(add_device, "W1", server_id="", server_name="mdmd")
+        (job,) = self.enqueue("W1", settings=PushSettings(provider_id="acme"))
+        package0 = parse_package0(parse_wsp_push(reassemble([s.short_message for s in job.segments])[2]).body)
+        self.assertEqual(package0.server_id, "acme")
+        self.assertTrue(package0.verify(SERVER_SECRET, SERVER_NONCE, name="mdmd"))
+        self.run_(add_device, "W2", server_id="", server_name="mdmd")
+        with self.assertRaises(NotPushable) as caught:
+            self.enqueue("W2", settings=PushSettings(provider_id="p" * 256))
+        self.assertIn("the server id of device W2 is longer than 255 octets", str(caught.exception))
+
     def test_refusals(self) -> None:
         """
         Unknown, not enrolled and number-less devices are all named, and nothing is queued.
@@ -208,6 +235,21 @@ class StateTests(JobTestCase):
         self.assertEqual((info.state, info.answered_at, info.finished_at), (jobs.ANSWERED, 131.0, 131.0))
         self.assertEqual(self.read(jobs.queued_jobs), [])
         self.assertIsNone(self.run_(jobs.answer_push, "D1", "BEEF", 132.0))
+
+    def test_answered_however_the_id_is_echoed(self) -> None:
+        """
+        The device's SessionID matches the job in upper-case hex, lower-case hex or
+        decimal; where both readings name an open job, hex (the specification's) wins.
+        """
+        self.run_(add_device, "D2")
+        for echoed, drawn in (("1A2B", 0x1A2B), ("1a2b", 0x1A2B), ("4660", 4660)):
+            (job,) = self.enqueue("D2", random=fixed_random(drawn))
+            info = self.run_(jobs.answer_push, "D2", echoed, 150.0)
+            self.assertEqual((info.seq, info.state), (job.info.seq, jobs.ANSWERED), echoed)
+        (dec,) = self.enqueue("D2", random=fixed_random(12))
+        (hexa,) = self.enqueue("D2", random=fixed_random(0x12))
+        self.assertEqual(self.run_(jobs.answer_push, "D2", "12", 151.0).seq, hexa.info.seq)
+        self.assertEqual(self.run_(jobs.answer_push, "D2", "12", 152.0).seq, dec.info.seq)
 
     def test_undelivered_fails(self) -> None:
         """

@@ -16,6 +16,7 @@ from mdmd.notify.pkg0 import (
     compute_digest,
     parse_package0,
     session_id_text,
+    session_ids_for,
 )
 
 from .samples import SERVER_ID, spec_example
@@ -159,3 +160,76 @@ class SessionIdTextTests(SynchronousTestCase):
         """
         self.assertRaises(ValueError, session_id_text, 0)
         self.assertRaises(ValueError, session_id_text, 0x10000)
+
+
+class CredentialNameTests(SynchronousTestCase):
+    def test_name_other_than_the_server_id(self) -> None:
+        """
+        The digest may be made with a credential name other than the server id the
+        package names (libdmclient hashes its SRVCRED AAuthName); verify() takes it.
+        """
+        pkg = parse_package0(
+            build_package0(server_id="acme-dm", name="srvcred", password="pw", nonce=b"n", session_id=9)
+        )
+        self.assertEqual(pkg.server_id, "acme-dm")
+        self.assertTrue(pkg.verify("pw", b"n", name="srvcred"))
+        self.assertFalse(pkg.verify("pw", b"n"))
+        same = parse_package0(build_package0(server_id="acme-dm", password="pw", nonce=b"n", session_id=9))
+        self.assertTrue(same.verify("pw", b"n"))
+
+    def test_accepted_by_a_real_client(self) -> None:
+        """
+        The octets of a package #0 that (patched) libdmclient accepted, opening session
+        1234 with Alert 1200: server id and SRVCRED name mdmd, secret serverpwd, its
+        server nonce the 12 ASCII octets /TAZHjDMlhY=; and its default-nonce retry vector.
+        """
+        self.assertEqual(
+            build_package0(
+                server_id="mdmd", password="serverpwd", nonce=b"/TAZHjDMlhY=", session_id=0x1234,
+                ui_mode=UIMode.NOT_SPECIFIED,
+            ).hex(),
+            "1a299befe7b02dfef362a5d3910b42fc02c80000001234046d646d64",
+        )
+        self.assertEqual(
+            build_package0(
+                server_id="mdmd", password="serverpwd", nonce=b"0x00000000", session_id=0xAB,
+                ui_mode=UIMode.NOT_SPECIFIED,
+            ).hex(),
+            "79ed8ae79c7c240e223d655f6993d0ab02c800000000ab046d646d64",
+        )
+
+
+class SessionIdsForTests(SynchronousTestCase):
+    def test_readings(self) -> None:
+        """
+        A SessionID is read as hex in either case, then as decimal; nothing for what is neither.
+        """
+        cases = {
+            "1234": (0x1234, 1234),
+            "BEEF": (0xBEEF,),
+            "beef": (0xBEEF,),
+            "0d": (0xD,),
+            " D ": (0xD,),
+            "13": (0x13, 13),
+            "7": (7,),
+            "12345": (12345,),  # too large in hex
+            "0": (),
+            "": (),
+            "0x12": (),
+            "1_2": (),
+            "+12": (),
+            "12g": (),
+            "٣": (),
+        }
+        for text, expected in cases.items():
+            self.assertEqual(session_ids_for(text), expected, text)
+
+    def test_every_session_id_round_trips(self) -> None:
+        """
+        Whatever the id, its upper-case, lower-case and (where it is also a decimal
+        reading) decimal forms all lead back to it.
+        """
+        for n in (1, 9, 0xA, 0x10, 0x99, 0x1234, 0xBEEF, 0xFFFF):
+            self.assertEqual(session_ids_for(session_id_text(n))[0], n)
+            self.assertEqual(session_ids_for(session_id_text(n).lower())[0], n)
+            self.assertIn(n, session_ids_for(str(n)))

@@ -12,6 +12,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mdmd.errors import PeerError
 from mdmd.syncml.codec import (
+    CONTENT_TYPES,
+    DS_WBXML_CODEC,
+    DS_XML_CODEC,
     WBXML_CODEC,
     XML_CODEC,
     ChunkError,
@@ -44,6 +47,30 @@ class ContentTypeTests(SynchronousTestCase):
         self.assertEqual(XML_CODEC.content_type, "application/vnd.syncml.dm+xml")
         self.assertEqual(WBXML_CODEC.content_type, "application/vnd.syncml.dm+wbxml")
 
+    def test_syncml_ds_types(self) -> None:
+        """
+        The SyncML DS media types (libdmclient sends them) map to the same encodings,
+        under their own type, so the answer goes back in the type the device used.
+        """
+        for content_type, codec, like in (
+            ("application/vnd.syncml+xml", DS_XML_CODEC, XML_CODEC),
+            ("Application/VND.SyncML+WBXML; charset=utf-8", DS_WBXML_CODEC, WBXML_CODEC),
+        ):
+            found = codec_for_content_type(content_type)
+            self.assertIs(found, codec)
+            assert found is not None
+            self.assertEqual(found.content_type, content_type.split(";")[0].lower())
+            self.assertEqual((found.encode, found.decode, found.command_size), (like.encode, like.decode, like.command_size))
+        self.assertEqual(
+            CONTENT_TYPES,
+            (
+                "application/vnd.syncml.dm+xml",
+                "application/vnd.syncml.dm+wbxml",
+                "application/vnd.syncml+xml",
+                "application/vnd.syncml+wbxml",
+            ),
+        )
+
     def test_unknown_types(self) -> None:
         """
         Anything else (answer 415) gives C{None}.
@@ -52,7 +79,8 @@ class ContentTypeTests(SynchronousTestCase):
             None,
             "",
             "text/xml",
-            "application/vnd.syncml+xml",
+            "application/vnd.syncml.notification",
+            "application/vnd.syncml+xmlx",
             "application/vnd.syncml.dm+xmlx",
         ):
             self.assertIsNone(codec_for_content_type(value))

@@ -217,3 +217,23 @@ class ScriptTests(SynchronousTestCase):
         with self.assertRaises(DaemonFailed) as caught:
             script("no-such-mdmd-tool")
         self.assertIn("no-such-mdmd-tool is not installed", str(caught.exception))
+
+
+class RunOfflineTests(SynchronousTestCase):
+    def test_unit_of_work_on_the_daemons_store(self) -> None:
+        """
+        run_offline runs a unit of work on the store the daemon will open
+        (state_dir/Data.fs), and refuses while the daemon runs.
+        """
+        daemon = DaemonProcess(state_dir=os.path.abspath(self.mktemp()))
+        os.makedirs(daemon.state_dir)
+
+        def put(root: Any, value: str) -> None:
+            root["test-value"] = value
+
+        daemon.run_offline(put, "kept")
+        self.assertEqual(daemon.run_offline(lambda root: root["test-value"]), "kept")
+        self.assertTrue(os.path.exists(os.path.join(daemon.state_dir, "Data.fs")))
+        daemon.process = object()  # type: ignore[assignment]  # stands for a running daemon
+        self.addCleanup(setattr, daemon, "process", None)
+        self.assertRaises(RuntimeError, daemon.run_offline, put, "again")
