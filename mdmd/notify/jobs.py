@@ -79,7 +79,7 @@ from mdmd.notify.wap import (
     SmsSegment,
     wap_push_segments,
 )
-from mdmd.store.models import PushJob, PushLog
+from mdmd.store.models import Device, PushJob, PushLog
 
 __all__ = [
     "ANSWERED",
@@ -91,7 +91,6 @@ __all__ = [
     "IllegalPushMove",
     "InvalidMsisdn",
     "JobRef",
-    "KINDS",
     "NOTIFICATION",
     "NotPushable",
     "OPEN",
@@ -219,7 +218,6 @@ OPEN = tuple(state.value for state in _OPEN)
 #: The stored values of the kinds (C{PushJob.kind}, L{PushInfo.kind}).
 NOTIFICATION = PushKind.NOTIFICATION.value
 BOOTSTRAP = PushKind.BOOTSTRAP.value
-KINDS = tuple(kind.value for kind in PushKind)
 #: The device kind provisioned by enrollment, never by a bootstrap (the value
 #: of mdmd.devices.accounts.DeviceKind.WINDOWS, C{Device.kind}'s default).
 _WINDOWS = "windows"
@@ -627,7 +625,7 @@ def enqueue(
     return created
 
 
-def _bootstrap_account(device: Any, server: DMServer) -> BootstrapAccount:
+def _bootstrap_account(device: Device, server: DMServer) -> BootstrapAccount:
     """
     The DM account a device is bootstrapped with, from its record: its server
     id (the configured provider id when it has none), our DM address, and
@@ -653,7 +651,7 @@ def _bootstrap_account(device: Any, server: DMServer) -> BootstrapAccount:
     )
 
 
-def _bootstrap_problems(device: Any, pin: BootstrapPin) -> list[str]:
+def _bootstrap_problems(device: Device, pin: BootstrapPin) -> list[str]:
     device_id = device.device_id
     if device.kind == _WINDOWS:
         return [
