@@ -30,7 +30,7 @@ from mdmd.notify.wap import reassemble
 from mdmd.store.db import open_db
 from mdmd.store.runner import Store
 from mdmd.testing.daemon import DaemonProcess
-from mdmd.testing.dmclient import DMClient, Post
+from mdmd.testing.dmclient import DMClient
 from mdmd.testing.smsc import FakeSmscFactory, Receipts, Scenario
 from tests.httpclient import client_context, fetch
 from tests.notify.cp import IMSI, MSISDN, NO_LIBWBXML, add_classic_device, decoded_by_libwbxml
@@ -132,8 +132,7 @@ class BootstrapEndToEndTests(TestCase):
             client_secret=client["AAUTHSECRET"],
             client_nonce=base64.b64decode(client["AAUTHDATA"]),
         )
-        transport: Post = post
-        log = await device.session(transport)
+        log = await device.session(post)
         self.assertEqual(log.header_statuses[0], "212")
         await self.job_state(daemon, "answered")
 

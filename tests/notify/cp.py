@@ -61,9 +61,13 @@ def read_prov_xml(data: bytes) -> ProvisioningDoc:
     root = parse(re.sub(rb"<!DOCTYPE[^>]*>", b"", data))
     if root.tag != "wap-provisioningdoc":
         raise AssertionError(f"not a provisioning document: {root.tag}")
-    characteristics = tuple(_node(child) for child in root)
-    assert all(isinstance(c, Characteristic) for c in characteristics)
-    return ProvisioningDoc(characteristics, root.get("version"))  # type: ignore[arg-type]
+    characteristics = []
+    for child in root:
+        node = _node(child)
+        if not isinstance(node, Characteristic):
+            raise AssertionError("a parm directly under wap-provisioningdoc")
+        characteristics.append(node)
+    return ProvisioningDoc(tuple(characteristics), root.get("version") or "")
 
 
 def decoded_by_libwbxml(wbxml: bytes) -> ProvisioningDoc:
