@@ -54,6 +54,8 @@ from mdmd.dm.commands import parse_spec
 from mdmd.dm.sweeper import dm_facts
 from mdmd.enroll.users import hash_password, verify_password
 from mdmd.notify import jobs
+from mdmd.notify.bootstrap import BootstrapPin
+from mdmd.notify.provisioning_doc import to_xml
 
 __all__ = [
     "ManholePasswordDB",
@@ -218,7 +220,8 @@ class _Login(AuthenticatingTelnetProtocol):
 _BANNER = (
     "mdmd manhole, logged in as {name}. Code runs in the reactor thread: never block it.\r\n"
     "  devices() device(id) enqueue(id, verb, target, data=..., format=...) push(id, ...)\r\n"
-    "  pushes(id=None) status()   -- Deferreds, printed when they fire\r\n"
+    "  bootstrap(id, userpin=None) bootstrap_document(id) pushes(id=None) status()\r\n"
+    "  -- Deferreds, printed when they fire\r\n"
     "  tree (the service tree), service(name), store, notifier, reactor, config\r\n"
 )
 
@@ -315,6 +318,17 @@ def namespace(tree: IServiceCollection, config: Any, reactor: Any, name: str) ->
         """Wake devices now (package #0 over SMS, or to the spool)."""
         return notifier.push(list(device_ids)).addCallback(lambda infos: [i.as_json() for i in infos])
 
+    def bootstrap(device_id: str, userpin: str | None = None) -> Deferred[dict[str, Any]]:
+        """Send a classic device its DM account: NETWPIN, or with userpin= a USERPIN."""
+        pin = BootstrapPin.network() if userpin is None else BootstrapPin.user(userpin)
+        return notifier.bootstrap(device_id, pin).addCallback(lambda info: info.as_json())
+
+    def bootstrap_document(device_id: str) -> Deferred[str]:
+        """The provisioning document (XML, secrets included) a bootstrap would send now."""
+        return store.read(jobs.bootstrap_document, device_id, notifier.dm_server()).addCallback(
+            lambda doc: to_xml(doc).decode("utf-8")
+        )
+
     def pushes(device_id: str | None = None, limit: int = 20) -> Deferred[list[dict[str, Any]]]:
         """The latest push jobs (of one device, or all)."""
         return store.read(jobs.list_pushes, device_id, limit).addCallback(
@@ -337,6 +351,8 @@ def namespace(tree: IServiceCollection, config: Any, reactor: Any, name: str) ->
         "device": device,
         "enqueue": enqueue,
         "push": push,
+        "bootstrap": bootstrap,
+        "bootstrap_document": bootstrap_document,
         "pushes": pushes,
         "status": status,
     }

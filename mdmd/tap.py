@@ -53,6 +53,7 @@ from mdmd.listeners import CannotListen, ListeningService, MdmdService, clear_st
 from mdmd.manhole import ManholePasswordDB, manhole_factory, namespace
 from mdmd.notify.smpp_client import ESMEService, smsc_endpoint
 from mdmd.notify.notifier import Notifier
+from mdmd.notify.provisioning_doc import DMServer
 from mdmd.notify.smpp_transport import SmppTransport
 from mdmd.notify.spool import SpoolTransport
 from mdmd.notify.transport import IPushTransport
@@ -330,6 +331,7 @@ def build(settings: Settings, reactor: Reactor) -> MdmdService:
         transport=transport,
         retry_delay=settings.push.retry_delay,
         keep_seconds=settings.push.keep_seconds,
+        dm_server=lambda: DMServer(enroll.account.provider_id, enroll.account.name, enroll.account.dm_url),
     )
     notifier.setServiceParent(root)
     if transport.service is not None:

@@ -22,14 +22,17 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from mdmd.enroll.users import verify_password
 from mdmd.manhole import ManholePasswordDB, manhole_factory, namespace, set_password, validate_login_name
-from mdmd.notify.jobs import PushSettings
+from mdmd.notify.bootstrap import InvalidPin
+from mdmd.notify.jobs import CannotBootstrap, PushSettings
 from mdmd.notify.notifier import Notifier
+from mdmd.notify.provisioning_doc import DMServer
 from mdmd.notify.spool import SpoolTransport
 from mdmd.testing.devices import add_device
 from mdmd.testing.store import memory_store_service
 from mdmd.testing.telnet import TelnetClient
 
 from .logs import logged_events
+from .notify.cp import add_classic_device
 
 
 class PasswordFileTests(SynchronousTestCase):
@@ -112,7 +115,8 @@ def _tree(spool_dir: str) -> tuple[MultiService, Any]:
     tree = MultiService()
     store.setName("store")
     store.setServiceParent(tree)
-    notifier = Notifier(store, PushSettings(), Clock(), transport=SpoolTransport(spool_dir))
+    server = DMServer("mdmd", "mdmd", "https://mdm.example.com/ManagementServer/MDM.svc")
+    notifier = Notifier(store, PushSettings(), Clock(), transport=SpoolTransport(spool_dir), dm_server=lambda: server)
     notifier.setServiceParent(tree)
     assert store.store is not None
     store.store.run(add_device, "D1")
@@ -159,6 +163,24 @@ class NamespaceTests(SynchronousTestCase):
         self.assertTrue(os.path.exists(pushed["spool_file"]))
         self.assertEqual([p["seq"] for p in self.result(ns["pushes"]("D1"))], [1])
         self.assertEqual(self.result(ns["status"]())["counts"]["submitted"], 1)
+
+    def test_bootstrap_helpers(self) -> None:
+        """
+        bootstrap() sends a NETWPIN bootstrap, or with userpin= a USERPIN one
+        (a bad PIN refused at once); bootstrap_document() shows the w7 XML
+        the device would get.
+        """
+        ns = namespace(self.tree, None, Clock(), "alice")
+        self.result(ns["store"].transact(add_classic_device, "C1"))
+        job = self.result(ns["bootstrap"]("C1"))
+        self.assertEqual((job["kind"], job["state"], job["via"], job["session_id"]), ("bootstrap", "submitted", "spool", None))
+        self.assertEqual(self.result(ns["bootstrap"]("C1", userpin="1234"))["seq"], 2)
+        with self.assertRaises(InvalidPin):
+            ns["bootstrap"]("C1", userpin="12")
+        self.assertIsInstance(self.failureResultOf(ns["bootstrap"]("D1")).value, CannotBootstrap)
+        text = self.result(ns["bootstrap_document"]("C1"))
+        self.assertIn('<parm name="APPID" value="w7"/>', text)
+        self.assertIn('<parm name="AAUTHLEVEL" value="APPSRV"/>', text)
 
 
 class _Served(TestCase):

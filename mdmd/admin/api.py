@@ -38,6 +38,7 @@ from mdmd.dm import queue as dm_queue
 from mdmd.dm.commands import PENDING, CommandSpec, parse_spec
 from mdmd.dm.sweeper import dm_facts
 from mdmd.notify import jobs as push_jobs
+from mdmd.notify.bootstrap import BootstrapPin
 from mdmd.notify.notifier import Notifier
 from mdmd.pki import registry
 from mdmd.pki.ca import parse_serial, serial_hex, thumbprint
@@ -516,6 +517,32 @@ class AdminAPI(AsyncResource):
         if not device_ids or not all(isinstance(d, str) and d for d in device_ids):
             raise ApiError("'devices' must be a non-empty list of device ids")
         return await self._push(device_ids)
+
+    @route("POST", "/v1/devices/{device_id}/bootstrap")
+    async def bootstrap_device(self, request: Request, device_id: str) -> tuple[int, Any]:
+        """
+        Send a classic OMA DM device its DM account (OMA CP over WAP push):
+        C{{"pin": "netwpin"}}, or C{{"pin": "userpin", "userpin": "DIGITS"}}.
+        The USERPIN makes the MAC and goes nowhere else.
+        """
+        pin = self._bootstrap_pin(self.body(request))
+        notifier = self._notifier()
+        job = await notifier.bootstrap(device_id, pin)
+        return 201, {"job": job.as_json(), "link": notifier.link}
+
+    @classmethod
+    def _bootstrap_pin(cls, body: dict[str, Any]) -> BootstrapPin:
+        unknown = sorted(set(body) - {"pin", "userpin"})
+        if unknown:
+            raise ApiError(f"unknown field {unknown[0]!r} (fields: pin, userpin)")
+        kind = cls.field(body, "pin")
+        if kind == "userpin":
+            return BootstrapPin.user(cls.field(body, "userpin"))
+        if kind != "netwpin":
+            raise ApiError("field 'pin' must be 'netwpin' or 'userpin'")
+        if "userpin" in body:
+            raise ApiError("field 'userpin' goes with pin 'userpin' only")
+        return BootstrapPin.network()
 
     @route("GET", "/v1/pushes")
     async def list_pushes(self, request: Request) -> tuple[int, Any]:

@@ -218,22 +218,30 @@ def _link_text(link: dict[str, Any]) -> str:
     return f"{state} from {where}{detail}"
 
 
-def _read_password(args: argparse.Namespace) -> str:
-    if args.password_file:
+def _read_secret(path: str | None, what: str = "password", prompt: str = "Password") -> str:
+    """
+    A secret from the first line of C{path}, else from stdin (asked twice
+    on a terminal): never from the command line, which others can read.
+    """
+    if path:
         try:
-            with open(args.password_file, encoding="utf-8") as f:
-                password = f.readline().rstrip("\r\n")
+            with open(path, encoding="utf-8") as f:
+                secret = f.readline().rstrip("\r\n")
         except OSError as e:
-            raise CommandError(f"cannot read {args.password_file}: {e.strerror}") from None
+            raise CommandError(f"cannot read {path}: {e.strerror}") from None
     elif sys.stdin.isatty():
-        password = getpass.getpass("Password: ")
-        if getpass.getpass("Again: ") != password:
-            raise CommandError("the passwords differ")
+        secret = getpass.getpass(f"{prompt}: ")
+        if getpass.getpass("Again: ") != secret:
+            raise CommandError(f"the {what}s differ")
     else:
-        password = sys.stdin.readline().rstrip("\r\n")
-    if not password:
-        raise CommandError("the password must not be empty")
-    return password
+        secret = sys.stdin.readline().rstrip("\r\n")
+    if not secret:
+        raise CommandError(f"the {what} must not be empty")
+    return secret
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    return _read_secret(args.password_file)
 
 
 def cmd_user_add(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
@@ -370,6 +378,24 @@ def cmd_device_set(client: AdminClient, args: argparse.Namespace, out: Any) -> N
     print(f"{args.device}: msisdn {msisdn}" if msisdn else f"{args.device}: msisdn cleared", file=out)
 
 
+def cmd_device_bootstrap(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
+    if args.netwpin:
+        pin, body = "NETWPIN", {"pin": "netwpin"}
+    else:
+        userpin = _read_secret(args.userpin_file, "USERPIN", "USERPIN")
+        pin, body = "USERPIN", {"pin": "userpin", "userpin": userpin}
+    result = client.request("POST", _device_path(args.device, "/bootstrap"), body)
+    if args.json:
+        _print_json(result, out)
+        return
+    job = result["job"]
+    what = f"bootstrap #{job['seq']} for {job['device_id']} ({pin}, {job['segments']} SMS to {job['msisdn']})"
+    if job["via"] == "spool":
+        print(f"{what}: written to {job['spool_file']}", file=out)
+    else:
+        print(f"{what}: {job['state']}; SMPP link {_link_text(result['link'])}", file=out)
+
+
 def cmd_device_remove(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
     device = client.request("DELETE", f"/v1/devices/{quote(args.device, safe='')}")
     serial = device.get("certificate_serial")
@@ -485,8 +511,9 @@ def _push_rows(found: list[dict[str, Any]]) -> list[list[str]]:
                 job["device_id"],
                 str(job["seq"]),
                 job["state"],
-                job["session_id"],
+                job["session_id"] or "-",
                 job["msisdn"],
+                job["kind"],
                 where if job["via"] else "-",
                 _when(job["created_at"]),
                 _when(job["updated_at"]),
@@ -510,7 +537,7 @@ def cmd_push(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
             return
         _table(
             _push_rows(found),
-            ["DEVICE", "SEQ", "STATE", "SESSION", "MSISDN", "MESSAGE IDS / FILE", "CREATED", "UPDATED", "ERROR"],
+            ["DEVICE", "SEQ", "STATE", "SESSION", "MSISDN", "KIND", "MESSAGE IDS / FILE", "CREATED", "UPDATED", "ERROR"],
             out,
         )
         return
@@ -650,6 +677,18 @@ def build_parser() -> argparse.ArgumentParser:
         device_commands, "remove", cmd_device_remove,
         "remove a device: its certificate is revoked and its DM sessions refused",
     ).add_argument("device", help="the DeviceID")
+    bootstrap = add(
+        device_commands, "bootstrap", cmd_device_bootstrap,
+        "send a classic OMA DM device its DM account (OMA Client Provisioning over WAP push SMS), "
+        "authenticated with a USERPIN (from stdin or --userpin-file) or the NETWPIN (its IMSI)",
+        listing=True,
+    )
+    bootstrap.add_argument("device", help="the DeviceID")
+    pins = bootstrap.add_mutually_exclusive_group()
+    pins.add_argument("--netwpin", action="store_true", help="authenticate with the device's IMSI (NETWPIN)")
+    pins.add_argument(
+        "--userpin-file", help="read the USERPIN (4 to 16 digits) from the first line of this file"
+    )
     device_set = add(device_commands, "set", cmd_device_set, "set a device's properties")
     device_set.add_argument("device", help="the DeviceID")
     device_set.add_argument(

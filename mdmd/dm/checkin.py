@@ -45,9 +45,9 @@ from mdmd.dm.effects import (
     Unenrolled,
 )
 from mdmd.dm.engine import handle, starts_new_session
-from mdmd.dm.state import SessionState
+from mdmd.dm.state import Authentication, SessionState
 from mdmd.errors import PeerError
-from mdmd.notify.jobs import answer_push
+from mdmd.notify.jobs import answer_bootstrap, answer_push
 from mdmd.pki import registry
 from mdmd.pki.registry import ClientCertificateRefused
 from mdmd.store.models import CommandQueue, Device, DMSession
@@ -189,11 +189,24 @@ def exchange(
         random=random,
     )
     _apply(_Applying(root, device, queue, now, notes, message.header.session_id), outcome.effects)
+    if _authenticates(state, outcome.state):
+        for job in answer_bootstrap(root, device_id, outcome.state.started_at, now):
+            notes.append(("{device_id}: authenticated session ends bootstrap #{seq}", {"seq": job.seq}))
     if record is None:
         root["sessions"][device_id] = DMSession(outcome.state.to_dict())
     else:
         record.state = outcome.state.to_dict()
     return Exchanged(outcome.body, outcome.headers, device_id, tuple(notes))
+
+
+def _authenticates(before: SessionState | None, after: SessionState) -> bool:
+    """
+    Whether this message authenticated the device in its session (the first
+    that did: a bootstrap it answers is answered once).
+    """
+    if after.authentication is Authentication.NONE:
+        return False
+    return before is None or before.key != after.key or before.authentication is Authentication.NONE
 
 
 # -- applying the engine's effects ------------------------------------------------------------

@@ -1,9 +1,12 @@
 """
 Push jobs in the store: units of work C{fn(root, ...)} returning plain values.
 
-A job is one wake-up of one device: package #0 for the device's DM account,
-wrapped as a WAP push over SMS, for the device's MSISDN. Its state changes
-only through L{TRANSITIONS}, one table keyed by (state, event)::
+A job is one WAP push over SMS to one device's MSISDN, of one of two kinds
+(L{PushKind}): a B{notification} wakes the device (package #0 for its DM
+account, with a session id the device echoes), a B{bootstrap} gives a
+classic OMA DM device its DM account (an OMA Client Provisioning document,
+authenticated with a NETWPIN or USERPIN MAC; no session id). Both change
+state only through L{TRANSITIONS}, one table keyed by (state, event)::
 
     queued ──SUBMIT──► submitted ──DELIVER──► delivered ──ANSWER──► answered
 
@@ -18,8 +21,13 @@ only through L{TRANSITIONS}, one table keyed by (state, event)::
  - B{submitted}: every segment acknowledged (or the job was written to the
    spool directory).
  - B{delivered}: the SMSC's receipts say every segment reached the handset.
- - B{answered}: the device opened the DM session (Alert 1200) with the
-   job's session id: L{answer_push}, called from the DM check-in's unit of work.
+ - B{answered}: a notification: the device opened the DM session (Alert
+   1200) with the job's session id (L{answer_push}); a bootstrap: the device
+   authenticated, with the account it was sent, a DM session that began
+   after the job was submitted (L{answer_bootstrap}). Both are called from
+   the DM check-in's unit of work. (A session begun before submission cannot
+   have been caused by the bootstrap; one that authenticates afterwards shows
+   the device holds the account, whichever way it got it.)
  - B{failed}: the SMSC refused the job for good, or a receipt said a segment
    was not delivered. B{expired}: not answered within the configured time.
 
@@ -29,13 +37,14 @@ submitted by two nodes): the table keeps the job where it is for those, and
 the report's facts (message ids, receipts) are still recorded. Answering or
 expiring a job that is no longer open is our bug (L{IllegalPushMove}).
 
-The segments are built once, when the job is queued (with the device's server
-credential and nonce of that moment), so every resubmission sends the same
-octets. Package #0 names the device's server id (its C{dm_server_id}, or the
+The segments are built once, when the job is queued (with the device's
+credentials and nonces of that moment), so every resubmission sends the same
+octets; a bootstrap's USERPIN is used for its MAC and then forgotten.
+Package #0 names the device's server id (its C{dm_server_id}, or the
 configured provider id) and is signed with its server credential (name,
 secret, nonce: what it checks our SyncHdr credential with). Session ids are
-unique among a device's open jobs, random, non-zero; the device's SessionID
-matches one in hexadecimal (either case) or decimal.
+unique among a device's open notifications, random, non-zero; the device's
+SessionID matches one in hexadecimal (either case) or decimal.
 
 Containers: C{pushes} (device id → L{PushLog}), C{push_open} ((device id, seq)
 → True for jobs queued, submitted or delivered) and C{push_messages}
@@ -54,8 +63,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from mdmd.devices import lifecycle
+from mdmd.devices.records import UnknownDevice
 from mdmd.errors import Conflict, NotFound, PeerError
+from mdmd.notify.bootstrap import BootstrapPin, InvalidImsi, Sec, bootstrap_segments
 from mdmd.notify.pkg0 import DEFAULT_VERSION, UIMode, build_package0, session_id_text, session_ids_for
+from mdmd.notify.provisioning_doc import (
+    BootstrapAccount,
+    DMCredential,
+    DMServer,
+    ProvisioningDoc,
+    account_document,
+    to_wbxml,
+)
 from mdmd.notify.smpp_session import Address
 from mdmd.notify.smpp_pdu import MessageState
 from mdmd.notify.wap import (
@@ -68,17 +87,21 @@ from mdmd.store.models import Device, PushJob, PushLog
 
 __all__ = [
     "ANSWERED",
+    "BOOTSTRAP",
+    "CannotBootstrap",
     "DELIVERED",
     "EXPIRED",
     "FAILED",
     "IllegalPushMove",
     "InvalidMsisdn",
     "JobRef",
+    "NOTIFICATION",
     "NotPushable",
     "OPEN",
     "OutgoingPush",
     "PushInfo",
     "PushEvent",
+    "PushKind",
     "PushSettings",
     "PushState",
     "QUEUED",
@@ -86,9 +109,12 @@ __all__ = [
     "SUBMITTED",
     "TRANSITIONS",
     "UnknownPush",
+    "answer_bootstrap",
     "answer_push",
+    "bootstrap_document",
     "destination_of",
     "enqueue",
+    "enqueue_bootstrap",
     "expire",
     "list_pushes",
     "next_state",
@@ -109,6 +135,17 @@ __all__ = [
 Root = MutableMapping[str, Any]
 #: A job's name everywhere: (device id, per-device sequence number).
 JobRef = tuple[str, int]
+
+
+class PushKind(enum.Enum):
+    """
+    What a job carries (C{PushJob.kind}).
+    """
+
+    #: package #0: wake the device
+    NOTIFICATION = "notification"
+    #: an OMA CP document: the device's DM account
+    BOOTSTRAP = "bootstrap"
 
 
 class PushState(enum.Enum):
@@ -183,6 +220,12 @@ EXPIRED = PushState.EXPIRED.value
 STATES = tuple(state.value for state in PushState)
 #: The stored values of the open states.
 OPEN = tuple(state.value for state in _OPEN)
+#: The stored values of the kinds (C{PushJob.kind}, L{PushInfo.kind}).
+NOTIFICATION = PushKind.NOTIFICATION.value
+BOOTSTRAP = PushKind.BOOTSTRAP.value
+#: The device kind provisioned by enrollment, never by a bootstrap (the value
+#: of mdmd.devices.accounts.DeviceKind.WINDOWS, C{Device.kind}'s default).
+_WINDOWS = "windows"
 
 #: Receipt states that mean the segment will never reach the handset.
 _UNDELIVERED = frozenset(
@@ -236,6 +279,13 @@ def next_state(state: PushState, event: PushEvent) -> PushState:
         raise IllegalPushMove(state, event) from None
 
 
+class CannotBootstrap(Conflict):
+    """
+    A bootstrap was asked for a device that cannot get one (a Windows
+    device, no MSISDN, no IMSI for a NETWPIN, no DM account, removed).
+    """
+
+
 class UnknownPush(NotFound):
     def __str__(self) -> str:
         return f"no push job {self.args[0]!r}"
@@ -268,8 +318,10 @@ class PushInfo:
 
     device_id: str
     seq: int
+    kind: str
     state: str
-    session_id: int
+    #: the package #0 session id of a notification; None for a bootstrap
+    session_id: int | None
     msisdn: str
     segments: int
     via: str | None
@@ -290,9 +342,16 @@ class PushInfo:
     def ref(self) -> JobRef:
         return (self.device_id, self.seq)
 
+    @property
+    def session_text(self) -> str | None:
+        """
+        The session id as the device echoes it (None for a bootstrap).
+        """
+        return None if self.session_id is None else session_id_text(self.session_id)
+
     def as_json(self) -> dict[str, Any]:
         value = dataclasses.asdict(self)
-        value["session_id"] = session_id_text(self.session_id)
+        value["session_id"] = self.session_text
         value["message_ids"] = list(self.message_ids)
         value["receipts"] = list(self.receipts)
         return value
@@ -581,6 +640,131 @@ def enqueue(
     return created
 
 
+def _bootstrap_account(device: Device, server: DMServer) -> BootstrapAccount:
+    """
+    The DM account a device is bootstrapped with, from its record: its server
+    id (the configured provider id when it has none), our DM address, and
+    both credentials with the nonces of this moment.
+    """
+    server_id = device.dm_server_id or server.provider_id
+    return BootstrapAccount(
+        server_id=server_id,
+        name=server.name,
+        address=server.address,
+        server=DMCredential(
+            device.dm_server_auth_type,
+            device.dm_server_name or server_id,
+            device.dm_server_secret,
+            device.dm_server_nonce,
+        ),
+        client=DMCredential(
+            device.dm_client_auth_type,
+            device.dm_client_name,
+            device.dm_client_secret,
+            device.dm_client_nonce,
+        ),
+    )
+
+
+def _bootstrap_problems(device: Device, pin: BootstrapPin) -> list[str]:
+    device_id = device.device_id
+    if device.kind == _WINDOWS:
+        return [
+            f"device {device_id} is a Windows device: it gets its DM account when it "
+            "enrolls, not by a bootstrap"
+        ]
+    if not lifecycle.manageable(device):
+        return [f"device {device_id} is {device.status}"]
+    problems = []
+    if not _msisdn_of(device)[0]:
+        problems.append(
+            f"device {device_id} has no MSISDN (mdmctl device set {device_id} --msisdn +...)"
+        )
+    if pin.sec is Sec.NETWPIN:
+        if not device.imsi:
+            problems.append(
+                f"device {device_id} has no IMSI, which a NETWPIN bootstrap needs "
+                "(set it, or bootstrap with a USERPIN)"
+            )
+        else:
+            try:
+                pin.key(device.imsi)
+            except InvalidImsi as e:
+                problems.append(f"device {device_id}: {e}")
+    if not (device.dm_client_name and device.dm_client_secret and device.dm_server_secret):
+        problems.append(f"device {device_id} has no DM account (client name and secret, server secret)")
+    return problems
+
+
+def bootstrap_document(root: Root, device_id: str, server: DMServer) -> ProvisioningDoc:
+    """
+    The provisioning document a bootstrap of the device would carry now
+    (secrets included: for the manhole and tests).
+
+    @raise UnknownDevice: if there is no such device.
+    """
+    device = root["devices"].get(device_id)
+    if device is None:
+        raise UnknownDevice(device_id)
+    return account_document(_bootstrap_account(device, server))
+
+
+def enqueue_bootstrap(
+    root: Root,
+    device_id: str,
+    pin: BootstrapPin,
+    server: DMServer,
+    settings: PushSettings,
+    now: float,
+) -> OutgoingPush:
+    """
+    Build and store a bootstrap job for one classic OMA DM device, in state
+    queued: its DM account as a w7 provisioning document, in WBXML, with the
+    MAC of C{pin}, wrapped as WAP push SMS for its MSISDN.
+
+    @raise UnknownDevice: if there is no such device.
+    @raise CannotBootstrap: naming every reason the device cannot get one
+        (a Windows device, removed, no MSISDN, no IMSI for a NETWPIN, no DM
+        account).
+    """
+    device = root["devices"].get(device_id)
+    if device is None:
+        raise UnknownDevice(device_id)
+    problems = _bootstrap_problems(device, pin)
+    if problems:
+        raise CannotBootstrap("; ".join(problems))
+
+    log = root["pushes"].get(device_id)
+    if log is None:
+        log = root["pushes"][device_id] = PushLog()
+    seq = log.next_seq
+    log.next_seq = seq + 1
+    document = to_wbxml(account_document(_bootstrap_account(device, server)))
+    mask = 0xFF if settings.concat_iei == IEI_CONCAT_8BIT else 0xFFFF
+    segments = bootstrap_segments(
+        document,
+        pin,
+        device.imsi,
+        concat_ref=seq & mask,
+        concat_iei=settings.concat_iei,
+        data_coding=settings.data_coding,
+    )
+    address = destination_of(_msisdn_of(device)[0], settings)
+    job = PushJob(
+        device_id,
+        seq,
+        None,
+        (address.addr, address.ton, address.npi),
+        tuple((s.esm_class, s.data_coding, s.short_message) for s in segments),
+        now,
+        now + settings.expiry,
+        kind=BOOTSTRAP,
+    )
+    log.jobs[seq] = job
+    root["push_open"][(device_id, seq)] = True
+    return _outgoing(job)
+
+
 def _keep_ids(
     root: Root, job: PushJob, message_ids: Iterable[str | None], keys: Iterable[str | None]
 ) -> None:
@@ -739,6 +923,26 @@ def answer_push(root: Root, device_id: str, session_id: str, now: float) -> Push
     job = matching[-1]
     _move(root, job, PushEvent.ANSWER, now)
     return _info(job)
+
+
+def answer_bootstrap(root: Root, device_id: str, session_started_at: float, now: float) -> list[PushInfo]:
+    """
+    The device authenticated a DM session that began at
+    C{session_started_at}: its open bootstrap jobs submitted (or delivered)
+    by then are answered. Called inside the DM endpoint's unit of work, on
+    the message that authenticated the device.
+    """
+    answered = []
+    for ref in list(_open_refs(root, device_id)):
+        job = _job(root, ref)
+        if job.kind != BOOTSTRAP:
+            continue
+        sent_at = job.submitted_at if job.submitted_at is not None else job.delivered_at
+        if sent_at is None or sent_at > session_started_at:
+            continue
+        _move(root, job, PushEvent.ANSWER, now)
+        answered.append(_info(job))
+    return answered
 
 
 def expire(root: Root, now: float) -> list[JobRef]:

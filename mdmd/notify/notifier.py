@@ -1,12 +1,14 @@
 """
-The C{notify} service: wakes devices with OMA DM package #0, carried by a
+The C{notify} service: wakes devices with OMA DM package #0, and bootstraps
+classic ones with their DM account (OMA Client Provisioning), carried by a
 push transport (L{mdmd.notify.transport.IPushTransport}: SMS through an
 SMSC, or a spool directory).
 
 It owns the push jobs' journey out of the store (L{mdmd.notify.jobs} holds
 their records and every unit of work on them):
 
- - L{Notifier.push} queues one job per device and hands it to the transport;
+ - L{Notifier.push} queues one notification per device, L{Notifier.bootstrap}
+   one bootstrap, and each job goes to the transport;
  - what the transport reports is written to the job as it comes: each part
    accepted before the whole job is, then the job's outcome (sent, refused
    for now or for good, abandoned at a stop); on start, every job still
@@ -20,7 +22,8 @@ their records and every unit of work on them):
    answered in time (every minute) and forgets finished ones after
    C{keep_seconds} (every hour).
 
-The notifier never asks which transport it holds. Its own store writes go
+The notifier never asks which transport it holds, and past queueing, a job's
+kind matters to neither of them. Its own store writes go
 through one lock, in the order the events happened (a receipt is never
 recorded before the acknowledgement it follows).
 """
@@ -41,8 +44,10 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mdmd.notify import jobs
+from mdmd.notify.bootstrap import BootstrapPin
 from mdmd.notify.jobs import JobRef, OutgoingPush, PushInfo, PushSettings
 from mdmd.notify.pkg0 import session_id_text
+from mdmd.notify.provisioning_doc import DMServer
 from mdmd.notify.transport import (
     Abandoned,
     DeliveryReport,
@@ -55,7 +60,7 @@ from mdmd.notify.transport import (
 )
 from mdmd.store.runner import StoreService
 
-__all__ = ["Notifier"]
+__all__ = ["BootstrapUnavailable", "Notifier"]
 
 log = Logger()
 
@@ -63,6 +68,12 @@ log = Logger()
 SWEEP_INTERVAL = 60.0
 #: How often finished jobs past their keeping time are forgotten (this reads every job).
 PURGE_INTERVAL = 3600.0
+
+
+class BootstrapUnavailable(Exception):
+    """
+    The notifier was built without the DM server a bootstrap names: our bug.
+    """
 
 
 @dataclass
@@ -80,6 +91,9 @@ class Notifier(Service):
         as its listener.
     @param retry_delay: seconds before a job refused for now is sent again.
     @param keep_seconds: how long finished jobs are kept (0: for ever).
+    @param dm_server: who bootstrapped devices are told their DM server is
+        (called when a bootstrap is queued: the DM address is known once
+        HTTPS is bound).
     """
 
     name = "notify"
@@ -95,8 +109,10 @@ class Notifier(Service):
         keep_seconds: float = 30 * 86400.0,
         sweep_interval: float = SWEEP_INTERVAL,
         random: Callable[[int], bytes] = os.urandom,
+        dm_server: Callable[[], DMServer] | None = None,
     ) -> None:
         self.store = store
+        self._dm_server = dm_server
         self.settings = settings
         self.clock = clock
         self.transport = transport
@@ -139,10 +155,52 @@ class Notifier(Service):
                 session_id=session_id_text(job.info.session_id),
                 msisdn=job.info.msisdn,
             )
-            recorded = self._send(job)
-            info = None if recorded is None else await recorded
-            results.append(info or job.info)
+            results.append(await self._hand_over(job))
         return results
+
+    def bootstrap(self, device_id: str, pin: BootstrapPin) -> Deferred[PushInfo]:
+        """
+        Send a classic OMA DM device its DM account (OMA CP over WAP push),
+        authenticated with C{pin}: one job, handed to the transport, answered
+        like L{push}'s.
+
+        @raise jobs.CannotBootstrap: (in the Deferred) why the device cannot
+            get one; then nothing is queued.
+        """
+        return Deferred.fromCoroutine(self._bootstrap(device_id, pin))
+
+    def dm_server(self) -> DMServer:
+        """
+        Who a bootstrapped device is told its DM server is, now.
+
+        @raise BootstrapUnavailable: if the notifier was built without it.
+        """
+        if self._dm_server is None:
+            raise BootstrapUnavailable("this notifier does not know the DM server")
+        return self._dm_server()
+
+    async def _bootstrap(self, device_id: str, pin: BootstrapPin) -> PushInfo:
+        job = await self._write(
+            jobs.enqueue_bootstrap, device_id, pin, self.dm_server(), self.settings, self.clock.seconds()
+        )
+        log.info(
+            "bootstrap {device_id}#{seq} queued: {pin}, {segments} SMS to {msisdn}",
+            device_id=job.info.device_id,
+            seq=job.info.seq,
+            pin=pin.sec.name,
+            segments=job.info.segments,
+            msisdn=job.info.msisdn,
+        )
+        return await self._hand_over(job)
+
+    async def _hand_over(self, job: OutgoingPush) -> PushInfo:
+        """
+        Send a job just queued: as recorded after its outcome if the transport
+        settled it at once, else as queued.
+        """
+        recorded = self._send(job)
+        info = None if recorded is None else await recorded
+        return info or job.info
 
     @property
     def link(self) -> dict[str, Any]:

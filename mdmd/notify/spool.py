@@ -19,7 +19,6 @@ from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
 from mdmd.notify.jobs import JobRef, OutgoingPush
-from mdmd.notify.pkg0 import session_id_text
 from mdmd.notify.transport import IPushListener, IPushTransport, Outcome, Refused, Sent
 
 __all__ = ["SPOOL_FORMAT", "SpoolTransport", "spool_document", "spool_name"]
@@ -44,7 +43,7 @@ def spool_document(job: OutgoingPush) -> dict[str, Any]:
     What a spool file holds (JSON, one job per file)::
 
         {"format": "mdmd-push/1", "device_id": ..., "seq": 3,
-         "session_id": "1A2B",                 # the SessionID the device will use
+         "session_id": "1A2B",                 # the SessionID the device will use (null: a bootstrap)
          "destination": {"address": "491701234567", "ton": 1, "npi": 1},
          "msisdn": "+491701234567",
          "created_at": ..., "expires_at": ...,   # POSIX seconds
@@ -60,7 +59,7 @@ def spool_document(job: OutgoingPush) -> dict[str, Any]:
         "format": SPOOL_FORMAT,
         "device_id": info.device_id,
         "seq": info.seq,
-        "session_id": session_id_text(info.session_id),
+        "session_id": info.session_text,
         "destination": {
             "address": job.destination.addr,
             "ton": job.destination.ton,

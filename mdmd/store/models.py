@@ -199,28 +199,37 @@ class DMSession(Persistent):
 
 class PushJob(Persistent):
     """
-    One wake-up notification (package #0 as WAP push SMS) for one device, and its fate.
+    One WAP push SMS for one device, and its fate: a wake-up notification
+    (package #0) or an OMA CP bootstrap (the device's DM account).
 
     C{state}: queued (not every segment acknowledged by the SMSC yet) →
     submitted (all acknowledged, or written to the spool) → delivered (the
-    SMSC's receipts say so) → answered (the device opened the session
-    carrying C{session_id}); or failed (refused, or a receipt said it was
-    not delivered), or expired (not answered in time). C{segments} are what
-    goes on the air, built once, so a resubmission sends the same octets.
+    SMSC's receipts say so) → answered (a notification: the device opened the
+    session carrying C{session_id}; a bootstrap: the device authenticated a
+    session begun after the job was submitted); or failed (refused, or a
+    receipt said it was not delivered), or expired (not answered in time).
+    C{segments} are what goes on the air, built once, so a resubmission
+    sends the same octets.
     """
+
+    #: a L{mdmd.notify.jobs.PushKind} value; every job stored before kinds existed is a notification
+    kind = "notification"
 
     def __init__(
         self,
         device_id: str,
         seq: int,
-        session_id: int,
+        session_id: int | None,
         destination: tuple[str, int, int],
         segments: tuple[tuple[int, int, bytes], ...],
         created_at: float,
         expires_at: float,
+        kind: str = "notification",
     ) -> None:
         self.device_id = device_id
         self.seq = seq
+        self.kind = kind
+        #: the package #0 session id; None for a bootstrap
         self.session_id = session_id
         self.destination = destination  # (address, TON, NPI)
         self.segments = segments  # (esm_class, data_coding, short_message)

@@ -4,6 +4,7 @@ Tests for L{mdmd.admin.api} and mdmctl (L{mdmd.admin.cli}) against an in-process
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import io
 import json
@@ -466,6 +467,138 @@ class PushAPITests(AdminTestCase):
         self.assertEqual(out, "DEV-1: msisdn cleared\n")
 
 
+class BootstrapAPITests(AdminTestCase):
+    """
+    The bootstrap route and verb, with a notifier that writes to a spool directory.
+    """
+
+    def make_notifier(self):
+        from twisted.internet.task import Clock
+
+        from mdmd.notify.jobs import PushSettings
+        from mdmd.notify.notifier import Notifier
+        from mdmd.notify.provisioning_doc import DMServer
+        from mdmd.notify.spool import SpoolTransport
+
+        self.spool = os.path.join(self.state_dir, "spool")
+        server = DMServer("mdmd", "mdmd", "https://mdm.example.com/ManagementServer/MDM.svc")
+        notifier = Notifier(self.store, PushSettings(), Clock(), transport=SpoolTransport(self.spool), dm_server=lambda: server)
+        notifier.startService()
+        self.addCleanup(notifier.stopService)
+        return notifier
+
+    def spooled_push(self, path: str) -> Any:
+        from mdmd.notify.bootstrap import parse_bootstrap_push
+        from mdmd.notify.wap import reassemble
+
+        with open(path) as f:
+            document = json.load(f)
+        return parse_bootstrap_push(reassemble([bytes.fromhex(s["short_message"]) for s in document["segments"]])[2])
+
+    async def test_route(self) -> None:
+        """
+        POST /v1/devices/ID/bootstrap with a NETWPIN or a USERPIN: 201 with a
+        bootstrap job (no session id) spooled with the MAC of that key; the
+        jobs list with their kind.
+        """
+        from mdmd.notify.bootstrap import Sec, netwpin_key
+
+        from ..notify.cp import IMSI, add_classic_device
+
+        await self.store.transact(add_classic_device, "C1")
+        result = await self.call("POST", "/v1/devices/C1/bootstrap", {"pin": "netwpin"})
+        job = result["job"]
+        self.assertEqual(
+            (job["device_id"], job["seq"], job["kind"], job["state"], job["via"], job["session_id"]),
+            ("C1", 1, "bootstrap", "submitted", "spool", None),
+        )
+        self.assertEqual(result["link"]["state"], "not configured")
+        push = self.spooled_push(job["spool_file"])
+        self.assertEqual(push.sec, Sec.NETWPIN)
+        self.assertTrue(push.verify(netwpin_key(IMSI)))
+        code, _, value = await self.raw("POST", "/v1/devices/C1/bootstrap", b'{"pin": "userpin", "userpin": "13572468"}')
+        self.assertEqual(code, 201)
+        push = self.spooled_push(value["job"]["spool_file"])
+        self.assertEqual(push.sec, Sec.USERPIN)
+        self.assertTrue(push.verify(b"13572468"))
+        listed = await self.call("GET", "/v1/pushes?device=C1")
+        self.assertEqual([(j["seq"], j["kind"]) for j in listed["jobs"]], [(1, "bootstrap"), (2, "bootstrap")])
+
+    async def test_refusals(self) -> None:
+        """
+        A body without a valid pin choice is a 400 (a bad USERPIN never
+        echoed), an unknown device a 404, a Windows device or one without
+        an IMSI for NETWPIN a 409; the USERPIN appears in no log line.
+        """
+        from twisted.logger import formatEvent, globalLogPublisher
+
+        from ..notify.cp import add_classic_device
+
+        logged: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        await enroll_device(self, "WIN-1")
+        await self.store.transact(add_classic_device, "C2", imsi="")
+        for path, body, status, message in (
+            ("C2", b"{}", 400, "missing field 'pin'"),
+            ("C2", b'{"pin": "x"}', 400, "field 'pin' must be 'netwpin' or 'userpin'"),
+            ("C2", b'{"pin": "userpin"}', 400, "missing field 'userpin'"),
+            ("C2", b'{"pin": "userpin", "userpin": 24681357}', 400, "field 'userpin' must be a str"),
+            ("C2", b'{"pin": "userpin", "userpin": "2468x357"}', 400, "a USERPIN is 4 to 16 decimal digits"),
+            ("C2", b'{"pin": "netwpin", "userpin": "24681357"}', 400, "'userpin' goes with pin 'userpin' only"),
+            ("C2", b'{"pin": "netwpin", "imsi": "1"}', 400, "unknown field 'imsi'"),
+            ("NOPE", b'{"pin": "userpin", "userpin": "24681357"}', 404, "no device 'NOPE'"),
+            ("WIN-1", b'{"pin": "userpin", "userpin": "24681357"}', 409, "is a Windows device"),
+            ("C2", b'{"pin": "netwpin"}', 409, "device C2 has no IMSI"),
+        ):
+            code, _, value = await self.raw("POST", f"/v1/devices/{path}/bootstrap", body)
+            self.assertEqual(code, status, (path, body, value))
+            self.assertIn(message, value["error"])
+            self.assertNotIn("2468", value["error"])
+        await self.call("POST", "/v1/devices/C2/bootstrap", {"pin": "userpin", "userpin": "24681357"})
+        self.assertFalse([e for e in logged if "2468" in formatEvent(e)])
+
+    async def test_mdmctl(self) -> None:
+        """
+        mdmctl device bootstrap: --netwpin, --userpin-file, or the USERPIN
+        on stdin; it says where the job went; push status shows the kind and
+        no session id; a PIN is never an argument.
+        """
+        from ..notify.cp import add_classic_device
+
+        await self.store.transact(add_classic_device, "C1")
+        code, out, err = await self.mdmctl("device", "bootstrap", "C1", "--netwpin")
+        self.assertEqual((code, err), (0, ""))
+        self.assertRegex(out, r"^bootstrap #1 for C1 \(NETWPIN, \d SMS to \+491701234567\): written to " + self.spool + "/push-C1-")
+        pin_file = os.path.join(self.state_dir, "pin")
+        with open(pin_file, "w") as f:
+            f.write("97531\n")
+        code, out, err = await self.mdmctl("device", "bootstrap", "C1", "--userpin-file", pin_file)
+        self.assertEqual((code, err), (0, ""))
+        self.assertTrue(out.startswith("bootstrap #2 for C1 (USERPIN, "), out)
+        code, out, err = await self.mdmctl("device", "bootstrap", "C1", "--json", stdin="86420\n")
+        self.assertEqual((code, err), (0, ""))
+        self.assertEqual(json.loads(out)["job"]["seq"], 3)
+        self.assertTrue(self.spooled_push(json.loads(out)["job"]["spool_file"]).verify(b"86420"))
+        code, out, err = await self.mdmctl("device", "bootstrap", "C1", stdin="\n")
+        self.assertEqual((code, err), (1, "mdmctl: the USERPIN must not be empty\n"))
+        code, out, err = await self.mdmctl("device", "bootstrap", "C1", stdin="12\n")
+        self.assertEqual((code, err), (1, "mdmctl: a USERPIN is 4 to 16 decimal digits\n"))
+        for argv, message in (
+            (["--netwpin", "--userpin-file", pin_file], "not allowed with argument"),
+            (["1234"], "unrecognized arguments: 1234"),
+        ):
+            usage = io.StringIO()
+            with self.assertRaises(SystemExit) as caught, contextlib.redirect_stderr(usage):
+                cli.build_parser().parse_args(["device", "bootstrap", "C1", *argv])
+            self.assertEqual(caught.exception.code, 2)
+            self.assertIn(message, usage.getvalue())
+        code, out, _ = await self.mdmctl("push", "status", "C1")
+        header, *rows = out.splitlines()
+        self.assertEqual(header.split()[:6], ["DEVICE", "SEQ", "STATE", "SESSION", "MSISDN", "KIND"])
+        self.assertEqual([row.split()[:6] for row in rows], [["C1", str(n), "submitted", "-", "+491701234567", "bootstrap"] for n in (1, 2, 3)])
+
+
 class NoNotifierTests(AdminTestCase):
     async def test_push_unavailable(self) -> None:
         """
@@ -475,6 +608,14 @@ class NoNotifierTests(AdminTestCase):
         with self.assertRaises(CommandError) as caught:
             await self.call("POST", "/v1/pushes", {"devices": ["DEV-1"]})
         self.assertIn("push notifications are not available", str(caught.exception))
+
+    async def test_bootstrap_unavailable(self) -> None:
+        """
+        Without a notifier the bootstrap route answers 503.
+        """
+        code, _, value = await self.raw("POST", "/v1/devices/DEV-1/bootstrap", b'{"pin": "netwpin"}')
+        self.assertEqual(code, 503)
+        self.assertIn("push notifications are not available", value["error"])
 
 
 class ManholePasswordTests(AdminTestCase):

@@ -18,7 +18,9 @@ from mdmd.dm.checkin import DeviceRefused, DMSettings, exchange
 from mdmd.dm.commands import parse_spec
 from mdmd.dm.sweeper import dm_facts
 from mdmd.notify import jobs
+from mdmd.notify.bootstrap import BootstrapPin
 from mdmd.notify.pkg0 import session_id_text
+from mdmd.notify.provisioning_doc import DMServer
 from mdmd.pki import registry
 from mdmd.pki.registry import ClientCertificateRefused
 from mdmd.syncml import auth
@@ -30,6 +32,7 @@ from mdmd.testing.randomness import fixed_random
 from mdmd.testing.store import memory_store_service
 
 from ..devices.helpers import issued
+from ..notify.cp import add_classic_device
 
 from .helpers import DEVICE_ID, Client
 
@@ -363,3 +366,72 @@ class ClassicDeviceTests(SynchronousTestCase):
         self.store.run(exchange, None, answer, XML_CODEC, XML_CODEC.encode(answer), None, 11.0, SETTINGS)
         ((event,),) = self.record(DEVICE_ID, "header_events")
         self.assertEqual((event["event"], event["status"]), ("challenged", "407"))
+class BootstrapAnsweredTests(SynchronousTestCase):
+    """
+    A bootstrap job ends with the first message that authenticates the
+    device in a session begun after the job was submitted.
+    """
+
+    def setUp(self) -> None:
+        self.store = memory_store_service().store
+        assert self.store is not None
+        self.store.run(add_classic_device, DEVICE_ID)
+        server = DMServer("mdmd", "mdmd", "https://mdm.example.com/ManagementServer/MDM.svc")
+        self.job = self.store.run(jobs.enqueue_bootstrap, DEVICE_ID, BootstrapPin.network(), server, jobs.PushSettings(), 10.0)
+
+    def submit(self, now: float) -> None:
+        self.store.run(jobs.record_submitted, self.job.ref, now, via="spool", spool_file="f")
+
+    def send(self, message: SyncML, now: float) -> Any:
+        return self.store.run(exchange, None, message, XML_CODEC, XML_CODEC.encode(message), None, now, SETTINGS)
+
+    def header_status(self, result: Any) -> str:
+        return XML_CODEC.decode(result.body).body[0].data
+
+    def state(self) -> str:
+        (info,) = self.store.read(jobs.list_pushes, DEVICE_ID)
+        return info.state
+
+    def test_authenticated_session(self) -> None:
+        """
+        An authenticated package 1 (client-initiated) after submission
+        answers the bootstrap, with a note for the log.
+        """
+        self.submit(15.0)
+        result = self.send(Client().package1(), 20.0)
+        self.assertEqual(self.header_status(result), "212")
+        (info,) = self.store.read(jobs.list_pushes, DEVICE_ID)
+        self.assertEqual((info.state, info.answered_at), (jobs.ANSWERED, 20.0))
+        self.assertIn(("{device_id}: authenticated session ends bootstrap #{seq}", {"seq": 1}), result.notes)
+
+    def test_unauthenticated(self) -> None:
+        """
+        A package 1 without credentials leaves it submitted.
+        """
+        self.submit(15.0)
+        self.assertEqual(self.header_status(self.send(Client().package1(cred=False), 20.0)), "407")
+        self.assertEqual(self.state(), jobs.SUBMITTED)
+
+    def test_session_begun_before_submission(self) -> None:
+        """
+        A session authenticated before the job was submitted does not answer
+        it, nor do its later messages; the next session does.
+        """
+        self.store.run(queue.enqueue, [DEVICE_ID], parse_spec({"verb": "Get", "target": "./DevDetail/SwV"}), 11.0)
+        client = Client(session_id="A")
+        first = self.send(client.package1(), 20.0)
+        self.assertEqual(self.header_status(first), "212")
+        self.assertEqual(self.state(), jobs.QUEUED)
+        self.submit(25.0)
+        server = XML_CODEC.decode(first.body)
+        (get,) = [c for c in server.body if c.name == "Get"]
+        reply = client.reply(
+            client.header_status(server),
+            client.status_for(server, get, 200),
+            client.results_for(server, get, "./DevDetail/SwV", "1.0"),
+        )
+        self.send(reply, 30.0)
+        self.assertEqual(self.state(), jobs.SUBMITTED)
+        nonce = self.store.read(lambda root: root["devices"][DEVICE_ID].dm_client_nonce)
+        self.assertEqual(self.header_status(self.send(Client(session_id="B", nonce=nonce).package1(), 40.0)), "212")
+        self.assertEqual(self.state(), jobs.ANSWERED)

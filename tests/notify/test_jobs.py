@@ -4,20 +4,25 @@ Tests for L{mdmd.notify.jobs}: push jobs in a real ZODB (in memory), one unit of
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from mdmd.devices.records import UnknownDevice
 from mdmd.notify import jobs
+from mdmd.notify.bootstrap import BootstrapPin, Sec, netwpin_key, parse_bootstrap_push
 from mdmd.notify.jobs import InvalidMsisdn, NotPushable, PushSettings
 from mdmd.notify.pkg0 import UIMode, parse_package0, session_id_text
 from mdmd.notify.smpp_session import Address
 from mdmd.notify.smpp_pdu import MessageState
 from mdmd.notify.wap import IEI_CONCAT_16BIT, parse_wsp_push, reassemble, split_udh
+from mdmd.notify.provisioning_doc import Characteristic, DMServer, Parm, to_wbxml
 from mdmd.testing.devices import SERVER_NONCE, SERVER_SECRET, add_device
 from mdmd.testing.randomness import fixed_random
 from mdmd.testing.store import memory_store_service
 
+from .cp import IMSI, MSISDN, add_classic_device
 from .helpers import job_record
 
 SETTINGS = PushSettings(expiry=600.0)
@@ -400,3 +405,189 @@ class LateReportTests(JobTestCase):
         self.run_(jobs.record_receipt, "m2", MessageState.DELIVERED, 121.0)
         info = self.run_(jobs.record_receipt, "m2", MessageState.REJECTED, 122.0)
         self.assertEqual((info.state, info.delivered_at, info.error), (jobs.DELIVERED, 121.0, None))
+
+
+SERVER = DMServer("mdmd", "mdmd test", "https://mdm.example.com:8443/ManagementServer/MDM.svc")
+
+
+class BootstrapTests(StoreTestCase):
+    def bootstrap(self, device_id: str = "C1", pin: BootstrapPin | None = None, now: float = 100.0) -> jobs.OutgoingPush:
+        return self.run_(jobs.enqueue_bootstrap, device_id, pin or BootstrapPin.network(), SERVER, SETTINGS, now)
+
+    def test_netwpin_job(self) -> None:
+        """
+        A NETWPIN bootstrap of a classic device: a queued job of kind
+        bootstrap, no session id, for its MSISDN, whose SMS reassemble into a
+        connectivity-wbxml push (SEC 0) whose MAC verifies with the IMSI's
+        key and whose document is the device's w7 account.
+        """
+        self.run_(add_classic_device, "C1")
+        job = self.bootstrap()
+        info = job.info
+        self.assertEqual((info.device_id, info.seq, info.kind, info.state), ("C1", 1, jobs.BOOTSTRAP, jobs.QUEUED))
+        self.assertIsNone(info.session_id)
+        self.assertEqual(info.as_json()["session_id"], None)
+        self.assertEqual((info.msisdn, info.expires_at), (MSISDN, 700.0))
+        self.assertEqual(job.destination, Address(MSISDN[1:], 1, 1))
+        self.assertEqual(info.segments, len(job.segments))
+        self.assertGreater(info.segments, 1)
+        _, _, datagram = reassemble([s.short_message for s in job.segments])
+        push = parse_bootstrap_push(datagram)
+        self.assertEqual(push.sec, Sec.NETWPIN)
+        self.assertTrue(push.verify(netwpin_key(IMSI)))
+        self.assertEqual(push.document, to_wbxml(self.read(jobs.bootstrap_document, "C1", SERVER)))
+
+    def test_document_from_the_record(self) -> None:
+        """
+        PROVIDER-ID is the device's server id, or the configured provider id
+        when it has none; APPSRV carries its server credential (named by its
+        server name), CLIENT its client credential, with their nonces.
+        """
+        self.run_(add_classic_device, "C1", dm_server_id="operator.dm", dm_server_auth_type="HMAC")
+        self.run_(add_classic_device, "C2", server_name="")
+        (application,) = self.read(jobs.bootstrap_document, "C1", SERVER).characteristics
+        parms = {c.name: c.value for c in application.children if isinstance(c, Parm)}
+        self.assertEqual((parms["PROVIDER-ID"], parms["NAME"], parms["ADDR"]), ("operator.dm", "mdmd test", SERVER.address))
+        server, client = [c for c in application.children if isinstance(c, Characteristic)]
+        self.assertEqual(
+            [p.value for p in server.children if isinstance(p, Parm)],
+            ["APPSRV", "HMAC", "mdmd", SERVER_SECRET, base64.b64encode(SERVER_NONCE).decode()],
+        )
+        self.assertEqual(
+            [p.value for p in client.children if isinstance(p, Parm)],
+            ["CLIENT", "DIGEST", "device-name", "device-secret", base64.b64encode(b"\x01" * 16).decode()],
+        )
+        (application,) = self.read(jobs.bootstrap_document, "C2", SERVER).characteristics
+        parms = {c.name: c.value for c in application.children if isinstance(c, Parm)}
+        self.assertEqual(parms["PROVIDER-ID"], "mdmd")
+        server = [c for c in application.children if isinstance(c, Characteristic)][0]
+        self.assertEqual([p.value for p in server.children if isinstance(p, Parm)][2], "mdmd")
+        with self.assertRaises(UnknownDevice):
+            self.read(jobs.bootstrap_document, "NOPE", SERVER)
+
+    def test_userpin_job_keeps_no_pin(self) -> None:
+        """
+        A USERPIN bootstrap's MAC verifies with the PIN, and is all that is
+        kept of it: the PIN is in no attribute of the stored job.
+        """
+        self.run_(add_classic_device, "C1", imsi="")
+        job = self.bootstrap(pin=BootstrapPin.user("80204711"))
+        push = parse_bootstrap_push(reassemble([s.short_message for s in job.segments])[2])
+        self.assertEqual(push.sec, Sec.USERPIN)
+        self.assertTrue(push.verify(b"80204711"))
+        record = self.read(job_record, "C1", 1)
+        self.assertEqual(record["kind"], jobs.BOOTSTRAP)
+        self.assertNotIn(b"80204711", repr(record).encode())
+        self.assertNotIn("80204711", repr(self.read(jobs.list_pushes, "C1")))
+
+    def test_refusals(self) -> None:
+        """
+        An unknown device is not found; a Windows device, a removed one, one
+        without MSISDN, without (or with a bad) IMSI for NETWPIN, or without
+        a DM account is refused with every reason; nothing is queued.
+        """
+        self.run_(add_device, "W1")
+        self.run_(add_classic_device, "R1", status="removed")
+        self.run_(add_classic_device, "C1", msisdn="", imsi="", dm_client_secret="")
+        self.run_(add_classic_device, "C2", imsi="12ab")
+        with self.assertRaises(UnknownDevice):
+            self.bootstrap("NOPE")
+        for device_id, pin, reasons in (
+            ("W1", BootstrapPin.network(), ["is a Windows device: it gets its DM account when it enrolls"]),
+            ("R1", BootstrapPin.network(), ["device R1 is removed"]),
+            (
+                "C1",
+                BootstrapPin.network(),
+                ["device C1 has no MSISDN", "device C1 has no IMSI, which a NETWPIN bootstrap needs", "device C1 has no DM account"],
+            ),
+            ("C2", BootstrapPin.network(), ["device C2: '12ab' is not an IMSI"]),
+        ):
+            with self.assertRaises(jobs.CannotBootstrap) as caught:
+                self.bootstrap(device_id, pin)
+            for reason in reasons:
+                self.assertIn(reason, str(caught.exception))
+        with self.assertRaises(jobs.CannotBootstrap) as caught:
+            self.bootstrap("C1", BootstrapPin.user("1234"))
+        self.assertNotIn("IMSI", str(caught.exception))
+        self.assertEqual(self.read(jobs.list_pushes), [])
+
+    def test_shares_the_sequence_and_the_machinery(self) -> None:
+        """
+        A bootstrap and a notification of one device take consecutive
+        numbers (hence concatenation references), list with their kinds,
+        and go through the same submitted/delivered moves.
+        """
+        self.run_(add_classic_device, "C1")
+        self.enqueue("C1")
+        job = self.bootstrap()
+        self.assertEqual(job.info.seq, 2)
+        self.assertEqual(dict(split_udh(job.segments[0].short_message)[0])[0x00][0], 2)
+        listed = self.read(jobs.list_pushes, "C1")
+        self.assertEqual([(i.seq, i.kind) for i in listed], [(1, jobs.NOTIFICATION), (2, jobs.BOOTSTRAP)])
+        keys = [f"b{n}" for n in range(len(job.segments))]
+        info = self.run_(jobs.record_submitted, job.ref, 110.0, via="smpp", message_ids=keys, keys=keys)
+        self.assertEqual((info.state, info.kind), (jobs.SUBMITTED, jobs.BOOTSTRAP))
+        for key in keys:
+            info = self.run_(jobs.record_receipt, key, MessageState.DELIVERED, 120.0)
+        self.assertEqual(info.state, jobs.DELIVERED)
+        (queued,) = self.read(jobs.queued_jobs)
+        self.assertEqual(queued.info.kind, jobs.NOTIFICATION)
+
+    def test_not_answered_by_a_notification_session(self) -> None:
+        """
+        A session answering a push (Alert 1200) never answers a bootstrap,
+        which has no session id.
+        """
+        self.run_(add_classic_device, "C1")
+        job = self.bootstrap()
+        self.run_(jobs.record_submitted, job.ref, 110.0, via="spool", spool_file="f")
+        for session_id in ("0", "1", "BEEF", ""):
+            self.assertIsNone(self.run_(jobs.answer_push, "C1", session_id, 120.0))
+        self.assertEqual(self.read(jobs.list_pushes, "C1")[0].state, jobs.SUBMITTED)
+
+    def test_answered_by_a_later_authenticated_session(self) -> None:
+        """
+        An authenticated session that began before the job was submitted
+        does not answer it (nor one still queued); one that began after does,
+        once; notifications are left alone.
+        """
+        self.run_(add_classic_device, "C1")
+        job = self.bootstrap()
+        (notification,) = self.enqueue("C1", now=101.0)
+        self.assertEqual(self.run_(jobs.answer_bootstrap, "C1", 105.0, 106.0), [])
+        self.run_(jobs.record_submitted, job.ref, 110.0, via="spool", spool_file="f")
+        self.assertEqual(self.run_(jobs.answer_bootstrap, "C1", 109.0, 111.0), [])
+        (answered,) = self.run_(jobs.answer_bootstrap, "C1", 110.0, 112.0)
+        self.assertEqual((answered.seq, answered.state, answered.answered_at), (1, jobs.ANSWERED, 112.0))
+        self.assertEqual(self.run_(jobs.answer_bootstrap, "C1", 200.0, 201.0), [])
+        self.assertEqual(self.read(job_record, "C1", notification.info.seq)["state"], jobs.QUEUED)
+
+    def test_delivered_before_acknowledged(self) -> None:
+        """
+        A job whose receipts came before its acknowledgement (delivered,
+        never submitted) is answered by a session begun after delivery.
+        """
+        self.run_(add_classic_device, "C1")
+        job = self.bootstrap()
+        keys = [f"b{n}" for n in range(len(job.segments))]
+        self.run_(jobs.record_ids, job.ref, keys, keys, 105.0)
+        for key in keys:
+            self.run_(jobs.record_receipt, key, MessageState.DELIVERED, 106.0)
+        (answered,) = self.run_(jobs.answer_bootstrap, "C1", 107.0, 108.0)
+        self.assertEqual(answered.state, jobs.ANSWERED)
+
+    def test_old_records_are_notifications(self) -> None:
+        """
+        A job stored before kinds existed (no kind attribute) reads as a notification.
+        """
+        self.run_(add_device, "D1")
+        (job,) = self.enqueue("D1")
+
+        def forget_kind(root: Any) -> None:
+            stored = root["pushes"]["D1"].jobs[1]
+            del stored.kind
+
+        self.run_(forget_kind)
+        self.assertNotIn("kind", self.read(job_record, "D1", 1))
+        (info,) = self.read(jobs.list_pushes, "D1")
+        self.assertEqual((info.kind, info.as_json()["kind"]), (jobs.NOTIFICATION, "notification"))

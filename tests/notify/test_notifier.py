@@ -14,13 +14,16 @@ from typing import Any
 from twisted.internet.defer import fail
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from mdmd.notify import jobs
 from mdmd.notify import smpp_pdu as p
 from mdmd.notify.jobs import NotPushable, PushSettings
-from mdmd.notify.notifier import Notifier
+from mdmd.notify.bootstrap import BootstrapPin, Sec, netwpin_key, parse_bootstrap_push
+from mdmd.notify.notifier import BootstrapUnavailable, Notifier
+from mdmd.notify.provisioning_doc import DMServer
 from mdmd.notify.smpp_transport import SmppTransport
 from mdmd.notify.spool import SPOOL_FORMAT, SpoolTransport, spool_document, spool_name
 from mdmd.notify.pkg0 import parse_package0
@@ -34,9 +37,11 @@ from mdmd.testing.smsc import FakeSmscFactory, Receipts, Scenario
 from mdmd.testing.smsc import MemorySmppNetwork as Net
 from mdmd.testing.store import SynchronousStoreService, memory_store_service
 
+from .cp import IMSI, add_classic_device
 from .helpers import LONG_ID, job_record
 
 SETTINGS = PushSettings(expiry=600.0)
+SERVER = DMServer("mdmd", "mdmd test", "https://mdm.example.com/ManagementServer/MDM.svc")
 
 
 class Rig:
@@ -69,6 +74,7 @@ class Rig:
             retry_delay=30.0,
             keep_seconds=3600.0,
             random=fixed_random(0x1234, 0x2345, 0x3456),
+            dm_server=lambda: SERVER,
         )
 
     @property
@@ -146,6 +152,7 @@ class FakeRig:
             retry_delay=30.0,
             keep_seconds=3600.0,
             random=fixed_random(0x1234, 0x2345, 0x3456),
+            dm_server=lambda: SERVER,
         )
 
     def add(self, device_id: str = "D1", **kwargs: Any) -> None:
@@ -590,3 +597,96 @@ class SpoolTests(SynchronousTestCase):
         record = rig.record()
         self.assertEqual((record["state"], record["error"]), (jobs.SUBMITTED, None))
         self.assertTrue(os.path.exists(record["spool_file"]))
+
+
+class BootstrapTests(SynchronousTestCase):
+    """
+    Bootstrap jobs through the notifier: queued, handed over, recorded like pushes.
+    """
+
+    def bootstrap(self, notifier: Notifier, device_id: str, pin: BootstrapPin) -> Any:
+        results: list[Any] = []
+        notifier.bootstrap(device_id, pin).addBoth(results.append)
+        return results[0]
+
+    def test_handed_to_the_transport(self) -> None:
+        """
+        A bootstrap hands one job of kind bootstrap to the transport and
+        answers it queued; the log line names the PIN type and the number of
+        SMS, never a USERPIN; the outcome is recorded as for a push.
+        """
+        rig = FakeRig()
+        assert rig.store.store is not None
+        rig.store.store.run(add_classic_device, "C1")
+        rig.start()
+        logged: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        info = self.bootstrap(rig.notifier, "C1", BootstrapPin.user("55667788"))
+        self.assertEqual((info.kind, info.state, info.session_id), (jobs.BOOTSTRAP, jobs.QUEUED, None))
+        (job,) = rig.transport.sent
+        self.assertEqual(job.ref, ("C1", 1))
+        push = parse_bootstrap_push(reassemble([s.short_message for s in job.segments])[2])
+        self.assertTrue(push.verify(b"55667788"))
+        texts = [formatEvent(event) for event in logged]
+        self.assertIn(f"bootstrap C1#1 queued: USERPIN, {info.segments} SMS to +491701234567", texts)
+        self.assertFalse([t for t in texts if "55667788" in t])
+        rig.transport.settle(job.ref, Sent(("m-1",), ("k-1",), detail="sent"))
+        self.assertEqual((rig.record("C1")["state"], rig.record("C1")["kind"]), (jobs.SUBMITTED, jobs.BOOTSTRAP))
+
+    def test_refused_and_unavailable(self) -> None:
+        """
+        A device that cannot be bootstrapped fails the Deferred with the
+        reason and queues nothing; a notifier without a DM server cannot
+        bootstrap at all.
+        """
+        rig = FakeRig()
+        rig.add("W1")
+        rig.start()
+        failure = self.bootstrap(rig.notifier, "W1", BootstrapPin.network())
+        self.assertTrue(failure.check(jobs.CannotBootstrap))
+        self.assertEqual(rig.transport.sent, [])
+        bare = Notifier(rig.store, SETTINGS, rig.clock, transport=FakePushTransport())
+        self.assertTrue(self.bootstrap(bare, "W1", BootstrapPin.network()).check(BootstrapUnavailable))
+
+    def test_through_the_smsc(self) -> None:
+        """
+        The fake SMSC receives the bootstrap's SMS for the device's number;
+        reassembled, they are a NETWPIN push whose MAC verifies with the
+        IMSI; its receipts deliver the job.
+        """
+        rig = Rig(Scenario(receipts=Receipts.TLV))
+        assert rig.store.store is not None
+        rig.store.store.run(add_classic_device, "C1")
+        rig.start()
+        results: list[Any] = []
+        rig.notifier.bootstrap("C1", BootstrapPin.network()).addBoth(results.append)
+        rig.flush()
+        self.assertEqual(results[0].kind, jobs.BOOTSTRAP)
+        submits = rig.smsc.submits
+        self.assertGreater(len(submits), 1)
+        self.assertEqual({(s.destination_addr, s.esm_class, s.data_coding) for s in submits}, {("491701234567", 0x40, 0x04)})
+        push = parse_bootstrap_push(reassemble([s.short_message for s in submits])[2])
+        self.assertEqual(push.sec, Sec.NETWPIN)
+        self.assertTrue(push.verify(netwpin_key(IMSI)))
+        record = rig.record("C1")
+        self.assertEqual((record["state"], record["via"], len(record["message_ids"])), (jobs.DELIVERED, "smpp", len(submits)))
+
+    def test_to_the_spool(self) -> None:
+        """
+        In the spool a bootstrap is a file like a push's, without a session id.
+        """
+        spool = os.path.abspath(self.mktemp())
+        rig = Rig(scenario=None, spool_dir=spool)
+        assert rig.store.store is not None
+        rig.store.store.run(add_classic_device, "C1")
+        rig.start()
+        results: list[Any] = []
+        rig.notifier.bootstrap("C1", BootstrapPin.network()).addBoth(results.append)
+        (info,) = results
+        self.assertEqual((info.state, info.via), (jobs.SUBMITTED, "spool"))
+        with open(info.spool_file) as f:
+            document = json.load(f)
+        self.assertEqual((document["device_id"], document["seq"], document["session_id"]), ("C1", 1, None))
+        segments = [bytes.fromhex(s["short_message"]) for s in document["segments"]]
+        self.assertTrue(parse_bootstrap_push(reassemble(segments)[2]).verify(netwpin_key(IMSI)))

@@ -11,9 +11,15 @@ import os
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
+from mdmd.notify import jobs
+from mdmd.notify.bootstrap import BootstrapPin
+from mdmd.notify.jobs import PushSettings
+from mdmd.notify.provisioning_doc import DMServer
 from mdmd.notify.spool import SPOOL_FORMAT, SpoolTransport, spool_document, spool_name
 from mdmd.notify.transport import IPushTransport, Refused, Sent
+from mdmd.testing.store import memory_store_service
 
+from .cp import MSISDN, add_classic_device
 from .helpers import queued_job
 
 
@@ -82,3 +88,20 @@ class SpoolTransportTests(SynchronousTestCase):
         self.assertTrue(first.startswith("push-a_b-") and first.endswith("-7.json"), first)
         self.assertNotEqual(first, second)
         self.assertNotIn("/", first)
+
+
+class BootstrapSpoolTests(SynchronousTestCase):
+    def test_bootstrap_document(self) -> None:
+        """
+        A bootstrap's spool document is a push's with a null session id; its
+        segments are the job's.
+        """
+        service = memory_store_service()
+        assert service.store is not None
+        service.store.run(add_classic_device, "C1")
+        server = DMServer("mdmd", "mdmd", "https://h/ManagementServer/MDM.svc")
+        job = service.store.run(jobs.enqueue_bootstrap, "C1", BootstrapPin.network(), server, PushSettings(), 1.0)
+        service.stopService()
+        document = spool_document(job)
+        self.assertEqual((document["device_id"], document["session_id"], document["msisdn"]), ("C1", None, MSISDN))
+        self.assertEqual([bytes.fromhex(s["short_message"]) for s in document["segments"]], [s.short_message for s in job.segments])
