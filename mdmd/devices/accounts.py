@@ -499,9 +499,10 @@ def as_row(account: DeviceAccount) -> dict[str, str]:
 def requires_certificate(requirement: str, kind: str, kind_defaults: Mapping[DeviceKind, bool]) -> bool:
     """
     Whether a device's DM sessions need a TLS client certificate: its own
-    setting (C{Device.client_certificate}), else its kind's default.
+    setting (C{Device.client_certificate}, or as L{public_json} spells it),
+    else its kind's default.
     """
-    setting = ClientCertificate(requirement or "")
+    setting = _certificate(requirement)
     if setting is ClientCertificate.DEFAULT:
         return kind_defaults[DeviceKind(kind)]
     return setting is ClientCertificate.REQUIRED
