@@ -61,7 +61,7 @@ Random = Callable[[int], bytes]
 #: the keys of a registration's JSON and the columns of an import's CSV.
 COLUMNS: Final = ("device_id", "kind", *accounts.FIELDS)
 #: The most devices one import registers (one transaction; split larger fleets).
-MAX_IMPORT: Final = 10000
+MAX_IMPORT: Final = 5000
 
 
 @dataclass(frozen=True)
@@ -297,12 +297,19 @@ def _same(device: Device, request: _Request) -> bool:
 # -- the units of work ----------------------------------------------------------------------------
 
 
-def _register(root: Root, request: _Request, settings: RegistrationSettings, now: float) -> Device:
-    device = lifecycle.register(root, request.device_id, now)
-    accounts.store_account(device, request.account)
+def _register(root: Root, requests: Sequence[_Request], settings: RegistrationSettings, now: float) -> list[Device]:
+    """
+    Make the records and accounts of C{requests}, and queue their inventory Gets.
+    """
+    made = []
+    for request in requests:
+        device = lifecycle.register(root, request.device_id, now)
+        accounts.store_account(device, request.account)
+        made.append(device)
+    device_ids = [request.device_id for request in requests]
     for uri in settings.inventory:
-        dm_queue.enqueue(root, [request.device_id], parse_spec({"verb": "Get", "target": uri}), now)
-    return device
+        dm_queue.enqueue(root, device_ids, parse_spec({"verb": "Get", "target": uri}), now)
+    return made
 
 
 def register(
@@ -318,7 +325,7 @@ def register(
     refusal = _refusal(root["devices"].get(request.device_id))
     if refusal is not None:
         raise DeviceExists(refusal)
-    device = _register(root, request, settings, now)
+    (device,) = _register(root, [request], settings, now)
     secrets = {name: request.account.value(name) for name in request.generated}
     return Registered(device_info(device), secrets, _row(request), len(settings.inventory))
 
@@ -377,11 +384,12 @@ def import_devices(
     if problems:
         error = ImportConflict if all(p.conflict for p in problems) else ImportRefused
         raise error(problems)
-    outcomes = []
-    for request, action in planned:
-        if action == "register" and not dry_run:
-            _register(root, request, settings, now)
-        outcomes.append(RowOutcome(request.device_id, action, _row(request) if action == "register" else None))
+    if not dry_run:
+        _register(root, [request for request, action in planned if action == "register"], settings, now)
+    outcomes = [
+        RowOutcome(request.device_id, action, _row(request) if action == "register" else None)
+        for request, action in planned
+    ]
     return Imported(tuple(outcomes), dry_run)
 
 
