@@ -226,8 +226,10 @@ def _device_id(raw: object) -> str:
     """
     The device id, by enrollment's rule (it becomes a store key and part of DM URIs).
     """
-    if not isinstance(raw, str) or not raw:
+    if raw is None or raw == "":
         raise ValueError("device_id: missing")
+    if not isinstance(raw, str):
+        raise ValueError("device_id: must be a string")
     if not valid_device_id(raw):
         raise ValueError(
             f"device_id: {raw!r} is not usable (1 to 128 of A-Z a-z 0-9 {{ }} . _ : -)"
@@ -283,15 +285,20 @@ def _refusal(device: Device | None) -> str | None:
     return f"device {device.device_id} is registered already"
 
 
-def _same(device: Device, request: _Request) -> bool:
+def _differing(device: Device, request: _Request) -> list[str] | None:
     """
-    Whether an enrolled classic device has every value the request gives (nonces aside).
+    The fields whose values a request gives otherwise than a registered
+    classic device has them (nonces aside: sessions renew them); None if the
+    device is not a registered classic one.
     """
     if device.kind != DeviceKind.OMADM.value or not lifecycle.manageable(device):
-        return False
+        return None
     stored = accounts.account_of(device)
-    given = request.fields.given()
-    return all(stored.value(name) == value for name, value in given.items() if name not in accounts.NONCES)
+    return [
+        name
+        for name, value in request.fields.given().items()
+        if name not in accounts.NONCES and stored.value(name) != value
+    ]
 
 
 # -- the units of work ----------------------------------------------------------------------------
@@ -371,16 +378,18 @@ def import_devices(
             continue
         first[device_id] = index
         device = root["devices"].get(device_id)
-        if _refusal(device) is None:
+        refusal = _refusal(device)
+        if refusal is None:
             planned.append((request, "register"))
-        elif device is not None and _same(device, request):
+            continue
+        assert device is not None
+        differing = _differing(device, request)
+        if differing == []:
             planned.append((request, "unchanged"))
-        else:
-            refusal = _refusal(device) or ""
-            if device is not None and device.kind == DeviceKind.OMADM.value and lifecycle.manageable(device):
-                differing = _differing(device, request)
-                refusal += f" with other values ({', '.join(differing)})"
-            problems.append(RowProblem(index, device_id, refusal, conflict=True))
+            continue
+        if differing:
+            refusal += f" with other values ({', '.join(differing)})"
+        problems.append(RowProblem(index, device_id, refusal, conflict=True))
     if problems:
         error = ImportConflict if all(p.conflict for p in problems) else ImportRefused
         raise error(problems)
@@ -391,15 +400,6 @@ def import_devices(
         for request, action in planned
     ]
     return Imported(tuple(outcomes), dry_run)
-
-
-def _differing(device: Device, request: _Request) -> list[str]:
-    stored = accounts.account_of(device)
-    return [
-        name
-        for name, value in request.fields.given().items()
-        if name not in accounts.NONCES and stored.value(name) != value
-    ]
 
 
 #: What an operator may set on a Windows device (the rest is its enrollment's).

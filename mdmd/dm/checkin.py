@@ -22,7 +22,6 @@ from mdmd.devices import accounts, lifecycle
 from mdmd.devices.accounts import DeviceKind
 from mdmd.dm import queue as dm_queue
 from mdmd.dm.commands import CommandSpec
-from mdmd.dm.authentication import AuthScheme, Credentials
 from mdmd.dm.effects import (
     ClientNonce,
     CommandAnswered,
@@ -104,11 +103,9 @@ class Exchanged:
 
 
 def _device_auth(device: Device) -> DeviceAuth:
+    account = accounts.account_of(device)
     return DeviceAuth(
-        device_id=device.device_id,
-        client=Credentials(device.dm_client_name, device.dm_client_secret, device.dm_client_nonce),
-        server=Credentials(device.dm_server_name, device.dm_server_secret, device.dm_server_nonce),
-        scheme=AuthScheme.BASIC if device.dm_client_auth_type.upper() == "BASIC" else AuthScheme.DIGEST,
+        device_id=device.device_id, client=account.client, server=account.server, scheme=account.client_auth
     )
 
 

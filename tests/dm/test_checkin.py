@@ -307,3 +307,24 @@ class ClientCertificateTests(SynchronousTestCase):
         certificate = self.pki.issue(self.key, DEVICE_ID)
         self.settings = DMSettings()
         self.assertIn("was not issued by this server", self.send(certificate))
+
+
+class AccountSchemeTests(SynchronousTestCase):
+    def test_scheme_of_the_account(self) -> None:
+        """
+        The session checks the device with its account's scheme: a device
+        registered for HMAC is refused an MD5 digest and challenged for HMAC.
+        """
+        service = memory_store_service()
+        self.addCleanup(service.stopService)
+        assert service.store is not None
+        service.store.run(add_device, DEVICE_ID)
+
+        def hmac(root: Any) -> None:
+            root["devices"][DEVICE_ID].dm_client_auth_type = "HMAC"
+
+        service.store.run(hmac)
+        message = Client(session_id="A").package1()
+        result = service.store.run(exchange, None, message, XML_CODEC, XML_CODEC.encode(message), None, 20.0, SETTINGS)
+        header = XML_CODEC.decode(result.body).body[0]
+        self.assertEqual((header.data, header.chal.meta.type), ("401", "syncml:auth-MAC"))
