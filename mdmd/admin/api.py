@@ -458,8 +458,9 @@ class AdminAPI(AsyncResource):
         imported = await self.store.transact(
             registration.import_devices, rows, self.registration, self._clock.seconds(), self._random, dry_run
         )
-        encoded = await self._in_thread(_encode, imported.as_json())
-        return (201 if imported.as_json()["registered"] and not dry_run else 200), encoded
+        value = imported.as_json()
+        encoded = await self._in_thread(_encode, value)
+        return (201 if value["registered"] and not dry_run else 200), encoded
 
     @route("GET", "/v1/devices/{device_id}")
     async def show_device(self, request: Request, device_id: str) -> tuple[int, Any]:
@@ -495,11 +496,11 @@ class AdminAPI(AsyncResource):
         unknown = sorted(set(body) - set(settable))
         if unknown:
             raise ApiError(f"cannot set {', '.join(unknown)} (settable: {', '.join(settable)})")
-        if not body:
-            raise ApiError(f"nothing to set (settable: {', '.join(settable)})")
         generate = body.pop("generate", None) or []
         if not isinstance(generate, list) or not all(isinstance(name, str) for name in generate):
             raise ApiError("'generate' must be a list of field names")
+        if not body and not generate:
+            raise ApiError(f"nothing to set (settable: {', '.join(settable)})")
         fields = {name: "" if value is None else value for name, value in body.items()}
         edited = await self.store.transact(registration.edit_account, device_id, fields, generate, self._random)
         facts = await self.store.read(push_jobs.push_facts, device_id)

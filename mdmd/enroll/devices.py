@@ -23,9 +23,9 @@ from cryptography import x509
 
 from mdmd.devices import lifecycle
 from mdmd.devices.accounts import DeviceKind
-from mdmd.dm.authentication import AuthScheme
 from mdmd.devices.lifecycle import DeviceStatus, Event
 from mdmd.devices.records import DeviceInfo, device_info, device_record
+from mdmd.dm.authentication import AuthScheme
 from mdmd.enroll.provisioning import DMCredentials
 from mdmd.errors import SOAP_AUTHORIZATION, SOAP_CERTIFICATE_REQUEST, Conflict
 from mdmd.pki.ca import PublicKey, serial_hex
