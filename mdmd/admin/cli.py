@@ -904,45 +904,43 @@ class _RefuseSecret(argparse.Action):
 
 def _account_arguments(parser: argparse.ArgumentParser, adding: bool) -> None:
     """
-    The DM account's options of device add (defaults noted) and device set.
+    The DM account's options: of device add (with their defaults) or of device set.
     """
-    default = " (default: %s)" if adding else ""
-    clear = "" if adding else "; '' clears it"
-    parser.add_argument("--server-id", metavar="ID", help="the server id the device knows us by (DMAcc ServerID)"
-                        + (default % "[enrollment] provider_id" if adding else "; '' returns to the provider id"))
-    parser.add_argument("--auth", choices=("digest", "basic", "hmac"), help="how the device authenticates to us"
-                        + (default % "digest" if adding else ""))
-    parser.add_argument("--client-name", metavar="NAME", help="the device's credential name (APPSRV AAuthName)"
-                        + (default % "the DeviceID" if adding else ""))
-    parser.add_argument("--client-nonce", metavar="BASE64", help="the nonce the device uses next"
-                        + (default % "fresh" if adding else ""))
-    parser.add_argument("--server-auth", choices=("digest", "basic", "hmac"), help="how we authenticate to the device"
-                        + (default % "digest" if adding else ""))
-    parser.add_argument("--server-name", metavar="NAME", help="our credential name (CLIENT AAuthName)"
-                        + (default % "the server id" if adding else ""))
-    parser.add_argument("--server-nonce", metavar="BASE64", help="the nonce we use next"
-                        + (default % "fresh" if adding else ""))
-    parser.add_argument("--msisdn", metavar="NUMBER", help="the phone number for push (e.g. +491701234567)" + clear)
-    parser.add_argument("--imsi", metavar="DIGITS", help="the SIM's IMSI (for OMA CP bootstrap)" + clear)
-    parser.add_argument(
-        "--client-certificate", choices=("required", "optional", "default"),
-        help="whether its DM sessions need a TLS client certificate (default: its kind's, [dm] "
-        "require_client_certificate_KIND)",
-    )
-    parser.add_argument("--client-secret-file", metavar="PATH", help="read the device's secret from the first "
-                        "line of this file, or - for standard input" + (" (default: generated)" if adding else ""))
-    parser.add_argument("--server-secret-file", metavar="PATH", help="read our secret from the first line of "
-                        "this file, or - for standard input" + (" (default: generated)" if adding else ""))
+
+    def option(name: str, help: str, default: str = "", clearing: str = "", **kwargs: Any) -> None:
+        if adding and default:
+            help += f" (default: {default})"
+        elif not adding and clearing:
+            help += f"; '' {clearing}"
+        parser.add_argument(name, help=help, **kwargs)
+
+    schemes = ("digest", "basic", "hmac")
+    option("--server-id", "the server id the device knows us by (DMAcc ServerID)", "[enrollment] provider_id",
+           "returns to the provider id", metavar="ID")
+    option("--auth", "how the device authenticates to us", "digest", choices=schemes)
+    option("--client-name", "the device's credential name (APPSRV AAuthName)", "the DeviceID", metavar="NAME")
+    option("--client-nonce", "the nonce the device uses next", "fresh", metavar="BASE64")
+    option("--server-auth", "how we authenticate to the device", "digest", choices=schemes)
+    option("--server-name", "our credential name (CLIENT AAuthName)", "the server id", metavar="NAME")
+    option("--server-nonce", "the nonce we use next", "fresh", metavar="BASE64")
+    option("--msisdn", "the phone number for push (e.g. +491701234567)", clearing="clears it", metavar="NUMBER")
+    option("--imsi", "the SIM's IMSI (for OMA CP bootstrap)", clearing="clears it", metavar="DIGITS")
+    option("--client-certificate", "whether its DM sessions need a TLS client certificate",
+           "its kind's: [dm] require_client_certificate_KIND", choices=("required", "optional", "default"))
+    option("--client-secret-file", "read the device's secret from the first line of this file, or - for "
+           "standard input", "generated", metavar="PATH")
+    option("--server-secret-file", "read our secret from the first line of this file, or - for standard "
+           "input", "generated", metavar="PATH")
     if not adding:
         parser.add_argument("--new-client-secret", action="store_true", help="generate a new device secret")
         parser.add_argument("--new-server-secret", action="store_true", help="generate a new server secret")
     parser.add_argument(
         "--secrets-file", metavar="PATH",
         help="write the generated secrets to this new file (mode 0600) instead of showing them"
-        + (" (with the whole account, in the import format)" if adding else ""),
+        + (", with the whole account, in the import format" if adding else ""),
     )
-    for option in ("--secret", "--client-secret", "--server-secret", "--password"):
-        parser.add_argument(option, nargs="?", action=_RefuseSecret, help=argparse.SUPPRESS)
+    for refused in ("--secret", "--client-secret", "--server-secret", "--password"):
+        parser.add_argument(refused, nargs="?", action=_RefuseSecret, help=argparse.SUPPRESS)
 
 
 def build_parser() -> argparse.ArgumentParser:
