@@ -269,11 +269,18 @@ def _poll_schedule(raw: str) -> PollSchedule:
 _T = TypeVar("_T")
 
 
-def _option(default: _T, parse: Callable[[str], _T], help: str, example: str = "") -> _T:
+def _option(
+    default: _T, parse: Callable[[str], _T], help: str, example: str = "", former: str = ""
+) -> _T:
     """
     An option of the schema: its default, the parser of its INI text (of the same type), its help.
+
+    C{former} is the name the option had before it was renamed; a file may
+    still use it (but not both names).
     """
-    return field(default=default, metadata={"parse": parse, "help": help, "example": example})
+    if former:
+        help += f" Its former name, {former}, is still read."
+    return field(default=default, metadata={"parse": parse, "help": help, "example": example, "former": former})
 
 
 # --- the schema --------------------------------------------------------------------
@@ -332,6 +339,15 @@ class HttpsSection:
     key_file: str = _option("", _str, "PEM private key of cert_file.")
     chain_file: str = _option(
         "", _str, "PEM intermediate certificates sent after cert_file (optional)."
+    )
+    device_ca_file: str = _option(
+        "",
+        _str,
+        "PEM file of the CAs of an existing device PKI, whose client certificates TLS accepts "
+        "besides those of mdmd's CA: for classic OMA DM devices only, and each must name its "
+        "device (subject CN, or a SAN URI or DNS name, equal to the DeviceID). List the CA "
+        "that signs the device certificates (with its intermediates and root). Empty: mdmd's "
+        "CA only.",
     )
 
 
@@ -516,12 +532,13 @@ class DMSection:
     max_auth_failures: int = _option(
         3, _int(1, 100), "Failed authentications after which a session is ended."
     )
-    require_client_certificate: bool = _option(
+    require_client_certificate_windows: bool = _option(
         True,
         _bool,
-        "Whether DM sessions need the TLS client certificate issued at enrollment (Windows "
-        "devices always present it). Turn off only for classic OMA DM devices that "
-        "authenticate with their DM credentials alone.",
+        "Whether DM sessions of Windows devices need the TLS client certificate issued at "
+        "their enrollment (Windows devices always present it). A device's own setting "
+        "(mdmctl device set --client-certificate) comes first.",
+        former="require_client_certificate",
     )
     send_server_credential: tuple[str, ...] = _option(
         ("omadm",),
@@ -532,7 +549,15 @@ class DMSection:
         "Other kinds get it once they ask (401/407). Windows authenticates the server by "
         "TLS and does not ask.",
     )
-    inventory: tuple[str, ...] = _option(
+    require_client_certificate_omadm: bool = _option(
+        False,
+        _bool,
+        "Whether DM sessions of classic OMA DM devices need a TLS client certificate (from "
+        "mdmd's CA, or from a CA of [https] device_ca_file). Most have none: they "
+        "authenticate with their DM credentials over server-authenticated TLS. A device's "
+        "own setting comes first.",
+    )
+    inventory_windows: tuple[str, ...] = _option(
         (
             "./DevDetail/SwV",
             "./DevDetail/OEM",
@@ -542,8 +567,31 @@ class DMSection:
             "./DevDetail/Ext/Microsoft/OSPlatform",
         ),
         _list,
-        "Nodes read with Get after every enrollment (one Get each, comma-separated); the "
-        "values are kept as the device's inventory. Empty disables it.",
+        "Nodes read with Get after every enrollment of a Windows device (one Get each, "
+        "comma-separated); the values are kept as the device's inventory. Empty disables it.",
+        former="inventory",
+    )
+    inventory_omadm: tuple[str, ...] = _option(
+        (
+            "./DevInfo/DevId",
+            "./DevInfo/Man",
+            "./DevInfo/Mod",
+            "./DevInfo/DmV",
+            "./DevInfo/Lang",
+            "./DevDetail/DevTyp",
+            "./DevDetail/OEM",
+            "./DevDetail/FwV",
+            "./DevDetail/SwV",
+            "./DevDetail/HwV",
+            "./DevDetail/LrgObj",
+            "./DevDetail/URI/MaxDepth",
+            "./DevDetail/URI/MaxTotLen",
+            "./DevDetail/URI/MaxSegLen",
+        ),
+        _list,
+        "Nodes read with Get when a classic OMA DM device is registered (one Get each, "
+        "comma-separated, in its first session): by default the standard DevInfo and "
+        "DevDetail nodes of OMA DM 1.2. Empty disables it.",
     )
 
 
@@ -839,14 +887,20 @@ def load(path: str | None, base_dir: str | None = None) -> Config:
         section_type = _section_type(name)
         values: dict[str, Any] = {}
         options = {f.name: f for f in dataclasses.fields(section_type)}
+        formers = {f.metadata["former"]: f for f in options.values() if f.metadata["former"]}
         if parser.has_section(name):
             for key, raw in parser.items(name):
-                option = options.get(key)
+                option = options.get(key) or formers.get(key)
                 if option is None:
                     errors.append(f"[{name}] {key}: unknown option")
                     continue
+                if option.name != key and parser.has_option(name, option.name):
+                    errors.append(
+                        f"[{name}] {key}: the former name of {option.name}; set only one of them"
+                    )
+                    continue
                 try:
-                    values[key] = option.metadata["parse"](raw)
+                    values[option.name] = option.metadata["parse"](raw)
                 except ValueError as e:
                     errors.append(f"[{name}] {key}: {e}")
         sections[name] = section_type(**values)
@@ -885,6 +939,7 @@ def _resolve_paths(config: Config, base: str) -> Config:
             cert_file=absolute(config.https.cert_file),
             key_file=absolute(config.https.key_file),
             chain_file=absolute(config.https.chain_file),
+            device_ca_file=absolute(config.https.device_ca_file),
         ),
         store=dataclasses.replace(config.store, uri=store_uri),
         admin=dataclasses.replace(
@@ -909,7 +964,7 @@ def _cross_checks(config: Config) -> list[str]:
         errors.append("[server] hostname: must not be empty")
     if bool(config.https.cert_file) != bool(config.https.key_file):
         errors.append("[https] cert_file and key_file: set both or neither")
-    for option in ("cert_file", "key_file", "chain_file"):
+    for option in ("cert_file", "key_file", "chain_file", "device_ca_file"):
         path = getattr(config.https, option)
         if path and not os.path.isfile(path):
             errors.append(f"[https] {option}: {path} does not exist")
@@ -937,11 +992,12 @@ def _cross_checks(config: Config) -> list[str]:
         errors.append(
             f"[enrollment] certificate_ca_file: {enrollment.certificate_ca_file} does not exist"
         )
-    for uri in config.dm.inventory:
-        try:
-            normalize_uri(uri)
-        except InvalidCommand as e:
-            errors.append(f"[dm] inventory: {e}")
+    for option in ("inventory_windows", "inventory_omadm"):
+        for uri in getattr(config.dm, option):
+            try:
+                normalize_uri(uri)
+            except InvalidCommand as e:
+                errors.append(f"[dm] {option}: {e}")
     errors.extend(_smpp_checks(config.smpp))
     if not config.push.spool_dir:
         errors.append("[push] spool_dir: must not be empty")

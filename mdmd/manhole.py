@@ -24,7 +24,7 @@ import socket
 import struct
 import tempfile
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import IServiceCollection
 from twisted.conch import manhole
@@ -48,7 +48,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from mdmd.devices import records
+from mdmd.devices import records, registration
 from mdmd.dm import queue as dm_queue
 from mdmd.dm.commands import parse_spec
 from mdmd.dm.sweeper import dm_facts
@@ -56,6 +56,9 @@ from mdmd.enroll.users import hash_password, verify_password
 from mdmd.notify import jobs
 from mdmd.notify.bootstrap import BootstrapPin
 from mdmd.notify.provisioning_doc import to_xml
+
+if TYPE_CHECKING:
+    from mdmd.settings import Settings
 
 __all__ = [
     "ManholePasswordDB",
@@ -220,6 +223,7 @@ class _Login(AuthenticatingTelnetProtocol):
 _BANNER = (
     "mdmd manhole, logged in as {name}. Code runs in the reactor thread: never block it.\r\n"
     "  devices() device(id) enqueue(id, verb, target, data=..., format=...) push(id, ...)\r\n"
+    "  add_device(id, client_auth='digest', msisdn=..., ...) set_device(id, generate=[...], ...)\r\n"
     "  bootstrap(id, userpin=None) bootstrap_document(id) pushes(id=None) status()\r\n"
     "  -- Deferreds, printed when they fire\r\n"
     "  tree (the service tree), service(name), store, notifier, reactor, config\r\n"
@@ -285,12 +289,13 @@ def manhole_factory(checker: ManholePasswordDB, make_namespace: Callable[[str], 
 # -- the namespace -------------------------------------------------------------------------
 
 
-def namespace(tree: IServiceCollection, config: Any, reactor: Any, name: str) -> dict[str, Any]:
+def namespace(tree: IServiceCollection, config: Settings | None, reactor: Any, name: str) -> dict[str, Any]:
     """
     What one login sees: the service tree and helpers returning Deferreds.
     """
     store = tree.getServiceNamed("store")
     notifier = tree.getServiceNamed("notify")
+    settings = config.registration if config is not None else registration.RegistrationSettings()
 
     def devices() -> Deferred[list[dict[str, Any]]]:
         """Every device, as JSON values."""
@@ -312,6 +317,24 @@ def namespace(tree: IServiceCollection, config: Any, reactor: Any, name: str) ->
         spec = parse_spec(raw)
         return store.transact(dm_queue.enqueue, [device_id], spec, reactor.seconds()).addCallback(
             lambda queued: [c.as_json() for c in queued]
+        )
+
+    def add_device(device_id: str, kind: str = "omadm", **fields: str) -> Deferred[dict[str, Any]]:
+        """
+        Register a classic OMA DM device, as mdmctl device add does (fields by
+        their import column names); generated secrets are in the answer, this once.
+        """
+        raw = {"device_id": device_id, "kind": kind, **fields}
+        return store.transact(registration.register, raw, settings, reactor.seconds(), os.urandom).addCallback(
+            lambda registered: registered.as_json()
+        )
+
+    def set_device(device_id: str, generate: tuple[str, ...] | list[str] = (), **fields: str) -> Deferred[dict[str, Any]]:
+        """
+        Change fields of a device's account, as mdmctl device set does; generate=["client_secret"] makes a new one.
+        """
+        return store.transact(registration.edit_account, device_id, fields, list(generate), os.urandom).addCallback(
+            lambda edited: edited.as_json()
         )
 
     def push(*device_ids: str) -> Deferred[list[dict[str, Any]]]:
@@ -350,6 +373,8 @@ def namespace(tree: IServiceCollection, config: Any, reactor: Any, name: str) ->
         "devices": devices,
         "device": device,
         "enqueue": enqueue,
+        "add_device": add_device,
+        "set_device": set_device,
         "push": push,
         "bootstrap": bootstrap,
         "bootstrap_document": bootstrap_document,

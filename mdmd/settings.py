@@ -17,8 +17,11 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass
 
+from cryptography import x509
+
 from mdmd import config as mdmd_config
-from mdmd.config import Config, ListenAddress
+from mdmd.config import Config, ConfigErrors, ListenAddress
+from mdmd.devices.registration import RegistrationSettings
 from mdmd.dm import effects as dm_effects
 from mdmd.dm.checkin import DMSettings
 from mdmd.enroll.operations import EnrollmentSettings
@@ -143,6 +146,8 @@ class Settings:
     https: HttpsSettings
     ca: CASettings
     enrollment: EnrollmentSettings
+    #: registering classic OMA DM devices (the admin API, the manhole)
+    registration: RegistrationSettings
     dm: DMSettings
     push: NotifierSettings
     #: None without an SMSC: pushes go to C{push.spool_dir}
@@ -173,6 +178,8 @@ def from_config(config: Config) -> Settings:
         public_port=config.server.public_port,
         listening_file=config.listening_file,
     )
+    device_cas = _device_cas(config.https.device_ca_file)
+    dm = _dm(config, device_cas)
     return Settings(
         server=server,
         store=StoreSettings(
@@ -186,9 +193,14 @@ def from_config(config: Config) -> Settings:
             max_body=config.https.max_body,
             idle_timeout=float(config.https.idle_timeout),
         ),
-        ca=_ca(config, server),
+        ca=_ca(config, server, device_cas),
         enrollment=_enrollment(config),
-        dm=_dm(config),
+        registration=RegistrationSettings(
+            server_id=config.enrollment.provider_id,
+            inventory=config.dm.inventory_omadm,
+            certificate_defaults=dm.certificate_defaults,
+        ),
+        dm=dm,
         push=_notifier(config),
         smpp=_smsc(config) if config.smpp.host else None,
         admin=AdminSettings(listen=config.admin.listen, token_file=config.admin_token_file),
@@ -200,7 +212,35 @@ def from_config(config: Config) -> Settings:
     )
 
 
-def _ca(config: Config, server: ServerSettings) -> CASettings:
+def _device_cas(path: str) -> tuple[x509.Certificate, ...]:
+    """
+    The certificates of C{[https] device_ca_file} (none when it is empty).
+
+    @raise ConfigErrors: if the file holds no PEM certificate, or one that is not a CA's.
+    """
+    if not path:
+        return ()
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        found = tuple(x509.load_pem_x509_certificates(data))
+    except ValueError:
+        found = ()
+    if not found:
+        raise ConfigErrors([f"[https] device_ca_file: {path} holds no PEM certificate"])
+    for certificate in found:
+        try:
+            constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints).value
+        except x509.ExtensionNotFound:
+            constraints = None
+        if constraints is None or not constraints.ca:
+            raise ConfigErrors(
+                [f"[https] device_ca_file: {certificate.subject.rfc4514_string()} in {path} is not a CA certificate"]
+            )
+    return found
+
+
+def _ca(config: Config, server: ServerSettings, device_cas: tuple[x509.Certificate, ...]) -> CASettings:
     ca = config.ca
     return CASettings(
         state_dir=server.state_dir,
@@ -215,6 +255,7 @@ def _ca(config: Config, server: ServerSettings) -> CASettings:
         server_cert_file=config.https.cert_file,
         server_key_file=config.https.key_file,
         server_chain_file=config.https.chain_file,
+        device_cas=device_cas,
     )
 
 
@@ -248,7 +289,7 @@ def _enrollment(config: Config) -> EnrollmentSettings:
         device_auth_type=enrollment.device_auth_type,
         federated_token_lifetime=float(enrollment.federated_token_lifetime),
         certificate_ca_file=enrollment.certificate_ca_file,
-        inventory=config.dm.inventory,
+        inventory=config.dm.inventory_windows,
         # One at a time with the embedded store (run together, enrollments
         # conflict on the same BTree buckets); a shared store, one per connection.
         issuing_concurrency=(
@@ -257,7 +298,7 @@ def _enrollment(config: Config) -> EnrollmentSettings:
     )
 
 
-def _dm(config: Config) -> DMSettings:
+def _dm(config: Config, device_cas: tuple[x509.Certificate, ...]) -> DMSettings:
     dm = config.dm
     return DMSettings(
         session=dm_effects.Settings(
@@ -266,7 +307,9 @@ def _dm(config: Config) -> DMSettings:
             max_obj_size=dm.max_object_size,
             max_auth_failures=dm.max_auth_failures,
         ),
-        require_client_certificate=dm.require_client_certificate,
+        require_client_certificate=dm.require_client_certificate_windows,
+        require_client_certificate_omadm=dm.require_client_certificate_omadm,
+        device_cas=device_cas,
         send_server_credential=frozenset(dm.send_server_credential),
     )
 

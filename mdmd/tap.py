@@ -42,7 +42,7 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web.resource import Resource
 from zope.interface import implementer
 
-from mdmd.admin.api import AdminAPI, AdminToken
+from mdmd.admin.api import MAX_BODY, AdminAPI, AdminToken
 from mdmd.config import ConfigErrors, ListenAddress
 from mdmd.dm.resource import ManagementResource
 from mdmd.dm.sweeper import DMService
@@ -347,8 +347,9 @@ def build(settings: Settings, reactor: Reactor) -> MdmdService:
         reactor,
         status_extra=lambda: {"hostname": settings.server.hostname, "listening": root.addresses()},
         notifier=notifier,
+        registration=settings.registration,
     )
-    admin_site = MdmdSite(api, clock=reactor, max_body=256 * 1024, name="admin")
+    admin_site = MdmdSite(api, clock=reactor, max_body=MAX_BODY, name="admin")
     admin = _LocalListener(reactor, settings.admin.listen)
 
     def prepare_admin() -> None:

@@ -218,7 +218,7 @@ class EnrollmentSectionTests(ConfigTestCase):
             self.assertIn("[enrollment] poll_schedule", str(caught.exception))
 
 
-class DMSectionTests(ConfigTestCase):
+class ServerCredentialConfigTests(ConfigTestCase):
     def test_send_server_credential(self) -> None:
         """
         [dm] send_server_credential lists device kinds (omadm by default, may be empty);
@@ -288,3 +288,57 @@ class PushSectionsTests(ConfigTestCase):
             "[manhole] listen: 0.0.0.0 is not a loopback address",
         ):
             self.assertIn(expected, joined)
+
+
+class DMSectionTests(ConfigTestCase):
+    """
+    [dm]: the certificate requirement and the inventory per device kind.
+    """
+
+    def test_defaults(self) -> None:
+        """
+        Windows devices need a certificate and are asked for today's
+        inventory; classic devices need none and are asked for OMA DM's
+        standard DevInfo and DevDetail nodes.
+        """
+        dm = config.load(None, base_dir=os.path.abspath(self.mktemp())).dm
+        self.assertEqual((dm.require_client_certificate_windows, dm.require_client_certificate_omadm), (True, False))
+        self.assertIn("./DevDetail/Ext/Microsoft/OSPlatform", dm.inventory_windows)
+        self.assertEqual(dm.inventory_omadm[:5], tuple(f"./DevInfo/{n}" for n in ("DevId", "Man", "Mod", "DmV", "Lang")))
+        self.assertIn("./DevDetail/URI/MaxDepth", dm.inventory_omadm)
+        self.assertFalse(any("Microsoft" in uri for uri in dm.inventory_omadm))
+
+    def test_former_names(self) -> None:
+        """
+        The options' former names (before there were kinds) are still read,
+        for the Windows options; both names at once are an error.
+        """
+        dm = config.load(self.write("[dm]\ninventory = ./DevDetail/SwV\nrequire_client_certificate = no\n")).dm
+        self.assertEqual((dm.inventory_windows, dm.require_client_certificate_windows), (("./DevDetail/SwV",), False))
+        self.assertEqual(
+            self.errors("[dm]\ninventory =\ninventory_windows = ./DevDetail/SwV\n"),
+            "[dm] inventory: the former name of inventory_windows; set only one of them",
+        )
+        self.assertIn("Its former name, inventory, is still read.", config.render_example())
+
+    def test_inventory_checked(self) -> None:
+        """
+        Each kind's inventory must name DM nodes.
+        """
+        self.assertIn("[dm] inventory_omadm:", self.errors("[dm]\ninventory_omadm = ./DevInfo/Man, /DevInfo/Mod\n"))
+
+    def test_device_ca_file(self) -> None:
+        """
+        [https] device_ca_file is empty by default, a path resolved like the others, and must exist.
+        """
+        base = os.path.abspath(self.mktemp())
+        os.makedirs(base)
+        self.assertEqual(config.load(None, base_dir=base).https.device_ca_file, "")
+        with open(os.path.join(base, "cas.pem"), "w"):
+            pass
+        loaded = config.load(self.write("[https]\ndevice_ca_file = cas.pem\n"), base_dir=base)
+        self.assertEqual(loaded.https.device_ca_file, os.path.join(base, "cas.pem"))
+        self.assertIn(
+            "[https] device_ca_file: /nonexistent/cas.pem does not exist",
+            self.errors("[https]\ndevice_ca_file = /nonexistent/cas.pem\n"),
+        )

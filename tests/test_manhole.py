@@ -5,6 +5,7 @@ helpers, and a telnet login over a real UNIX socket (in process).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import stat
@@ -20,6 +21,7 @@ from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from mdmd import settings
 from mdmd.enroll.users import verify_password
 from mdmd.manhole import ManholePasswordDB, manhole_factory, namespace, set_password, validate_login_name
 from mdmd.notify.bootstrap import InvalidPin
@@ -181,6 +183,28 @@ class NamespaceTests(SynchronousTestCase):
         text = self.result(ns["bootstrap_document"]("C1"))
         self.assertIn('<parm name="APPID" value="w7"/>', text)
         self.assertIn('<parm name="AAUTHLEVEL" value="APPSRV"/>', text)
+
+
+    def test_registering(self) -> None:
+        """
+        add_device() registers a classic device as mdmctl device add does,
+        with the configured server id and inventory (secrets generated and in
+        the answer); set_device() edits its account.
+        """
+        loaded = settings.load(None, base_dir=os.path.abspath(self.mktemp()))
+        loaded = dataclasses.replace(
+            loaded, registration=dataclasses.replace(loaded.registration, server_id="acme", inventory=("./DevInfo/Man",))
+        )
+        ns = namespace(self.tree, loaded, Clock(), "alice")
+        registered = self.result(ns["add_device"]("OMA-1", msisdn="+491701234567"))
+        self.assertEqual((registered["device"]["kind"], registered["device"]["account"]["server_name"], registered["inventory"]),
+                         ("omadm", "acme", 1))
+        self.assertEqual(sorted(registered["secrets"]), ["client_secret", "server_secret"])
+        edited = self.result(ns["set_device"]("OMA-1", generate=["client_secret"], client_auth="basic"))
+        self.assertEqual((edited["device"]["account"]["client_auth"], list(edited["secrets"])), ("basic", ["client_secret"]))
+        self.assertNotEqual(edited["secrets"]["client_secret"], registered["secrets"]["client_secret"])
+        failure = self.failureResultOf(ns["add_device"]("OMA-1"))
+        self.assertEqual(str(failure.value), "device OMA-1 is registered already")
 
 
 class _Served(TestCase):

@@ -10,9 +10,13 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mdmd import settings
 from mdmd.config import ConfigErrors, ListenAddress
+from mdmd.devices.accounts import DeviceKind
 from mdmd.notify.pkg0 import UIMode
 from mdmd.notify.smpp_pdu import MessageIdBase
 from mdmd.notify.smpp_session import Address, BindType
+from mdmd.pki.ca import certificate_pem, generate_rsa_key
+
+from .pki.helpers import DevicePKI
 
 
 class SettingsTestCase(SynchronousTestCase):
@@ -231,3 +235,46 @@ class ErrorsTests(SettingsTestCase):
         joined = "\n".join(caught.exception.errors)
         self.assertIn("[push] ui_mode: expected one of", joined)
         self.assertIn("[smpp] system_id: must be set when host is", joined)
+
+
+class DevicesTests(SettingsTestCase):
+    """
+    Device kinds: registration defaults, certificate rules per kind, device CAs.
+    """
+
+    def test_registration(self) -> None:
+        """
+        A classic device gets [enrollment] provider_id as its server id by
+        default and [dm] inventory_omadm as its inventory; the certificate
+        defaults are the DM endpoint's.
+        """
+        loaded = self.load(
+            "[enrollment]\nprovider_id = acme\n[dm]\ninventory_omadm = ./DevInfo/Man\n"
+            "require_client_certificate_omadm = yes\ninventory = ./DevDetail/SwV\n"
+        )
+        self.assertEqual((loaded.registration.server_id, loaded.registration.inventory), ("acme", ("./DevInfo/Man",)))
+        self.assertEqual(loaded.enrollment.inventory, ("./DevDetail/SwV",))
+        self.assertEqual(loaded.registration.certificate_defaults, {DeviceKind.WINDOWS: True, DeviceKind.OMADM: True})
+        self.assertEqual(loaded.dm.certificate_defaults, loaded.registration.certificate_defaults)
+        self.assertEqual(loaded.dm.device_cas, ())
+
+    def test_device_cas(self) -> None:
+        """
+        The certificates of [https] device_ca_file reach both the TLS layer
+        (the CA's settings) and the DM endpoint; a file without a CA
+        certificate is refused with the rest of the configuration's errors.
+        """
+        pki = DevicePKI()
+        path = os.path.join(self.base, "cas.pem")
+        with open(path, "wb") as f:
+            f.write(pki.pem())
+        loaded = self.load("[https]\ndevice_ca_file = cas.pem\n")
+        self.assertEqual(tuple(loaded.ca.device_cas), (pki.certificate,))
+        self.assertEqual(loaded.dm.device_cas, (pki.certificate,))
+        leaf = pki.issue(generate_rsa_key(2048).public_key(), "DEV")
+        for content, problem in ((b"garbage\n", "holds no PEM certificate"), (certificate_pem(leaf), "is not a CA certificate")):
+            with open(path, "wb") as f:
+                f.write(content)
+            with self.assertRaises(ConfigErrors) as caught:
+                self.load("[https]\ndevice_ca_file = cas.pem\n")
+            self.assertIn(problem, str(caught.exception))

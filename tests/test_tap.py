@@ -8,6 +8,7 @@ from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementedBy
 
+from mdmd.admin.api import MAX_BODY
 from mdmd import settings as mdmd_settings
 from mdmd.notify.pkg0 import UIMode
 from mdmd.notify.spool import SpoolTransport
@@ -87,13 +88,17 @@ class BuildTests(SynchronousTestCase):
 
     def test_components_get_their_settings(self) -> None:
         """
-        build() hands each component its settings object as made by postOptions.
+        build() hands each component its settings object as made by postOptions;
+        the admin listener takes bodies as large as an import's.
         """
         root = build(self.settings, self.reactor)
         self.assertIs(root.getServiceNamed("ca").settings, self.settings.ca)
         self.assertIs(root.getServiceNamed("enroll").settings, self.settings.enrollment)
         self.assertIs(root.getServiceNamed("dm").settings, self.settings.dm)
         self.assertIs(root.getServiceNamed("notify").settings, self.settings.push.jobs)
+        admin_site = root.getServiceNamed("admin")._factory
+        self.assertIs(admin_site.resource.registration, self.settings.registration)
+        self.assertEqual(admin_site.max_body, MAX_BODY)
 
     def test_start_listens(self) -> None:
         """

@@ -8,7 +8,12 @@ returns C{(status, JSON value)} or raises: the domain's errors (an unknown
 device, a user that exists, ...) go through as they are, and L{ApiError}s
 are the mistakes only this API can see (its JSON body, a field, the route).
 Every error is answered with the status its class declares and a JSON body
-C{{"error": message}} (L{mdmd.errors}); "busy" is a 503 with Retry-After.
+C{{"error": message}} (L{mdmd.errors}), plus what an error's C{details}
+add (an import's bad rows); "busy" is a 503 with Retry-After.
+
+Bodies are JSON objects of at most L{MAX_JSON_BODY} bytes, except an
+import's (L{MAX_IMPORT_BODY}): a fleet of devices in one request, so that
+it is registered in one transaction, all or nothing.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import re
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 from urllib.parse import unquote
 
 from cryptography import x509
@@ -30,7 +35,9 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.web.server import Request
 
 import mdmd
+from mdmd.devices import accounts, registration
 from mdmd.devices import records as devices
+from mdmd.devices.accounts import DeviceKind
 from mdmd.devices.lifecycle import DeviceStatus
 from mdmd.enroll import users
 from mdmd.errors import AnsweredError, PeerError
@@ -57,10 +64,18 @@ __all__ = [
     "BodyTooLarge",
     "PushUnavailable",
     "route",
+    "MAX_JSON_BODY",
+    "MAX_IMPORT_BODY",
+    "MAX_BODY",
 ]
 
 JSON = b"application/json"
-MAX_JSON_BODY = 64 * 1024
+#: The largest JSON body of a route (but the import's).
+MAX_JSON_BODY: Final = 64 * 1024
+#: The largest import: registration.MAX_IMPORT devices of a few hundred bytes of JSON each, with room.
+MAX_IMPORT_BODY: Final = 8 * 1024 * 1024
+#: The largest request body the admin listener takes (its site's cap).
+MAX_BODY: Final = MAX_IMPORT_BODY
 
 Handler = Callable[..., Awaitable[tuple[int, Any]]]
 
@@ -187,9 +202,13 @@ class AdminAPI(AsyncResource):
         clock: IReactorTime,
         status_extra: Callable[[], dict[str, Any]] = dict,
         notifier: Notifier | None = None,
+        registration: registration.RegistrationSettings = registration.RegistrationSettings(),
+        random: Callable[[int], bytes] = os.urandom,
     ) -> None:
         super().__init__()
         self.notifier = notifier
+        self.registration = registration
+        self._random = random
         self._token = token
         self.store = store
         self.ca = ca
@@ -235,22 +254,30 @@ class AdminAPI(AsyncResource):
 
     @staticmethod
     def _json(status: int, value: Any) -> Response:
-        return Response(_encode(value), content_type=JSON, code=status)
+        """
+        The response: C{value} as JSON (C{bytes} are JSON encoded already, off the reactor thread).
+        """
+        body = value if isinstance(value, bytes) else _encode(value)
+        return Response(body, content_type=JSON, code=status)
 
     def error_body(self, request: Request, error: AnsweredError, message: str) -> tuple[bytes, bytes]:
         value: dict[str, Any] = {"error": message}
         if error.retry_after is not None:
             value["retry_after"] = error.retry_after
+        details = getattr(error, "details", None)
+        if isinstance(details, dict):
+            value.update(details)
         return _encode(value), JSON
 
     @staticmethod
-    def body(request: Request) -> dict[str, Any]:
-        """
-        The request's JSON object body.
-        """
-        raw = mdmd_request(request).content.read(MAX_JSON_BODY + 1)
-        if len(raw) > MAX_JSON_BODY:
-            raise BodyTooLarge("request body too large")
+    def _raw_body(request: Request, limit: int) -> bytes:
+        raw: bytes = mdmd_request(request).content.read(limit + 1)
+        if len(raw) > limit:
+            raise BodyTooLarge(f"request body too large (at most {limit} bytes)")
+        return raw
+
+    @staticmethod
+    def _object(raw: bytes) -> dict[str, Any]:
         try:
             value = json.loads(raw or b"{}")
         except ValueError as e:
@@ -258,6 +285,16 @@ class AdminAPI(AsyncResource):
         if not isinstance(value, dict):
             raise ApiError("request body must be a JSON object")
         return value
+
+    @classmethod
+    def body(cls, request: Request) -> dict[str, Any]:
+        """
+        The request's JSON object body (at most L{MAX_JSON_BODY} bytes).
+        """
+        return cls._object(cls._raw_body(request, MAX_JSON_BODY))
+
+    def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), fn, *args)
 
     @staticmethod
     def field(body: dict[str, Any], name: str, kind: type = str, required: bool = True) -> Any:
@@ -389,8 +426,42 @@ class AdminAPI(AsyncResource):
 
     @route("GET", "/v1/devices")
     async def list_devices(self, request: Request) -> tuple[int, Any]:
-        found = await self.store.read(devices.list_devices)
+        kind = request.args.get(b"kind", [b""])[0].decode("utf-8") or None
+        if kind is not None and kind not in {k.value for k in DeviceKind}:
+            raise ApiError(f"unknown kind {kind!r} (kinds: {', '.join(k.value for k in DeviceKind)})")
+        found = await self.store.read(devices.list_devices, kind)
         return 200, {"devices": [d.as_json() for d in found]}
+
+    @route("POST", "/v1/devices")
+    async def register_device(self, request: Request) -> tuple[int, Any]:
+        """
+        Register a classic OMA DM device; the answer shows generated secrets, this once.
+        """
+        registered = await self.store.transact(
+            registration.register, self.body(request), self.registration, self._clock.seconds(), self._random
+        )
+        return 201, registered.as_json()
+
+    @route("POST", "/v1/devices:import")
+    async def import_devices(self, request: Request) -> tuple[int, Any]:
+        """
+        Register many classic devices in one transaction, all or nothing;
+        C{dry_run} checks them and answers what would be done.
+        """
+        body = await self._in_thread(self._object, self._raw_body(request, MAX_IMPORT_BODY))
+        rows = self.field(body, "devices", list)
+        if not all(isinstance(row, dict) for row in rows):
+            raise ApiError("'devices' must be a list of JSON objects")
+        dry_run = self.field(body, "dry_run", bool, required=False) or False
+        unknown = sorted(set(body) - {"devices", "dry_run"})
+        if unknown:
+            raise ApiError(f"unknown field {unknown[0]!r} (fields: devices, dry_run)")
+        imported = await self.store.transact(
+            registration.import_devices, rows, self.registration, self._clock.seconds(), self._random, dry_run
+        )
+        value = imported.as_json()
+        encoded = await self._in_thread(_encode, value)
+        return (201 if value["registered"] and not dry_run else 200), encoded
 
     @route("GET", "/v1/devices/{device_id}")
     async def show_device(self, request: Request, device_id: str) -> tuple[int, Any]:
@@ -404,6 +475,10 @@ class AdminAPI(AsyncResource):
         if device is None:
             raise devices.UnknownDevice(device_id)
         value = device.as_json()
+        value["account"]["effective_server_id"] = device.account["server_id"] or self.registration.server_id
+        value["account"]["certificate_required"] = accounts.requires_certificate(
+            device.account["client_certificate"], device.kind, self.registration.certificate_defaults
+        )
         value["certificate"] = None if certificate is None else certificate.as_json()
         value["dm"] = await self.store.read(dm_facts, device_id)
         value["push"] = await self.store.read(push_jobs.push_facts, device_id)
@@ -412,20 +487,25 @@ class AdminAPI(AsyncResource):
     @route("PATCH", "/v1/devices/{device_id}")
     async def update_device(self, request: Request, device_id: str) -> tuple[int, Any]:
         """
-        Change what an operator may set on a device: C{msisdn} (null or "" clears it).
+        Change what an operator may set on a device: its account's fields
+        (null or "" clears C{msisdn}, C{imsi}, C{server_id},
+        C{client_certificate}), and C{generate}: secrets to replace by new
+        ones, shown in the answer this once.
         """
         body = self.body(request)
-        unknown = sorted(set(body) - {"msisdn"})
+        settable = (*accounts.FIELDS, "generate")
+        unknown = sorted(set(body) - set(settable))
         if unknown:
-            raise ApiError(f"cannot set {', '.join(unknown)} (settable: msisdn)")
-        if "msisdn" not in body:
-            raise ApiError("nothing to set (settable: msisdn)")
-        msisdn = body["msisdn"]
-        if msisdn is not None and not isinstance(msisdn, str):
-            raise ApiError("field 'msisdn' must be a string or null")
-        await self._known_device(device_id)
-        facts = await self.store.transact(push_jobs.set_msisdn, device_id, msisdn)
-        return 200, {"device_id": device_id, "push": facts}
+            raise ApiError(f"cannot set {', '.join(unknown)} (settable: {', '.join(settable)})")
+        generate = body.pop("generate", None) or []
+        if not isinstance(generate, list) or not all(isinstance(name, str) for name in generate):
+            raise ApiError("'generate' must be a list of field names")
+        if not body and not generate:
+            raise ApiError(f"nothing to set (settable: {', '.join(settable)})")
+        fields = {name: "" if value is None else value for name, value in body.items()}
+        edited = await self.store.transact(registration.edit_account, device_id, fields, generate, self._random)
+        facts = await self.store.read(push_jobs.push_facts, device_id)
+        return 200, {"device_id": device_id, "push": facts, **edited.as_json()}
 
     @route("DELETE", "/v1/devices/{device_id}")
     async def remove_device(self, request: Request, device_id: str) -> tuple[int, Any]:

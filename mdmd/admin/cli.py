@@ -9,6 +9,7 @@ token. Every failure is one line on stderr and a non-zero exit status.
 from __future__ import annotations
 
 import argparse
+import csv
 import errno
 import getpass
 import http.client
@@ -18,7 +19,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import IO, Any, NoReturn
 from urllib.parse import quote
 
 from mdmd import __version__
@@ -33,7 +34,15 @@ EXIT_USAGE = 2
 class CommandError(Exception):
     """
     Something the operator must be told in one line; the exit status is 1.
+
+    C{lines} are printed first, one problem each (the bad rows of an
+    import); C{details} is the admin API's error body, if it answered one.
     """
+
+    def __init__(self, message: str, lines: Sequence[str] = (), details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.lines = tuple(lines)
+        self.details = details or {}
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
@@ -107,6 +116,8 @@ class AdminClient:
             ) from None
         finally:
             connection.close()
+        if response.status == 413:
+            raise CommandError(f"the request ({len(payload or b'')} bytes) is too large for the admin API")
         try:
             value = json.loads(raw) if raw else None
         except ValueError:
@@ -118,8 +129,8 @@ class AdminClient:
         if response.status == 503 and response.getheader("Retry-After") is not None:
             raise CommandError("the daemon is busy; try again")
         if response.status >= 400:
-            message = value.get("error") if isinstance(value, dict) else None
-            raise CommandError(message or f"the admin API answered {response.status}")
+            details = value if isinstance(value, dict) else {}
+            raise CommandError(details.get("error") or f"the admin API answered {response.status}", details=details)
         return value
 
 
@@ -220,10 +231,11 @@ def _link_text(link: dict[str, Any]) -> str:
 
 def _read_secret(path: str | None, what: str = "password", prompt: str = "Password") -> str:
     """
-    A secret from the first line of C{path}, else from stdin (asked twice
-    on a terminal): never from the command line, which others can read.
+    A secret from the first line of C{path}, else (no path, or C{-}) from
+    stdin, asked twice on a terminal: never from the command line, which
+    others can read.
     """
-    if path:
+    if path and path != "-":
         try:
             with open(path, encoding="utf-8") as f:
                 secret = f.readline().rstrip("\r\n")
@@ -310,14 +322,18 @@ def cmd_cert_revoke(client: AdminClient, args: argparse.Namespace, out: Any) -> 
 
 
 def cmd_device_list(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
-    found = client.request("GET", "/v1/devices")["devices"]
+    path = "/v1/devices" + (f"?kind={quote(args.kind, safe='')}" if args.kind else "")
+    found = client.request("GET", path)["devices"]
     if args.json:
         _print_json(found, out)
         return
+    # A fleet of Windows devices only is listed as before kinds existed.
+    kinds = any(d["kind"] != "windows" for d in found)
     _table(
         [
             [
                 d["device_id"],
+                *([d["kind"]] if kinds else []),
                 d["device_name"] or "-",
                 d["user"] or "-",
                 d["status"],
@@ -326,9 +342,31 @@ def cmd_device_list(client: AdminClient, args: argparse.Namespace, out: Any) -> 
             ]
             for d in found
         ],
-        ["DEVICE", "NAME", "USER", "STATUS", "ENROLLED", "LAST CONTACT"],
+        ["DEVICE", *(["KIND"] if kinds else []), "NAME", "USER", "STATUS", "ENROLLED", "LAST CONTACT"],
         out,
     )
+
+
+def _account_lines(device: dict[str, Any], out: Any) -> None:
+    """
+    The DM account of C{device} (secrets only as set / not set).
+    """
+    account = device["account"]
+    server_id = account["server_id"] or f"{account['effective_server_id']} (the configured provider id)"
+    certificate = account["client_certificate"]
+    needed = "required" if account["certificate_required"] else "optional"
+    if certificate == "default":
+        certificate = f"{needed} (the default for {device['kind']} devices)"
+    print(f"{'server_id:':<22} {server_id}", file=out)
+    for side in ("client", "server"):
+        print(
+            f"{side + '_auth:':<22} {account[side + '_auth']}, name {account[side + '_name']}, "
+            f"secret {account[side + '_secret']}",
+            file=out,
+        )
+        print(f"{side + '_nonce:':<22} {account[side + '_nonce']}", file=out)
+    print(f"{'imsi:':<22} {account['imsi'] or '-'}", file=out)
+    print(f"{'client_certificate:':<22} {certificate}", file=out)
 
 
 def cmd_device_show(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
@@ -341,6 +379,7 @@ def cmd_device_show(client: AdminClient, args: argparse.Namespace, out: Any) -> 
         "device_type", "os_version", "os_edition", "application_version", "hw_dev_id",
     )
     _fields(device, facts, 22, out)
+    print(f"{'kind:':<22} {device['kind']}", file=out)
     print(f"{'mac_addresses:':<22} {', '.join(device['mac_addresses']) or '-'}", file=out)
     print(f"{'enrollments:':<22} {device['enrollment_count']}", file=out)
     times = ("first_enrolled_at", "enrolled_at", "renewed_at", "removed_at", "last_contact")
@@ -355,6 +394,7 @@ def cmd_device_show(client: AdminClient, args: argparse.Namespace, out: Any) -> 
         print(f"{'thumbprint:':<22} {cert['thumbprint']}", file=out)
     else:
         print(f"{'certificate:':<22} -", file=out)
+    _account_lines(device, out)
     push = device.get("push") or {}
     source = f" (from the {push['msisdn_source']})" if push.get("msisdn_source") == "enrollment" else ""
     print(f"{'msisdn:':<22} {push.get('msisdn') or '-'}{source}", file=out)
@@ -370,12 +410,287 @@ def cmd_device_show(client: AdminClient, args: argparse.Namespace, out: Any) -> 
         )
 
 
+# -- DM accounts: registering, editing, importing -------------------------------------------
+
+#: The columns of an import file: mdmd.devices.registration.COLUMNS, which a
+#: test keeps this equal to (importing it would slow every mdmctl command).
+IMPORT_COLUMNS = (
+    "device_id", "kind", "server_id", "client_auth", "client_name", "client_secret", "client_nonce",
+    "server_auth", "server_name", "server_secret", "server_nonce", "msisdn", "imsi", "client_certificate",
+)
+#: option dest → account field, for device add and device set
+_ACCOUNT_OPTIONS = (
+    ("server_id", "server_id"),
+    ("auth", "client_auth"),
+    ("client_name", "client_name"),
+    ("client_nonce", "client_nonce"),
+    ("server_auth", "server_auth"),
+    ("server_name", "server_name"),
+    ("server_nonce", "server_nonce"),
+    ("msisdn", "msisdn"),
+    ("imsi", "imsi"),
+    ("client_certificate", "client_certificate"),
+)
+
+
+def _given_secrets(args: argparse.Namespace) -> dict[str, str]:
+    """
+    The secrets read from --client-secret-file and --server-secret-file.
+    """
+    files = {"client_secret": args.client_secret_file, "server_secret": args.server_secret_file}
+    if list(files.values()).count("-") > 1:
+        raise CommandError("only one secret can come from standard input")
+    return {
+        name: _read_secret(path, name.replace("_", " "), name.replace("_", " ").capitalize())
+        for name, path in files.items()
+        if path is not None
+    }
+
+
+def _private_file(path: str) -> IO[str]:
+    """
+    A new file only its owner may read, for secrets; an existing file is never written over.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise CommandError(f"{path} exists: secrets are never written over a file") from None
+    except OSError as e:
+        raise CommandError(f"cannot create {path}: {e.strerror}") from None
+    return os.fdopen(fd, "w", encoding="utf-8", newline="")
+
+
+def _write_rows(f: IO[str], rows: Sequence[dict[str, str]]) -> None:
+    """
+    Rows in the import file's format (the columns in their order, a header first).
+    """
+    writer = csv.DictWriter(f, fieldnames=IMPORT_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+
+
+def _account_request(client: AdminClient, method: str, path: str, body: dict[str, Any], secrets_file: str | None) -> tuple[Any, IO[str] | None]:
+    """
+    Send an account's request, with the secrets file created first (so
+    that a file that cannot be written stops it before anything changes);
+    the file is removed again if the request fails.
+    """
+    f = _private_file(secrets_file) if secrets_file else None
+    try:
+        return client.request(method, path, body), f
+    except BaseException:
+        if f is not None and secrets_file is not None:
+            f.close()
+            os.unlink(secrets_file)
+        raise
+
+
+def cmd_device_add(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
+    body: dict[str, Any] = {"device_id": args.device, "kind": args.kind}
+    body.update({field: getattr(args, dest) for dest, field in _ACCOUNT_OPTIONS if getattr(args, dest) is not None})
+    body.update(_given_secrets(args))
+    registered, secrets_file = _account_request(client, "POST", "/v1/devices", body, args.secrets_file)
+    if secrets_file is not None:
+        with secrets_file:
+            _write_rows(secrets_file, [registered["row"]])
+    device = registered["device"]
+    if args.json:
+        _print_json({**device, "secrets": {} if secrets_file is not None else registered["secrets"]}, out)
+        return
+    account = device["account"]
+    print(
+        f"registered {device['device_id']} ({device['kind']}): server id "
+        f"{account['server_id'] or 'the configured provider id'}, client {account['client_auth']} "
+        f"as {account['client_name']}, server {account['server_auth']} as {account['server_name']}; "
+        f"{registered['inventory']} inventory Get(s) queued",
+        file=out,
+    )
+    if secrets_file is not None:
+        print(f"its account, secrets included, is in {args.secrets_file} (mode 0600)", file=out)
+        return
+    for name, secret in sorted(registered["secrets"].items()):
+        print(f"{name.replace('_', ' ')}: {secret}", file=out)
+    if registered["secrets"]:
+        print("(shown this once: mdmd never shows a secret again)", file=out)
+
+
 def cmd_device_set(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
-    if args.msisdn is None:
-        raise CommandError("nothing to set (--msisdn NUMBER, or --msisdn '' to clear it)")
-    result = client.request("PATCH", _device_path(args.device), {"msisdn": args.msisdn})
-    msisdn = result["push"]["msisdn"]
-    print(f"{args.device}: msisdn {msisdn}" if msisdn else f"{args.device}: msisdn cleared", file=out)
+    body: dict[str, Any] = {
+        field: getattr(args, dest) for dest, field in _ACCOUNT_OPTIONS if getattr(args, dest) is not None
+    }
+    body.update(_given_secrets(args))
+    generate = [name for name in ("client_secret", "server_secret") if getattr(args, "new_" + name)]
+    if not body and not generate:
+        raise CommandError("nothing to set (--msisdn NUMBER, or --msisdn '' to clear it; see mdmctl device set --help)")
+    if generate:
+        body["generate"] = generate
+    if args.secrets_file and not generate:
+        raise CommandError("--secrets-file takes the secrets of --new-client-secret and --new-server-secret")
+    result, secrets_file = _account_request(client, "PATCH", _device_path(args.device), body, args.secrets_file)
+    account = result["device"]["account"]
+    for field in IMPORT_COLUMNS:
+        if field not in body:
+            continue
+        if field == "msisdn":
+            msisdn = result["push"]["msisdn"]
+            print(f"{args.device}: msisdn {msisdn}" if msisdn else f"{args.device}: msisdn cleared", file=out)
+        elif field in ("client_secret", "server_secret"):
+            print(f"{args.device}: {field} replaced", file=out)
+        else:
+            print(f"{args.device}: {field} {account[field] or 'cleared'}", file=out)
+    if secrets_file is not None:
+        with secrets_file:
+            _write_rows(secrets_file, [{"device_id": args.device, **result["secrets"]}])
+        print(f"{args.device}: new {', '.join(generate)} in {args.secrets_file} (mode 0600)", file=out)
+        return
+    for name, secret in sorted(result["secrets"].items()):
+        print(f"{args.device}: new {name.replace('_', ' ')}: {secret} (shown this once)", file=out)
+
+
+def _csv_rows(path: str) -> tuple[list[tuple[int, dict[str, str]]], list[tuple[int, str]]]:
+    """
+    The rows of an import file, each with the line it starts on, and the
+    problems of the file's structure (line, reason).
+
+    @raise CommandError: if the header row is not usable (nothing else can be read then).
+    """
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            lines = f.readlines()
+    except OSError as e:
+        raise CommandError(f"cannot read {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise CommandError(f"{path} is not UTF-8 text") from None
+    reader = csv.reader(lines, skipinitialspace=True, strict=True)
+    rows: list[tuple[int, dict[str, str]]] = []
+    problems: list[tuple[int, str]] = []
+    header: list[str] | None = None
+    start = 1
+    while True:
+        start = reader.line_num + 1
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            problems.append((start, f"not CSV: {e}"))
+            break
+        if not any(field.strip() for field in fields):
+            continue
+        if header is None:
+            header = [name.strip() for name in fields]
+            _check_header(path, start, header)
+            continue
+        if len(fields) != len(header):
+            problems.append((start, f"{len(fields)} fields, but the header names {len(header)}"))
+            continue
+        rows.append((start, {name: value.strip() for name, value in zip(header, fields)}))
+    if header is None:
+        raise CommandError(f"{path} has no header row (columns: {', '.join(IMPORT_COLUMNS)})")
+    return rows, problems
+
+
+def _check_header(path: str, line: int, header: list[str]) -> None:
+    reasons = []
+    unknown = [name for name in header if name not in IMPORT_COLUMNS]
+    if unknown:
+        reasons.append(f"unknown column(s) {', '.join(map(repr, unknown))}")
+    if "device_id" not in header:
+        reasons.append("no device_id column")
+    doubled = sorted({name for name in header if header.count(name) > 1})
+    if doubled:
+        reasons.append(f"column(s) named twice: {', '.join(doubled)}")
+    if reasons:
+        raise CommandError(
+            f"{path}:{line}: the header row has {'; '.join(reasons)} (columns: {', '.join(IMPORT_COLUMNS)})"
+        )
+
+
+def _row_problems(error: CommandError, lines: Sequence[int]) -> list[tuple[int, str]]:
+    """
+    The bad rows the admin API listed in C{error}, by the line each starts on.
+    """
+    found = []
+    for problem in error.details.get("rows", ()):
+        row = problem["row"]
+        line = lines[row] if 0 <= row < len(lines) else 0
+        name = f"{problem['device_id']}: " if problem["device_id"] else ""
+        found.append((line, name + problem["error"]))
+    return found
+
+
+def _bad_rows(path: str, problems: list[tuple[int, str]], message: str = "nothing was imported") -> CommandError:
+    count = len(problems)
+    return CommandError(
+        f"{count} bad row{'s' if count != 1 else ''} in {path}; {message}",
+        lines=[f"{path}:{line}: {reason}" for line, reason in sorted(problems)],
+    )
+
+
+def cmd_device_import(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
+    rows, problems = _csv_rows(args.file)
+    first: dict[str, int] = {}
+    sent: list[tuple[int, dict[str, str]]] = []
+    for line, row in rows:
+        device_id = row.get("device_id", "")
+        if device_id and device_id in first:
+            problems.append((line, f"{device_id}: also on line {first[device_id]}"))
+            continue
+        first.setdefault(device_id, line)
+        sent.append((line, row))
+    if not sent and not problems:
+        raise CommandError(f"{args.file} holds no devices")
+    lines = [line for line, _ in sent]
+    # Every row is checked (the daemon checks fields and the devices it has,
+    # and completes each row, generating missing secrets and nonces); then the
+    # completed rows are written; then registered: a lost answer loses no
+    # secret, and the written file imports again unchanged.
+    checked = None
+    if sent:
+        try:
+            checked = client.request("POST", "/v1/devices:import", {"devices": [r for _, r in sent], "dry_run": True})
+        except CommandError as e:
+            if "rows" not in e.details:
+                raise
+            problems += _row_problems(e, lines)
+    if problems or checked is None:
+        raise _bad_rows(args.file, problems)
+    outcomes = checked["rows"]
+    complete = [o["row"] if o["row"] is not None else row for o, (_, row) in zip(outcomes, sent)]
+    generated = sum(
+        1
+        for o, (_, row) in zip(outcomes, sent)
+        if o["action"] == "register" and not (row.get("client_secret") and row.get("server_secret"))
+    )
+    if args.dry_run:
+        print(
+            f"{args.file}: {len(checked['registered'])} device(s) to register, {len(checked['unchanged'])} "
+            f"unchanged, {generated} with generated secrets (a dry run: nothing was imported)",
+            file=out,
+        )
+        return
+    if generated and not args.secrets_file:
+        raise CommandError(
+            f"{generated} device(s) of {args.file} get generated secrets: name a file for them with "
+            "--secrets-file PATH (created mode 0600; an import never shows secrets on the terminal)"
+        )
+    if args.secrets_file:
+        with _private_file(args.secrets_file) as f:
+            _write_rows(f, complete)
+    try:
+        imported = client.request("POST", "/v1/devices:import", {"devices": complete, "dry_run": False})
+    except CommandError as e:
+        again = f" ({args.secrets_file} holds the completed rows: import it once this is fixed)" if args.secrets_file else ""
+        if "rows" in e.details:
+            raise _bad_rows(args.file, _row_problems(e, lines), "nothing was imported" + again) from None
+        raise CommandError(f"{e}{again}") from None
+    print(
+        f"{args.file}: {len(imported['registered'])} device(s) registered, "
+        f"{len(imported['unchanged'])} unchanged (registered before with these values)",
+        file=out,
+    )
+    if args.secrets_file:
+        print(f"their accounts, secrets included, are in {args.secrets_file} (mode 0600)", file=out)
 
 
 def cmd_device_bootstrap(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
@@ -602,6 +917,61 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: {message}\n")
 
 
+class _RefuseSecret(argparse.Action):
+    """
+    An option that would put a secret on the command line, where ps and the
+    shell's history show it: refused, its value never repeated.
+    """
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: str | None = None) -> None:
+        parser.error(
+            f"{option}: secrets are never taken on the command line (ps and shell history would "
+            "show them); use --client-secret-file or --server-secret-file with a file, or - for "
+            "standard input"
+        )
+
+
+def _account_arguments(parser: argparse.ArgumentParser, adding: bool) -> None:
+    """
+    The DM account's options: of device add (with their defaults) or of device set.
+    """
+
+    def option(name: str, help: str, default: str = "", clearing: str = "", **kwargs: Any) -> None:
+        if adding and default:
+            help += f" (default: {default})"
+        elif not adding and clearing:
+            help += f"; '' {clearing}"
+        parser.add_argument(name, help=help, **kwargs)
+
+    schemes = ("digest", "basic", "hmac")
+    option("--server-id", "the server id the device knows us by (DMAcc ServerID)", "[enrollment] provider_id",
+           "returns to the provider id", metavar="ID")
+    option("--auth", "how the device authenticates to us", "digest", choices=schemes)
+    option("--client-name", "the device's credential name (APPSRV AAuthName)", "the DeviceID", metavar="NAME")
+    option("--client-nonce", "the nonce the device uses next", "fresh", metavar="BASE64")
+    option("--server-auth", "how we authenticate to the device", "digest", choices=schemes)
+    option("--server-name", "our credential name (CLIENT AAuthName)", "the server id", metavar="NAME")
+    option("--server-nonce", "the nonce we use next", "fresh", metavar="BASE64")
+    option("--msisdn", "the phone number for push (e.g. +491701234567)", clearing="clears it", metavar="NUMBER")
+    option("--imsi", "the SIM's IMSI (for OMA CP bootstrap)", clearing="clears it", metavar="DIGITS")
+    option("--client-certificate", "whether its DM sessions need a TLS client certificate",
+           "its kind's: [dm] require_client_certificate_KIND", choices=("required", "optional", "default"))
+    option("--client-secret-file", "read the device's secret from the first line of this file, or - for "
+           "standard input", "generated", metavar="PATH")
+    option("--server-secret-file", "read our secret from the first line of this file, or - for standard "
+           "input", "generated", metavar="PATH")
+    if not adding:
+        parser.add_argument("--new-client-secret", action="store_true", help="generate a new device secret")
+        parser.add_argument("--new-server-secret", action="store_true", help="generate a new server secret")
+    parser.add_argument(
+        "--secrets-file", metavar="PATH",
+        help="write the generated secrets to this new file (mode 0600) instead of showing them"
+        + (", with the whole account, in the import format" if adding else ""),
+    )
+    for refused in ("--secret", "--client-secret", "--server-secret", "--password"):
+        parser.add_argument(refused, nargs="?", action=_RefuseSecret, help=argparse.SUPPRESS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="mdmctl",
@@ -622,7 +992,8 @@ def build_parser() -> argparse.ArgumentParser:
     def add(
         parent: Any, name: str, handler: Command | OfflineCommand, help: str, listing: bool = False
     ) -> argparse.ArgumentParser:
-        sub = parent.add_parser(name, help=help, description=help)
+        # no abbreviated options: --client-secret must never pass for --client-secret-file
+        sub = parent.add_parser(name, help=help, description=help, allow_abbrev=False)
         sub.set_defaults(handler=handler)
         if listing:
             sub.add_argument("--json", action="store_true", help="print JSON")
@@ -665,18 +1036,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="RFC 5280 reason: unspecified, keyCompromise, affiliationChanged, superseded, "
         "cessationOfOperation, certificateHold, privilegeWithdrawn",
     )
-    device = commands.add_parser("device", help="inspect, set and remove enrolled devices")
+    device = commands.add_parser("device", help="register, inspect, set and remove devices")
     device_commands = device.add_subparsers(dest="device_command", metavar="ACTION", parser_class=_Parser)
     device_commands.required = True
-    add(device_commands, "list", cmd_device_list, "list devices", listing=True)
+    add(device_commands, "list", cmd_device_list, "list devices", listing=True).add_argument(
+        "--kind", choices=("windows", "omadm"), help="only devices of this kind"
+    )
     add(
         device_commands, "show", cmd_device_show,
-        "show a device: enrollment facts, certificate, last contact", listing=True,
+        "show a device: enrollment facts, certificate, DM account (secrets only as set or not), "
+        "last contact",
+        listing=True,
     ).add_argument("device", help="the DeviceID")
     add(
         device_commands, "remove", cmd_device_remove,
         "remove a device: its certificate is revoked and its DM sessions refused",
     ).add_argument("device", help="the DeviceID")
+
+    device_add = add(
+        device_commands, "add", cmd_device_add,
+        "register a classic OMA DM device with its DM account; secrets not given are generated "
+        "and shown once (or written to --secrets-file)",
+        listing=True,
+    )
+    device_add.add_argument("device", help="the DeviceID (./DevInfo/DevId, e.g. IMEI:490154203237518)")
+    device_add.add_argument(
+        "--kind", default="omadm", choices=("omadm", "windows"),
+        help="omadm (Windows devices are made by their enrollment)",
+    )
+    _account_arguments(device_add, adding=True)
     bootstrap = add(
         device_commands, "bootstrap", cmd_device_bootstrap,
         "send a classic OMA DM device its DM account (OMA Client Provisioning over WAP push SMS), "
@@ -689,11 +1077,24 @@ def build_parser() -> argparse.ArgumentParser:
     pins.add_argument(
         "--userpin-file", help="read the USERPIN (4 to 16 digits) from the first line of this file"
     )
-    device_set = add(device_commands, "set", cmd_device_set, "set a device's properties")
+    device_set = add(device_commands, "set", cmd_device_set, "change a device's DM account and properties")
     device_set.add_argument("device", help="the DeviceID")
-    device_set.add_argument(
-        "--msisdn",
-        help="the handset's phone number for push (e.g. +491701234567; '' clears it)",
+    _account_arguments(device_set, adding=False)
+
+    device_import = add(
+        device_commands, "import", cmd_device_import,
+        "register classic OMA DM devices from a CSV file (header row of named columns, see the "
+        "README): every row is checked first, every bad row reported, and nothing imported "
+        "unless all are good",
+    )
+    device_import.add_argument("file", help="the CSV file")
+    device_import.add_argument(
+        "--secrets-file", metavar="PATH",
+        help="write the completed rows, generated secrets included, to this new file (mode "
+        "0600); needed when a row has no secret",
+    )
+    device_import.add_argument(
+        "--dry-run", action="store_true", help="check every row and say what would be done; import nothing"
     )
 
     cmd = add(
@@ -797,6 +1198,8 @@ def main(argv: Sequence[str] | None = None, out: Any = None, err: Any = None) ->
         else:
             args.handler(AdminClient.from_config(config), args, out)
     except CommandError as e:
+        for line in e.lines:
+            print(line, file=err)
         print(f"mdmctl: {e}", file=err)
         return EXIT_FAILURE
     except KeyboardInterrupt:

@@ -5,6 +5,7 @@ A device's status changes only through L{TRANSITIONS}, one table keyed by
 (status, event); C{None} stands for "no record yet"::
 
     (no record)                    ──ENROLL──────────► enrolled
+    (no record), removed           ──REGISTER────────► enrolled    (an operator registers a classic device)
     enrolled                       ──RENEW, CONTACT──► enrolled
     enrolled, unenrolled, removed  ──RE_ENROLL───────► enrolled
     enrolled, unenrolled           ──UNENROLL────────► unenrolled  (Alert 1226: the device left)
@@ -15,6 +16,17 @@ that goes with the move, the same way whoever calls it:
 
  - B{enroll} creates the record: C{first_enrolled_at}, C{enrolled_at},
    C{enrollment_count} 1, the certificate.
+ - B{register} makes the record of a classic OMA DM device (kind C{omadm}):
+   C{first_enrolled_at} and C{enrolled_at}; C{enrollment_count} counts
+   MS-MDE2 enrollments and stays as it is. Registering a I{removed} device
+   again is allowed (an operator brings it back, as an enrollment may): its
+   record is updated in place, so its queue, results and pushes stay
+   attached; it becomes an C{omadm} device whatever it was, drops the
+   certificate of ours it had (revoked when it was removed), and clears
+   C{unenrolled_at} and C{removed_at}. An enrolled or unenrolled device
+   cannot be registered: the caller refuses (a conflict) before asking.
+   Its account is the caller's (L{mdmd.devices.registration}).
+ - B{enroll} and B{re_enroll} make the record a C{windows} device.
  - B{re_enroll} revokes the current certificate (C{superseded}), takes the
    new one, sets C{enrolled_at}, counts the enrollment, and clears
    C{unenrolled_at} and C{removed_at}: those say why the device is not
@@ -45,6 +57,7 @@ import enum
 from collections.abc import MutableMapping
 from typing import Any
 
+from mdmd.devices.accounts import DeviceKind
 from mdmd.pki import registry
 from mdmd.store.models import Device
 
@@ -59,6 +72,7 @@ __all__ = [
     "allows",
     "manageable",
     "enroll",
+    "register",
     "re_enroll",
     "renew",
     "record_contact",
@@ -91,13 +105,15 @@ class Event(enum.Enum):
     UNENROLL = "unenroll"
     #: an operator removes it
     REMOVE = "remove"
-    # Issue 11 adds REGISTER here: an operator registers an OMA DM device
-    # (mdmctl device add), creating its record without an enrollment.
+    #: an operator registers a classic OMA DM device (mdmctl device add):
+    #: its record is made without an enrollment
+    REGISTER = "register"
 
 
 TRANSITIONS: dict[tuple[DeviceStatus | None, Event], DeviceStatus] = {
     (None, Event.ENROLL): DeviceStatus.ENROLLED,
-    # (None, Event.REGISTER): DeviceStatus.ENROLLED,  -- issue 11
+    (None, Event.REGISTER): DeviceStatus.ENROLLED,
+    (DeviceStatus.REMOVED, Event.REGISTER): DeviceStatus.ENROLLED,
     (DeviceStatus.ENROLLED, Event.RE_ENROLL): DeviceStatus.ENROLLED,
     (DeviceStatus.UNENROLLED, Event.RE_ENROLL): DeviceStatus.ENROLLED,
     (DeviceStatus.REMOVED, Event.RE_ENROLL): DeviceStatus.ENROLLED,
@@ -208,10 +224,37 @@ def enroll(root: Root, device_id: str, certificate: registry.CertificateInfo, no
     status = _next(device_id, status_of(root["devices"].get(device_id)), Event.ENROLL)
     device = Device(device_id, now)
     device.status = status.value
+    device.kind = DeviceKind.WINDOWS.value
     device.enrolled_at = now
     device.enrollment_count = 1
     _take_certificate(device, certificate)
     root["devices"][device_id] = device
+    return device
+
+
+def register(root: Root, device_id: str, now: float) -> Device:
+    """
+    An operator registers the classic OMA DM device C{device_id}: create its
+    record, or bring a removed one back (updated in place).
+
+    @raise IllegalTransition: if the device is enrolled or unenrolled (check
+        L{allows} first).
+    """
+    device: Device | None = root["devices"].get(device_id)
+    if device is None:
+        status = _next(device_id, None, Event.REGISTER)
+        device = Device(device_id, now)
+        device.status = status.value
+        root["devices"][device_id] = device
+    else:
+        _move(device, Event.REGISTER)
+        _revoke_current(root, device, "cessationOfOperation", now)
+        device.cert_serial = None
+        device.cert_not_after = None
+        device.unenrolled_at = None
+        device.removed_at = None
+    device.kind = DeviceKind.OMADM.value
+    device.enrolled_at = now
     return device
 
 
@@ -225,6 +268,7 @@ def re_enroll(root: Root, device: Device, certificate: registry.CertificateInfo,
     _move(device, Event.RE_ENROLL)
     replaced = _revoke_current(root, device, "superseded", now)
     _take_certificate(device, certificate)
+    device.kind = DeviceKind.WINDOWS.value
     device.enrolled_at = now
     device.enrollment_count += 1
     device.unenrolled_at = None

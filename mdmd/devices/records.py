@@ -3,7 +3,9 @@ Device records for the operator's surfaces: units of work C{fn(root, ...)}
 returning plain L{DeviceInfo} values (look up, list, count, remove).
 
 Every status change goes through L{mdmd.devices.lifecycle}; this module only
-finds records and copies them out.
+finds records and copies them out. A copy carries the device's DM account
+without its secrets (L{mdmd.devices.accounts.public_json}): what reaches an
+operator's surface never holds one.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from mdmd.devices import lifecycle
+from mdmd.devices import accounts, lifecycle
 from mdmd.devices.lifecycle import DeviceStatus
 from mdmd.errors import NotFound
 from mdmd.pki.ca import serial_hex
@@ -59,6 +61,8 @@ class DeviceInfo:
     cert_serial: int | None
     cert_not_after: float | None
     status: str
+    #: a L{mdmd.devices.accounts.DeviceKind} value
+    kind: str
     first_enrolled_at: float
     enrolled_at: float
     enrollment_count: int
@@ -66,6 +70,8 @@ class DeviceInfo:
     unenrolled_at: float | None
     removed_at: float | None
     last_contact: float | None
+    #: the DM account, secrets only as "set" or "not set" (L{accounts.public_json})
+    account: dict[str, str]
 
     def as_json(self) -> dict[str, Any]:
         value = dataclasses.asdict(self)
@@ -77,14 +83,18 @@ class DeviceInfo:
         return value
 
 
-_INFO_FIELDS = tuple(f.name for f in dataclasses.fields(DeviceInfo))
+#: DeviceInfo fields copied from the record's attributes of the same name.
+_INFO_FIELDS = tuple(f.name for f in dataclasses.fields(DeviceInfo) if f.name != "account")
 
 
 def device_info(device: Device) -> DeviceInfo:
     """
-    A plain copy of C{device} (L{DeviceInfo}'s fields are named like the record's attributes).
+    A plain copy of C{device}, its account without secrets.
     """
-    return DeviceInfo(**{name: getattr(device, name) for name in _INFO_FIELDS})
+    return DeviceInfo(
+        **{name: getattr(device, name) for name in _INFO_FIELDS},
+        account=accounts.public_json(accounts.account_of(device)),
+    )
 
 
 def device_record(root: Root, device_id: str) -> Device:
@@ -104,11 +114,13 @@ def lookup_device(root: Root, device_id: str) -> DeviceInfo | None:
     return None if device is None else device_info(device)
 
 
-def list_devices(root: Root) -> list[DeviceInfo]:
+def list_devices(root: Root, kind: str | None = None) -> list[DeviceInfo]:
     """
-    Every device, ordered by DeviceID.
+    Every device (of one L{accounts.DeviceKind} value, if given), ordered by DeviceID.
     """
-    return [device_info(device) for device in root["devices"].values()]
+    return [
+        device_info(device) for device in root["devices"].values() if kind is None or device.kind == kind
+    ]
 
 
 def device_counts(root: Root) -> dict[str, int]:

@@ -12,16 +12,16 @@ decodes the request, runs this unit and writes its answer once it committed.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cryptography import x509
 
-from mdmd.devices import lifecycle
+from mdmd.devices import accounts, lifecycle
+from mdmd.devices.accounts import DeviceKind
 from mdmd.dm import queue as dm_queue
 from mdmd.dm.commands import CommandSpec
-from mdmd.dm.authentication import AuthScheme, Credentials
 from mdmd.dm.effects import (
     ClientNonce,
     CommandAnswered,
@@ -78,7 +78,21 @@ class DeviceRefused(PeerError):
 @dataclass(frozen=True)
 class DMSettings:
     session: Settings = Settings()
+    #: whether a Windows device's sessions need a TLS client certificate
+    #: (unless the device's own setting says otherwise)
     require_client_certificate: bool = True
+    #: the same for a classic OMA DM device
+    require_client_certificate_omadm: bool = False
+    #: the CAs of an operator's device PKI ([https] device_ca_file): their
+    #: certificates are honoured for classic devices they name
+    device_cas: tuple[x509.Certificate, ...] = ()
+
+    @property
+    def certificate_defaults(self) -> Mapping[DeviceKind, bool]:
+        """
+        Whether a kind's devices need a client certificate unless they say otherwise.
+        """
+        return {DeviceKind.WINDOWS: self.require_client_certificate, DeviceKind.OMADM: self.require_client_certificate_omadm}
     #: The device kinds we authenticate ourselves to in the first reply of
     #: every session, unasked (L{Settings.send_server_credential}).
     send_server_credential: frozenset[str] = frozenset({"omadm"})
@@ -102,17 +116,14 @@ class Exchanged:
     notes: tuple[tuple[str, dict[str, Any]], ...]  # (log format, fields), logged by the adapter
 
 
-#: The engine's scheme for a stored AAUTHTYPE (anything else: DIGEST).
-_SCHEMES = {"BASIC": AuthScheme.BASIC, "DIGEST": AuthScheme.DIGEST, "HMAC": AuthScheme.HMAC}
-
-
 def _device_auth(device: Device) -> DeviceAuth:
+    account = accounts.account_of(device)
     return DeviceAuth(
         device_id=device.device_id,
-        client=Credentials(device.dm_client_name, device.dm_client_secret, device.dm_client_nonce),
-        server=Credentials(device.dm_server_name, device.dm_server_secret, device.dm_server_nonce),
-        scheme=AuthScheme.BASIC if device.dm_client_auth_type.upper() == "BASIC" else AuthScheme.DIGEST,
-        server_scheme=_SCHEMES.get(device.dm_server_auth_type.upper(), AuthScheme.DIGEST),
+        client=account.client,
+        server=account.server,
+        scheme=account.client_auth,
+        server_scheme=account.server_auth,
     )
 
 
@@ -121,20 +132,30 @@ def _checked_device(
 ) -> Device:
     """
     The record of the device that sent the message, if it may run a session.
+
+    A certificate of ours must be the device's (as issued, not revoked); one
+    from a device CA must name the device, a classic one. Without a
+    certificate, the device's setting (else its kind's) says whether one is
+    needed.
     """
+    identity = None
     if certificate is not None:
-        info = registry.check_client(root, certificate)
-        if info.device_id != device_id:
-            raise DeviceRefused(
-                f"the certificate of {info.device_id} was presented for device {device_id}"
-            )
-    elif settings.require_client_certificate:
-        raise ClientCertificateRefused("a client certificate is required")
+        identity = registry.check_dm_client(root, certificate, settings.device_cas)
+        if device_id not in identity.names:
+            raise DeviceRefused(f"the certificate of {identity} was presented for device {device_id}")
     device: Device | None = root["devices"].get(device_id)
     if device is None:
         raise DeviceRefused(f"unknown device {device_id}")
     if not lifecycle.manageable(device):
         raise DeviceRefused(f"device {device_id} is {device.status}")
+    if identity is None:
+        if accounts.requires_certificate(device.client_certificate, device.kind, settings.certificate_defaults):
+            raise ClientCertificateRefused("a client certificate is required")
+    elif identity.device_ca and device.kind != DeviceKind.OMADM.value:
+        raise ClientCertificateRefused(
+            f"device {device_id} is a {device.kind} device: a certificate from a device CA "
+            "is honoured for classic OMA DM devices only"
+        )
     return device
 
 
@@ -153,7 +174,8 @@ def exchange(
     The unit of work for one DM message.
 
     @raise ClientCertificateRefused: the TLS client certificate is missing
-        (when required), not ours, or revoked.
+        (when the device needs one), neither ours nor from a device CA,
+        revoked, or from a device CA for a Windows device.
     @raise DeviceRefused: the device is unknown, removed or unenrolled, or
         its certificate names another device.
     """

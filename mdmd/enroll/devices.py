@@ -22,8 +22,10 @@ from typing import Any
 from cryptography import x509
 
 from mdmd.devices import lifecycle
+from mdmd.devices.accounts import DeviceKind
 from mdmd.devices.lifecycle import DeviceStatus, Event
 from mdmd.devices.records import DeviceInfo, device_info, device_record
+from mdmd.dm.authentication import AuthScheme
 from mdmd.enroll.provisioning import DMCredentials
 from mdmd.errors import SOAP_AUTHORIZATION, SOAP_CERTIFICATE_REQUEST, Conflict
 from mdmd.pki.ca import PublicKey, serial_hex
@@ -108,8 +110,16 @@ class Enrolled:
 
 
 def _set_credentials(device: Device, credentials: DMCredentials) -> None:
+    """
+    Give the device the Windows account its provisioning document hands out:
+    the credentials, the configured provider id as its server id, and our
+    MD5 digest as the server's scheme. What an operator set (MSISDN, IMSI,
+    certificate requirement) stays.
+    """
     for field, attribute in _CREDENTIAL_FIELDS:
         setattr(device, attribute, getattr(credentials, field))
+    device.dm_server_id = ""
+    device.dm_server_auth_type = AuthScheme.DIGEST.name
 
 
 def _credentials(device: Device) -> DMCredentials:
@@ -129,11 +139,18 @@ def enroll(
 
     Re-enrolling a known device (by the same user, or after it left or was
     removed) revokes its previous certificate as superseded, replaces its DM
-    credentials and keeps the record (see L{lifecycle.re_enroll}).
+    credentials and keeps the record (see L{lifecycle.re_enroll}); a removed
+    classic device enrolling becomes a Windows device.
 
-    @raise DeviceOwnedByAnotherUser: if the DeviceID is enrolled by another user.
+    @raise DeviceOwnedByAnotherUser: if the DeviceID is enrolled by another
+        user, or registered as a classic device.
     """
     device: Device | None = root["devices"].get(facts.device_id)
+    if device is not None and device.kind == DeviceKind.OMADM.value and lifecycle.manageable(device):
+        raise DeviceOwnedByAnotherUser(
+            f"device {facts.device_id} is registered as a classic OMA DM device; remove it first "
+            "(mdmctl device remove) to enroll it"
+        )
     if device is not None and device.user != facts.user:
         if lifecycle.status_of(device) is DeviceStatus.ENROLLED:
             raise DeviceOwnedByAnotherUser(

@@ -67,6 +67,8 @@ class CASettings:
     server_cert_file: str = ""
     server_key_file: str = ""
     server_chain_file: str = ""
+    #: CAs of an operator's device PKI, trusted for client certificates besides ours
+    device_cas: Sequence[x509.Certificate] = ()
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,9 @@ class CAService(Service):
         self.authority = self._load_or_create_authority()
         key, certificate, chain = self._load_or_create_server_identity(self.authority)
         self._server_certificate = certificate
-        self._tls = server_options(key, certificate, chain, self.authority.certificate)
+        self._tls = server_options(
+            key, certificate, chain, self.authority.certificate, device_cas=self.settings.device_cas
+        )
         super().startService()
 
     def _load_or_create_authority(self) -> CertificateAuthority:

@@ -8,12 +8,14 @@ L{mdmd.store.runner.Store.run}) and return plain L{CertificateInfo} values.
 from __future__ import annotations
 
 import datetime
-from collections.abc import MutableMapping
+from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
 
 from mdmd.errors import SOAP_AUTHENTICATION, NotFound, PeerError
 from mdmd.pki.ca import REVOCATION_REASONS, Revocation, serial_hex, thumbprint
@@ -30,6 +32,9 @@ __all__ = [
     "revocations",
     "check_client",
     "ClientCertificateRefused",
+    "ClientIdentity",
+    "check_dm_client",
+    "certificate_names",
 ]
 
 Root = MutableMapping[str, Any]
@@ -188,6 +193,65 @@ def check_client(root: Root, certificate: x509.Certificate) -> CertificateInfo:
     if record.status != "valid":
         raise ClientCertificateRefused(f"certificate {serial_hex(record.serial)} is {record.status}")
     return _info(record)
+
+
+@dataclass(frozen=True)
+class ClientIdentity:
+    """
+    Who a DM client's TLS certificate says it is, once we honour the certificate.
+    """
+
+    #: the device ids it may be presented for
+    names: frozenset[str]
+    #: issued by a CA of the operator's device PKI ([https] device_ca_file), not by ours
+    device_ca: bool
+
+    def __str__(self) -> str:
+        return ", ".join(sorted(self.names)) or "no device"
+
+
+def certificate_names(certificate: x509.Certificate) -> frozenset[str]:
+    """
+    The names a certificate gives its subject: the subject's CNs and the SAN's URIs and DNS names.
+    """
+    names = {str(a.value) for a in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)}
+    try:
+        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return frozenset(names)
+    names.update(san.get_values_for_type(x509.UniformResourceIdentifier))
+    names.update(san.get_values_for_type(x509.DNSName))
+    return frozenset(names)
+
+
+def _issued_by(certificate: x509.Certificate, authority: x509.Certificate) -> bool:
+    try:
+        certificate.verify_directly_issued_by(authority)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def check_dm_client(
+    root: Root, certificate: x509.Certificate, device_cas: Sequence[x509.Certificate] = ()
+) -> ClientIdentity:
+    """
+    Who the TLS-verified client certificate of a DM session names, if we honour it.
+
+    A certificate we issued gets L{check_client}'s checks and names the
+    device we issued it to. One we have no record of, signed by a CA of
+    C{device_cas} (the TLS layer trusts those too), names the devices of
+    L{certificate_names}; which devices may present such a certificate is
+    the caller's to decide. Anything else is refused, as L{check_client}
+    refuses it.
+
+    @raise ClientCertificateRefused: naming what is wrong.
+    """
+    record = root["certs"].get(certificate.serial_number)
+    ours = record is not None and record.der == certificate.public_bytes(serialization.Encoding.DER)
+    if not ours and any(_issued_by(certificate, authority) for authority in device_cas):
+        return ClientIdentity(certificate_names(certificate), device_ca=True)
+    return ClientIdentity(frozenset({check_client(root, certificate).device_id}), device_ca=False)
 
 
 def revocations(root: Root) -> list[Revocation]:

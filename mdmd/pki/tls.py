@@ -1,6 +1,12 @@
 """
 TLS for the HTTPS listener: TLS 1.2 or later, a client certificate requested
 but not required, and a way for resources to read the verified one.
+
+Client certificates are verified against mdmd's CA and, when the operator
+names them (C{[https] device_ca_file}), the CAs of an existing device PKI.
+TLS only says "it chains to one of them": which devices may present which
+certificate is the application's to decide (L{mdmd.pki.registry.check_client}
+for ours, L{mdmd.pki.registry.check_dm_client} for a DM session).
 """
 
 from __future__ import annotations
@@ -26,13 +32,15 @@ def server_options(
     certificate: x509.Certificate,
     chain: Sequence[x509.Certificate],
     client_ca: x509.Certificate,
+    device_cas: Sequence[x509.Certificate] = (),
 ) -> CertificateOptions:
     """
     Server-side TLS options.
 
     A client certificate is requested (VERIFY_PEER) and, when presented, must
-    chain to C{client_ca} or the handshake fails; presenting none is allowed,
-    since discovery and enrollment come before a device has one. Session
+    chain to C{client_ca} (ours) or to one of C{device_cas} or the handshake
+    fails; presenting none is allowed, since discovery and enrollment come
+    before a device has one, and classic OMA DM devices often have none. Session
     resumption is on, since devices reconnect often: TLS 1.3 resumes only
     with session tickets (Twisted turns them off by default), which also
     serve TLS 1.2. A resumed session keeps its client certificate, and
@@ -43,7 +51,7 @@ def server_options(
         certificate=X509.from_cryptography(certificate),
         extraCertChain=[X509.from_cryptography(c) for c in chain] or None,
         verify=True,
-        caCerts=[X509.from_cryptography(client_ca)],
+        caCerts=[X509.from_cryptography(c) for c in (client_ca, *device_cas)],
         requireCertificate=False,
         enableSessions=True,
         enableSessionTickets=True,

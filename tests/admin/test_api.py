@@ -5,12 +5,16 @@ Tests for L{mdmd.admin.api} and mdmctl (L{mdmd.admin.cli}) against an in-process
 from __future__ import annotations
 
 import contextlib
+import base64
+import csv
 import http.client
 import io
 import json
 import os
 import shutil
 import socket
+import stat
+import sys
 import tempfile
 from typing import Any
 
@@ -23,6 +27,7 @@ from twisted.trial.unittest import TestCase
 from mdmd.admin import cli
 from mdmd.admin.api import AdminAPI, AdminToken
 from mdmd.admin.cli import AdminClient, CommandError
+from mdmd.devices.registration import COLUMNS, RegistrationSettings
 from mdmd.enroll import users
 from mdmd.errors import InternalError
 from mdmd.pki.ca import generate_rsa_key, serial_hex
@@ -42,7 +47,7 @@ class AdminTestCase(TestCase):
         self.ca = started_ca(self, state_dir=self.state_dir, store=self.store)
         self.token = AdminToken(os.path.join(self.state_dir, "admin.token"))
         self.token.ensure()
-        api = AdminAPI(self.token, self.store, self.ca, reactor, reactor, notifier=self.make_notifier())
+        api = AdminAPI(self.token, self.store, self.ca, reactor, reactor, notifier=self.make_notifier(), **self.api_options())
         self.socket_path = os.path.join(self.state_dir, "admin.sock")
         d = UNIXServerEndpoint(reactor, self.socket_path, mode=0o600).listen(
             MdmdSite(api, clock=reactor, name="admin")
@@ -61,6 +66,9 @@ class AdminTestCase(TestCase):
 
     def make_notifier(self):
         return None
+
+    def api_options(self) -> dict[str, Any]:
+        return {}
 
     def raw(self, method: str, path: str, body: bytes = b"") -> Deferred[tuple[int, dict[str, str], Any]]:
         """
@@ -652,3 +660,362 @@ class ManholePasswordTests(AdminTestCase):
         code, _, err = await deferToThread(run, "manhole-password", "a:b", "--file", path, stdin="x\n")
         self.assertEqual(code, 1)
         self.assertIn("is not a manhole login name", err)
+
+
+SETTINGS = RegistrationSettings(server_id="mdmd", inventory=("./DevInfo/Man", "./DevDetail/FwV"))
+
+
+class RegistrationAPITests(AdminTestCase):
+    """
+    Registering classic OMA DM devices, importing them, editing their accounts.
+    """
+
+    def api_options(self) -> dict[str, Any]:
+        return {"registration": SETTINGS}
+
+    def post(self, path: str, body: Any) -> Deferred[tuple[int, dict[str, str], Any]]:
+        return self.raw("POST", path, json.dumps(body).encode())
+
+    async def test_register(self) -> None:
+        """
+        POST /v1/devices answers 201 with the record (no secrets), the
+        generated secrets once and the whole account row; showing the device
+        never shows them again; the list filters by kind.
+        """
+        code, _, value = await self.post("/v1/devices", {"device_id": "IMEI:490154203237518", "msisdn": "+491701234567"})
+        self.assertEqual(code, 201)
+        secret = value["secrets"]["client_secret"]
+        self.assertEqual(sorted(value["secrets"]), ["client_secret", "server_secret"])
+        self.assertEqual(value["row"]["client_secret"], secret)
+        self.assertEqual((value["device"]["kind"], value["inventory"]), ("omadm", 2))
+        self.assertNotIn(secret, json.dumps(value["device"]))
+        shown = await self.call("GET", "/v1/devices/IMEI:490154203237518")
+        self.assertNotIn(secret, json.dumps(shown))
+        self.assertEqual(
+            {k: shown["account"][k] for k in ("client_secret", "server_id", "effective_server_id", "certificate_required", "msisdn")},
+            {"client_secret": "set", "server_id": "", "effective_server_id": "mdmd", "certificate_required": False,
+             "msisdn": "+491701234567"},
+        )
+        self.assertEqual(shown["push"]["msisdn"], "+491701234567")
+        await enroll_device(self, "WIN-1")
+        listed = await self.call("GET", "/v1/devices?kind=omadm")
+        self.assertEqual([d["device_id"] for d in listed["devices"]], ["IMEI:490154203237518"])
+        listed = await self.call("GET", "/v1/devices?kind=windows")
+        self.assertEqual([(d["device_id"], d["kind"]) for d in listed["devices"]], [("WIN-1", "windows")])
+        code, _, value = await self.raw("GET", "/v1/devices?kind=pager")
+        self.assertEqual((code, value["error"]), (400, "unknown kind 'pager' (kinds: windows, omadm)"))
+
+    async def test_register_refusals(self) -> None:
+        """
+        Bad fields are a 400 naming each; a known device is a 409.
+        """
+        code, _, value = await self.post("/v1/devices", {"device_id": "X", "client_auth": "md5", "imsi": "1"})
+        self.assertEqual(code, 400)
+        self.assertEqual(value["error"], "client_auth: expected one of basic, digest, hmac, got 'md5'; imsi: expected 6 to 15 digits, got '1'")
+        await enroll_device(self, "WIN-1")
+        code, _, value = await self.post("/v1/devices", {"device_id": "WIN-1"})
+        self.assertEqual((code, value["error"]), (409, "device WIN-1 is an enrolled Windows device"))
+
+    async def test_import(self) -> None:
+        """
+        POST /v1/devices:import: a dry run writes nothing; the real import
+        registers all (201) and is idempotent (200, unchanged); bad rows are
+        one 400 listing each, conflicts only a 409; a large import passes the
+        64 KiB limit of the other routes.
+        """
+        rows = [{"device_id": f"MODEM-{i:04}", "imsi": f"26201{i:010}"} for i in range(300)]
+        code, _, checked = await self.post("/v1/devices:import", {"devices": rows, "dry_run": True})
+        self.assertEqual((code, checked["dry_run"], len(checked["registered"])), (200, True, 300))
+        self.assertEqual(await self.call("GET", "/v1/devices"), {"devices": []})
+        complete = [r["row"] for r in checked["rows"]]
+        body = json.dumps({"devices": complete}).encode()
+        self.assertGreater(len(body), 64 * 1024)
+        code, _, imported = await self.raw("POST", "/v1/devices:import", body)
+        self.assertEqual((code, len(imported["registered"])), (201, 300))
+        code, _, again = await self.raw("POST", "/v1/devices:import", body)
+        self.assertEqual((code, again["registered"], len(again["unchanged"])), (200, [], 300))
+        code, _, refused = await self.post(
+            "/v1/devices:import", {"devices": [{"device_id": "NEW"}, {"device_id": "BAD", "imsi": "x"}, {"device_id": "MODEM-0001", "msisdn": "+491701234567"}]}
+        )
+        self.assertEqual((code, refused["error"]), (400, "2 bad rows; nothing was imported"))
+        self.assertEqual([(r["row"], r["device_id"], r["conflict"]) for r in refused["rows"]], [(1, "BAD", False), (2, "MODEM-0001", True)])
+        code, _, refused = await self.post("/v1/devices:import", {"devices": [{"device_id": "MODEM-0001", "client_name": "x"}]})
+        self.assertEqual(code, 409)
+        for body_value, message in (
+            ({"devices": "x"}, "field 'devices' must be a list"),
+            ({"devices": [1]}, "'devices' must be a list of JSON objects"),
+            ({"devices": [], "dry": True}, "unknown field 'dry'"),
+        ):
+            code, _, value = await self.post("/v1/devices:import", body_value)
+            self.assertEqual(code, 400)
+            self.assertIn(message, value["error"])
+        code, _, value = await self.raw("POST", "/v1/devices", body)
+        self.assertEqual(code, 413)
+        self.assertIn("request body too large (at most 65536 bytes)", value["error"])
+
+    async def test_edit(self) -> None:
+        """
+        PATCH changes account fields and generates new secrets (shown once);
+        a Windows device's enrollment fields are refused with a 409.
+        """
+        await self.call("POST", "/v1/devices", {"device_id": "OMA-1"})
+        changed = await self.call("PATCH", "/v1/devices/OMA-1", {"client_auth": "basic", "imsi": "262011234567890", "generate": ["server_secret"]})
+        self.assertEqual((changed["device"]["account"]["client_auth"], changed["device"]["account"]["imsi"]), ("basic", "262011234567890"))
+        self.assertEqual(list(changed["secrets"]), ["server_secret"])
+        await enroll_device(self, "WIN-1")
+        code, _, value = await self.raw("PATCH", "/v1/devices/WIN-1", json.dumps({"client_name": "x"}).encode())
+        self.assertEqual(code, 409)
+        self.assertIn("come from its enrollment", value["error"])
+        code, _, value = await self.raw("PATCH", "/v1/devices/OMA-1", json.dumps({"generate": "all"}).encode())
+        self.assertEqual((code, value["error"]), (400, "'generate' must be a list of field names"))
+
+
+class MdmctlAccountTests(AdminTestCase):
+    """
+    mdmctl device add, set, show, list and import for classic devices.
+    """
+
+    def api_options(self) -> dict[str, Any]:
+        return {"registration": SETTINGS}
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.state_dir, name)
+
+    def stored(self, device_id: str, *names: str) -> tuple[Any, ...]:
+        assert self.store.store is not None
+        return self.store.store.read(lambda root: tuple(getattr(root["devices"][device_id], n) for n in names))
+
+    async def test_add_shows_generated_secrets_once(self) -> None:
+        """
+        device add prints the generated secrets once; device show never
+        shows them, but everything else of the account.
+        """
+        code, out, err = await self.mdmctl("device", "add", "IMEI:490154203237518", "--msisdn", "+491701234567")
+        self.assertEqual((code, err), (0, ""))
+        secrets = self.stored("IMEI:490154203237518", "dm_client_secret", "dm_server_secret")
+        self.assertEqual(
+            out.splitlines(),
+            [
+                "registered IMEI:490154203237518 (omadm): server id the configured provider id, client digest "
+                "as IMEI:490154203237518, server digest as mdmd; 2 inventory Get(s) queued",
+                f"client secret: {secrets[0]}",
+                f"server secret: {secrets[1]}",
+                "(shown this once: mdmd never shows a secret again)",
+            ],
+        )
+        code, out, _ = await self.mdmctl("device", "show", "IMEI:490154203237518")
+        self.assertNotIn(secrets[0], out)
+        self.assertNotIn(secrets[1], out)
+        nonce = base64.b64encode(self.stored("IMEI:490154203237518", "dm_client_nonce")[0]).decode()
+        for line in (
+            "kind:                  omadm",
+            "server_id:             mdmd (the configured provider id)",
+            "client_auth:           digest, name IMEI:490154203237518, secret set",
+            f"client_nonce:          {nonce}",
+            "server_auth:           digest, name mdmd, secret set",
+            "imsi:                  -",
+            "client_certificate:    optional (the default for omadm devices)",
+            "msisdn:                +491701234567",
+            "certificate:           -",
+        ):
+            self.assertIn(line, out.splitlines())
+
+    async def test_add_with_a_secrets_file(self) -> None:
+        """
+        With --secrets-file the whole account goes to a new 0600 file in the
+        import format and nothing secret to the terminal; an existing file is
+        never written over, and then nothing is registered.
+        """
+        path = self.path("oma-1.csv")
+        code, out, err = await self.mdmctl("device", "add", "OMA-1", "--auth", "basic", "--secrets-file", path)
+        self.assertEqual((code, err), (0, ""))
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
+        with open(path, newline="") as f:
+            (row,) = list(csv.DictReader(f))
+        secrets = self.stored("OMA-1", "dm_client_secret", "dm_server_secret")
+        self.assertEqual((row["client_secret"], row["server_secret"], row["client_auth"]), (*secrets, "basic"))
+        self.assertNotIn(secrets[0], out)
+        self.assertIn(f"its account, secrets included, is in {path} (mode 0600)", out)
+        code, _, err = await self.mdmctl("device", "add", "OMA-2", "--secrets-file", path)
+        self.assertEqual((code, err), (1, f"mdmctl: {path} exists: secrets are never written over a file\n"))
+        self.assertEqual((await self.call("GET", "/v1/devices?kind=omadm"))["devices"][0]["device_id"], "OMA-1")
+        self.assertEqual(len((await self.call("GET", "/v1/devices"))["devices"]), 1)
+
+    async def test_secrets_never_on_the_command_line(self) -> None:
+        """
+        An option that would carry a secret on the command line is refused
+        (usage error, the value never repeated) and nothing is registered.
+        """
+        for argv in (
+            ("device", "add", "OMA-1", "--client-secret", "hunter2-xyz"),
+            ("device", "add", "OMA-1", "--server-secret=hunter2-xyz"),
+            ("device", "add", "OMA-1", "--secret", "hunter2-xyz"),
+            ("device", "set", "OMA-1", "--client-secret", "hunter2-xyz"),
+            ("device", "set", "OMA-1", "--password", "hunter2-xyz"),
+        ):
+            out, err = io.StringIO(), io.StringIO()
+            with self.assertRaises(SystemExit) as caught:
+                cli.main(["--config", self.config_path, *argv], out, err)
+            self.assertEqual(caught.exception.code, 2, argv)
+        self.assertEqual((await self.call("GET", "/v1/devices"))["devices"], [])
+
+    def test_refusal_message(self) -> None:
+        """
+        The refusal says why and what to use instead, without the value.
+        """
+        err = io.StringIO()
+        parser = cli.build_parser()
+        self.patch(sys, "stderr", err)
+        with self.assertRaises(SystemExit):
+            parser.parse_args(["device", "add", "X", "--client-secret=hunter2-xyz"])
+        self.assertIn("--client-secret: secrets are never taken on the command line", err.getvalue())
+        self.assertIn("--client-secret-file", err.getvalue())
+        self.assertNotIn("hunter2-xyz", err.getvalue())
+
+    async def test_secrets_from_stdin_and_files(self) -> None:
+        """
+        Secrets are read from standard input (-) or the first line of a file; nothing is generated then.
+        """
+        path = self.path("server.secret")
+        with open(path, "w") as f:
+            f.write("from-a-file\nignored\n")
+        code, out, err = await self.mdmctl(
+            "device", "add", "OMA-1", "--client-secret-file", "-", "--server-secret-file", path, stdin="from-stdin\n"
+        )
+        self.assertEqual((code, err), (0, ""))
+        self.assertEqual(self.stored("OMA-1", "dm_client_secret", "dm_server_secret"), ("from-stdin", "from-a-file"))
+        self.assertNotIn("secret:", out)
+        code, _, err = await self.mdmctl("device", "add", "OMA-2", "--client-secret-file", "-", "--server-secret-file", "-")
+        self.assertEqual((code, err), (1, "mdmctl: only one secret can come from standard input\n"))
+
+    async def test_set(self) -> None:
+        """
+        device set changes account fields one line each, replaces secrets and
+        prints a generated one once (or writes it to a 0600 file).
+        """
+        await self.mdmctl("device", "add", "OMA-1", "--secrets-file", self.path("first.csv"))
+        code, out, err = await self.mdmctl(
+            "device", "set", "OMA-1", "--auth", "hmac", "--client-name", "modem", "--client-certificate", "required",
+            "--server-id", "acme", "--new-server-secret",
+        )
+        self.assertEqual((code, err), (0, ""))
+        secret = self.stored("OMA-1", "dm_server_secret")[0]
+        self.assertEqual(
+            out.splitlines(),
+            [
+                "OMA-1: server_id acme",
+                "OMA-1: client_auth hmac",
+                "OMA-1: client_name modem",
+                "OMA-1: client_certificate required",
+                f"OMA-1: new server secret: {secret} (shown this once)",
+            ],
+        )
+        path = self.path("new.csv")
+        code, out, _ = await self.mdmctl("device", "set", "OMA-1", "--new-client-secret", "--secrets-file", path, "--server-id", "")
+        self.assertEqual(out.splitlines(), ["OMA-1: server_id cleared", f"OMA-1: new client_secret in {path} (mode 0600)"])
+        with open(path, newline="") as f:
+            (row,) = list(csv.DictReader(f))
+        self.assertEqual(row["client_secret"], self.stored("OMA-1", "dm_client_secret")[0])
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
+
+    async def test_list_shows_kinds(self) -> None:
+        """
+        With classic devices, device list has a KIND column; --kind filters.
+        """
+        await enroll_device(self, "WIN-1")
+        await self.mdmctl("device", "add", "OMA-1", "--secrets-file", self.path("a.csv"))
+        code, out, _ = await self.mdmctl("device", "list")
+        self.assertEqual(out.splitlines()[0].split()[:3], ["DEVICE", "KIND", "NAME"])
+        self.assertEqual([line.split()[:2] for line in out.splitlines()[1:]], [["OMA-1", "omadm"], ["WIN-1", "windows"]])
+        code, out, _ = await self.mdmctl("device", "list", "--kind", "windows")
+        self.assertEqual(out.splitlines()[0].split()[:2], ["DEVICE", "NAME"])
+        self.assertEqual(len(out.splitlines()), 2)
+
+    def write_csv(self, name: str, text: str) -> str:
+        path = self.path(name)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    async def test_import_reports_every_bad_row(self) -> None:
+        """
+        Every bad row is reported with its line and reason (its own fields,
+        a duplicate, a wrong number of fields, a known device) and nothing is
+        imported.
+        """
+        await self.mdmctl("device", "add", "KNOWN", "--secrets-file", self.path("known.csv"))
+        path = self.write_csv(
+            "fleet.csv",
+            "device_id, imsi, msisdn\n"
+            "GOOD-1, 262011234567890, +491701234567\n"
+            "\n"
+            "BAD-IMSI, 12,\n"
+            "GOOD-1,,\n"
+            "SHORT\n"
+            "KNOWN,, +491709999999\n"
+            '"GOOD-2", 262011234567891, ""\n'
+            "bad id,,\n",
+        )
+        code, out, err = await self.mdmctl("device", "import", path, "--secrets-file", self.path("out.csv"))
+        self.assertEqual((code, out), (1, ""))
+        self.assertEqual(
+            err.splitlines(),
+            [
+                f"{path}:4: BAD-IMSI: imsi: expected 6 to 15 digits, got '12'",
+                f"{path}:5: GOOD-1: also on line 2",
+                f"{path}:6: 1 fields, but the header names 3",
+                f"{path}:7: KNOWN: device KNOWN is registered already with other values (msisdn)",
+                f"{path}:9: bad id: device_id: 'bad id' is not usable (1 to 128 of A-Z a-z 0-9 {{ }} . _ : -)",
+                f"mdmctl: 5 bad rows in {path}; nothing was imported",
+            ],
+        )
+        self.assertFalse(os.path.exists(self.path("out.csv")))
+        self.assertEqual([d["device_id"] for d in (await self.call("GET", "/v1/devices"))["devices"]], ["KNOWN"])
+
+    async def test_import_writes_secrets_to_a_file_only(self) -> None:
+        """
+        An import whose rows lack secrets needs --secrets-file (and imports
+        nothing without it); with it the completed rows go to a new 0600 file
+        and nothing secret to the terminal; that file imports again unchanged.
+        """
+        path = self.write_csv("fleet.csv", "device_id,client_secret,server_secret,msisdn\nM-1,own-1,own-2,\nM-2,,,+491701234567\n")
+        code, _, err = await self.mdmctl("device", "import", path)
+        self.assertEqual(code, 1)
+        self.assertIn("1 device(s) of", err)
+        self.assertIn("--secrets-file PATH", err)
+        self.assertEqual((await self.call("GET", "/v1/devices"))["devices"], [])
+        code, out, _ = await self.mdmctl("device", "import", path, "--dry-run")
+        self.assertEqual((code, out), (0, f"{path}: 2 device(s) to register, 0 unchanged, 1 with generated secrets (a dry run: nothing was imported)\n"))
+        secrets_path = self.path("fleet-secrets.csv")
+        code, out, err = await self.mdmctl("device", "import", path, "--secrets-file", secrets_path)
+        self.assertEqual((code, err), (0, ""))
+        self.assertEqual(
+            out.splitlines(),
+            [f"{path}: 2 device(s) registered, 0 unchanged (registered before with these values)",
+             f"their accounts, secrets included, are in {secrets_path} (mode 0600)"],
+        )
+        self.assertEqual(stat.S_IMODE(os.stat(secrets_path).st_mode), 0o600)
+        with open(secrets_path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        self.assertEqual(tuple(rows[0]), cli.IMPORT_COLUMNS)
+        stored = self.stored("M-2", "dm_client_secret", "dm_server_secret", "msisdn")
+        self.assertEqual((rows[1]["client_secret"], rows[1]["server_secret"], rows[1]["msisdn"]), stored)
+        self.assertEqual((rows[0]["client_secret"], rows[0]["server_secret"]), ("own-1", "own-2"))
+        self.assertNotIn(stored[0], out)
+        code, out, _ = await self.mdmctl("device", "import", secrets_path)
+        self.assertEqual(out, f"{secrets_path}: 0 device(s) registered, 2 unchanged (registered before with these values)\n")
+
+    async def test_import_header(self) -> None:
+        """
+        A header with unknown columns, or without device_id, stops the import at line 1.
+        """
+        path = self.write_csv("fleet.csv", "\nid,colour\nX,blue\n")
+        code, _, err = await self.mdmctl("device", "import", path)
+        self.assertEqual(code, 1)
+        self.assertIn(f"{path}:2: the header row has unknown column(s) 'id', 'colour'; no device_id column", err)
+
+    def test_columns(self) -> None:
+        """
+        mdmctl's import columns are the registration's (kept apart for mdmctl's start-up time).
+        """
+        self.assertEqual(cli.IMPORT_COLUMNS, COLUMNS)

@@ -149,7 +149,13 @@ class PrintingTests(SynchronousTestCase):
             "enrollment_type": "", "device_type": "", "os_version": "", "os_edition": "",
             "application_version": "", "hw_dev_id": "", "mac_addresses": [], "enrollment_count": 0,
             "first_enrolled_at": 0.0, "enrolled_at": 0.0, "renewed_at": None, "removed_at": None,
-            "last_contact": None, "certificate": None, "push": None,
+            "last_contact": None, "certificate": None, "push": None, "kind": "omadm",
+            "account": {
+                "server_id": "", "effective_server_id": "mdmd", "client_certificate": "default",
+                "certificate_required": False, "client_auth": "digest", "client_name": "D",
+                "client_secret": "set", "client_nonce": "AQ==", "server_auth": "digest",
+                "server_name": "mdmd", "server_secret": "set", "server_nonce": "Ag==", "imsi": "",
+            },
             "dm": {
                 "header_events": [
                     {"time": 0.0, "session_id": "1", "event": "invalid", "status": "0"},

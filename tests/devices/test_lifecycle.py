@@ -23,6 +23,8 @@ ENROLLED, UNENROLLED, REMOVED = DeviceStatus.ENROLLED, DeviceStatus.UNENROLLED, 
 #: The whole table, written out: every legal (status, event) and where it leads.
 EXPECTED = {
     (None, Event.ENROLL): ENROLLED,
+    (None, Event.REGISTER): ENROLLED,
+    (REMOVED, Event.REGISTER): ENROLLED,
     (ENROLLED, Event.RE_ENROLL): ENROLLED,
     (UNENROLLED, Event.RE_ENROLL): ENROLLED,
     (REMOVED, Event.RE_ENROLL): ENROLLED,
@@ -55,7 +57,11 @@ STEPS: dict[Event, Callable[[Any, str, Device | None], object]] = {
     Event.CONTACT: lambda root, device_id, device: lifecycle.record_contact(device, 300.0),
     Event.UNENROLL: lambda root, device_id, device: lifecycle.unenroll(root, device, 300.0),
     Event.REMOVE: lambda root, device_id, device: lifecycle.remove(root, device, 300.0),
+    Event.REGISTER: lambda root, device_id, device: lifecycle.register(root, device_id, 300.0),
 }
+
+#: The events whose step creates a record (the others take one).
+CREATING = (Event.ENROLL, Event.REGISTER)
 
 
 class TableTests(SynchronousTestCase):
@@ -85,7 +91,7 @@ class TableTests(SynchronousTestCase):
                 def attempt(root: Any) -> tuple[str | None, str, str | None]:
                     device = None if status is None else device_in(root, status, device_id)
                     before = None if device is None else (device.status, registry.lookup(root, device.cert_serial))
-                    if device is None and event is not Event.ENROLL:
+                    if device is None and event not in CREATING:
                         # the other steps take a record: there is none to give them
                         return None, "no record", None
                     try:
@@ -178,6 +184,48 @@ class StepTests(SynchronousTestCase):
         )
         self.assertEqual(self.fields("D", "renewed_at", "unenrolled_at", "removed_at", "last_contact"), (None,) * 4)
         self.assertEqual(self.certificate(serial), ("valid", None, None))
+
+    def test_register(self) -> None:
+        """
+        A new classic device: enrolled now, of kind omadm, without a
+        certificate; it never enrolled (MS-MDE2), so the count stays 0.
+        """
+        self.run_(lambda root: lifecycle.register(root, "OMA-1", 100.0).device_id)
+        self.assertEqual(
+            self.fields("OMA-1", "status", "kind", "first_enrolled_at", "enrolled_at", "enrollment_count", "cert_serial"),
+            ("enrolled", "omadm", 100.0, 100.0, 0, None),
+        )
+        self.assertEqual(self.fields("OMA-1", "renewed_at", "unenrolled_at", "removed_at", "last_contact"), (None,) * 4)
+
+    def test_register_a_removed_device(self) -> None:
+        """
+        Registering a removed Windows device makes it a classic device in
+        place: its departure is cleared, its (revoked) certificate dropped,
+        its history kept; re-enrolling it by MS-MDE2 makes it Windows again.
+        """
+
+        def history(root: Any) -> int:
+            device = device_in(root, REMOVED, "D")
+            return device.cert_serial
+
+        old = self.run_(history)
+        self.run_(lambda root: lifecycle.register(root, "D", 300.0).device_id)
+        self.assertEqual(
+            self.fields("D", "status", "kind", "enrolled_at", "removed_at", "unenrolled_at", "cert_serial", "cert_not_after"),
+            ("enrolled", "omadm", 300.0, None, None, None, None),
+        )
+        self.assertEqual(self.fields("D", "first_enrolled_at", "enrollment_count"), (100.0, 1))
+        self.assertEqual(self.certificate(old), ("revoked", 200.0, "cessationOfOperation"))
+        self.run_(lambda root: lifecycle.remove(root, root["devices"]["D"], 400.0))
+        self.run_(lambda root: lifecycle.re_enroll(root, root["devices"]["D"], issued(root, "D"), 500.0))
+        self.assertEqual(self.fields("D", "status", "kind", "enrollment_count"), ("enrolled", "windows", 2))
+
+    def test_enroll_makes_windows_devices(self) -> None:
+        """
+        An enrollment makes a Windows device.
+        """
+        self.run_(lambda root: device_in(root, ENROLLED, "D").device_id)
+        self.assertEqual(self.fields("D", "kind"), ("windows",))
 
     def test_unenroll_sets_unenrolled_at(self) -> None:
         """

@@ -5,6 +5,8 @@ a real store in memory.
 
 from __future__ import annotations
 
+import datetime
+import functools
 import itertools
 import typing
 from dataclasses import replace
@@ -22,6 +24,7 @@ from mdmd.notify.bootstrap import BootstrapPin
 from mdmd.notify.pkg0 import session_id_text
 from mdmd.notify.provisioning_doc import DMServer
 from mdmd.pki import registry
+from mdmd.pki.ca import generate_rsa_key
 from mdmd.pki.registry import ClientCertificateRefused
 from mdmd.syncml import auth
 from mdmd.syncml.codec import XML_CODEC
@@ -34,6 +37,7 @@ from mdmd.testing.store import memory_store_service
 from ..devices.helpers import issued
 from ..notify.cp import add_classic_device
 
+from ..pki.helpers import DevicePKI
 from .helpers import DEVICE_ID, Client
 
 SETTINGS = DMSettings(require_client_certificate=False)
@@ -435,3 +439,147 @@ class BootstrapAnsweredTests(SynchronousTestCase):
         nonce = self.store.read(lambda root: root["devices"][DEVICE_ID].dm_client_nonce)
         self.assertEqual(self.header_status(self.send(Client(session_id="B", nonce=nonce).package1(), 40.0)), "212")
         self.assertEqual(self.state(), jobs.ANSWERED)
+
+
+@functools.cache
+def _pkis() -> tuple[DevicePKI, DevicePKI, Any]:
+    """
+    An operator's device PKI, a CA standing for ours, and a client key (made once: keys are slow).
+    """
+    return DevicePKI(), DevicePKI("mdmd device CA (test)"), generate_rsa_key(2048).public_key()
+
+
+class ClientCertificateTests(SynchronousTestCase):
+    """
+    Which TLS client certificates a session needs and honours: the
+    device's own setting, else its kind's; ours as issued; a device CA's for
+    classic devices it names.
+    """
+
+    def setUp(self) -> None:
+        self.pki, self.our_ca, self.key = _pkis()
+        service = memory_store_service()
+        self.addCleanup(service.stopService)
+        assert service.store is not None
+        self.store = service.store
+        self.store.run(add_device, DEVICE_ID)
+        self.settings = DMSettings(device_cas=(self.pki.certificate,))
+
+    def set(self, **values: Any) -> None:
+        def unit(root: Any) -> None:
+            for name, value in values.items():
+                setattr(root["devices"][DEVICE_ID], name, value)
+
+        self.store.run(unit)
+
+    def send(self, certificate: Any = None) -> str:
+        """
+        Send package 1 of a new session; return the status of our SyncHdr, or the refusal's message.
+        """
+
+        def fresh(root: Any) -> None:
+            root["devices"][DEVICE_ID].dm_client_nonce = b"\x01" * 16
+            root["sessions"].pop(DEVICE_ID, None)
+
+        self.store.run(fresh)
+        message = Client(session_id="A").package1()
+        try:
+            result = self.store.run(exchange, certificate, message, XML_CODEC, XML_CODEC.encode(message), None, 20.0, self.settings)
+        except (ClientCertificateRefused, DeviceRefused) as e:
+            return f"{type(e).__name__}: {e}"
+        return XML_CODEC.decode(result.body).body[0].data
+
+    def ours(self, device_id: str = DEVICE_ID) -> Any:
+        """
+        A certificate of "our" CA, recorded as issued to C{device_id}.
+        """
+        certificate = self.our_ca.authority.issue_client(self.key, device_id, datetime.timedelta(days=1), self.our_ca.now)
+        self.store.run(registry.record_issued, certificate, device_id, 1.0)
+        return certificate
+
+    def test_kind_defaults(self) -> None:
+        """
+        Without its own setting a Windows device needs a certificate, a classic one does not.
+        """
+        self.assertEqual(self.send(), "ClientCertificateRefused: a client certificate is required")
+        self.set(kind="omadm")
+        self.assertEqual(self.send(), "212")
+        self.settings = replace(self.settings, require_client_certificate_omadm=True)
+        self.assertEqual(self.send(), "ClientCertificateRefused: a client certificate is required")
+
+    def test_device_setting_first(self) -> None:
+        """
+        A device's own setting overrides its kind's default, both ways.
+        """
+        self.set(client_certificate="optional")
+        self.assertEqual(self.send(), "212")
+        self.set(kind="omadm", client_certificate="required")
+        self.assertEqual(self.send(), "ClientCertificateRefused: a client certificate is required")
+
+    def test_our_certificates(self) -> None:
+        """
+        One of ours is honoured for its device, as issued and not revoked, whatever the kind.
+        """
+        certificate = self.ours()
+        self.assertEqual(self.send(certificate), "212")
+        self.set(kind="omadm")
+        self.assertEqual(self.send(certificate), "212")
+        other = self.ours("SOMEONE-ELSE")
+        self.assertEqual(self.send(other), f"DeviceRefused: the certificate of SOMEONE-ELSE was presented for device {DEVICE_ID}")
+        self.store.run(registry.revoke, certificate.serial_number, "keyCompromise", 30.0)
+        self.assertIn("is revoked", self.send(certificate))
+
+    def test_device_ca_certificates(self) -> None:
+        """
+        A device CA's certificate is honoured for a classic device it names by
+        its CN, a SAN URI or a SAN DNS name; not for another device, and not
+        for a Windows device.
+        """
+        self.set(kind="omadm")
+        for certificate in (
+            self.pki.issue(self.key, DEVICE_ID),
+            self.pki.issue(self.key, "modem 17", uris=(DEVICE_ID,)),
+            self.pki.issue(self.key, "modem 17", dns=(DEVICE_ID,)),
+        ):
+            self.assertEqual(self.send(certificate), "212")
+        self.assertEqual(
+            self.send(self.pki.issue(self.key, "modem 17", uris=("urn:imei:1",))),
+            f"DeviceRefused: the certificate of modem 17, urn:imei:1 was presented for device {DEVICE_ID}",
+        )
+        self.set(kind="windows")
+        self.assertEqual(
+            self.send(self.pki.issue(self.key, DEVICE_ID)),
+            f"ClientCertificateRefused: device {DEVICE_ID} is a windows device: a certificate from a "
+            "device CA is honoured for classic OMA DM devices only",
+        )
+
+    def test_unknown_issuer(self) -> None:
+        """
+        A certificate neither ours nor from a configured device CA is refused
+        as today (without device CAs, a device PKI's certificate is just that).
+        """
+        self.set(kind="omadm")
+        certificate = self.pki.issue(self.key, DEVICE_ID)
+        self.settings = DMSettings()
+        self.assertIn("was not issued by this server", self.send(certificate))
+
+
+class AccountSchemeTests(SynchronousTestCase):
+    def test_scheme_of_the_account(self) -> None:
+        """
+        The session checks the device with its account's scheme: a device
+        registered for HMAC is refused an MD5 digest and challenged for HMAC.
+        """
+        service = memory_store_service()
+        self.addCleanup(service.stopService)
+        assert service.store is not None
+        service.store.run(add_device, DEVICE_ID)
+
+        def hmac(root: Any) -> None:
+            root["devices"][DEVICE_ID].dm_client_auth_type = "HMAC"
+
+        service.store.run(hmac)
+        message = Client(session_id="A").package1()
+        result = service.store.run(exchange, None, message, XML_CODEC, XML_CODEC.encode(message), None, 20.0, SETTINGS)
+        header = XML_CODEC.decode(result.body).body[0]
+        self.assertEqual((header.data, header.chal.meta.type), ("401", "syncml:auth-MAC"))

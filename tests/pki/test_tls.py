@@ -32,7 +32,7 @@ from mdmd.testing.store import memory_store_service
 
 from ..httpclient import Reply, client_context, fetch
 from ..servers import serve
-from .helpers import started_ca
+from .helpers import DevicePKI, started_ca
 
 CLIENT_KEY = generate_rsa_key(2048)
 
@@ -217,3 +217,39 @@ class PeerCertificateTests(SynchronousTestCase):
         A connection without TLS has no peer certificate.
         """
         self.assertIsNone(peer_certificate(MdmdRequest(cast(HTTPChannel, DummyChannel()))))
+
+
+class DeviceCATests(TestCase):
+    """
+    With [https] device_ca_file, TLS also accepts the certificates of an operator's device PKI.
+    """
+
+    def setUp(self) -> None:
+        self.pki = DevicePKI()
+        self.store = memory_store_service()
+        self.addCleanup(self.store.stopService)
+        self.ca = started_ca(self, store=self.store, device_cas=(self.pki.certificate,))
+        root = Resource()
+        root.putChild(b"whoami", WhoAmI(self.store))
+        self.port = serve(self, MdmdSite(root, clock=reactor, max_body=4096), self.ca.tls_options)
+
+    async def test_device_ca_passes_tls_only(self) -> None:
+        """
+        A device CA's certificate completes the handshake, but what needs a
+        certificate of ours (enrollment renewal) still refuses it; ours still works.
+        """
+        directory = self.mktemp()
+        os.makedirs(directory)
+        paths = f"{directory}/cert.pem", f"{directory}/key.pem"
+        with open(paths[0], "wb") as f:
+            f.write(certificate_pem(self.pki.issue(CLIENT_KEY.public_key(), "DEVICE-42")))
+        with open(paths[1], "wb") as f:
+            f.write(private_key_pem(CLIENT_KEY))
+        (reply,) = await deferToThread(fetch, self.port, "/whoami", client_context(self.ca.ca_cert_path, *paths))
+        self.assertEqual(reply.status, 403)
+        self.assertIn(b"not issued by this server", reply.body)
+        issued = await self.ca.issue(CLIENT_KEY.public_key(), "DEVICE-42")
+        with open(paths[0], "wb") as f:
+            f.write(certificate_pem(issued.certificate))
+        (reply,) = await deferToThread(fetch, self.port, "/whoami", client_context(self.ca.ca_cert_path, *paths))
+        self.assertEqual((reply.status, reply.body), (200, b"DEVICE-42"))
