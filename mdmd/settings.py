@@ -21,6 +21,7 @@ from cryptography import x509
 
 from mdmd import config as mdmd_config
 from mdmd.config import Config, ConfigErrors, ListenAddress
+from mdmd.devices.accounts import DeviceKind
 from mdmd.devices.registration import RegistrationSettings
 from mdmd.dm import effects as dm_effects
 from mdmd.dm.checkin import DMSettings
@@ -310,7 +311,7 @@ def _dm(config: Config, device_cas: tuple[x509.Certificate, ...]) -> DMSettings:
         require_client_certificate=dm.require_client_certificate_windows,
         require_client_certificate_omadm=dm.require_client_certificate_omadm,
         device_cas=device_cas,
-        send_server_credential=frozenset(dm.send_server_credential),
+        send_server_credential=frozenset(DeviceKind(kind) for kind in dm.send_server_credential),
     )
 
 
