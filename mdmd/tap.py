@@ -348,6 +348,8 @@ def build(settings: Settings, reactor: Reactor) -> MdmdService:
         status_extra=lambda: {"hostname": settings.server.hostname, "listening": root.addresses()},
         notifier=notifier,
         registration=settings.registration,
+        idempotency=settings.admin.idempotency,
+        user_policy=settings.admin.users,
     )
     admin_site = MdmdSite(api, clock=reactor, max_body=MAX_BODY, name="admin")
     admin = _LocalListener(reactor, settings.admin.listen)
