@@ -110,26 +110,29 @@ def audit_device(
     return problems
 
 
-def audit_pushes(expected: dict[tuple[str, int], bytes], received: Sequence[bytes], keys: Iterable[tuple[str, int]]) -> list[str]:
+def audit_pushes(
+    expected: dict[tuple[str, int], Sequence[bytes]], received: Sequence[bytes], keys: Iterable[tuple[str, int]]
+) -> list[str]:
     """
     Every way the pushes the store holds (C{expected}: (device id, seq) → the
-    octets of their single segment; C{keys}: the jobs the operator was told
+    octets of each of its segments; C{keys}: the jobs the operator was told
     are queued) and what the SMSC accepted (C{received}, short messages in
-    order) disagree: a job lost, a job sent twice, a message nobody queued.
+    order) disagree: a job lost, a segment sent twice, a message nobody queued.
     """
     problems: list[str] = []
     counts: dict[bytes, int] = defaultdict(int)
     for message in received:
         counts[message] += 1
-    by_octets = {octets: key for key, octets in expected.items()}
+    known = {octets for segments in expected.values() for octets in segments}
     for key in sorted(set(keys) - set(expected)):
         problems.append(f"push {key[0]}#{key[1]}: lost (queued, but not in the store)")
-    for key, octets in sorted(expected.items()):
-        if counts[octets] == 0:
-            problems.append(f"push {key[0]}#{key[1]}: lost (the SMSC never accepted it)")
-        elif counts[octets] > 1:
-            problems.append(f"push {key[0]}#{key[1]}: sent {counts[octets]} times")
+    for key, segments in sorted(expected.items()):
+        for index, octets in enumerate(segments, 1):
+            if counts[octets] == 0:
+                problems.append(f"push {key[0]}#{key[1]} segment {index}: lost (the SMSC never accepted it)")
+            elif counts[octets] > 1:
+                problems.append(f"push {key[0]}#{key[1]} segment {index}: sent {counts[octets]} times")
     for octets in counts:
-        if octets not in by_octets:
+        if octets not in known:
             problems.append(f"the SMSC accepted a message no job holds: {octets[:16].hex()}...")
     return problems
