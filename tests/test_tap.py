@@ -313,3 +313,18 @@ class StartupFailureTests(SynchronousTestCase):
         with self.assertRaises(UsageError):
             options.parseOptions(["--config", path])
         self.assertEqual(options.getUsage(), f"(fix {path}; 'twistd mdmd --help' shows the options)")
+
+
+class PluginTests(SynchronousTestCase):
+    def test_twistd_finds_the_plugin(self) -> None:
+        """
+        twistd's plugin search finds mdmd in this installation (an editable
+        one, as pip install -e . makes it: setup.cfg's package_dir puts the
+        source tree on sys.path), made from mdmd.tap.
+        """
+        from twisted.application.service import IServiceMaker
+        from twisted.plugin import getPlugins
+
+        found = {plugin.tapname: plugin for plugin in getPlugins(IServiceMaker)}
+        self.assertIn("mdmd", found)
+        self.assertIs(found["mdmd"].options, Options)

@@ -21,14 +21,14 @@ at-least-once delivery, what OMA DM promises.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, MutableMapping, Sequence
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from mdmd.dm import queue as dm_queue
 from mdmd.testing.dmclient import Execution
 
-__all__ = ["StoredCommand", "stored_commands", "audit_device", "audit_pushes"]
+__all__ = ["Message", "StoredCommand", "stored_commands", "audit_device", "audit_pushes"]
 
 
 @dataclass(frozen=True)
@@ -110,29 +110,34 @@ def audit_device(
     return problems
 
 
+#: A short message as the SMSC saw it: (destination address, octets). Two
+#: handsets may be sent the same octets (the same credentials and session id).
+Message = tuple[str, bytes]
+
+
 def audit_pushes(
-    expected: dict[tuple[str, int], Sequence[bytes]], received: Sequence[bytes], keys: Iterable[tuple[str, int]]
+    expected: Mapping[tuple[str, int], Sequence[Message]], received: Sequence[Message], keys: Iterable[tuple[str, int]]
 ) -> list[str]:
     """
-    Every way the pushes the store holds (C{expected}: (device id, seq) → the
-    octets of each of its segments; C{keys}: the jobs the operator was told
-    are queued) and what the SMSC accepted (C{received}, short messages in
-    order) disagree: a job lost, a segment sent twice, a message nobody queued.
+    Every way the pushes the store holds (C{expected}: (device id, seq) → each
+    of its segments; C{keys}: the jobs the operator was told are queued) and
+    what the SMSC accepted (C{received}, in order) disagree: a job lost, a
+    segment sent twice, a message nobody queued.
     """
     problems: list[str] = []
-    counts: dict[bytes, int] = defaultdict(int)
+    counts: dict[Message, int] = defaultdict(int)
     for message in received:
         counts[message] += 1
-    known = {octets for segments in expected.values() for octets in segments}
+    known = {message for segments in expected.values() for message in segments}
     for key in sorted(set(keys) - set(expected)):
         problems.append(f"push {key[0]}#{key[1]}: lost (queued, but not in the store)")
     for key, segments in sorted(expected.items()):
-        for index, octets in enumerate(segments, 1):
-            if counts[octets] == 0:
+        for index, message in enumerate(segments, 1):
+            if counts[message] == 0:
                 problems.append(f"push {key[0]}#{key[1]} segment {index}: lost (the SMSC never accepted it)")
-            elif counts[octets] > 1:
-                problems.append(f"push {key[0]}#{key[1]} segment {index}: sent {counts[octets]} times")
-    for octets in counts:
-        if octets not in known:
-            problems.append(f"the SMSC accepted a message no job holds: {octets[:16].hex()}...")
+            elif counts[message] > 1:
+                problems.append(f"push {key[0]}#{key[1]} segment {index}: sent {counts[message]} times")
+    for message in counts:
+        if message not in known:
+            problems.append(f"the SMSC accepted a message no job holds: to {message[0]}, {message[1][:16].hex()}...")
     return problems

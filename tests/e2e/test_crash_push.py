@@ -28,7 +28,7 @@ from twisted.logger import Logger
 from twisted.trial.unittest import TestCase
 
 from mdmd.notify import smpp_pdu as p
-from mdmd.testing.crash import audit_pushes
+from mdmd.testing.crash import Message, audit_pushes
 from mdmd.testing.daemon import DaemonProcess
 from mdmd.testing.devices import add_device
 from mdmd.testing.smsc import FakeSmscFactory, Receipts, Scenario
@@ -145,15 +145,16 @@ class SmscOutageTests(TestCase):
         self.assertIn(code, (0, -15))
         self.assertNotIn("Traceback", self.daemon.log())
 
-        def jobs(root: Any) -> dict[tuple[str, int], tuple[tuple[bytes, ...], str]]:
+        def jobs(root: Any) -> dict[tuple[str, int], tuple[tuple[Message, ...], str]]:
             found = {}
             for device_id in self.ids:
                 for seq, job in root["pushes"][device_id].jobs.items():
-                    found[(device_id, seq)] = (tuple(segment[2] for segment in job.segments), job.state)
+                    segments = tuple((job.destination[0], segment[2]) for segment in job.segments)
+                    found[(device_id, seq)] = (segments, job.state)
             return found
 
         stored = self.daemon.run_offline(jobs)
-        received = [submit.short_message for _, submit in self.smsc.accepted]
+        received = [(submit.destination_addr, submit.short_message) for _, submit in self.smsc.accepted]
         submits = [pdu for pdu in self.smsc.received if isinstance(pdu, p.SubmitSm)]
         problems = audit_pushes({k: v[0] for k, v in stored.items()}, received, queued)
         summary = (

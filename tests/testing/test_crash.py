@@ -111,22 +111,29 @@ class AuditDeviceTests(SynchronousTestCase):
 class AuditPushesTests(SynchronousTestCase):
     def test_agreement(self) -> None:
         """
-        Every segment of every job accepted once: no problem.
+        Every segment of every job accepted once: no problem, even where two
+        handsets were sent the same octets.
         """
-        self.assertEqual(audit_pushes({("D", 1): (b"a1", b"a2"), ("D", 2): (b"b",)}, [b"a1", b"b", b"a2"], [("D", 1)]), [])
+        expected = {("D", 1): (("1", b"a1"), ("1", b"a2")), ("D", 2): (("1", b"b"),), ("E", 1): (("2", b"b"),)}
+        received = [("1", b"a1"), ("1", b"b"), ("2", b"b"), ("1", b"a2")]
+        self.assertEqual(audit_pushes(expected, received, [("D", 1)]), [])
 
     def test_problems(self) -> None:
         """
         A queued job not stored, a segment never accepted, one accepted twice
         and a message no job holds are each reported.
         """
-        problems = audit_pushes({("D", 1): (b"a",), ("D", 2): (b"b",)}, [b"b", b"b", b"zz"], [("D", 1), ("D", 3)])
+        problems = audit_pushes(
+            {("D", 1): (("1", b"a"),), ("D", 2): (("1", b"b"),)},
+            [("1", b"b"), ("1", b"b"), ("2", b"a")],
+            [("D", 1), ("D", 3)],
+        )
         self.assertEqual(
             problems,
             [
                 "push D#3: lost (queued, but not in the store)",
                 "push D#1 segment 1: lost (the SMSC never accepted it)",
                 "push D#2 segment 1: sent 2 times",
-                "the SMSC accepted a message no job holds: 7a7a...",
+                "the SMSC accepted a message no job holds: to 2, 61...",
             ],
         )
