@@ -69,6 +69,10 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
 RETRY_FOR = 10.0
 #: The first and the longest pause between two attempts.
 RETRY_DELAYS = (0.25, 2.0)
+#: Requests sent again when their answer is lost: those that read or set a
+#: value, and POST, which carries an Idempotency-Key. A DELETE or a PATCH
+#: (that may generate secrets) done twice would answer differently.
+REPEATABLE = frozenset({"GET", "HEAD", "PUT", "POST"})
 
 
 class _Unreachable(Exception):
@@ -158,7 +162,11 @@ class AdminClient:
                 sent = sent or isinstance(e, _AnswerLost)
                 if deadline is None:
                     deadline = self._clock() + self.retry_for
-                if (not sent and not self.wait) or self._clock() + delay > deadline:
+                if (
+                    (not sent and not self.wait)
+                    or (sent and method not in REPEATABLE)
+                    or self._clock() + delay > deadline
+                ):
                     raise self._unreachable(e.args[0], sent) from None
                 self._sleep(delay)
                 delay = min(2 * delay, longest)
