@@ -129,6 +129,10 @@ class SmscOutageTests(TestCase):
         await sleep(OUTAGE / 2)
         await deferToThread(self.daemon.kill)
         await deferToThread(self.daemon.start)
+        for _ in range(100):  # the addresses file is written just before the line
+            if "mdmd ready" in self.daemon.log_since_start():
+                break
+            await sleep(0.05)
         restart_log = self.daemon.log_since_start()
         self.assertIn("mdmd ready", restart_log)
         self.assertNotIn("Traceback", restart_log)
