@@ -183,10 +183,10 @@ class StateDirectoryLock:
 
 def _shown(path: str) -> str:
     """
-    C{path} as an operator wrote it: relative to the working directory when inside it.
+    C{path} as an operator wrote it: relative to the working directory when below it.
     """
     relative = os.path.relpath(path)
-    return path if relative.startswith("..") else relative
+    return path if relative == "." or relative.startswith("..") else relative
 
 
 class ListeningFile:
