@@ -20,6 +20,7 @@ from mdmd.dm.effects import (
     HeaderRefused,
     HeaderStatusInvalid,
     LoginStatus,
+    MessageRefused,
     NewSession,
     ServerChallenged,
     ServerInitiated,
@@ -126,7 +127,10 @@ class Package1Tests(SynchronousTestCase):
 
 class RuleTests(SynchronousTestCase):
     def open(self, *specs):
-        h = Harness(*specs)
+        """
+        A session that goes on after package 1 (something was sent): an ended one reads nothing.
+        """
+        h = Harness(*(specs or (REPLACE,)))
         reply = h.send(h.client.package1())
         return h, reply
 
@@ -332,7 +336,10 @@ def _command_types() -> set[type[Command]]:
 
 class DispatchTests(SynchronousTestCase):
     def open(self, *specs):
-        h = Harness(*specs, codec=WBXML_CODEC)
+        """
+        A session that goes on after package 1 (something was sent): an ended one reads nothing.
+        """
+        h = Harness(*(specs or (REPLACE,)), codec=WBXML_CODEC)
         reply = h.send(h.client.package1())
         h.client.cmd_ids = itertools.count(1)
         return h, reply
@@ -402,10 +409,11 @@ class DispatchTests(SynchronousTestCase):
         h.send(h.client.package1(alert="1200"))
         self.assertEqual(h.effects(ServerInitiated), [ServerInitiated("4A2")])
 
-    def test_ended_session_reads_an_authenticated_message(self) -> None:
+    def test_ended_session_accepts_nothing(self) -> None:
         """
-        After the end, an authenticated message is still answered command by command, with
-        Final and nothing of ours (as the transition table's ENDED rows say).
+        After the end, an authenticated message is answered 403 throughout, with Final
+        and nothing of ours, and nothing of it is applied (OUT_OF_STEP: the ENDED rows
+        of an accepted credential, chunks and challenges are gone).
         """
         h = Harness(REPLACE, GET_SWV)
         reply = h.send(h.client.package1())
@@ -414,11 +422,16 @@ class DispatchTests(SynchronousTestCase):
         h.records[3] = {"state": "queued"}
         c = h.client
         c.cmd_ids = itertools.count(1)
-        reply = h.send(c.reply(c.header_status(reply), Alert(cmd_id="2", data="1224")))
+        login = Alert(cmd_id="2", data="1224", items=(Item(meta=Meta(type="com.microsoft/MDM/LoginStatus"), data="none"),))
+        reply = h.send(c.reply(c.header_status(reply), login))
         self.assertIs(h.state.phase, Phase.ENDED)
-        self.assertEqual([s.data for s in statuses(reply)], ["200", "200"])
+        self.assertEqual([s.data for s in statuses(reply)], ["403", "403"])
         self.assertEqual(commands(reply), [])
         self.assertTrue(reply.final)
+        self.assertEqual(h.effects(LoginStatus), [])
+        self.assertEqual(h.effects(MessageRefused), [MessageRefused("session D has ended")])
+        self.assertTrue(h.state.user_logged_in)
+        self.assertEqual(h.records[3]["state"], "queued")
 
 
 
