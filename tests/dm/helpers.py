@@ -181,11 +181,21 @@ class Harness:
         self.outcomes: list[Outcome] = []
         #: Our answer to the last message, kept beside the state (as the store does).
         self.last_answer: LastAnswer | None = None
+        #: Every message sent, as bytes, with its x-syncml-hmac header.
+        self.sent_raw: list[tuple[bytes, str | None]] = []
+
+    def resend(self, back: int = 1):
+        """
+        Send the bytes (and MAC header) of an earlier message again: the last one by default.
+        """
+        raw, hmac_header = self.sent_raw[-back]
+        return self.send(None, hmac_header=hmac_header, raw=raw)
 
     def send(self, message, hmac_header=None, body=b"", raw: bytes | None = None):
         # What crosses the wire is bytes: encode and decode with the codec under test.
         raw = raw if raw is not None else (body or self.codec.encode(message))
         body = raw
+        self.sent_raw.append((raw, hmac_header))
         message = self.codec.decode(raw)
         if starts_new_session(message, self.state, self.now, self.last_answer, body, hmac_header):
             for record in self.records.values():  # the adapter's requeue_unanswered
