@@ -264,7 +264,7 @@ def _move(queue: CommandQueue, command: QueuedCommand, event: CommandEvent, now:
 
 def pending_commands(queue: CommandQueue) -> Iterator[QueuedCommand]:
     """
-    The queued and sent commands, in sequence order.
+    The queued, sent and accepted commands, in sequence order.
     """
     for seq in queue.pending:
         yield queue.commands[seq]
