@@ -12,6 +12,7 @@ import typing
 from dataclasses import replace
 from typing import Any
 
+from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
 from mdmd.devices import records
@@ -739,3 +740,49 @@ class IssueTwelveCheckInTests(SynchronousTestCase):
         self.store.run(add_device, CLASSIC, kind="omadm")
         (queued,) = self.store.run(queue.enqueue, [CLASSIC], copy, self.now)
         self.assertEqual(queued.state, "queued")
+
+
+class LostAnswerTests(SynchronousTestCase):
+    """
+    The emulated Windows DM client losing answers, through exchange() and a store:
+    the issue's "object announced 3000 bytes, chunks carry 2301" no more.
+    """
+
+    def setUp(self) -> None:
+        service = memory_store_service()
+        self.addCleanup(service.stopService)
+        assert service.store is not None
+        self.store = service.store
+        self.store.run(add_device, DEVICE_ID)
+        self.now = 100.0
+
+    async def post(self, body: bytes, content_type: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        self.now += 1
+        result = self.store.run(exchange, None, XML_CODEC.decode(body), XML_CODEC, body, None, self.now, SETTINGS)
+        return 200, {"content-type": XML_CODEC.content_type}, result.body
+
+    def test_every_answer_lost_once(self) -> None:
+        """
+        Every answer of a session sending a 3000-byte object in chunks is lost once:
+        each chunk still arrives once, the object whole, each command done in one attempt.
+        """
+        from mdmd.testing.dmclient import DMClient
+
+        data = "".join(chr(65 + i % 26) for i in range(3000))
+        self.store.run(queue.enqueue, [DEVICE_ID], parse_spec({"verb": "Replace", "target": "./Vendor/Big", "data": data, "format": "chr"}), 1.0)
+        self.store.run(queue.enqueue, [DEVICE_ID], parse_spec({"verb": "Get", "target": "./DevDetail/SwV"}), 1.0)
+        device = DMClient(
+            device_id=DEVICE_ID,
+            server_url="https://mdm.example.com/ManagementServer/MDM.svc",
+            client_name="device-name",
+            client_secret=CLIENT_SECRET,
+            client_nonce=CLIENT_NONCE,
+            max_msg_size=1500,
+            lose=frozenset(range(1, 40)),
+        )
+        log = self.successResultOf(defer.ensureDeferred(device.session(self.post)))
+        self.assertGreaterEqual(log.messages, 4)
+        self.assertEqual(log.resent, log.messages)
+        self.assertEqual(device.tree["./Vendor/Big"], data)
+        found = self.store.read(lambda root: [(c.state, c.status, c.attempts) for c in root["queues"][DEVICE_ID].commands.values()])
+        self.assertEqual(found, [("done", 200, 1), ("done", 200, 1)])
