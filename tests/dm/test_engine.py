@@ -1072,3 +1072,35 @@ def wbxml_with_entities(message) -> bytes:
         # close the inline string, an ENTITY for the character, open another inline string
         raw = raw.replace(marker, b"\x00\x02" + bytes([c]) + b"\x03")
     return raw
+
+
+class GiveUpWithinAMessageTests(SynchronousTestCase):
+    def test_rest_of_the_message_not_read(self) -> None:
+        """
+        The device refuses our credential once too often early in a message: the session
+        ends there; what the device says of our commands still counts, the rest of the
+        message (a chunk, an alert) is answered 403 and not read; a second refusal gives
+        up again (no challenge row in an ended session).
+        """
+        h = Harness(GET_SWV, settings=replace(OWING, max_auth_failures=0))
+        reply = h.send(h.client.package1())
+        (get,) = commands(reply)
+        c = h.client
+        c.cmd_ids = itertools.count(1)
+        refusal = c.header_status(reply, 401, _chal(b"\x0c" * 12))
+        reply = h.send(
+            c.reply(
+                refusal,
+                refusal,
+                c.status_for(reply, get, 200),
+                c.results_for(reply, get, "./DevDetail/SwV", "abc", more=True, size=6),
+                Alert(cmd_id="8", data="1224", items=(Item(meta=Meta(type="com.microsoft/MDM/LoginStatus"), data="none"),)),
+                final=False,
+            )
+        )
+        self.assertIs(h.state.phase, Phase.ENDED)
+        self.assertEqual([s.data for s in statuses(reply)], ["200", "403", "403"])
+        self.assertEqual(h.effects(LoginStatus), [])
+        self.assertIsNone(h.state.incoming)
+        self.assertEqual(len(h.effects(ServerChallenged)), 2)
+        self.assertTrue(reply.final)

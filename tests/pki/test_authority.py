@@ -107,11 +107,11 @@ class FilesTests(SynchronousTestCase):
             f.write(certificate_pem(cert))
         with open(f"{directory}/chain.pem", "wb") as f:
             f.write(certificate_pem(root.certificate))
-        files = {"server_cert_file": f"{directory}/cert.pem", "server_key_file": f"{directory}/key.pem"}
-        ca = started_ca(self, server_chain_file=f"{directory}/chain.pem", **files)
+        cert_file, key_file = f"{directory}/cert.pem", f"{directory}/key.pem"
+        ca = started_ca(self, server_cert_file=cert_file, server_key_file=key_file, server_chain_file=f"{directory}/chain.pem")
         self.assertEqual(ca.server_chain_root, root.certificate)
         ca.stopService()
-        ca = started_ca(self, **files)
+        ca = started_ca(self, server_cert_file=cert_file, server_key_file=key_file)
         self.assertIsNone(ca.server_chain_root)
         ca.stopService()
         self.assertIsNone(started_ca(self).server_chain_root)
