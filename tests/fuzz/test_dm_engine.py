@@ -128,9 +128,9 @@ MENU: tuple[dict[str, Any], ...] = (
 
 CODES = (
     "200", "200", "201", "202", "204", "212", "213", "214", "215", "216", "401", "404", "407", "418",
-    "424", "500", "507", "0", "", " 200 ", "abc", "２００", "²", "9" * 40, "-1", "2_00",
+    "424", "500", "507", "0", "", " 200 ", "abc", "２００", "²", "9" * 40, "9" * 5000, "-1", "2_00",
 )
-ALERT_CODES = ("1100", "1200", "1201", "1222", "1223", "1224", "1225", "1226", "1227", "9999", "", "١٢٢٤")
+ALERT_CODES = ("1100", "1200", "1201", "1222", "1223", "1224", "1225", "1226", "1227", "9999", "", "١٢٢٤", "9" * 5000)
 NONCE_TEXTS = ("", "AAAA", "!!!", "q83vEjRWeJCrze8SNFZ4kA==", "=" * 10, "é", base64.b64encode(b"\x00" * 64).decode())
 #: Text that has hurt parsers, and characters only WBXML carries (marked, written as ENTITY tokens).
 POISONS = ("\ue000", "\ue001", "\ue01f", "\ufffe", "\u202e", "&", "<", "]]>", "\r", "%00", "x" * 3000, "", " ", "\U0001f600")
@@ -452,7 +452,7 @@ def _header(world: _World, message: SyncML) -> SyncML:
     if what == 0:
         header = replace(header, msg_id=rng.choice(("1", "0", "", str(int(header.msg_id) - 1) if header.msg_id.isdigit() else "1", "\ue000", "9" * 30)))
     elif what == 1:
-        header = replace(header, session_id=rng.choice(("1", "FFFF", "", "\ue000", header.session_id + "\ue001")))
+        header = replace(header, session_id=rng.choice(("1", "FFFF", "", "\ue000", header.session_id + "\ue001", "9" * 5000, "٣", "0" * 30 + "1")))
     elif what == 2:
         header = replace(header, cred=None)
     elif what == 3:
