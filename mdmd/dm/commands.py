@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from mdmd.errors import PeerError
+from mdmd.syncml.model import NOT_CARRIED
 
 __all__ = [
     "InvalidCommand",
@@ -55,10 +56,6 @@ class InvalidCommand(PeerError):
     """
     An operator asked for a command the protocol or Windows does not allow.
     """
-
-#: Characters neither SyncML encoding can carry in text (XML 1.0 cannot, even
-#: escaped; WBXML inline strings end at NUL).
-_NOT_CARRIED = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 @dataclass(frozen=True)
@@ -232,7 +229,7 @@ def _check_text(text: str, what: str) -> None:
     """
     Refuse text no SyncML encoding can carry (it would fail every session of the device).
     """
-    found = _NOT_CARRIED.search(text)
+    found = NOT_CARRIED.search(text)
     if found is not None:
         raise InvalidCommand(f"{what} holds U+{ord(found.group()):04X}, which SyncML cannot carry")
 

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import base64
 import os
-import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
@@ -99,6 +98,7 @@ from mdmd.dm.state import (
 from mdmd.syncml.codec import Codec
 from mdmd.syncml.codes import AlertCode, StatusCode
 from mdmd.syncml.model import (
+    NOT_CARRIED,
     Add,
     Alert,
     Atomic,
@@ -365,17 +365,11 @@ def handle(
 #: The phases of a session that can take another message (and so a resend).
 _GOING_ON: Final = (Phase.CHALLENGED, Phase.OPEN)
 
-#: Characters no SyncML encoding carries in text (XML 1.0 cannot even escape
-#: them; a WBXML inline string ends at NUL). A WBXML device can send them
-#: (ENTITY, OPAQUE); what we echo of its text goes back without them.
-_NOT_CARRIED: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
-
-
 def _echo(text: str) -> str:
     """
     Device text (a LocURI, MsgID, CmdID) made fit to go back in our answer, whatever the encoding.
     """
-    return _NOT_CARRIED.sub("\ufffd", text)
+    return NOT_CARRIED.sub("\ufffd", text)
 
 
 def resends(
