@@ -205,19 +205,26 @@ class DMEndToEndTests(TestCase):
         self.assertEqual(json.loads(await self.ok("results", ident, "--json")), results)
 
         msi = "./Device/Vendor/MSFT/EnterpriseDesktopAppManagement/MSI/%7BAF9257BA%7D/DownloadInstall"
+        hosted = "./Device/Vendor/MSFT/EnterpriseModernAppManagement/AppInstallation/App_1/HostedInstall"
         client.lose = frozenset()
-        client.status_for[msi] = 202
+        client.status_for.update({msi: 202, hosted: 202})
         await self.ok("cmd", ident, "exec", msi, "--data", "<MsiInstallJob/>")
+        await self.ok("cmd", ident, "exec", hosted, "--data", "<Application/>")
         await client.session(post)
-        (accepted,) = json.loads(await self.ok("queue", ident, "--json"))
-        self.assertEqual((accepted["state"], accepted["status"]), ("accepted", 202))
-        client.events.append(completion_alert(msi, "Reversed-Domain-Name:com.microsoft.mdm.win32csp_install", "0", code="1224"))
+        accepted = json.loads(await self.ok("queue", ident, "--json"))
+        self.assertEqual([(c["state"], c["status"]) for c in accepted], [("accepted", 202)] * 2)
+        self.assertIn("accepted", await self.ok("queue", ident))
+        client.events += [
+            completion_alert(msi, "Reversed-Domain-Name:com.microsoft.mdm.win32csp_install", "0", code="1224"),
+            completion_alert(hosted, "Reversed-Domain-Name:com.microsoft.mdm.EnterpriseHostedAppInstall.result", "0"),
+        ]
         await client.session(post)
         self.assertEqual(json.loads(await self.ok("queue", ident, "--json")), [])
-        done = json.loads(await self.ok("results", ident, "--json"))[-1]
-        self.assertEqual((done["state"], done["status"], done["results"][-1]["data"]), ("done", 202, "0"))
+        done = json.loads(await self.ok("results", ident, "--json"))[-2:]
+        self.assertEqual([(c["state"], c["status"], c["results"][-1]["data"]) for c in done], [("done", 202, "0")] * 2)
         shown = await self.ok("device", "show", ident)
         self.assertIn("1224 Reversed-Domain-Name:com.microsoft.mdm.win32csp_install '0' from " + msi, shown)
+        self.assertIn("1226 Reversed-Domain-Name:com.microsoft.mdm.EnterpriseHostedAppInstall.result '0' from " + hosted, shown)
         self.assertNotIn("Traceback", self.daemon.log())
 
     async def test_unknown_content_type_and_garbage(self) -> None:
