@@ -494,6 +494,23 @@ def cmd_device_show(client: AdminClient, args: argparse.Namespace, out: Any) -> 
             f"{_when(event['time'])}",
             file=out,
         )
+    alerts = list((device.get("dm") or {}).get("alerts") or ())[-SHOWN_ALERTS:]
+    for label, alert in zip(["device events:"] + [""] * len(alerts), alerts):
+        print(f"{label:<22} {_alert_text(alert)}", file=out)
+
+
+#: How many of the device's latest events (alerts 1224/1226) device show prints (--json has all).
+SHOWN_ALERTS = 10
+
+
+def _alert_text(alert: dict[str, Any]) -> str:
+    """
+    One device event: its alert code (1226 for those kept before codes were), type, data, node, when.
+    """
+    data = alert.get("data")
+    shown = "-" if data is None else repr(data if len(data) <= 60 else data[:57] + "...")
+    where = f" from {alert['source']}" if alert.get("source") else ""
+    return f"{alert.get('alert', '1226')} {alert.get('type') or '-'} {shown}{where}, {_when(alert['time'])}"
 
 
 # -- DM accounts: registering, editing, importing -------------------------------------------
@@ -1229,7 +1246,7 @@ def build_parser() -> argparse.ArgumentParser:
     verbs.add_parser("cancel", help="withdraw a queued command before it is sent").add_argument(
         "seq", help="the command number (mdmctl queue DEVICE)"
     )
-    add(commands, "queue", cmd_queue, "list a device's queued and sent commands", listing=True).add_argument(
+    add(commands, "queue", cmd_queue, "list a device's queued, sent and accepted (202) commands", listing=True).add_argument(
         "device", help="the DeviceID"
     )
     results = add(

@@ -161,7 +161,7 @@ class EnrollmentService(Service):
         self._issuing_slots = DeferredSemaphore(settings.issuing_concurrency)
         self._urls: URLs | None = None
         self._account: DMAccount | None = None
-        self._root: bytes | None = None
+        self._roots: tuple[bytes, ...] | None = None
         #: how requests authenticate: the configured policy, chosen once
         self.policy: IEnrollmentPolicy = make_policy(
             settings.auth_policy,
@@ -288,7 +288,8 @@ class EnrollmentService(Service):
             raise AuthorizationFault(str(e)) from None
         certificate_der = enrolled.certificate.public_bytes(serialization.Encoding.DER)
         document = enrollment_document(
-            root_der=self._root_der(),
+            root_der=self._root_ders()[0],
+            extra_roots=self._root_ders()[1:],
             client_der=certificate_der,
             store=store,
             device_id=device_id,
@@ -356,7 +357,8 @@ class EnrollmentService(Service):
         except devices.NotEligibleToRenew as e:
             raise CertificateRequestFault(str(e), "NotEligibleToRenew") from None
         document = renewal_document(
-            root_der=self._root_der(),
+            root_der=self._root_ders()[0],
+            extra_roots=self._root_ders()[1:],
             client_der=renewed.certificate.public_bytes(serialization.Encoding.DER),
             store=renewed.device.certificate_store,
             provider_id=self.settings.account.provider_id,
@@ -391,10 +393,18 @@ class EnrollmentService(Service):
             raise CertificateRequestFault(str(e)) from None
         return csr
 
-    def _root_der(self) -> bytes:
-        if self._root is None:
-            self._root = self.ca.ca_certificate.public_bytes(serialization.Encoding.DER)
-        return self._root
+    def _root_ders(self) -> tuple[bytes, ...]:
+        """
+        The roots a device installs (Root/System): our CA, and the root of an
+        operator-supplied server certificate's chain (so the device trusts our TLS).
+        """
+        if self._roots is None:
+            roots = [self.ca.ca_certificate]
+            chain_root = self.ca.server_chain_root
+            if chain_root is not None and chain_root != roots[0]:
+                roots.append(chain_root)
+            self._roots = tuple(r.public_bytes(serialization.Encoding.DER) for r in roots)
+        return self._roots
 
     # -- authentication --------------------------------------------------------------------
 
@@ -441,10 +451,11 @@ def _confirm_and_enroll(
 ) -> devices.Enrolled:
     """
     One unit of work: confirm the principal, then sign, record and enroll,
-    and queue the inventory Gets (read in the device's first DM session).
+    and queue the inventory Gets (read in the device's first DM session),
+    each once: a device enrolling again with some still unsent keeps those.
     """
     user = principal.confirm(root)
     enrolled = devices.enroll(root, issue, replace(facts, user=user), public_key, credentials, now)
     for uri in inventory:
-        dm_queue.enqueue(root, [facts.device_id], parse_spec({"verb": "Get", "target": uri}), now)
+        dm_queue.enqueue_once(root, facts.device_id, parse_spec({"verb": "Get", "target": uri}), now)
     return enrolled

@@ -15,7 +15,7 @@ The parser is the device's side, used by the emulator and the tests.
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -138,15 +138,15 @@ def _certificate(der: bytes, extra: str = "") -> str:
     )
 
 
-def _certificate_store(root_der: bytes, store: str, client: str) -> list[str]:
+def _certificate_store(roots: Sequence[bytes], store: str, client: str) -> list[str]:
     """
-    The opening of CertificateStore: our root in Root/System, then My/<store>
-    holding C{client} (left open for what follows it).
+    The opening of CertificateStore: the roots in Root/System (ours first),
+    then My/<store> holding C{client} (left open for what follows it).
     """
     return [
         '<characteristic type="CertificateStore">',
         '<characteristic type="Root"><characteristic type="System">',
-        _certificate(root_der),
+        *(_certificate(der) for der in roots),
         "</characteristic></characteristic>",
         f'<characteristic type="My"><characteristic type="{store}">',
         client,
@@ -180,14 +180,19 @@ def enrollment_document(
     upn: str,
     credentials: DMCredentials,
     account: DMAccount,
+    extra_roots: Sequence[bytes] = (),
 ) -> bytes:
     """
     The provisioning document answering a new enrollment.
+
+    @param root_der: our CA, which issued C{client_der}.
+    @param extra_roots: other roots the device must trust: the root of an
+        operator-supplied TLS server certificate's chain.
     """
     poll = account.poll
     parts = [
         '<wap-provisioningdoc version="1.1">',
-        *_certificate_store(root_der, store, _certificate(client_der)),
+        *_certificate_store((root_der, *extra_roots), store, _certificate(client_der)),
         '<characteristic type="PrivateKeyContainer"/>',
         "</characteristic>",
         '<characteristic type="WSTEP"><characteristic type="Renew">',
@@ -240,16 +245,18 @@ def enrollment_document(
     return "".join(parts).encode("utf-8")
 
 
-def renewal_document(*, root_der: bytes, client_der: bytes, store: str, provider_id: str) -> bytes:
+def renewal_document(
+    *, root_der: bytes, client_der: bytes, store: str, provider_id: str, extra_roots: Sequence[bytes] = ()
+) -> bytes:
     """
     The provisioning document answering a renewal: the new certificate, and
-    the provider it belongs to (Microsoft's renewal sample).
+    the provider it belongs to (Microsoft's renewal sample); roots as for an enrollment.
     """
     return "".join(
         [
             '<wap-provisioningdoc version="1.1">',
             *_certificate_store(
-                root_der, store, _certificate(client_der, '<characteristic type="PrivateKeyContainer"/>')
+                (root_der, *extra_roots), store, _certificate(client_der, '<characteristic type="PrivateKeyContainer"/>')
             ),
             "</characteristic></characteristic>",
             "</characteristic>",

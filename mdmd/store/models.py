@@ -191,7 +191,11 @@ class DMSession(Persistent):
 
     The whole dict is replaced after every message (one small write), so
     any node sharing the store can answer the next message of the session.
+    C{last_answer} is our answer to its last message (plain builtins, see
+    L{mdmd.dm.state.LastAnswer}), while the session can go on: a resend gets it again.
     """
+
+    last_answer: dict[str, Any] | None = None
 
     def __init__(self, state: dict[str, Any]) -> None:
         self.state = state

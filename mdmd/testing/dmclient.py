@@ -3,18 +3,22 @@ An emulated OMA DM 1.2 client (the device side of a DM session), for tests and b
 
 It keeps a small DM tree, opens sessions the way a Windows device does
 (package 1: Alert 1201 or 1200, Alert 1224 LoginStatus, the DevInfo
-Replace, an MD5 credential), answers every server command but Alert with a
-Status (and Results for Get), reassembles large objects, takes the server's
-NextNonce for the next session, and stops when the server sends Final with
-no commands. It talks through a C{post} coroutine, so the same client runs
-over a real TLS connection (L{mdmd.testing.windows.device}) or in memory.
+Replace, an MD5 credential, and the events it has to report), answers every
+server command but Alert with a Status (and Results for Get), reassembles
+large objects, takes the server's NextNonce for the next session, and stops
+when the server sends Final with no commands. After a command it answers 214
+(C{status_for}), it executes none of the rest of that message (215), as
+Windows does. It can lose answers (C{lose}): the message goes again, the
+same bytes, as a device resends when its connection drops. It talks through
+a C{post} coroutine, so the same client runs over a real TLS connection
+(L{mdmd.testing.windows.device}) or in memory.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mdmd.syncml import auth
@@ -47,6 +51,7 @@ __all__ = [
     "Post",
     "SessionLog",
     "DMSessionFailed",
+    "completion_alert",
     "windows_dm_client",
     "windows_post",
 ]
@@ -73,6 +78,8 @@ class SessionLog:
     received: list[Command] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
+    #: How many messages went again because their answer was lost (C{DMClient.lose}).
+    resent: int = 0
 
 
 @dataclass
@@ -110,7 +117,10 @@ class DMClient:
 
     C{client_*} are the w7 APPSRV credentials (how we authenticate to the
     server); C{tree} maps node URIs to values; C{status_for} may override the
-    status answered for a URI (to emulate failures).
+    status answered for a URI (to emulate failures, 202 or 214); C{lose} are
+    the numbers of the messages of each session (1 is package 1) whose first
+    answer is lost: the client posts the same bytes again; C{events} are
+    alerts (1224, 1226) the next package 1 reports, forgotten once its session ended.
     """
 
     device_id: str
@@ -123,6 +133,8 @@ class DMClient:
     login_status: str = "user"
     max_msg_size: int | None = None
     status_for: dict[str, int] = field(default_factory=dict)
+    lose: frozenset[int] = frozenset()
+    events: list[Alert] = field(default_factory=list)
     clock: Callable[[], float] | None = None
     #: every command carried out, in order, across sessions (what crash tests audit)
     journal: list[Execution] = field(default_factory=list)
@@ -130,6 +142,7 @@ class DMClient:
     _chunks: list[Item] = field(default_factory=list)
     #: the executions whose Status goes in the message being built
     _outgoing: list[Execution] = field(default_factory=list)
+    _halted: bool = False
 
     def __post_init__(self) -> None:
         self.tree.setdefault("./DevInfo/DevId", self.device_id)
@@ -171,6 +184,7 @@ class DMClient:
                 items=(Item(meta=Meta(type="com.microsoft/MDM/LoginStatus", format="chr"), data=self.login_status),),
             ),
             Replace(cmd_id=str(next(ids)), items=devinfo),
+            *(replace(event, cmd_id=str(next(ids))) for event in self.events),
         )
         return SyncML(header=self._header(session_id, msg_id, True), body=body, final=True)
 
@@ -201,6 +215,7 @@ class DMClient:
         for execution in executed:
             execution.session_id, execution.msg_id = session_id, str(msg_id)
         self.journal += executed
+        self._halted = False
         if server.final and not [c for c in commands if not isinstance(c, Alert)]:
             return None
         # A client may not close its package before the server closed its own.
@@ -218,6 +233,9 @@ class DMClient:
                 written = data_text(items[-1].data) if isinstance(command, (Add, Replace)) and items else None
                 self._outgoing.append(Execution("", "", command.name, uri, written, code, result))
 
+        if self._halted:
+            status(215)  # after a 214, nothing more of the message is executed
+            return
         if isinstance(command, (Atomic, Sequence)):
             status(200)
             for child in command.commands:
@@ -233,6 +251,7 @@ class DMClient:
             self._chunks.clear()
         if forced is not None:
             status(forced)
+            self._halted = forced == 214
             return
         if isinstance(command, Get):
             found = [(i.target.loc_uri, self.tree.get(i.target.loc_uri)) for i in items if i.target]
@@ -289,6 +308,9 @@ class DMClient:
             body = self.codec.encode(message)
             log.sizes.append(len(body))
             started = self.clock() if self.clock else 0.0
+            if log.messages + log.resent + 1 in self.lose:
+                await post(body, self.codec.content_type, {})  # its answer never arrives
+                log.resent += 1
             code, headers, answer = await post(body, self.codec.content_type, {})
             if self.clock:
                 log.latencies.append(self.clock() - started)
@@ -314,7 +336,19 @@ class DMClient:
                 message = self.package1(session_id, next(msg_ids), alert)
                 continue
             message = self._answer(server, next(msg_ids), session_id, log)
+        self.events = []  # reported
         return log
+
+
+def completion_alert(uri: str, alert_type: str, result: str = "0", code: str = "1226", correlator: str | None = None) -> Alert:
+    """
+    The alert a Windows CSP sends when an asynchronous Exec (answered 202) is over:
+    C{result} 0 for success, else an error code (MSI DownloadInstall: 1224 and
+    C{Reversed-Domain-Name:com.microsoft.mdm.win32csp_install}; HostedInstall:
+    1226 and C{...EnterpriseHostedAppInstall.result}). For L{DMClient.events}.
+    """
+    item = Item(source=Location(loc_uri=uri), meta=Meta(type=alert_type, format="int", mark="informational"), data=result)
+    return Alert(cmd_id="0", data=code, correlator=correlator, items=(item,))
 
 
 def windows_dm_client(device: Any, **options: Any) -> DMClient:

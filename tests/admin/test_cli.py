@@ -140,6 +140,40 @@ class PrintingTests(SynchronousTestCase):
         self.assertIn("507 1:216 2:500", rows["3"])
         self.assertIn(" - ", rows["4"])
 
+    def test_device_show_prints_device_events(self) -> None:
+        """
+        mdmctl device show lists the device's latest events (alerts 1224 and 1226, the
+        last ten), long data cut; events kept before codes were are 1226.
+        """
+        alerts = [
+            {"time": 0.0, "type": "com.microsoft.mdm.synctype", "format": "chr", "mark": None, "source": None, "data": "device", "correlator": None, "alert": "1224"},
+            {"time": 60.0, "type": "urn:x", "format": "int", "mark": None, "source": "./Vendor/X/Run", "data": "0", "correlator": None},
+        ] + [
+            {"time": 120.0, "type": "urn:y", "format": "chr", "mark": None, "source": None, "data": "z" * 100, "correlator": None, "alert": "1226"}
+        ] * 9
+        device = {
+            "device_id": "D", "device_name": "", "status": "enrolled", "user": "", "auth_policy": "",
+            "enrollment_type": "", "device_type": "", "os_version": "", "os_edition": "",
+            "application_version": "", "hw_dev_id": "", "mac_addresses": [], "enrollment_count": 0,
+            "first_enrolled_at": 0.0, "enrolled_at": 0.0, "renewed_at": None, "removed_at": None,
+            "last_contact": None, "certificate": None, "push": None, "kind": "omadm",
+            "account": {
+                "server_id": "", "effective_server_id": "mdmd", "client_certificate": "default",
+                "certificate_required": False, "client_auth": "digest", "client_name": "D",
+                "client_secret": "set", "client_nonce": "AQ==", "server_auth": "digest",
+                "server_name": "mdmd", "server_secret": "set", "server_nonce": "Ag==", "imsi": "",
+            },
+            "dm": {"alerts": alerts},
+        }
+        out = io.StringIO()
+        cli.cmd_device_show(_FakeClient({"/v1/devices/D": device}), argparse.Namespace(device="D", json=False), out)  # type: ignore[arg-type]
+        lines = out.getvalue().splitlines()
+        shown = [line for line in lines if line.startswith("device events:") or line.startswith(" " * 23)]
+        self.assertEqual(len(shown), 10)
+        self.assertEqual(shown[0], f"{'device events:':<22} 1226 urn:x '0' from ./Vendor/X/Run, 1970-01-01 00:01:00Z")
+        self.assertEqual(shown[1], f"{'':<22} 1226 urn:y '{'z' * 57}...', 1970-01-01 00:02:00Z")
+        self.assertNotIn("synctype", out.getvalue())
+
     def test_device_show_prints_what_the_device_answered_our_header(self) -> None:
         """
         mdmctl device show lists the device's answers to our SyncHdr that were not an acceptance.

@@ -447,3 +447,41 @@ class ClockTests(SynchronousTestCase):
         log = self.successResultOf(Deferred.fromCoroutine(client(clock=lambda: next(ticks)).session(server.post)))
         self.assertEqual(log.latencies, [0.5, 0.5])
         self.assertEqual(log.sizes, [len(body) for body in server.bodies])
+
+
+class IssueTwelveClientTests(TestCase):
+    async def test_lost_answer_resent(self) -> None:
+        """
+        A message whose answer is lost goes again, the same bytes, once; the session goes on.
+        """
+        server = Server(answer(), answer(targeted(Get, 2, "./DevInfo/Lang")), answer())
+        log = await client(lose=frozenset({1})).session(server.post)
+        self.assertEqual((log.messages, log.resent), (2, 1))
+        self.assertEqual(server.bodies[0], server.bodies[1])
+        self.assertEqual([m.header.msg_id for m in server.received], ["1", "1", "2"])
+
+    async def test_214_then_215(self) -> None:
+        """
+        After the command it answers 214, the client executes nothing more of the message (215).
+        """
+        server = Server(answer(targeted(Exec, 2, "./Vendor/Stop"), targeted(Replace, 3, "./Vendor/X", "1")), answer())
+        dm = client(status_for={"./Vendor/Stop": 214})
+        await dm.session(server.post)
+        self.assertEqual(status_codes(server.received[1].body[1:]), ["214", "215"])
+        self.assertNotIn("./Vendor/X", dm.tree)
+
+    async def test_events_in_package1(self) -> None:
+        """
+        Events go in the next package 1, after the DevInfo, and are forgotten once reported.
+        """
+        from mdmd.testing.dmclient import completion_alert
+
+        dm = client()
+        dm.events.append(completion_alert("./Vendor/X/Install", "urn:done", "0", code="1224"))
+        server = Server(answer(), answer())
+        await dm.session(server.post)
+        event = server.received[0].body[-1]
+        assert isinstance(event, Alert)
+        self.assertEqual((event.cmd_id, event.data, event.items[0].source.loc_uri, event.items[0].meta.type), ("5", "1224", "./Vendor/X/Install", "urn:done"))  # type: ignore[union-attr]
+        await dm.session(server.post)
+        self.assertEqual(len(server.received[1].body), 3)
