@@ -4,11 +4,13 @@ Tests for L{mdmd.tap}: options validation and the service tree.
 
 import os
 
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementedBy
 
 from mdmd.admin.api import MAX_BODY
+from mdmd.listeners import ConnectionGuard
 from mdmd import settings as mdmd_settings
 from mdmd.notify.pkg0 import UIMode
 from mdmd.notify.spool import SpoolTransport
@@ -107,7 +109,15 @@ class BuildTests(SynchronousTestCase):
         root = build(self.settings, self.reactor)
         root.startService()
         self.addCleanup(root.stopService)
-        self.assertEqual([(port, interface) for port, _, _, _, interface in self.reactor.sslServers], [(8443, "127.0.0.1")])
+        # TLS over TCP, behind the connection guard (refusals come before the handshake)
+        (https,) = [
+            (port, factory, interface)
+            for port, factory, _, interface in self.reactor.tcpServers
+            if isinstance(factory, ConnectionGuard)
+        ]
+        self.assertEqual((https[0], https[2]), (8443, "127.0.0.1"))
+        self.assertIsInstance(https[1].wrappedFactory, TLSMemoryBIOFactory)
+        self.assertEqual(https[1].limits, self.settings.https.connections)
         self.assertEqual(self.reactor.unixServers[0][0], os.path.join(self.settings.server.state_dir, "admin.sock"))
         self.assertTrue(os.path.exists(os.path.join(self.settings.server.state_dir, "ca", "ca.key")))
         self.assertEqual(os.stat(self.settings.server.state_dir).st_mode & 0o777, 0o700)
