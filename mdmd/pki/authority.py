@@ -36,7 +36,7 @@ from mdmd.pki.ca import (
     private_key_pem,
     thumbprint,
 )
-from mdmd.pki.tls import server_options
+from mdmd.pki.tls import DEFAULT_CIPHERS, server_options
 from mdmd.store.runner import StoreService
 
 __all__ = ["CAService", "CASettings", "IssuedClientCertificate", "write_private"]
@@ -69,6 +69,8 @@ class CASettings:
     server_chain_file: str = ""
     #: CAs of an operator's device PKI, trusted for client certificates besides ours
     device_cas: Sequence[x509.Certificate] = ()
+    #: the TLS 1.2 cipher suites of the HTTPS listener (an OpenSSL cipher string)
+    tls_ciphers: str = DEFAULT_CIPHERS
 
 
 @dataclass(frozen=True)
@@ -164,7 +166,12 @@ class CAService(Service):
         key, certificate, chain = self._load_or_create_server_identity(self.authority)
         self._server_certificate = certificate
         self._tls = server_options(
-            key, certificate, chain, self.authority.certificate, device_cas=self.settings.device_cas
+            key,
+            certificate,
+            chain,
+            self.authority.certificate,
+            device_cas=self.settings.device_cas,
+            ciphers=self.settings.tls_ciphers,
         )
         super().startService()
 
