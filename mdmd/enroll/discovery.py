@@ -24,6 +24,7 @@ from mdmd.enroll.soap import (
     child,
     envelope,
     escape,
+    quoted,
     text,
 )
 
@@ -93,7 +94,7 @@ def parse_discover(request: SoapRequest) -> DiscoverRequest:
         raise MessageFormatFault("Discover/request has no RequestVersion")
     version = decimal.Decimal(version_text) if _VERSION.fullmatch(version_text) else None
     if version is None or version <= 0:
-        raise MessageFormatFault(f"RequestVersion {version_text!r} is not a version number")
+        raise MessageFormatFault(f"RequestVersion {quoted(version_text)} is not a version number")
     policies_element = fields.first("AuthPolicies")
     policies = tuple(text(p) for p in Children(policies_element).all("AuthPolicy") if text(p))
     if not policies and text(policies_element):

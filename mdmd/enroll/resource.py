@@ -34,6 +34,7 @@ from mdmd.enroll.soap import (
     check_content_type,
     fault,
     parse_request,
+    quoted,
 )
 from mdmd.enroll.users import TooManyAttempts
 from mdmd.enroll.wstep import RST_ACTION, RSTRC_ACTION
@@ -80,7 +81,7 @@ class SoapEndpoint(AsyncResource):
             # the claimed name, so that a refusal's log line says who tried
             request.enroll_user = soap.username_token.username
         if soap.action and soap.action.lower() != self.action.lower():
-            raise MessageFormatFault(f"the {self.name} service does not handle action {soap.action!r}")
+            raise MessageFormatFault(f"the {self.name} service does not handle action {quoted(soap.action)}")
         body = await self.operation(soap, request, activity_id)
         return Response(body, content_type=SOAP_CONTENT_TYPE)
 

@@ -69,6 +69,7 @@ __all__ = [
     "MAX_REASON",
     "SOAP_MEDIA_TYPES",
     "check_content_type",
+    "quoted",
     "parse_request",
     "decode_base64",
     "escape",
@@ -125,6 +126,13 @@ def _bounded(text: str, limit: int) -> str:
     C{text}, cut to C{limit} characters (marked with an ellipsis).
     """
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def quoted(value: str, limit: int = 64) -> str:
+    """
+    C{value} quoted for a fault reason or a log line, cut to C{limit} characters.
+    """
+    return repr(_bounded(value, limit))
 
 
 class SoapFault(PeerError):

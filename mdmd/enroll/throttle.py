@@ -149,7 +149,9 @@ class GuessThrottle:
                 wait = min(record.not_before - now, self.limits.max_delay)
                 return Refused(wait, record.locked, key)
             if record.failures >= self._free(key) and record.checking:
-                return Refused(self._delay(key, record), False, key)
+                # another check of this key is running: wait as long as its failure would make us
+                wait = min(2.0 ** min(record.failures - self._free(key), 62), self.limits.max_delay)
+                return Refused(wait, False, key)
         for key in keys:
             self._record(key).checking += 1
         return None
