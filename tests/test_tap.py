@@ -102,6 +102,20 @@ class BuildTests(SynchronousTestCase):
         self.assertIs(admin_site.resource.registration, self.settings.registration)
         self.assertEqual(admin_site.max_body, MAX_BODY)
 
+    def test_limits_wired(self) -> None:
+        """
+        The HTTPS site gets the head and body timeouts and the idle timeout,
+        the enrollment password checker the [limits]; nothing listens yet.
+        """
+        root = build(self.settings, self.reactor)
+        site = root.getServiceNamed("https")._factory
+        self.assertEqual(
+            (site.header_timeout, site.body_timeout, site.timeOut),
+            (self.settings.https.header_timeout, self.settings.https.body_timeout, self.settings.https.idle_timeout),
+        )
+        self.assertIs(root.getServiceNamed("enroll").policy.checker.limits, self.settings.passwords)
+        self.assertEqual(self.reactor.tcpServers, [])
+
     def test_start_listens(self) -> None:
         """
         Starting the tree opens the store, makes the CA and binds HTTPS and the admin socket.
