@@ -7,8 +7,15 @@ C{free} checks without consequence. Each failure after those makes it wait
 before its next check is admitted: 1, 2, 4, … seconds; once that wait would
 exceed C{max_delay}, the key is locked out for C{lockout} seconds instead. A
 key that has not failed for C{lockout} seconds starts afresh (so does a user
-name whose password was right). While a key is failing, only one check of
-it runs at a time, so parallel clients cannot spend one wait on many guesses.
+name whose password was right).
+
+Guesses are counted by attempt (a digest of the credentials): checks of the
+same credentials that run together are one guess (a class of devices
+enrolling with one account at once is not guessing), and checks of
+different ones run side by side only while they fit in what is left of the
+key's free failures (a user name's always; a source's once it has failed:
+many users may share an address) — beyond that, one at a time. So parallel
+clients cannot spend one wait, or the free failures, on many guesses.
 
 Callers hold the answer to a refused or failed check for the wait this
 gives them (L{Refused.wait}, L{Settled.wait}): a client that waits for its
@@ -26,7 +33,7 @@ from __future__ import annotations
 import enum
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["GuessLimits", "GuessKey", "GuessThrottle", "Lockout", "Outcome", "Refused", "Settled"]
 
@@ -119,8 +126,8 @@ class _Record:
     #: no check is admitted before this moment (a wait, or a lockout's end)
     not_before: float = 0.0
     locked: bool = False
-    #: checks admitted and not yet settled
-    checking: int = 0
+    #: attempts admitted and not yet settled, with how many checks share each
+    checking: dict[bytes, int] = field(default_factory=dict)
 
 
 class GuessThrottle:
@@ -135,11 +142,11 @@ class GuessThrottle:
     def __len__(self) -> int:
         return len(self._records)
 
-    def admit(self, keys: Sequence[Key], now: float) -> Refused | None:
+    def admit(self, keys: Sequence[Key], attempt: bytes, now: float) -> Refused | None:
         """
-        Whether a check of C{keys} (the user names tried, the source) may run
-        now: None, and the check is counted as running until L{settle}; or
-        why not.
+        Whether a check of C{attempt} (a digest of the credentials) against
+        C{keys} (the user names tried, the source) may run now: None, and
+        the check is counted as running until L{settle}; or why not.
         """
         for key in keys:
             record = self._current(key, now)
@@ -148,39 +155,48 @@ class GuessThrottle:
             if now < record.not_before:
                 wait = min(record.not_before - now, self.limits.max_delay)
                 return Refused(wait, record.locked, key)
-            if record.failures >= self._free(key) and record.checking:
-                # another check of this key is running: wait as long as its failure would make us
-                wait = min(2.0 ** min(record.failures - self._free(key), 62), self.limits.max_delay)
-                return Refused(wait, False, key)
+            if attempt in record.checking:
+                continue  # the same credentials are being checked: one guess
+            running = len(record.checking)
+            strict = key[0] is GuessKey.USER or record.failures > 0
+            if running and strict and record.failures + running >= self._free(key):
+                # wait as long as the running checks' failures would make us
+                return Refused(self._wait_after(key, record.failures + running), False, key)
         for key in keys:
-            self._record(key).checking += 1
+            checking = self._record(key).checking
+            checking[attempt] = checking.get(attempt, 0) + 1
         return None
 
-    def settle(self, keys: Sequence[Key], outcome: Outcome, now: float) -> Settled:
+    def settle(self, keys: Sequence[Key], attempt: bytes, outcome: Outcome, now: float) -> Settled:
         """
-        Count the end of a check that L{admit} let run.
+        Count the end of a check of C{attempt} that L{admit} let run. A
+        failure counts once per attempt, when the last check sharing it ends;
+        every one of them is told the wait it makes.
         """
         wait = 0.0
         lockouts: list[Lockout] = []
         for key in keys:
             record = self._record(key)
-            record.checking = max(0, record.checking - 1)
+            sharing = record.checking.pop(attempt, 1) - 1
+            if sharing:
+                record.checking[attempt] = sharing
             if outcome is Outcome.FAILED:
+                if sharing:  # the last check sharing it will count it: the wait it will make
+                    wait = max(wait, min(self._delay(key, record.failures + 1), self.limits.max_delay))
+                    continue
                 if now - record.last_failure >= self.limits.lockout:
                     record.failures = 0
                 record.failures += 1
                 record.last_failure = now
                 record.locked = False
-                if record.failures > self._free(key):
-                    delay = self._delay(key, record)
-                    if delay > self.limits.max_delay:
-                        record.locked = True
-                        record.not_before = now + self.limits.lockout
-                        lockouts.append(Lockout(key, record.failures, record.not_before))
-                        delay = self.limits.max_delay
-                    else:
-                        record.not_before = now + delay
-                    wait = max(wait, delay)
+                delay = self._delay(key, record.failures)
+                if delay > self.limits.max_delay:
+                    record.locked = True
+                    record.not_before = now + self.limits.lockout
+                    lockouts.append(Lockout(key, record.failures, record.not_before))
+                elif delay:
+                    record.not_before = now + delay
+                wait = max(wait, min(delay, self.limits.max_delay))
             elif outcome is Outcome.SUCCEEDED and key[0] is GuessKey.USER:
                 record.failures = 0
             if not record.failures and not record.checking:
@@ -199,15 +215,23 @@ class GuessThrottle:
             return self.limits.user_failures
         return self.limits.source_failures
 
-    def _delay(self, key: Key, record: _Record) -> float:
+    def _delay(self, key: Key, failures: int) -> float:
         """
-        The wait that the record's latest failure imposes: 1, 2, 4, … seconds
-        (more than C{max_delay} means a lockout).
+        The wait that a key's C{failures}-th failure imposes: none within the
+        free ones, then 1, 2, 4, … seconds (more than C{max_delay} means a lockout).
         """
-        excess = record.failures - self._free(key)
+        excess = failures - self._free(key)
         if excess <= 0:
             return 0.0
         return float(2 ** min(excess - 1, 62))
+
+    def _wait_after(self, key: Key, failures: int) -> float:
+        """
+        How long to hold an answer given C{failures} failures: their wait, at
+        least a second (a refusal answered at once would only be tried again
+        at once), at most C{max_delay}.
+        """
+        return min(max(self._delay(key, failures), 1.0), self.limits.max_delay)
 
     def _current(self, key: Key, now: float) -> _Record | None:
         """

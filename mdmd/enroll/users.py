@@ -376,7 +376,9 @@ class StoreUserChecker:
         keys: list[Key] = list(dict.fromkeys((GuessKey.USER, user_key(name)) for _, name, _ in usable))
         if source:
             keys.append((GuessKey.SOURCE, source))
-        refused = self.throttle.admit(keys, self._clock.seconds())
+        # the attempt: the first spelling stands for the others, derived from it
+        attempt = self._key(usable[0][1], usable[0][2])
+        refused = self.throttle.admit(keys, attempt, self._clock.seconds())
         if refused is not None:
             await self._hold(refused.wait)
             raise TooManyAttempts(
@@ -397,7 +399,7 @@ class StoreUserChecker:
                     return display_name, index
             outcome = Outcome.FAILED
         finally:
-            settled = self.throttle.settle(keys, outcome, self._clock.seconds())
+            settled = self.throttle.settle(keys, attempt, outcome, self._clock.seconds())
             self._log_lockouts(settled, source)
         await self._hold(settled.wait)
         raise UnauthorizedLogin("unknown user or wrong password")

@@ -4,6 +4,8 @@ Tests for L{mdmd.enroll.throttle}: the guessing rules, without a clock or a netw
 
 from __future__ import annotations
 
+import itertools
+
 from twisted.trial.unittest import SynchronousTestCase
 
 from mdmd.enroll.throttle import GuessKey, GuessLimits, GuessThrottle, Key, Lockout, Outcome, Refused
@@ -15,16 +17,27 @@ OTHER_HOST: Key = (GuessKey.SOURCE, "198.51.100.1")
 LIMITS = GuessLimits(user_failures=3, source_failures=6, max_delay=8.0, lockout=100.0, tracked=50)
 
 
+_ATTEMPTS = (b"guess-%d" % n for n in itertools.count())
+
+
+def guess() -> bytes:
+    """
+    A new attempt (other credentials than any before).
+    """
+    return next(_ATTEMPTS)
+
+
 class ThrottleTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.throttle = GuessThrottle(LIMITS)
 
     def fail(self, keys: list[Key], now: float) -> tuple[float, int]:  # type: ignore[override]  # a helper, not TestCase.fail
         """
-        One admitted check of C{keys} that fails at C{now}: (its wait, lockouts begun).
+        One admitted check of new credentials against C{keys} that fails at C{now}: (its wait, lockouts begun).
         """
-        self.assertIsNone(self.throttle.admit(keys, now))
-        settled = self.throttle.settle(keys, Outcome.FAILED, now)
+        attempt = guess()
+        self.assertIsNone(self.throttle.admit(keys, attempt, now))
+        settled = self.throttle.settle(keys, attempt, Outcome.FAILED, now)
         return settled.wait, len(settled.lockouts)
 
     def test_free_failures_then_doubling_waits_then_lockout(self) -> None:
@@ -43,7 +56,7 @@ class ThrottleTests(SynchronousTestCase):
             outcomes,
             [(0.0, 0), (0.0, 0), (0.0, 0), (1.0, 0), (2.0, 0), (4.0, 0), (8.0, 0), (8.0, 1)],
         )
-        refused = self.throttle.admit([ALICE], now)
+        refused = self.throttle.admit([ALICE], guess(), now)
         self.assertEqual(refused, Refused(wait=8.0, locked=True, key=ALICE))
 
     def test_refused_within_the_wait(self) -> None:
@@ -52,8 +65,8 @@ class ThrottleTests(SynchronousTestCase):
         """
         for _ in range(4):
             self.fail([ALICE], 10.0)
-        self.assertEqual(self.throttle.admit([ALICE], 10.25), Refused(0.75, False, ALICE))
-        self.assertIsNone(self.throttle.admit([ALICE], 11.0))
+        self.assertEqual(self.throttle.admit([ALICE], guess(), 10.25), Refused(0.75, False, ALICE))
+        self.assertIsNone(self.throttle.admit([ALICE], guess(), 11.0))
 
     def test_lockout_expires_and_the_count_starts_afresh(self) -> None:
         """
@@ -67,9 +80,10 @@ class ThrottleTests(SynchronousTestCase):
             if lockouts:
                 locked_at = now
             now += wait
-        self.assertIsInstance(self.throttle.admit([ALICE], locked_at + 99.0), Refused)
-        self.assertIsNone(self.throttle.admit([ALICE], locked_at + 100.0))
-        self.throttle.settle([ALICE], Outcome.SUCCEEDED, locked_at + 100.0)
+        right = guess()
+        self.assertIsInstance(self.throttle.admit([ALICE], right, locked_at + 99.0), Refused)
+        self.assertIsNone(self.throttle.admit([ALICE], right, locked_at + 100.0))
+        self.throttle.settle([ALICE], right, Outcome.SUCCEEDED, locked_at + 100.0)
         self.assertEqual(self.throttle.failures(ALICE, locked_at + 100.0), 0)
         self.assertEqual(len(self.throttle), 0)
 
@@ -90,8 +104,9 @@ class ThrottleTests(SynchronousTestCase):
         """
         for _ in range(2):
             self.fail([ALICE, HOST], 0.0)
-        self.assertIsNone(self.throttle.admit([ALICE, HOST], 0.0))
-        self.throttle.settle([ALICE, HOST], Outcome.SUCCEEDED, 0.0)
+        right = guess()
+        self.assertIsNone(self.throttle.admit([ALICE, HOST], right, 0.0))
+        self.throttle.settle([ALICE, HOST], right, Outcome.SUCCEEDED, 0.0)
         self.assertEqual((self.throttle.failures(ALICE, 0.0), self.throttle.failures(HOST, 0.0)), (0, 2))
 
     def test_source_counts_across_user_names(self) -> None:
@@ -102,33 +117,55 @@ class ThrottleTests(SynchronousTestCase):
         for number in range(6):
             self.assertEqual(self.fail([(GuessKey.USER, f"user{number}"), HOST], 0.0), (0.0, 0))
         self.assertEqual(self.fail([(GuessKey.USER, "user6"), HOST], 0.0), (1.0, 0))
-        refused = self.throttle.admit([(GuessKey.USER, "someone"), HOST], 0.5)
+        refused = self.throttle.admit([(GuessKey.USER, "someone"), HOST], guess(), 0.5)
         self.assertEqual(refused, Refused(0.5, False, HOST))
-        self.assertIsNone(self.throttle.admit([(GuessKey.USER, "someone"), OTHER_HOST], 0.5))
+        self.assertIsNone(self.throttle.admit([(GuessKey.USER, "someone"), OTHER_HOST], guess(), 0.5))
 
-    def test_one_check_at_a_time_once_failing(self) -> None:
+    def test_parallel_guesses_fit_the_allowance(self) -> None:
         """
-        Once a key has used its free failures, a second check of it is
-        refused while one is running (parallel guesses cannot share a wait);
-        before that, checks run side by side.
+        Different credentials for one user name run side by side only while
+        they fit in its free failures; beyond, a check waits as long as the
+        running ones' failures would make it (a parallel burst cannot spend
+        the allowance or a wait on many guesses).
         """
-        self.assertIsNone(self.throttle.admit([ALICE], 0.0))
-        self.assertIsNone(self.throttle.admit([ALICE], 0.0))
-        self.throttle.settle([ALICE], Outcome.FAILED, 0.0)
-        self.throttle.settle([ALICE], Outcome.FAILED, 0.0)
-        self.fail([ALICE], 0.0)
-        self.assertIsNone(self.throttle.admit([ALICE], 0.0))
-        self.assertEqual(self.throttle.admit([ALICE], 0.0), Refused(1.0, False, ALICE))
-        self.throttle.settle([ALICE], Outcome.ABANDONED, 0.0)
-        self.assertIsNone(self.throttle.admit([ALICE], 0.0))
+        first, second, third = guess(), guess(), guess()
+        self.assertIsNone(self.throttle.admit([ALICE], first, 0.0))
+        self.assertIsNone(self.throttle.admit([ALICE], second, 0.0))
+        self.assertIsNone(self.throttle.admit([ALICE], third, 0.0))
+        self.assertEqual(self.throttle.admit([ALICE], guess(), 0.0), Refused(1.0, False, ALICE))
+        for attempt in (first, second, third):
+            self.throttle.settle([ALICE], attempt, Outcome.FAILED, 0.0)
+        fourth = guess()
+        self.assertIsNone(self.throttle.admit([ALICE], fourth, 0.0))  # failing: one at a time
+        self.assertEqual(self.throttle.admit([ALICE], guess(), 0.0), Refused(1.0, False, ALICE))
+        self.throttle.settle([ALICE], fourth, Outcome.ABANDONED, 0.0)
+        self.assertIsNone(self.throttle.admit([ALICE], guess(), 0.0))
 
-    def test_abandoned_counts_nothing(self) -> None:
+    def test_same_credentials_one_guess(self) -> None:
         """
-        A check that could not run (the hashing was busy) leaves no failure.
+        Checks of the same credentials running together are one guess: all
+        admitted, however many, counted once, each told the wait it makes.
         """
-        self.assertIsNone(self.throttle.admit([ALICE, HOST], 0.0))
-        self.assertEqual(self.throttle.settle([ALICE, HOST], Outcome.ABANDONED, 0.0).wait, 0.0)
-        self.assertEqual(len(self.throttle), 0)
+        for _ in range(LIMITS.user_failures):
+            self.fail([ALICE], 0.0)
+        same = guess()
+        for _ in range(10):
+            self.assertIsNone(self.throttle.admit([ALICE], same, 0.0))
+        waits = [self.throttle.settle([ALICE], same, Outcome.FAILED, 0.0).wait for _ in range(10)]
+        self.assertEqual(waits, [1.0] * 10)
+        self.assertEqual(self.throttle.failures(ALICE, 0.0), LIMITS.user_failures + 1)
+
+    def test_source_parallel_while_not_failing(self) -> None:
+        """
+        Many users behind one address check side by side while the address
+        has no failure; once it has, its checks fit its allowance.
+        """
+        attempts = [guess() for _ in range(LIMITS.source_failures + 5)]
+        for number, attempt in enumerate(attempts):
+            self.assertIsNone(self.throttle.admit([(GuessKey.USER, f"user{number}"), HOST], attempt, 0.0))
+        self.throttle.settle([(GuessKey.USER, "user0"), HOST], attempts[0], Outcome.FAILED, 0.0)
+        refused = self.throttle.admit([(GuessKey.USER, "late"), HOST], guess(), 0.0)
+        self.assertEqual((refused.key, refused.locked), (HOST, False))  # type: ignore[union-attr]
 
     def test_records_bounded(self) -> None:
         """
@@ -148,8 +185,9 @@ class ThrottleTests(SynchronousTestCase):
         now = 0.0
         lockouts: list[Lockout] = []
         for _ in range(20):
-            if self.throttle.admit([BOB], now) is None:
-                lockouts += self.throttle.settle([BOB], Outcome.FAILED, now).lockouts
+            attempt = guess()
+            if self.throttle.admit([BOB], attempt, now) is None:
+                lockouts += self.throttle.settle([BOB], attempt, Outcome.FAILED, now).lockouts
             now += 1.0
         self.assertEqual([(lock.key, lock.failures) for lock in lockouts], [(BOB, 8)])
         self.assertEqual(lockouts[0].until, lockouts[0].until // 1 * 1)

@@ -298,8 +298,8 @@ class ThrottledCheckerTests(SynchronousTestCase):
         self.reactor.pool = pool
         first = self.check("carol", "s3cret")
         same = self.check("carol", "s3cret")
-        queued = self.check("carol", "other")
-        busy = self.check("carol", "third")
+        queued = self.check("dave", "other")
+        busy = self.check("erin", "third")
         error = self.failureResultOf(busy, users.PasswordChecksBusy).value
         self.assertEqual((error.http_status, error.soap_subcode, error.retry_after), (503, "s:EnrollmentServer", 5))
         self.assertEqual(len(pool.held), 1)
@@ -308,7 +308,11 @@ class ThrottledCheckerTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(same), "Carol")
         pool.release()
         self.failureResultOf(queued, UnauthorizedLogin)
-        self.assertEqual(self.checker.throttle.failures((GuessKey.USER, "carol"), self.reactor.seconds()), 1)
+        now = self.reactor.seconds()
+        self.assertEqual(
+            [self.checker.throttle.failures((GuessKey.USER, name), now) for name in ("carol", "dave", "erin")],
+            [0, 1, 0],
+        )
 
     def test_refusals_declared(self) -> None:
         """
