@@ -853,12 +853,15 @@ class LimitsSection:
         "forgotten first.",
     )
     password_checks: int = _option(
-        4,
+        1,
         _int(1, 64),
-        "Password hashings (scrypt, 32 MiB of memory each) run at once.",
+        "Password hashings (scrypt: about 0.1 s of a processor and 32 MiB of memory each) run "
+        "at once. Keep it below the number of processors, so that hashing (a burst of "
+        "guesses, a rush of new users) leaves a processor to everything else; a check of "
+        "credentials seen in the last minutes needs none.",
     )
     password_queue: int = _option(
-        32,
+        128,
         _int(0, 10000),
         "Password checks that may wait for a turn; beyond that enrollment answers busy (SOAP "
         "s:EnrollmentServer, HTTP 503 with Retry-After).",

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, ClassVar
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITCPTransport
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ISSLTransport, ITCPTransport
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from twisted.web import http
@@ -59,12 +59,14 @@ class MdmdChannel(http.HTTPChannel):
         C{body_timeout} of the head; otherwise 408 and close;
       - between requests, the idle timeout is Twisted's (the site's C{timeout}).
 
-    Every refusal closes the connection: once the answer is written the TLS
-    layer is shut down, and the socket aborted after C{abortTimeout} seconds
-    if the peer does not let it go.
+    Every refusal closes the connection: the answer is sent, the connection
+    half-closed, and the socket aborted C{linger} seconds later if the peer
+    does not let it go (L{_close}).
     """
 
     site: MdmdSite
+    #: seconds a refused connection is given to close its side before it is aborted
+    linger = 2.0
     _deadline: IDelayedCall | None = None
     _aborting: IDelayedCall | None = None
     #: some bytes of the request now arriving have come
@@ -146,16 +148,33 @@ class MdmdChannel(http.HTTPChannel):
 
     def _close(self) -> None:
         """
-        Close (over TLS: send close_notify), and abort the socket if the peer has not let go after C{abortTimeout}.
+        Close the connection once what we wrote is sent, without waiting on the peer.
+
+        Over TLS, Twisted's layer sends close_notify and then waits for the
+        peer's before it closes the socket: a peer that never sends one (a
+        slow client, an attacker) would keep its connection, and its place
+        under the connection caps. Closing the socket outright while the peer
+        is still sending (a 100 KB header) would reset the connection and
+        could destroy our answer before the peer reads it. So, as HTTP
+        servers do, the TCP connection is half-closed after our answer (and
+        close_notify: TLS does not require waiting for the peer's), what
+        still comes is read and dropped, and the socket is aborted
+        C{linger} seconds later if the peer has not closed its side by then.
         """
-        self.loseConnection()
-        self._aborting = self.callLater(self.abortTimeout, self._abort)
+        tls = ISSLTransport.providedBy(self.transport)
+        if tls:
+            self.loseConnection()  # our close_notify
+        below = getattr(self.transport, "transport", None) if tls else self.transport
+        if ITCPTransport.providedBy(below):
+            ITCPTransport(below).loseWriteConnection()
+        elif not tls:  # a UNIX socket (the admin API): close it plainly
+            self.loseConnection()
+        self._aborting = self.callLater(self.linger, self._abort)
 
     def _abort(self) -> None:
         self._aborting = None
-        tcp = ITCPTransport(self.transport, None)
-        if tcp is not None:
-            tcp.abortConnection()
+        if ITCPTransport.providedBy(self.transport):
+            ITCPTransport(self.transport).abortConnection()
 
     def _start_deadline(self, seconds: float, part: str) -> None:
         self._stop_deadline()

@@ -354,7 +354,7 @@ class HardeningOptionsTests(ConfigTestCase):
         The defaults: forward-secret AEAD TLS 1.2 suites, 20 s for a request
         head, 60 s for a body, 1000 connections and 100 per source; 5
         password failures per user name and 20 per source before waits of
-        up to 16 s, then 15 minutes of lockout; 4 hashings at once, 32 waiting.
+        up to 16 s, then 15 minutes of lockout; one hashing at a time, 128 waiting.
         """
         loaded = config.load(None, base_dir=os.path.abspath(self.mktemp()))
         https, limits = loaded.https, loaded.limits
@@ -373,7 +373,7 @@ class HardeningOptionsTests(ConfigTestCase):
                 limits.password_checks,
                 limits.password_queue,
             ),
-            (5, 20, 16, 900, 10000, 4, 32),
+            (5, 20, 16, 900, 10000, 1, 128),
         )
 
     def test_cipher_string_checked(self) -> None:

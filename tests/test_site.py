@@ -299,8 +299,13 @@ class TCPStringTransport(StringTransport):
     A memory transport standing in for TCP (under TLS, which passes TCP's interface on).
     """
 
+    write_closed = False
+
     def setTcpNoDelay(self, enabled: bool) -> None:
         pass
+
+    def loseWriteConnection(self) -> None:
+        self.write_closed = True
 
 
 class ChannelTests(SynchronousTestCase):
@@ -315,7 +320,7 @@ class ChannelTests(SynchronousTestCase):
         self.site = MdmdSite(root, clock=self.clock, max_body=1000, timeout=60, header_timeout=5, body_timeout=10)
         self.events = logged_events(self)
 
-    def connect(self) -> tuple[MdmdChannel, StringTransport]:
+    def connect(self) -> tuple[MdmdChannel, TCPStringTransport]:
         channel = self.site.buildProtocol(IPv4Address("TCP", "192.0.2.1", 40000))
         assert isinstance(channel, MdmdChannel)
         transport = TCPStringTransport(peerAddress=IPv4Address("TCP", "192.0.2.1", 40000))
@@ -323,7 +328,7 @@ class ChannelTests(SynchronousTestCase):
         channel.makeConnection(transport)
         return channel, transport
 
-    def assertRefused(self, transport: StringTransport, status: bytes) -> None:
+    def assertRefused(self, transport: TCPStringTransport, status: bytes) -> None:
         """
         C{transport} got the one answer C{status}, closing, and is being closed.
         """
@@ -331,7 +336,7 @@ class ChannelTests(SynchronousTestCase):
         self.assertTrue(answer.startswith(b"HTTP/1.1 " + status + b" "), answer[:80])
         self.assertIn(b"Connection: close", answer)
         self.assertEqual(answer.count(b"HTTP/1.1"), 1)
-        self.assertTrue(transport.disconnecting)
+        self.assertTrue(transport.write_closed)
 
     def test_long_request_line_414(self) -> None:
         """
@@ -391,26 +396,27 @@ class ChannelTests(SynchronousTestCase):
         """
         A connection that sends nothing (or never finishes its TLS handshake)
         is closed after header_timeout, with nothing to answer; if the peer
-        does not let go, it is aborted abortTimeout later.
+        does not let go, it is aborted `linger` later.
         """
         channel, transport = self.connect()
         self.clock.advance(5)
         self.assertEqual(transport.value(), b"")
-        self.assertTrue(transport.disconnecting)
+        self.assertTrue(transport.write_closed)
         self.assertFalse(transport.disconnected)
-        self.clock.advance(channel.abortTimeout)
+        self.clock.advance(channel.linger)
         self.assertTrue(transport.disconnected)
 
     def test_refused_connection_aborted_if_held(self) -> None:
         """
-        After a refusal the socket is aborted abortTimeout later if the peer
-        holds it open (over TLS, a peer that never sends close_notify).
+        After a refusal the connection is half-closed and the socket aborted
+        `linger` later if the peer holds it open (over TLS, a peer that never
+        sends close_notify).
         """
         channel, transport = self.connect()
         channel.dataReceived(b"GET /" + b"a" * 20_000)
-        self.clock.advance(channel.abortTimeout - 1)
+        self.clock.advance(channel.linger - 0.5)
         self.assertFalse(transport.disconnected)
-        self.clock.advance(1)
+        self.clock.advance(0.5)
         self.assertTrue(transport.disconnected)
 
     def test_keep_alive_between_requests(self) -> None:
@@ -435,7 +441,7 @@ class ChannelTests(SynchronousTestCase):
         channel, transport = self.connect()
         channel.dataReceived(b"POST /echo HTTP/1.1\r\nContent-Length: 5000\r\n\r\n")
         self.assertRefused(transport, b"413")
-        self.clock.advance(channel.abortTimeout)
+        self.clock.advance(channel.linger)
         self.assertTrue(transport.disconnected)
 
     def test_http11_only(self) -> None:

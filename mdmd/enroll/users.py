@@ -264,8 +264,8 @@ class PasswordLimits:
     """
 
     guesses: GuessLimits = GuessLimits()
-    concurrent: int = 4
-    queued: int = 32
+    concurrent: int = 1
+    queued: int = 128
 
 
 @implementer(ICredentialsChecker)
