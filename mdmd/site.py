@@ -33,6 +33,7 @@ __all__ = [
 log = Logger()
 
 _REASONS = {
+    400: b"Bad Request",
     408: b"Request Timeout",
     413: b"Request Entity Too Large",
     414: b"URI Too Long",
@@ -102,6 +103,15 @@ class MdmdChannel(http.HTTPChannel):
         else:
             self.refuse(431, b"request header fields too large")
         return True
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        # Twisted's answer to a malformed request (or one with more than
+        # maxHeaders headers: 431) writes a bare 400 and waits for the peer's
+        # close_notify; close as every other refusal does.
+        if self._receivedHeaderCount > self.maxHeaders:
+            self.refuse(431, b"too many request header fields")
+        else:
+            self.refuse(400, b"malformed request")
 
     def allHeadersReceived(self) -> None:
         self._stop_deadline()

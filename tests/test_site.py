@@ -365,6 +365,21 @@ class ChannelTests(SynchronousTestCase):
         channel.dataReceived(b"GET / HTTP/1.1\r\n" + b"".join(b"X-H%d: %s\r\n" % (n, b"v" * 100) for n in range(200)))
         self.assertRefused(transport, b"431")
 
+    def test_malformed_and_too_many_headers(self) -> None:
+        """
+        A malformed request is answered 400, one with more than maxHeaders
+        headers 431, through the same closing path (Twisted: a bare 400, then
+        waiting for the peer).
+        """
+        channel, transport = self.connect()
+        channel.dataReceived(b"GET / HTTP/1.1\r\nno colon here\r\n\r\n")
+        self.assertRefused(transport, b"400")
+        channel, transport = self.connect()
+        channel.dataReceived(b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: v\r\n" % n for n in range(channel.maxHeaders + 2)))
+        self.assertRefused(transport, b"431")
+        self.clock.advance(channel.linger)
+        self.assertTrue(transport.disconnected)
+
     def test_head_drip_408(self) -> None:
         """
         Headers dripped a byte at a time (each byte resetting the idle
