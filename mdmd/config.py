@@ -18,6 +18,7 @@ import ipaddress
 import os
 import re
 import socket
+import ssl
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -201,6 +202,18 @@ def _listen(raw: str) -> ListenAddress:
     return _tcp_address(value)
 
 
+def _ciphers(raw: str) -> str:
+    """
+    An OpenSSL cipher string that selects at least one TLS 1.2 cipher suite.
+    """
+    value = raw.strip()
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(value)
+    except ssl.SSLError:
+        raise ValueError(f"no TLS 1.2 cipher suite matches {value!r}") from None
+    return value
+
+
 def _store_uri(raw: str) -> str:
     value = raw.strip()
     if not value:
@@ -358,6 +371,40 @@ class HttpsSection:
         "device (subject CN, or a SAN URI or DNS name, equal to the DeviceID). List the CA "
         "that signs the device certificates (with its intermediates and root). Empty: mdmd's "
         "CA only.",
+    )
+    ciphers: str = _option(
+        "ECDHE+AESGCM:ECDHE+CHACHA20",
+        _ciphers,
+        "TLS 1.2 cipher suites, in OpenSSL's notation. The default allows only ECDHE key "
+        "exchange with AES-GCM or ChaCha20-Poly1305 (forward secret; no static RSA key "
+        "exchange, no CBC, no SHA-1), which Windows 10 and 11 and current TLS stacks support "
+        "(docs/operations.md); TLS 1.3 keeps its own suites.",
+    )
+    header_timeout: int = _option(
+        20,
+        _int(1),
+        "Seconds a client has to send a request's line and headers, from its first byte (on a "
+        "new connection, from the connection: the TLS handshake included); a slower one gets "
+        "408 and its connection is closed.",
+    )
+    body_timeout: int = _option(
+        60,
+        _int(1),
+        "Seconds a client has to send a request's body once its headers are in; a slower one "
+        "gets 408 and its connection is closed.",
+    )
+    max_connections: int = _option(
+        1000,
+        _int(1),
+        "Connections held open at once; more are closed as soon as they are accepted. Keep it "
+        "below the daemon's file descriptor limit.",
+    )
+    max_connections_per_source: int = _option(
+        100,
+        _int(0),
+        "Connections held open at once from one address (IPv6: one /64); 0 for no limit. "
+        "Behind a load balancer or proxy that does not keep the client's address, every "
+        "connection comes from its address: raise this or set it to 0.",
     )
 
 
@@ -804,6 +851,56 @@ class ManholeSection:
 
 
 @dataclass(frozen=True)
+class LimitsSection:
+    """[limits]: what strangers can make mdmd do: password guessing, counted per node in memory."""
+
+    password_failures_per_user: int = _option(
+        5,
+        _int(1, 1000),
+        "Failed password checks of one user name (enrollment, the Federated sign-in page) "
+        "after which each further check must wait 1, 2, 4, ... seconds, its answer held as long.",
+    )
+    password_failures_per_source: int = _option(
+        20,
+        _int(1, 100000),
+        "The same for failed checks from one address (IPv6: one /64), whatever the user names.",
+    )
+    password_max_delay: int = _option(
+        16,
+        _int(1, 3600),
+        "Longest wait between two checks, in seconds; a failure that would make a user name or "
+        "address wait longer locks it out.",
+    )
+    password_lockout: int = _option(
+        900,
+        _int(1, 86400),
+        "Seconds a locked-out user name or address is refused, the right password too (one "
+        "warning is logged when it begins). After as long without a failure, its count starts "
+        "afresh.",
+    )
+    password_tracked: int = _option(
+        10000,
+        _int(100, 10_000_000),
+        "User names and addresses whose failures are remembered; the least recently used are "
+        "forgotten first.",
+    )
+    password_checks: int = _option(
+        1,
+        _int(1, 64),
+        "Password hashings (scrypt: about 0.1 s of a processor and 32 MiB of memory each) run "
+        "at once. Keep it below the number of processors, so that hashing (a burst of "
+        "guesses, a rush of new users) leaves a processor to everything else; a check of "
+        "credentials seen in the last minutes needs none.",
+    )
+    password_queue: int = _option(
+        128,
+        _int(0, 10000),
+        "Password checks that may wait for a turn; beyond that enrollment answers busy (SOAP "
+        "s:EnrollmentServer, HTTP 503 with Retry-After).",
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     """
     A whole, validated configuration. Paths are absolute.
@@ -819,6 +916,7 @@ class Config:
     push: PushSection = field(default_factory=PushSection)
     smpp: SmppSection = field(default_factory=SmppSection)
     manhole: ManholeSection = field(default_factory=ManholeSection)
+    limits: LimitsSection = field(default_factory=LimitsSection)
 
     @property
     def state_dir(self) -> str:

@@ -6,35 +6,176 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import ipaddress
 import json
 import os
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import (
+    IAddress,
     IListeningPort,
+    IOpenSSLContextFactory,
+    IOpenSSLServerConnectionCreator,
     IProtocolFactory,
     IReactorCore,
     IStreamServerEndpoint,
 )
 from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 __all__ = [
     "CannotStart",
     "ListeningService",
     "CannotListen",
+    "ConnectionGuard",
+    "ConnectionLimits",
+    "GuardedTLSEndpoint",
     "MdmdService",
     "ListeningFile",
     "StateDirectoryLock",
     "StateDirectoryInUse",
     "clear_stale_socket",
+    "peer_source",
 ]
 
 log = Logger()
+
+
+def peer_source(address: object) -> str:
+    """
+    The source a peer's connections (and password guesses) are counted
+    under: its IPv4 address, or the /64 of its IPv6 address (one site's
+    network: a single host can use any address in it); an IPv4-mapped IPv6
+    address is its IPv4 address. "" for other addresses (UNIX sockets).
+    """
+    if not isinstance(address, (IPv4Address, IPv6Address)):
+        return ""
+    host = address.host.partition("%")[0]
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """
+    Connections a listener holds at most: in all, and from one source (0: no limit per source).
+    """
+
+    total: int = 1000
+    per_source: int = 100
+
+
+class ConnectionGuard(WrappingFactory):
+    """
+    Refuse a connection beyond C{limits.total} at once, or beyond
+    C{limits.per_source} from one source (L{peer_source}).
+
+    A refused connection is closed as soon as it is accepted (C{buildProtocol}
+    returns None), before any TLS handshake: refusing costs an accept and a
+    close. Each time a source (or the listener) reaches its cap, one line is
+    logged; it is logged again only after it has dropped below.
+
+    Twisted's C{LimitConnectionsByPeer} is the same idea for peers, but it
+    reads the peer's address as a tuple (an C{IPv4Address} is not one), and
+    it has no total.
+    """
+
+    protocol = ProtocolWrapper
+
+    def __init__(self, wrappedFactory: IProtocolFactory, limits: ConnectionLimits) -> None:
+        super().__init__(wrappedFactory)
+        self.limits = limits
+        #: open connections per source
+        self.sources: dict[str, int] = {}
+        #: connections refused so far
+        self.refused = 0
+        self._capped: set[str] = set()
+        self._full = False
+
+    def buildProtocol(self, addr: IAddress | None) -> ProtocolWrapper | None:  # type: ignore[override]  # None refuses
+        source = peer_source(addr)
+        if len(self.protocols) >= self.limits.total:
+            self.refused += 1
+            if not self._full:
+                self._full = True
+                log.warn(
+                    "{total} connections open: refusing more until some close (the last from {source})",
+                    total=len(self.protocols),
+                    source=source,
+                )
+            return None
+        per_source = self.limits.per_source
+        if per_source and self.sources.get(source, 0) >= per_source:
+            self.refused += 1
+            if source not in self._capped:
+                self._capped.add(source)
+                log.warn(
+                    "{source} holds {count} connections, the most one source may: refusing more",
+                    source=source,
+                    count=self.sources[source],
+                )
+            return None
+        return super().buildProtocol(addr)
+
+    def registerProtocol(self, p: ProtocolWrapper) -> None:
+        super().registerProtocol(p)
+        source = peer_source(p.getPeer())
+        self.sources[source] = self.sources.get(source, 0) + 1
+
+    def unregisterProtocol(self, p: ProtocolWrapper) -> None:
+        super().unregisterProtocol(p)
+        source = peer_source(p.getPeer())
+        count = self.sources.get(source, 0) - 1
+        if count > 0:
+            self.sources[source] = count
+        else:
+            self.sources.pop(source, None)
+        if count < self.limits.per_source:
+            self._capped.discard(source)
+        if len(self.protocols) < self.limits.total:
+            self._full = False
+
+
+@implementer(IStreamServerEndpoint)
+class GuardedTLSEndpoint:
+    """
+    TLS over a TCP server endpoint, behind a L{ConnectionGuard}: connections
+    beyond the limits are closed before their TLS handshake (what
+    C{SSL4ServerEndpoint} does, with the guard outside the TLS layer).
+    """
+
+    def __init__(
+        self,
+        tcp: IStreamServerEndpoint,
+        context: IOpenSSLServerConnectionCreator | IOpenSSLContextFactory,
+        limits: ConnectionLimits,
+    ) -> None:
+        self._tcp = tcp
+        self._context = context
+        self.limits = limits
+        #: the guard of the last listen (for tests and status)
+        self.guard: ConnectionGuard | None = None
+
+    def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
+        self.guard = ConnectionGuard(
+            TLSMemoryBIOFactory(self._context, False, protocolFactory), self.limits
+        )
+        return self._tcp.listen(self.guard)
 
 
 class CannotStart(Exception):

@@ -28,8 +28,10 @@ from mdmd.dm import effects as dm_effects
 from mdmd.dm.checkin import DMSettings
 from mdmd.enroll.operations import EnrollmentSettings
 from mdmd.enroll.provisioning import DMAccount
-from mdmd.enroll.users import UserPolicy
+from mdmd.enroll.throttle import GuessLimits
+from mdmd.enroll.users import PasswordLimits, UserPolicy
 from mdmd.enroll.xcep import CertificatePolicy
+from mdmd.listeners import ConnectionLimits
 from mdmd.notify.jobs import PushSettings
 from mdmd.notify.pkg0 import UIMode
 from mdmd.notify.smpp_pdu import MessageIdBase
@@ -84,6 +86,10 @@ class HttpsSettings:
     listen: ListenAddress
     max_body: int
     idle_timeout: float
+    #: seconds for a request's head, and then its body, to arrive
+    header_timeout: float = 20.0
+    body_timeout: float = 60.0
+    connections: ConnectionLimits = ConnectionLimits()
 
 
 @dataclass(frozen=True)
@@ -160,6 +166,8 @@ class Settings:
     smpp: SmscSettings | None
     admin: AdminSettings
     manhole: ManholeSettings
+    #: what a password check may cost: [limits]
+    passwords: PasswordLimits = PasswordLimits()
 
 
 def load(path: str | None, base_dir: str | None = None) -> Settings:
@@ -198,6 +206,12 @@ def from_config(config: Config) -> Settings:
             listen=config.https.listen,
             max_body=config.https.max_body,
             idle_timeout=float(config.https.idle_timeout),
+            header_timeout=float(config.https.header_timeout),
+            body_timeout=float(config.https.body_timeout),
+            connections=ConnectionLimits(
+                total=config.https.max_connections,
+                per_source=config.https.max_connections_per_source,
+            ),
         ),
         ca=_ca(config, server, device_cas),
         enrollment=_enrollment(config),
@@ -224,6 +238,22 @@ def from_config(config: Config) -> Settings:
             listen=config.manhole.listen,
             password_file=config.manhole_password_file,
         ),
+        passwords=_passwords(config),
+    )
+
+
+def _passwords(config: Config) -> PasswordLimits:
+    limits = config.limits
+    return PasswordLimits(
+        guesses=GuessLimits(
+            user_failures=limits.password_failures_per_user,
+            source_failures=limits.password_failures_per_source,
+            max_delay=float(limits.password_max_delay),
+            lockout=float(limits.password_lockout),
+            tracked=limits.password_tracked,
+        ),
+        concurrent=limits.password_checks,
+        queued=limits.password_queue,
     )
 
 
@@ -271,6 +301,7 @@ def _ca(config: Config, server: ServerSettings, device_cas: tuple[x509.Certifica
         server_key_file=config.https.key_file,
         server_chain_file=config.https.chain_file,
         device_cas=device_cas,
+        tls_ciphers=config.https.ciphers,
     )
 
 

@@ -23,7 +23,7 @@ from twisted.application.internet import backoffPolicy
 from twisted.application.service import IService
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint, TCP6ServerEndpoint, UNIXServerEndpoint
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, UNIXServerEndpoint
 from twisted.internet.interfaces import (
     IConnector,
     IDelayedCall,
@@ -53,7 +53,14 @@ from mdmd.dm.sweeper import DMService
 from mdmd.enroll.resource import enrollment_resource
 from mdmd.enroll.operations import EnrollmentService
 from mdmd.enroll.users import StoreUserChecker
-from mdmd.listeners import CannotListen, CannotStart, ListeningService, MdmdService, clear_stale_socket
+from mdmd.listeners import (
+    CannotListen,
+    CannotStart,
+    GuardedTLSEndpoint,
+    ListeningService,
+    MdmdService,
+    clear_stale_socket,
+)
 from mdmd.manhole import ManholePasswordDB, manhole_factory, namespace
 from mdmd.notify.smpp_client import ESMEService, smsc_endpoint
 from mdmd.notify.notifier import Notifier
@@ -211,6 +218,11 @@ class Options(usage.Options):
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
+    # Everything the daemon writes holds secrets or is nobody else's business
+    # (the store and its index, lock and temporary files, a log file twistd
+    # opens after this, keys): owner only, as the systemd unit's UMask=0077
+    # has it, however the daemon is started.
+    os.umask(0o077)
     sys.excepthook = _startup_failure_hook(sys.excepthook)
     # The installed reactor provides every interface Reactor combines; its
     # static type names only the ones all reactors share.
@@ -324,15 +336,16 @@ def build(settings: Settings, reactor: Reactor) -> MdmdService:
         max_body=settings.https.max_body,
         timeout=settings.https.idle_timeout,
         name="https",
+        header_timeout=settings.https.header_timeout,
+        body_timeout=settings.https.body_timeout,
     )
     https_address = settings.https.listen
     https = ListeningService(
         "https",
-        lambda: SSL4ServerEndpoint(
-            reactor,
-            https_address.port,
+        lambda: GuardedTLSEndpoint(
+            TCP4ServerEndpoint(reactor, https_address.port, interface=https_address.host),
             ca.tls_options,
-            interface=https_address.host,
+            settings.https.connections,
         ),
         site,
         description=str(https_address),
@@ -349,7 +362,7 @@ def build(settings: Settings, reactor: Reactor) -> MdmdService:
         settings.enrollment,
         store,
         ca,
-        StoreUserChecker(store, reactor, reactor),
+        StoreUserChecker(store, reactor, reactor, limits=settings.passwords),
         reactor,
         https_port,
     )

@@ -342,3 +342,64 @@ class DMSectionTests(ConfigTestCase):
             "[https] device_ca_file: /nonexistent/cas.pem does not exist",
             self.errors("[https]\ndevice_ca_file = /nonexistent/cas.pem\n"),
         )
+
+
+class HardeningOptionsTests(ConfigTestCase):
+    """
+    [https] ciphers, timeouts and connection caps; [limits].
+    """
+
+    def test_defaults(self) -> None:
+        """
+        The defaults: forward-secret AEAD TLS 1.2 suites, 20 s for a request
+        head, 60 s for a body, 1000 connections and 100 per source; 5
+        password failures per user name and 20 per source before waits of
+        up to 16 s, then 15 minutes of lockout; one hashing at a time, 128 waiting.
+        """
+        loaded = config.load(None, base_dir=os.path.abspath(self.mktemp()))
+        https, limits = loaded.https, loaded.limits
+        self.assertEqual(https.ciphers, "ECDHE+AESGCM:ECDHE+CHACHA20")
+        self.assertEqual(
+            (https.header_timeout, https.body_timeout, https.max_connections, https.max_connections_per_source),
+            (20, 60, 1000, 100),
+        )
+        self.assertEqual(
+            (
+                limits.password_failures_per_user,
+                limits.password_failures_per_source,
+                limits.password_max_delay,
+                limits.password_lockout,
+                limits.password_tracked,
+                limits.password_checks,
+                limits.password_queue,
+            ),
+            (5, 20, 16, 900, 10000, 1, 128),
+        )
+
+    def test_cipher_string_checked(self) -> None:
+        """
+        A cipher string that selects no TLS 1.2 suite is an error; another valid one is kept as written.
+        """
+        self.assertIn("[https] ciphers: no TLS 1.2 cipher suite matches 'NOTHING-AT-ALL'", self.errors("[https]\nciphers = NOTHING-AT-ALL\n"))
+        loaded = config.load(self.write("[https]\nciphers = ECDHE+AESGCM\n"))
+        self.assertEqual(loaded.https.ciphers, "ECDHE+AESGCM")
+
+    def test_bounds(self) -> None:
+        """
+        Timeouts and caps are positive (a per-source cap may be 0: none); the limits have bounds.
+        """
+        errors = self.errors(
+            "[https]\nheader_timeout = 0\nmax_connections = 0\nmax_connections_per_source = -1\n"
+            "[limits]\npassword_failures_per_user = 0\npassword_checks = 0\npassword_lockout = 0\n"
+        )
+        for option in (
+            "[https] header_timeout",
+            "[https] max_connections:",
+            "[https] max_connections_per_source",
+            "[limits] password_failures_per_user",
+            "[limits] password_checks",
+            "[limits] password_lockout",
+        ):
+            self.assertIn(option, errors)
+        loaded = config.load(self.write("[https]\nmax_connections_per_source = 0\n"))
+        self.assertEqual(loaded.https.max_connections_per_source, 0)

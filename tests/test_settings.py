@@ -11,6 +11,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from mdmd import settings
 from mdmd.config import ConfigErrors, ListenAddress
 from mdmd.devices.accounts import DeviceKind
+from mdmd.enroll.throttle import GuessLimits
+from mdmd.enroll.users import PasswordLimits
+from mdmd.listeners import ConnectionLimits
 from mdmd.notify.pkg0 import UIMode
 from mdmd.notify.smpp_pdu import MessageIdBase
 from mdmd.notify.smpp_session import Address, BindType
@@ -278,3 +281,37 @@ class DevicesTests(SettingsTestCase):
             with self.assertRaises(ConfigErrors) as caught:
                 self.load("[https]\ndevice_ca_file = cas.pem\n")
             self.assertIn(problem, str(caught.exception))
+
+
+class HardeningSettingsTests(SettingsTestCase):
+    def test_https_limits_and_ciphers(self) -> None:
+        """
+        [https] timeouts are float seconds, the caps a ConnectionLimits, the
+        cipher string the CA service's (which builds the TLS options).
+        """
+        loaded = self.load(
+            "[https]\nheader_timeout = 7\nbody_timeout = 30\nmax_connections = 50\n"
+            "max_connections_per_source = 0\nciphers = ECDHE+AESGCM\n"
+        )
+        self.assertEqual((loaded.https.header_timeout, loaded.https.body_timeout), (7.0, 30.0))
+        self.assertEqual(loaded.https.connections, ConnectionLimits(total=50, per_source=0))
+        self.assertEqual(loaded.ca.tls_ciphers, "ECDHE+AESGCM")
+
+    def test_password_limits(self) -> None:
+        """
+        [limits] becomes the user checker's PasswordLimits.
+        """
+        loaded = self.load(
+            "[limits]\npassword_failures_per_user = 3\npassword_failures_per_source = 9\n"
+            "password_max_delay = 8\npassword_lockout = 60\npassword_tracked = 500\n"
+            "password_checks = 2\npassword_queue = 5\n"
+        )
+        self.assertEqual(
+            loaded.passwords,
+            PasswordLimits(
+                guesses=GuessLimits(user_failures=3, source_failures=9, max_delay=8.0, lockout=60.0, tracked=500),
+                concurrent=2,
+                queued=5,
+            ),
+        )
+        self.assertEqual(self.load().passwords, PasswordLimits())

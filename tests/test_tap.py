@@ -4,11 +4,13 @@ Tests for L{mdmd.tap}: options validation and the service tree.
 
 import os
 
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementedBy
 
 from mdmd.admin.api import MAX_BODY
+from mdmd.listeners import ConnectionGuard
 from mdmd import settings as mdmd_settings
 from mdmd.notify.pkg0 import UIMode
 from mdmd.notify.spool import SpoolTransport
@@ -102,6 +104,20 @@ class BuildTests(SynchronousTestCase):
         self.assertIs(admin_site.resource.registration, self.settings.registration)
         self.assertEqual(admin_site.max_body, MAX_BODY)
 
+    def test_limits_wired(self) -> None:
+        """
+        The HTTPS site gets the head and body timeouts and the idle timeout,
+        the enrollment password checker the [limits]; nothing listens yet.
+        """
+        root = build(self.settings, self.reactor)
+        site = root.getServiceNamed("https")._factory
+        self.assertEqual(
+            (site.header_timeout, site.body_timeout, site.timeOut),
+            (self.settings.https.header_timeout, self.settings.https.body_timeout, self.settings.https.idle_timeout),
+        )
+        self.assertIs(root.getServiceNamed("enroll").policy.checker.limits, self.settings.passwords)
+        self.assertEqual(self.reactor.tcpServers, [])
+
     def test_start_listens(self) -> None:
         """
         Starting the tree opens the store, makes the CA and binds HTTPS and the admin socket.
@@ -109,7 +125,15 @@ class BuildTests(SynchronousTestCase):
         root = build(self.settings, self.reactor)
         root.startService()
         self.addCleanup(root.stopService)
-        self.assertEqual([(port, interface) for port, _, _, _, interface in self.reactor.sslServers], [(8443, "127.0.0.1")])
+        # TLS over TCP, behind the connection guard (refusals come before the handshake)
+        (https,) = [
+            (port, factory, interface)
+            for port, factory, _, interface in self.reactor.tcpServers
+            if isinstance(factory, ConnectionGuard)
+        ]
+        self.assertEqual((https[0], https[2]), (8443, "127.0.0.1"))
+        self.assertIsInstance(https[1].wrappedFactory, TLSMemoryBIOFactory)
+        self.assertEqual(https[1].limits, self.settings.https.connections)
         self.assertEqual(self.reactor.unixServers[0][0], os.path.join(self.settings.server.state_dir, "admin.sock"))
         self.assertTrue(os.path.exists(os.path.join(self.settings.server.state_dir, "ca", "ca.key")))
         self.assertEqual(os.stat(self.settings.server.state_dir).st_mode & 0o777, 0o700)

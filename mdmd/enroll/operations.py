@@ -64,6 +64,7 @@ from mdmd.pki import csr as pkcs
 from mdmd.pki import registry
 from mdmd.pki.ca import serial_hex
 from mdmd.pki.authority import CAService
+from mdmd.listeners import peer_source
 from mdmd.pki.tls import ClientCertificateRefused, verified_client
 from mdmd.site import MdmdRequest
 from mdmd.store.runner import StoreService
@@ -416,15 +417,18 @@ class EnrollmentService(Service):
         policy (see L{IEnrollmentPolicy.authenticate}); the caller runs the
         principal's C{confirm} in its unit of work.
         """
-        principal = await self.policy.authenticate(soap, remembered)
+        principal = await self.policy.authenticate(
+            soap, remembered, peer_source(request.getClientAddress())
+        )
         request.enroll_user = principal.user
         return principal
 
     # -- the sign-in page ----------------------------------------------------------------------
 
-    async def sign_in(self, name: str, password: str) -> str:
+    async def sign_in(self, name: str, password: str, source: str = "") -> str:
         """
-        Check a user's password at the sign-in page and mint their token.
+        Check a user's password at the sign-in page (coming from C{source},
+        L{mdmd.listeners.peer_source}) and mint their token.
 
         @raise SignInUnavailable: if the policy signs no one in there.
         @raise AuthenticationFault: if the password is wrong.
@@ -433,7 +437,7 @@ class EnrollmentService(Service):
         policy = ISignInPolicy(self.policy, None)
         if policy is None:
             raise SignInUnavailable(f"the {self.policy.name} policy has no sign-in page")
-        return await policy.sign_in(name, password)
+        return await policy.sign_in(name, password, source)
 
 
 # --- the enrollment's unit of work -------------------------------------------------------------

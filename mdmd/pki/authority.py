@@ -37,7 +37,7 @@ from mdmd.pki.ca import (
     private_key_pem,
     thumbprint,
 )
-from mdmd.pki.tls import server_options
+from mdmd.pki.tls import DEFAULT_CIPHERS, server_options
 from mdmd.store.runner import StoreService
 
 __all__ = ["CAService", "CASettings", "IssuedClientCertificate", "write_private"]
@@ -70,6 +70,8 @@ class CASettings:
     server_chain_file: str = ""
     #: CAs of an operator's device PKI, trusted for client certificates besides ours
     device_cas: Sequence[x509.Certificate] = ()
+    #: the TLS 1.2 cipher suites of the HTTPS listener (an OpenSSL cipher string)
+    tls_ciphers: str = DEFAULT_CIPHERS
 
 
 @dataclass(frozen=True)
@@ -187,7 +189,12 @@ class CAService(Service):
                 path=self.settings.server_cert_file,
             )
         self._tls = server_options(
-            key, certificate, chain, self.authority.certificate, device_cas=self.settings.device_cas
+            key,
+            certificate,
+            chain,
+            self.authority.certificate,
+            device_cas=self.settings.device_cas,
+            ciphers=self.settings.tls_ciphers,
         )
         super().startService()
 

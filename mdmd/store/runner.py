@@ -28,7 +28,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from mdmd.errors import Busy
-from mdmd.store.db import describe, open_db
+from mdmd.store.db import describe, file_storage_path, open_db, restrict_modes
 from mdmd.store.models import ensure_root
 
 __all__ = ["Root", "Store", "StoreService", "ConflictRetriesExhausted"]
@@ -159,6 +159,10 @@ class StoreService(Service):
         if self.store is not None:
             self.store.db.close()
             self.store = None
+            # the FileStorage index is written on closing: owner only, as the rest
+            path = file_storage_path(self.uri)
+            if path is not None:
+                restrict_modes(path)
             log.info("store closed")
 
     def transact(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
