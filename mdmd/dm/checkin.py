@@ -47,7 +47,9 @@ from mdmd.dm.effects import (
 from mdmd.dm.engine import handle, starts_new_session
 from mdmd.dm.state import Authentication, SessionState
 from mdmd.errors import PeerError
-from mdmd.notify.jobs import answer_bootstrap, answer_push
+from mdmd.notify import channels
+from mdmd.notify.channels import ChannelSettings
+from mdmd.notify.jobs import BOOTSTRAP, NOTIFICATION, answer_push, answer_session
 from mdmd.pki import registry
 from mdmd.pki.registry import ClientCertificateRefused
 from mdmd.store.models import CommandQueue, Device, DMSession
@@ -102,6 +104,8 @@ class DMSettings:
         The engine's settings for a device of this kind.
         """
         return replace(self.session, send_server_credential=kind in self.send_server_credential)
+    #: with WNS: what Windows devices' push channels need (queued at new sessions)
+    push_channel: ChannelSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -192,6 +196,9 @@ def exchange(
         if requeued:
             notes.append(("{device_id}: {count} unanswered command(s) back in the queue",
                           {"count": len(requeued)}))
+        if settings.push_channel is not None:
+            for target in channels.plan(root, device, queue, settings.push_channel, now):
+                notes.append(("{device_id}: queued {target} (WNS channel)", {"target": target}))
     pending = []
     for command in dm_queue.pending_commands(queue):
         pending.append(PendingCommand(command.seq, CommandSpec.from_json(command.spec), command.state))
@@ -212,13 +219,20 @@ def exchange(
     )
     _apply(_Applying(root, device, queue, now, notes, message.header.session_id), outcome.effects)
     if _authenticates(state, outcome.state):
-        for job in answer_bootstrap(root, device_id, outcome.state.started_at, now):
-            notes.append(("{device_id}: authenticated session ends bootstrap #{seq}", {"seq": job.seq}))
+        for job in answer_session(root, device_id, outcome.state.started_at, now):
+            notes.append((_SESSION_ANSWERS[job.kind, job.route], {"seq": job.seq}))
     if record is None:
         root["sessions"][device_id] = DMSession(outcome.state.to_dict())
     else:
         record.state = outcome.state.to_dict()
     return Exchanged(outcome.body, outcome.headers, device_id, tuple(notes))
+
+
+#: What a job an authenticated session answered (L{answer_session}) leaves in the log, by (kind, route).
+_SESSION_ANSWERS: dict[tuple[str, str], str] = {
+    (BOOTSTRAP, "sms"): "{device_id}: authenticated session ends bootstrap #{seq}",
+    (NOTIFICATION, "wns"): "{device_id}: authenticated session answers WNS push #{seq}",
+}
 
 
 def _authenticates(before: SessionState | None, after: SessionState) -> bool:
@@ -304,6 +318,8 @@ def _command_answered(work: _Applying, effect: CommandAnswered) -> None:
         work.queue, effect.seq, effect.state, effect.status, effect.statuses, effect.results, work.now
     )
     _inventory(work.device, effect.results)
+    command = work.queue.commands[effect.seq]
+    channels.record_answer(work.device, command.spec, effect.state, effect.status, effect.results, work.now)
 
 
 def _command_failed(work: _Applying, effect: CommandFailed) -> None:

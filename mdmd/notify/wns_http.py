@@ -1,0 +1,252 @@
+"""
+HTTPS for the WNS transport: one POST, one answer, on Twisted's own client.
+
+L{AgentClient} keeps a pool of persistent connections (one host, WNS, takes
+nearly every request, so reusing connections saves a TLS handshake per
+notification), verifies the server against the system's trust roots (or
+the ones given, in tests and for private endpoints), gives each request a
+time-out, and can go through an HTTP proxy with CONNECT (L{TunnelEndpoint}:
+Twisted's C{ProxyAgent} only forwards plain HTTP). Everything it answers is
+an L{HttpAnswer} (header names lower-cased) or an L{HttpFailed}.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol as TypingProtocol
+from urllib.parse import urlsplit
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.python.failure import Failure
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, ResponseFailed, readBody
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IAgent, IAgentEndpointFactory, IBodyProducer, IPolicyForHTTPS
+from zope.interface import implementer
+
+__all__ = ["AgentClient", "HttpAnswer", "HttpClient", "HttpFailed", "TunnelEndpoint", "BytesProducer"]
+
+
+@dataclass(frozen=True)
+class HttpAnswer:
+    status: int
+    #: lower-case names, the first value of each
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class HttpFailed(Exception):
+    """
+    No answer: the connection, TLS or the proxy failed, or the time ran out.
+    """
+
+
+class HttpClient(TypingProtocol):
+    """
+    What the WNS transport needs of HTTPS.
+    """
+
+    def post(self, url: str, headers: Mapping[str, str], body: bytes) -> Deferred[HttpAnswer]: ...
+
+
+@implementer(IBodyProducer)
+class BytesProducer:
+    """
+    A request body known in full (so it goes with a Content-Length).
+    """
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+        self.length = len(body)
+
+    def startProducing(self, consumer: Any) -> Deferred[None]:
+        consumer.write(self._body)
+        return succeed(None)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class AgentClient:
+    """
+    POSTs over C{twisted.web.client.Agent}.
+
+    @param tls: how servers are verified: a C{BrowserLikePolicyForHTTPS}
+        (by default, with the platform's trust roots).
+    @param proxy: C{http://HOST:PORT} of a proxy that takes CONNECT, or "".
+    @param connections: persistent connections kept per host (the most
+        requests the transport has in flight at once).
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        *,
+        tls: IPolicyForHTTPS | None = None,
+        proxy: str = "",
+        connections: int = 10,
+        timeout: float = 30.0,
+        persistent: bool = True,
+    ) -> None:
+        self._reactor = reactor
+        self._timeout = timeout
+        self.pool = HTTPConnectionPool(reactor, persistent=persistent)
+        self.pool.maxPersistentPerHost = connections
+        policy = tls if tls is not None else BrowserLikePolicyForHTTPS()
+        self.agent: IAgent
+        if proxy:
+            parts = urlsplit(proxy)
+            if parts.scheme != "http" or not parts.hostname:
+                raise ValueError(f"expected an http://HOST:PORT proxy, got {proxy!r}")
+            proxy_endpoint = HostnameEndpoint(reactor, parts.hostname, parts.port or 8080, timeout=timeout)
+            self.agent = Agent.usingEndpointFactory(reactor, _TunnelEndpoints(proxy_endpoint, policy), pool=self.pool)
+        else:
+            self.agent = Agent(reactor, contextFactory=policy, pool=self.pool, connectTimeout=timeout)
+
+    def post(self, url: str, headers: Mapping[str, str], body: bytes) -> Deferred[HttpAnswer]:
+        request = self.agent.request(
+            b"POST",
+            url.encode("ascii"),
+            Headers({k.encode("ascii"): [v.encode("latin-1")] for k, v in headers.items()}),
+            BytesProducer(body),
+        )
+
+        def read(response: Any) -> Deferred[HttpAnswer]:
+            names = {
+                name.decode("latin-1").lower(): values[0].decode("latin-1")
+                for name, values in response.headers.getAllRawHeaders()
+                if values
+            }
+            return readBody(response).addCallback(lambda data: HttpAnswer(response.code, names, data))
+
+        answered = request.addCallback(read)
+        answered.addTimeout(self._timeout, self._reactor)
+        return answered.addErrback(_failed, url)
+
+    def close(self) -> Deferred[None]:
+        """
+        Close the connections kept open.
+        """
+        return self.pool.closeCachedConnections()
+
+
+def _failed(failure: Failure, url: str) -> None:
+    if failure.check(HttpFailed):
+        failure.raiseException()
+    reasons = getattr(failure.value, "reasons", None)
+    if failure.check(ResponseFailed) and reasons:
+        reason = "; ".join(r.getErrorMessage() or r.type.__name__ for r in reasons)
+    else:
+        reason = failure.getErrorMessage() or failure.type.__name__  # type: ignore[union-attr]
+    host = urlsplit(url).netloc
+    raise HttpFailed(f"{host}: {reason}")
+
+
+# -- HTTPS through a proxy ------------------------------------------------------------------------
+
+
+@implementer(IAgentEndpointFactory)
+class _TunnelEndpoints:
+    def __init__(self, proxy: IStreamClientEndpoint, policy: IPolicyForHTTPS) -> None:
+        self._proxy = proxy
+        self._policy = policy
+
+    def endpointForURI(self, uri: Any) -> IStreamClientEndpoint:
+        if uri.scheme != b"https":
+            raise ValueError("only HTTPS goes through the proxy")
+        return TunnelEndpoint(self._proxy, uri.host, uri.port, self._policy)
+
+
+@implementer(IStreamClientEndpoint)
+class TunnelEndpoint:
+    """
+    A TLS connection to C{host}:C{port} inside a CONNECT tunnel through the
+    proxy that C{proxy} reaches; the server is verified by C{policy} as if
+    connected directly.
+    """
+
+    def __init__(self, proxy: IStreamClientEndpoint, host: bytes, port: int, policy: IPolicyForHTTPS) -> None:
+        self._proxy = proxy
+        self._host = host
+        self._port = port
+        self._policy = policy
+
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        tunnelled: Deferred[IProtocol] = Deferred()
+        creator = self._policy.creatorForNetloc(self._host, self._port)
+        factory = Factory.forProtocol(lambda: _Tunnel(self._host, self._port, creator, protocolFactory, tunnelled))
+
+        def failed(failure: Failure) -> None:
+            if not tunnelled.called:
+                tunnelled.errback(failure)
+
+        self._proxy.connect(factory).addErrback(failed)
+        return tunnelled
+
+
+class _Tunnel(Protocol):
+    """
+    Asks the proxy for a tunnel; once it is up, hands the connection to the
+    protocol it was made for, with TLS started under it.
+    """
+
+    MAX_HEADER = 16384
+
+    def __init__(
+        self, host: bytes, port: int, creator: Any, factory: IProtocolFactory, tunnelled: Deferred[IProtocol]
+    ) -> None:
+        self._target = b"%s:%d" % (host, port)
+        self._creator = creator
+        self._factory = factory
+        self._tunnelled = tunnelled
+        self._buffer = b""
+
+    def connectionMade(self) -> None:
+        self.transport.write(b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (self._target, self._target))
+
+    def dataReceived(self, data: bytes) -> None:
+        self._buffer += data
+        head, found, rest = self._buffer.partition(b"\r\n\r\n")
+        if not found:
+            if len(self._buffer) > self.MAX_HEADER:
+                self._fail("the proxy's answer to CONNECT is too long")
+            return
+        line = head.split(b"\r\n", 1)[0]
+        status = line.split(b" ", 2)
+        if len(status) < 2 or not status[1].startswith(b"2"):
+            self._fail(f"the proxy refused CONNECT {self._target.decode()}: {line.decode('latin-1')}")
+            return
+        transport = self.transport
+        protocol = self._factory.buildProtocol(transport.getPeer())
+        if protocol is None:
+            self._fail("no protocol for the tunnel")
+            return
+        # TLS wraps whatever protocol the transport has when it starts (the
+        # real one), and leaves connecting it to us; its writes then go
+        # through TLS, since the transport knows it has started.
+        transport.protocol = protocol
+        transport.startTLS(self._creator)
+        protocol.makeConnection(transport)
+        if rest:
+            transport.protocol.dataReceived(rest)
+        self._tunnelled.callback(protocol)
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        if not self._tunnelled.called:
+            self._tunnelled.errback(HttpFailed(f"the proxy closed the connection: {reason.getErrorMessage()}"))
+
+    def _fail(self, reason: str) -> None:
+        if not self._tunnelled.called:
+            self._tunnelled.errback(HttpFailed(reason))
+        self.transport.loseConnection()
+
