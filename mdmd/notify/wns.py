@@ -152,10 +152,12 @@ class _Tokens:
                 self._waiting.remove(d)
 
         waiter: Deferred[AccessToken] = Deferred(cancel)
-        if waiting is None:
-            waiting = self._waiting = []
+        if waiting is not None:
+            waiting.append(waiter)
+        else:
+            self._waiting = [waiter]
+            # (this may fire the waiter before it returns)
             Deferred.fromCoroutine(self._fetch()).addBoth(self._fetched)
-        waiting.append(waiter)
         return waiter
 
     def refused(self, token: AccessToken) -> None:

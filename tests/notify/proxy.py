@@ -1,0 +1,78 @@
+"""
+A CONNECT proxy on loopback, for the tests of the WNS transport's proxy support.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.protocol import ClientFactory, Factory, Protocol
+from twisted.python.failure import Failure
+
+
+class _Upstream(Protocol):
+    def __init__(self, downstream: _ProxyProtocol) -> None:
+        self.downstream = downstream
+
+    def connectionMade(self) -> None:
+        self.downstream.upstream_ready(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.downstream.transport.write(data)
+
+    def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
+        self.downstream.transport.loseConnection()
+
+
+class _ProxyProtocol(Protocol):
+    def __init__(self, proxy: ConnectProxy) -> None:
+        self.proxy = proxy
+        self.buffer = b""
+        self.upstream: _Upstream | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.upstream is not None:
+            self.upstream.transport.write(data)
+            return
+        self.buffer += data
+        head, found, rest = self.buffer.partition(b"\r\n\r\n")
+        if not found:
+            return
+        method, target, _ = head.split(b"\r\n", 1)[0].split(b" ", 2)
+        self.proxy.requests.append(target.decode())
+        if method != b"CONNECT" or self.proxy.refuse:
+            self.transport.write(b"HTTP/1.1 403 Forbidden\r\n\r\n")
+            self.transport.loseConnection()
+            return
+        host, _, port = target.decode().rpartition(":")
+        self.buffer = rest
+        factory = ClientFactory.forProtocol(lambda: _Upstream(self))
+        self.proxy.reactor.connectTCP(host, int(port), factory)
+
+    def upstream_ready(self, upstream: _Upstream) -> None:
+        self.upstream = upstream
+        self.transport.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        if self.buffer:
+            upstream.transport.write(self.buffer)
+            self.buffer = b""
+
+    def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
+        if self.upstream is not None:
+            self.upstream.transport.loseConnection()
+
+
+class ConnectProxy:
+    """
+    Relays CONNECT tunnels; C{requests} lists the targets asked for; with
+    C{refuse}, answers 403.
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+        self.requests: list[str] = []
+        self.refuse = False
+        self.port = reactor.listenTCP(0, Factory.forProtocol(lambda: _ProxyProtocol(self)), interface="127.0.0.1")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port.getHost().port}"
