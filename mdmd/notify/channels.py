@@ -204,8 +204,9 @@ def plan(root: Root, device: Device, queue: CommandQueue, settings: ChannelSetti
         dm_queue.enqueue(root, [device.device_id], parse_spec(spec), now)
         queued.append(spec["target"])
 
-    retry_due = channel.pfn_at is None or now >= channel.pfn_at + settings.refresh
-    if channel.pfn != settings.pfn and pfn_node not in pending and retry_due:
+    # a PFN the device refused is asked for again after the refresh interval
+    refused_lately = bool(channel.pfn_error) and channel.pfn_at is not None and now < channel.pfn_at + settings.refresh
+    if channel.pfn != settings.pfn and pfn_node not in pending and not refused_lately:
         ask({"verb": "Replace", "target": pfn_node, "data": settings.pfn, "format": "chr"})
         channel = dataclasses.replace(channel, pfn_at=now)
     read_due = (

@@ -591,3 +591,56 @@ class BootstrapTests(StoreTestCase):
         self.assertNotIn("kind", self.read(job_record, "D1", 1))
         (info,) = self.read(jobs.list_pushes, "D1")
         self.assertEqual((info.kind, info.as_json()["kind"]), (jobs.NOTIFICATION, "notification"))
+
+
+class WnsJobTests(StoreTestCase):
+    """
+    Jobs of route "wns": one part, to the device's channel, answered by its next session.
+    """
+
+    URI = "https://db5p.notify.windows.com/w/?token=AwYAAAB"
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.run_(add_device, "D1")
+
+    def test_one_part_to_the_channel(self) -> None:
+        """
+        A WNS job is queued with the channel, no segments and one message id to come; old jobs read as SMS.
+        """
+        (job,) = self.run_(jobs.enqueue_wns, [("D1", self.URI)], SETTINGS, 100.0, fixed_random(0x1A2B))
+        info = job.info
+        self.assertEqual(
+            (info.route, info.channel_uri, info.state, info.session_id, info.message_ids, info.expires_at, job.segments),
+            ("wns", self.URI, jobs.QUEUED, 0x1A2B, (None,), 700.0, ()),
+        )
+        (sms,) = self.enqueue("D1")
+        self.assertEqual((sms.info.route, sms.info.channel_uri, sms.info.seq), ("sms", "", 2))
+        self.assertNotIn("route", self.read(job_record, "D1", 2))
+
+    def test_submitted_with_what_wns_said(self) -> None:
+        """
+        WNS's acceptance records its message id and what it said of the notification and device.
+        """
+        (job,) = self.run_(jobs.enqueue_wns, [("D1", self.URI)], SETTINGS, 100.0, fixed_random())
+        info = self.run_(
+            jobs.record_submitted, job.ref, 101.0, via="wns", message_ids=["3F0A"], keys=[None],
+            carrier=[("status", "received"), ("device", "connected")],
+        )
+        self.assertEqual((info.state, info.via, info.message_ids), (jobs.SUBMITTED, "wns", ("3F0A",)))
+        self.assertEqual(info.as_json()["carrier"], {"status": "received", "device": "connected"})
+
+    def test_answered_by_a_later_session(self) -> None:
+        """
+        The device's first authenticated session that began after the job
+        was queued answers it; an earlier session does not, nor does any
+        session answer an SMS job.
+        """
+        (wns,) = self.run_(jobs.enqueue_wns, [("D1", self.URI)], SETTINGS, 100.0, fixed_random(0x10))
+        (sms,) = self.enqueue("D1", now=100.0, random=fixed_random(0x20))
+        self.assertEqual(self.run_(jobs.answer_session, "D1", 99.0, 110.0), [])
+        (answered,) = self.run_(jobs.answer_session, "D1", 100.0, 111.0)
+        self.assertEqual((answered.seq, answered.state, answered.answered_at), (wns.info.seq, jobs.ANSWERED, 111.0))
+        self.assertEqual(self.run_(jobs.answer_session, "D1", 120.0, 121.0), [])
+        (still,) = self.read(jobs.list_pushes, "D1", None, [jobs.QUEUED])
+        self.assertEqual(still.seq, sms.info.seq)
