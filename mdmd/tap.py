@@ -344,7 +344,7 @@ def build(settings: Settings, reactor: Reactor) -> MdmdService:
     """
     root = MdmdService(settings.server.state_dir, reactor)
     for warning in settings.warnings:
-        log.warn("configuration: {warning}", warning=warning)
+        log.warn("configuration: {problem}", problem=warning)
 
     store = StoreService(
         settings.store.uri,
