@@ -216,6 +216,12 @@ class FakeWns:
         """
         self._troubles.append(_Trouble(status, count))
 
+    def clear_trouble(self) -> None:
+        """
+        Forget the throttling and failures still to come.
+        """
+        self._troubles.clear()
+
     def revoke_tokens(self) -> None:
         """
         Every token issued so far stops being valid (notifications get 401).
