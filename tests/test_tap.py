@@ -194,7 +194,7 @@ class WnsTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.base = os.path.abspath(self.mktemp())
         os.makedirs(self.base)
-        self.reactor = MemoryReactorClock()
+        self.reactor = ThreadedMemoryReactor()
         self.secret = os.path.join(self.base, "wns.secret")
 
     def settings(self, secret_mode: int = 0o600, extra: str = "") -> mdmd_settings.Settings:
@@ -249,11 +249,9 @@ class WnsTests(SynchronousTestCase):
         """
         A poll schedule at odds with WNS is warned about when the tree is built.
         """
-        from twisted.logger import globalLogPublisher
+        from tests.logs import logged_events
 
-        seen: list[dict[str, object]] = []
-        globalLogPublisher.addObserver(seen.append)
-        self.addCleanup(globalLogPublisher.removeObserver, seen.append)
+        seen = logged_events(self)
         build(self.settings(extra="poll_interval = 60\n"), self.reactor)
         self.assertTrue(any("although WNS wakes them" in str(e.get("problem", "")) for e in seen))
 

@@ -1002,8 +1002,10 @@ def cmd_push(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
         return
     link = result["link"]
     for job in result["jobs"]:
-        to = "its WNS channel" if job.get("route") == "wns" else job["msisdn"]
-        what = f"push #{job['seq']} for {job['device_id']} (session id {job['session_id']}, to {to})"
+        if job.get("route") == "wns":
+            what = f"push #{job['seq']} for {job['device_id']} (to its WNS channel)"
+        else:
+            what = f"push #{job['seq']} for {job['device_id']} (session id {job['session_id']}, to {job['msisdn']})"
         if job["via"] == "spool":
             print(f"{what}: written to {job['spool_file']}", file=out)
         elif job.get("route") == "wns":

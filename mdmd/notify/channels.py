@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
+from mdmd.devices.accounts import DeviceKind
 from mdmd.dm import queue as dm_queue
 from mdmd.dm.commands import CommandSpec, normalize_uri, parse_spec
 from mdmd.store.models import CommandQueue, Device
@@ -55,8 +56,6 @@ Root = MutableMapping[str, Any]
 CHANNEL_LIFETIME: Final = 30 * 86400.0
 #: The hosts a channel URI may name: we send our access token there.
 DEFAULT_HOSTS: Final = ("notify.windows.com",)
-#: The device kind that has a DMClient CSP (L{mdmd.store.models.Device.kind}).
-WINDOWS: Final = "windows"
 
 #: What the DMClient CSP's Push/Status values mean (Microsoft's DMClient DDF).
 STATUS_MEANINGS: Final[Mapping[int, str]] = {
@@ -190,7 +189,7 @@ def plan(root: Root, device: Device, queue: CommandQueue, settings: ChannelSetti
     PFN, reading ChannelURI and Status), unless it is queued already; return
     the targets queued.
     """
-    if device.kind != WINDOWS:
+    if device.kind != DeviceKind.WINDOWS.value:
         return []
     channel = channel_of(device)
     provider = unquote(device.dm_server_id) or settings.provider_id
@@ -309,5 +308,5 @@ def channel_facts(root: Root, device_id: str, now: float) -> dict[str, Any] | No
     facts["status_meaning"] = None if channel.status is None else _meaning(channel.status)
     facts["age_seconds"] = None if channel.since is None else max(0.0, now - channel.since)
     facts["expires_at"] = None if channel.since is None else channel.since + CHANNEL_LIFETIME
-    facts["problem"] = problem(channel, now) if device.kind == WINDOWS else "is not a Windows device"
+    facts["problem"] = problem(channel, now) if device.kind == DeviceKind.WINDOWS.value else "is not a Windows device"
     return facts

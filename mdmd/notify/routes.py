@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from mdmd.devices import lifecycle
+from mdmd.devices.accounts import DeviceKind
 from mdmd.errors import PeerError
 from mdmd.notify import channels, jobs
 from mdmd.notify.jobs import NotPushable, OutgoingPush, PushSettings
@@ -135,7 +136,7 @@ def choose(via: Via, reach: Reach) -> tuple[Route, ...]:
 def _reach(device: Any, routes: frozenset[Route], hosts: Sequence[str], now: float) -> Reach:
     why_not: dict[Route, str | None] = {}
     if Route.WNS in routes:
-        if device.kind != channels.WINDOWS:
+        if device.kind != DeviceKind.WINDOWS.value:
             why_not[Route.WNS] = "is not a Windows device (no WNS channel)"
         else:
             why_not[Route.WNS] = channels.problem(channels.channel_of(device), now, hosts)
@@ -201,7 +202,7 @@ def enqueue(
     if problems:
         # raising aborts the unit of work: the SMS jobs just made go with it
         raise NotPushable("; ".join(problems))
-    created += jobs.enqueue_wns(root, by_wns, settings, now, random, fallback_of=fallback_of)
+    created += jobs.enqueue_wns(root, by_wns, settings, now, fallback_of=fallback_of)
     created.sort(key=lambda job: (ids.index(job.info.device_id), job.info.seq))
     return created
 

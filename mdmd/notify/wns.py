@@ -42,7 +42,6 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mdmd.notify.jobs import JobRef, OutgoingPush
-from mdmd.notify.pkg0 import session_id_text
 from mdmd.notify.transport import Abandoned, IPushListener, IPushTransport, Outcome, Refused, Sent
 from mdmd.notify.wns_http import HttpClient, HttpFailed
 from mdmd.notify.wns_protocol import (
@@ -300,7 +299,8 @@ class WnsTransport:
             url = target_url(info.channel_uri, self.settings.notify_url)
         except ValueError as e:
             return Refused(str(e), retry=False)
-        body = session_id_text(info.session_id).encode("ascii")
+        # Windows ignores an MDM push's payload; the job's number helps whoever reads WNS's logs
+        body = str(info.seq).encode("ascii")
         progress = Progress()
         while True:
             try:

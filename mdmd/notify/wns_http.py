@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol as TypingProtocol
 from urllib.parse import urlsplit
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
@@ -114,24 +114,57 @@ class AgentClient:
             self.agent = Agent(reactor, contextFactory=policy, pool=self.pool, connectTimeout=timeout)
 
     def post(self, url: str, headers: Mapping[str, str], body: bytes) -> Deferred[HttpAnswer]:
-        request = self.agent.request(
+        """
+        POST C{body}; the answer, read whole, within the time-out.
+
+        @raise HttpFailed: (in the Deferred) if no answer came, in time or at
+            all. Cancelling the Deferred cancels the request: it then fails
+            with CancelledError, however the request ended.
+        """
+        exchange = Deferred.fromCoroutine(self._exchange(url, headers, body))
+        ended = {"timed out": False, "cancelled": False}
+
+        def time_out() -> None:
+            ended["timed out"] = True
+            exchange.cancel()
+
+        def cancel(answer: Deferred[HttpAnswer]) -> None:
+            ended["cancelled"] = True
+            exchange.cancel()
+
+        timer = self._reactor.callLater(self._timeout, time_out)
+        answer: Deferred[HttpAnswer] = Deferred(cancel)
+
+        def settle(result: HttpAnswer | Failure) -> None:
+            if timer.active():
+                timer.cancel()
+            if not isinstance(result, Failure):
+                answer.callback(result)
+            elif ended["cancelled"]:
+                answer.errback(CancelledError())
+            elif ended["timed out"]:
+                answer.errback(HttpFailed(f"{urlsplit(url).netloc}: no answer within {self._timeout:g} s"))
+            elif result.check(HttpFailed):
+                answer.errback(result)
+            else:
+                answer.errback(HttpFailed(f"{urlsplit(url).netloc}: {_reason(result.value)}"))
+
+        exchange.addBoth(settle)
+        return answer
+
+    async def _exchange(self, url: str, headers: Mapping[str, str], body: bytes) -> HttpAnswer:
+        response = await self.agent.request(
             b"POST",
             url.encode("ascii"),
             Headers({k.encode("ascii"): [v.encode("latin-1")] for k, v in headers.items()}),
             BytesProducer(body),
         )
-
-        def read(response: Any) -> Deferred[HttpAnswer]:
-            names = {
-                name.decode("latin-1").lower(): values[0].decode("latin-1")
-                for name, values in response.headers.getAllRawHeaders()
-                if values
-            }
-            return readBody(response).addCallback(lambda data: HttpAnswer(response.code, names, data))
-
-        answered = request.addCallback(read)
-        answered.addTimeout(self._timeout, self._reactor)
-        return answered.addErrback(_failed, url)
+        names = {
+            name.decode("latin-1").lower(): values[0].decode("latin-1")
+            for name, values in response.headers.getAllRawHeaders()
+            if values
+        }
+        return HttpAnswer(response.code, names, await readBody(response))
 
     def close(self) -> Deferred[None]:
         """
@@ -140,16 +173,13 @@ class AgentClient:
         return self.pool.closeCachedConnections()
 
 
-def _failed(failure: Failure, url: str) -> None:
-    if failure.check(HttpFailed):
-        failure.raiseException()
-    reasons = getattr(failure.value, "reasons", None)
-    if failure.check(ResponseFailed) and reasons:
-        reason = "; ".join(r.getErrorMessage() or r.type.__name__ for r in reasons)
-    else:
-        reason = failure.getErrorMessage() or failure.type.__name__  # type: ignore[union-attr]
-    host = urlsplit(url).netloc
-    raise HttpFailed(f"{host}: {reason}")
+def _reason(error: BaseException) -> str:
+    """
+    What went wrong, in words (a failed response says why each part failed).
+    """
+    if isinstance(error, ResponseFailed) and error.reasons:
+        return "; ".join(r.getErrorMessage() or type(r.value).__name__ for r in error.reasons)
+    return str(error) or type(error).__name__
 
 
 # -- HTTPS through a proxy ------------------------------------------------------------------------
@@ -212,6 +242,7 @@ class _Tunnel(Protocol):
         self._buffer = b""
 
     def connectionMade(self) -> None:
+        assert self.transport is not None
         self.transport.write(b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (self._target, self._target))
 
     def dataReceived(self, data: bytes) -> None:
@@ -226,7 +257,8 @@ class _Tunnel(Protocol):
         if len(status) < 2 or not status[1].startswith(b"2"):
             self._fail(f"the proxy refused CONNECT {self._target.decode()}: {line.decode('latin-1')}")
             return
-        transport = self.transport
+        # a TCP transport: its protocol can be replaced, and it can start TLS
+        transport: Any = self.transport
         protocol = self._factory.buildProtocol(transport.getPeer())
         if protocol is None:
             self._fail("no protocol for the tunnel")
@@ -248,5 +280,6 @@ class _Tunnel(Protocol):
     def _fail(self, reason: str) -> None:
         if not self._tunnelled.called:
             self._tunnelled.errback(HttpFailed(reason))
+        assert self.transport is not None
         self.transport.loseConnection()
 

@@ -47,6 +47,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from OpenSSL.crypto import X509, PKey
+from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.ssl import CertificateOptions
 from twisted.web.resource import Resource
@@ -157,7 +158,9 @@ class FakeWns:
     @property
     def url(self) -> str:
         assert self.port is not None, "not started"
-        return f"https://127.0.0.1:{self.port.getHost().port}"
+        address = self.port.getHost()
+        assert isinstance(address, IPv4Address)
+        return f"https://127.0.0.1:{address.port}"
 
     @property
     def token_url(self) -> str:
@@ -261,6 +264,7 @@ class FakeWns:
 
     def _notify(self, request: Request) -> bytes:
         headers = {k.decode("latin-1").lower(): v[0].decode("latin-1") for k, v in request.requestHeaders.getAllRawHeaders()}
+        assert request.content is not None
         body = request.content.read()
         status, extra = self._judge(request, headers, body)
         self.answered.append(status)
@@ -318,6 +322,7 @@ class _Root(Resource):
     def render_POST(self, request: Request) -> bytes:
         path = urlsplit(request.uri.decode("latin-1")).path
         if path.endswith("/accesstoken.srf") or path.endswith("/oauth2/v2.0/token"):
+            assert request.content is not None
             raw = request.content.read().decode("utf-8", "replace")
             form = {k: v[0] for k, v in parse_qs(raw, keep_blank_values=True).items()}
             status, answer = self.wns._grant(path, form)
@@ -342,14 +347,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--client", action="append", default=[], help="ID=SECRET")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args(argv)
-    clients = dict(c.split("=", 1) for c in args.client) or None
-    wns = FakeWns(reactor, **({"clients": clients} if clients else {}))
+    wns = FakeWns(reactor)
+    if args.client:
+        wns.clients = dict(c.split("=", 1) for c in args.client)
     wns.start(args.port)
     for index in range(args.channels):
         wns.register("bench", token=f"chan-{index}")
     ca_file = wns.write_ca(os.path.join(tempfile.mkdtemp(prefix="fake-wns-"), "ca.pem"))
     print(json.dumps({"url": wns.url, "ca_file": ca_file, "token_url": wns.token_url}), flush=True)
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.run()
 
 
 if __name__ == "__main__":

@@ -664,10 +664,14 @@ class PushChannelTests(SynchronousTestCase):
     def test_wns_push_answered_by_the_next_session(self) -> None:
         """
         A WNS job is answered by the first authenticated session that begins
-        after it was queued, whatever its alert and session id.
+        after it was submitted (not one while it is still queued), whatever
+        its alert and session id.
         """
         self.session()
-        (job,) = self.store.run(jobs.enqueue_wns, [(DEVICE_ID, self.channel().uri)], jobs.PushSettings(), self.now, fixed_random(7))
+        (job,) = self.store.run(jobs.enqueue_wns, [(DEVICE_ID, self.channel().uri)], jobs.PushSettings(), self.now)
+        self.session()
+        self.assertEqual(self.store.read(jobs.list_pushes, DEVICE_ID)[0].state, jobs.QUEUED)
+        self.store.run(jobs.record_submitted, job.ref, self.now, via="wns", message_ids=["M"], keys=[None])
         self.session()
         (info,) = self.store.read(jobs.list_pushes, DEVICE_ID)
         self.assertEqual((info.seq, info.state), (job.info.seq, jobs.ANSWERED))

@@ -23,7 +23,6 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-from mdmd.notify.pkg0 import session_id_text
 from mdmd.testing.daemon import DaemonProcess
 from mdmd.testing.dmclient import DMClient, windows_dm_client, windows_post
 from mdmd.testing.windows.device import WindowsDevice
@@ -78,6 +77,7 @@ class WnsEndToEndTests(TestCase):
         )
         self.addCleanup(device.close)
         await device.enroll()
+        assert device.enrollment is not None
         push = PushNode.from_enrollment(device.enrollment, fake.register)
         self.assertEqual((push.pfn, push.status), (PFN, 0))
         client = windows_dm_client(device, handlers=[push])
@@ -104,7 +104,8 @@ class WnsEndToEndTests(TestCase):
             await deferLater(reactor, 0.1, lambda: None)
 
     async def jobs(self, daemon: DaemonProcess, device_id: str) -> list[dict[str, Any]]:
-        return json.loads(await self.ok(daemon, "push", "status", device_id, "--json"))  # type: ignore[no-any-return]
+        found: list[dict[str, Any]] = json.loads(await self.ok(daemon, "push", "status", device_id, "--json"))
+        return found
 
     async def job_state(self, daemon: DaemonProcess, device_id: str, seq: int, wanted: str) -> dict[str, Any]:
         deadline = time.monotonic() + 30.0
@@ -141,7 +142,7 @@ class WnsEndToEndTests(TestCase):
         self.assertEqual((note.headers["x-wns-type"], note.headers["content-type"]), ("wns/raw", "application/octet-stream"))
         job = await self.job_state(daemon, device.device_id, 1, "submitted")
         self.assertEqual((job["route"], job["via"], job["message_ids"]), ("wns", "wns", [note.msg_id]))
-        self.assertEqual(note.body.decode(), job["session_id"])
+        self.assertEqual((note.body, job["session_id"]), (b"1", None))
         self.assertEqual(job["carrier"], {"status": "received", "device": "connected"})
         await self.check_in(device, client)
         await self.job_state(daemon, device.device_id, 1, "answered")
@@ -160,7 +161,7 @@ class WnsEndToEndTests(TestCase):
         self.assertIn("WNS:        token valid until", status)
         self.assertIn("1 unauthorized", status)
         log = await self.stop_cleanly(daemon)
-        self.assertIn("the session answers WNS push #1", log)
+        self.assertIn("authenticated session answers WNS push #1", log)
 
     async def test_gone_channel_falls_back_to_sms(self) -> None:
         """
@@ -209,5 +210,5 @@ class WnsEndToEndTests(TestCase):
         self.assertEqual(job["via"], "wns")
         self.assertEqual(len(await self.jobs(daemon, device.device_id)), 1)
         self.assertEqual(len(fake.notifications), 1)
-        self.assertEqual(session_id_text(int(job["session_id"], 16)), fake.notifications[0].body.decode())
+        self.assertEqual(fake.notifications[0].body, b"1")
         await self.stop_cleanly(daemon)

@@ -6,11 +6,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.protocol import ClientFactory, Factory, Protocol
+from twisted.internet.interfaces import ITransport
+from twisted.internet.protocol import ClientFactory, Protocol, ServerFactory
 from twisted.python.failure import Failure
 
 
-class _Upstream(Protocol):
+class _Connected(Protocol):
+    @property
+    def out(self) -> ITransport:
+        assert self.transport is not None
+        return self.transport
+
+
+class _Upstream(_Connected):
     def __init__(self, downstream: _ProxyProtocol) -> None:
         self.downstream = downstream
 
@@ -18,13 +26,13 @@ class _Upstream(Protocol):
         self.downstream.upstream_ready(self)
 
     def dataReceived(self, data: bytes) -> None:
-        self.downstream.transport.write(data)
+        self.downstream.out.write(data)
 
     def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
-        self.downstream.transport.loseConnection()
+        self.downstream.out.loseConnection()
 
 
-class _ProxyProtocol(Protocol):
+class _ProxyProtocol(_Connected):
     def __init__(self, proxy: ConnectProxy) -> None:
         self.proxy = proxy
         self.buffer = b""
@@ -32,7 +40,7 @@ class _ProxyProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         if self.upstream is not None:
-            self.upstream.transport.write(data)
+            self.upstream.out.write(data)
             return
         self.buffer += data
         head, found, rest = self.buffer.partition(b"\r\n\r\n")
@@ -41,8 +49,8 @@ class _ProxyProtocol(Protocol):
         method, target, _ = head.split(b"\r\n", 1)[0].split(b" ", 2)
         self.proxy.requests.append(target.decode())
         if method != b"CONNECT" or self.proxy.refuse:
-            self.transport.write(b"HTTP/1.1 403 Forbidden\r\n\r\n")
-            self.transport.loseConnection()
+            self.out.write(b"HTTP/1.1 403 Forbidden\r\n\r\n")
+            self.out.loseConnection()
             return
         host, _, port = target.decode().rpartition(":")
         self.buffer = rest
@@ -51,14 +59,14 @@ class _ProxyProtocol(Protocol):
 
     def upstream_ready(self, upstream: _Upstream) -> None:
         self.upstream = upstream
-        self.transport.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        self.out.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         if self.buffer:
-            upstream.transport.write(self.buffer)
+            upstream.out.write(self.buffer)
             self.buffer = b""
 
     def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
         if self.upstream is not None:
-            self.upstream.transport.loseConnection()
+            self.upstream.out.loseConnection()
 
 
 class ConnectProxy:
@@ -71,7 +79,7 @@ class ConnectProxy:
         self.reactor = reactor
         self.requests: list[str] = []
         self.refuse = False
-        self.port = reactor.listenTCP(0, Factory.forProtocol(lambda: _ProxyProtocol(self)), interface="127.0.0.1")
+        self.port = reactor.listenTCP(0, ServerFactory.forProtocol(lambda: _ProxyProtocol(self)), interface="127.0.0.1")
 
     @property
     def url(self) -> str:

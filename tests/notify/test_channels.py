@@ -54,7 +54,7 @@ class PlanTests(SynchronousTestCase):
         self.addCleanup(service.stopService)
         assert service.store is not None
         self.store = service.store
-        self.store.run(add_device, "D1")
+        self.store.run(add_device, "D1", server_id="MS DM Server")
 
     def test_first_session(self) -> None:
         """
@@ -119,10 +119,12 @@ class PlanTests(SynchronousTestCase):
 
     def test_device_server_id(self) -> None:
         """
-        A device with a server id of its own is asked under that provider.
+        A device is asked under its own server id; one without, under the configured provider id.
         """
         self.store.run(lambda root: setattr(root["devices"]["D1"], "dm_server_id", "Contoso"))
         self.assertIn("./Vendor/MSFT/DMClient/Provider/Contoso/Push/ChannelURI", self.store.run(plan, 1.0))
+        self.store.run(add_device, "D2", server_id="")
+        self.assertIn(BASE + "ChannelURI", self.store.run(plan, 1.0, "D2"))
 
 
 class AnswerTests(SynchronousTestCase):
@@ -131,7 +133,7 @@ class AnswerTests(SynchronousTestCase):
         self.addCleanup(service.stopService)
         assert service.store is not None
         self.store = service.store
-        self.store.run(add_device, "D1")
+        self.store.run(add_device, "D1", server_id="MS DM Server")
         self.store.run(plan, 100.0)  # 1 Replace PFN, 2 Get ChannelURI, 3 Get Status
 
     def test_channel_read(self) -> None:
@@ -221,6 +223,7 @@ class ProblemTests(SynchronousTestCase):
         service.store.run(add_device, "D1")
         service.store.run(set_channel, uri=URI, status=5, since=100.0, read_at=100.0)
         facts = service.store.read(channels.channel_facts, "D1", 100.0 + DAY)
+        assert facts is not None
         self.assertEqual(
             (facts["uri"], facts["status_meaning"], facts["age_seconds"], facts["expires_at"]),
             (URI, "the channel URI has expired", DAY, 100.0 + CHANNEL_LIFETIME),

@@ -99,7 +99,7 @@ class EnqueueTests(SynchronousTestCase):
         """
         wns, sms = self.enqueue("W1", "S1")
         self.assertEqual((wns.info.device_id, wns.info.route, wns.info.channel_uri, wns.segments), ("W1", "wns", URI, ()))
-        self.assertEqual((wns.info.message_ids, wns.info.msisdn, wns.info.session_id), ((None,), "", 0x2345))
+        self.assertEqual((wns.info.message_ids, wns.info.msisdn, wns.info.session_id), ((None,), "", None))
         self.assertEqual((sms.info.device_id, sms.info.route, len(sms.segments)), ("S1", "sms", 1))
 
     def test_both(self) -> None:

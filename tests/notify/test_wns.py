@@ -33,8 +33,10 @@ SETTINGS = WnsSettings(
 
 def job(seq: int = 1, channel: str = CHANNEL, expires_at: float = 600.0) -> OutgoingPush:
     info = PushInfo(
-        "D1", seq, "queued", 0x1A2B, "", 0, None, None, (None,), (None,), 0, None, 0.0, 0.0, expires_at,
-        None, None, None, None, route="wns", channel_uri=channel,
+        device_id="D1", seq=seq, kind="notification", state="queued", session_id=None, msisdn="", segments=0,
+        via=None, spool_file=None, message_ids=(None,), receipts=(None,), attempts=0, error=None, created_at=0.0,
+        updated_at=0.0, expires_at=expires_at, submitted_at=None, delivered_at=None, answered_at=None,
+        finished_at=None, route="wns", channel_uri=channel,
     )
     return OutgoingPush(info, Address("", 0, 0), ())
 
@@ -145,7 +147,7 @@ class TransportTests(SynchronousTestCase):
         token, note = rig.http.posts
         self.assertEqual(token.headers["Content-Type"], "application/x-www-form-urlencoded")
         self.assertIn(b"client_secret=s3cret", token.body)
-        self.assertEqual((note.url, note.body), (CHANNEL, b"1A2B"))
+        self.assertEqual((note.url, note.body), (CHANNEL, b"1"))
         self.assertEqual(
             (note.headers["Authorization"], note.headers["X-WNS-Type"], note.headers["X-WNS-TTL"]),
             ("Bearer T1", "wns/raw", "600"),

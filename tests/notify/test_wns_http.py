@@ -6,7 +6,7 @@ connections, time-outs, and tunnels through a CONNECT proxy.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import reactor
 from twisted.internet.ssl import Certificate, trustRootFromCertificates
@@ -63,13 +63,32 @@ class AgentClientTests(TestCase):
         """
         A server that never answers: the request fails after the time-out.
         """
-        from twisted.internet.protocol import Factory, Protocol
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.protocol import Protocol, ServerFactory
 
-        silent = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+        factory: ServerFactory[Protocol] = ServerFactory()
+        factory.protocol = Protocol
+        # (Twisted's stubs want a protocol class that declares its factory; any protocol listens)
+        silent = reactor.listenTCP(0, cast(Any, factory), interface="127.0.0.1")
         self.addCleanup(silent.stopListening)
+        address = silent.getHost()
+        assert isinstance(address, IPv4Address)
         client = self.client(timeout=0.3)
-        with self.assertRaises(HttpFailed):
-            await client.post(f"https://127.0.0.1:{silent.getHost().port}/", {}, b"")
+        with self.assertRaises(HttpFailed) as caught:
+            await client.post(f"https://127.0.0.1:{address.port}/", {}, b"")
+        self.assertIn("no answer within 0.3 s", str(caught.exception))
+
+    async def test_cancelled(self) -> None:
+        """
+        Cancelling a request under way fails it with CancelledError, not HttpFailed.
+        """
+        from twisted.internet.defer import CancelledError
+
+        client = self.client()
+        posted = client.post(self.wns.token_url, FORM, GRANT)
+        posted.cancel()
+        with self.assertRaises(CancelledError):
+            await posted
 
     async def test_through_a_proxy(self) -> None:
         """

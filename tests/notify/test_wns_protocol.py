@@ -20,6 +20,7 @@ from mdmd.notify.wns_protocol import (
     Progress,
     RenewToken,
     RetryPolicy,
+    Step,
     TokenCache,
     TokenFlow,
     TokenRefused,
@@ -228,8 +229,10 @@ class AnswerTests(SynchronousTestCase):
 class NextStepTests(SynchronousTestCase):
     policy = RetryPolicy(attempts=3, initial_delay=1.0, max_delay=3.0)
 
-    def step(self, status: int, progress: Progress, now: float = 0.0, expires: float = 600.0, **headers: str):
-        return next_step(read_answer(status, headers), progress, self.policy, now, expires)
+    def step(
+        self, status: int, progress: Progress, now: float = 0.0, expires: float = 600.0, headers: dict[str, str] | None = None
+    ) -> tuple[Step, Progress]:
+        return next_step(read_answer(status, headers or {}), progress, self.policy, now, expires)
 
     def test_token_renewed_once(self) -> None:
         """
@@ -250,7 +253,7 @@ class NextStepTests(SynchronousTestCase):
         self.assertEqual(step, Wait(1.0))
         step, progress = self.step(503, replace_posts(progress, 2))
         self.assertEqual(step, Wait(2.0))
-        step, _ = self.step(429, Progress(posts=2, waits=5), **{"retry-after": "10"})
+        step, _ = self.step(429, Progress(posts=2, waits=5), headers={"retry-after": "10"})
         self.assertEqual(step, Wait(10.0))
         step, _ = self.step(429, Progress(posts=2, waits=5))
         self.assertEqual(step, Wait(3.0))

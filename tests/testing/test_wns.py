@@ -33,8 +33,10 @@ class FakeWnsTests(TestCase):
                   "scope": "notify.windows.com", **form}
         return await self.http.post(url or self.wns.token_url, FORM, urlencode(fields).encode())
 
-    async def notify(self, uri: str, token: str | None, body: bytes = b"x", **headers: str) -> HttpAnswer:
-        sent = {"X-WNS-Type": "wns/raw", "Content-Type": "application/octet-stream", **headers}
+    async def notify(
+        self, uri: str, token: str | None, body: bytes = b"x", headers: dict[str, str] | None = None
+    ) -> HttpAnswer:
+        sent = {"X-WNS-Type": "wns/raw", "Content-Type": "application/octet-stream", **(headers or {})}
         if token is not None:
             sent["Authorization"] = f"Bearer {token}"
         path = uri.split(CHANNEL_HOST, 1)[1]
@@ -80,7 +82,7 @@ class FakeWnsTests(TestCase):
         seen: list[Notification] = []
         self.wns.observers.append(seen.append)
         token = await self.bearer()
-        answer = await self.notify(uri, token, b"1A2B", **{"X-WNS-RequestForStatus": "true"})
+        answer = await self.notify(uri, token, b"1A2B", {"X-WNS-RequestForStatus": "true"})
         self.assertEqual(
             (answer.status, answer.headers["x-wns-status"], answer.headers["x-wns-deviceconnectionstatus"]),
             (200, "received", "connected"),
@@ -97,8 +99,8 @@ class FakeWnsTests(TestCase):
         uri = self.wns.register("pfn")
         token = await self.bearer()
         self.assertEqual((await self.notify(uri, None)).status, 401)
-        self.assertEqual((await self.notify(uri, token, **{"X-WNS-Type": "wns/toast"})).status, 400)
-        self.assertEqual((await self.notify(uri, token, **{"Content-Type": "text/xml"})).status, 400)
+        self.assertEqual((await self.notify(uri, token, headers={"X-WNS-Type": "wns/toast"})).status, 400)
+        self.assertEqual((await self.notify(uri, token, headers={"Content-Type": "text/xml"})).status, 400)
         self.assertEqual((await self.notify(uri, token, b"x" * (MAX_RAW + 1))).status, 413)
         self.assertEqual((await self.notify(uri.replace("token=", "token=zz"), token)).status, 404)
         self.wns.expire_channel(uri)
