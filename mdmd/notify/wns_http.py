@@ -147,7 +147,7 @@ class AgentClient:
             elif result.check(HttpFailed):
                 answer.errback(result)
             else:
-                answer.errback(HttpFailed(f"{urlsplit(url).netloc}: {_reason(result.value)}"))
+                answer.errback(HttpFailed(f"{urlsplit(url).netloc}: {_reason(result)}"))
 
         exchange.addBoth(settle)
         return answer
@@ -173,13 +173,14 @@ class AgentClient:
         return self.pool.closeCachedConnections()
 
 
-def _reason(error: BaseException) -> str:
+def _reason(failure: Failure) -> str:
     """
     What went wrong, in words (a failed response says why each part failed).
     """
+    error = failure.value
     if isinstance(error, ResponseFailed) and error.reasons:
         return "; ".join(r.getErrorMessage() or type(r.value).__name__ for r in error.reasons)
-    return str(error) or type(error).__name__
+    return failure.getErrorMessage() or type(error).__name__
 
 
 # -- HTTPS through a proxy ------------------------------------------------------------------------
