@@ -147,8 +147,7 @@ class FakeWns:
             privateKey=PKey.from_cryptography_key(self._key),
             certificate=X509.from_cryptography(self._certificate),
         )
-        root = _Root(self)
-        self.port = self.reactor.listenSSL(port, Site(root), options, interface="127.0.0.1")
+        self.port = self.reactor.listenSSL(port, _QuietSite(_Root(self)), options, interface="127.0.0.1")
         return self.url
 
     def stop(self) -> Any:
@@ -310,6 +309,17 @@ class FakeWns:
 
 def _token_of(uri: str) -> str:
     return parse_qs(urlsplit(uri).query).get("token", [""])[0]
+
+
+class _QuietSite(Site):
+    """
+    No access log: a benchmark sends thousands of requests.
+    """
+
+    noisy = False
+
+    def log(self, request: Request) -> None:
+        pass
 
 
 class _Root(Resource):
