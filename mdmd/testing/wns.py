@@ -51,6 +51,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.ssl import CertificateOptions
 from twisted.web.resource import Resource
+from twisted.web import http
 from twisted.web.server import Request, Site
 
 from mdmd.pki.ca import CertificateAuthority, certificate_pem, generate_rsa_key
@@ -318,7 +319,7 @@ class _QuietSite(Site):
 
     noisy = False
 
-    def log(self, request: Request) -> None:
+    def log(self, request: http.Request) -> None:
         pass
 
 
