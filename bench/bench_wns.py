@@ -185,11 +185,14 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
             results.append(await through_the_notifier(reactor, carrier, args.devices))
             await carrier.stop()
         rows.append((f"notifier + memory store, concurrency {args.concurrency}", results))
-        print(f"{'what':<72} {'median/s':>9} {'min/s':>8} {'max/s':>8} {'CPU ms each':>12}")
+        print(f"{'what':<72} {'median/s':>9} {'min/s':>8} {'max/s':>8} {'CPU ms each':>12} {'per CPU-s':>10}")
         for label, found in rows:
             rates = [r for r, _ in found]
             cpu = statistics.median(c for _, c in found)
-            print(f"{label:<72} {statistics.median(rates):>9.0f} {min(rates):>8.0f} {max(rates):>8.0f} {cpu:>12.3f}")
+            print(
+                f"{label:<72} {statistics.median(rates):>9.0f} {min(rates):>8.0f} {max(rates):>8.0f} "
+                f"{cpu:>12.3f} {1000 / cpu:>10.0f}"
+            )
         carrier = transport(reactor, fake, args.concurrency, True)
         cached, fetched = await token_costs(reactor, carrier, 50)
         await carrier.stop()

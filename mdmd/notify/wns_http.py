@@ -12,13 +12,14 @@ an L{HttpAnswer} (header names lower-cased) or an L{HttpFailed}.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol as TypingProtocol
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import CancelledError, Deferred, succeed
-from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
@@ -103,15 +104,15 @@ class AgentClient:
         self.pool = HTTPConnectionPool(reactor, persistent=persistent)
         self.pool.maxPersistentPerHost = connections
         policy = tls if tls is not None else BrowserLikePolicyForHTTPS()
-        self.agent: IAgent
+        proxy_endpoint = None
         if proxy:
             parts = urlsplit(proxy)
             if parts.scheme != "http" or not parts.hostname:
                 raise ValueError(f"expected an http://HOST:PORT proxy, got {proxy!r}")
             proxy_endpoint = HostnameEndpoint(reactor, parts.hostname, parts.port or 8080, timeout=timeout)
-            self.agent = Agent.usingEndpointFactory(reactor, _TunnelEndpoints(proxy_endpoint, policy), pool=self.pool)
-        else:
-            self.agent = Agent(reactor, contextFactory=policy, pool=self.pool, connectTimeout=timeout)
+        self.agent: IAgent = Agent.usingEndpointFactory(
+            reactor, _Endpoints(reactor, policy, timeout, proxy_endpoint), pool=self.pool
+        )
 
     def post(self, url: str, headers: Mapping[str, str], body: bytes) -> Deferred[HttpAnswer]:
         """
@@ -187,34 +188,63 @@ def _reason(failure: Failure) -> str:
 
 
 @implementer(IAgentEndpointFactory)
-class _TunnelEndpoints:
-    def __init__(self, proxy: IStreamClientEndpoint, policy: IPolicyForHTTPS) -> None:
-        self._proxy = proxy
+class _Endpoints:
+    """
+    The endpoint of each HTTPS host, made once and reused: the Agent asks
+    for one per request, kept-alive or not, and making it (a TLS connection
+    creator: cipher selection; the host name's IDNA form) costs more than
+    sending a notification over an open connection. Directly, or through a
+    CONNECT tunnel when there is a proxy.
+    """
+
+    SIZE = 64
+
+    def __init__(
+        self, reactor: Any, policy: IPolicyForHTTPS, timeout: float, proxy: IStreamClientEndpoint | None
+    ) -> None:
+        self._reactor = reactor
         self._policy = policy
+        self._timeout = timeout
+        self._proxy = proxy
+        self._endpoints: OrderedDict[tuple[bytes, int], IStreamClientEndpoint] = OrderedDict()
 
     def endpointForURI(self, uri: Any) -> IStreamClientEndpoint:
         if uri.scheme != b"https":
-            raise ValueError("only HTTPS goes through the proxy")
-        return TunnelEndpoint(self._proxy, uri.host, uri.port, self._policy)
+            raise ValueError(f"only HTTPS: {uri.toBytes()!r}")
+        key = (uri.host, uri.port)
+        endpoint = self._endpoints.get(key)
+        if endpoint is not None:
+            self._endpoints.move_to_end(key)
+            return endpoint
+        creator = self._policy.creatorForNetloc(uri.host, uri.port)
+        if self._proxy is not None:
+            endpoint = TunnelEndpoint(self._proxy, uri.host, uri.port, creator)
+        else:
+            host = uri.host.decode("ascii")
+            endpoint = wrapClientTLS(creator, HostnameEndpoint(self._reactor, host, uri.port, timeout=self._timeout))
+        self._endpoints[key] = endpoint
+        if len(self._endpoints) > self.SIZE:
+            self._endpoints.popitem(last=False)
+        return endpoint
 
 
 @implementer(IStreamClientEndpoint)
 class TunnelEndpoint:
     """
     A TLS connection to C{host}:C{port} inside a CONNECT tunnel through the
-    proxy that C{proxy} reaches; the server is verified by C{policy} as if
-    connected directly.
+    proxy that C{proxy} reaches; the server is verified by C{creator} (an
+    C{IOpenSSLClientConnectionCreator} for C{host}) as if connected directly.
     """
 
-    def __init__(self, proxy: IStreamClientEndpoint, host: bytes, port: int, policy: IPolicyForHTTPS) -> None:
+    def __init__(self, proxy: IStreamClientEndpoint, host: bytes, port: int, creator: Any) -> None:
         self._proxy = proxy
         self._host = host
         self._port = port
-        self._policy = policy
+        self._creator = creator
 
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
         tunnelled: Deferred[IProtocol] = Deferred()
-        creator = self._policy.creatorForNetloc(self._host, self._port)
+        creator = self._creator
         factory = Factory.forProtocol(lambda: _Tunnel(self._host, self._port, creator, protocolFactory, tunnelled))
 
         def failed(failure: Failure) -> None:

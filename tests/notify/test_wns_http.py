@@ -48,6 +48,26 @@ class AgentClientTests(TestCase):
         self.assertEqual(second.status, 200)
         self.assertEqual(len(client.pool._connections), 1)
 
+    async def test_endpoint_made_once(self) -> None:
+        """
+        The TLS connection creator (and endpoint) of a host is made once, not per request.
+        """
+        trust = trustRootFromCertificates([Certificate.loadPEM(self.wns.ca_pem)])
+        policy = BrowserLikePolicyForHTTPS(trustRoot=trust)
+        asked: list[tuple[bytes, int]] = []
+        original = policy.creatorForNetloc
+
+        def counted(hostname: bytes, port: int) -> Any:
+            asked.append((hostname, port))
+            return original(hostname, port)
+
+        policy.creatorForNetloc = counted  # type: ignore[method-assign]  # counting the calls under test
+        client = AgentClient(reactor, tls=policy, persistent=False)
+        self.addCleanup(client.close)
+        for _ in range(3):
+            self.assertEqual((await client.post(self.wns.token_url, FORM, GRANT)).status, 200)
+        self.assertEqual(len(asked), 1)
+
     async def test_untrusted_server(self) -> None:
         """
         A server whose certificate does not chain to the trust roots gives no
