@@ -736,7 +736,7 @@ class RoutesRig:
         from mdmd.notify.routes import Via
 
         results: list[Any] = []
-        self.notifier.push(list(device_ids), via or Via.AUTO).addBoth(results.append)
+        self.notifier.push(list(device_ids), via=via or Via.AUTO).addBoth(results.append)
         return results[0]
 
 
