@@ -71,9 +71,9 @@ class WnsEndToEndTests(TestCase):
         An enrolled device whose Push node got a channel from the fake, after
         its first DM session: the daemon knows the channel.
         """
-        await self.ok(daemon, "user", "add", "bob@example.com", stdin="pw-bob\n")
+        await self.ok(daemon, "user", "add", "bob@example.com", stdin="pw-bob-secret\n")
         device = WindowsDevice(
-            reactor, daemon.discovery_url, [daemon.ca_certificate()], user="bob@example.com", password="pw-bob"
+            reactor, daemon.discovery_url, [daemon.ca_certificate()], user="bob@example.com", password="pw-bob-secret"
         )
         self.addCleanup(device.close)
         await device.enroll()
