@@ -49,7 +49,7 @@ from mdmd.dm.state import Authentication, SessionState
 from mdmd.errors import PeerError
 from mdmd.notify import channels
 from mdmd.notify.channels import ChannelSettings
-from mdmd.notify.jobs import BOOTSTRAP, NOTIFICATION, answer_push, answer_session
+from mdmd.notify.jobs import BOOTSTRAP, NOTIFICATION, ROUTE_SMS, ROUTE_WNS, answer_push, answer_session
 from mdmd.pki import registry
 from mdmd.pki.registry import ClientCertificateRefused
 from mdmd.store.models import CommandQueue, Device, DMSession
@@ -230,8 +230,8 @@ def exchange(
 
 #: What a job an authenticated session answered (L{answer_session}) leaves in the log, by (kind, route).
 _SESSION_ANSWERS: dict[tuple[str, str], str] = {
-    (BOOTSTRAP, "sms"): "{device_id}: authenticated session ends bootstrap #{seq}",
-    (NOTIFICATION, "wns"): "{device_id}: authenticated session answers WNS push #{seq}",
+    (BOOTSTRAP, ROUTE_SMS): "{device_id}: authenticated session ends bootstrap #{seq}",
+    (NOTIFICATION, ROUTE_WNS): "{device_id}: authenticated session answers WNS push #{seq}",
 }
 
 

@@ -116,6 +116,8 @@ __all__ = [
     "PushSettings",
     "PushState",
     "QUEUED",
+    "ROUTE_SMS",
+    "ROUTE_WNS",
     "STATES",
     "SUBMITTED",
     "TRANSITIONS",
@@ -233,6 +235,9 @@ EXPIRED = PushState.EXPIRED.value
 STATES = tuple(state.value for state in PushState)
 #: The stored values of the open states.
 OPEN = tuple(state.value for state in _OPEN)
+#: The stored values of the routes (C{PushJob.route}, L{PushInfo.route}); L{mdmd.notify.routes.Route} names them.
+ROUTE_SMS = "sms"
+ROUTE_WNS = "wns"
 #: The stored values of the kinds (C{PushJob.kind}, L{PushInfo.kind}).
 NOTIFICATION = PushKind.NOTIFICATION.value
 BOOTSTRAP = PushKind.BOOTSTRAP.value
@@ -347,7 +352,7 @@ class PushInfo:
     delivered_at: float | None
     answered_at: float | None
     finished_at: float | None
-    #: "sms" or "wns" (see L{mdmd.notify.routes})
+    #: L{ROUTE_SMS} or L{ROUTE_WNS} (see L{mdmd.notify.routes})
     route: str = "sms"
     channel_uri: str = ""
     carrier: tuple[tuple[str, str], ...] = ()
@@ -684,7 +689,7 @@ def enqueue_wns(
         seq = log.next_seq
         log.next_seq = seq + 1
         job = PushJob(device_id, seq, None, ("", 0, 0), (), now, now + settings.expiry)
-        job.route = "wns"
+        job.route = ROUTE_WNS
         job.channel_uri = channel_uri
         job.fallback_of = fallback_of
         job.message_ids = job.message_keys = job.receipts = (None,)
@@ -988,7 +993,7 @@ def _answered_by_session(job: PushJob) -> bool:
     Whether an authenticated session answers the job (a bootstrap, a WNS
     notification), rather than its session id (an SMS notification).
     """
-    return job.kind == BOOTSTRAP or job.route == "wns"
+    return job.kind == BOOTSTRAP or job.route == ROUTE_WNS
 
 
 def answer_session(root: Root, device_id: str, session_started_at: float, now: float) -> list[PushInfo]:

@@ -38,9 +38,9 @@ recorded before the acknowledgement it follows).
 from __future__ import annotations
 
 import os
-from functools import partial
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Final
 
 from twisted.application.service import Service

@@ -52,8 +52,8 @@ class Route(enum.Enum):
     A way to a device: the stored value of C{PushJob.route}.
     """
 
-    WNS = "wns"
-    SMS = "sms"
+    WNS = jobs.ROUTE_WNS
+    SMS = jobs.ROUTE_SMS
 
 
 class Via(enum.Enum):
