@@ -826,6 +826,114 @@ class SmppSection:
     )
 
 
+def _https_url(raw: str) -> str:
+    value = raw.strip()
+    if value and (urlsplit(value).scheme != "https" or not urlsplit(value).hostname):
+        raise ValueError(f"expected an https:// URL, got {value!r}")
+    return value
+
+
+def _proxy_url(raw: str) -> str:
+    value = raw.strip()
+    if value and (urlsplit(value).scheme != "http" or not urlsplit(value).hostname):
+        raise ValueError(f"expected http://HOST:PORT (a proxy that takes CONNECT), got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class WnsSection:
+    """[wns]: waking Windows devices through the Windows Notification Service (WNS)."""
+
+    enabled: bool = _option(
+        False,
+        _bool,
+        "Whether Windows devices get a WNS push channel and are woken through WNS. It needs the "
+        "push application registered with Microsoft (see docs/operations.md).",
+    )
+    pfn: str = _option(
+        "",
+        _str,
+        "The package family name of the push application (Partner Center), set on every Windows "
+        "device (DMClient Provider/PROVIDER/Push/PFN).",
+    )
+    pfn_delivery: str = _option(
+        "enrollment",
+        _choice("enrollment", "session"),
+        "How a device gets the PFN: in the provisioning document of its enrollment (and, for devices "
+        "enrolled before, in their next DM session), or only in a DM session (Replace) after enrolling. "
+        "Microsoft's DMClient description says the Push node is not configurable in WAP provisioning: "
+        "choose session if enrollments fail with the PFN in the document.",
+    )
+    token_flow: str = _option(
+        "classic",
+        _choice("classic", "entra"),
+        "How the access token is obtained: classic (package SID and client secret from Partner Center, "
+        "against the Live token endpoint) or entra (an Entra ID app registration's client id and secret, "
+        "client credentials for https://wns.windows.com/.default).",
+    )
+    package_sid: str = _option(
+        "", _str, "classic: the application's package SID (ms-app://s-1-15-2-...)."
+    )
+    tenant_id: str = _option("", _str, "entra: the directory (tenant) id of the app registration.")
+    client_id: str = _option("", _str, "entra: the application (client) id of the app registration.")
+    secret_file: str = _option(
+        "",
+        _str,
+        "File holding the client secret on its first line (mode 0600, owned by the daemon's user): "
+        "the classic flow's client secret or the Entra app's. Checked when the daemon starts.",
+    )
+    token_url: str = _option(
+        "",
+        _https_url,
+        "The token endpoint; empty means the flow's own: https://login.live.com/accesstoken.srf "
+        "(classic) or https://login.microsoftonline.com/TENANT/oauth2/v2.0/token (entra).",
+    )
+    notify_url: str = _option(
+        "",
+        _https_url,
+        "An https://HOST[:PORT] that notifications go to instead of each channel URI's host (the "
+        "channel's path and query are kept): a private relay, or a test endpoint. Empty: the channel URI.",
+    )
+    channel_hosts: tuple[str, ...] = _option(
+        ("notify.windows.com",),
+        _list,
+        "Hosts (and their subdomains) a channel URI may name; our access token is sent there, so a "
+        "channel elsewhere is not used.",
+    )
+    ca_file: str = _option(
+        "",
+        _str,
+        "PEM file of the CAs trusted for the token and notification endpoints; empty means the "
+        "system's trust store.",
+    )
+    proxy: str = _option(
+        "", _proxy_url, "An HTTP proxy (http://HOST:PORT) reached with CONNECT; empty connects directly."
+    )
+    concurrency: int = _option(
+        50, _int(1, 10000), "Notifications in flight at once (and connections kept open to WNS)."
+    )
+    timeout: int = _option(30, _int(1, 600), "Seconds a request to WNS or the token endpoint may take.")
+    max_attempts: int = _option(
+        5,
+        _int(1, 100),
+        "Notifications sent for one push while WNS throttles it (406, 429) or fails (5xx, no answer), "
+        "with a back-off doubling from 1 s; then it is tried again after [push] retry_delay, until it expires.",
+    )
+    refresh_days: int = _option(
+        7,
+        _int(1, 29),
+        "Days between two reads of a device's Push/ChannelURI and Push/Status (WNS channels live 30 "
+        "days; Windows renews them on its own).",
+    )
+    poll_interval: int = _option(
+        1440,
+        _int(0, 1000000),
+        "With WNS enabled, the long-term poll interval in minutes handed to devices at enrollment "
+        "(replacing the last interval of [enrollment] poll_schedule; Microsoft recommends more than "
+        "24 hours with push). 0 keeps [enrollment] poll_schedule as it is.",
+    )
+
+
 @dataclass(frozen=True)
 class ManholeSection:
     """[manhole]: a Python shell inside the running daemon, over telnet, for debugging."""
@@ -915,6 +1023,7 @@ class Config:
     dm: DMSection = field(default_factory=DMSection)
     push: PushSection = field(default_factory=PushSection)
     smpp: SmppSection = field(default_factory=SmppSection)
+    wns: WnsSection = field(default_factory=WnsSection)
     manhole: ManholeSection = field(default_factory=ManholeSection)
     limits: LimitsSection = field(default_factory=LimitsSection)
 
@@ -1077,6 +1186,9 @@ def _resolve_paths(config: Config, base: str) -> Config:
         ),
         push=dataclasses.replace(config.push, spool_dir=absolute(config.push.spool_dir, state_dir)),
         smpp=dataclasses.replace(config.smpp, ca_file=absolute(config.smpp.ca_file)),
+        wns=dataclasses.replace(
+            config.wns, secret_file=absolute(config.wns.secret_file), ca_file=absolute(config.wns.ca_file)
+        ),
         manhole=dataclasses.replace(
             config.manhole,
             listen=socket(config.manhole.listen),
@@ -1129,6 +1241,7 @@ def _cross_checks(config: Config) -> list[str]:
             except InvalidCommand as e:
                 errors.append(f"[dm] {option}: {e}")
     errors.extend(_smpp_checks(config.smpp))
+    errors.extend(_wns_checks(config.wns))
     if not config.push.spool_dir:
         errors.append("[push] spool_dir: must not be empty")
     manhole = config.manhole
@@ -1163,6 +1276,25 @@ def _smpp_checks(smpp: SmppSection) -> list[str]:
         errors.append("[smpp] validity_period: expected 16 characters (YYMMDDhhmmsstnnp), or empty")
     if smpp.ca_file and not os.path.isfile(smpp.ca_file):
         errors.append(f"[smpp] ca_file: {smpp.ca_file} does not exist")
+    return errors
+
+
+def _wns_checks(wns: WnsSection) -> list[str]:
+    """
+    Only with C{enabled}: what the chosen flow needs. (The secret file is
+    read when the daemon starts: mdmctl need not be able to read it.)
+    """
+    if not wns.enabled:
+        return []
+    errors = []
+    needed = {"classic": ("package_sid",), "entra": ("tenant_id", "client_id")}[wns.token_flow]
+    for option in ("pfn", "secret_file", *needed):
+        if not getattr(wns, option):
+            errors.append(f"[wns] {option}: must be set when WNS is enabled (token_flow {wns.token_flow})")
+    if wns.ca_file and not os.path.isfile(wns.ca_file):
+        errors.append(f"[wns] ca_file: {wns.ca_file} does not exist")
+    if not wns.channel_hosts:
+        errors.append("[wns] channel_hosts: must name at least one host")
     return errors
 
 

@@ -14,6 +14,7 @@ so does not import the daemon's modules, which keeps each command quick.)
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from dataclasses import dataclass
 
@@ -32,10 +33,13 @@ from mdmd.enroll.throttle import GuessLimits
 from mdmd.enroll.users import PasswordLimits, UserPolicy
 from mdmd.enroll.xcep import CertificatePolicy
 from mdmd.listeners import ConnectionLimits
+from mdmd.notify.channels import ChannelSettings
 from mdmd.notify.jobs import PushSettings
 from mdmd.notify.pkg0 import UIMode
 from mdmd.notify.smpp_pdu import MessageIdBase
 from mdmd.notify.smpp_session import Address, BindType, SessionConfig
+from mdmd.notify.wns import WnsSettings
+from mdmd.notify.wns_protocol import RetryPolicy, TokenFlow, token_url_for
 from mdmd.pki.authority import CASettings
 
 __all__ = [
@@ -49,9 +53,12 @@ __all__ = [
     "StoreSettings",
     "from_config",
     "load",
+    "poll_warnings",
 ]
 
 _DAY = 86400.0
+#: Microsoft's advice: with push, the long-term poll interval is more than a day.
+_PUSH_POLL_MINUTES = 1440
 
 
 @dataclass(frozen=True)
@@ -168,6 +175,10 @@ class Settings:
     manhole: ManholeSettings
     #: what a password check may cost: [limits]
     passwords: PasswordLimits = PasswordLimits()
+    #: None unless [wns] enabled; its channel side is C{dm.push_channel}
+    wns: WnsSettings | None = None
+    #: what to warn about at start (the poll schedule against the push transports)
+    warnings: tuple[str, ...] = ()
 
 
 def load(path: str | None, base_dir: str | None = None) -> Settings:
@@ -194,7 +205,7 @@ def from_config(config: Config) -> Settings:
     )
     device_cas = _device_cas(config.https.device_ca_file)
     dm = _dm(config, device_cas)
-    return Settings(
+    settings = Settings(
         server=server,
         store=StoreSettings(
             uri=config.store_uri,
@@ -239,7 +250,9 @@ def from_config(config: Config) -> Settings:
             password_file=config.manhole_password_file,
         ),
         passwords=_passwords(config),
+        wns=_wns(config) if config.wns.enabled else None,
     )
+    return dataclasses.replace(settings, warnings=poll_warnings(settings))
 
 
 def _passwords(config: Config) -> PasswordLimits:
@@ -255,6 +268,24 @@ def _passwords(config: Config) -> PasswordLimits:
         concurrent=limits.password_checks,
         queued=limits.password_queue,
     )
+
+
+def poll_warnings(settings: Settings) -> tuple[str, ...]:
+    """
+    What is off between the poll schedule devices get and what can wake them.
+    """
+    minutes = settings.enrollment.account.poll.remaining_interval
+    if settings.wns is not None and minutes < _PUSH_POLL_MINUTES:
+        return (
+            f"devices poll every {minutes} minutes although WNS wakes them: Microsoft recommends a "
+            f"long-term poll of at least {_PUSH_POLL_MINUTES} minutes with push ([wns] poll_interval)",
+        )
+    if settings.wns is None and settings.smpp is None and minutes > _PUSH_POLL_MINUTES:
+        return (
+            f"devices poll only every {minutes} minutes and neither WNS nor an SMSC can wake them "
+            f"(pushes only go to the spool): commands may wait that long ([enrollment] poll_schedule)",
+        )
+    return ()
 
 
 def _device_cas(path: str) -> tuple[x509.Certificate, ...]:
@@ -327,10 +358,11 @@ def _enrollment(config: Config) -> EnrollmentSettings:
             initial_backoff_ms=enrollment.initial_backoff_ms,
             max_backoff_ms=enrollment.max_backoff_ms,
             default_encoding=enrollment.default_encoding,
-            poll=enrollment.poll_schedule,
+            poll=_poll_schedule(config),
             poll_on_login=enrollment.poll_on_login,
             renew_period_days=enrollment.renewal_period_days,
             renew_retry_days=enrollment.renewal_retry_days,
+            push_pfn=config.wns.pfn if config.wns.enabled and config.wns.pfn_delivery == "enrollment" else "",
         ),
         device_auth_type=enrollment.device_auth_type,
         federated_token_lifetime=float(enrollment.federated_token_lifetime),
@@ -344,8 +376,19 @@ def _enrollment(config: Config) -> EnrollmentSettings:
     )
 
 
+def _poll_schedule(config: Config) -> mdmd_config.PollSchedule:
+    """
+    [enrollment] poll_schedule, its long-term interval [wns] poll_interval when WNS wakes devices.
+    """
+    schedule = config.enrollment.poll_schedule
+    if config.wns.enabled and config.wns.poll_interval:
+        return dataclasses.replace(schedule, remaining_interval=config.wns.poll_interval)
+    return schedule
+
+
 def _dm(config: Config, device_cas: tuple[x509.Certificate, ...]) -> DMSettings:
     dm = config.dm
+    wns = config.wns
     return DMSettings(
         session=dm_effects.Settings(
             session_timeout=float(dm.session_timeout),
@@ -357,6 +400,17 @@ def _dm(config: Config, device_cas: tuple[x509.Certificate, ...]) -> DMSettings:
         require_client_certificate_omadm=dm.require_client_certificate_omadm,
         device_cas=device_cas,
         send_server_credential=frozenset(DeviceKind(kind) for kind in dm.send_server_credential),
+        push_channel=(
+            ChannelSettings(
+                pfn=wns.pfn,
+                provider_id=config.enrollment.provider_id,
+                refresh=wns.refresh_days * _DAY,
+                hosts=wns.channel_hosts,
+                pfn_at_enrollment=wns.pfn_delivery == "enrollment",
+            )
+            if wns.enabled
+            else None
+        ),
     )
 
 
@@ -376,6 +430,23 @@ def _notifier(config: Config) -> NotifierSettings:
         spool_dir=push.spool_dir,
         retry_delay=float(push.retry_delay),
         keep_seconds=push.keep_days * _DAY,
+    )
+
+
+def _wns(config: Config) -> WnsSettings:
+    wns = config.wns
+    flow = TokenFlow(wns.token_flow)
+    return WnsSettings(
+        flow=flow,
+        client_id=wns.package_sid if flow is TokenFlow.CLASSIC else wns.client_id,
+        secret_file=wns.secret_file,
+        token_url=token_url_for(flow, wns.tenant_id, wns.token_url),
+        notify_url=wns.notify_url,
+        ca_file=wns.ca_file,
+        proxy=wns.proxy,
+        concurrency=wns.concurrency,
+        timeout=float(wns.timeout),
+        retry=RetryPolicy(attempts=wns.max_attempts),
     )
 
 

@@ -38,10 +38,11 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 from twisted.internet.protocol import ClientFactory, Factory, ServerFactory
-from twisted.internet.ssl import ClientContextFactory
+from twisted.internet.ssl import Certificate, ClientContextFactory, trustRootFromCertificates
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
+from twisted.web.client import BrowserLikePolicyForHTTPS
 from twisted.web.resource import Resource
 from zc.lockfile import LockError
 from zope.interface import implementer
@@ -62,12 +63,16 @@ from mdmd.listeners import (
     clear_stale_socket,
 )
 from mdmd.manhole import ManholePasswordDB, manhole_factory, namespace
+from mdmd.notify import channels
 from mdmd.notify.smpp_client import ESMEService, smsc_endpoint
 from mdmd.notify.notifier import Notifier
 from mdmd.notify.provisioning_doc import DMServer
+from mdmd.notify.routes import PushRoutes, Route
 from mdmd.notify.smpp_transport import SmppTransport
 from mdmd.notify.spool import SpoolTransport
 from mdmd.notify.transport import IPushTransport
+from mdmd.notify.wns import WnsSettings, WnsTransport
+from mdmd.notify.wns_http import AgentClient
 from mdmd.pki.resource import pki_resource
 from mdmd.pki.authority import CAService
 from mdmd.settings import Settings, SmscSettings
@@ -308,13 +313,50 @@ def _push_transport(settings: Settings, reactor: Reactor) -> IPushTransport:
     return SmppTransport(_smsc_service(settings.smpp, reactor), settings.smpp.address)
 
 
+def _wns_transport(wns: WnsSettings, reactor: Reactor, store: StoreService) -> WnsTransport:
+    """
+    WNS over Twisted's HTTPS client: the system's trust roots, or [wns] ca_file's.
+    """
+    trust = None
+    if wns.ca_file:
+        with open(wns.ca_file, "rb") as f:
+            trust = trustRootFromCertificates(
+                [Certificate.loadPEM(c.public_bytes(serialization.Encoding.PEM)) for c in x509.load_pem_x509_certificates(f.read())]
+            )
+    http = AgentClient(
+        reactor,
+        tls=BrowserLikePolicyForHTTPS(trustRoot=trust),
+        proxy=wns.proxy,
+        connections=wns.concurrency,
+        timeout=wns.timeout,
+    )
+
+    def channel_gone(device_id: str, uri: str) -> Deferred[bool]:
+        return store.transact(channels.mark_gone, device_id, uri, reactor.seconds())
+
+    return WnsTransport(wns, http, reactor, channel_gone=channel_gone, close=http.close)
+
+
+def _push_routes(settings: Settings, reactor: Reactor, store: StoreService) -> PushRoutes:
+    """
+    SMS always (the SMSC or the spool); WNS when enabled.
+    """
+    transports: dict[Route, IPushTransport] = {Route.SMS: _push_transport(settings, reactor)}
+    if settings.wns is not None:
+        transports[Route.WNS] = _wns_transport(settings.wns, reactor, store)
+    channel = settings.dm.push_channel
+    return PushRoutes(transports, hosts=channel.hosts if channel is not None else channels.DEFAULT_HOSTS)
+
+
 def build(settings: Settings, reactor: Reactor) -> MdmdService:
     """
     The service tree, started in this order: C{store}, C{ca}, C{enroll}, C{dm},
-    C{notify}, C{smpp} (when an SMSC is configured), C{https}, C{admin},
-    C{manhole} (when enabled).
+    C{notify}, C{smpp} (when an SMSC is configured), C{wns} (when enabled),
+    C{https}, C{admin}, C{manhole} (when enabled).
     """
     root = MdmdService(settings.server.state_dir, reactor)
+    for warning in settings.warnings:
+        log.warn("configuration: {problem}", problem=warning)
 
     store = StoreService(
         settings.store.uri,
@@ -382,19 +424,20 @@ def build(settings: Settings, reactor: Reactor) -> MdmdService:
     management.putChild(b"MDM.svc", ManagementResource(store, reactor, dm.settings))
     web_root.putChild(b"ManagementServer", management)
 
-    transport = _push_transport(settings, reactor)
+    routes = _push_routes(settings, reactor, store)
     notifier = Notifier(
         store,
         settings.push.jobs,
         reactor,
-        transport=transport,
+        routes=routes,
         retry_delay=settings.push.retry_delay,
         keep_seconds=settings.push.keep_seconds,
         dm_server=lambda: DMServer(enroll.account.provider_id, enroll.account.name, enroll.account.dm_url),
     )
     notifier.setServiceParent(root)
-    if transport.service is not None:
-        transport.service.setServiceParent(root)
+    for transport in routes:
+        if transport.service is not None:
+            transport.service.setServiceParent(root)
     https.setServiceParent(root)
 
     token = AdminToken(settings.admin.token_file)

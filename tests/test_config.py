@@ -403,3 +403,49 @@ class HardeningOptionsTests(ConfigTestCase):
             self.assertIn(option, errors)
         loaded = config.load(self.write("[https]\nmax_connections_per_source = 0\n"))
         self.assertEqual(loaded.https.max_connections_per_source, 0)
+class WnsSectionTests(ConfigTestCase):
+    def test_defaults(self) -> None:
+        """
+        WNS is off; when on: the PFN in the enrollment, the classic flow,
+        channels on notify.windows.com, 50 at once, read every 7 days, a day's poll.
+        """
+        wns = config.load(None, base_dir=os.path.abspath(self.mktemp())).wns
+        self.assertEqual(
+            (wns.enabled, wns.pfn_delivery, wns.token_flow, wns.channel_hosts, wns.concurrency, wns.refresh_days,
+             wns.poll_interval),
+            (False, "enrollment", "classic", ("notify.windows.com",), 50, 7, 1440),
+        )
+
+    def test_needs_per_flow(self) -> None:
+        """
+        Enabled, each flow needs its ids, the PFN and the secret file; off, nothing is checked.
+        """
+        self.assertEqual(config.load(self.write("[wns]\npfn = x\n")).wns.pfn, "x")
+        joined = self.errors("[wns]\nenabled = yes\n")
+        for option in ("pfn", "secret_file", "package_sid"):
+            self.assertIn(f"[wns] {option}: must be set when WNS is enabled (token_flow classic)", joined)
+        joined = self.errors("[wns]\nenabled = yes\ntoken_flow = entra\npfn = p\nsecret_file = s\n")
+        for option in ("tenant_id", "client_id"):
+            self.assertIn(f"[wns] {option}: must be set when WNS is enabled (token_flow entra)", joined)
+        self.assertNotIn("package_sid", joined)
+
+    def test_values(self) -> None:
+        """
+        The endpoints must be https URLs, the proxy an http one; files are made absolute.
+        """
+        joined = self.errors(
+            "[wns]\ntoken_url = http://login.example/t\nnotify_url = ftp://x\nproxy = https://proxy:3128\n"
+            "token_flow = carrier-pigeon\n"
+        )
+        self.assertIn("[wns] token_url: expected an https:// URL", joined)
+        self.assertIn("[wns] notify_url: expected an https:// URL", joined)
+        self.assertIn("[wns] proxy: expected http://HOST:PORT", joined)
+        self.assertIn("[wns] token_flow: expected one of classic, entra", joined)
+        base = os.path.abspath(self.mktemp())
+        os.makedirs(base)
+        path = os.path.join(base, "mdmd.conf")
+        with open(path, "w") as f:
+            f.write("[wns]\nsecret_file = wns.secret\nchannel_hosts = notify.windows.com, relay.example\n")
+        loaded = config.load(path, base_dir=base)
+        self.assertEqual(loaded.wns.secret_file, os.path.join(base, "wns.secret"))
+        self.assertEqual(loaded.wns.channel_hosts, ("notify.windows.com", "relay.example"))

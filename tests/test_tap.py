@@ -214,6 +214,72 @@ class PushAndManholeTests(SynchronousTestCase):
         self.assertFalse(root.running)
 
 
+class WnsTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.base = os.path.abspath(self.mktemp())
+        os.makedirs(self.base)
+        self.reactor = ThreadedMemoryReactor()
+        self.secret = os.path.join(self.base, "wns.secret")
+
+    def settings(self, secret_mode: int = 0o600, extra: str = "") -> mdmd_settings.Settings:
+        with open(self.secret, "w") as f:
+            f.write("s3cret\n")
+        os.chmod(self.secret, secret_mode)
+        path = os.path.join(self.base, "mdmd.conf")
+        with open(path, "w") as f:
+            f.write(
+                "[wns]\nenabled = yes\npfn = Contoso.Push_1\npackage_sid = ms-app://s-1\n"
+                f"secret_file = {self.secret}\n{extra}"
+            )
+        return mdmd_settings.load(path, base_dir=self.base)
+
+    def test_wns_beside_sms(self) -> None:
+        """
+        With WNS enabled the notifier has both routes, the tree gains wns
+        after notify, and the check-in sets channels up; starting reads the
+        secret (the first token is asked for once the reactor runs).
+        """
+        from mdmd.notify.routes import Route
+        from mdmd.notify.wns import WnsTransport
+
+        loaded = self.settings()
+        root = build(loaded, self.reactor)
+        self.assertEqual([s.name for s in root], ["store", "ca", "enroll", "dm", "notify", "wns", "https", "admin"])
+        notifier = root.getServiceNamed("notify")
+        self.assertIsInstance(notifier.routes.transports[Route.WNS], WnsTransport)
+        self.assertIsInstance(notifier.transport, SpoolTransport)
+        self.assertIs(root.getServiceNamed("dm").settings.push_channel, loaded.dm.push_channel)
+        root.startService()
+        self.addCleanup(root.stopService)
+        credentials = notifier.routes.transports[Route.WNS].tokens.credentials
+        self.assertEqual(
+            (credentials.client_id, credentials.secret, credentials.token_url),
+            ("ms-app://s-1", "s3cret", "https://login.live.com/accesstoken.srf"),
+        )
+
+    def test_secret_must_be_private(self) -> None:
+        """
+        A secret file others may read stops the start, saying why.
+        """
+        from mdmd.notify.wns import WnsSecretError
+
+        root = build(self.settings(secret_mode=0o644), self.reactor)
+        with self.assertRaises(WnsSecretError) as caught:
+            root.startService()
+        self.assertIn("chmod 600", str(caught.exception))
+        self.assertFalse(root.running)
+
+    def test_poll_warning_logged(self) -> None:
+        """
+        A poll schedule at odds with WNS is warned about when the tree is built.
+        """
+        from tests.logs import logged_events
+
+        seen = logged_events(self)
+        build(self.settings(extra="poll_interval = 60\n"), self.reactor)
+        self.assertTrue(any("although WNS wakes them" in str(e.get("problem", "")) for e in seen))
+
+
 class StopOrderTests(SynchronousTestCase):
     def test_children_stop_one_after_the_other(self) -> None:
         """

@@ -52,8 +52,10 @@ from mdmd.errors import AnsweredError, PeerError
 from mdmd.dm import queue as dm_queue
 from mdmd.dm.commands import PENDING, CommandSpec, parse_spec
 from mdmd.dm.sweeper import dm_facts
+from mdmd.notify import channels
 from mdmd.notify import jobs as push_jobs
 from mdmd.notify.bootstrap import BootstrapPin
+from mdmd.notify.routes import Via, parse_via
 from mdmd.notify.notifier import Notifier
 from mdmd.pki import registry
 from mdmd.pki.ca import parse_serial, serial_hex, thumbprint
@@ -552,6 +554,7 @@ class AdminAPI(AsyncResource):
         value["certificate"] = None if certificate is None else certificate.as_json()
         value["dm"] = await self.store.read(dm_facts, device_id)
         value["push"] = await self.store.read(push_jobs.push_facts, device_id)
+        value["wns"] = await self.store.read(channels.channel_facts, device_id, self._clock.seconds())
         return 200, value
 
     @route("PATCH", "/v1/devices/{device_id}")
@@ -671,25 +674,32 @@ class AdminAPI(AsyncResource):
 
         return also
 
-    async def _push(self, key: IdempotencyKey | None, device_ids: list[str]) -> tuple[int, Any]:
+    async def _push(self, key: IdempotencyKey | None, device_ids: list[str], via: Via) -> tuple[int, Any]:
         notifier = self._notifier()
         link = notifier.link
         also = self._remembered(key, lambda created: (201, {"jobs": [j.info.as_json() for j in created], "link": link}))
-        infos = await notifier.push(device_ids, also)
+        infos = await notifier.push(device_ids, also, via=via)
         return 201, {"jobs": [i.as_json() for i in infos], "link": notifier.link}
+
+    def _via(self, body: dict[str, Any]) -> Via:
+        """
+        The optional C{via}: auto (the default), wns, sms or both.
+        """
+        return parse_via(self.field(body, "via", str, required=False))
 
     @route("POST", "/v1/devices/{device_id}/pushes", creates=True)
     async def push_device(self, request: Request, device_id: str, key: IdempotencyKey | None) -> tuple[int, Any]:
-        self.body(request)
+        via = self._via(self.body(request))
         await self._known_device(device_id)
-        return await self._push(key, [device_id])
+        return await self._push(key, [device_id], via)
 
     @route("POST", "/v1/pushes", creates=True)
     async def push_devices(self, request: Request, key: IdempotencyKey | None) -> tuple[int, Any]:
-        device_ids = self.field(self.body(request), "devices", list)
+        body = self.body(request)
+        device_ids = self.field(body, "devices", list)
         if not device_ids or not all(isinstance(d, str) and d for d in device_ids):
             raise ApiError("'devices' must be a non-empty list of device ids")
-        return await self._push(key, device_ids)
+        return await self._push(key, device_ids, self._via(body))
 
     @route("POST", "/v1/devices/{device_id}/bootstrap", creates=True)
     async def bootstrap_device(self, request: Request, device_id: str, key: IdempotencyKey | None) -> tuple[int, Any]:

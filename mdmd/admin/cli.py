@@ -297,8 +297,30 @@ def cmd_status(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
     push = status.get("push")
     if push:
         print(f"SMPP:       {_link_text(push['link'])}", file=out)
+        wns = push.get("links", {}).get("wns")
+        if wns is not None:
+            print(f"WNS:        {_wns_text(wns)}", file=out)
         pushes = ", ".join(f"{v} {k}" for k, v in push["counts"].items() if v) or "none"
         print(f"pushes:     {pushes}", file=out)
+
+
+def _wns_text(link: dict[str, Any]) -> str:
+    """
+    The WNS transport in a line: its token, what WNS answered, the last problem.
+    """
+    token = link["token"]
+    if token["state"] == "valid":
+        text = f"token valid until {_when(token['valid_until'])} ({link['flow']} flow)"
+    elif token["state"] == "refused":
+        text = f"no token: {token['last_error']}"
+    else:
+        text = f"no token yet ({link['flow']} flow, {link['token_url']})"
+    answers = ", ".join(f"{n} {name}" for name, n in sorted(link.get("answers", {}).items()))
+    if answers:
+        text += f"; answers: {answers}"
+    if token["state"] == "valid" and link.get("detail"):
+        text += f"; last problem: {link['detail']}"
+    return text
 
 
 def _link_text(link: dict[str, Any]) -> str:
@@ -484,6 +506,9 @@ def cmd_device_show(client: AdminClient, args: argparse.Namespace, out: Any) -> 
     push = device.get("push") or {}
     source = f" (from the {push['msisdn_source']})" if push.get("msisdn_source") == "enrollment" else ""
     print(f"{'msisdn:':<22} {push.get('msisdn') or '-'}{source}", file=out)
+    wns = device.get("wns")
+    if wns and (wns["pfn"] or wns["pfn_error"] or wns["uri"] or wns["status"] is not None):
+        _wns_channel(wns, out)
     last = push.get("last")
     if last:
         print(f"{'last push:':<22} #{last['seq']} {last['state']}, {_when(last['created_at'])}", file=out)
@@ -615,6 +640,31 @@ def cmd_device_add(client: AdminClient, args: argparse.Namespace, out: Any) -> N
         print(f"{name.replace('_', ' ')}: {secret}", file=out)
     if registered["secrets"]:
         print("(shown this once: mdmd never shows a secret again)", file=out)
+
+
+def _wns_channel(wns: dict[str, Any], out: Any) -> None:
+    """
+    A device's WNS channel: its PFN, URI, age and expiry, Push/Status and its meaning.
+    """
+    pfn = f"{wns['pfn']} (set at {wns['pfn_via']})" if wns["pfn"] else "-"
+    if wns["pfn_error"]:
+        pfn += f"; refused: {wns['pfn_error']}"
+    print(f"{'wns pfn:':<22} {pfn}", file=out)
+    if wns["uri"]:
+        age = wns["age_seconds"] or 0.0
+        print(
+            f"{'wns channel:':<22} {wns['uri']} (read {_when(wns['read_at'])}, {age / 86400:.1f} days old, "
+            f"expires {_when(wns['expires_at'])})",
+            file=out,
+        )
+    else:
+        print(f"{'wns channel:':<22} -", file=out)
+    if wns["status"] is not None:
+        print(f"{'wns status:':<22} {wns['status']} ({wns['status_meaning']})", file=out)
+    if wns["expired_at"] is not None:
+        print(f"{'wns channel gone:':<22} {_when(wns['expired_at'])} (WNS said so; a new one is read)", file=out)
+    if wns["problem"]:
+        print(f"{'wns:':<22} cannot push: device {wns['problem']}", file=out)
 
 
 def cmd_device_set(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
@@ -930,7 +980,7 @@ def _push_rows(found: list[dict[str, Any]]) -> list[list[str]]:
                 str(job["seq"]),
                 job["state"],
                 job["session_id"] or "-",
-                job["msisdn"],
+                "WNS" if job.get("route") == "wns" else job["msisdn"],
                 job["kind"],
                 where if job["via"] else "-",
                 _when(job["created_at"]),
@@ -959,18 +1009,24 @@ def cmd_push(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
             out,
         )
         return
+    via = {"via": args.via} if args.via else {}
     if len(targets) == 1:
-        result = client.request("POST", _device_path(targets[0], "/pushes"))
+        result = client.request("POST", _device_path(targets[0], "/pushes"), via or None)
     else:
-        result = client.request("POST", "/v1/pushes", {"devices": targets})
+        result = client.request("POST", "/v1/pushes", {"devices": targets, **via})
     if args.json:
         _print_json(result, out)
         return
     link = result["link"]
     for job in result["jobs"]:
-        what = f"push #{job['seq']} for {job['device_id']} (session id {job['session_id']}, to {job['msisdn']})"
+        if job.get("route") == "wns":
+            what = f"push #{job['seq']} for {job['device_id']} (to its WNS channel)"
+        else:
+            what = f"push #{job['seq']} for {job['device_id']} (session id {job['session_id']}, to {job['msisdn']})"
         if job["via"] == "spool":
             print(f"{what}: written to {job['spool_file']}", file=out)
+        elif job.get("route") == "wns":
+            print(f"{what}: {job['state']} (WNS)", file=out)
         else:
             print(f"{what}: {job['state']}; SMPP link {_link_text(link)}", file=out)
 
@@ -1258,16 +1314,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     push = add(
         commands, "push", cmd_push,
-        "wake devices now (OMA DM package #0 as WAP push SMS), or show pushes: "
-        "'push DEVICE...' or 'push status [DEVICE]'",
+        "wake devices now (WNS for Windows devices with a channel, else OMA DM package #0 as WAP "
+        "push SMS), or show pushes: 'push DEVICE...' or 'push status [DEVICE]'",
         listing=True,
     )
-    push.usage = "mdmctl push [--json] DEVICE [DEVICE ...]\n       mdmctl push status [--json] [--limit N] [DEVICE]"
+    push.usage = (
+        "mdmctl push [--json] [--via auto|wns|sms|both] DEVICE [DEVICE ...]\n"
+        "       mdmctl push status [--json] [--limit N] [DEVICE]"
+    )
     push.add_argument(
         "targets", nargs="+", metavar="DEVICE",
         help="DeviceIDs to wake; or 'status', optionally followed by one DeviceID",
     )
     push.add_argument("--limit", type=int, default=50, help="push status: the latest N jobs (0: all)")
+    push.add_argument(
+        "--via", choices=("auto", "wns", "sms", "both"),
+        help="how: WNS or else SMS (auto, the default), only WNS, only SMS, or both",
+    )
 
     console = add(
         commands, "manhole", cmd_manhole,

@@ -51,7 +51,9 @@ from mdmd.dm.effects import (
 from mdmd.dm.engine import handle, starts_new_session
 from mdmd.dm.state import Authentication, LastAnswer, SessionState
 from mdmd.errors import PeerError
-from mdmd.notify.jobs import answer_bootstrap, answer_push
+from mdmd.notify import channels
+from mdmd.notify.channels import ChannelSettings
+from mdmd.notify.jobs import BOOTSTRAP, NOTIFICATION, ROUTE_SMS, ROUTE_WNS, answer_push, answer_session
 from mdmd.pki import registry
 from mdmd.pki.registry import ClientCertificateRefused
 from mdmd.store.models import CommandQueue, Device, DMSession
@@ -108,6 +110,8 @@ class DMSettings:
         The engine's settings for a device of this kind.
         """
         return replace(self.session, send_server_credential=kind in self.send_server_credential)
+    #: with WNS: what Windows devices' push channels need (queued at new sessions)
+    push_channel: ChannelSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -201,6 +205,9 @@ def exchange(
         if requeued:
             notes.append(("{device_id}: {count} unanswered command(s) back in the queue",
                           {"count": len(requeued)}))
+        if settings.push_channel is not None:
+            for target in channels.plan(root, device, queue, settings.push_channel, now):
+                notes.append(("{device_id}: queued {target} (WNS channel)", {"target": target}))
     pending = []
     for command in dm_queue.pending_commands(queue):
         if CommandState(command.state) not in IN_FLIGHT:
@@ -228,8 +235,8 @@ def exchange(
         return Exchanged(outcome.body, outcome.headers, device_id, tuple(notes))
     _apply(_Applying(root, device, queue, now, notes, message.header.session_id), outcome.effects)
     if _authenticates(state, outcome.state):
-        for job in answer_bootstrap(root, device_id, outcome.state.started_at, now):
-            notes.append(("{device_id}: authenticated session ends bootstrap #{seq}", {"seq": job.seq}))
+        for job in answer_session(root, device_id, outcome.state.started_at, now):
+            notes.append((_SESSION_ANSWERS[job.kind, job.route], {"seq": job.seq}))
     if record is None:
         record = root["sessions"][device_id] = DMSession(outcome.state.to_dict())
     else:
@@ -237,6 +244,13 @@ def exchange(
     if outcome.last is not None or record.last_answer is not None:
         record.last_answer = None if outcome.last is None else outcome.last.to_dict()
     return Exchanged(outcome.body, outcome.headers, device_id, tuple(notes))
+
+
+#: What a job an authenticated session answered (L{answer_session}) leaves in the log, by (kind, route).
+_SESSION_ANSWERS: dict[tuple[str, str], str] = {
+    (BOOTSTRAP, ROUTE_SMS): "{device_id}: authenticated session ends bootstrap #{seq}",
+    (NOTIFICATION, ROUTE_WNS): "{device_id}: authenticated session answers WNS push #{seq}",
+}
 
 
 def _authenticates(before: SessionState | None, after: SessionState) -> bool:
@@ -346,6 +360,8 @@ def _command_answered(work: _Applying, effect: CommandAnswered) -> None:
     _inventory(work.device, effect.results)
     if effect.state == CommandState.HALTED.value:
         work.note("{device_id}: command {seq} answered 214: no more commands in this session", seq=effect.seq)
+    command = work.queue.commands[effect.seq]
+    channels.record_answer(work.device, command.spec, effect.state, effect.status, effect.results, work.now)
 
 
 def _command_failed(work: _Applying, effect: CommandFailed) -> None:

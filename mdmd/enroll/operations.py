@@ -60,6 +60,7 @@ from mdmd.enroll.wstep import (
     valid_device_id,
 )
 from mdmd.enroll.xcep import CertificatePolicy, check_get_policies, get_policies_response
+from mdmd.notify import channels
 from mdmd.pki import csr as pkcs
 from mdmd.pki import registry
 from mdmd.pki.ca import serial_hex
@@ -276,14 +277,16 @@ class EnrollmentService(Service):
         try:
             try:
                 enrolled = await self._issuing(
-                    _confirm_and_enroll, principal, facts, csr.public_key, credentials, now, self.settings.inventory
+                    _confirm_and_enroll, principal, facts, csr.public_key, credentials, now, self.settings.inventory,
+                    self.settings.account.push_pfn,
                 )
             except StaleCredentials:
                 # the remembered check no longer holds: check the credential afresh, once
                 principal = await self.authenticate(soap, request, remembered=False)
                 facts = replace(facts, user=principal.user)
                 enrolled = await self._issuing(
-                    _confirm_and_enroll, principal, facts, csr.public_key, credentials, now, self.settings.inventory
+                    _confirm_and_enroll, principal, facts, csr.public_key, credentials, now, self.settings.inventory,
+                    self.settings.account.push_pfn,
                 )
         except devices.DeviceOwnedByAnotherUser as e:
             raise AuthorizationFault(str(e)) from None
@@ -452,14 +455,18 @@ def _confirm_and_enroll(
     credentials: DMCredentials,
     now: float,
     inventory: tuple[str, ...] = (),
+    push_pfn: str = "",
 ) -> devices.Enrolled:
     """
     One unit of work: confirm the principal, then sign, record and enroll,
     and queue the inventory Gets (read in the device's first DM session),
-    each once: a device enrolling again with some still unsent keeps those.
+    each once: a device enrolling again with some still unsent keeps those;
+    note the WNS push PFN its provisioning document sets, if any.
     """
     user = principal.confirm(root)
     enrolled = devices.enroll(root, issue, replace(facts, user=user), public_key, credentials, now)
     for uri in inventory:
         dm_queue.enqueue_once(root, facts.device_id, parse_spec({"verb": "Get", "target": uri}), now)
+    if push_pfn:
+        channels.provisioned(root["devices"][facts.device_id], push_pfn, now)
     return enrolled

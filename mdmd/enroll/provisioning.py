@@ -57,6 +57,8 @@ class DMAccount:
     poll_on_login: bool
     renew_period_days: int
     renew_retry_days: int
+    #: the package family name of our WNS push application (DMClient Push/PFN), or ""
+    push_pfn: str = ""
 
 
 @dataclass(frozen=True)
@@ -239,6 +241,10 @@ def enrollment_document(
         _parm("IntervalForRemainingScheduledRetries", poll.remaining_interval, "integer"),
         _parm("PollOnLogin", account.poll_on_login, "boolean"),
         "</characteristic>",
+    ]
+    if account.push_pfn:
+        parts += ['<characteristic type="Push">', _parm("PFN", account.push_pfn, "string"), "</characteristic>"]
+    parts += [
         "</characteristic></characteristic></characteristic>",
         "</wap-provisioningdoc>",
     ]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from mdmd.syncml import auth
 from mdmd.syncml.codec import XML_CODEC, Codec, codec_for_content_type, reassemble
@@ -48,6 +48,7 @@ from mdmd.syncml.model import (
 __all__ = [
     "DMClient",
     "Execution",
+    "NodeHandler",
     "Post",
     "SessionLog",
     "DMSessionFailed",
@@ -58,6 +59,28 @@ __all__ = [
 
 #: post(body, content_type, extra_headers) -> (HTTP status, headers, body)
 Post = Callable[[bytes, str, dict[str, str]], Awaitable[tuple[int, dict[str, str], bytes]]]
+
+
+class NodeHandler(Protocol):
+    """
+    Nodes a CSP of the device serves itself, instead of plain values in the tree
+    (e.g. L{mdmd.testing.windows.push.PushNode}).
+    """
+
+    def owns(self, uri: str) -> bool:
+        """
+        Whether C{uri} is one of its nodes.
+        """
+
+    def get(self, uri: str) -> str | None:
+        """
+        The node's value (None: the node does not exist, 404).
+        """
+
+    def set(self, uri: str, value: str) -> int:
+        """
+        An Add or Replace of the node: the status to answer.
+        """
 
 
 class DMSessionFailed(Exception):
@@ -120,7 +143,8 @@ class DMClient:
     status answered for a URI (to emulate failures, 202 or 214); C{lose} are
     the numbers of the messages of each session (1 is package 1) whose first
     answer is lost: the client posts the same bytes again; C{events} are
-    alerts (1224, 1226) the next package 1 reports, forgotten once its session ended.
+    alerts (1224, 1226) the next package 1 reports, forgotten once its session ended;
+    C{handlers} serve nodes of their own (a CSP's behaviour).
     """
 
     device_id: str
@@ -138,6 +162,7 @@ class DMClient:
     clock: Callable[[], float] | None = None
     #: every command carried out, in order, across sessions (what crash tests audit)
     journal: list[Execution] = field(default_factory=list)
+    handlers: list[NodeHandler] = field(default_factory=list)
     _session_ids: Any = field(default_factory=lambda: itertools.count(1))
     _chunks: list[Item] = field(default_factory=list)
     #: the executions whose Status goes in the message being built
@@ -254,7 +279,7 @@ class DMClient:
             self._halted = forced == 214
             return
         if isinstance(command, Get):
-            found = [(i.target.loc_uri, self.tree.get(i.target.loc_uri)) for i in items if i.target]
+            found = [(i.target.loc_uri, self._read(i.target.loc_uri)) for i in items if i.target]
             if any(value is None for _, value in found):
                 status(404)
                 return
@@ -268,10 +293,10 @@ class DMClient:
                 )
             )
         elif isinstance(command, (Add, Replace)):
-            for item in items:
-                if item.target is not None:
-                    self.tree[item.target.loc_uri] = data_text(item.data) or ""
-            status(200)
+            codes = [
+                self._write(item.target.loc_uri, data_text(item.data) or "") for item in items if item.target is not None
+            ]
+            status(next((code for code in codes if not 200 <= code < 300), 200))
         elif isinstance(command, Delete):
             removed = [self.tree.pop(i.target.loc_uri, None) for i in items if i.target]
             status(200 if all(r is not None for r in removed) else 404)
@@ -289,6 +314,20 @@ class DMClient:
                 break
             if execution.msg_id == msg_id:
                 execution.acknowledged = True
+
+    def _handler(self, uri: str) -> NodeHandler | None:
+        return next((handler for handler in self.handlers if handler.owns(uri)), None)
+
+    def _read(self, uri: str) -> str | None:
+        handler = self._handler(uri)
+        return self.tree.get(uri) if handler is None else handler.get(uri)
+
+    def _write(self, uri: str, value: str) -> int:
+        handler = self._handler(uri)
+        if handler is not None:
+            return handler.set(uri, value)
+        self.tree[uri] = value
+        return 200
 
     # -- sessions ----------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import http.client
 import io
 import json
 import os
+import time
 import shutil
 import socket
 import stat
@@ -646,6 +647,100 @@ class BootstrapAPITests(AdminTestCase):
         header, *rows = out.splitlines()
         self.assertEqual(header.split()[:6], ["DEVICE", "SEQ", "STATE", "SESSION", "MSISDN", "KIND"])
         self.assertEqual([row.split()[:6] for row in rows], [["C1", str(n), "submitted", "-", "+491701234567", "bootstrap"] for n in (1, 2, 3)])
+
+
+class WnsAPITests(AdminTestCase):
+    """
+    Pushes by route (SMS to the spool, WNS to a fake transport), and what operators see of WNS.
+    """
+
+    URI = "https://db5p.notify.windows.com/w/?token=AwYAAAB"
+
+    def make_notifier(self):
+        from twisted.internet.task import Clock
+
+        from mdmd.notify.jobs import PushSettings
+        from mdmd.notify.notifier import Notifier
+        from mdmd.notify.routes import PushRoutes, Route
+        from mdmd.notify.spool import SpoolTransport
+        from mdmd.notify.transport import Sent
+        from mdmd.testing.push import FakePushTransport
+
+        self.spool = os.path.join(self.state_dir, "spool")
+        self.wns = FakePushTransport("wns", at_once=lambda job: Sent(("M1",), (None,), carrier=(("status", "received"),)))
+        self.wns.link = {
+            "state": "ready", "flow": "classic", "token_url": "https://login.live.com/accesstoken.srf",
+            "token": {"state": "valid", "valid_until": 1_800_000_000.0, "last_error": None},
+            "answers": {"accepted": 3, "throttled": 1}, "detail": "WNS answered 406",
+        }
+        routes = PushRoutes({Route.SMS: SpoolTransport(self.spool), Route.WNS: self.wns})
+        notifier = Notifier(self.store, PushSettings(), Clock(), routes=routes)
+        notifier.startService()
+        self.addCleanup(notifier.stopService)
+        return notifier
+
+    def with_channel(self, device_id: str, **values: Any) -> Any:
+        from mdmd.notify.channels import Channel
+
+        plain = Channel(**{"pfn": "Contoso.Push_1", "pfn_via": "enrollment", "uri": self.URI, "status": 0,
+                           "since": 1000.0, "read_at": 1000.0, **values}).as_plain()
+
+        def set_channel(root: Any) -> None:
+            root["devices"][device_id].wns_channel = plain
+
+        return self.store.transact(set_channel)
+
+    async def test_push_by_route(self) -> None:
+        """
+        A Windows device with a channel is pushed by WNS; via sms by SMS; an
+        unknown via is refused; the device shows its channel.
+        """
+        await enroll_device(self, "DEV-1")
+        await self.call("PATCH", "/v1/devices/DEV-1", {"msisdn": "+491701234567"})
+        await self.with_channel("DEV-1", since=time.time(), read_at=time.time())
+        (job,) = (await self.call("POST", "/v1/devices/DEV-1/pushes"))["jobs"]
+        self.assertEqual((job["route"], job["via"], job["state"], job["carrier"]), ("wns", "wns", "submitted", {"status": "received"}))
+        (job,) = (await self.call("POST", "/v1/pushes", {"devices": ["DEV-1"], "via": "sms"}))["jobs"]
+        self.assertEqual((job["route"], job["via"]), ("sms", "spool"))
+        jobs = (await self.call("POST", "/v1/devices/DEV-1/pushes", {"via": "both"}))["jobs"]
+        self.assertEqual(sorted(j["route"] for j in jobs), ["sms", "wns"])
+        for body, message in (({"via": "pigeon"}, "unknown push route 'pigeon'"), ({"via": 1}, "field 'via' must be a str")):
+            with self.assertRaises(CommandError) as caught:
+                await self.call("POST", "/v1/devices/DEV-1/pushes", body)
+            self.assertIn(message, str(caught.exception))
+        shown = await self.call("GET", "/v1/devices/DEV-1")
+        self.assertEqual((shown["wns"]["uri"], shown["wns"]["status_meaning"], shown["wns"]["problem"]), (self.URI, "success", None))
+
+    async def test_mdmctl(self) -> None:
+        """
+        mdmctl push --via, device show's WNS lines (channel, age, expiry, a
+        failed status with its meaning) and status's WNS line.
+        """
+        await enroll_device(self, "DEV-1")
+        await self.with_channel("DEV-1")
+        code, out, err = await self.mdmctl("push", "DEV-1", "--via", "wns")
+        self.assertEqual((code, err), (0, ""))
+        self.assertEqual(out, "push #1 for DEV-1 (to its WNS channel): submitted (WNS)\n")
+        code, _, err = await self.mdmctl("push", "DEV-1", "--via", "sms")
+        self.assertEqual(code, 1)
+        self.assertIn("device DEV-1 has no MSISDN", err)
+        code, out, _ = await self.mdmctl("push", "status", "DEV-1")
+        self.assertEqual(out.splitlines()[1].split()[3:7], ["-", "WNS", "notification", "M1"])
+        code, out, _ = await self.mdmctl("device", "show", "DEV-1")
+        self.assertIn("wns pfn:               Contoso.Push_1 (set at enrollment)", out)
+        self.assertIn(f"wns channel:           {self.URI} (read 1970-01-01 00:16:40Z", out)
+        self.assertIn("expires 1970-01-31 00:16:40Z)", out)
+        self.assertIn("wns status:            0 (success)", out)
+        await self.with_channel("DEV-1", status=5)
+        code, out, _ = await self.mdmctl("device", "show", "DEV-1")
+        self.assertIn("wns status:            5 (the channel URI has expired)", out)
+        self.assertIn("wns:                   cannot push: device has a failed WNS channel", out)
+        code, out, _ = await self.mdmctl("status")
+        self.assertIn(
+            "WNS:        token valid until 2027-01-15 08:00:00Z (classic flow); answers: 3 accepted, 1 throttled; "
+            "last problem: WNS answered 406",
+            out,
+        )
 
 
 class NoNotifierTests(AdminTestCase):

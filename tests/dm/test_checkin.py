@@ -787,3 +787,99 @@ class LostAnswerTests(SynchronousTestCase):
         self.assertEqual(device.tree["./Vendor/Big"], data)
         found = self.store.read(lambda root: [(c.state, c.status, c.attempts) for c in root["queues"][DEVICE_ID].commands.values()])
         self.assertEqual(found, [("done", 200, 1), ("done", 200, 1)])
+class PushChannelTests(SynchronousTestCase):
+    """
+    With WNS, the check-in sets up and follows the device's channel, and
+    answers WNS pushes; driven by the emulated DM client with its Push node.
+    """
+
+    PFN = "Contoso.MDMPush_8wekyb3d8bbwe"
+
+    def setUp(self) -> None:
+        from mdmd.notify.channels import ChannelSettings
+        from mdmd.testing.dmclient import DMClient
+        from mdmd.testing.windows.push import PushNode
+
+        service = memory_store_service()
+        self.addCleanup(service.stopService)
+        assert service.store is not None
+        self.store = service.store
+        self.store.run(add_device, DEVICE_ID)
+        self.settings = replace(SETTINGS, push_channel=ChannelSettings(pfn=self.PFN, provider_id="mdmd"))
+        self.channels = iter(f"https://db5p.notify.windows.com/w/?token=T{n}" for n in range(1, 100))
+        self.push = PushNode("mdmd", register=lambda pfn: next(self.channels))
+        self.client = DMClient(
+            device_id=DEVICE_ID,
+            server_url="https://mdm.example.com/ManagementServer/MDM.svc",
+            client_name="device-name",
+            client_secret="device-secret",
+            client_nonce=b"\x01" * 16,
+            handlers=[self.push],
+        )
+        self.now = 1000.0
+
+    def session(self, alert: str = "1201") -> Any:
+        from twisted.internet.defer import Deferred
+
+        async def post(body: bytes, content_type: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+            message = XML_CODEC.decode(body)
+            self.now += 1.0
+            result = self.store.run(exchange, None, message, XML_CODEC, body, None, self.now, self.settings)
+            return 200, {"content-type": XML_CODEC.content_type}, result.body
+
+        return self.successResultOf(Deferred.fromCoroutine(self.client.session(post, alert=alert)))
+
+    def channel(self) -> Any:
+        from mdmd.notify import channels
+
+        return self.store.read(lambda root: channels.channel_of(root["devices"][DEVICE_ID]))
+
+    def test_first_session_sets_up_the_channel(self) -> None:
+        """
+        The first session sets the PFN and reads back the channel the device got, and its status.
+        """
+        log = self.session()
+        targets = [c.items[0].target.loc_uri for c in log.received]
+        base = "./Vendor/MSFT/DMClient/Provider/mdmd/Push/"
+        self.assertEqual(targets, [base + "PFN", base + "ChannelURI", base + "Status"])
+        channel = self.channel()
+        self.assertEqual(
+            (channel.pfn, channel.pfn_via, channel.uri, channel.status),
+            (self.PFN, "session", "https://db5p.notify.windows.com/w/?token=T1", 0),
+        )
+        self.assertEqual(self.session().received, [])
+
+    def test_channel_renewed_after_wns_said_gone(self) -> None:
+        """
+        Once WNS says the channel is gone, the next session reads the new one.
+        """
+        from mdmd.notify import channels
+
+        self.session()
+        self.store.run(channels.mark_gone, DEVICE_ID, self.channel().uri, self.now)
+        self.push.renew()
+        self.session()
+        channel = self.channel()
+        self.assertEqual((channel.uri, channel.expired_at), ("https://db5p.notify.windows.com/w/?token=T2", None))
+
+    def test_wns_push_answered_by_the_next_session(self) -> None:
+        """
+        A WNS job is answered by the first authenticated session that begins
+        after it was submitted (not one while it is still queued), whatever
+        its alert and session id.
+        """
+        self.session()
+        (job,) = self.store.run(jobs.enqueue_wns, [(DEVICE_ID, self.channel().uri)], jobs.PushSettings(), self.now)
+        self.session()
+        self.assertEqual(self.store.read(jobs.list_pushes, DEVICE_ID)[0].state, jobs.QUEUED)
+        self.store.run(jobs.record_submitted, job.ref, self.now, via="wns", message_ids=["M"], keys=[None])
+        self.session()
+        (info,) = self.store.read(jobs.list_pushes, DEVICE_ID)
+        self.assertEqual((info.seq, info.state), (job.info.seq, jobs.ANSWERED))
+
+    def test_without_wns(self) -> None:
+        """
+        Without WNS settings nothing about the channel is queued.
+        """
+        self.settings = SETTINGS
+        self.assertEqual([c for c in self.session().received if "Push" in c.items[0].target.loc_uri], [])

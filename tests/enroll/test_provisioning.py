@@ -50,7 +50,9 @@ def credentials() -> provisioning.DMCredentials:
     return provisioning.DMCredentials.generate(DEVICE_ID, "mdmd", "DIGEST", _counter())  # type: ignore[arg-type]
 
 
-def document(store: str = "User", upn: str = "alice@example.com") -> provisioning.Characteristic:
+def document(
+    store: str = "User", upn: str = "alice@example.com", account: provisioning.DMAccount = ACCOUNT
+) -> provisioning.Characteristic:
     return provisioning.parse_document(
         provisioning.enrollment_document(
             root_der=ROOT_DER,
@@ -60,7 +62,7 @@ def document(store: str = "User", upn: str = "alice@example.com") -> provisionin
             device_name="DESKTOP-1",
             upn=upn,
             credentials=credentials(),
-            account=ACCOUNT,
+            account=account,
         )
     )
 
@@ -147,6 +149,22 @@ class EnrollmentDocumentTests(SynchronousTestCase):
             },
         )
         self.assertIsNone(document(upn="").get("DMClient", "Provider", "mdmd").parm("UPN"))  # type: ignore[union-attr]
+
+    def test_push_pfn(self) -> None:
+        """
+        With a push PFN, DMClient/Provider/<PROVIDER-ID>/Push sets it (a
+        string), after the poll schedule; the device's checks still pass.
+        Without one there is no Push characteristic.
+        """
+        from dataclasses import replace
+
+        account = replace(ACCOUNT, push_pfn="Contoso.MDMPush_8wekyb3d8bbwe")
+        provider = document(account=account).get("DMClient", "Provider", "mdmd")
+        assert provider is not None
+        self.assertEqual([c.type for c in provider.children], ["Poll", "Push"])
+        self.assertEqual(provider.get("Push").parms, (("PFN", "Contoso.MDMPush_8wekyb3d8bbwe", "string"),))  # type: ignore[union-attr]
+        check_enrollment_document(document(account=account), DEVICE_ID, KEY, [AUTHORITY.certificate])
+        self.assertIsNone(document().get("DMClient", "Provider", "mdmd", "Push"))
 
     def test_device_store(self) -> None:
         """

@@ -301,6 +301,49 @@ class ProtocolTests(TestCase):
         await client(status_for={"./Vendor/Locked": 405}).session(server.post)
         self.assertEqual(status_codes(server.received[1].body[1:2]), ["405"])
 
+    async def test_handlers(self) -> None:
+        """
+        A node handler serves its nodes: Gets read it (absent: 404), Adds and
+        Replaces answer its status; other nodes stay in the tree.
+        """
+
+        class Handler:
+            def __init__(self) -> None:
+                self.values: dict[str, str] = {"./Vendor/CSP/Read": "r"}
+
+            def owns(self, uri: str) -> bool:
+                return uri.startswith("./Vendor/CSP/")
+
+            def get(self, uri: str) -> str | None:
+                return self.values.get(uri)
+
+            def set(self, uri: str, value: str) -> int:
+                if uri == "./Vendor/CSP/Read":
+                    return 405
+                self.values[uri] = value
+                return 200
+
+        handler = Handler()
+        server = Server(
+            answer(
+                targeted(Get, 2, "./Vendor/CSP/Read"),
+                targeted(Get, 3, "./Vendor/CSP/Absent"),
+                targeted(Replace, 4, "./Vendor/CSP/Read", "x", "chr"),
+                targeted(Replace, 5, "./Vendor/CSP/Written", "w", "chr"),
+                targeted(Replace, 6, "./Vendor/Plain", "p", "chr"),
+            ),
+            answer(),
+        )
+        dm = client(handlers=[handler])
+        await dm.session(server.post)
+        statuses = [c.data for c in server.received[1].body[1:] if isinstance(c, Status)]
+        self.assertEqual(statuses, ["200", "404", "405", "200", "200"])
+        (results,) = [c for c in server.received[1].body if isinstance(c, Results)]
+        self.assertEqual(results.items[0].data, "r")
+        self.assertEqual(handler.values["./Vendor/CSP/Written"], "w")
+        self.assertEqual((dm.tree.get("./Vendor/Plain"), "./Vendor/CSP/Written" in dm.tree), ("p", False))
+        self.assert_valid(server)
+
     async def test_challenge(self) -> None:
         """
         A 401 with a NextNonce is answered with package 1 again, credentials
