@@ -14,6 +14,7 @@ deterministic for a given C{random.Random} state.
 from __future__ import annotations
 
 import base64
+import copy
 import binascii
 import json
 import re
@@ -185,7 +186,7 @@ def xml_duplicate(data: bytes, rng: Random, pool: Sequence[bytes]) -> bytes:
     assert parent is not None
     index = parent.index(element)
     for _ in range(rng.choice((1, 1, 2, 50))):
-        parent.insert(index, etree.fromstring(etree.tostring(element)))
+        parent.insert(index, copy.deepcopy(element))
     return _serialize(root)
 
 
@@ -314,7 +315,9 @@ def _parse_der(data: bytes, depth: int = 0) -> list[_Node] | None:
         if end > len(data) or tag & 0x1F == 0x1F:
             return None
         content = data[start:end]
-        children = _parse_der(content, depth + 1) if tag & 0x20 and depth < 12 else None
+        # constructed elements, and OCTET STRINGs that hold DER (extension values)
+        nested = (tag & 0x20 or (tag == 0x04 and content[:1] in (b"\x30", b"\x04", b"\x02"))) and depth < 12
+        children = _parse_der(content, depth + 1) if nested else None
         nodes.append((tag, children if children is not None else content))
         offset = end
     return nodes
@@ -396,8 +399,10 @@ def der_mutate(data: bytes, rng: Random, pool: Sequence[bytes]) -> bytes:
         del siblings[index]
     elif roll < 0.6:
         siblings[index] = (rng.choice((0x02, 0x03, 0x04, 0x05, 0x06, 0x0C, 0x30, 0x31, 0xA0, 0xA3, 0x80)), value)
-    elif roll < 0.8 and not isinstance(value, list):
+    elif roll < 0.7 and not isinstance(value, list):
         siblings[index] = (tag, mutate(bytes(value), rng, pool, BYTES))
+    elif roll < 0.8 and not isinstance(value, list):  # DER where raw bytes were (an extension's value)
+        siblings[index] = (tag, _encode_der([rng.choice(_DER_CONTENTS)]))
     elif isinstance(value, list) and value:
         siblings[index] = (tag, value[: rng.randrange(len(value))])
     else:
