@@ -17,6 +17,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.ssl import CertificateOptions
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from mdmd.notify import smpp_pdu as p
@@ -234,6 +235,43 @@ class ServiceTests(SynchronousTestCase):
             self.assertEqual(
                 len([r for r in net.smsc.received if isinstance(r, p.DeliverSmResp)]), 11
             )
+
+    def test_fuzz_malformed_receipts_keep_the_link(self) -> None:
+        """
+        Issue 12, defect 2 (abuse): the SMSC sends 16 receipts whose date holds
+        "²" interleaved with 16 good ones. Every deliver_sm is answered, each bad
+        one is logged once, all good receipts reach the observer with their
+        jobs, and the link stays up on its one bind.
+        """
+        net = Net(Scenario(hex_message_ids=True))
+        net.start()
+        for n in range(16):
+            net.submit(f"job-{n}")
+        smsc = net.smsc.connections[-1]
+        logged: list[str] = []
+
+        def observe(event: dict) -> None:
+            if "unreadable" in formatEvent(event):
+                logged.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        for n, (message_id, submit_sm) in enumerate(net.smsc.accepted):
+            bad = f"id:{900 + n} sub:001 dlvrd:001 submit date:26112201²1 done date:2611220102 stat:DELIVRD"
+            smsc.send(
+                p.DeliverSm(sequence_number=1000 + n, esm_class=0x04, short_message=bad.encode("latin-1"))
+            )
+            smsc.send_receipt(message_id, submit_sm, Receipts.TLV)
+            net.flush()
+        answers = [r for r in net.smsc.received if isinstance(r, p.DeliverSmResp)]
+        self.assertEqual(len(answers), 32)
+        self.assertEqual({r.command_status for r in answers}, {p.Status.ESME_ROK})
+        good = [(r.ref, r.state) for r in net.receipts if r.ref is not None]
+        self.assertEqual(good, [(f"job-{n}", p.MessageState.DELIVERED) for n in range(16)])
+        self.assertEqual(len(logged), 16)
+        self.assertEqual(len([r for r in net.smsc.received if isinstance(r, p.BindTransceiver)]), 1)
+        self.assertEqual((len(net.smsc.connections), net.smsc.lost), (1, 0))
+        self.assertTrue(net.service.bound)
 
     def test_receipt_after_reconnect(self) -> None:
         """
