@@ -4,8 +4,9 @@ tells a device where the policy and enrollment services are and how to
 authenticate to them.
 
 Every RequestVersion is accepted (Windows 11 25H2 sends 9.0; allow-lists of
-exact versions broke enrollment elsewhere); the device is answered the lower
-of its version and the configured maximum.
+exact versions broke enrollment elsewhere) that is a positive number with at
+most L{MAX_VERSION_DECIMALS} decimals; the device is answered the lower of
+its version and the configured maximum.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ DISCOVER_ACTION = DISCOVERY + "/IDiscoveryService/Discover"
 DISCOVER_RESPONSE_ACTION = DISCOVERY + "/IDiscoveryService/DiscoverResponse"
 
 AUTH_POLICIES = ("OnPremise", "Federated", "Certificate")
+
+#: Digits a RequestVersion may have after the point: the answer can repeat
+#: them, and a version such as C{1e-999999999} would make it a gigabyte.
+MAX_VERSION_DECIMALS = 6
 
 
 @dataclass(frozen=True)
@@ -87,8 +92,8 @@ def parse_discover(request: SoapRequest) -> DiscoverRequest:
         version = decimal.Decimal(version_text)
     except decimal.InvalidOperation:
         version = decimal.Decimal("NaN")
-    if not version.is_finite() or version <= 0:
-        raise MessageFormatFault(f"RequestVersion {version_text!r} is not a version number")
+    if not version.is_finite() or version <= 0 or _decimals(version) > MAX_VERSION_DECIMALS:
+        raise MessageFormatFault(f"RequestVersion {version_text[:40]!r} is not a version number")
     policies_element = child(fields, "AuthPolicies")
     policies = tuple(text(p) for p in children(policies_element, "AuthPolicy") if text(p))
     if not policies and text(policies_element):
@@ -103,6 +108,17 @@ def parse_discover(request: SoapRequest) -> DiscoverRequest:
         os_version=text(child(fields, "OSVersion")),
         auth_policies=policies,
     )
+
+
+def _decimals(version: decimal.Decimal) -> int:
+    """
+    How many digits C{version} has after the point (C{1e-999999} has 999999).
+    """
+    _, digits, exponent = version.as_tuple()  # exact: normalize() would round 1e-999999999 to 0
+    if not isinstance(exponent, int):
+        return 0
+    trailing_zeros = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+    return max(0, -(exponent + trailing_zeros))
 
 
 def negotiate_version(requested: decimal.Decimal, maximum: str) -> str:

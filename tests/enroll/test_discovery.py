@@ -124,6 +124,21 @@ class ParseTests(SynchronousTestCase):
             self.assertIn(expected, str(caught.exception))
 
 
+    def test_fuzz_version_with_a_million_decimals(self) -> None:
+        """
+        Issue 12: a RequestVersion such as 1e-999999 (whose answer would repeat
+        its million decimals) is not a version number; six decimals are.
+        """
+        for text in ("1e-999999", "1e-999999999", "4.0000001", "0.0000001"):
+            with self.assertRaises(soap.MessageFormatFault) as caught:
+                discovery.parse_discover(_discover([("RequestVersion", text)]))
+            self.assertIn("not a version number", str(caught.exception))
+        request = discovery.parse_discover(_discover([("RequestVersion", "4.000001")]))
+        self.assertEqual(discovery.negotiate_version(request.request_version, "5.0"), "4.000001")
+        request = discovery.parse_discover(_discover([("RequestVersion", "1e999999999")]))
+        self.assertEqual(discovery.negotiate_version(request.request_version, "5.0"), "5.0")
+
+
 class ResponseTests(SynchronousTestCase):
     def test_negotiate_version(self) -> None:
         """
