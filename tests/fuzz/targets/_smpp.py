@@ -9,21 +9,29 @@ from mdmd.notify import smpp_pdu as p
 __all__ = ["streams"]
 
 
-def _receipt(sequence: int, text: bytes, tlvs: tuple[p.Tlv, ...] = (), cls: type = p.DeliverSm) -> p.Pdu:
-    fields = dict(
+def _receipt(sequence: int, text: bytes, tlvs: tuple[p.Tlv, ...] = (), data_sm: bool = False) -> p.Pdu:
+    """
+    A receipt from the handset's number to ours: deliver_sm with C{text}, or data_sm with it as payload.
+    """
+    if data_sm:
+        return p.DataSm(
+            sequence_number=sequence,
+            source_addr="491701234567",
+            destination_addr="MDMD",
+            esm_class=0x04,
+            tlvs=tlvs + (p.Tlv(p.Tag.MESSAGE_PAYLOAD, text),),
+        )
+    return p.DeliverSm(
         sequence_number=sequence,
         source_addr_ton=1,
         source_addr_npi=1,
         source_addr="491701234567",
         dest_addr_ton=5,
-        dest_addr_npi=0,
         destination_addr="MDMD",
         esm_class=0x04,
+        short_message=text,
         tlvs=tlvs,
     )
-    if cls is p.DeliverSm:
-        return p.DeliverSm(short_message=text, **fields)
-    return p.DataSm(tlvs=tlvs + (p.Tlv(p.Tag.MESSAGE_PAYLOAD, text),), **{k: v for k, v in fields.items() if k != "tlvs"})
 
 
 def _encode(*pdus: p.Pdu) -> bytes:
@@ -53,7 +61,7 @@ def streams() -> dict[str, bytes]:
             _receipt(102, _TEXT.replace(b"2611220101", b"261122010159"), _TLVS)
         ),
         "undeliverable-receipt": _encode(_receipt(103, _TEXT.replace(b"DELIVRD", b"UNDELIV"))),
-        "data-sm-receipt": _encode(_receipt(104, _TEXT, cls=p.DataSm)),
+        "data-sm-receipt": _encode(_receipt(104, _TEXT, data_sm=True)),
         "mo-message": _encode(
             p.DeliverSm(sequence_number=105, source_addr="491701234567", short_message=b"hello")
         ),
