@@ -273,6 +273,52 @@ class ServiceTests(SynchronousTestCase):
         self.assertEqual((len(net.smsc.connections), net.smsc.lost), (1, 0))
         self.assertTrue(net.service.bound)
 
+    def test_fuzz_malformed_pdus_never_stop_the_link(self) -> None:
+        """
+        Issue 12 (abuse): PDUs the ESME cannot use, between good receipts: an
+        unknown command, a deliver_sm whose short message runs past the PDU,
+        a data_sm whose TLV does, a deliver_sm_resp answering nothing. Each
+        request is answered with the status that says what is wrong, the good
+        receipts are recorded, and the link stays up on its one bind.
+        """
+        net = Net(Scenario(hex_message_ids=True))
+        net.start()
+        for n in range(4):
+            net.submit(f"job-{n}")
+        smsc = net.smsc.connections[-1]
+        assert smsc.transport is not None
+        short = bytearray(p.encode(p.DeliverSm(sequence_number=500, esm_class=4, short_message=b"id:1")))
+        short[-1 - 4] = 200  # sm_length past the end (4 octets of text follow it)
+        tlv = bytearray(p.encode(p.DataSm(sequence_number=501, tlvs=(p.Tlv(p.Tag.MESSAGE_PAYLOAD, b"x"),))))
+        tlv[-3:-1] = b"\x00\x09"  # the TLV's length runs past the PDU
+        garbage = (
+            bytes.fromhex("00000010" "00000777" "00000000" "000001f6"),  # unknown command_id, sequence 502
+            bytes(short),
+            bytes(tlv),
+            p.encode(p.DeliverSmResp(sequence_number=503)),
+        )
+        for (message_id, submit_sm), bad in zip(net.smsc.accepted, garbage):
+            smsc.transport.write(bad)
+            smsc.send_receipt(message_id, submit_sm, Receipts.TLV)
+            net.flush()
+        answers = {
+            r.sequence_number: (type(r), r.command_status)
+            for r in net.smsc.received
+            if isinstance(r, (p.GenericNack, p.DeliverSmResp, p.DataSmResp)) and r.sequence_number >= 500
+        }
+        self.assertEqual(
+            answers,
+            {
+                500: (p.DeliverSmResp, p.Status.ESME_RINVMSGLEN),
+                501: (p.DataSmResp, p.Status.ESME_RINVOPTPARSTREAM),
+                502: (p.GenericNack, p.Status.ESME_RINVCMDID),
+            },
+        )
+        self.assertEqual([r.ref for r in net.receipts], [f"job-{n}" for n in range(4)])
+        self.assertEqual(len([r for r in net.smsc.received if isinstance(r, p.BindTransceiver)]), 1)
+        self.assertEqual((len(net.smsc.connections), net.smsc.lost), (1, 0))
+        self.assertTrue(net.service.bound)
+
     def test_receipt_after_reconnect(self) -> None:
         """
         A receipt that arrives on the next connection still names its job.

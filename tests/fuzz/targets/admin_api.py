@@ -13,6 +13,7 @@ checked is the request, not the hash).
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import shutil
@@ -126,7 +127,9 @@ class _Api:
 
 @functools.cache
 def _api() -> _Api:
-    return _Api()
+    api = _Api()
+    atexit.register(api.close)
+    return api
 
 
 def run(data: bytes) -> bytes:

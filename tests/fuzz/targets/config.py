@@ -6,8 +6,10 @@ problem (one line each, never a traceback).
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
+import shutil
 import tempfile
 
 from mdmd import config
@@ -19,7 +21,9 @@ __all__ = ["target", "generate_seeds"]
 
 @functools.cache
 def _directory() -> str:
-    return tempfile.mkdtemp(prefix="mdmd-fuzz-config-")
+    directory = tempfile.mkdtemp(prefix="mdmd-fuzz-config-")
+    atexit.register(shutil.rmtree, directory, True)
+    return directory
 
 
 def run(data: bytes) -> config.Config:
