@@ -140,8 +140,13 @@ def read_inputs(directory: str) -> list[bytes]:
     return found
 
 
+#: The repository: reproduction commands run from there.
+ROOT = os.path.dirname(os.path.dirname(HERE))
+
+
 def reproduce_command(target: str, path: str) -> str:
-    return f"tools/fuzz --replay {target} {os.path.relpath(path, os.path.dirname(os.path.dirname(HERE)))}"
+    relative = os.path.relpath(path, ROOT)
+    return f"tools/fuzz --replay {target} {path if relative.startswith('..') else relative}"
 
 
 def kind_of(error: BaseException) -> str:
