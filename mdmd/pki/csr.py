@@ -121,14 +121,17 @@ class InvalidSignedRequest(InvalidRequest):
 
 
 #: What the decoders raise for bytes they cannot read: pyasn1 (an IndexError
-#: from its encoder, too, when a decoded value cannot be encoded again), and
-#: C{cryptography}, which reads parts of a certificate (its version, issuer,
-#: key, extensions) only when they are first used. C{ValueError} includes
-#: Python's refusal to print an integer of more than 4300 digits (an OID arc,
-#: a serial number).
+#: from its encoder, too, when a decoded value cannot be encoded again, an
+#: OverflowError for a length past the index size), and C{cryptography},
+#: which reads parts of a certificate (its version, issuer, key, extensions)
+#: only when they are first used (a TypeError for a name attribute of the
+#: wrong string type). C{ValueError} includes Python's refusal to print an
+#: integer of more than 4300 digits.
 _UNREADABLE: tuple[type[Exception], ...] = (
     ValueError,
     IndexError,
+    OverflowError,
+    TypeError,
     PyAsn1Error,
     UnsupportedAlgorithm,
     x509.InvalidVersion,

@@ -314,6 +314,18 @@ class UnreadableRequestTests(SynchronousTestCase):
         """
         self.assertIn("Error encoding", self._fuzzed("signer-issuer-not-encodable"))
 
+    def test_fuzz_pkcs7_length_past_index_size(self) -> None:
+        """
+        A length pyasn1 cannot read as far as (an OverflowError) is refused.
+        """
+        self.assertIn("cannot fit 'int' into an index-sized integer", self._fuzzed("length-past-index-size"))
+
+    def test_fuzz_pkcs7_signer_issuer_bitstring_attribute(self) -> None:
+        """
+        A signer certificate whose issuer has a BIT STRING attribute cryptography refuses (TypeError) is refused.
+        """
+        self.assertIn("BitString", self._fuzzed("signer-issuer-bitstring-attribute"))
+
     def test_fuzz_pkcs7_certificate_not_encodable(self) -> None:
         """
         A certificate that pyasn1's encoder fails on with an IndexError is refused.
