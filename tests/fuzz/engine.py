@@ -61,7 +61,8 @@ class Target:
     One surface to fuzz.
 
     @ivar run: feeds one input to the surface as its endpoint does; returns
-        normally or raises one of C{declared}.
+        normally or raises one of C{declared}. What it returns, if text,
+        tells outcomes apart (see L{fuzz}).
     @ivar declared: the errors the surface answers a peer with.
     @ivar mutators: weighted mutators (see L{tests.fuzz.mutate}).
     @ivar bounded_inputs: inputs of the deterministic run in the test suite
@@ -171,11 +172,19 @@ _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|b'[^']*'")
 _NUMBERS = re.compile(r"[0-9a-fA-F]*[0-9][0-9a-fA-F]*")
 
 
-def _outcome(error: BaseException | None) -> str:
-    if error is None:
-        return "ok"
-    message = _NUMBERS.sub("#", _QUOTED.sub("'…'", str(error)))[:80]
-    return f"{type(error).__name__}: {message}"
+def _blank(text: str) -> str:
+    return _NUMBERS.sub("#", _QUOTED.sub("'…'", text))[:80]
+
+
+def _outcome(error: BaseException | None, result: object) -> str:
+    """
+    What an input led to, for telling new outcomes from seen ones: the
+    declared error, or what the target returned if it is text (a surface
+    that declares no error, such as the ESME session, describes its events).
+    """
+    if error is not None:
+        return f"{type(error).__name__}: {_blank(str(error))}"
+    return _blank(result) if isinstance(result, str) else "ok"
 
 
 def _save(target: str, data: bytes) -> str | None:
@@ -232,9 +241,10 @@ def fuzz(
     def feed(data: bytes) -> None:
         began = time.perf_counter()
         error: BaseException | None = None
+        result: object = None
         uncaught = False
         try:
-            target.run(data)
+            result = target.run(data)
         except target.declared as e:
             error = e
         except Exception as e:
@@ -253,7 +263,7 @@ def fuzz(
                     kind, summary, _save(target.name, data) if save else None, data
                 )
             return
-        outcome = _outcome(error)
+        outcome = _outcome(error, result)
         if outcome not in seen:
             seen.add(outcome)
             if len(pool) < 512:

@@ -12,7 +12,7 @@ import zlib
 from random import Random
 
 from mdmd.notify import smpp_pdu as p
-from mdmd.notify.smpp_session import EsmeSession, Event, LinkBroken, State, Unbound
+from mdmd.notify.smpp_session import EsmeSession, Event, LinkBroken, ProtocolViolation, State, Unbound
 from mdmd.testing.smsc import ESME_CONFIG, HANDSET, ONE_SEGMENT
 from tests.fuzz import mutate
 from tests.fuzz.engine import Target
@@ -30,7 +30,7 @@ class LinkStopped(AssertionError):
 _BOUND = p.encode(p.BindTransceiverResp(sequence_number=1, system_id="SMSC"))
 
 
-def run(data: bytes) -> None:
+def run(data: bytes) -> str:
     session = EsmeSession(ESME_CONFIG)
     session.connection_made(0.0)
     events: list[Event] = list(session.receive_data(_BOUND, 0.0).events)
@@ -51,6 +51,10 @@ def run(data: bytes) -> None:
         )
         if not declared:
             raise LinkStopped(f"the session closed: {events!r}"[:300])
+    # what happened, for the fuzzer to tell inputs apart
+    return " ".join(
+        sorted({e.description if isinstance(e, ProtocolViolation) else type(e).__name__ for e in events})
+    )
 
 
 def target() -> Target:
