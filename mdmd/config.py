@@ -16,6 +16,7 @@ import dataclasses
 import decimal
 import ipaddress
 import os
+import re
 import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -166,6 +167,15 @@ def _subset(*choices: str) -> Callable[[str], tuple[str, ...]]:
         return values
 
     return parse
+
+
+def _regex(raw: str) -> str:
+    value = raw.strip()
+    try:
+        re.compile(value)
+    except re.error as e:
+        raise ValueError(f"not a regular expression: {e}") from None
+    return value
 
 
 def _tcp_address(raw: str) -> ListenAddress:
@@ -414,6 +424,28 @@ class AdminSection:
         _str,
         "File holding the bearer token (written 0600 on first start). Empty means "
         "STATE_DIR/admin.token.",
+    )
+    idempotency_keep: int = _option(
+        86400,
+        _int(60, 30 * 86400),
+        "Seconds the answer to a request carrying an Idempotency-Key is kept: the same "
+        "request sent again with that key within this time is answered again, not carried "
+        "out again (mdmctl retries with one when an answer is lost).",
+    )
+    user_names: tuple[str, ...] = _option(
+        ("email", "domain", "plain"),
+        _subset("email", "domain", "plain"),
+        "The forms a new user's name may take (mdmctl user add): email (user@example.com, "
+        "as Windows enrolls with a work account), domain (DOMAIN\\user) and plain (a name "
+        "matching user_name_pattern); comma-separated.",
+    )
+    user_name_pattern: str = _option(
+        "[A-Za-z0-9][A-Za-z0-9._-]{0,63}",
+        _regex,
+        "The regular expression a plain user name must match whole.",
+    )
+    min_password_length: int = _option(
+        8, _int(1, 1024), "The fewest characters of a user's password (mdmctl user add and password)."
     )
 
 

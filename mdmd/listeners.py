@@ -5,6 +5,7 @@ Listening sockets as services that bind when started and fail loudly if they can
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import socket
@@ -22,14 +23,36 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-__all__ = ["ListeningService", "CannotListen", "MdmdService", "ListeningFile", "clear_stale_socket"]
+__all__ = [
+    "CannotStart",
+    "ListeningService",
+    "CannotListen",
+    "MdmdService",
+    "ListeningFile",
+    "StateDirectoryLock",
+    "StateDirectoryInUse",
+    "clear_stale_socket",
+]
 
 log = Logger()
 
 
-class CannotListen(Exception):
+class CannotStart(Exception):
+    """
+    The daemon cannot start, for a reason its message says in one line (an
+    operator's to fix, not our bug: no traceback).
+    """
+
+
+class CannotListen(CannotStart):
     """
     A listener could not bind its address; the daemon does not start.
+    """
+
+
+class StateDirectoryInUse(CannotStart):
+    """
+    Another daemon runs on the same state directory.
     """
 
 
@@ -69,13 +92,11 @@ class ListeningService(Service):
             raise CannotListen(f"{self.name}: {self.description} did not bind synchronously")
         result = outcome[0]
         if isinstance(result, Failure):
-            reason = result.getErrorMessage()
-            log.critical(
-                "cannot listen on {listener} {address}: {reason}",
-                listener=self.name,
-                address=self.description,
-                reason=reason,
-            )
+            error = result.value
+            socket_error = getattr(error, "socketError", None)  # CannotListenError's cause
+            reason = getattr(socket_error, "strerror", None) or result.getErrorMessage()
+            if getattr(socket_error, "errno", None) == errno.EADDRINUSE:
+                reason = f"{reason.lower()} (by another program, or another mdmd)"
             raise CannotListen(f"cannot listen on {self.name} {self.description}: {reason}")
         self.port = result
         log.info("{listener} listening on {address}", listener=self.name, address=self.address)
@@ -126,6 +147,48 @@ def clear_stale_socket(path: str) -> None:
         probe.close()
 
 
+class StateDirectoryLock:
+    """
+    An exclusive lock on C{STATE_DIR/mdmd.lock}, held while the daemon runs
+    (the kernel releases it when the process ends, however it ends), so that
+    a second daemon on the same directory stops at once, saying which
+    process has it.
+    """
+
+    def __init__(self, state_dir: str) -> None:
+        self.state_dir = state_dir
+        self.path = os.path.join(state_dir, "mdmd.lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """
+        @raise StateDirectoryInUse: naming the directory and the other daemon's pid.
+        """
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise StateDirectoryInUse(f"another mdmd is running on {_shown(self.state_dir)}/ (pid {holder})") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+        self._fd = fd
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+def _shown(path: str) -> str:
+    """
+    C{path} as an operator wrote it: relative to the working directory when below it.
+    """
+    relative = os.path.relpath(path)
+    return path if relative == "." or relative.startswith("..") else relative
+
+
 class ListeningFile:
     """
     C{listening.json}: the addresses the running daemon bound, for mdmctl and tests.
@@ -163,9 +226,11 @@ class MdmdService(MultiService):
         self.state_dir = state_dir
         self._reactor = reactor
         self.listening_file = ListeningFile(os.path.join(state_dir, "listening.json"))
+        self.lock = StateDirectoryLock(state_dir)
 
     def startService(self) -> None:
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        self.lock.acquire()
         Service.startService(self)
         started: list[Service] = []
         try:
@@ -179,6 +244,7 @@ class MdmdService(MultiService):
                 except Exception:
                     log.failure("while stopping {name} after a failed start", name=child.name)
             self.running = 0
+            self.lock.release()
             raise
         self._reactor.callWhenRunning(self._announce)
 
@@ -204,6 +270,7 @@ class MdmdService(MultiService):
                 await maybeDeferred(child.stopService)
             except Exception:
                 log.failure("while stopping {name}", name=child.name)
+        self.lock.release()
 
     def addresses(self) -> dict[str, str]:
         return {

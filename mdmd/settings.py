@@ -20,12 +20,15 @@ from dataclasses import dataclass
 from cryptography import x509
 
 from mdmd import config as mdmd_config
+from mdmd.admin.idempotency import IdempotencySettings
 from mdmd.config import Config, ConfigErrors, ListenAddress
+from mdmd.devices.accounts import DeviceKind
 from mdmd.devices.registration import RegistrationSettings
 from mdmd.dm import effects as dm_effects
 from mdmd.dm.checkin import DMSettings
 from mdmd.enroll.operations import EnrollmentSettings
 from mdmd.enroll.provisioning import DMAccount
+from mdmd.enroll.users import UserPolicy
 from mdmd.enroll.xcep import CertificatePolicy
 from mdmd.notify.jobs import PushSettings
 from mdmd.notify.pkg0 import UIMode
@@ -123,6 +126,9 @@ class AdminSettings:
 
     listen: ListenAddress
     token_file: str
+    idempotency: IdempotencySettings
+    #: what names and passwords users may be given
+    users: UserPolicy
 
 
 @dataclass(frozen=True)
@@ -203,7 +209,16 @@ def from_config(config: Config) -> Settings:
         dm=dm,
         push=_notifier(config),
         smpp=_smsc(config) if config.smpp.host else None,
-        admin=AdminSettings(listen=config.admin.listen, token_file=config.admin_token_file),
+        admin=AdminSettings(
+            listen=config.admin.listen,
+            token_file=config.admin_token_file,
+            idempotency=IdempotencySettings(keep=float(config.admin.idempotency_keep)),
+            users=UserPolicy(
+                forms=config.admin.user_names,
+                plain_pattern=config.admin.user_name_pattern,
+                min_password=config.admin.min_password_length,
+            ),
+        ),
         manhole=ManholeSettings(
             enabled=config.manhole.enabled,
             listen=config.manhole.listen,
@@ -310,7 +325,7 @@ def _dm(config: Config, device_cas: tuple[x509.Certificate, ...]) -> DMSettings:
         require_client_certificate=dm.require_client_certificate_windows,
         require_client_certificate_omadm=dm.require_client_certificate_omadm,
         device_cas=device_cas,
-        send_server_credential=frozenset(dm.send_server_credential),
+        send_server_credential=frozenset(DeviceKind(kind) for kind in dm.send_server_credential),
     )
 
 

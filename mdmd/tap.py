@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, Protocol, cast
 
 from cryptography import x509
@@ -37,9 +39,11 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import ClientFactory, Factory, ServerFactory
 from twisted.internet.ssl import ClientContextFactory
+from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
 from twisted.web.resource import Resource
+from zc.lockfile import LockError
 from zope.interface import implementer
 
 from mdmd.admin.api import MAX_BODY, AdminAPI, AdminToken
@@ -49,7 +53,7 @@ from mdmd.dm.sweeper import DMService
 from mdmd.enroll.resource import enrollment_resource
 from mdmd.enroll.operations import EnrollmentService
 from mdmd.enroll.users import StoreUserChecker
-from mdmd.listeners import CannotListen, ListeningService, MdmdService, clear_stale_socket
+from mdmd.listeners import CannotListen, CannotStart, ListeningService, MdmdService, clear_stale_socket
 from mdmd.manhole import ManholePasswordDB, manhole_factory, namespace
 from mdmd.notify.smpp_client import ESMEService, smsc_endpoint
 from mdmd.notify.notifier import Notifier
@@ -65,6 +69,8 @@ from mdmd.site import MdmdSite
 from mdmd.store.runner import StoreService
 
 __all__ = ["Options", "Reactor", "makeService", "build"]
+
+log = Logger()
 
 
 @implementer(IReactorCore, IReactorTime, IReactorTCP, IReactorSSL, IReactorUNIX, IReactorThreads)
@@ -181,17 +187,31 @@ class Options(usage.Options):
     ]
 
     settings: Settings
+    #: set when the configuration was refused: the usage text is then left out
+    _refused = False
 
     def postOptions(self) -> None:
         try:
             self.settings = load_settings(self["config"])
         except ConfigErrors as e:
+            self._refused = True
             raise usage.UsageError(str(e)) from None
+
+    def getUsage(self, width: int | None = None) -> str:
+        """
+        The options' help; when the configuration file was refused, a pointer
+        to it instead, so that twistd prints the problems without pages of
+        usage before them.
+        """
+        if self._refused:
+            return f"(fix {self['config'] or 'the configuration'}; 'twistd mdmd --help' shows the options)"
+        return super().getUsage(width)
 
 
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
+    sys.excepthook = _startup_failure_hook(sys.excepthook)
     # The installed reactor provides every interface Reactor combines; its
     # static type names only the ones all reactors share.
     running = cast(Reactor, reactor)
@@ -200,6 +220,25 @@ def makeService(options: Options) -> IService:
     # collections then scan only what requests create, which halves their pauses.
     running.callWhenRunning(_freeze_startup_objects)
     return build(options.settings, running)
+
+
+def _startup_failure_hook(previous: Callable[..., Any]) -> Callable[..., Any]:
+    """
+    What twistd's process does with an exception nothing caught: a start that
+    failed for a reason the operator fixes (a busy port, a state directory
+    or store another daemon holds) is one critical log line, not a
+    traceback; anything else goes to C{previous}.
+    """
+
+    def hook(kind: type[BaseException], value: BaseException, traceback: TracebackType | None) -> None:
+        if isinstance(value, CannotStart):
+            log.critical("mdmd cannot start: {reason}", reason=str(value))
+        elif isinstance(value, LockError):
+            log.critical("mdmd cannot start: {reason} (is another mdmd using this store?)", reason=str(value))
+        else:
+            previous(kind, value, traceback)
+
+    return hook
 
 
 def _freeze_startup_objects() -> None:
@@ -317,6 +356,13 @@ def build(settings: Settings, reactor: Reactor) -> MdmdService:
     enroll.setServiceParent(root)
     web_root.putChild(b"EnrollmentServer", enrollment_resource(enroll))
 
+    def announce_discovery() -> None:
+        # once everything is bound (the port may have been 0): where devices go
+        if root.running:
+            log.info("devices enroll at {url}", url=enroll.urls.discovery)
+
+    reactor.callWhenRunning(announce_discovery)
+
     dm = DMService(settings.dm, store, reactor)
     dm.setServiceParent(root)
     management = Resource()
@@ -348,6 +394,8 @@ def build(settings: Settings, reactor: Reactor) -> MdmdService:
         status_extra=lambda: {"hostname": settings.server.hostname, "listening": root.addresses()},
         notifier=notifier,
         registration=settings.registration,
+        idempotency=settings.admin.idempotency,
+        user_policy=settings.admin.users,
     )
     admin_site = MdmdSite(api, clock=reactor, max_body=MAX_BODY, name="admin")
     admin = _LocalListener(reactor, settings.admin.listen)

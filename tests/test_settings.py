@@ -179,14 +179,14 @@ class TypedValuesTests(SettingsTestCase):
         credential: classic OMA DM devices by default, Windows only when listed.
         """
         default = self.load("").dm
-        self.assertEqual(default.send_server_credential, frozenset({"omadm"}))
-        self.assertTrue(default.session_for("omadm").send_server_credential)
-        self.assertFalse(default.session_for("windows").send_server_credential)
+        self.assertEqual(default.send_server_credential, frozenset({DeviceKind.OMADM}))
+        self.assertTrue(default.session_for(DeviceKind.OMADM).send_server_credential)
+        self.assertFalse(default.session_for(DeviceKind.WINDOWS).send_server_credential)
         both = self.load("[dm]\nsend_server_credential = windows, omadm\n").dm
-        self.assertTrue(both.session_for("windows").send_server_credential)
+        self.assertTrue(both.session_for(DeviceKind.WINDOWS).send_server_credential)
         none = self.load("[dm]\nsend_server_credential =\n").dm
-        self.assertFalse(none.session_for("omadm").send_server_credential)
-        self.assertEqual(none.session_for("omadm").max_auth_failures, none.session.max_auth_failures)
+        self.assertFalse(none.session_for(DeviceKind.OMADM).send_server_credential)
+        self.assertEqual(none.session_for(DeviceKind.OMADM).max_auth_failures, none.session.max_auth_failures)
 
     def test_push_provider_id(self) -> None:
         """

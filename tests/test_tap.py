@@ -16,6 +16,8 @@ from mdmd.settings import Settings
 from mdmd.tap import Options, Reactor, build
 from mdmd.testing.reactor import ThreadedMemoryReactor
 
+from .logs import logged_events
+
 
 class OptionsTests(SynchronousTestCase):
     def test_errors_reported_together(self) -> None:
@@ -246,3 +248,83 @@ class PublicURLTests(SynchronousTestCase):
         bound = root.getServiceNamed("https").port.getHost().port
         self.assertEqual(enroll.urls.discovery, f"https://mdm.example.com:{bound}/EnrollmentServer/Discovery.svc")
         self.assertEqual(enroll.account.dm_url, f"https://mdm.example.com:{bound}/ManagementServer/MDM.svc")
+
+    def test_discovery_url_logged_when_running(self) -> None:
+        """
+        Once the reactor runs, the log says where devices enroll: the whole
+        discovery URL, scheme and bound port included.
+        """
+        base = os.path.abspath(self.mktemp())
+        os.makedirs(base)
+        path = os.path.join(base, "mdmd.conf")
+        with open(path, "w") as f:
+            f.write("[server]\nhostname = mdm.example.com\n[https]\nlisten = 127.0.0.1:0\n")
+        reactor = ThreadedMemoryReactor()
+        root = build(mdmd_settings.load(path, base_dir=base), reactor)
+        root.startService()
+        self.addCleanup(root.stopService)
+        events = logged_events(self)
+        for hook in reactor.whenRunningHooks:
+            hook[0](*hook[1], **hook[2])
+        bound = root.getServiceNamed("https").port.getHost().port
+        urls = [e["url"] for e in events if "url" in e]
+        self.assertEqual(urls, [f"https://mdm.example.com:{bound}/EnrollmentServer/Discovery.svc"])
+
+
+class StartupFailureTests(SynchronousTestCase):
+    def test_one_line_for_what_the_operator_fixes(self) -> None:
+        """
+        twistd's uncaught exception hook, once mdmd is made: a start refused
+        for a reason the operator fixes is one critical log line; anything
+        else goes to the hook before it, with its traceback.
+        """
+        from twisted.logger import LogLevel, formatEvent
+        from zc.lockfile import LockError
+
+        from mdmd.listeners import StateDirectoryInUse
+        from mdmd.tap import _startup_failure_hook
+
+        passed: list[BaseException] = []
+        hook = _startup_failure_hook(lambda kind, value, traceback: passed.append(value))
+        events = logged_events(self)
+        hook(StateDirectoryInUse, StateDirectoryInUse("another mdmd is running on var/ (pid 7)"), None)
+        hook(LockError, LockError("Couldn't lock 'var/Data.fs.lock'"), None)
+        bug = ValueError("ours")
+        hook(ValueError, bug, None)
+        self.assertEqual(
+            [(e["log_level"], formatEvent(e)) for e in events],
+            [
+                (LogLevel.critical, "mdmd cannot start: another mdmd is running on var/ (pid 7)"),
+                (LogLevel.critical, "mdmd cannot start: Couldn't lock 'var/Data.fs.lock' (is another mdmd using this store?)"),
+            ],
+        )
+        self.assertEqual(passed, [bug])
+
+    def test_refused_configuration_without_usage(self) -> None:
+        """
+        When the file is refused, the usage text twistd prints before the
+        problems is one line pointing at the file, not every option.
+        """
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("[https]\nmax_body = -1\n")
+        options = Options()
+        self.assertIn("--config", options.getUsage())
+        with self.assertRaises(UsageError):
+            options.parseOptions(["--config", path])
+        self.assertEqual(options.getUsage(), f"(fix {path}; 'twistd mdmd --help' shows the options)")
+
+
+class PluginTests(SynchronousTestCase):
+    def test_twistd_finds_the_plugin(self) -> None:
+        """
+        twistd's plugin search finds mdmd in this installation (an editable
+        one, as pip install -e . makes it: setup.cfg's package_dir puts the
+        source tree on sys.path), made from mdmd.tap.
+        """
+        from twisted.application.service import IServiceMaker
+        from twisted.plugin import getPlugins
+
+        found = {plugin.tapname: plugin for plugin in getPlugins(IServiceMaker)}
+        self.assertIn("mdmd", found)
+        self.assertIs(found["mdmd"].options, Options)

@@ -15,6 +15,7 @@ import getpass
 import http.client
 import json
 import os
+import secrets
 import socket
 import sys
 import time
@@ -29,6 +30,8 @@ __all__ = ["main", "AdminClient", "CommandError"]
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+#: what a shell reports for a program stopped by SIGPIPE (128 + 13)
+EXIT_BROKEN_PIPE = 141
 
 
 class CommandError(Exception):
@@ -61,18 +64,60 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
+#: How long mdmctl keeps retrying a request whose answer was lost (the
+#: daemon died or timed out after it was sent), with the same Idempotency-Key.
+RETRY_FOR = 10.0
+#: The first and the longest pause between two attempts.
+RETRY_DELAYS = (0.25, 2.0)
+#: Requests sent again when their answer is lost: those that read or set a
+#: value, and POST, which carries an Idempotency-Key. A DELETE or a PATCH
+#: (that may generate secrets) done twice would answer differently.
+REPEATABLE = frozenset({"GET", "HEAD", "PUT", "POST"})
+
+
+class _Unreachable(Exception):
+    """
+    Nothing was sent: the daemon does not listen (not started, or restarting).
+    """
+
+
+class _AnswerLost(Exception):
+    """
+    The request may have reached the daemon, but no whole answer came back.
+    """
+
+
 class AdminClient:
     """
     A small synchronous client of the admin API.
+
+    Every POST carries a fresh C{Idempotency-Key}; a request whose answer is
+    lost (reset, timeout, the daemon restarting) is sent again with the same
+    key for up to C{retry_for} seconds, so the daemon does it once. With
+    C{wait}, a daemon that does not listen yet is waited for as well;
+    otherwise that is reported at once.
     """
 
-    def __init__(self, address: str, token: str, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        address: str,
+        token: str,
+        timeout: float = 30.0,
+        retry_for: float = RETRY_FOR,
+        wait: bool = False,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.address = address
         self._token = token
         self._timeout = timeout
+        self.retry_for = retry_for
+        self.wait = wait
+        self._sleep = sleep
+        self._clock = clock
 
     @classmethod
-    def from_config(cls, config: mdmd_config.Config) -> AdminClient:
+    def from_config(cls, config: mdmd_config.Config, retry_for: float | None = None) -> AdminClient:
         address = str(config.admin.listen)
         try:
             with open(config.listening_file) as f:
@@ -88,7 +133,9 @@ class AdminClient:
         except OSError as e:
             hint = _access_hint(e) or " (has the daemon been started?)"
             raise CommandError(f"cannot read the admin token {path}: {e.strerror}{hint}") from None
-        return cls(address, token)
+        if retry_for is None:
+            return cls(address, token)
+        return cls(address, token, retry_for=retry_for, wait=True)
 
     def _connection(self) -> http.client.HTTPConnection:
         if self.address.startswith("unix:"):
@@ -97,40 +144,79 @@ class AdminClient:
         return http.client.HTTPConnection(host.strip("[]"), int(port), timeout=self._timeout)
 
     def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        connection = self._connection()
         headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
         payload = None
         if body is not None:
             payload = json.dumps(body).encode("utf-8")
             headers["Content-Type"] = "application/json"
+        if method == "POST":
+            headers["Idempotency-Key"] = secrets.token_urlsafe(18)
+        deadline: float | None = None
+        delay, longest = RETRY_DELAYS
+        sent = False
+        while True:
+            try:
+                status, retry_after, raw = self._exchange(method, path, payload, headers)
+                break
+            except (_Unreachable, _AnswerLost) as e:
+                sent = sent or isinstance(e, _AnswerLost)
+                if deadline is None:
+                    deadline = self._clock() + self.retry_for
+                if (
+                    (not sent and not self.wait)
+                    or (sent and method not in REPEATABLE)
+                    or self._clock() + delay > deadline
+                ):
+                    raise self._unreachable(e.args[0], sent) from None
+                self._sleep(delay)
+                delay = min(2 * delay, longest)
+        return self._value(status, retry_after, raw, payload)
+
+    def _exchange(self, method: str, path: str, payload: bytes | None, headers: dict[str, str]) -> tuple[int, str | None, bytes]:
+        """
+        One attempt: the status, Retry-After and body of the answer.
+        """
+        connection = self._connection()
         try:
-            connection.request(method, path, body=payload, headers=headers)
-            response = connection.getresponse()
-            raw = response.read()
-        except (OSError, http.client.HTTPException) as e:
-            reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
-            hint = _access_hint(e) if isinstance(e, OSError) else ""
-            raise CommandError(
-                f"cannot reach mdmd's admin API at {self.address}: {reason}"
-                + (hint or " (is the daemon running?)")
-            ) from None
+            try:
+                connection.connect()
+            except (FileNotFoundError, ConnectionRefusedError) as e:
+                raise _Unreachable(e) from None
+            except OSError as e:
+                if _access_hint(e):
+                    raise CommandError(self._unreachable(e, False).args[0]) from None
+                raise _Unreachable(e) from None
+            try:
+                connection.request(method, path, body=payload, headers=headers)
+                response = connection.getresponse()
+                return response.status, response.getheader("Retry-After"), response.read()
+            except (OSError, http.client.HTTPException) as e:
+                raise _AnswerLost(e) from None
         finally:
             connection.close()
-        if response.status == 413:
+
+    def _unreachable(self, error: BaseException, sent: bool) -> CommandError:
+        reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+        hint = _access_hint(error) if isinstance(error, OSError) else ""
+        message = f"cannot reach mdmd's admin API at {self.address}: {reason}" + (hint or " (is the daemon running?)")
+        if sent:
+            message += "; the request may have been carried out: check before repeating it"
+        return CommandError(message)
+
+    def _value(self, status: int, retry_after: str | None, raw: bytes, payload: bytes | None) -> Any:
+        if status == 413:
             raise CommandError(f"the request ({len(payload or b'')} bytes) is too large for the admin API")
         try:
             value = json.loads(raw) if raw else None
         except ValueError:
-            raise CommandError(
-                f"the admin API answered {response.status} with something that is not JSON"
-            ) from None
-        if response.status == 401:
+            raise CommandError(f"the admin API answered {status} with something that is not JSON") from None
+        if status == 401:
             raise CommandError("the daemon refused the admin token (is this the right --config?)")
-        if response.status == 503 and response.getheader("Retry-After") is not None:
+        if status == 503 and retry_after is not None:
             raise CommandError("the daemon is busy; try again")
-        if response.status >= 400:
+        if status >= 400:
             details = value if isinstance(value, dict) else {}
-            raise CommandError(details.get("error") or f"the admin API answered {response.status}", details=details)
+            raise CommandError(details.get("error") or f"the admin API answered {status}", details=details)
         return value
 
 
@@ -985,6 +1071,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="the daemon's configuration file (default: $MDMD_CONFIG, else the "
         "development settings in the current directory)",
     )
+    parser.add_argument(
+        "--retry-for",
+        type=float,
+        metavar="SECONDS",
+        help="wait up to SECONDS for a daemon that does not answer (starting or restarting) "
+        f"and retry; without it, a request whose answer was lost is retried for {RETRY_FOR:.0f}s "
+        "and a daemon that is not running is reported at once. Retries of a request that "
+        "creates something carry the same Idempotency-Key, so it is done once.",
+    )
     parser.add_argument("--version", action="version", version=f"mdmctl {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
@@ -1196,7 +1291,8 @@ def main(argv: Sequence[str] | None = None, out: Any = None, err: Any = None) ->
         if getattr(args, "offline", False):
             args.handler(config, args, out)
         else:
-            args.handler(AdminClient.from_config(config), args, out)
+            args.handler(AdminClient.from_config(config, args.retry_for), args, out)
+        out.flush()
     except CommandError as e:
         for line in e.lines:
             print(line, file=err)
@@ -1204,7 +1300,23 @@ def main(argv: Sequence[str] | None = None, out: Any = None, err: Any = None) ->
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (mdmctl ... | head): stop quietly, as a
+        # program killed by SIGPIPE would, and keep the interpreter's last
+        # flush of stdout from failing again.
+        _silence(out)
+        return EXIT_BROKEN_PIPE
     return 0
+
+
+def _silence(out: Any) -> None:
+    try:
+        fd = out.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 if __name__ == "__main__":  # pragma: no cover

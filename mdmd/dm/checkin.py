@@ -95,9 +95,9 @@ class DMSettings:
         return {DeviceKind.WINDOWS: self.require_client_certificate, DeviceKind.OMADM: self.require_client_certificate_omadm}
     #: The device kinds we authenticate ourselves to in the first reply of
     #: every session, unasked (L{Settings.send_server_credential}).
-    send_server_credential: frozenset[str] = frozenset({"omadm"})
+    send_server_credential: frozenset[DeviceKind] = frozenset({DeviceKind.OMADM})
 
-    def session_for(self, kind: str) -> Settings:
+    def session_for(self, kind: DeviceKind) -> Settings:
         """
         The engine's settings for a device of this kind.
         """
@@ -205,7 +205,7 @@ def exchange(
         state=state,
         commands=pending,
         now=now,
-        settings=settings.session_for(device.kind),
+        settings=settings.session_for(DeviceKind(device.kind)),
         body=body,
         hmac_header=hmac_header,
         random=random,

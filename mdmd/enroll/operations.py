@@ -178,11 +178,8 @@ class EnrollmentService(Service):
 
     def startService(self) -> None:
         self.policy.start()
-        log.info(
-            "enrollment: {policy} policy, discovery at {url}",
-            policy=self.policy.name,
-            url=self.settings.hostname + DISCOVERY_PATH,
-        )
+        # the discovery URL is logged once HTTPS has bound its port (mdmd.tap)
+        log.info("enrollment: {policy} policy", policy=self.policy.name)
         super().startService()
 
     # -- what devices are told ------------------------------------------------------------

@@ -9,6 +9,7 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 import unicodedata
 from collections import OrderedDict
 from collections.abc import MutableMapping
@@ -34,6 +35,9 @@ __all__ = [
     "UnknownUser",
     "UserDisabled",
     "InvalidUserName",
+    "WeakPassword",
+    "UserPolicy",
+    "NAME_FORMS",
     "hash_password",
     "verify_password",
     "add_user",
@@ -72,6 +76,68 @@ class InvalidUserName(PeerError):
     """
     Not a name a user may have (empty, too long, control characters).
     """
+
+
+class WeakPassword(PeerError):
+    """
+    A password the configured policy refuses (too short).
+    """
+
+
+#: The shapes a user name may take, as Windows sends them in enrollment: a
+#: UPN or e-mail address, a down-level logon name (DOMAIN\user), or a plain
+#: name matching the configured pattern.
+NAME_FORMS: dict[str, tuple[re.Pattern[str], str]] = {
+    "email": (re.compile(r"[^@\s\\]+@[^@\s\\.]+(\.[^@\s\\.]+)*"), "an e-mail address (user@example.com)"),
+    "domain": (re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,14}\\[^\\/@\s\[\]:|<>+=;,?*\"]+"), "DOMAIN\\user"),
+}
+#: The plain names accepted by default: a letter or digit, then letters, digits, . _ -
+PLAIN_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+
+
+@dataclass(frozen=True)
+class UserPolicy:
+    """
+    What names and passwords an operator may give users (checked when a
+    user is added or a password set; existing users are left as they are).
+
+    @ivar forms: the accepted name forms: C{email}, C{domain}, C{plain}.
+    @ivar plain_pattern: the regular expression a plain name must match whole.
+    @ivar min_password: the fewest characters of a password.
+    """
+
+    forms: tuple[str, ...] = ("email", "domain", "plain")
+    plain_pattern: str = PLAIN_NAME
+    min_password: int = 8
+
+    def check_name(self, name: str) -> str:
+        """
+        C{name}, if it has one of the accepted forms.
+
+        @raise InvalidUserName: naming the forms accepted.
+        """
+        for form in self.forms:
+            pattern = re.compile(self.plain_pattern) if form == "plain" else NAME_FORMS[form][0]
+            if pattern.fullmatch(name):
+                return name
+        raise InvalidUserName(f"'{name}' is not a valid user name: expected {self.describe_names()}")
+
+    def describe_names(self) -> str:
+        shapes = [
+            f"a plain name matching {self.plain_pattern}" if form == "plain" else NAME_FORMS[form][1]
+            for form in self.forms
+        ]
+        return ", or ".join(shapes)
+
+    def check_password(self, password: str) -> str:
+        """
+        C{password}, if it is long enough.
+
+        @raise WeakPassword: saying how long it must be.
+        """
+        if len(password) < self.min_password:
+            raise WeakPassword(f"the password is too short: at least {self.min_password} characters")
+        return password
 
 
 class UserDisabled(UnauthorizedLogin, PeerError):

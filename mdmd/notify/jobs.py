@@ -63,6 +63,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mdmd.devices import lifecycle
+from mdmd.devices.accounts import DeviceKind
 from mdmd.devices.records import UnknownDevice
 from mdmd.errors import Conflict, NotFound, PeerError
 from mdmd.notify.bootstrap import BootstrapPin, InvalidImsi, Sec, bootstrap_segments
@@ -223,9 +224,6 @@ OPEN = tuple(state.value for state in _OPEN)
 #: The stored values of the kinds (C{PushJob.kind}, L{PushInfo.kind}).
 NOTIFICATION = PushKind.NOTIFICATION.value
 BOOTSTRAP = PushKind.BOOTSTRAP.value
-#: The device kind provisioned by enrollment, never by a bootstrap (the value
-#: of mdmd.devices.accounts.DeviceKind.WINDOWS, C{Device.kind}'s default).
-_WINDOWS = "windows"
 
 #: Receipt states that mean the segment will never reach the handset.
 _UNDELIVERED = frozenset(
@@ -668,7 +666,7 @@ def _bootstrap_account(device: Device, server: DMServer) -> BootstrapAccount:
 
 def _bootstrap_problems(device: Device, pin: BootstrapPin) -> list[str]:
     device_id = device.device_id
-    if device.kind == _WINDOWS:
+    if device.kind == DeviceKind.WINDOWS.value:  # provisioned by its enrollment, never by a bootstrap
         return [
             f"device {device_id} is a Windows device: it gets its DM account when it "
             "enrolls, not by a bootstrap"

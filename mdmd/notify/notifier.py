@@ -70,6 +70,20 @@ SWEEP_INTERVAL = 60.0
 PURGE_INTERVAL = 3600.0
 
 
+#: What a caller adds to the unit of work that queues jobs: C{also(root, created)}.
+Also = Callable[[Any, Any], None]
+
+
+def _queue_and(root: Any, queue: Callable[..., Any], also: Also | None, *args: Any) -> Any:
+    """
+    A unit of work: C{queue(root, *args)}, then C{also(root, what it queued)}.
+    """
+    created = queue(root, *args)
+    if also is not None:
+        also(root, created)
+    return created
+
+
 class BootstrapUnavailable(Exception):
     """
     The notifier was built without the DM server a bootstrap names: our bug.
@@ -131,20 +145,21 @@ class Notifier(Service):
 
     # -- for the admin API and the manhole ---------------------------------------
 
-    def push(self, device_ids: Sequence[str]) -> Deferred[list[PushInfo]]:
+    def push(self, device_ids: Sequence[str], also: Also | None = None) -> Deferred[list[PushInfo]]:
         """
         Wake these devices: one job each, handed to the transport. A job the
         transport settles at once (the spool writes it) is answered as
-        recorded after that; any other as queued.
+        recorded after that; any other as queued. C{also(root, jobs)} runs
+        in the transaction that queues them (to record the request with them).
 
         @raise jobs.NotPushable: (in the Deferred) naming the devices that
             cannot be woken; then nothing is queued.
         """
-        return Deferred.fromCoroutine(self._push(list(device_ids)))
+        return Deferred.fromCoroutine(self._push(list(device_ids), also))
 
-    async def _push(self, device_ids: list[str]) -> list[PushInfo]:
+    async def _push(self, device_ids: list[str], also: Also | None) -> list[PushInfo]:
         created = await self._write(
-            jobs.enqueue, device_ids, self.settings, self.clock.seconds(), self._random
+            _queue_and, jobs.enqueue, also, device_ids, self.settings, self.clock.seconds(), self._random
         )
         results = []
         for job in created:
@@ -158,7 +173,7 @@ class Notifier(Service):
             results.append(await self._hand_over(job))
         return results
 
-    def bootstrap(self, device_id: str, pin: BootstrapPin) -> Deferred[PushInfo]:
+    def bootstrap(self, device_id: str, pin: BootstrapPin, also: Also | None = None) -> Deferred[PushInfo]:
         """
         Send a classic OMA DM device its DM account (OMA CP over WAP push),
         authenticated with C{pin}: one job, handed to the transport, answered
@@ -167,7 +182,7 @@ class Notifier(Service):
         @raise jobs.CannotBootstrap: (in the Deferred) why the device cannot
             get one; then nothing is queued.
         """
-        return Deferred.fromCoroutine(self._bootstrap(device_id, pin))
+        return Deferred.fromCoroutine(self._bootstrap(device_id, pin, also))
 
     def dm_server(self) -> DMServer:
         """
@@ -179,9 +194,9 @@ class Notifier(Service):
             raise BootstrapUnavailable("this notifier does not know the DM server")
         return self._dm_server()
 
-    async def _bootstrap(self, device_id: str, pin: BootstrapPin) -> PushInfo:
+    async def _bootstrap(self, device_id: str, pin: BootstrapPin, also: Also | None) -> PushInfo:
         job = await self._write(
-            jobs.enqueue_bootstrap, device_id, pin, self.dm_server(), self.settings, self.clock.seconds()
+            _queue_and, jobs.enqueue_bootstrap, also, device_id, pin, self.dm_server(), self.settings, self.clock.seconds()
         )
         log.info(
             "bootstrap {device_id}#{seq} queued: {pin}, {segments} SMS to {msisdn}",

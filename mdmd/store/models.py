@@ -14,7 +14,7 @@ from typing import Any
 
 from BTrees.IIBTree import IITreeSet
 from BTrees.IOBTree import IOBTree
-from BTrees.OOBTree import OOBTree
+from BTrees.OOBTree import OOBTree, OOTreeSet
 from persistent import Persistent
 
 
@@ -262,6 +262,24 @@ class PushLog(Persistent):
         self.jobs = IOBTree()
 
 
+class IdempotentAnswer(Persistent):
+    """
+    The answer to an admin API request that carried an Idempotency-Key,
+    kept so that the same request sent again is answered, not done, again.
+
+    C{fingerprint} identifies the request (method, path, body: a SHA-256 in
+    hex); C{body} is the JSON answer as sent.
+    """
+
+    def __init__(self, key: str, fingerprint: str, status: int, body: bytes, created_at: float, expires_at: float) -> None:
+        self.key = key
+        self.fingerprint = fingerprint
+        self.status = status
+        self.body = body
+        self.created_at = created_at
+        self.expires_at = expires_at
+
+
 #: The containers under the ZODB root, created on first open. Keys of C{certs}
 #: and C{revoked} are certificate serial numbers (int); of C{users}, the
 #: case-folded user name; of C{devices}, the DeviceID as the device sent it;
@@ -270,6 +288,8 @@ class PushLog(Persistent):
 #: of C{pushes}, device ids (a L{PushLog} each). C{push_open} indexes the jobs
 #: not yet answered, failed or expired by (device id, seq); C{push_messages}
 #: maps an SMSC message id (canonical key) to its job's (device id, seq).
+#: C{idempotency} maps an admin API Idempotency-Key to its L{IdempotentAnswer};
+#: C{idempotency_expiry} indexes them by (expires_at, key).
 ROOT_CONTAINERS: dict[str, Callable[[], Any]] = {
     "users": OOBTree,
     "certs": OOBTree,
@@ -280,6 +300,8 @@ ROOT_CONTAINERS: dict[str, Callable[[], Any]] = {
     "pushes": OOBTree,
     "push_open": OOBTree,
     "push_messages": OOBTree,
+    "idempotency": OOBTree,
+    "idempotency_expiry": OOTreeSet,
 }
 
 

@@ -41,7 +41,15 @@ from mdmd.syncml.model import (
     data_text,
 )
 
-__all__ = ["DMClient", "Post", "SessionLog", "DMSessionFailed", "windows_dm_client", "windows_post"]
+__all__ = [
+    "DMClient",
+    "Execution",
+    "Post",
+    "SessionLog",
+    "DMSessionFailed",
+    "windows_dm_client",
+    "windows_post",
+]
 
 #: post(body, content_type, extra_headers) -> (HTTP status, headers, body)
 Post = Callable[[bytes, str, dict[str, str]], Awaitable[tuple[int, dict[str, str], bytes]]]
@@ -68,6 +76,34 @@ class SessionLog:
 
 
 @dataclass
+class Execution:
+    """
+    One server command the device carried out, as the device remembers it.
+
+    C{acknowledged} turns true once the message carrying its Status (and
+    Results) was answered with HTTP 200 and a SyncHdr status that accepts
+    it: from then on the server has recorded the outcome and must never send
+    the command again.
+    """
+
+    session_id: str
+    #: the MsgID of the device message that carried the Status
+    msg_id: str
+    verb: str
+    target: str
+    #: what an Add or Replace wrote
+    data: str | None
+    status: int
+    #: the value a Get read (None for other verbs, or when it failed)
+    result: str | None = None
+    acknowledged: bool = False
+
+
+#: SyncHdr statuses with which the server accepts a device's message.
+_ACCEPTED = ("200", "212")
+
+
+@dataclass
 class DMClient:
     """
     The DM side of an emulated device.
@@ -88,8 +124,12 @@ class DMClient:
     max_msg_size: int | None = None
     status_for: dict[str, int] = field(default_factory=dict)
     clock: Callable[[], float] | None = None
+    #: every command carried out, in order, across sessions (what crash tests audit)
+    journal: list[Execution] = field(default_factory=list)
     _session_ids: Any = field(default_factory=lambda: itertools.count(1))
     _chunks: list[Item] = field(default_factory=list)
+    #: the executions whose Status goes in the message being built
+    _outgoing: list[Execution] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.tree.setdefault("./DevInfo/DevId", self.device_id)
@@ -157,24 +197,32 @@ class DMClient:
                 continue
             log.received.append(command)
             self._execute(command, server, ids, out, results)
+        executed, self._outgoing = self._outgoing, []
+        for execution in executed:
+            execution.session_id, execution.msg_id = session_id, str(msg_id)
+        self.journal += executed
         if server.final and not [c for c in commands if not isinstance(c, Alert)]:
             return None
         # A client may not close its package before the server closed its own.
         return SyncML(header=self._header(session_id, msg_id, False), body=tuple(out + results), final=server.final)
 
     def _execute(self, command: Command, server: SyncML, ids: Any, out: list[Command], results: list[Command]) -> None:
-        def status(code: int, cmd: Command = command) -> None:
+        items: tuple[Item, ...] = getattr(command, "items", ())
+        uri = items[0].target.loc_uri if items and items[0].target else ""
+
+        def status(code: int, cmd: Command = command, result: str | None = None) -> None:
             out.append(
                 Status(cmd_id=str(next(ids)), msg_ref=server.header.msg_id, cmd_ref=cmd.cmd_id, cmd=cmd.name, data=str(code))
             )
+            if cmd is command and code != 213 and not isinstance(command, (Atomic, Sequence)):
+                written = data_text(items[-1].data) if isinstance(command, (Add, Replace)) and items else None
+                self._outgoing.append(Execution("", "", command.name, uri, written, code, result))
 
         if isinstance(command, (Atomic, Sequence)):
             status(200)
             for child in command.commands:
                 self._execute(child, server, ids, out, results)
             return
-        items: tuple[Item, ...] = getattr(command, "items", ())
-        uri = items[0].target.loc_uri if items and items[0].target else ""
         forced = self.status_for.get(uri)
         if isinstance(command, (Add, Replace)) and items and items[0].more_data:
             self._chunks.append(items[0])
@@ -191,7 +239,7 @@ class DMClient:
             if any(value is None for _, value in found):
                 status(404)
                 return
-            status(200)
+            status(200, result=found[0][1] if len(found) == 1 else None)
             results.append(
                 Results(
                     cmd_id=str(next(ids)),
@@ -213,6 +261,16 @@ class DMClient:
         else:
             status(406)
 
+    def _acknowledge(self, session_id: str, msg_id: str) -> None:
+        """
+        The server accepted our message C{msg_id}: what it reported is recorded there.
+        """
+        for execution in reversed(self.journal):
+            if execution.session_id != session_id:
+                break
+            if execution.msg_id == msg_id:
+                execution.acknowledged = True
+
     # -- sessions ----------------------------------------------------------------------
 
     async def session(self, post: Post, alert: str = "1201", session_id: str | None = None, max_messages: int = 200) -> SessionLog:
@@ -221,6 +279,7 @@ class DMClient:
         """
         session_id = session_id or format(next(self._session_ids), "X")
         log = SessionLog(session_id)
+        self._chunks.clear()  # a large object a broken session left half-sent is abandoned
         msg_ids = itertools.count(1)
         message: SyncML | None = self.package1(session_id, next(msg_ids), alert)
         challenged = 0
@@ -244,6 +303,8 @@ class DMClient:
                 raise DMSessionFailed(f"server message of {len(answer)} bytes exceeds MaxMsgSize {self.max_msg_size}")
             header_status = next(c for c in server.body if isinstance(c, Status) and c.cmd_ref == "0")
             log.header_statuses.append(header_status.data or "")
+            if header_status.data in _ACCEPTED:
+                self._acknowledge(session_id, message.header.msg_id)
             if header_status.chal is not None and header_status.chal.meta.next_nonce:
                 self.client_nonce = auth.decode_nonce(header_status.chal.meta.next_nonce)
             if header_status.data in ("401", "407"):

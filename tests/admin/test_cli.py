@@ -168,3 +168,60 @@ class PrintingTests(SynchronousTestCase):
         lines = out.getvalue().splitlines()
         self.assertIn("our SyncHdr answered:  '0' (invalid) in session 1, 1970-01-01 00:00:00Z", lines)
         self.assertIn(f"{'':<22} '401' (refused) in session 2, 1970-01-01 00:01:00Z", lines)
+
+
+class RetryTests(SynchronousTestCase):
+    """
+    How AdminClient retries, with the exchange and time replaced.
+    """
+
+    def client(self, outcomes: list[Any], wait: bool = False) -> tuple[AdminClient, list[tuple[str, dict[str, str]]]]:
+        now = [0.0]
+        client = AdminClient("unix:/nowhere", "token", retry_for=5.0, wait=wait, sleep=lambda s: now.__setitem__(0, now[0] + s), clock=lambda: now[0])
+        calls: list[tuple[str, dict[str, str]]] = []
+
+        def exchange(method: str, path: str, payload: Any, headers: dict[str, str]) -> tuple[int, str | None, bytes]:
+            calls.append((method, dict(headers)))
+            outcome = outcomes.pop(0)
+            if isinstance(outcome, Exception):
+                raise outcome
+            return outcome
+
+        self.patch(client, "_exchange", exchange)
+        return client, calls
+
+    def test_lost_answer_retried_with_the_same_key(self) -> None:
+        """
+        A POST whose answer is lost is sent again with the same Idempotency-Key.
+        """
+        from mdmd.admin.cli import _AnswerLost
+
+        client, calls = self.client([_AnswerLost(ConnectionResetError()), _AnswerLost(TimeoutError()), (201, None, b'{"ok": 1}')])
+        self.assertEqual(client.request("POST", "/v1/users", {"name": "x"}), {"ok": 1})
+        keys = {headers["Idempotency-Key"] for _, headers in calls}
+        self.assertEqual((len(calls), len(keys)), (3, 1))
+        client, calls = self.client([(201, None, b"{}")])
+        client.request("POST", "/v1/users", {})
+        self.assertNotIn(calls[0][1]["Idempotency-Key"], keys)
+
+    def test_not_repeated(self) -> None:
+        """
+        A DELETE or PATCH whose answer was lost is not sent again; a daemon
+        that does not listen is reported at once unless asked to wait.
+        """
+        from mdmd.admin.cli import _AnswerLost, _Unreachable
+
+        for method in ("DELETE", "PATCH"):
+            client, calls = self.client([_AnswerLost(ConnectionResetError())])
+            with self.assertRaises(CommandError) as caught:
+                client.request(method, "/v1/devices/X")
+            self.assertIn("the request may have been carried out", str(caught.exception))
+            self.assertEqual(len(calls), 1)
+            self.assertNotIn("Idempotency-Key", calls[0][1])
+        client, calls = self.client([_Unreachable(ConnectionRefusedError())])
+        with self.assertRaises(CommandError) as caught:
+            client.request("GET", "/v1/status")
+        self.assertNotIn("carried out", str(caught.exception))
+        client, calls = self.client([_Unreachable(ConnectionRefusedError())] * 3 + [(200, None, b"{}")], wait=True)
+        self.assertEqual(client.request("GET", "/v1/status"), {})
+        self.assertEqual(len(calls), 4)

@@ -15,6 +15,7 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from mdmd.devices import records
+from mdmd.devices.accounts import DeviceKind
 from mdmd.dm import checkin, effects, engine, queue
 from mdmd.dm.checkin import DeviceRefused, DMSettings, exchange
 from mdmd.dm.commands import parse_spec
@@ -262,7 +263,7 @@ class ClassicDeviceTests(SynchronousTestCase):
             self.queue(device_id, {"verb": "Get", "target": "./DevInfo/Mod"})
         first = {}
         for device_id in (CLASSIC, DEVICE_ID):
-            for settings in (SETTINGS, replace(SETTINGS, send_server_credential=frozenset({"windows"}))):
+            for settings in (SETTINGS, replace(SETTINGS, send_server_credential=frozenset({DeviceKind.WINDOWS}))):
                 client = Client(session_id="1", nonce=self.record(device_id, "dm_client_nonce")[0])
                 message = client.package1()
                 message = replace(message, header=replace(message.header, source=Location(loc_uri=device_id)))
@@ -270,10 +271,10 @@ class ClassicDeviceTests(SynchronousTestCase):
                 self.now += 3600
                 first[device_id, settings.send_server_credential] = XML_CODEC.decode(result.body).header.cred
         md5 = auth.md5_cred_data("mdmd", SERVER_NONCE, password=SERVER_SECRET)
-        self.assertEqual(first[CLASSIC, frozenset({"omadm"})].data, md5)
-        self.assertIsNone(first[DEVICE_ID, frozenset({"omadm"})])
-        self.assertIsNone(first[CLASSIC, frozenset({"windows"})])
-        self.assertEqual(first[DEVICE_ID, frozenset({"windows"})].data, md5)
+        self.assertEqual(first[CLASSIC, frozenset({DeviceKind.OMADM})].data, md5)
+        self.assertIsNone(first[DEVICE_ID, frozenset({DeviceKind.OMADM})])
+        self.assertIsNone(first[CLASSIC, frozenset({DeviceKind.WINDOWS})])
+        self.assertEqual(first[DEVICE_ID, frozenset({DeviceKind.WINDOWS})].data, md5)
 
     def test_session_with_the_emulator(self) -> None:
         """

@@ -5,10 +5,7 @@ OMA DM device its DM account when mdmctl asks. The fake SMSC
 SMS; reassembled they are a WSP push whose MAC verifies with the device's
 IMSI (NETWPIN) or the USERPIN and whose document libwbxml decodes to the w7
 account. The device then runs a DM session with the credentials the
-document gave it (the CLIENT APPAUTH), which ends the bootstrap job.
-
-Until C{mdmctl device add --kind omadm} exists, the classic device is put
-in the daemon's store before it starts (L{tests.notify.cp.add_classic_device}).
+document gave it (the CLIENT APPAUTH), which ends the bootstrap job.The device is registered with C{mdmctl device add --kind omadm}.
 """
 
 from __future__ import annotations
@@ -27,20 +24,14 @@ from twisted.trial.unittest import TestCase
 from mdmd.notify.bootstrap import BootstrapPush, Sec, netwpin_key, parse_bootstrap_push
 from mdmd.notify.provisioning_doc import Characteristic, Parm, ProvisioningDoc
 from mdmd.notify.wap import reassemble
-from mdmd.store.db import open_db
-from mdmd.store.runner import Store
 from mdmd.testing.daemon import DaemonProcess
 from mdmd.testing.dmclient import DMClient
 from mdmd.testing.smsc import FakeSmscFactory, Receipts, Scenario
 from tests.httpclient import client_context, fetch
 from tests.servers import serve
-from tests.notify.cp import IMSI, MSISDN, NO_LIBWBXML, add_classic_device, decoded_by_libwbxml
+from tests.notify.cp import IMSI, MSISDN, NO_LIBWBXML, decoded_by_libwbxml
 
 DEVICE = "IMEI:490154203237518"
-#: Classic devices authenticate with their DM credentials alone.
-CLASSIC = "[dm]\nrequire_client_certificate = no\n"
-
-
 def _parms(characteristic: Characteristic) -> dict[str, str | None]:
     return {c.name: c.value for c in characteristic.children if isinstance(c, Parm)}
 
@@ -53,19 +44,12 @@ class BootstrapEndToEndTests(TestCase):
 
     async def start(self, config: str = "") -> DaemonProcess:
         """
-        A daemon whose store already holds the classic device.
+        A daemon with the classic device registered (mdmctl device add, its secrets generated).
         """
-        daemon = DaemonProcess(config=CLASSIC + config)
+        daemon = DaemonProcess(config=config)
         self.addCleanup(daemon.cleanup)
-        daemon.write_config()
-        db = open_db("file://" + os.path.join(daemon.state_dir, "Data.fs"))
-        try:
-            store = Store(db)
-            store.initialize()
-            store.run(add_classic_device, DEVICE)
-        finally:
-            db.close()
         await deferToThread(daemon.start)
+        await self.ok(daemon, "device", "add", DEVICE, "--kind", "omadm", "--msisdn", MSISDN, "--imsi", IMSI)
         return daemon
 
     async def ok(self, daemon: DaemonProcess, *args: str, stdin: str = "") -> str:

@@ -11,8 +11,10 @@ answers the push.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
+import os
 from typing import Any
 
 from twisted.internet import reactor
@@ -22,15 +24,17 @@ from twisted.trial.unittest import TestCase
 from mdmd.notify.wap import parse_wsp_push, reassemble
 from mdmd.syncml.codec import DS_WBXML_CODEC, DS_XML_CODEC, Codec
 from mdmd.testing.daemon import DaemonProcess
-from mdmd.testing.devices import CLIENT_NONCE, CLIENT_SECRET, SERVER_NONCE, SERVER_SECRET, add_device
+from mdmd.testing.devices import CLIENT_NONCE, CLIENT_SECRET, SERVER_NONCE, SERVER_SECRET
 from mdmd.testing.omadm import AccountCredential, DMAccount, HTTPSPoster, OMADMDevice, run_session
 
 DEVICE = "IMEI:490154203237518"
 MSISDN = "+491701234567"
-#: Classic devices authenticate with their DM credentials alone (no TLS client certificate).
+#: Classic devices authenticate with their DM credentials alone (no TLS client
+#: certificate: the default for kind omadm); no inventory, so that the results
+#: are the commands the test queues.
 CONFIG = """
     [dm]
-    require_client_certificate = no
+    inventory_omadm =
 """
 
 
@@ -41,10 +45,21 @@ class ClassicDeviceEndToEndTests(TestCase):
     def setUp(self) -> None:
         self.daemon = DaemonProcess(config=CONFIG)
         self.addCleanup(self.daemon.cleanup)
-        self.daemon.write_config()
-        # Until mdmctl device add exists, the device goes in through a unit of work.
-        self.daemon.run_offline(add_device, DEVICE, MSISDN, kind="omadm", client_name=DEVICE)
         self.daemon.start()
+        secrets = os.path.abspath(self.mktemp())
+        os.makedirs(secrets)
+        for name, value in (("client", CLIENT_SECRET), ("server", SERVER_SECRET)):
+            with open(os.path.join(secrets, name), "w") as f:
+                f.write(value + "\n")
+        registered = self.daemon.mdmctl(
+            "device", "add", DEVICE, "--kind", "omadm", "--msisdn", MSISDN, "--server-id", "mdmd",
+            "--client-name", DEVICE, "--server-name", "mdmd",
+            "--client-nonce", base64.b64encode(CLIENT_NONCE).decode(),
+            "--server-nonce", base64.b64encode(SERVER_NONCE).decode(),
+            "--client-secret-file", os.path.join(secrets, "client"),
+            "--server-secret-file", os.path.join(secrets, "server"),
+        )
+        self.assertEqual(registered.returncode, 0, registered.stderr)
         account = DMAccount(
             server_id="mdmd",
             server_uri=self.url,

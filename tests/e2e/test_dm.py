@@ -47,13 +47,13 @@ class DMEndToEndTests(TestCase):
         return result.stdout
 
     async def enrolled_device(self) -> WindowsDevice:
-        await self.ok("user", "add", "bob@example.com", stdin="pw-bob\n")
+        await self.ok("user", "add", "bob@example.com", stdin="pw-of-bob\n")
         device = WindowsDevice(
             reactor,
             self.daemon.discovery_url,
             [self.root],
             user="bob@example.com",
-            password="pw-bob",
+            password="pw-of-bob",
         )
         self.addCleanup(device.close)
         await device.enroll()

@@ -156,3 +156,49 @@ class CheckerTests(TestCase):
         self.failureResultOf(self.store.read(users.confirm, "carol", entry), users.StaleCredentials)
         self.clock.advance(301)
         self.assertIsNone(self.checker.remembered("carol", "s3cret"))
+
+
+class UserPolicyTests(SynchronousTestCase):
+    def test_name_forms(self) -> None:
+        """
+        By default a name is an e-mail address, DOMAIN\\user or a plain name;
+        anything else is refused naming the accepted forms.
+        """
+        policy = users.UserPolicy()
+        for name in ("bob@example.com", "bob@contoso", "CONTOSO\\alice", "corp.example\\bob", "eve", "x", "a.b-c_d"):
+            self.assertEqual(policy.check_name(name), name)
+        for name in ("a b", "@example.com", "bob@", "CONTOSO\\", "A\\b\\c", "-eve", "x" * 65, "bob@ex ample.com"):
+            with self.assertRaises(users.InvalidUserName) as caught:
+                policy.check_name(name)
+            self.assertEqual(
+                str(caught.exception),
+                f"'{name}' is not a valid user name: expected an e-mail address (user@example.com), "
+                "or DOMAIN\\user, or a plain name matching [A-Za-z0-9][A-Za-z0-9._-]{0,63}",
+            )
+            self.assertEqual(caught.exception.http_status, 400)
+
+    def test_configured_forms(self) -> None:
+        """
+        The accepted forms and the plain pattern are configurable.
+        """
+        emails = users.UserPolicy(forms=("email",))
+        self.assertRaises(users.InvalidUserName, emails.check_name, "eve")
+        self.assertRaises(users.InvalidUserName, emails.check_name, "CONTOSO\\eve")
+        with self.assertRaises(users.InvalidUserName) as caught:
+            emails.check_name("eve")
+        self.assertIn("expected an e-mail address (user@example.com)", str(caught.exception))
+        digits = users.UserPolicy(forms=("plain",), plain_pattern="[0-9]{6}")
+        self.assertEqual(digits.check_name("123456"), "123456")
+        self.assertRaises(users.InvalidUserName, digits.check_name, "12345")
+        self.assertRaises(users.InvalidUserName, digits.check_name, "bob@example.com")
+
+    def test_password_length(self) -> None:
+        """
+        A password shorter than the configured minimum (8 by default) is refused with how long it must be.
+        """
+        self.assertEqual(users.UserPolicy().check_password("8 chars!"), "8 chars!")
+        with self.assertRaises(users.WeakPassword) as caught:
+            users.UserPolicy().check_password("abc")
+        self.assertEqual(str(caught.exception), "the password is too short: at least 8 characters")
+        self.assertEqual(caught.exception.http_status, 400)
+        self.assertEqual(users.UserPolicy(min_password=3).check_password("abc"), "abc")

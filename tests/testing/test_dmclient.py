@@ -250,6 +250,49 @@ class ProtocolTests(TestCase):
         self.assertEqual(dm.tree["./Vendor/Big"], "abcdef")
         self.assert_valid(server)
 
+    async def test_journal(self) -> None:
+        """
+        Every command carried out is journaled with its session, the MsgID of
+        the reply that reported it, its status and what it read or wrote; it
+        is acknowledged once the server accepted that reply (200 for its
+        SyncHdr), not before, and not when its answer never came.
+        """
+        server = Server(
+            answer(
+                targeted(Get, 2, "./DevInfo/Man"),
+                Atomic(cmd_id="3", commands=(targeted(Replace, 4, "./Vendor/A", "1", "int"),)),
+                targeted(Get, 5, "./Vendor/Missing"),
+            ),
+            answer(),
+        )
+        dm = client()
+        await dm.session(server.post, session_id="S1")
+        self.assertEqual(
+            [(e.session_id, e.msg_id, e.verb, e.target, e.data, e.status, e.result, e.acknowledged) for e in dm.journal],
+            [
+                ("S1", "2", "Get", "./DevInfo/Man", None, 200, "mdmd emulator", True),
+                ("S1", "2", "Replace", "./Vendor/A", "1", 200, None, True),
+                ("S1", "2", "Get", "./Vendor/Missing", None, 404, None, True),
+            ],
+        )
+
+        lost = Server(answer(targeted(Get, 2, "./DevInfo/Lang")))
+
+        async def answer_lost(body: bytes, content_type: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+            if lost.received:
+                raise ConnectionError("the daemon died")
+            return await lost.post(body, content_type, headers)
+
+        with self.assertRaises(ConnectionError):
+            await dm.session(answer_lost, session_id="S2")
+        refused = Server(answer(targeted(Get, 2, "./DevInfo/Lang"), final=False), answer(code="401"), answer(code="401"), answer(code="401"))
+        with self.assertRaises(DMSessionFailed):
+            await dm.session(refused.post, session_id="S3")
+        self.assertEqual(
+            [(e.session_id, e.target, e.acknowledged) for e in dm.journal[3:]],
+            [("S2", "./DevInfo/Lang", False), ("S3", "./DevInfo/Lang", False)],
+        )
+
     async def test_status_for(self) -> None:
         """
         C{status_for} makes a node answer with another status (to emulate failures).
