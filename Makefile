@@ -4,7 +4,7 @@ TRIAL  := $(VENV)/bin/trial
 TWISTD := $(VENV)/bin/twistd
 JOBS   ?= 2
 
-.PHONY: run test crash deps dev-deps bench lint lock config-docs deb deb-check deb-check-systemd clean
+.PHONY: run test crash fuzz deps dev-deps bench lint lock config-docs deb deb-check deb-check-systemd clean
 
 run: deps
 	$(TWISTD) --nodaemon --pidfile= mdmd $(if $(CONFIG),--config $(CONFIG))
@@ -34,6 +34,13 @@ dev-deps:
 
 bench: dev-deps
 	@for b in bench/bench_*.py; do echo "== $$b"; $(VENV)/bin/python $$b || exit 1; done
+
+# Long fuzzing runs of every peer-facing surface (make test runs a short, fixed
+# one): 1,000,000 inputs each by default; e.g. FUZZ="--target smpp_pdu --seconds 600".
+# One run at a time on a shared machine: it keeps one core busy.
+FUZZ ?= --inputs 1000000
+fuzz: dev-deps
+	tools/fuzz $(FUZZ)
 
 # ruff, then mypy on what setup.cfg's [mypy] files names (tests/test_lint.py runs both).
 lint: dev-deps

@@ -90,6 +90,9 @@ MAX_BODY: Final = MAX_IMPORT_BODY
 Handler = Callable[..., Awaitable[tuple[int, Any]]]
 T = TypeVar("T")
 
+#: A command number or a limit: ASCII digits, few enough for int() to read.
+_NUMBER: Final = re.compile("[0-9]{1,18}")
+
 
 class ApiError(PeerError):
     """
@@ -334,11 +337,30 @@ class AdminAPI(AsyncResource):
     def _object(raw: bytes) -> dict[str, Any]:
         try:
             value = json.loads(raw or b"{}")
-        except ValueError as e:
+            # JSON can spell a lone surrogate ("\ud800"), which no name, password or URI may hold
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except ValueError as e:  # UnicodeEncodeError is one
             raise ApiError(f"request body is not JSON: {e}") from None
         if not isinstance(value, dict):
             raise ApiError("request body must be a JSON object")
         return value
+
+    @staticmethod
+    def _arguments(request: Request, name: bytes) -> list[str]:
+        """
+        The values of query argument C{name} (UTF-8).
+        """
+        try:
+            return [value.decode("utf-8") for value in request.args.get(name, [])]
+        except UnicodeDecodeError:
+            raise ApiError(f"query argument {name.decode('ascii')} is not UTF-8") from None
+
+    @classmethod
+    def _argument(cls, request: Request, name: bytes) -> str | None:
+        """
+        The first value of query argument C{name}, or None when it is absent or empty.
+        """
+        return next(iter(cls._arguments(request, name)), "") or None
 
     @classmethod
     def body(cls, request: Request) -> dict[str, Any]:
@@ -452,7 +474,7 @@ class AdminAPI(AsyncResource):
 
     @route("GET", "/v1/certs")
     async def list_certificates(self, request: Request) -> tuple[int, Any]:
-        device = request.args.get(b"device", [b""])[0].decode("utf-8") or None
+        device = self._argument(request, b"device")
         found = await self.store.read(registry.list_certificates, device)
         return 200, {"certificates": [c.as_json() for c in found]}
 
@@ -481,7 +503,7 @@ class AdminAPI(AsyncResource):
 
     @route("GET", "/v1/devices")
     async def list_devices(self, request: Request) -> tuple[int, Any]:
-        kind = request.args.get(b"kind", [b""])[0].decode("utf-8") or None
+        kind = self._argument(request, b"kind")
         if kind is not None and kind not in {k.value for k in DeviceKind}:
             raise ApiError(f"unknown kind {kind!r} (kinds: {', '.join(k.value for k in DeviceKind)})")
         found = await self.store.read(devices.list_devices, kind)
@@ -634,7 +656,8 @@ class AdminAPI(AsyncResource):
 
     @staticmethod
     def _seq(text: str) -> int:
-        if not text.isdigit():
+        # ASCII digits: str.isdigit() also takes "²", which int() refuses
+        if not _NUMBER.fullmatch(text):
             raise ApiError(f"not a command number: {text!r}")
         return int(text)
 
@@ -644,7 +667,7 @@ class AdminAPI(AsyncResource):
         The C{limit} query argument: a whole number, 0 (or absent with C{default} 0) for no limit.
         """
         raw = request.args.get(b"limit", [str(default).encode("ascii")])[0]
-        if not raw.isdigit():
+        if not _NUMBER.fullmatch(raw.decode("latin-1")):
             raise ApiError("limit must be a whole number")
         return int(raw) or None
 
@@ -731,7 +754,7 @@ class AdminAPI(AsyncResource):
 
     @route("GET", "/v1/pushes")
     async def list_pushes(self, request: Request) -> tuple[int, Any]:
-        device = request.args.get(b"device", [b""])[0].decode("utf-8") or None
+        device = self._argument(request, b"device")
         return await self._list_pushes(request, device)
 
     @route("GET", "/v1/devices/{device_id}/pushes")
@@ -741,7 +764,7 @@ class AdminAPI(AsyncResource):
 
     async def _list_pushes(self, request: Request, device_id: str | None) -> tuple[int, Any]:
         limit = self._limit(request, 100)
-        states = [s.decode("utf-8") for s in request.args.get(b"state", [])] or None
+        states = self._arguments(request, b"state") or None
         unknown = set(states or ()) - set(push_jobs.STATES)
         if unknown:
             raise ApiError(f"unknown state {sorted(unknown)[0]!r} (states: {', '.join(push_jobs.STATES)})")

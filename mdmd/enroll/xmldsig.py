@@ -19,9 +19,10 @@ import hmac
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from lxml import etree
 
@@ -70,13 +71,17 @@ def canonicalize(element: etree._Element, algorithm: str, prefixes: list[str] | 
     """
     C14N 1.0 (exclusive or inclusive, without comments) of C{element} in its document.
     """
-    if algorithm == EXC_C14N:
-        return etree.tostring(
-            element, method="c14n", exclusive=True, with_comments=False,
-            inclusive_ns_prefixes=prefixes or None,
-        )
-    if algorithm == C14N:
-        return etree.tostring(element, method="c14n", exclusive=False, with_comments=False)
+    try:
+        if algorithm == EXC_C14N:
+            return etree.tostring(
+                element, method="c14n", exclusive=True, with_comments=False,
+                inclusive_ns_prefixes=prefixes or None,
+            )
+        if algorithm == C14N:
+            return etree.tostring(element, method="c14n", exclusive=False, with_comments=False)
+    except etree.C14NError:
+        # libxml2 refuses what C14N 1.0 cannot express, such as a relative namespace URI
+        raise InvalidSecurityFault("the signed XML cannot be canonicalized") from None
     raise InvalidSecurityFault(f"unsupported canonicalization {algorithm!r}")
 
 
@@ -119,10 +124,21 @@ def _time(value: str) -> float:
 def _certificate(security: etree._Element) -> x509.Certificate:
     for token in children(security, "BinarySecurityToken"):
         try:
+            # InvalidVersion is not a ValueError
             return x509.load_der_x509_certificate(decode_base64(text(token)))
-        except ValueError:
+        except (ValueError, x509.InvalidVersion):
             continue
     raise InvalidSecurityFault("the security header carries no X.509 certificate")
+
+
+def _public_key(certificate: x509.Certificate) -> CertificatePublicKeyTypes:
+    """
+    The certificate's key; C{cryptography} reads it only now, and may not know its kind.
+    """
+    try:
+        return certificate.public_key()
+    except (ValueError, UnsupportedAlgorithm) as e:
+        raise InvalidSecurityFault(f"the signing certificate's key is unsupported or malformed: {e}") from None
 
 
 def _check_signature(key: object, signature: bytes, data: bytes, method: str) -> None:
@@ -190,7 +206,7 @@ def verify_signed_header(root: etree._Element, security: etree._Element | None, 
     except ValueError:
         raise InvalidSecurityFault("unreadable SignatureValue") from None
     try:
-        _check_signature(certificate.public_key(), value, canonicalize(signed_info, c14n, prefixes), method)
+        _check_signature(_public_key(certificate), value, canonicalize(signed_info, c14n, prefixes), method)
     except InvalidSignature:
         raise AuthenticationFault("the XML signature does not verify with the certificate") from None
 

@@ -705,10 +705,9 @@ def message_id_key(message_id: str, base: MessageIdBase = MessageIdBase.TEXT) ->
     """
     text = message_id.strip()
     if base is not MessageIdBase.TEXT and text:
-        try:
+        digits = _HEX_DIGITS if base is MessageIdBase.HEX else _DIGITS
+        if digits.fullmatch(text):
             return "#" + str(int(text, 16 if base is MessageIdBase.HEX else 10))
-        except ValueError:
-            pass
     return text.lower()
 
 
@@ -732,6 +731,8 @@ class Receipt:
     done_date: datetime | None = None
     text: str | None = None
     network_error_code: bytes | None = None
+    #: the text fields that were there but could not be read (kept as None above)
+    unreadable: tuple[str, ...] = ()
 
 
 #: The stat words of text receipts.
@@ -782,18 +783,24 @@ def parse_receipt(pdu: DeliverSm | DataSm) -> Receipt | None:
         state = None
     if state is None:
         state = STAT_STATES.get((stat or "").upper(), MessageState.UNKNOWN)
+    submitted = _int_or_none(fields_.get("sub"))
+    delivered = _int_or_none(fields_.get("dlvrd"))
+    submit_date = _receipt_date(fields_.get("submit date"))
+    done_date = _receipt_date(fields_.get("done date"))
+    read = (("sub", submitted), ("dlvrd", delivered), ("submit date", submit_date), ("done date", done_date))
     return Receipt(
         message_id=message_id,
         state=state,
         id_from_tlv=id_from_tlv,
         stat=stat,
         error=fields_.get("err"),
-        submitted=_int_or_none(fields_.get("sub")),
-        delivered=_int_or_none(fields_.get("dlvrd")),
-        submit_date=_receipt_date(fields_.get("submit date")),
-        done_date=_receipt_date(fields_.get("done date")),
+        submitted=submitted,
+        delivered=delivered,
+        submit_date=submit_date,
+        done_date=done_date,
         text=fields_.get("text"),
         network_error_code=pdu.tlv(Tag.NETWORK_ERROR_CODE),
+        unreadable=tuple(key for key, value in read if value is None and fields_.get(key)),
     )
 
 
@@ -810,15 +817,23 @@ def _receipt_fields(text: str) -> dict[str, str]:
     return found
 
 
+#: Numbers as SMPP writes them: ASCII digits, as many as a message id has
+#: at most. Not C{str.isdigit}, which also takes "²" and other digits that
+#: C{int} refuses (or reads: "٣" is 3), so that a receipt date with one in
+#: it escaped as a ValueError and dropped the link; nor C{int} alone, which
+#: takes signs, blanks and underscores and refuses over 4300 digits.
+_DIGITS = re.compile("[0-9]{1,65}")
+_HEX_DIGITS = re.compile("[0-9A-Fa-f]{1,65}")
+
+
 def _int_or_none(value: str | None) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
+    if value is None or not _DIGITS.fullmatch(value):
         return None
+    return int(value)
 
 
 def _receipt_date(value: str | None) -> datetime | None:
-    if value is None or not value.isdigit() or len(value) not in (10, 12):
+    if value is None or not _DIGITS.fullmatch(value) or len(value) not in (10, 12):
         return None
     parts = [int(value[i : i + 2]) for i in range(0, len(value), 2)]
     year, month, day, hour, minute, second = (parts + [0])[:6]  # YYMMDDhhmm[ss]
@@ -826,3 +841,4 @@ def _receipt_date(value: str | None) -> datetime | None:
         return datetime(2000 + year, month, day, hour, minute, second)
     except ValueError:
         return None
+

@@ -767,6 +767,12 @@ class EsmeSession:
                 Ignored(f"{type(pdu).__name__} from {pdu.source_addr!r} is not a receipt")
             )
             return
+        if receipt.unreadable:
+            self._violation(
+                f"{type(pdu).__name__} #{pdu.sequence_number}: receipt field(s) "
+                f"{', '.join(receipt.unreadable)} unreadable; the rest is used",
+                None,
+            )
         base = self._config.submit_id_base if receipt.id_from_tlv else self._config.receipt_id_base
         key = message_id_key(receipt.message_id, base)
         self._pending.events.append(

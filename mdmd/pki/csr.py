@@ -120,6 +120,33 @@ class InvalidSignedRequest(InvalidRequest):
     """
 
 
+#: What the decoders raise for bytes they cannot read: pyasn1 (an IndexError
+#: from its encoder, too, when a decoded value cannot be encoded again, an
+#: OverflowError for a length past the index size), and C{cryptography},
+#: which reads parts of a certificate (its version, issuer, key, extensions)
+#: only when they are first used (a TypeError for a name attribute of the
+#: wrong string type). C{ValueError} includes Python's refusal to print an
+#: integer of more than 4300 digits.
+_UNREADABLE: tuple[type[Exception], ...] = (
+    ValueError,
+    IndexError,
+    OverflowError,
+    TypeError,
+    PyAsn1Error,
+    UnsupportedAlgorithm,
+    x509.InvalidVersion,
+    x509.DuplicateExtension,
+)
+
+
+def _reason(error: Exception) -> str:
+    """
+    A decoder's complaint, short enough for a fault (pyasn1's quote whole objects).
+    """
+    text = str(error) or type(error).__name__
+    return text if len(text) <= 160 else text[:160] + "..."
+
+
 # --- DER slicing: signed bytes are taken from the input, never re-encoded -----------
 
 
@@ -289,7 +316,7 @@ class CertificationRequest:
         try:  # usually an OCTET STRING or a string type wrapping ASCII
             decoded, _ = der_decoder.decode(value)
             raw = bytes(decoded) if isinstance(decoded, univ.OctetString) else str(decoded).encode()
-        except (PyAsn1Error, UnicodeError, TypeError):
+        except (PyAsn1Error, UnicodeError, TypeError, ValueError):
             raw = value
         text = raw.rstrip(b"\0").decode("ascii", "replace")
         return text if text.isprintable() and text else None
@@ -453,6 +480,16 @@ def parse_signed_request(der: bytes) -> SignedRequest:
     """
     if len(der) > MAX_REQUEST_SIZE:
         raise InvalidSignedRequest(f"the signed request is too large ({len(der)} bytes)")
+    try:
+        return _parse_signed_request(der)
+    except _UNREADABLE as e:
+        raise InvalidSignedRequest(f"not a readable PKCS#7 SignedData request: {_reason(e)}") from None
+
+
+def _parse_signed_request(der: bytes) -> SignedRequest:
+    """
+    L{parse_signed_request}, which turns what the decoders raise (L{_UNREADABLE}) into its error.
+    """
     try:
         info, rest = der_decoder.decode(der, asn1Spec=rfc5652.ContentInfo())
         if rest:

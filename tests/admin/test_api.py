@@ -220,6 +220,32 @@ class APITests(AdminTestCase):
             self.assertEqual(code, status, (method, path, value))
             self.assertIn(message, value["error"])
 
+    async def test_fuzz_unreadable_requests_are_refused(self) -> None:
+        """
+        Issue 12, defect 1: what the fuzzer sent that was answered 500 is a
+        400: a command number or limit that is not ASCII digits or too long
+        to read, a query argument that is not UTF-8, a JSON body holding a
+        lone surrogate (which no name, password or URI can hold).
+        """
+        for method, path, body, message in (
+            ("GET", "/v1/devices/NOPE/commands/%C2%B2", b"", "not a command number"),
+            ("GET", "/v1/devices/NOPE/commands/" + "9" * 4400, b"", "not a command number"),
+            ("GET", "/v1/pushes?limit=" + "9" * 4400, b"", "limit must be a whole number"),
+            ("GET", "/v1/devices?kind=%84", b"", "query argument kind is not UTF-8"),
+            ("GET", "/v1/pushes?state=%80", b"", "query argument state is not UTF-8"),
+            ("GET", "/v1/certs?device=%FF", b"", "query argument device is not UTF-8"),
+            ("POST", "/v1/users", b'{"name": "ann", "password": "\\ud800"}', "request body is not JSON"),
+            (
+                "POST",
+                "/v1/devices/NOPE/commands",
+                b'{"verb": "Get", "target": "./DevInfo/\\udfff"}',
+                "request body is not JSON",
+            ),
+        ):
+            code, _, value = await self.raw(method, path, body)
+            self.assertEqual(code, 400, (method, path, value))
+            self.assertIn(message, value["error"])
+
     async def test_revoke_failure_is_ours(self) -> None:
         """
         A failure of the CA or the store while revoking is our 500 (logged with

@@ -151,6 +151,16 @@ class VersionBoundsTests(SynchronousTestCase):
             self.assertLessEqual(len(answer), 2 * discovery.MAX_VERSION_DIGITS + 1, text)
             self.assertLessEqual(decimal.Decimal(answer), decimal.Decimal("5.0"))
 
+    def test_fuzz_version_with_a_million_decimals(self) -> None:
+        """
+        Issue 12: a RequestVersion such as 1e-999999 (whose answer would repeat
+        its million decimals) is not a version number.
+        """
+        for text in ("1e-999999", "1e-999999999", "4.0000001", "0.0000001"):
+            with self.assertRaises(soap.MessageFormatFault) as caught:
+                discovery.parse_discover(_discover([("RequestVersion", text)]))
+            self.assertIn("not a version number", str(caught.exception))
+
 
 class ResponseTests(SynchronousTestCase):
     def test_negotiate_version(self) -> None:

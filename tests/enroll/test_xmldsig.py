@@ -4,9 +4,12 @@ Tests for L{mdmd.enroll.xmldsig}: the Certificate policy's signed security heade
 
 from __future__ import annotations
 
+import base64
 import datetime
 
 from twisted.trial.unittest import SynchronousTestCase
+
+from cryptography.hazmat.primitives import serialization
 
 from mdmd.enroll import soap, xmldsig
 from mdmd.pki.ca import CertificateAuthority, generate_rsa_key
@@ -86,3 +89,63 @@ class SignedHeaderTests(SynchronousTestCase):
         with self.assertRaises(soap.InvalidSecurityFault) as caught:
             _verify(signed[:start] + signed[end:])
         self.assertIn("not signed", str(caught.exception))
+
+
+def _with_certificate_der(signed: bytes, change: tuple[bytes, bytes]) -> bytes:
+    """
+    C{signed} with its BinarySecurityToken's certificate DER edited (the token is not signed).
+    """
+    der = CERTIFICATE.public_bytes(serialization.Encoding.DER)
+    edited = der.replace(*change)
+    assert edited != der
+    return signed.replace(base64.b64encode(der), base64.b64encode(edited))
+
+
+class UnreadableHeaderTests(SynchronousTestCase):
+    """
+    Issue 12, defect 1: headers the fuzzer built that escaped as exceptions
+    other than a SOAP fault, before the peer was authenticated.
+    """
+
+    def test_fuzz_c14n_relative_namespace_uri(self) -> None:
+        """
+        A relative namespace URI in the signed Timestamp (which C14N refuses) is InvalidSecurity.
+        """
+        signed = signed_security_header(UNSIGNED, CERTIFICATE, KEY, NOW)
+        tampered = signed.replace(b"<u:Timestamp ", b'<u:Timestamp xmlns:r="relative/uri" ', 1)
+        self.assertNotEqual(signed, tampered)
+        with self.assertRaises(soap.InvalidSecurityFault) as caught:
+            _verify(tampered)
+        self.assertIn("cannot be canonicalized", str(caught.exception))
+
+    def test_fuzz_certificate_of_unknown_version(self) -> None:
+        """
+        A token certificate of X.509 version 35 (InvalidVersion, not a ValueError) is no certificate.
+        """
+        signed = signed_security_header(UNSIGNED, CERTIFICATE, KEY, NOW)
+        tampered = _with_certificate_der(signed, (b"\xa0\x03\x02\x01\x02", b"\xa0\x03\x02\x01\x22"))
+        with self.assertRaises(soap.InvalidSecurityFault) as caught:
+            _verify(tampered)
+        self.assertIn("no X.509 certificate", str(caught.exception))
+
+    def test_fuzz_certificate_key_of_unknown_type(self) -> None:
+        """
+        A token certificate whose key algorithm cryptography does not know is InvalidSecurity.
+        """
+        signed = signed_security_header(UNSIGNED, CERTIFICATE, KEY, NOW)
+        rsa_encryption = b"\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x01\x01"
+        tampered = _with_certificate_der(signed, (rsa_encryption, rsa_encryption[:-1] + b"\x23"))
+        with self.assertRaises(soap.InvalidSecurityFault) as caught:
+            _verify(tampered)
+        self.assertIn("key is unsupported or malformed", str(caught.exception))
+
+    def test_fuzz_certificate_key_unreadable(self) -> None:
+        """
+        A token certificate whose RSA key does not deserialize is InvalidSecurity.
+        """
+        signed = signed_security_header(UNSIGNED, CERTIFICATE, KEY, NOW)
+        modulus = KEY.public_key().public_numbers().n.to_bytes(256, "big")
+        tampered = _with_certificate_der(signed, (modulus, b"\x00" * 256))
+        with self.assertRaises(soap.InvalidSecurityFault) as caught:
+            _verify(tampered)
+        self.assertIn("key is unsupported or malformed", str(caught.exception))

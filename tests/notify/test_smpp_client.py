@@ -17,6 +17,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.ssl import CertificateOptions
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from mdmd.notify import smpp_pdu as p
@@ -234,6 +235,89 @@ class ServiceTests(SynchronousTestCase):
             self.assertEqual(
                 len([r for r in net.smsc.received if isinstance(r, p.DeliverSmResp)]), 11
             )
+
+    def test_fuzz_malformed_receipts_keep_the_link(self) -> None:
+        """
+        Issue 12, defect 2 (abuse): the SMSC sends 16 receipts whose date holds
+        "²" interleaved with 16 good ones. Every deliver_sm is answered, each bad
+        one is logged once, all good receipts reach the observer with their
+        jobs, and the link stays up on its one bind.
+        """
+        net = Net(Scenario(hex_message_ids=True))
+        net.start()
+        for n in range(16):
+            net.submit(f"job-{n}")
+        smsc = net.smsc.connections[-1]
+        logged: list[str] = []
+
+        def observe(event: dict) -> None:
+            if "unreadable" in formatEvent(event):
+                logged.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        for n, (message_id, submit_sm) in enumerate(net.smsc.accepted):
+            bad = f"id:{900 + n} sub:001 dlvrd:001 submit date:26112201²1 done date:2611220102 stat:DELIVRD"
+            smsc.send(
+                p.DeliverSm(sequence_number=1000 + n, esm_class=0x04, short_message=bad.encode("latin-1"))
+            )
+            smsc.send_receipt(message_id, submit_sm, Receipts.TLV)
+            net.flush()
+        answers = [r for r in net.smsc.received if isinstance(r, p.DeliverSmResp)]
+        self.assertEqual(len(answers), 32)
+        self.assertEqual({r.command_status for r in answers}, {p.Status.ESME_ROK})
+        good = [(r.ref, r.state) for r in net.receipts if r.ref is not None]
+        self.assertEqual(good, [(f"job-{n}", p.MessageState.DELIVERED) for n in range(16)])
+        self.assertEqual(len(logged), 16)
+        self.assertEqual(len([r for r in net.smsc.received if isinstance(r, p.BindTransceiver)]), 1)
+        self.assertEqual((len(net.smsc.connections), net.smsc.lost), (1, 0))
+        self.assertTrue(net.service.bound)
+
+    def test_fuzz_malformed_pdus_never_stop_the_link(self) -> None:
+        """
+        Issue 12 (abuse): PDUs the ESME cannot use, between good receipts: an
+        unknown command, a deliver_sm whose short message runs past the PDU,
+        a data_sm whose TLV does, a deliver_sm_resp answering nothing. Each
+        request is answered with the status that says what is wrong, the good
+        receipts are recorded, and the link stays up on its one bind.
+        """
+        net = Net(Scenario(hex_message_ids=True))
+        net.start()
+        for n in range(4):
+            net.submit(f"job-{n}")
+        smsc = net.smsc.connections[-1]
+        assert smsc.transport is not None
+        short = bytearray(p.encode(p.DeliverSm(sequence_number=500, esm_class=4, short_message=b"id:1")))
+        short[-1 - 4] = 200  # sm_length past the end (4 octets of text follow it)
+        tlv = bytearray(p.encode(p.DataSm(sequence_number=501, tlvs=(p.Tlv(p.Tag.MESSAGE_PAYLOAD, b"x"),))))
+        tlv[-3:-1] = b"\x00\x09"  # the TLV's length runs past the PDU
+        garbage = (
+            bytes.fromhex("00000010" "00000777" "00000000" "000001f6"),  # unknown command_id, sequence 502
+            bytes(short),
+            bytes(tlv),
+            p.encode(p.DeliverSmResp(sequence_number=503)),
+        )
+        for (message_id, submit_sm), bad in zip(net.smsc.accepted, garbage):
+            smsc.transport.write(bad)
+            smsc.send_receipt(message_id, submit_sm, Receipts.TLV)
+            net.flush()
+        answers = {
+            r.sequence_number: (type(r), r.command_status)
+            for r in net.smsc.received
+            if isinstance(r, (p.GenericNack, p.DeliverSmResp, p.DataSmResp)) and r.sequence_number >= 500
+        }
+        self.assertEqual(
+            answers,
+            {
+                500: (p.DeliverSmResp, p.Status.ESME_RINVMSGLEN),
+                501: (p.DataSmResp, p.Status.ESME_RINVOPTPARSTREAM),
+                502: (p.GenericNack, p.Status.ESME_RINVCMDID),
+            },
+        )
+        self.assertEqual([r.ref for r in net.receipts], [f"job-{n}" for n in range(4)])
+        self.assertEqual(len([r for r in net.smsc.received if isinstance(r, p.BindTransceiver)]), 1)
+        self.assertEqual((len(net.smsc.connections), net.smsc.lost), (1, 0))
+        self.assertTrue(net.service.bound)
 
     def test_receipt_after_reconnect(self) -> None:
         """

@@ -606,6 +606,31 @@ class ReceiptTests(SynchronousTestCase):
         self.assertEqual((receipt.submit_date, receipt.done_date), (None, None))
 
 
+    def test_fuzz_non_ascii_digit_in_date(self) -> None:
+        """
+        Issue 12, defect 2: "²" passes str.isdigit() but not int(); such a
+        date is unreadable (None, named in C{unreadable}), the rest of the receipt is used.
+        """
+        receipt = p.parse_receipt(
+            self.deliver(b"id:7 sub:001 dlvrd:001 submit date:26112201\xb25 done date:2611220102 stat:DELIVRD")
+        )
+        self.assertEqual(
+            (receipt.message_id, receipt.state, receipt.submit_date, receipt.done_date),
+            ("7", p.MessageState.DELIVERED, None, datetime(2026, 11, 22, 1, 2)),
+        )
+        self.assertEqual(receipt.unreadable, ("submit date",))
+
+    def test_fuzz_counts_are_ascii_digits(self) -> None:
+        """
+        Counts are ASCII digits only: other digits, signs and numbers too long to
+        print are unreadable, never an exception (and never read: "٣" is not 3).
+        """
+        for count in ("\xb2", "\u0663", "-1", "1_0", "9" * 5000):
+            receipt = p.parse_receipt(self.deliver(f"id:1 sub:{count} stat:DELIVRD".encode("utf-8")))
+            self.assertEqual((receipt.submitted, receipt.unreadable), (None, ("sub",)))
+        self.assertEqual(p.parse_receipt(self.deliver(b"id:1 sub:042")).unreadable, ())
+
+
 class MessageIdTests(SynchronousTestCase):
     def test_bases(self) -> None:
         """
@@ -622,6 +647,15 @@ class MessageIdTests(SynchronousTestCase):
         An id that is not a number in its declared base is compared as text.
         """
         self.assertEqual(p.message_id_key("msg-1", p.MessageIdBase.HEX), "msg-1")
+
+    def test_fuzz_numbers_are_ascii_digits(self) -> None:
+        """
+        Only ASCII digits make a number: other digits, underscores and numbers
+        too long to print are compared as text, never an exception.
+        """
+        for text in ("\u0663", "\xb2", "1_0", "9" * 5000):
+            for base in (p.MessageIdBase.DEC, p.MessageIdBase.HEX):
+                self.assertEqual(p.message_id_key(text, base), text.lower())
 
 
 class StatusNameTests(SynchronousTestCase):

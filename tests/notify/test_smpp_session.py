@@ -785,6 +785,25 @@ class ReceiptTests(SynchronousTestCase):
             ("job-2", p.MessageState.UNDELIVERABLE, "#31"),
         )
 
+    def test_fuzz_unreadable_receipt_date(self) -> None:
+        """
+        Issue 12, defect 2: a receipt whose date holds "²" is acknowledged,
+        reported with its job, noted once as a violation, and the link stays bound.
+        """
+        h = Harness(self)
+        h.bind()
+        (sm,) = h.submit("job-3")
+        h.accept(sm, "9")
+        text = "id:9 sub:001 dlvrd:001 submit date:2611220101 done date:26112201²2 stat:DELIVRD err:000"
+        answers = h.feed(p.DeliverSm(sequence_number=74, esm_class=0x04, short_message=text.encode("latin-1")))
+        self.assertEqual(answers, [p.DeliverSmResp(sequence_number=74)])
+        (receipt,) = of_type(h.events, DeliveryReceipt)
+        self.assertEqual((receipt.ref, receipt.state), ("job-3", p.MessageState.DELIVERED))
+        (violation,) = of_type(h.events, ProtocolViolation)
+        self.assertIn("done date unreadable", violation.description)
+        self.assertFalse(violation.fatal)
+        self.assertEqual(h.session.state, State.BOUND)
+
     def test_unknown_receipt(self) -> None:
         """
         A receipt for an id this session never saw is still reported, without ref.

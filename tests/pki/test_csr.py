@@ -12,11 +12,17 @@ import os
 import shutil
 import subprocess
 
+from collections.abc import Callable
+
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import given
 from hypothesis import strategies as st
+from pyasn1.codec.der import decoder as der_decoder
+from pyasn1.codec.der import encoder as der_encoder
+from pyasn1.type import univ
+from pyasn1_modules import rfc5280, rfc5652
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from mdmd.pki import csr
@@ -24,6 +30,8 @@ from mdmd.pki.ca import CertificateAuthority, generate_rsa_key, private_key_pem
 from mdmd.testing.windows.csr import legacy_csr, modern_csr, renewal_request
 
 KEY = generate_rsa_key(2048)
+#: Inputs the fuzzer saved (tests/fuzz/): each found an exception the parser did not declare.
+FUZZ_CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fuzz", "corpus")
 DEVICE_ID = "7BA748C8703E4DF2A74A92984117346A"
 NOW = datetime.datetime(2026, 11, 1, tzinfo=datetime.timezone.utc)
 
@@ -215,6 +223,135 @@ class PKCS7Tests(SynchronousTestCase):
                 csr.parse_signed_request(data)
         with self.assertRaises(csr.InvalidSignedRequest):
             csr.request_from_content(b"not base64 !")
+
+
+#: An INTEGER of about 4340 decimal digits: Python refuses to print it (str() raises ValueError).
+HUGE_INTEGER = b"\x02\x82\x07\x08\x7f" + b"\xff" * 1799
+
+
+def _renewal_with(change: Callable[[rfc5652.SignedData], None]) -> bytes:
+    """
+    A renewal request re-encoded after C{change} edited its SignedData (the signature is not renewed).
+    """
+    info, _ = der_decoder.decode(
+        renewal_request(CERTIFICATE, KEY, modern_csr(KEY, DEVICE_ID)), asn1Spec=rfc5652.ContentInfo()
+    )
+    signed, _ = der_decoder.decode(bytes(info["content"]), asn1Spec=rfc5652.SignedData())
+    change(signed)
+    info["content"] = univ.Any(der_encoder.encode(signed))
+    return bytes(der_encoder.encode(info))
+
+
+def _signer_certificate(replace: Callable[[bytes], bytes]) -> Callable[[rfc5652.SignedData], None]:
+    """
+    A change of the SignedData's certificate: C{replace} edits its DER.
+    """
+
+    def change(signed: rfc5652.SignedData) -> None:
+        choice = signed["certificates"][0]
+        der = replace(bytes(der_encoder.encode(choice["certificate"])))
+        choice["certificate"], _ = der_decoder.decode(der, asn1Spec=rfc5280.Certificate())
+
+    return change
+
+
+class UnreadableRequestTests(SynchronousTestCase):
+    """
+    Issue 12, defect 1: requests the fuzzer built that escaped as exceptions
+    other than L{csr.InvalidRequest} (an internal fault instead of
+    C{s:CertificateRequest}).
+    """
+
+    def test_fuzz_pkcs7_signer_certificate_of_unknown_version(self) -> None:
+        """
+        A signer certificate of X.509 version 35 (cryptography's InvalidVersion, not a ValueError) is refused.
+        """
+        der = _renewal_with(_signer_certificate(lambda c: c.replace(b"\xa0\x03\x02\x01\x02", b"\xa0\x03\x02\x01\x22", 1)))
+        with self.assertRaises(csr.InvalidSignedRequest) as caught:
+            csr.parse_signed_request(der)
+        self.assertIn("not a valid X509 version", str(caught.exception))
+
+    def test_fuzz_pkcs7_signer_key_of_unknown_type(self) -> None:
+        """
+        A signer certificate whose key algorithm cryptography does not know (UnsupportedAlgorithm) is refused.
+        """
+        rsa_encryption = b"\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x01\x01"
+        unknown = b"\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x01\x23"
+        der = _renewal_with(_signer_certificate(lambda c: c.replace(rsa_encryption, unknown)))
+        with self.assertRaises(csr.InvalidSignedRequest) as caught:
+            csr.parse_signed_request(der)
+        self.assertIn("Unknown key type", str(caught.exception))
+
+    def test_fuzz_pkcs7_signer_key_unreadable(self) -> None:
+        """
+        A signer certificate whose RSA key does not deserialize (ValueError from cryptography) is refused.
+        """
+        modulus = CERTIFICATE.public_key().public_numbers().n.to_bytes(256, "big")  # type: ignore[union-attr]  # an RSA key
+        der = _renewal_with(_signer_certificate(lambda c: c.replace(modulus, b"\x00" * 256)))
+        with self.assertRaises(csr.InvalidSignedRequest) as caught:
+            csr.parse_signed_request(der)
+        self.assertIn("deserialize", str(caught.exception))
+
+    def _fuzzed(self, name: str) -> str:
+        """
+        The refusal of the renewal request the fuzzer saved as C{name} (tests/fuzz/corpus/pkcs7/).
+        """
+        with open(os.path.join(FUZZ_CORPUS, "pkcs7", name), "rb") as f:
+            der = f.read()
+        with self.assertRaises(csr.InvalidSignedRequest) as caught:
+            csr.parse_signed_request(der)
+        return str(caught.exception)
+
+    def test_fuzz_pkcs7_signer_issuer_unreadable(self) -> None:
+        """
+        A signer certificate whose issuer cryptography cannot parse (a ValueError when first read) is refused.
+        """
+        self.assertIn('location: ["issuer"]', self._fuzzed("signer-issuer-unreadable"))
+
+    def test_fuzz_pkcs7_signer_issuer_not_encodable(self) -> None:
+        """
+        A signer identifier whose issuer pyasn1 cannot encode again (PyAsn1Error) is refused.
+        """
+        self.assertIn("Error encoding", self._fuzzed("signer-issuer-not-encodable"))
+
+    def test_fuzz_pkcs7_length_past_index_size(self) -> None:
+        """
+        A length pyasn1 cannot read as far as (an OverflowError) is refused.
+        """
+        self.assertIn("cannot fit 'int' into an index-sized integer", self._fuzzed("length-past-index-size"))
+
+    def test_fuzz_pkcs7_signer_issuer_bitstring_attribute(self) -> None:
+        """
+        A signer certificate whose issuer has a BIT STRING attribute cryptography refuses (TypeError) is refused.
+        """
+        self.assertIn("BitString", self._fuzzed("signer-issuer-bitstring-attribute"))
+
+    def test_fuzz_pkcs7_certificate_not_encodable(self) -> None:
+        """
+        A certificate that pyasn1's encoder fails on with an IndexError is refused.
+        """
+        self.assertIn("index out of range", self._fuzzed("certificate-not-encodable"))
+
+    def test_fuzz_pkcs10_device_id_of_more_than_4300_digits(self) -> None:
+        """
+        A DeviceID extension holding an INTEGER Python will not print does not raise: it names no usable device.
+        """
+        request = csr.parse_csr(_csr_with_device_id_value(HUGE_INTEGER))
+        device_id = request.device_id
+        self.assertTrue(device_id is None or not device_id.isalnum())
+
+
+def _csr_with_device_id_value(value: bytes) -> bytes:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    return (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, DEVICE_ID)]))
+        .add_extension(x509.UnrecognizedExtension(x509.ObjectIdentifier(csr.OID_MS_DEVICE_ID), value), critical=False)
+        .sign(KEY, hashes.SHA256())
+        .public_bytes(serialization.Encoding.DER)
+    )
 
 
 class OpenSSLAgreesTests(SynchronousTestCase):
