@@ -72,8 +72,8 @@ class QueueTests(SynchronousTestCase):
 
         def send_and_lose(root):
             queue = q.queue_of(root, "A")
-            q.mark_sent(queue, 1, ("S@1", "1", "2"), 2.0)
-            return q.requeue_unanswered(queue, 3.0)
+            q.mark_sent(root, queue, 1, ("S@1", "1", "2"), 2.0)
+            return q.requeue_unanswered(root, queue, 3.0)
 
         for attempt in range(q.MAX_ATTEMPTS):
             self.assertEqual(self.unit(send_and_lose), [1])
@@ -90,8 +90,8 @@ class QueueTests(SynchronousTestCase):
 
         def answer(root):
             queue = q.queue_of(root, "A")
-            q.mark_sent(queue, 1, ("S@1", "1", "2"), 2.0)
-            q.mark_answered(queue, 1, "done", 200, (("", 200),), ({"source": "./DevDetail/SwV", "data": "1.0"},), 3.0)
+            q.mark_sent(root, queue, 1, ("S@1", "1", "2"), 2.0)
+            q.mark_answered(root, queue, 1, "done", 200, (("", 200),), ({"source": "./DevDetail/SwV", "data": "1.0"},), 3.0)
 
         self.unit(answer)
         (done,) = self.unit(q.list_commands, "A", q.FINISHED)
@@ -104,7 +104,7 @@ class QueueTests(SynchronousTestCase):
         Cancelling a command already sent is the operator's conflict (409), not our bug.
         """
         self.unit(q.enqueue, ["A"], GET, 1.0)
-        self.unit(lambda root: q.mark_sent(q.queue_of(root, "A"), 1, ("S@1", "1", "2"), 2.0))
+        self.unit(lambda root: q.mark_sent(root, q.queue_of(root, "A"), 1, ("S@1", "1", "2"), 2.0))
         with self.assertRaises(q.CommandNotCancellable) as caught:
             self.unit(q.cancel, "A", 1, 3.0)
         self.assertIsInstance(caught.exception, Conflict)
@@ -122,12 +122,12 @@ class QueueTests(SynchronousTestCase):
             return q.queue_of(root, "A")
 
         self.assertRaises(
-            IllegalCommandMove, self.unit, lambda root: q.mark_answered(queue(root), 1, "done", 200, (), (), 2.0)
+            IllegalCommandMove, self.unit, lambda root: q.mark_answered(root, queue(root), 1, "done", 200, (), (), 2.0)
         )
-        self.unit(lambda root: q.mark_sent(queue(root), 1, ("S@1", "1", "2"), 2.0))
-        self.assertRaises(IllegalCommandMove, self.unit, lambda root: q.mark_sent(queue(root), 1, ("S@1", "1", "3"), 3.0))
-        self.unit(lambda root: q.mark_answered(queue(root), 1, "done", 200, (), (), 4.0))
-        self.assertRaises(IllegalCommandMove, self.unit, lambda root: q.mark_failed(queue(root), 1, "late", 5.0))
+        self.unit(lambda root: q.mark_sent(root, queue(root), 1, ("S@1", "1", "2"), 2.0))
+        self.assertRaises(IllegalCommandMove, self.unit, lambda root: q.mark_sent(root, queue(root), 1, ("S@1", "1", "3"), 3.0))
+        self.unit(lambda root: q.mark_answered(root, queue(root), 1, "done", 200, (), (), 4.0))
+        self.assertRaises(IllegalCommandMove, self.unit, lambda root: q.mark_failed(root, queue(root), 1, "late", 5.0))
         (command,) = self.unit(q.list_commands, "A")
         self.assertEqual((command.state, command.attempts, command.sent_in, command.error), ("done", 1, ("S@1", "1", "2"), None))
 
@@ -136,7 +136,7 @@ class QueueTests(SynchronousTestCase):
         A command that cannot be sent at all fails from the queue and leaves the pending index.
         """
         self.unit(q.enqueue, ["A"], GET, 1.0)
-        self.unit(lambda root: q.mark_failed(q.queue_of(root, "A"), 1, "too large", 2.0))
+        self.unit(lambda root: q.mark_failed(root, q.queue_of(root, "A"), 1, "too large", 2.0))
         (command,) = self.unit(q.list_commands, "A", q.FINISHED)
         self.assertEqual((command.state, command.error, command.attempts), ("failed", "too large", 0))
         self.assertEqual(self.unit(lambda root: list(q.queue_of(root, "A").pending)), [])
