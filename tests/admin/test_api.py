@@ -239,9 +239,9 @@ class APITests(AdminTestCase):
         """
 
         def busy(*args: Any) -> Any:
-            raise ConflictRetriesExhausted("list_users conflicted 6 times")
+            raise ConflictRetriesExhausted("user_page conflicted 6 times")
 
-        self.patch(users, "list_users", busy)
+        self.patch(users, "user_page", busy)
         code, headers, value = await self.raw("GET", "/v1/users")
         self.assertEqual((code, headers["retry-after"]), (503, "5"))
         self.assertEqual(value["retry_after"], 5)
