@@ -451,15 +451,20 @@ class AdminAPI(AsyncResource):
         values = {v.decode("utf-8", "replace") for v in request.args.get(name.encode("ascii"), []) if v}
         unknown = sorted(values - set(allowed))
         if unknown:
-            raise ApiError(f"unknown {name} {unknown[0]!r} ({name}s: {', '.join(allowed)})")
+            raise cls._unknown(name, unknown[0], allowed)
         return frozenset(values) or None
 
     @classmethod
     def _choice(cls, request: Request, name: str, allowed: tuple[str, ...]) -> str | None:
         value = cls._arg(request, name)
         if value is not None and value not in allowed:
-            raise ApiError(f"unknown {name} {value!r} ({name}s: {', '.join(allowed)})")
+            raise cls._unknown(name, value, allowed)
         return value
+
+    @staticmethod
+    def _unknown(name: str, value: str, allowed: tuple[str, ...]) -> ApiError:
+        plural = name + ("es" if name.endswith("s") else "s")
+        return ApiError(f"unknown {name} {value!r} ({plural}: {', '.join(allowed)})")
 
     @classmethod
     def _time(cls, request: Request, name: str) -> float | None:

@@ -562,9 +562,12 @@ def cmd_status(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
     counts = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in sorted(status["counts"].items()))
     print(f"counts:     {counts}", file=out)
     push = status.get("push")
+    # every counter the daemon keeps, by family ("devices.status" → devices: status: ...), zeros left out
     groups: dict[str, list[str]] = {}
-    for family, values in status.get("counters", {}).items():
-        groups.setdefault(family.split(".")[0], []).append(", ".join(f"{v} {k}" for k, v in values.items()))
+    for family, values in sorted(status.get("counters", {}).items()):
+        group, _, part = family.partition(".")
+        counted = ", ".join(f"{v} {k}" for k, v in sorted(values.items()) if v) or "none"
+        groups.setdefault(group, []).append(f"{part}: {counted}" if part else counted)
     for group, parts in groups.items():
         if not (push and group == "pushes"):
             print(f"{group + ':':<11} {'; '.join(parts)}", file=out)

@@ -17,9 +17,9 @@ from __future__ import annotations
 import datetime
 import itertools
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, cast
 
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from mdmd.devices import registration
 from mdmd.dm import queue as dm_queue
@@ -46,8 +46,9 @@ class FleetCA:
     def __init__(self) -> None:
         self.key = ec.generate_private_key(ec.SECP256R1())
         self.now = datetime.datetime.now(datetime.timezone.utc)
+        # create() is typed for the RSA keys the daemon makes; it only signs, which an EC key does too.
         self.authority = CertificateAuthority.create(
-            self.key, "mdmd fleet CA", "mdmd", datetime.timedelta(days=3650), self.now
+            cast(rsa.RSAPrivateKey, self.key), "mdmd fleet CA", "mdmd", datetime.timedelta(days=3650), self.now
         )
 
     def issue_in(self, root: Root, now: float) -> Issue:

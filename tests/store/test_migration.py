@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.logger import LogEvent, formatEvent, globalLogPublisher
+from twisted.logger import formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from mdmd.store import migration
@@ -14,7 +14,9 @@ from mdmd.store.counters import Family
 from mdmd.store.db import open_db
 from mdmd.store.migration import NoUpgradePath, Pass, Schema, Step, StoreTooNew, store_version, upgrade
 from mdmd.store.models import SCHEMA_VERSION, User
-from mdmd.store.runner import Store, StoreService
+from mdmd.store.runner import Store
+
+from ..logs import logged_events
 
 USERS = Family("test.users", ("enabled", "disabled"))
 
@@ -40,7 +42,7 @@ def _old_store(users: int) -> Store:
     return store
 
 
-def _schema(visit: Any = _count_user, *, version: int = SCHEMA_VERSION) -> Schema:
+def schema(visit: Any = _count_user, *, version: int = SCHEMA_VERSION) -> Schema:
     passes = (Pass("users", "users", visit, USERS.reset),)
     return Schema(families=(USERS,), steps=tuple(Step(v, f"step {v}", passes if v == version else ()) for v in range(2, version + 1)))
 
@@ -53,7 +55,7 @@ class VersionTests(SynchronousTestCase):
         store = Store(open_db("memory:"))
         store.initialize()
         self.assertEqual(store.read(store_version), SCHEMA_VERSION)
-        self.assertEqual(upgrade(store, _schema()), 0)
+        self.assertEqual(upgrade(store, schema()), 0)
 
     def test_store_without_version_is_version_1(self) -> None:
         """
@@ -69,7 +71,7 @@ class VersionTests(SynchronousTestCase):
         store.initialize()
         store.run(lambda root: setattr(root["schema"], "version", SCHEMA_VERSION + 1))
         with self.assertRaises(StoreTooNew) as caught:
-            upgrade(store, _schema())
+            upgrade(store, schema())
         self.assertIn(f"version {SCHEMA_VERSION + 1}, newer than this mdmd's ({SCHEMA_VERSION})", str(caught.exception))
 
     def test_missing_step(self) -> None:
@@ -84,9 +86,7 @@ class VersionTests(SynchronousTestCase):
 
 class UpgradeTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.logged: list[LogEvent] = []
-        globalLogPublisher.addObserver(self.logged.append)
-        self.addCleanup(globalLogPublisher.removeObserver, self.logged.append)
+        self.logged = logged_events(self)
 
     def test_batches_visit_every_record_once(self) -> None:
         """
@@ -102,13 +102,13 @@ class UpgradeTests(SynchronousTestCase):
             return run(fn, *args)
 
         store.run = counting  # type: ignore[method-assign]
-        self.assertEqual(upgrade(store, _schema(), batch=10), 25)
+        self.assertEqual(upgrade(store, schema(), batch=10), 25)
         self.assertEqual(store.read(USERS.counts), {"enabled": 25, "disabled": 0})
         self.assertEqual(store.read(store_version), SCHEMA_VERSION)
         self.assertIsNone(store.read(lambda root: root["schema"].upgrading))
         # start the pass, 10 + 10 + 5 records, end the step, create the counters
         self.assertEqual(len(transactions), 6)
-        self.assertEqual(upgrade(store, _schema(), batch=10), 0)
+        self.assertEqual(upgrade(store, schema(), batch=10), 0)
 
     def test_resumes_after_a_crash(self) -> None:
         """
@@ -124,10 +124,10 @@ class UpgradeTests(SynchronousTestCase):
                 raise RuntimeError("killed")
             _count_user(root, key, user)
 
-        self.assertRaises(RuntimeError, upgrade, store, _schema(failing), batch=5)
+        self.assertRaises(RuntimeError, upgrade, store, schema(failing), batch=5)
         self.assertEqual(store.read(USERS.counts)["enabled"], 10)
         self.assertEqual(store.read(lambda root: root["schema"].upgrading), (SCHEMA_VERSION, 0, True, "u009"))
-        self.assertEqual(upgrade(store, _schema(failing), batch=5), 15)
+        self.assertEqual(upgrade(store, schema(failing), batch=5), 15)
         self.assertEqual(store.read(USERS.counts)["enabled"], 25)
 
     def test_progress_logged(self) -> None:
@@ -136,24 +136,10 @@ class UpgradeTests(SynchronousTestCase):
         """
         store = _old_store(12)
         ticks = iter(range(0, 1000, 3))
-        upgrade(store, _schema(), batch=5, clock=lambda: float(next(ticks)))
+        upgrade(store, schema(), batch=5, clock=lambda: float(next(ticks)))
         lines = [formatEvent(e) for e in self.logged if e.get("log_namespace") == migration.__name__]
         self.assertEqual(lines[0], f"store upgrade to layout {SCHEMA_VERSION} (step {SCHEMA_VERSION}): users")
         self.assertTrue(any("so far" in line for line in lines), lines)
         self.assertRegex(lines[-2], r"^store upgrade to layout \d+: 12 users in [\d.]+ s$")
         self.assertRegex(lines[-1], r"^store upgraded to layout \d+: 12 records in [\d.]+ s$")
 
-
-class ServiceTests(SynchronousTestCase):
-    def test_upgraded_before_serving(self) -> None:
-        """
-        The store service upgrades the store with its schema when it starts,
-        before its thread pool (and so any unit of work) runs.
-        """
-        from twisted.internet import reactor
-
-        service = StoreService("memory:", reactor, pool_size=1, schema=_schema())
-        service.startService()
-        self.addCleanup(service.stopService)
-        assert service.store is not None
-        self.assertEqual(service.store.read(lambda root: sorted(root["counters"])), [("test.users", "disabled"), ("test.users", "enabled")])
