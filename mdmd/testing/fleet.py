@@ -15,6 +15,7 @@ caller's unit of work.
 from __future__ import annotations
 
 import datetime
+import functools
 import itertools
 from collections.abc import MutableMapping
 from typing import Any, cast
@@ -23,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from mdmd.devices import registration
 from mdmd.dm import queue as dm_queue
-from mdmd.dm.commands import parse_spec
+from mdmd.dm.commands import CommandSpec, parse_spec
 from mdmd.enroll import devices
 from mdmd.enroll.devices import Enrolled, EnrollmentFacts, Issue
 from mdmd.enroll.provisioning import DMCredentials
@@ -106,18 +107,25 @@ def queue_get(root: Root, device_id: str, now: float, uri: str = "./DevDetail/Sw
     """
     Queue a Get for a device; return its sequence number.
     """
-    (queued,) = dm_queue.enqueue(root, [device_id], parse_spec({"verb": "Get", "target": uri}), now)
+    (queued,) = dm_queue.enqueue(root, [device_id], _get(uri), now)
     return queued.seq
 
 
-def send_and_answer(root: Root, device_id: str, seq: int, now: float, status: int = 200) -> None:
+@functools.lru_cache(maxsize=64)
+def _get(uri: str) -> CommandSpec:
+    return parse_spec({"verb": "Get", "target": uri})
+
+
+def send_and_answer(
+    root: Root, device_id: str, seq: int, now: float, status: int = 200, results: tuple[dict[str, Any], ...] = ()
+) -> None:
     """
     A DM session sends the command and the device answers it (C{done} for a 2xx, else C{failed}).
     """
     queue = dm_queue.queue_of(root, device_id)
     dm_queue.mark_sent(root, queue, seq, ("S1", "1", str(seq)), now)
     verdict = "done" if 200 <= status < 300 else "failed"
-    dm_queue.mark_answered(root, queue, seq, verdict, status, (("", status),), (), now)
+    dm_queue.mark_answered(root, queue, seq, verdict, status, (("", status),), results, now)
 
 
 def recount(root: Root) -> dict[str, dict[str, int]]:
