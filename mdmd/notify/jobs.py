@@ -524,11 +524,9 @@ def _open_refs(root: Root, device_id: str | None = None) -> Iterator[JobRef]:
         yield from index.keys(min=(device_id, 0), max=(device_id, _SEQ_MAX))
 
 
-def _all_jobs(root: Root, device_id: str | None) -> Iterable[PushJob]:
-    if device_id is not None:
-        log = root["pushes"].get(device_id)
-        return () if log is None else log.jobs.values()
-    return (job for log in root["pushes"].values() for job in log.jobs.values())
+def _device_jobs(root: Root, device_id: str) -> Iterable[PushJob]:
+    log = root["pushes"].get(device_id)
+    return () if log is None else log.jobs.values()
 
 
 #: All jobs, in the order they were made: keys of C{push_index}.
@@ -634,7 +632,7 @@ def push_facts(root: Root, device_id: str) -> dict[str, Any] | None:
     msisdn, source = _msisdn_of(device)
     counts: dict[str, int] = {}
     last = None
-    for job in _all_jobs(root, device_id):
+    for job in _device_jobs(root, device_id):
         counts[job.state] = counts.get(job.state, 0) + 1
         last = job
     return {
