@@ -29,7 +29,7 @@ from mdmd.store.runner import Store
 from mdmd.testing import fleet
 from mdmd.testing.randomness import fixed_random
 
-DEVICES = ("D0", "D1", "D2", "D3")
+DEVICES = ("D0", "D1")
 CA = fleet.FleetCA()
 SETTINGS = jobs.PushSettings(expiry=50.0)
 
@@ -50,14 +50,22 @@ def _send(root: Root, device_id: str, now: float) -> None:
         dm_queue.mark_sent(root, dm_queue.queue_of(root, device_id), seq, ("S", "1", str(seq)), now)
 
 
-def _answer(status: int) -> Operation:
+def _answer(verdict: str, status: int) -> Operation:
     def answer(root: Root, device_id: str, now: float) -> None:
         seq = _first(root, device_id, "sent")
         if seq is not None:
-            verdict = "done" if status == 200 else "failed"
             dm_queue.mark_answered(root, dm_queue.queue_of(root, device_id), seq, verdict, status, (), (), now)
 
     return answer
+
+
+def _complete(root: Root, device_id: str, now: float) -> None:
+    alert = {"source": "./DevDetail/SwV", "correlator": None, "data": "0" if int(now) % 20 else "1"}
+    dm_queue.complete_accepted(root, dm_queue.queue_of(root, device_id), alert, now)
+
+
+def _close(root: Root, device_id: str, now: float) -> None:
+    dm_queue.close_pending(root, dm_queue.queue_of(root, device_id), "the device left", now)
 
 
 def _fail(root: Root, device_id: str, now: float) -> None:
@@ -134,8 +142,13 @@ OPERATIONS: dict[str, Operation] = {
     "contact": _device(lambda root, device, now: lifecycle.record_contact(device, now)),
     "queue": lambda root, device_id, now: fleet.queue_get(root, device_id, now),
     "send": _send,
-    "answer done": _answer(200),
-    "answer failed": _answer(404),
+    "answer done": _answer("done", 200),
+    "answer failed": _answer("failed", 404),
+    "answer accepted": _answer("accepted", 202),
+    "answer halted": _answer("halted", 214),
+    "answer not executed": _answer("not-executed", 215),
+    "complete": _complete,
+    "close pending": _close,
     "fail": _fail,
     "cancel": _cancel,
     "requeue": _requeue,
@@ -178,7 +191,7 @@ def _assert_consistent(test: SynchronousTestCase, store: Store) -> None:
     test.assertEqual(store.read(fleet.kept_indexes), store.read(fleet.indexes))
 
 
-STEPS = st.lists(st.tuples(st.sampled_from(sorted(OPERATIONS)), st.sampled_from(DEVICES)), max_size=40)
+STEPS = st.lists(st.tuples(st.sampled_from(sorted(OPERATIONS)), st.sampled_from(DEVICES)), max_size=60)
 
 
 class CountersTests(SynchronousTestCase):

@@ -775,8 +775,7 @@ def enqueue_wns(
         job.channel_uri = channel_uri
         job.fallback_of = fallback_of
         job.message_ids = job.message_keys = job.receipts = (None,)
-        log.jobs[seq] = job
-        root["push_open"][(device_id, seq)] = True
+        _keep(root, log, job)
         created.append(_outgoing(job))
     return created
 
