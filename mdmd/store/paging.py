@@ -18,6 +18,12 @@ client keeps following the cursor until there is none.
 Walking newest first (L{keys_before}) steps from key to key with
 C{maxKey}, each step O(log n); it is offered where a key's predecessor can
 be computed (keys ending in a sequence number).
+
+A page is built on one of the store's threads, in Python, while the
+devices' check-ins need the same interpreter: every L{YIELD_EVERY} records
+it sleeps for L{YIELD_PAUSE}, which lets them take the interpreter at once
+instead of waiting for the holder's switch interval (5 ms, several times
+per message). A bulk listing takes longer; the check-ins do not wait for it.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -35,6 +42,8 @@ __all__ = [
     "DEFAULT_LIMIT",
     "MAX_LIMIT",
     "SCAN_LIMIT",
+    "YIELD_EVERY",
+    "YIELD_PAUSE",
     "BadCursor",
     "BadPage",
     "Cursor",
@@ -57,6 +66,10 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 #: The most keys one page looks at (records a filter without an index may reject).
 SCAN_LIMIT = 5000
+#: A page gives way to other threads after this many keys...
+YIELD_EVERY = 20
+#: ... for this many seconds.
+YIELD_PAUSE = 0.001
 
 
 class BadCursor(PeerError):
@@ -189,11 +202,12 @@ class Listing:
         load: Callable[[Key], T | None],
         request: PageRequest,
         descending: bool = False,
+        pause: Callable[[], None] = lambda: time.sleep(YIELD_PAUSE),
     ) -> Page[T]:
         """
         The page: C{load} each key in turn (None: the filter rejects that
         record) until the page is full, the keys run out, or the scan limit
-        is reached.
+        is reached; C{pause()} every L{YIELD_EVERY} keys.
         """
         items: list[T] = []
         iterator = iter(keys)
@@ -201,6 +215,8 @@ class Listing:
         last: Key | None = None
         for key in iterator:
             scanned += 1
+            if scanned % YIELD_EVERY == 0:
+                pause()
             last = key
             item = load(key)
             if item is not None:

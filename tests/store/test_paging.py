@@ -15,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from mdmd.errors import PeerError
 from mdmd.store.paging import (
     MAX_LIMIT,
+    YIELD_EVERY,
     BadCursor,
     BadPage,
     Cursor,
@@ -150,6 +151,15 @@ class CollectTests(SynchronousTestCase):
         pages = _pages(SEQS, self.tree, PageRequest(limit=5, scan_limit=3), lambda key: key if key % 7 == 0 else None)
         self.assertEqual([list(p.items) for p in pages], [[], [], [7], []])
         self.assertEqual([p.partial for p in pages], [True, True, True, False])
+
+    def test_gives_way(self) -> None:
+        """
+        A page pauses every YIELD_EVERY keys it looks at (to let the check-ins' threads run).
+        """
+        tree = IOBTree({n: str(n) for n in range(1, 101)})
+        paused: list[int] = []
+        page = SEQS.collect(keys_after(tree, None), lambda key: key, PageRequest(limit=45), pause=lambda: paused.append(1))
+        self.assertEqual((len(page.items), len(paused)), (45, 45 // YIELD_EVERY))
 
     def test_stable_under_inserts(self) -> None:
         """
