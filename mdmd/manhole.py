@@ -56,6 +56,7 @@ from mdmd.enroll.users import hash_password, verify_password
 from mdmd.notify import jobs
 from mdmd.notify.bootstrap import BootstrapPin
 from mdmd.notify.provisioning_doc import to_xml
+from mdmd.store.paging import DEFAULT_LIMIT, Cursor, PageRequest
 
 if TYPE_CHECKING:
     from mdmd.settings import Settings
@@ -297,9 +298,22 @@ def namespace(tree: IServiceCollection, config: Settings | None, reactor: Any, n
     notifier = tree.getServiceNamed("notify")
     settings = config.registration if config is not None else registration.RegistrationSettings()
 
-    def devices() -> Deferred[list[dict[str, Any]]]:
-        """Every device, as JSON values."""
-        return store.read(records.list_devices).addCallback(lambda found: [d.as_json() for d in found])
+    def devices(
+        status: str | None = None,
+        kind: str | None = None,
+        user: str | None = None,
+        after: str | None = None,
+        limit: int = DEFAULT_LIMIT,
+    ) -> Deferred[list[dict[str, Any]]]:
+        """
+        Devices by DeviceID as JSON values, one page: those after the DeviceID
+        C{after}, at most C{limit} (up to 1000), filtered by status, kind, user.
+        """
+        query = records.DeviceQuery(status=status, kind=kind, user=user)
+        request = PageRequest(limit, None if after is None else Cursor(records.LISTING.name, after))
+        return store.read(records.device_page, query, request).addCallback(
+            lambda page: [d.as_json() for d in page.items]
+        )
 
     def _device(root: Any, device_id: str) -> dict[str, Any] | None:
         info = records.lookup_device(root, device_id)

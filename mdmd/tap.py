@@ -78,6 +78,7 @@ from mdmd.pki.authority import CAService
 from mdmd.settings import Settings, SmscSettings
 from mdmd.settings import load as load_settings
 from mdmd.site import MdmdSite
+from mdmd.migrations import SCHEMA
 from mdmd.store.runner import StoreService
 
 __all__ = ["Options", "Reactor", "makeService", "build"]
@@ -364,6 +365,7 @@ def build(settings: Settings, reactor: Reactor) -> MdmdService:
         pool_size=settings.store.pool_size,
         retries=settings.store.conflict_retries,
         cache_size=settings.store.cache_size,
+        schema=SCHEMA,
     )
     store.setServiceParent(root)
 

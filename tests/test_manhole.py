@@ -166,6 +166,19 @@ class NamespaceTests(SynchronousTestCase):
         self.assertEqual([p["seq"] for p in self.result(ns["pushes"]("D1"))], [1])
         self.assertEqual(self.result(ns["status"]())["counts"]["submitted"], 1)
 
+    def test_devices_page(self) -> None:
+        """
+        devices() lists one page, filtered, after a DeviceID.
+        """
+        assert self.tree.getServiceNamed("store").store is not None
+        for device_id in ("D0", "D2", "D3"):
+            self.tree.getServiceNamed("store").store.run(add_device, device_id, kind="omadm" if device_id == "D2" else "windows")
+        ns = namespace(self.tree, None, Clock(), "alice")
+        self.assertEqual([d["device_id"] for d in self.result(ns["devices"](limit=2))], ["D0", "D1"])
+        self.assertEqual([d["device_id"] for d in self.result(ns["devices"](after="D1"))], ["D2", "D3"])
+        self.assertEqual([d["device_id"] for d in self.result(ns["devices"](kind="omadm"))], ["D2"])
+        self.assertEqual(self.result(ns["devices"](status="removed")), [])
+
     def test_bootstrap_helpers(self) -> None:
         """
         bootstrap() sends a NETWPIN bootstrap, or with userpin= a USERPIN one

@@ -20,6 +20,13 @@ C{Idempotency-Key} header (L{mdmd.admin.idempotency}): the answer is stored
 with the key in the transaction that creates, and the same request sent
 again with the key gets that answer again (marked C{Idempotent-Replayed:
 true}) instead of creating twice. Other routes ignore the header.
+
+Every listing is paged (L{mdmd.store.paging}): C{limit} records at most
+(100 unless asked, never more than 1000), C{cursor} the C{next} of the page
+before, C{order=desc} newest first where a listing offers it. A page is one
+unit of work that reads at most a bounded number of records and encodes its
+own JSON on the store's thread, so the reactor only writes bytes. Status
+reads counters only (L{status_counts}).
 """
 
 from __future__ import annotations
@@ -45,13 +52,16 @@ from mdmd.admin import idempotency
 from mdmd.admin.idempotency import IdempotencyKey, IdempotencySettings, Replayed, encode
 from mdmd.devices import accounts, registration
 from mdmd.devices import records as devices
+from mdmd.devices import lifecycle
 from mdmd.devices.accounts import DeviceKind
 from mdmd.devices.lifecycle import DeviceStatus
 from mdmd.enroll import users
 from mdmd.errors import AnsweredError, PeerError
 from mdmd.dm import queue as dm_queue
+from mdmd.dm.command_state import CommandState
 from mdmd.dm.commands import PENDING, CommandSpec, parse_spec
 from mdmd.dm.sweeper import dm_facts
+from mdmd.migrations import FAMILIES
 from mdmd.notify import channels
 from mdmd.notify import jobs as push_jobs
 from mdmd.notify.bootstrap import BootstrapPin
@@ -61,7 +71,9 @@ from mdmd.pki import registry
 from mdmd.pki.ca import parse_serial, serial_hex, thumbprint
 from mdmd.pki.authority import CAService, write_private
 from mdmd.site import AsyncResource, Response, mdmd_request
+from mdmd.store import counters
 from mdmd.store.db import describe
+from mdmd.store.paging import DEFAULT_LIMIT, MAX_LIMIT, Cursor, Page, PageRequest
 from mdmd.store.runner import StoreService
 
 __all__ = [
@@ -77,6 +89,8 @@ __all__ = [
     "MAX_JSON_BODY",
     "MAX_IMPORT_BODY",
     "MAX_BODY",
+    "page_json",
+    "status_counts",
 ]
 
 JSON = b"application/json"
@@ -168,6 +182,42 @@ def route(method: str, path: str, creates: bool = False) -> Callable[[Handler], 
         return handler
 
     return register
+
+
+def page_json(key: str, page: Page[Any]) -> dict[str, Any]:
+    """
+    A page as the API answers it: its records under C{key}; C{next}, the
+    cursor of the next page, only if there may be one; C{partial} only if
+    the scan limit ended the page before it was full.
+    """
+    value: dict[str, Any] = {key: [item.as_json() for item in page.items]}
+    if page.next is not None:
+        value["next"] = page.next.encode()
+    if page.partial:
+        value["partial"] = True
+    return value
+
+
+def status_counts(root: registry.Root) -> dict[str, Any]:
+    """
+    What status counts, from counters only: no record is read, whatever the store's size.
+    """
+    found = {family.name: family.counts(root) for family in FAMILIES}
+    for name, values in counters.read_all(root).items():
+        found.setdefault(name, values)
+    by_status = found[lifecycle.STATUSES.name]
+    certificates = found[registry.STATUSES.name]
+    return {
+        "counts": {
+            "users": sum(found[users.COUNTS.name].values()),
+            "certificates": sum(certificates.values()),
+            "revoked_certificates": certificates[registry.REVOKED],
+            "enrolled_devices": by_status[DeviceStatus.ENROLLED.value],
+            "unenrolled_devices": by_status[DeviceStatus.UNENROLLED.value],
+            "removed_devices": by_status[DeviceStatus.REMOVED.value],
+        },
+        "counters": found,
+    }
 
 
 def _compile(path: str) -> re.Pattern[str]:
@@ -387,18 +437,6 @@ class AdminAPI(AsyncResource):
 
     @route("GET", "/v1/status")
     async def status(self, request: Request) -> tuple[int, Any]:
-        def counts(root: registry.Root) -> dict[str, int]:
-            certs = root["certs"]
-            by_status = devices.device_counts(root)
-            return {
-                "users": len(root["users"]),
-                "certificates": len(certs),
-                "revoked_certificates": len(root["revoked"]),
-                "enrolled_devices": by_status[DeviceStatus.ENROLLED.value],
-                "unenrolled_devices": by_status[DeviceStatus.UNENROLLED.value],
-                "removed_devices": by_status[DeviceStatus.REMOVED.value],
-            }
-
         ca = self.ca.ca_certificate
         value = {
             "version": mdmd.__version__,
@@ -410,19 +448,93 @@ class AdminAPI(AsyncResource):
                 "thumbprint": thumbprint(ca),
                 "not_after": ca.not_valid_after_utc.isoformat(),
             },
-            "counts": await self.store.read(counts),
+            **await self.store.read(status_counts),
         }
         if self.notifier is not None:
             value["push"] = await self.notifier.status()
         value.update(self._status_extra())
         return 200, value
 
+    # -- pages ---------------------------------------------------------------------
+
+    @classmethod
+    def _arg(cls, request: Request, name: str) -> str | None:
+        """
+        A query argument's (first) value; None if absent or empty.
+        """
+        return cls._argument(request, name.encode("ascii"))
+
+    @classmethod
+    def _choices(cls, request: Request, name: str, allowed: tuple[str, ...]) -> frozenset[str] | None:
+        """
+        A query argument given once or more, each one of C{allowed}; None if absent.
+        """
+        values = {v for v in cls._arguments(request, name.encode("ascii")) if v}
+        unknown = sorted(values - set(allowed))
+        if unknown:
+            raise cls._unknown(name, unknown[0], allowed)
+        return frozenset(values) or None
+
+    @classmethod
+    def _choice(cls, request: Request, name: str, allowed: tuple[str, ...]) -> str | None:
+        value = cls._arg(request, name)
+        if value is not None and value not in allowed:
+            raise cls._unknown(name, value, allowed)
+        return value
+
+    @staticmethod
+    def _unknown(name: str, value: str, allowed: tuple[str, ...]) -> ApiError:
+        plural = name + ("es" if name.endswith("s") else "s")
+        return ApiError(f"unknown {name} {value!r} ({plural}: {', '.join(allowed)})")
+
+    @classmethod
+    def _time(cls, request: Request, name: str) -> float | None:
+        """
+        A query argument that is a time: POSIX seconds.
+        """
+        value = cls._arg(request, name)
+        if value is None:
+            return None
+        try:
+            return float(value)
+        except ValueError:
+            raise ApiError(f"{name} must be a time in POSIX seconds") from None
+
+    @classmethod
+    def _page_request(cls, request: Request) -> PageRequest:
+        """
+        C{limit} (at most L{MAX_LIMIT}; 0 or absent: L{DEFAULT_LIMIT}), C{cursor} and C{order}.
+        """
+        raw = cls._arg(request, "limit") or "0"
+        if not _NUMBER.fullmatch(raw):
+            raise ApiError("limit must be a whole number")
+        limit = min(int(raw), MAX_LIMIT) or DEFAULT_LIMIT
+        order = cls._choice(request, "order", ("asc", "desc"))
+        cursor = cls._arg(request, "cursor")
+        return PageRequest(
+            limit=limit,
+            cursor=None if cursor is None else Cursor.decode(cursor),
+            descending=order == "desc",
+        )
+
+    async def _page(
+        self, request: Request, key: str, listing: Callable[..., Page[Any]], *args: Any
+    ) -> tuple[int, bytes]:
+        """
+        One page of C{listing(root, *args, page_request)}, encoded on the store's thread.
+        """
+        asked = self._page_request(request)
+
+        def encoded(root: registry.Root) -> bytes:
+            return encode(page_json(key, listing(root, *args, asked)))
+
+        return 200, await self.store.read(encoded)
+
     # -- users ---------------------------------------------------------------------
 
     @route("GET", "/v1/users")
     async def list_users(self, request: Request) -> tuple[int, Any]:
-        found = await self.store.read(users.list_users)
-        return 200, {"users": [u.as_json() for u in sorted(found, key=lambda u: u.name)]}
+        return await self._page(request, "users", users.user_page)
 
     @route("POST", "/v1/users", creates=True)
     async def add_user(self, request: Request, key: IdempotencyKey | None) -> tuple[int, Any]:
@@ -474,9 +586,11 @@ class AdminAPI(AsyncResource):
 
     @route("GET", "/v1/certs")
     async def list_certificates(self, request: Request) -> tuple[int, Any]:
-        device = self._argument(request, b"device")
-        found = await self.store.read(registry.list_certificates, device)
-        return 200, {"certificates": [c.as_json() for c in found]}
+        query = registry.CertificateQuery(
+            device_id=self._arg(request, "device"),
+            status=self._choice(request, "status", registry.STATUSES.values),
+        )
+        return await self._page(request, "certificates", registry.certificate_page, query)
 
     @route("GET", "/v1/certs/{serial}")
     async def show_certificate(self, request: Request, serial: str) -> tuple[int, Any]:
@@ -503,11 +617,18 @@ class AdminAPI(AsyncResource):
 
     @route("GET", "/v1/devices")
     async def list_devices(self, request: Request) -> tuple[int, Any]:
-        kind = self._argument(request, b"kind")
-        if kind is not None and kind not in {k.value for k in DeviceKind}:
-            raise ApiError(f"unknown kind {kind!r} (kinds: {', '.join(k.value for k in DeviceKind)})")
-        found = await self.store.read(devices.list_devices, kind)
-        return 200, {"devices": [d.as_json() for d in found]}
+        """
+        Devices by DeviceID, filtered by C{status}, C{kind}, C{user},
+        C{contact_before} and C{contact_after} (POSIX seconds).
+        """
+        query = devices.DeviceQuery(
+            status=self._choice(request, "status", lifecycle.STATUSES.values),
+            kind=self._choice(request, "kind", tuple(k.value for k in DeviceKind)),
+            user=self._arg(request, "user"),
+            contact_before=self._time(request, "contact_before"),
+            contact_after=self._time(request, "contact_after"),
+        )
+        return await self._page(request, "devices", devices.device_page, query)
 
     @route("POST", "/v1/devices", creates=True)
     async def register_device(self, request: Request, key: IdempotencyKey | None) -> tuple[int, Any]:
@@ -631,18 +752,25 @@ class AdminAPI(AsyncResource):
             raise ApiError("'devices' must be a non-empty list of device ids")
         return await self._enqueue(key, device_ids, parse_spec(self.field(body, "command", dict)))
 
+    @route("GET", "/v1/devices/{device_id}/commands")
+    async def device_commands(self, request: Request, device_id: str) -> tuple[int, Any]:
+        """
+        A device's commands by sequence number, filtered by C{state} (given once or more).
+        """
+        states = self._choices(request, "state", tuple(state.value for state in CommandState))
+        return await self._commands(request, device_id, states)
+
     @route("GET", "/v1/devices/{device_id}/queue")
     async def device_queue(self, request: Request, device_id: str) -> tuple[int, Any]:
-        await self._known_device(device_id)
-        found = await self.store.read(dm_queue.list_commands, device_id, PENDING)
-        return 200, {"commands": [c.as_json() for c in found]}
+        return await self._commands(request, device_id, frozenset(PENDING))
 
     @route("GET", "/v1/devices/{device_id}/results")
     async def device_results(self, request: Request, device_id: str) -> tuple[int, Any]:
+        return await self._commands(request, device_id, frozenset(dm_queue.FINISHED))
+
+    async def _commands(self, request: Request, device_id: str, states: frozenset[str] | None) -> tuple[int, Any]:
         await self._known_device(device_id)
-        limit = self._limit(request, 0)
-        found = await self.store.read(dm_queue.list_commands, device_id, dm_queue.FINISHED, limit)
-        return 200, {"commands": [c.as_json() for c in found]}
+        return await self._page(request, "commands", dm_queue.command_page, device_id, states)
 
     @route("GET", "/v1/devices/{device_id}/commands/{seq}")
     async def show_command(self, request: Request, device_id: str, seq: str) -> tuple[int, Any]:
@@ -660,16 +788,6 @@ class AdminAPI(AsyncResource):
         if not _NUMBER.fullmatch(text):
             raise ApiError(f"not a command number: {text!r}")
         return int(text)
-
-    @staticmethod
-    def _limit(request: Request, default: int) -> int | None:
-        """
-        The C{limit} query argument: a whole number, 0 (or absent with C{default} 0) for no limit.
-        """
-        raw = request.args.get(b"limit", [str(default).encode("ascii")])[0]
-        if not _NUMBER.fullmatch(raw.decode("latin-1")):
-            raise ApiError("limit must be a whole number")
-        return int(raw) or None
 
     async def _known_device(self, device_id: str) -> None:
         if await self.store.read(devices.lookup_device, device_id) is None:
@@ -754,8 +872,11 @@ class AdminAPI(AsyncResource):
 
     @route("GET", "/v1/pushes")
     async def list_pushes(self, request: Request) -> tuple[int, Any]:
-        device = self._argument(request, b"device")
-        return await self._list_pushes(request, device)
+        """
+        Push jobs in the order they were made, filtered by C{device},
+        C{state} (given once or more) and C{kind}.
+        """
+        return await self._list_pushes(request, self._arg(request, "device"))
 
     @route("GET", "/v1/devices/{device_id}/pushes")
     async def device_pushes(self, request: Request, device_id: str) -> tuple[int, Any]:
@@ -763,10 +884,9 @@ class AdminAPI(AsyncResource):
         return await self._list_pushes(request, device_id)
 
     async def _list_pushes(self, request: Request, device_id: str | None) -> tuple[int, Any]:
-        limit = self._limit(request, 100)
-        states = self._arguments(request, b"state") or None
-        unknown = set(states or ()) - set(push_jobs.STATES)
-        if unknown:
-            raise ApiError(f"unknown state {sorted(unknown)[0]!r} (states: {', '.join(push_jobs.STATES)})")
-        found = await self.store.read(push_jobs.list_pushes, device_id, limit, states)
-        return 200, {"jobs": [i.as_json() for i in found]}
+        query = push_jobs.PushQuery(
+            device_id=device_id,
+            states=self._choices(request, "state", push_jobs.STATES),
+            kind=self._choice(request, "kind", (push_jobs.NOTIFICATION, push_jobs.BOOTSTRAP)),
+        )
+        return await self._page(request, "jobs", push_jobs.push_page, query)

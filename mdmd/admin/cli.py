@@ -4,12 +4,18 @@ mdmctl: operate a running mdmd through its admin API.
 It reads the same configuration file as the daemon (C{--config}, or
 C{$MDMD_CONFIG}, or the development defaults) to find the admin socket and
 token. Every failure is one line on stderr and a non-zero exit status.
+
+Listings page through the API (L{_Pages}): C{--limit N} rows (each listing
+has its default), C{--all} every row, printed as the pages arrive, with a
+progress line on stderr when it is a terminal; C{--json} is one JSON array
+(written as it comes), C{--jsonl} one JSON object per line.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import datetime
 import errno
 import getpass
 import http.client
@@ -19,9 +25,9 @@ import secrets
 import socket
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any, NoReturn
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from mdmd import __version__
 from mdmd import config as mdmd_config
@@ -251,13 +257,50 @@ def _when(seconds: float | None) -> str:
 
 
 def _table(rows: Sequence[Sequence[str]], headers: Sequence[str], out: Any) -> None:
-    if not rows:
-        print("(none)", file=out)
-        return
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip(), file=out)
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip(), file=out)
+    table = _Table(out, lambda first: (headers, None))
+    table.rows(rows)
+    table.close()
+
+
+#: A table's layout, chosen from its first rows: its headers (and, for records, how a record becomes a row).
+Layout = Callable[[Any], tuple[Sequence[str], Any]]
+
+
+class _Table:
+    """
+    A table printed as its rows come: the columns are as wide as the first
+    rows need (and widen for later rows, never narrow).
+    """
+
+    def __init__(self, out: Any, layout: Layout) -> None:
+        self._out = out
+        self._layout = layout
+        self._widths: list[int] | None = None
+
+    def rows(self, rows: Sequence[Sequence[str]], headers: Sequence[str] | None = None) -> None:
+        if not rows:
+            return
+        if self._widths is None:
+            headers = headers if headers is not None else self._layout(rows)[0]
+            self._widths = [len(h) for h in headers]
+            self._grow(rows)
+            self._print(headers)
+        else:
+            self._grow(rows)
+        for row in rows:
+            self._print(row)
+
+    def close(self) -> None:
+        if self._widths is None:
+            print("(none)", file=self._out)
+
+    def _grow(self, rows: Sequence[Sequence[str]]) -> None:
+        assert self._widths is not None
+        self._widths = [max(w, *(len(r[i]) for r in rows)) for i, w in enumerate(self._widths)]
+
+    def _print(self, cells: Sequence[str]) -> None:
+        assert self._widths is not None
+        print("  ".join(c.ljust(w) for c, w in zip(cells, self._widths)).rstrip(), file=self._out)
 
 
 def _fields(record: dict[str, Any], keys: Sequence[str], width: int, out: Any, times: bool = False) -> None:
@@ -271,6 +314,230 @@ def _fields(record: dict[str, Any], keys: Sequence[str], width: int, out: Any, t
 
 def _print_json(value: Any, out: Any) -> None:
     print(json.dumps(value, indent=2, sort_keys=True), file=out)
+
+
+# --- listings -----------------------------------------------------------------
+
+#: The most records one page of the admin API holds.
+PAGE_MAX = 1000
+
+
+class _Pages:
+    """
+    The records of a listing, page after page, following the API's cursors
+    (C{next}) until there is none or C{want} records came; C{truncated} says
+    whether the listing had more.
+    """
+
+    def __init__(
+        self,
+        client: AdminClient,
+        path: str,
+        key: str,
+        want: int | None,
+        *,
+        newest_first: bool = False,
+        page_size: int | None = None,
+        progress: _Progress | None = None,
+    ) -> None:
+        self.client = client
+        self.path = path
+        self.key = key
+        self.want = want
+        self.newest_first = newest_first
+        self.page_size = page_size
+        self.progress = progress
+        self.count = 0
+        self.truncated = False
+
+    def __iter__(self) -> Iterator[list[dict[str, Any]]]:
+        cursor = None
+        while True:
+            params: dict[str, str] = {}
+            if self.newest_first:
+                params["order"] = "desc"
+            size = self.page_size if self.want is None else min(self.want - self.count, PAGE_MAX)
+            if size:
+                params["limit"] = str(size)
+            if cursor is not None:
+                params["cursor"] = cursor
+            page = self.client.request("GET", _with_query(self.path, params))
+            records = page[self.key]
+            if self.want is not None:
+                records = records[: self.want - self.count]
+            self.count += len(records)
+            if self.progress is not None:
+                self.progress.show(self.count)
+            yield records
+            cursor = page.get("next")
+            if cursor is None:
+                return
+            if self.want is not None and self.count >= self.want:
+                self.truncated = True
+                return
+
+
+def _with_query(path: str, params: dict[str, str]) -> str:
+    if not params:
+        return path
+    return path + ("&" if "?" in path else "?") + urlencode(params)
+
+
+class _Progress:
+    """
+    A progress line on stderr while a listing comes, if stderr is a terminal.
+    """
+
+    def __init__(self, err: Any, what: str) -> None:
+        self._err = err
+        self._what = what
+        self._shown = False
+        self._started = time.monotonic()
+
+    @classmethod
+    def on(cls, err: Any, what: str) -> _Progress | None:
+        isatty = getattr(err, "isatty", None)
+        return cls(err, what) if isatty is not None and isatty() else None
+
+    def show(self, count: int) -> None:
+        rate = count / max(time.monotonic() - self._started, 1e-3)
+        self._err.write(f"\r{count} {self._what} ({rate:.0f}/s)\033[K")
+        self._err.flush()
+        self._shown = True
+
+    def done(self) -> None:
+        if self._shown:
+            self._err.write("\r\033[K")
+            self._err.flush()
+
+
+class _Json:
+    """
+    One JSON array, written record by record (the same text as C{json.dumps(records, indent=2)}).
+    """
+
+    def __init__(self, out: Any) -> None:
+        self._out = out
+        self._first = True
+
+    def records(self, records: list[dict[str, Any]]) -> None:
+        for record in records:
+            text = json.dumps(record, indent=2, sort_keys=True).replace("\n", "\n  ")
+            self._out.write(("[\n  " if self._first else ",\n  ") + text)
+            self._first = False
+
+    def close(self) -> None:
+        self._out.write("[]\n" if self._first else "\n]\n")
+
+
+class _JsonLines:
+    """
+    One JSON object per line.
+    """
+
+    def __init__(self, out: Any) -> None:
+        self._out = out
+
+    def records(self, records: list[dict[str, Any]]) -> None:
+        for record in records:
+            self._out.write(json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n")
+
+    def close(self) -> None:
+        pass
+
+
+class _Rows:
+    """
+    Records as the rows of a table; C{layout(first records)} gives the
+    headers and how a record becomes a row.
+    """
+
+    def __init__(self, out: Any, layout: Layout) -> None:
+        self._table = _Table(out, layout)
+        self._layout = layout
+        self._row: Callable[[dict[str, Any]], list[str]] | None = None
+
+    def records(self, records: list[dict[str, Any]]) -> None:
+        if not records:
+            return
+        headers = None
+        if self._row is None:
+            headers, self._row = self._layout(records)
+        assert self._row is not None
+        self._table.rows([self._row(r) for r in records], headers)
+
+    def close(self) -> None:
+        self._table.close()
+
+
+def _wanted(args: argparse.Namespace, default: int | None) -> int | None:
+    """
+    How many records to list: C{--limit N} (0: all), C{--all}, or the listing's default (None: all).
+    """
+    if getattr(args, "all", False):
+        return None
+    limit = getattr(args, "limit", None)
+    if limit is None:
+        return default
+    if limit < 0:
+        raise CommandError("--limit takes 0 (every one) or more")
+    return limit or None
+
+
+def _list(
+    client: AdminClient,
+    args: argparse.Namespace,
+    out: Any,
+    path: str,
+    key: str,
+    layout: Layout,
+    *,
+    default: int | None,
+    what: str,
+    latest: bool = False,
+) -> None:
+    """
+    Print a listing: C{default} records unless the options say otherwise
+    (None: all), streamed page after page; with C{latest}, a limited listing
+    shows the newest records (fetched newest first, printed oldest first).
+    """
+    want = _wanted(args, default)
+    err = getattr(args, "stderr", None) or sys.stderr
+    if getattr(args, "jsonl", False):
+        writer: _Json | _JsonLines | _Rows = _JsonLines(out)
+    elif getattr(args, "json", False):
+        writer = _Json(out)
+    else:
+        writer = _Rows(out, layout)
+    newest_first = latest and want is not None
+    progress = None if newest_first else _Progress.on(err, what)
+    pages = _Pages(
+        client, path, key, want,
+        newest_first=newest_first,
+        page_size=PAGE_MAX if getattr(args, "all", False) else None,
+        progress=progress,
+    )
+    try:
+        if newest_first:
+            found = [record for page in pages for record in page]
+            writer.records(found[::-1])
+        else:
+            for records in pages:
+                writer.records(records)
+                flush = getattr(out, "flush", None)
+                if flush is not None:
+                    flush()
+    finally:
+        if progress is not None:
+            progress.done()
+    writer.close()
+    if pages.truncated:
+        which = "latest" if newest_first else "first"
+        print(f"mdmctl: only the {which} {pages.count} {what} (--limit N for more, --all for every one)", file=err)
+
+
+def _fixed(headers: Sequence[str], row: Callable[[dict[str, Any]], list[str]]) -> Layout:
+    return lambda first: (headers, row)
 
 
 # --- commands -----------------------------------------------------------------
@@ -295,6 +562,15 @@ def cmd_status(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
     counts = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in sorted(status["counts"].items()))
     print(f"counts:     {counts}", file=out)
     push = status.get("push")
+    # every counter the daemon keeps, by family ("devices.status" → devices: status: ...), zeros left out
+    groups: dict[str, list[str]] = {}
+    for family, values in sorted(status.get("counters", {}).items()):
+        group, _, part = family.partition(".")
+        counted = ", ".join(f"{v} {k}" for k, v in sorted(values.items()) if v) or "none"
+        groups.setdefault(group, []).append(f"{part}: {counted}" if part else counted)
+    for group, parts in groups.items():
+        if not (push and group == "pushes"):
+            print(f"{group + ':':<11} {'; '.join(parts)}", file=out)
     if push:
         print(f"SMPP:       {_link_text(push['link'])}", file=out)
         wns = push.get("links", {}).get("wns")
@@ -377,15 +653,11 @@ def cmd_user_password(client: AdminClient, args: argparse.Namespace, out: Any) -
 
 
 def cmd_user_list(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
-    found = client.request("GET", "/v1/users")["users"]
-    if args.json:
-        _print_json(found, out)
-        return
-    _table(
-        [[u["name"], "yes" if u["enabled"] else "no", _when(u["created_at"])] for u in found],
+    layout = _fixed(
         ["NAME", "ENABLED", "CREATED"],
-        out,
+        lambda u: [u["name"], "yes" if u["enabled"] else "no", _when(u["created_at"])],
     )
+    _list(client, args, out, "/v1/users", "users", layout, default=100, what="users")
 
 
 def _user_action(verb: str, method: str, suffix: str) -> Command:
@@ -397,19 +669,13 @@ def _user_action(verb: str, method: str, suffix: str) -> Command:
 
 
 def cmd_cert_list(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
-    path = "/v1/certs" + (f"?device={quote(args.device, safe='')}" if args.device else "")
-    found = client.request("GET", path)["certificates"]
-    if args.json:
-        _print_json(found, out)
-        return
-    _table(
-        [
-            [c["serial"], c["device_id"], c["status"], _when(c["issued_at"]), _when(c["not_after"])]
-            for c in found
-        ],
+    filters = {"device": args.device, "status": getattr(args, "status", None)}
+    path = _with_query("/v1/certs", {name: value for name, value in filters.items() if value})
+    layout = _fixed(
         ["SERIAL", "DEVICE", "STATUS", "ISSUED", "EXPIRES"],
-        out,
+        lambda c: [c["serial"], c["device_id"], c["status"], _when(c["issued_at"]), _when(c["not_after"])],
     )
+    _list(client, args, out, path, "certificates", layout, default=100, what="certificates")
 
 
 def cmd_cert_show(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
@@ -430,16 +696,21 @@ def cmd_cert_revoke(client: AdminClient, args: argparse.Namespace, out: Any) -> 
 
 
 def cmd_device_list(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
-    path = "/v1/devices" + (f"?kind={quote(args.kind, safe='')}" if args.kind else "")
-    found = client.request("GET", path)["devices"]
-    if args.json:
-        _print_json(found, out)
-        return
-    # A fleet of Windows devices only is listed as before kinds existed.
-    kinds = any(d["kind"] != "windows" for d in found)
-    _table(
-        [
-            [
+    filters = {
+        "status": getattr(args, "status", None),
+        "kind": args.kind,
+        "user": getattr(args, "user", None),
+        "contact_before": _time_option(getattr(args, "contact_before", None), "--contact-before"),
+        "contact_after": _time_option(getattr(args, "contact_after", None), "--contact-after"),
+    }
+    path = _with_query("/v1/devices", {name: str(value) for name, value in filters.items() if value is not None})
+
+    def layout(first: list[dict[str, Any]]) -> tuple[list[str], Callable[[dict[str, Any]], list[str]]]:
+        # A fleet of Windows devices only is listed as before kinds existed (the first page decides).
+        kinds = args.kind not in (None, "windows") or any(d["kind"] != "windows" for d in first)
+
+        def row(d: dict[str, Any]) -> list[str]:
+            return [
                 d["device_id"],
                 *([d["kind"]] if kinds else []),
                 d["device_name"] or "-",
@@ -448,11 +719,35 @@ def cmd_device_list(client: AdminClient, args: argparse.Namespace, out: Any) -> 
                 _when(d["enrolled_at"]),
                 _when(d["last_contact"]),
             ]
-            for d in found
-        ],
-        ["DEVICE", *(["KIND"] if kinds else []), "NAME", "USER", "STATUS", "ENROLLED", "LAST CONTACT"],
-        out,
-    )
+
+        return ["DEVICE", *(["KIND"] if kinds else []), "NAME", "USER", "STATUS", "ENROLLED", "LAST CONTACT"], row
+
+    _list(client, args, out, path, "devices", layout, default=100, what="devices")
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _time_option(text: str | None, option: str, now: Callable[[], float] = time.time) -> float | None:
+    """
+    A time given on the command line as POSIX seconds for the API: an ISO
+    8601 date or date and time (UTC unless it says otherwise), or an age:
+    a number and one of s, m, h, d, w (C{7d}: seven days ago).
+    """
+    if text is None:
+        return None
+    value = text.strip()
+    if value[:-1].isdigit() and value[-1:] in _UNITS:
+        return now() - int(value[:-1]) * _UNITS[value[-1]]
+    try:
+        when = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise CommandError(
+            f"{option}: {text!r} is neither a date (2025-01-31, 2025-01-31T12:00:00Z) nor an age (7d, 12h, 30m)"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return when.timestamp()
 
 
 def _account_lines(device: dict[str, Any], out: Any) -> None:
@@ -950,24 +1245,20 @@ def _command_rows(found: list[dict[str, Any]], with_results: bool) -> list[list[
 
 
 def cmd_queue(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
-    found = client.request("GET", _device_path(args.device, "/queue"))["commands"]
-    if args.json:
-        _print_json(found, out)
-        return
-    _table(_command_rows(found, False), ["SEQ", "STATE", "VERB", "TARGET", "UPDATED"], out)
+    layout = _fixed(["SEQ", "STATE", "VERB", "TARGET", "UPDATED"], lambda c: _command_rows([c], False)[0])
+    _list(client, args, out, _device_path(args.device, "/queue"), "commands", layout, default=None, what="commands")
 
 
 def cmd_results(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
-    path = _device_path(args.device, "/results") + (f"?limit={args.limit}" if args.limit else "")
-    found = client.request("GET", path)["commands"]
-    if args.json:
-        _print_json(found, out)
-        return
-    _table(
-        _command_rows(found, True),
-        ["SEQ", "STATE", "VERB", "TARGET", "STATUS", "RESULT", "UPDATED"],
-        out,
+    state = getattr(args, "state", None)
+    if state:
+        path = _with_query(_device_path(args.device, "/commands"), {"state": state})
+    else:
+        path = _device_path(args.device, "/results")
+    layout = _fixed(
+        ["SEQ", "STATE", "VERB", "TARGET", "STATUS", "RESULT", "UPDATED"], lambda c: _command_rows([c], True)[0]
     )
+    _list(client, args, out, path, "commands", layout, default=None, what="commands", latest=True)
 
 
 def _push_rows(found: list[dict[str, Any]]) -> list[list[str]]:
@@ -996,18 +1287,14 @@ def cmd_push(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
     if targets[0] == "status":
         if len(targets) > 2:
             raise CommandError("push status takes at most one device")
-        path = (
-            _device_path(targets[1], "/pushes") if len(targets) == 2 else "/v1/pushes"
-        ) + f"?limit={args.limit}"
-        found = client.request("GET", path)["jobs"]
-        if args.json:
-            _print_json(found, out)
-            return
-        _table(
-            _push_rows(found),
+        path = _device_path(targets[1], "/pushes") if len(targets) == 2 else "/v1/pushes"
+        filters = {"state": getattr(args, "state", None), "kind": getattr(args, "kind", None)}
+        path = _with_query(path, {name: value for name, value in filters.items() if value})
+        layout = _fixed(
             ["DEVICE", "SEQ", "STATE", "SESSION", "MSISDN", "KIND", "MESSAGE IDS / FILE", "CREATED", "UPDATED", "ERROR"],
-            out,
+            lambda job: _push_rows([job])[0],
         )
+        _list(client, args, out, path, "jobs", layout, default=50, what="jobs", latest=True)
         return
     via = {"via": args.via} if args.via else {}
     if len(targets) == 1:
@@ -1131,6 +1418,17 @@ def _account_arguments(parser: argparse.ArgumentParser, adding: bool) -> None:
         parser.add_argument(refused, nargs="?", action=_RefuseSecret, help=argparse.SUPPRESS)
 
 
+def _paged_arguments(parser: argparse.ArgumentParser, default: str | None) -> None:
+    """
+    The options of a listing; C{default} says what it lists unless told (for
+    --help), None if the listing has its own --limit.
+    """
+    parser.add_argument("--jsonl", action="store_true", help="print one JSON object per line")
+    if default is not None:
+        parser.add_argument("--limit", type=int, metavar="N", help=f"list N at most, 0 for all (default: {default})")
+    parser.add_argument("--all", action="store_true", help="list every one, as the pages come (same as --limit 0)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="mdmctl",
@@ -1158,13 +1456,20 @@ def build_parser() -> argparse.ArgumentParser:
     commands.required = True
 
     def add(
-        parent: Any, name: str, handler: Command | OfflineCommand, help: str, listing: bool = False
+        parent: Any,
+        name: str,
+        handler: Command | OfflineCommand,
+        help: str,
+        listing: bool = False,
+        paged: str | None = None,
     ) -> argparse.ArgumentParser:
         # no abbreviated options: --client-secret must never pass for --client-secret-file
         sub = parent.add_parser(name, help=help, description=help, allow_abbrev=False)
         sub.set_defaults(handler=handler)
         if listing:
             sub.add_argument("--json", action="store_true", help="print JSON")
+        if paged is not None:
+            _paged_arguments(sub, paged)
         return sub
 
     add(commands, "status", cmd_status, "show the daemon's state", listing=True)
@@ -1179,7 +1484,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub = add(user_commands, name, handler, help)
         sub.add_argument("name")
         sub.add_argument("--password-file", help="read the password from the first line of this file")
-    add(user_commands, "list", cmd_user_list, "list users", listing=True)
+    add(user_commands, "list", cmd_user_list, "list users", listing=True, paged="the first 100")
     for name, verb, method, suffix, help in (
         ("remove", "removed", "DELETE", "", "remove a user"),
         ("disable", "disabled", "POST", "/disable", "forbid a user to enroll devices"),
@@ -1190,9 +1495,9 @@ def build_parser() -> argparse.ArgumentParser:
     cert = commands.add_parser("cert", help="inspect and revoke issued certificates")
     cert_commands = cert.add_subparsers(dest="cert_command", metavar="ACTION", parser_class=_Parser)
     cert_commands.required = True
-    add(cert_commands, "list", cmd_cert_list, "list issued certificates", listing=True).add_argument(
-        "--device", help="only this device's certificates"
-    )
+    cert_list = add(cert_commands, "list", cmd_cert_list, "list issued certificates", listing=True, paged="the first 100")
+    cert_list.add_argument("--device", help="only this device's certificates (oldest first)")
+    cert_list.add_argument("--status", choices=("valid", "revoked"), help="only certificates in this status")
     add(cert_commands, "show", cmd_cert_show, "show one certificate", listing=True).add_argument(
         "serial", help="serial number in hex"
     )
@@ -1207,8 +1512,19 @@ def build_parser() -> argparse.ArgumentParser:
     device = commands.add_parser("device", help="register, inspect, set and remove devices")
     device_commands = device.add_subparsers(dest="device_command", metavar="ACTION", parser_class=_Parser)
     device_commands.required = True
-    add(device_commands, "list", cmd_device_list, "list devices", listing=True).add_argument(
-        "--kind", choices=("windows", "omadm"), help="only devices of this kind"
+    device_list = add(device_commands, "list", cmd_device_list, "list devices", listing=True, paged="the first 100")
+    device_list.add_argument("--kind", choices=("windows", "omadm"), help="only devices of this kind")
+    device_list.add_argument(
+        "--status", choices=("enrolled", "unenrolled", "removed"), help="only devices in this status"
+    )
+    device_list.add_argument("--user", help="only devices this user enrolled")
+    device_list.add_argument(
+        "--contact-before", metavar="WHEN",
+        help="only devices whose last contact was before WHEN (or never): a date, 2025-01-31 or "
+        "2025-01-31T12:00:00Z, or an age, 7d, 12h, 30m",
+    )
+    device_list.add_argument(
+        "--contact-after", metavar="WHEN", help="only devices in contact since WHEN (as --contact-before)"
     )
     add(
         device_commands, "show", cmd_device_show,
@@ -1302,15 +1618,18 @@ def build_parser() -> argparse.ArgumentParser:
     verbs.add_parser("cancel", help="withdraw a queued command before it is sent").add_argument(
         "seq", help="the command number (mdmctl queue DEVICE)"
     )
-    add(commands, "queue", cmd_queue, "list a device's queued, sent and accepted (202) commands", listing=True).add_argument(
-        "device", help="the DeviceID"
-    )
+    add(
+        commands, "queue", cmd_queue, "list a device's queued, sent and accepted (202) commands", listing=True,
+        paged="all",
+    ).add_argument("device", help="the DeviceID")
     results = add(
         commands, "results", cmd_results,
         "list a device's finished commands with their status codes and results", listing=True,
     )
     results.add_argument("device", help="the DeviceID")
-    results.add_argument("--limit", type=int, default=0, help="only the last N commands")
+    results.add_argument("--limit", type=int, default=0, metavar="N", help="only the last N commands (0: all)")
+    results.add_argument("--state", choices=("done", "failed", "cancelled"), help="only commands in this state")
+    _paged_arguments(results, None)
 
     push = add(
         commands, "push", cmd_push,
@@ -1326,11 +1645,17 @@ def build_parser() -> argparse.ArgumentParser:
         "targets", nargs="+", metavar="DEVICE",
         help="DeviceIDs to wake; or 'status', optionally followed by one DeviceID",
     )
-    push.add_argument("--limit", type=int, default=50, help="push status: the latest N jobs (0: all)")
+    push.add_argument("--limit", type=int, default=50, metavar="N", help="push status: the latest N jobs (0: all)")
     push.add_argument(
         "--via", choices=("auto", "wns", "sms", "both"),
         help="how: WNS or else SMS (auto, the default), only WNS, only SMS, or both",
     )
+    push.add_argument(
+        "--state", choices=("queued", "submitted", "delivered", "answered", "failed", "expired"),
+        help="push status: only jobs in this state",
+    )
+    push.add_argument("--kind", choices=("notification", "bootstrap"), help="push status: only jobs of this kind")
+    _paged_arguments(push, None)
 
     console = add(
         commands, "manhole", cmd_manhole,
@@ -1368,6 +1693,7 @@ def main(argv: Sequence[str] | None = None, out: Any = None, err: Any = None) ->
             config = mdmd_config.load(args.config)
         except mdmd_config.ConfigErrors as e:
             raise CommandError(f"{args.config}: " + "; ".join(e.errors)) from None
+        args.stderr = err
         if getattr(args, "offline", False):
             args.handler(config, args, out)
         else:

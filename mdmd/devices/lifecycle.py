@@ -46,6 +46,12 @@ Certificates are revoked in one place (L{_revoke_current}, through
 L{mdmd.pki.registry.revoke}). Only an L{ENROLLED} device is L{manageable}:
 DM check-in, the command queue and push jobs all ask L{manageable}.
 
+A record's status and kind are written in one place, L{_file}, which keeps
+their counters and member sets (L{STATUSES}, L{KINDS}: how many devices,
+and which, are in each status and of each kind) in the same transaction:
+an operator's count never walks the devices, and a listing by status or
+kind walks only the devices it lists.
+
 The status is stored in C{Device.status} as the plain string value of a
 L{DeviceStatus}. These functions run inside a unit of work (they take the
 ZODB root or a record of it) and never commit.
@@ -59,6 +65,8 @@ from typing import Any
 
 from mdmd.devices.accounts import DeviceKind
 from mdmd.pki import registry
+from mdmd.store.counters import Family
+from mdmd.store.migration import Pass
 from mdmd.store.models import Device
 
 __all__ = [
@@ -78,6 +86,10 @@ __all__ = [
     "record_contact",
     "unenroll",
     "remove",
+    "STATUSES",
+    "KINDS",
+    "track",
+    "RECOUNT",
 ]
 
 Root = MutableMapping[str, Any]
@@ -126,6 +138,11 @@ TRANSITIONS: dict[tuple[DeviceStatus | None, Event], DeviceStatus] = {
     (DeviceStatus.UNENROLLED, Event.REMOVE): DeviceStatus.REMOVED,
     (DeviceStatus.REMOVED, Event.REMOVE): DeviceStatus.REMOVED,
 }
+
+#: How many devices are in each status, and which (their ids).
+STATUSES = Family("devices.status", tuple(status.value for status in DeviceStatus), members=True)
+#: How many devices are of each kind, and which.
+KINDS = Family("devices.kind", tuple(kind.value for kind in DeviceKind), members=True)
 
 #: The statuses in which a device may check in and be sent commands and pushes.
 MANAGEABLE = frozenset({DeviceStatus.ENROLLED})
@@ -185,7 +202,7 @@ def _next(device_id: str, status: DeviceStatus | None, event: Event) -> DeviceSt
         raise IllegalTransition(device_id, status, event) from None
 
 
-def _move(device: Device, event: Event) -> bool:
+def _move(root: Root, device: Device, event: Event) -> bool:
     """
     Apply the table to a record; return whether its status changed (a record
     is written only when something in it changes).
@@ -194,8 +211,47 @@ def _move(device: Device, event: Event) -> bool:
     target = _next(device.device_id, status, event)
     if target is status:
         return False
-    device.status = target.value
+    _file(root, device, status=target)
     return True
+
+
+def _file(
+    root: Root,
+    device: Device,
+    *,
+    status: DeviceStatus | None = None,
+    kind: DeviceKind | None = None,
+    new: bool = False,
+) -> None:
+    """
+    Write a record's status and kind (those given): the one place they are
+    written, with their counters and member sets. C{new}: the record was not
+    counted yet (it is being made).
+    """
+    if status is not None:
+        STATUSES.move(root, None if new else device.status, status.value, device.device_id)
+        device.status = status.value
+    if kind is not None:
+        KINDS.move(root, None if new else device.kind, kind.value, device.device_id)
+        device.kind = kind.value
+
+
+def track(root: Root, device: Device) -> None:
+    """
+    Count a record that is in the store but was never counted: the store
+    upgrade's recount, and devices a test kit puts in the store directly.
+    """
+    STATUSES.add(root, device.status, device.device_id)
+    KINDS.add(root, device.kind, device.device_id)
+
+
+def _recount_start(root: Root) -> None:
+    STATUSES.reset(root)
+    KINDS.reset(root)
+
+
+#: The store upgrade's pass over the devices: their statuses and kinds counted, and their member sets.
+RECOUNT = Pass("devices", "devices", lambda root, key, device: track(root, device), _recount_start)
 
 
 def _revoke_current(root: Root, device: Device, reason: str, now: float) -> int | None:
@@ -223,8 +279,7 @@ def enroll(root: Root, device_id: str, certificate: registry.CertificateInfo, no
     """
     status = _next(device_id, status_of(root["devices"].get(device_id)), Event.ENROLL)
     device = Device(device_id, now)
-    device.status = status.value
-    device.kind = DeviceKind.WINDOWS.value
+    _file(root, device, status=status, kind=DeviceKind.WINDOWS, new=True)
     device.enrolled_at = now
     device.enrollment_count = 1
     _take_certificate(device, certificate)
@@ -244,16 +299,16 @@ def register(root: Root, device_id: str, now: float) -> Device:
     if device is None:
         status = _next(device_id, None, Event.REGISTER)
         device = Device(device_id, now)
-        device.status = status.value
+        _file(root, device, status=status, kind=DeviceKind.OMADM, new=True)
         root["devices"][device_id] = device
     else:
-        _move(device, Event.REGISTER)
+        _move(root, device, Event.REGISTER)
+        _file(root, device, kind=DeviceKind.OMADM)
         _revoke_current(root, device, "cessationOfOperation", now)
         device.cert_serial = None
         device.cert_not_after = None
         device.unenrolled_at = None
         device.removed_at = None
-    device.kind = DeviceKind.OMADM.value
     device.enrolled_at = now
     return device
 
@@ -265,10 +320,10 @@ def re_enroll(root: Root, device: Device, certificate: registry.CertificateInfo,
     The record is updated in place, so whatever is keyed by its DeviceID (the
     DM command queue, sessions, push jobs) stays attached.
     """
-    _move(device, Event.RE_ENROLL)
+    _move(root, device, Event.RE_ENROLL)
+    _file(root, device, kind=DeviceKind.WINDOWS)
     replaced = _revoke_current(root, device, "superseded", now)
     _take_certificate(device, certificate)
-    device.kind = DeviceKind.WINDOWS.value
     device.enrolled_at = now
     device.enrollment_count += 1
     device.unenrolled_at = None
@@ -282,7 +337,7 @@ def renew(root: Root, device: Device, certificate: registry.CertificateInfo, now
 
     @raise IllegalTransition: if the device is not enrolled (check L{allows} first).
     """
-    _move(device, Event.RENEW)
+    _move(root, device, Event.RENEW)
     replaced = _revoke_current(root, device, "superseded", now)
     _take_certificate(device, certificate)
     device.renewed_at = now
@@ -295,7 +350,10 @@ def record_contact(device: Device, now: float) -> None:
 
     @raise IllegalTransition: if the device is not manageable.
     """
-    _move(device, Event.CONTACT)
+    status = status_of(device)
+    target = _next(device.device_id, status, Event.CONTACT)
+    # The table keeps the status on a contact: there is nothing to file or count.
+    assert target is status
     if device.last_contact is None or now - device.last_contact >= LAST_CONTACT_RESOLUTION:
         device.last_contact = now
 
@@ -306,7 +364,7 @@ def unenroll(root: Root, device: Device, now: float) -> None:
 
     @raise IllegalTransition: if the device was removed.
     """
-    if _move(device, Event.UNENROLL):
+    if _move(root, device, Event.UNENROLL):
         device.unenrolled_at = now
     _revoke_current(root, device, "cessationOfOperation", now)
 
@@ -316,6 +374,6 @@ def remove(root: Root, device: Device, now: float) -> None:
     An operator removed the device: revoke its certificate (so its DM
     sessions are refused), keep the record.
     """
-    if _move(device, Event.REMOVE):
+    if _move(root, device, Event.REMOVE):
         device.removed_at = now
     _revoke_current(root, device, "cessationOfOperation", now)

@@ -201,7 +201,7 @@ def exchange(
     queue = dm_queue.queue_of(root, device_id)
     notes: list[tuple[str, dict[str, Any]]] = []
     if starts_new_session(message, state, now, last, body, hmac_header):
-        requeued = dm_queue.requeue_unanswered(queue, now)
+        requeued = dm_queue.requeue_unanswered(root, queue, now)
         if requeued:
             notes.append(("{device_id}: {count} unanswered command(s) back in the queue",
                           {"count": len(requeued)}))
@@ -323,7 +323,7 @@ def _device_event(work: _Applying, code: str, effect: GenericAlert | ClientEvent
     alert = {"time": work.now, "alert": code, **effect.__dict__}
     work.device.alerts = (tuple(work.device.alerts or ()) + (alert,))[-KEEP_ALERTS:]
     work.note("{device_id}: alert {code} {type} {data}", code=code, type=effect.type, data=effect.data)
-    completed = dm_queue.complete_accepted(work.queue, effect.__dict__, work.now)
+    completed = dm_queue.complete_accepted(work.root, work.queue, effect.__dict__, work.now)
     if completed is not None:
         work.note("{device_id}: the alert reports the outcome of command {seq}", seq=completed)
 
@@ -339,7 +339,7 @@ def _client_event(work: _Applying, effect: ClientEvent) -> None:
 def _unenrolled(work: _Applying, effect: Unenrolled) -> None:
     lifecycle.unenroll(work.root, work.device, work.now)
     work.note("{device_id}: the user unenrolled the device; its certificate is revoked")
-    closed = dm_queue.close_pending(work.queue, UNENROLLED_REASON, work.now)
+    closed = dm_queue.close_pending(work.root, work.queue, UNENROLLED_REASON, work.now)
     if closed:
         work.note("{device_id}: {count} pending command(s) cancelled: the device left", count=len(closed))
 
@@ -350,12 +350,12 @@ def _message_refused(work: _Applying, effect: MessageRefused) -> None:
 
 def _command_sent(work: _Applying, effect: CommandSent) -> None:
     sent_in = (effect.session_key, effect.msg_id, effect.cmd_id)
-    dm_queue.mark_sent(work.queue, effect.seq, sent_in, work.now)
+    dm_queue.mark_sent(work.root, work.queue, effect.seq, sent_in, work.now)
 
 
 def _command_answered(work: _Applying, effect: CommandAnswered) -> None:
     dm_queue.mark_answered(
-        work.queue, effect.seq, effect.state, effect.status, effect.statuses, effect.results, work.now
+        work.root, work.queue, effect.seq, effect.state, effect.status, effect.statuses, effect.results, work.now
     )
     _inventory(work.device, effect.results)
     if effect.state == CommandState.HALTED.value:
@@ -365,7 +365,7 @@ def _command_answered(work: _Applying, effect: CommandAnswered) -> None:
 
 
 def _command_failed(work: _Applying, effect: CommandFailed) -> None:
-    dm_queue.mark_failed(work.queue, effect.seq, effect.error, work.now)
+    dm_queue.mark_failed(work.root, work.queue, effect.seq, effect.error, work.now)
     work.note("{device_id}: command {seq} failed: {error}", seq=effect.seq, error=effect.error)
 
 
@@ -396,7 +396,7 @@ def _server_challenged(work: _Applying, effect: ServerChallenged) -> None:
 
 
 def _command_requeued(work: _Applying, effect: CommandRequeued) -> None:
-    dm_queue.requeue(work.queue, effect.seq, work.now)
+    dm_queue.requeue(work.root, work.queue, effect.seq, work.now)
     work.note(
         "{device_id}: command {seq} answered {status} before the device authenticated us: sent again",
         seq=effect.seq,

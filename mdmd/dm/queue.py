@@ -10,7 +10,11 @@ status codes and its results.
 
 These functions are units of work (they take the ZODB root) or helpers the
 DM check-in calls inside one. A command's state changes only in L{_move},
-through the table of L{mdmd.dm.command_state}.
+through the table of L{mdmd.dm.command_state}, which keeps the count of
+commands by state (L{STATES}) in the same transaction.
+
+A device's commands are listed in pages (L{command_page}), in sequence
+order either way; pending ones through the queue's pending index.
 """
 
 from __future__ import annotations
@@ -25,7 +29,10 @@ from mdmd.dm import command_state
 from mdmd.dm.command_state import CommandEvent, CommandState, next_state
 from mdmd.dm.commands import CommandSpec, InvalidCommand
 from mdmd.errors import Conflict, NotFound
+from mdmd.store.counters import Family
+from mdmd.store.migration import Pass
 from mdmd.store.models import CommandQueue, QueuedCommand
+from mdmd.store.paging import Listing, Page, PageRequest, keys_after, keys_before
 
 __all__ = [
     "CommandInfo",
@@ -44,6 +51,10 @@ __all__ = [
     "close_pending",
     "MAX_ATTEMPTS",
     "FINISHED",
+    "STATES",
+    "LISTING",
+    "command_page",
+    "RECOUNT",
 ]
 
 Root = MutableMapping[str, Any]
@@ -54,6 +65,8 @@ MAX_ATTEMPTS = 5
 #: The stored values of the final command states (what "results" lists).
 FINISHED = tuple(state.value for state in CommandState if state in command_state.FINISHED)
 _PENDING = frozenset(state.value for state in command_state.PENDING)
+#: How many commands (of every device) are in each state.
+STATES = Family("commands.state", tuple(state.value for state in CommandState))
 #: The engine's verdict on an answered command (the state it moves to) → its event.
 _VERDICTS = {
     CommandState.DONE.value: CommandEvent.SUCCEED,
@@ -189,6 +202,7 @@ def enqueue(root: Root, device_ids: Iterable[str], spec: CommandSpec, now: float
         command = QueuedCommand(seq, spec.as_json(), spec.scope, now)
         queue.commands[seq] = command
         queue.pending.add(seq)
+        STATES.add(root, command.state)
         queued.append(info(device_id, command))
     return queued
 
@@ -223,6 +237,41 @@ def list_commands(
     return found[-limit:] if limit else found
 
 
+#: A device's commands, by sequence number (either way).
+LISTING = Listing("commands", int, descending=True)
+
+
+def command_page(
+    root: Root, device_id: str, states: Iterable[str] | None, request: PageRequest
+) -> Page[CommandInfo]:
+    """
+    One page of a device's commands (in C{states}, if given), by sequence
+    number: oldest first, or newest first if the request says so. When only
+    pending states are asked for, the queue's pending index is walked.
+
+    @raise mdmd.store.paging.BadCursor: if the request's cursor is not one of this listing.
+    """
+    after, newest_first = LISTING.start(request)
+    queue = root["queues"].get(device_id)
+    if queue is None:
+        return Page(())
+    wanted = None if states is None else frozenset(states)
+    index = queue.pending if wanted is not None and wanted <= _PENDING else queue.commands
+    keys = keys_before(index, after, _previous) if newest_first else keys_after(index, after)
+
+    def load(seq: int) -> CommandInfo | None:
+        command = queue.commands.get(seq)
+        if command is None or (wanted is not None and command.state not in wanted):
+            return None
+        return info(device_id, command)
+
+    return LISTING.collect(keys, load, request, newest_first)
+
+
+def _previous(seq: int) -> int:
+    return seq - 1
+
+
 def get_command(root: Root, device_id: str, seq: int) -> CommandInfo:
     queue = root["queues"].get(device_id)
     command = None if queue is None else queue.commands.get(seq)
@@ -243,17 +292,19 @@ def cancel(root: Root, device_id: str, seq: int, now: float) -> CommandInfo:
         raise CommandNotCancellable(
             f"command {seq} of {device_id} is {command.state}; only queued commands can be cancelled"
         )
-    _move(queue, command, CommandEvent.CANCEL, now)
+    _move(root, queue, command, CommandEvent.CANCEL, now)
     return info(device_id, command)
 
 
-def _move(queue: CommandQueue, command: QueuedCommand, event: CommandEvent, now: float) -> None:
+def _move(root: Root, queue: CommandQueue, command: QueuedCommand, event: CommandEvent, now: float) -> None:
     """
-    The one place a command changes state (and the pending index with it).
+    The one place a command changes state (and the pending index and the
+    count of commands by state with it).
 
     @raise command_state.IllegalCommandMove: if the table has no such move.
     """
     state = next_state(CommandState(command.state), event)
+    STATES.move(root, command.state, state.value)
     command.state = state.value
     command.updated_at = now
     if state in command_state.PENDING:
@@ -270,14 +321,15 @@ def pending_commands(queue: CommandQueue) -> Iterator[QueuedCommand]:
         yield queue.commands[seq]
 
 
-def mark_sent(queue: CommandQueue, seq: int, sent_in: tuple[str, str, str], now: float) -> None:
+def mark_sent(root: Root, queue: CommandQueue, seq: int, sent_in: tuple[str, str, str], now: float) -> None:
     command = queue.commands[seq]
     command.sent_in = sent_in
     command.attempts += 1
-    _move(queue, command, CommandEvent.SEND, now)
+    _move(root, queue, command, CommandEvent.SEND, now)
 
 
 def mark_answered(
+    root: Root,
     queue: CommandQueue,
     seq: int,
     state: str,
@@ -294,16 +346,16 @@ def mark_answered(
     command.status = status
     command.statuses = statuses
     command.results = results
-    _move(queue, command, _VERDICTS[state], now)
+    _move(root, queue, command, _VERDICTS[state], now)
 
 
-def mark_failed(queue: CommandQueue, seq: int, error: str, now: float) -> None:
+def mark_failed(root: Root, queue: CommandQueue, seq: int, error: str, now: float) -> None:
     command = queue.commands[seq]
     command.error = error
-    _move(queue, command, CommandEvent.FAIL, now)
+    _move(root, queue, command, CommandEvent.FAIL, now)
 
 
-def requeue(queue: CommandQueue, seq: int, now: float) -> None:
+def requeue(root: Root, queue: CommandQueue, seq: int, now: float) -> None:
     """
     A sent command the device refused for want of our credential goes out again.
 
@@ -312,10 +364,10 @@ def requeue(queue: CommandQueue, seq: int, now: float) -> None:
     command = queue.commands[seq]
     command.sent_in = None
     command.attempts = max(0, command.attempts - 1)
-    _move(queue, command, CommandEvent.REQUEUE, now)
+    _move(root, queue, command, CommandEvent.REQUEUE, now)
 
 
-def requeue_unanswered(queue: CommandQueue, now: float) -> list[int]:
+def requeue_unanswered(root: Root, queue: CommandQueue, now: float) -> list[int]:
     """
     Commands sent in a session that is over, and never answered, go back in the queue.
 
@@ -329,9 +381,9 @@ def requeue_unanswered(queue: CommandQueue, now: float) -> list[int]:
         command.sent_in = None
         if command.attempts >= MAX_ATTEMPTS:
             command.error = f"no answer after {command.attempts} sessions"
-            _move(queue, command, CommandEvent.GIVE_UP, now)
+            _move(root, queue, command, CommandEvent.GIVE_UP, now)
         else:
-            _move(queue, command, CommandEvent.REQUEUE, now)
+            _move(root, queue, command, CommandEvent.REQUEUE, now)
         changed.append(command.seq)
     return changed
 
@@ -370,6 +422,7 @@ def _succeeded(data: str | None) -> bool:
 
 
 def complete_accepted(
+    root: Root,
     queue: CommandQueue, alert: Mapping[str, Any], now: float
 ) -> int | None:
     """
@@ -384,21 +437,33 @@ def complete_accepted(
             continue
         command.results = tuple(command.results) + (dict(alert),)
         if _succeeded(alert.get("data")):
-            _move(queue, command, CommandEvent.SUCCEED, now)
+            _move(root, queue, command, CommandEvent.SUCCEED, now)
         else:
             command.error = f"its completion alert reports {alert.get('data')!r}"
-            _move(queue, command, CommandEvent.FAIL, now)
+            _move(root, queue, command, CommandEvent.FAIL, now)
         return command.seq
     return None
 
 
-def close_pending(queue: CommandQueue, reason: str, now: float) -> list[int]:
+def close_pending(root: Root, queue: CommandQueue, reason: str, now: float) -> list[int]:
     """
     The device left: every command still waiting for it (queued, sent, accepted) is cancelled with C{reason}.
     """
     closed = []
     for command in list(pending_commands(queue)):
         command.error = reason
-        _move(queue, command, CommandEvent.DEVICE_LEFT, now)
+        _move(root, queue, command, CommandEvent.DEVICE_LEFT, now)
         closed.append(command.seq)
     return closed
+
+
+def track(root: Root, queue: CommandQueue) -> None:
+    """
+    Count the commands of a queue that were never counted (the store upgrade's recount).
+    """
+    for command in queue.commands.values():
+        STATES.add(root, command.state)
+
+
+#: The store upgrade's pass over the queues: every command counted by state.
+RECOUNT = Pass("command queues", "queues", lambda root, device_id, queue: track(root, queue), STATES.reset)

@@ -43,7 +43,7 @@ def expire_sessions(root: Root, now: float) -> tuple[int, int]:
         dropped += 1
         queue = root["queues"].get(device_id)
         if queue is not None:
-            requeued += len(dm_queue.requeue_unanswered(queue, now))
+            requeued += len(dm_queue.requeue_unanswered(root, queue, now))
     return dropped, requeued
 
 

@@ -29,7 +29,10 @@ from zope.interface import implementer
 
 from mdmd.enroll.throttle import GuessKey, GuessLimits, GuessThrottle, Key, Outcome, Settled
 from mdmd.errors import SOAP_AUTHENTICATION, SOAP_AUTHORIZATION, Busy, Conflict, NotFound, PeerError
+from mdmd.store.counters import Family
+from mdmd.store.migration import Pass
 from mdmd.store.models import User
+from mdmd.store.paging import Listing, Page, PageRequest, keys_after
 from mdmd.store.runner import StoreService
 
 __all__ = [
@@ -50,6 +53,10 @@ __all__ = [
     "remove_user",
     "set_enabled",
     "list_users",
+    "user_page",
+    "LISTING",
+    "COUNTS",
+    "RECOUNT",
     "credentials_of",
     "StoreUserChecker",
     "Remembered",
@@ -68,6 +75,9 @@ SCRYPT_R = 8
 SCRYPT_P = 1
 MAX_NAME = 256
 MAX_PASSWORD = 1024
+
+#: How many users there are, enabled and disabled.
+COUNTS = Family("users", ("enabled", "disabled"))
 
 
 class UserExists(Conflict):
@@ -256,7 +266,12 @@ def add_user(root: Root, name: str, password_hash: str, now: float) -> UserInfo:
         raise UserExists(name)
     user = User(name, password_hash, now)
     root["users"][key] = user
+    COUNTS.add(root, _counted(user))
     return _info(user)
+
+
+def _counted(user: User) -> str:
+    return "enabled" if user.enabled else "disabled"
 
 
 def _existing(root: Root, name: str) -> User:
@@ -269,12 +284,15 @@ def _existing(root: Root, name: str) -> User:
 def remove_user(root: Root, name: str) -> UserInfo:
     user = _existing(root, name)
     del root["users"][user_key(name)]
+    COUNTS.discard(root, _counted(user))
     return _info(user)
 
 
 def set_enabled(root: Root, name: str, enabled: bool) -> UserInfo:
     user = _existing(root, name)
+    before = _counted(user)
     user.enabled = enabled
+    COUNTS.move(root, before, _counted(user))
     return _info(user)
 
 
@@ -286,6 +304,25 @@ def set_password(root: Root, name: str, password_hash: str) -> UserInfo:
 
 def list_users(root: Root) -> list[UserInfo]:
     return [_info(u) for u in root["users"].values()]
+
+
+#: Users, by their case-folded name.
+LISTING = Listing("users", str)
+
+
+def user_page(root: Root, request: PageRequest) -> Page[UserInfo]:
+    """
+    One page of the users, by their case-folded name.
+
+    @raise mdmd.store.paging.BadCursor: if the request's cursor is not one of this listing.
+    """
+    after, _ = LISTING.start(request)
+    users = root["users"]
+    return LISTING.collect(keys_after(users, after), lambda key: _info(users[key]), request)
+
+
+#: The store upgrade's pass over the users: counted.
+RECOUNT = Pass("users", "users", lambda root, key, user: COUNTS.add(root, _counted(user)), COUNTS.reset)
 
 
 def credentials_of(root: Root, name: str) -> tuple[str, str, bool] | None:

@@ -58,7 +58,16 @@ SessionID matches one in hexadecimal (either case) or decimal.
 
 Containers: C{pushes} (device id → L{PushLog}), C{push_open} ((device id, seq)
 → True for jobs queued, submitted or delivered) and C{push_messages}
-(message id key → (device id, seq, segment index)) for receipts.
+(message id key → (device id, seq, segment index)) for receipts;
+C{push_index} holds (created at, device id, seq) of every job kept, the
+order operators list them in. A job is made in L{_keep}, changes state in
+L{_move} and goes in L{_forget}: the three keep the count of jobs by state
+(L{STATE_COUNTS}) and C{push_index} in the same transaction.
+
+Listing pages (L{push_page}): all jobs in the order they were made,
+through C{push_index}; one device's by its sequence numbers; either way
+oldest or newest first. Filters on state and kind are checked on each job,
+within the page's scan limit.
 """
 
 from __future__ import annotations
@@ -94,7 +103,10 @@ from mdmd.notify.wap import (
     SmsSegment,
     wap_push_segments,
 )
+from mdmd.store.counters import Family
+from mdmd.store.migration import Pass
 from mdmd.store.models import Device, PushJob, PushLog
+from mdmd.store.paging import Listing, Page, PageRequest, keys_after, keys_before
 
 __all__ = [
     "ANSWERED",
@@ -112,6 +124,12 @@ __all__ = [
     "OutgoingPush",
     "PushInfo",
     "PushEvent",
+    "PushQuery",
+    "LISTING",
+    "DEVICE_LISTING",
+    "STATE_COUNTS",
+    "RECOUNT",
+    "push_page",
     "PushKind",
     "PushSettings",
     "PushState",
@@ -241,6 +259,8 @@ ROUTE_WNS = "wns"
 #: The stored values of the kinds (C{PushJob.kind}, L{PushInfo.kind}).
 NOTIFICATION = PushKind.NOTIFICATION.value
 BOOTSTRAP = PushKind.BOOTSTRAP.value
+#: How many jobs the store keeps in each state.
+STATE_COUNTS = Family("pushes.state", STATES)
 
 #: Receipt states that mean the segment will never reach the handset.
 _UNDELIVERED = frozenset(
@@ -370,7 +390,8 @@ class PushInfo:
         return None if self.session_id is None else session_id_text(self.session_id)
 
     def as_json(self) -> dict[str, Any]:
-        value = dataclasses.asdict(self)
+        # field by field, not dataclasses.asdict: its deep copy is most of a listing page's time
+        value = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
         value["session_id"] = self.session_text
         value["message_ids"] = list(self.message_ids)
         value["receipts"] = list(self.receipts)
@@ -503,11 +524,71 @@ def _open_refs(root: Root, device_id: str | None = None) -> Iterator[JobRef]:
         yield from index.keys(min=(device_id, 0), max=(device_id, _SEQ_MAX))
 
 
-def _all_jobs(root: Root, device_id: str | None) -> Iterable[PushJob]:
-    if device_id is not None:
-        log = root["pushes"].get(device_id)
-        return () if log is None else log.jobs.values()
-    return (job for log in root["pushes"].values() for job in log.jobs.values())
+def _device_jobs(root: Root, device_id: str) -> Iterable[PushJob]:
+    log = root["pushes"].get(device_id)
+    return () if log is None else log.jobs.values()
+
+
+#: All jobs, in the order they were made: keys of C{push_index}.
+LISTING = Listing("pushes", (float, str, int), descending=True)
+#: One device's jobs, by sequence number.
+DEVICE_LISTING = Listing("device pushes", int, descending=True)
+
+
+@dataclass(frozen=True)
+class PushQuery:
+    """
+    Which jobs a listing wants.
+    """
+
+    device_id: str | None = None
+    #: state values (L{STATES}); None: any
+    states: frozenset[str] | None = None
+    #: a L{PushKind} value
+    kind: str | None = None
+
+    def admits(self, job: PushJob) -> bool:
+        return (self.states is None or job.state in self.states) and (self.kind is None or job.kind == self.kind)
+
+
+def _before_index_key(key: tuple[float, str, int]) -> tuple[float, str, int]:
+    created_at, device_id, seq = key
+    return (created_at, device_id, seq - 1)
+
+
+def _before_seq(seq: int) -> int:
+    return seq - 1
+
+
+def push_page(root: Root, query: PushQuery, request: PageRequest) -> Page[PushInfo]:
+    """
+    One page of the jobs C{query} wants, oldest first (or newest first if the request says so).
+
+    @raise mdmd.store.paging.BadCursor: if the request's cursor is not one of this listing.
+    """
+    if query.device_id is not None:
+        after, newest_first = DEVICE_LISTING.start(request)
+        log = root["pushes"].get(query.device_id)
+        if log is None:
+            return Page(())
+        jobs = log.jobs
+        keys = keys_before(jobs, after, _before_seq) if newest_first else keys_after(jobs, after)
+
+        def by_seq(seq: int) -> PushInfo | None:
+            job = jobs.get(seq)
+            return _info(job) if job is not None and query.admits(job) else None
+
+        return DEVICE_LISTING.collect(keys, by_seq, request, newest_first)
+    after, newest_first = LISTING.start(request)
+    index = root["push_index"]
+    keys = keys_before(index, after, _before_index_key) if newest_first else keys_after(index, after)
+
+    def by_index(key: tuple[float, str, int]) -> PushInfo | None:
+        log = root["pushes"].get(key[1])
+        job = None if log is None else log.jobs.get(key[2])
+        return _info(job) if job is not None and query.admits(job) else None
+
+    return LISTING.collect(keys, by_index, request, newest_first)
 
 
 def list_pushes(
@@ -517,26 +598,28 @@ def list_pushes(
     states: Iterable[str] | None = None,
 ) -> list[PushInfo]:
     """
-    Jobs (of one device, or all), oldest first; with C{limit}, the newest that many.
+    Jobs (of one device, or all), oldest first; with C{limit}, the newest
+    that many: for tests and the manhole. Operators' listings page (L{push_page}).
     """
-    wanted = set(states) if states is not None else None
-    found = [
-        _info(job)
-        for job in _all_jobs(root, device_id)
-        if wanted is None or job.state in wanted
-    ]
-    found.sort(key=lambda i: (i.created_at, i.device_id, i.seq))
-    return found[-limit:] if limit else found
+    query = PushQuery(device_id, None if states is None else frozenset(states))
+    found: list[PushInfo] = []
+    request = PageRequest(descending=bool(limit))
+    while True:
+        page = push_page(root, query, request)
+        found.extend(page.items)
+        if page.next is None or (limit and len(found) >= limit):
+            break
+        request = PageRequest(cursor=page.next)
+    if limit:
+        return list(reversed(found[:limit]))
+    return found
 
 
 def push_counts(root: Root) -> dict[str, int]:
     """
-    How many jobs the store keeps in each state.
+    How many jobs the store keeps in each state, from L{STATE_COUNTS}.
     """
-    counts = dict.fromkeys(STATES, 0)
-    for job in _all_jobs(root, None):
-        counts[job.state] = counts.get(job.state, 0) + 1
-    return counts
+    return STATE_COUNTS.counts(root)
 
 
 def push_facts(root: Root, device_id: str) -> dict[str, Any] | None:
@@ -549,7 +632,7 @@ def push_facts(root: Root, device_id: str) -> dict[str, Any] | None:
     msisdn, source = _msisdn_of(device)
     counts: dict[str, int] = {}
     last = None
-    for job in _all_jobs(root, device_id):
+    for job in _device_jobs(root, device_id):
         counts[job.state] = counts.get(job.state, 0) + 1
         last = job
     return {
@@ -662,8 +745,7 @@ def enqueue(
             now,
             now + settings.expiry,
         )
-        log.jobs[seq] = job
-        root["push_open"][(device_id, seq)] = True
+        _keep(root, log, job)
         created.append(_outgoing(job))
     return created
 
@@ -693,8 +775,7 @@ def enqueue_wns(
         job.channel_uri = channel_uri
         job.fallback_of = fallback_of
         job.message_ids = job.message_keys = job.receipts = (None,)
-        log.jobs[seq] = job
-        root["push_open"][(device_id, seq)] = True
+        _keep(root, log, job)
         created.append(_outgoing(job))
     return created
 
@@ -819,8 +900,7 @@ def enqueue_bootstrap(
         now + settings.expiry,
         kind=BOOTSTRAP,
     )
-    log.jobs[seq] = job
-    root["push_open"][(device_id, seq)] = True
+    _keep(root, log, job)
     return _outgoing(job)
 
 
@@ -840,6 +920,35 @@ def _keep_ids(
     job.message_keys = tuple(known)
 
 
+def _keep(root: Root, log: PushLog, job: PushJob) -> None:
+    """
+    The one place a new job is stored: in its device's log, the index of
+    open jobs, C{push_index} and the count of jobs by state.
+    """
+    log.jobs[job.seq] = job
+    root["push_open"][(job.device_id, job.seq)] = True
+    _track(root, job)
+
+
+def _track(root: Root, job: PushJob) -> None:
+    STATE_COUNTS.add(root, job.state)
+    root["push_index"].add((job.created_at, job.device_id, job.seq))
+
+
+def _forget(root: Root, log: PushLog, job: PushJob) -> None:
+    """
+    The one place a job goes: from its device's log, the message id index,
+    C{push_index} and the count of jobs by state.
+    """
+    for key in job.message_keys:
+        if key and root["push_messages"].get(key, (None, None))[:2] == (job.device_id, job.seq):
+            del root["push_messages"][key]
+    root["push_open"].pop((job.device_id, job.seq), None)
+    root["push_index"].discard((job.created_at, job.device_id, job.seq))
+    STATE_COUNTS.discard(root, job.state)
+    del log.jobs[job.seq]
+
+
 def _move(root: Root, job: PushJob, event: PushEvent, now: float) -> bool:
     """
     The one place a job changes state, with the time it got there and the
@@ -852,6 +961,7 @@ def _move(root: Root, job: PushJob, event: PushEvent, now: float) -> bool:
     target = next_state(state, event)
     if target is state:
         return False
+    STATE_COUNTS.move(root, job.state, target.value)
     job.state = target.value
     job.updated_at = now
     reached = _REACHED_AT.get(target)
@@ -1039,9 +1149,23 @@ def purge(root: Root, before: float) -> int:
         for seq, job in list(log.jobs.items()):
             if job.state in OPEN or job.finished_at is None or job.finished_at >= before:
                 continue
-            for key in job.message_keys:
-                if key and root["push_messages"].get(key, (None, None))[:2] == (device_id, seq):
-                    del root["push_messages"][key]
-            del log.jobs[seq]
+            _forget(root, log, job)
             removed += 1
     return removed
+
+
+def track(root: Root, log: PushLog) -> None:
+    """
+    Count and index the jobs of a log that never were (the store upgrade's recount).
+    """
+    for job in log.jobs.values():
+        _track(root, job)
+
+
+def _recount_start(root: Root) -> None:
+    STATE_COUNTS.reset(root)
+    root["push_index"].clear()
+
+
+#: The store upgrade's pass over the push logs: every job counted by state and indexed.
+RECOUNT = Pass("push logs", "pushes", lambda root, device_id, log: track(root, log), _recount_start)

@@ -3,6 +3,15 @@ The record of every certificate the CA issued, kept in the store.
 
 These functions are units of work: they take the ZODB root (see
 L{mdmd.store.runner.Store.run}) and return plain L{CertificateInfo} values.
+
+Issuing and revoking keep, in the same transaction, the count of
+certificates by status (L{STATUSES}) and the per-device index
+(C{cert_index}: (device id, issued at, serial)), so that a device's
+certificates are found without walking everyone's. Listing pages
+(L{certificate_page}): a device's certificates oldest first, through the
+index; all of them by serial, the revoked ones through C{revoked} (the
+CRL's list), the valid ones by checking each record within the page's scan
+limit.
 """
 
 from __future__ import annotations
@@ -19,7 +28,10 @@ from cryptography.x509.oid import NameOID
 
 from mdmd.errors import SOAP_AUTHENTICATION, NotFound, PeerError
 from mdmd.pki.ca import REVOCATION_REASONS, Revocation, serial_hex, thumbprint
+from mdmd.store.counters import Family
+from mdmd.store.migration import Pass
 from mdmd.store.models import IssuedCertificate
+from mdmd.store.paging import Key, Listing, Page, PageRequest, keys_after
 
 __all__ = [
     "CertificateInfo",
@@ -29,6 +41,14 @@ __all__ = [
     "revoke",
     "lookup",
     "list_certificates",
+    "certificate_page",
+    "CertificateQuery",
+    "LISTING",
+    "DEVICE_LISTING",
+    "STATUSES",
+    "VALID",
+    "REVOKED",
+    "RECOUNT",
     "revocations",
     "check_client",
     "ClientCertificateRefused",
@@ -38,6 +58,12 @@ __all__ = [
 ]
 
 Root = MutableMapping[str, Any]
+
+#: The statuses of a certificate record (C{IssuedCertificate.status}).
+VALID = "valid"
+REVOKED = "revoked"
+#: How many certificates are in each status.
+STATUSES = Family("certificates.status", (VALID, REVOKED))
 
 
 class InvalidRevocationReason(PeerError, ValueError):
@@ -122,7 +148,16 @@ def record_issued(root: Root, cert: x509.Certificate, device_id: str, now: float
         issued_at=now,
     )
     root["certs"][serial] = record
+    _track(root, record)
     return _info(record)
+
+
+def _track(root: Root, record: IssuedCertificate) -> None:
+    """
+    Count a certificate record and index it by device.
+    """
+    STATUSES.add(root, record.status)
+    root["cert_index"].add((record.device_id, record.issued_at, record.serial))
 
 
 def revoke(root: Root, serial: int, reason: str, now: float) -> CertificateInfo:
@@ -139,8 +174,9 @@ def revoke(root: Root, serial: int, reason: str, now: float) -> CertificateInfo:
     record = root["certs"].get(serial)
     if record is None:
         raise UnknownCertificate(serial_hex(serial))
-    if record.status != "revoked":
-        record.status = "revoked"
+    if record.status != REVOKED:
+        STATUSES.move(root, record.status, REVOKED)
+        record.status = REVOKED
         record.revoked_at = now
         record.revocation_reason = reason
         root["revoked"][serial] = (now, reason)
@@ -154,12 +190,69 @@ def lookup(root: Root, serial: int) -> CertificateInfo | None:
 
 def list_certificates(root: Root, device_id: str | None = None) -> list[CertificateInfo]:
     """
-    Issued certificates, oldest first, optionally only those of one device.
+    Issued certificates, oldest first, optionally only those of one device:
+    for tests and small tools. Operators' surfaces page (L{certificate_page}).
     """
-    records = [
-        _info(r) for r in root["certs"].values() if device_id is None or r.device_id == device_id
-    ]
+    if device_id is not None:
+        return [_info(root["certs"][serial]) for _, _, serial in _device_keys(root, device_id, None)]
+    records = [_info(r) for r in root["certs"].values()]
     return sorted(records, key=lambda info: (info.issued_at, info.serial))
+
+
+#: All certificates, by serial.
+LISTING = Listing("certificates", int)
+#: One device's certificates, oldest first: keys of C{cert_index}.
+DEVICE_LISTING = Listing("device certificates", (str, float, int))
+
+
+@dataclass(frozen=True)
+class CertificateQuery:
+    """
+    Which certificates a listing wants.
+    """
+
+    device_id: str | None = None
+    #: L{VALID} or L{REVOKED}
+    status: str | None = None
+
+
+def _device_keys(root: Root, device_id: str, after: Key | None) -> Any:
+    """
+    The C{cert_index} keys of one device's certificates, after C{after}.
+    """
+    return keys_after(root["cert_index"], after, low=(device_id,), high=(device_id + "\0",))
+
+
+def certificate_page(root: Root, query: CertificateQuery, request: PageRequest) -> Page[CertificateInfo]:
+    """
+    One page of the certificates C{query} wants: a device's oldest first, all by serial.
+
+    @raise mdmd.store.paging.BadCursor: if the request's cursor is not one of this listing.
+    """
+    certs = root["certs"]
+
+    def load(serial: int) -> CertificateInfo | None:
+        record = certs.get(serial)
+        if record is None or (query.status is not None and record.status != query.status):
+            return None
+        return _info(record)
+
+    if query.device_id is not None:
+        after, _ = DEVICE_LISTING.start(request)
+        keys = _device_keys(root, query.device_id, after)
+        return DEVICE_LISTING.collect(keys, lambda key: load(key[2]), request)
+    after, _ = LISTING.start(request)
+    index = root["revoked"] if query.status == REVOKED else certs
+    return LISTING.collect(keys_after(index, after), load, request)
+
+
+def _recount_start(root: Root) -> None:
+    STATUSES.reset(root)
+    root["cert_index"].clear()
+
+
+#: The store upgrade's pass over the certificates: counted by status, indexed by device.
+RECOUNT = Pass("certificates", "certs", lambda root, serial, record: _track(root, record), _recount_start)
 
 
 class ClientCertificateRefused(PeerError):

@@ -17,6 +17,14 @@ from BTrees.IOBTree import IOBTree
 from BTrees.OOBTree import OOBTree, OOTreeSet
 from persistent import Persistent
 
+#: The layout of the root this code reads and writes. A store made by an
+#: older mdmd is brought to it at start-up, before anything is served
+#: (L{mdmd.store.migration}); a newer one is refused.
+#:  1. (no record) the containers up to issue 12
+#:  2. counters (L{mdmd.store.counters}), device member sets, the per-device
+#:     certificate index and the push-job index
+SCHEMA_VERSION = 2
+
 
 class User(Persistent):
     """
@@ -301,6 +309,20 @@ class IdempotentAnswer(Persistent):
         self.expires_at = expires_at
 
 
+class StoreSchema(Persistent):
+    """
+    The root's layout version, and how far an upgrade to the next one got.
+
+    A store made before versions were recorded gets one saying 1 (see
+    L{ensure_root}); a new store starts at L{SCHEMA_VERSION}.
+    """
+
+    version = 1
+    #: while an upgrade runs: (version being reached, pass index, pass
+    #: started, last key done), committed with each batch so a restart resumes
+    upgrading: tuple[int, int, bool, Any] | None = None
+
+
 #: The containers under the ZODB root, created on first open. Keys of C{certs}
 #: and C{revoked} are certificate serial numbers (int); of C{users}, the
 #: case-folded user name; of C{devices}, the DeviceID as the device sent it;
@@ -311,6 +333,12 @@ class IdempotentAnswer(Persistent):
 #: maps an SMSC message id (canonical key) to its job's (device id, seq).
 #: C{idempotency} maps an admin API Idempotency-Key to its L{IdempotentAnswer};
 #: C{idempotency_expiry} indexes them by (expires_at, key).
+#: C{counters} and C{members} hold L{mdmd.store.counters}' counts ((family,
+#: value) → C{Length}) and member sets ((family, value) → set of keys: the
+#: devices of each status and kind). C{cert_index} holds (device id, issued
+#: at, serial) of every certificate, C{push_index} (created at, device id,
+#: seq) of every push job kept: what operators' listings page through.
+#: C{schema} is the L{StoreSchema}.
 ROOT_CONTAINERS: dict[str, Callable[[], Any]] = {
     "users": OOBTree,
     "certs": OOBTree,
@@ -323,16 +351,27 @@ ROOT_CONTAINERS: dict[str, Callable[[], Any]] = {
     "push_messages": OOBTree,
     "idempotency": OOBTree,
     "idempotency_expiry": OOTreeSet,
+    "counters": OOBTree,
+    "members": OOBTree,
+    "cert_index": OOTreeSet,
+    "push_index": OOTreeSet,
+    "schema": StoreSchema,
 }
 
 
 def ensure_root(root: MutableMapping[str, Any]) -> bool:
     """
     Create any missing top-level container; return whether anything changed.
+
+    A new store is at L{SCHEMA_VERSION}; one made before versions were
+    recorded (it has containers, but no C{schema}) is at version 1.
     """
+    fresh = not any(name in root for name in ROOT_CONTAINERS)
     changed = False
     for name, factory in ROOT_CONTAINERS.items():
         if name not in root:
             root[name] = factory()
             changed = True
+    if fresh:
+        root["schema"].version = SCHEMA_VERSION
     return changed

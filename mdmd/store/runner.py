@@ -29,6 +29,7 @@ from twisted.python.threadpool import ThreadPool
 
 from mdmd.errors import Busy
 from mdmd.store.db import describe, file_storage_path, open_db, restrict_modes
+from mdmd.store.migration import Schema, upgrade
 from mdmd.store.models import ensure_root
 
 __all__ = ["Root", "Store", "StoreService", "ConflictRetriesExhausted"]
@@ -120,8 +121,9 @@ class Store:
 
 class StoreService(Service):
     """
-    The C{store} service: opens the database on start, closes it on stop,
-    and runs units of work on its own thread pool.
+    The C{store} service: opens the database on start (bringing an older
+    store to this mdmd's layout, with C{schema}, before anything is served),
+    closes it on stop, and runs units of work on its own thread pool.
     """
 
     name = "store"
@@ -133,8 +135,10 @@ class StoreService(Service):
         pool_size: int = 7,
         retries: int = 5,
         cache_size: int = 10000,
+        schema: Schema | None = None,
     ) -> None:
         self.uri = uri
+        self.schema = schema
         self.pool_size = pool_size
         self.cache_size = cache_size
         self.retries = retries
@@ -146,6 +150,8 @@ class StoreService(Service):
         db = open_db(self.uri, self.pool_size, self.cache_size)
         self.store = Store(db, self.retries)
         self.store.initialize()
+        if self.schema is not None:
+            upgrade(self.store, self.schema)
         self._pool = ThreadPool(minthreads=1, maxthreads=self.pool_size, name="mdmd-store")
         self._pool.start()
         log.info("store open: {uri}", uri=describe(self.uri))

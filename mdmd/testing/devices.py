@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from typing import Any
 
+from mdmd.devices import lifecycle
 from mdmd.devices.lifecycle import DeviceStatus
 from mdmd.store.models import Device
 
@@ -64,3 +65,4 @@ def add_device(
     device.dm_server_secret = SERVER_SECRET
     device.dm_server_nonce = SERVER_NONCE
     root["devices"][device_id] = device
+    lifecycle.track(root, device)

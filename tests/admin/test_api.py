@@ -25,7 +25,7 @@ from twisted.internet.defer import Deferred, fail
 from twisted.internet.endpoints import UNIXServerEndpoint
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from mdmd.admin import cli
 from mdmd.admin.api import AdminAPI, AdminToken
@@ -265,9 +265,9 @@ class APITests(AdminTestCase):
         """
 
         def busy(*args: Any) -> Any:
-            raise ConflictRetriesExhausted("list_users conflicted 6 times")
+            raise ConflictRetriesExhausted("user_page conflicted 6 times")
 
-        self.patch(users, "list_users", busy)
+        self.patch(users, "user_page", busy)
         code, headers, value = await self.raw("GET", "/v1/users")
         self.assertEqual((code, headers["retry-after"]), (503, "5"))
         self.assertEqual(value["retry_after"], 5)
@@ -1383,3 +1383,252 @@ class BootstrapIdempotencyTests(BootstrapAPITests):
         self.assertEqual(second[2]["job"]["seq"], first[2]["job"]["seq"])
         listed = await self.call("GET", "/v1/pushes?device=C1")
         self.assertEqual([j["seq"] for j in listed["jobs"]], [1])
+
+
+class PagingAPITests(AdminTestCase):
+    """
+    Every listing in pages: limits, cursors, order, filters; and mdmctl on top.
+    """
+
+    async def fleet(self) -> None:
+        from mdmd.devices import lifecycle, records
+        from mdmd.notify import jobs
+        from mdmd.testing import fleet
+        from mdmd.testing.randomness import fixed_random
+
+        ca = fleet.FleetCA()
+
+        def made(root: Any) -> None:
+            for n in range(5):
+                fleet.enroll(root, ca, f"W{n}", 1000.0, user="bob" if n == 4 else "alice@example.com")
+            for n in range(3):
+                fleet.register(root, f"C{n}", 1000.0)
+            fleet.renew(root, ca, "W1", 1100.0)
+            lifecycle.record_contact(root["devices"]["W0"], 5000.0)
+            records.remove(root, "W3", 1200.0)
+            for n in range(4):
+                seq = fleet.queue_get(root, "W0", 1300.0 + n)
+                if n < 2:
+                    fleet.send_and_answer(root, "W0", seq, 1400.0 + n)
+            jobs.enqueue(root, ["C0", "C1"], jobs.PushSettings(), 1500.0, fixed_random())
+            jobs.enqueue(root, ["C0"], jobs.PushSettings(), 1600.0, fixed_random())
+
+        await self.store.transact(made)
+        for name in ("ann", "Bea", "cid"):
+            await self.store.transact(users.add_user, name, "h", 1.0)
+
+    async def every(self, path: str, key: str) -> tuple[list[Any], int]:
+        """
+        Every record of a listing, following the cursors; and how many pages it took.
+        """
+        found: list[Any] = []
+        pages = 0
+        cursor = None
+        while True:
+            separator = "&" if "?" in path else "?"
+            page = await self.call("GET", path + (f"{separator}cursor={cursor}" if cursor else ""))
+            found += page[key]
+            pages += 1
+            cursor = page.get("next")
+            if cursor is None:
+                return found, pages
+
+    async def test_devices(self) -> None:
+        """
+        Devices page by DeviceID and filter by status, kind, user and last contact.
+        """
+        await self.fleet()
+        found, pages = await self.every("/v1/devices?limit=3", "devices")
+        self.assertEqual([d["device_id"] for d in found], ["C0", "C1", "C2", "W0", "W1", "W2", "W3", "W4"])
+        self.assertEqual(pages, 3)
+        for query, expected in (
+            ("status=removed", ["W3"]),
+            ("kind=omadm&limit=2", ["C0", "C1", "C2"]),
+            ("kind=windows&status=enrolled", ["W0", "W1", "W2", "W4"]),
+            ("user=BOB", ["W4"]),
+            ("contact_after=4000", ["W0"]),
+            ("contact_before=4000&kind=windows", ["W1", "W2", "W3", "W4"]),
+        ):
+            found, _ = await self.every(f"/v1/devices?{query}", "devices")
+            self.assertEqual([d["device_id"] for d in found], expected, query)
+
+    async def test_refusals(self) -> None:
+        """
+        A bad cursor, limit, filter value or order is a 400 naming it.
+        """
+        await self.fleet()
+        page = await self.call("GET", "/v1/certs?limit=1")
+        for path, message in (
+            ("/v1/devices?cursor=garbage", "not a cursor"),
+            (f"/v1/devices?cursor={page['next']}", "the cursor is of another listing"),
+            ("/v1/devices?limit=ten", "limit must be a whole number"),
+            ("/v1/devices?status=lost", "unknown status 'lost' (statuses: enrolled, unenrolled, removed)"),
+            ("/v1/devices?kind=phone", "unknown kind 'phone' (kinds: windows, omadm)"),
+            ("/v1/devices?contact_before=monday", "contact_before must be a time in POSIX seconds"),
+            ("/v1/devices?order=desc", "devices are listed in one order only"),
+            ("/v1/devices?order=up", "unknown order 'up'"),
+            ("/v1/devices/W0/commands?state=lost", "unknown state 'lost'"),
+            ("/v1/certs?status=expired", "unknown status 'expired'"),
+            ("/v1/pushes?kind=sms", "unknown kind 'sms'"),
+        ):
+            code, _, value = await self.raw("GET", path)
+            self.assertEqual(code, 400, (path, value))
+            self.assertIn(message, value["error"])
+        code, _, value = await self.raw("GET", "/v1/devices/NOPE/commands")
+        self.assertEqual(code, 404)
+
+    async def test_limits(self) -> None:
+        """
+        A page holds 100 records unless asked, and never more than 1000; the last page has no cursor.
+        """
+        from mdmd.testing import fleet
+
+        await self.store.transact(lambda root: [fleet.register(root, f"C{n:04}", 1.0) for n in range(1050)])
+        page = await self.call("GET", "/v1/devices")
+        self.assertEqual((len(page["devices"]), "next" in page), (100, True))
+        page = await self.call("GET", "/v1/devices?limit=5000")
+        self.assertEqual(len(page["devices"]), 1000)
+        page = await self.call("GET", f"/v1/devices?limit=5000&cursor={page['next']}")
+        self.assertEqual((len(page["devices"]), "next" in page), (50, False))
+
+    async def test_certificates(self) -> None:
+        """
+        Certificates page by serial (filtered by status), a device's oldest first.
+        """
+        await self.fleet()
+        found, _ = await self.every("/v1/certs?limit=2", "certificates")
+        self.assertEqual(len(found), 6)
+        self.assertEqual([c["serial"] for c in found], sorted((c["serial"] for c in found), key=lambda s: int(s, 16)))
+        found, _ = await self.every("/v1/certs?device=W1&limit=1", "certificates")
+        self.assertEqual([(c["issued_at"], c["status"]) for c in found], [(1000.0, "revoked"), (1100.0, "valid")])
+        found, _ = await self.every("/v1/certs?status=revoked", "certificates")
+        self.assertEqual(sorted(c["device_id"] for c in found), ["W1", "W3"])
+
+    async def test_commands(self) -> None:
+        """
+        A device's commands, its queue and its results page by sequence number, newest first on asking.
+        """
+        await self.fleet()
+        found, _ = await self.every("/v1/devices/W0/commands?limit=3", "commands")
+        self.assertEqual([(c["seq"], c["state"]) for c in found], [(1, "done"), (2, "done"), (3, "queued"), (4, "queued")])
+        found, _ = await self.every("/v1/devices/W0/commands?state=done&order=desc&limit=1", "commands")
+        self.assertEqual([c["seq"] for c in found], [2, 1])
+        found, _ = await self.every("/v1/devices/W0/queue", "commands")
+        self.assertEqual([c["seq"] for c in found], [3, 4])
+        page = await self.call("GET", "/v1/devices/W0/results?order=desc&limit=1")
+        self.assertEqual([c["seq"] for c in page["commands"]], [2])
+
+    async def test_pushes(self) -> None:
+        """
+        Jobs page in the order they were made, either way, by device, state and kind.
+        """
+        await self.fleet()
+        found, _ = await self.every("/v1/pushes?limit=2", "jobs")
+        self.assertEqual([(j["device_id"], j["seq"]) for j in found], [("C0", 1), ("C1", 1), ("C0", 2)])
+        page = await self.call("GET", "/v1/pushes?order=desc&limit=1")
+        self.assertEqual([(j["device_id"], j["seq"]) for j in page["jobs"]], [("C0", 2)])
+        found, _ = await self.every("/v1/devices/C0/pushes?order=desc", "jobs")
+        self.assertEqual([j["seq"] for j in found], [2, 1])
+        found, _ = await self.every("/v1/pushes?device=C1&state=queued&kind=notification", "jobs")
+        self.assertEqual([(j["device_id"], j["seq"]) for j in found], [("C1", 1)])
+
+    async def test_users(self) -> None:
+        """
+        Users page by name.
+        """
+        await self.fleet()
+        found, pages = await self.every("/v1/users?limit=2", "users")
+        self.assertEqual(([u["name"] for u in found], pages), (["ann", "Bea", "cid"], 2))
+
+    async def test_status_counters(self) -> None:
+        """
+        Status shows every counter: devices by status and kind, certificates,
+        commands and pushes by state, users; mdmctl status prints them.
+        """
+        await self.fleet()
+        status = await self.call("GET", "/v1/status")
+        counters = status["counters"]
+        self.assertEqual(counters["devices.status"], {"enrolled": 7, "unenrolled": 0, "removed": 1})
+        self.assertEqual(counters["devices.kind"], {"windows": 5, "omadm": 3})
+        self.assertEqual(counters["certificates.status"], {"valid": 4, "revoked": 2})
+        self.assertEqual(counters["commands.state"]["done"], 2)
+        self.assertEqual(counters["commands.state"]["queued"], 2)
+        self.assertEqual(counters["pushes.state"]["queued"], 3)
+        self.assertEqual(counters["users"], {"enabled": 3, "disabled": 0})
+        self.assertEqual(status["counts"]["revoked_certificates"], 2)
+        code, out, _ = await self.mdmctl("status")
+        self.assertIn("devices:    kind: 3 omadm, 5 windows; status: 7 enrolled, 1 removed\n", out)
+        self.assertIn("commands:   state: 2 done, 2 queued\n", out)
+        self.assertIn("users:      3 enabled\n", out)
+
+    async def test_mdmctl(self) -> None:
+        """
+        mdmctl device list filters and pages; --limit says when there is more;
+        --json and --jsonl carry every record.
+        """
+        await self.fleet()
+        code, out, err = await self.mdmctl("device", "list", "--kind", "omadm", "--limit", "2")
+        self.assertEqual((code, [line.split()[0] for line in out.splitlines()]), (0, ["DEVICE", "C0", "C1"]))
+        self.assertEqual(err, "mdmctl: only the first 2 devices (--limit N for more, --all for every one)\n")
+        code, out, err = await self.mdmctl("device", "list", "--status", "removed", "--json")
+        self.assertEqual(([d["device_id"] for d in json.loads(out)], err), (["W3"], ""))
+        code, out, _ = await self.mdmctl("device", "list", "--all", "--jsonl")
+        self.assertEqual(len([json.loads(line) for line in out.splitlines()]), 8)
+        code, out, _ = await self.mdmctl("cert", "list", "--device", "W1", "--status", "valid", "--json")
+        self.assertEqual([c["issued_at"] for c in json.loads(out)], [1100.0])
+        code, out, _ = await self.mdmctl("results", "W0", "--limit", "1", "--json")
+        self.assertEqual([c["seq"] for c in json.loads(out)], [2])
+        code, out, _ = await self.mdmctl("queue", "W0", "--json")
+        self.assertEqual([c["seq"] for c in json.loads(out)], [3, 4])
+        code, out, _ = await self.mdmctl("push", "status", "--state", "queued", "--json")
+        self.assertEqual(len(json.loads(out)), 3)
+
+
+class StatusCountsTests(SynchronousTestCase):
+    """
+    Status reads counters, never records.
+    """
+
+    def loads(self, devices: int) -> int:
+        """
+        Objects status loads from a store of C{devices} enrolled devices with a command each.
+        """
+        import transaction
+
+        from mdmd.admin.api import status_counts
+        from mdmd.migrations import SCHEMA
+        from mdmd.store.db import open_db
+        from mdmd.store.migration import upgrade
+        from mdmd.store.runner import Store
+        from mdmd.testing import fleet
+
+        store = Store(open_db("memory:"))
+        self.addCleanup(store.db.close)
+        store.initialize()
+        upgrade(store, SCHEMA)
+        ca = fleet.FleetCA()
+
+        def made(root: Any) -> None:
+            for n in range(devices):
+                fleet.enroll(root, ca, f"D{n:05}", 1.0)
+                fleet.queue_get(root, f"D{n:05}", 2.0)
+
+        store.run(made)
+        manager = transaction.TransactionManager(explicit=True)
+        connection = store.db.open(transaction_manager=manager)
+        connection.cacheMinimize()
+        try:
+            manager.begin()
+            counts = status_counts(connection.root())
+            loads, _ = connection.getTransferCounts()
+            manager.abort()
+        finally:
+            connection.close()
+        self.assertEqual(counts["counts"]["enrolled_devices"], devices)
+        return int(loads)
+
+    def test_no_walk(self) -> None:
+        """
+        Status loads as many objects for 500 devices as for 5: counters only.
+        """
+        self.assertEqual(self.loads(500), self.loads(5))

@@ -12,6 +12,7 @@ import argparse
 import builtins
 import errno
 import io
+import json
 import os
 import socket
 from typing import Any
@@ -259,3 +260,159 @@ class RetryTests(SynchronousTestCase):
         client, calls = self.client([_Unreachable(ConnectionRefusedError())] * 3 + [(200, None, b"{}")], wait=True)
         self.assertEqual(client.request("GET", "/v1/status"), {})
         self.assertEqual(len(calls), 4)
+
+
+class _PagedClient:
+    """
+    Serves a listing of C{records} under C{key} in pages, as the admin API
+    does (C{limit}, C{cursor}, C{order}), and keeps the paths asked for.
+    """
+
+    def __init__(self, key: str, records: list[dict[str, Any]], default: int = 2) -> None:
+        self.key = key
+        self.records = records
+        self.default = default
+        self.paths: list[str] = []
+
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        from urllib.parse import parse_qs, urlsplit
+
+        self.paths.append(path)
+        query = {k: v[-1] for k, v in parse_qs(urlsplit(path).query).items()}
+        records = self.records[::-1] if query.get("order") == "desc" else self.records
+        start = int(query.get("cursor", "0"))
+        end = start + int(query.get("limit", self.default))
+        page: dict[str, Any] = {self.key: records[start:end]}
+        if end < len(records):
+            page["next"] = str(end)
+        return page
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _devices(count: int) -> list[dict[str, Any]]:
+    return [
+        {"device_id": f"D{n}", "kind": "windows", "device_name": "", "user": "", "status": "enrolled",
+         "enrolled_at": 0.0, "last_contact": None}
+        for n in range(count)
+    ]
+
+
+class ListingTests(SynchronousTestCase):
+    """
+    mdmctl's listings page through the API.
+    """
+
+    def list_devices(self, client: _PagedClient, *argv: str, err: Any = None) -> tuple[str, str]:
+        args = cli.build_parser().parse_args(["device", "list", *argv])
+        args.stderr = err if err is not None else io.StringIO()
+        out = io.StringIO()
+        cli.cmd_device_list(client, args, out)  # type: ignore[arg-type]
+        return out.getvalue(), args.stderr.getvalue()
+
+    def test_first_page_by_default(self) -> None:
+        """
+        A listing shows its first 100 by default and says on stderr that there are more.
+        """
+        client = _PagedClient("devices", _devices(150), default=100)
+        out, err = self.list_devices(client)
+        self.assertEqual(len(out.splitlines()), 101)
+        self.assertEqual(client.paths, ["/v1/devices?limit=100"])
+        self.assertEqual(err, "mdmctl: only the first 100 devices (--limit N for more, --all for every one)\n")
+
+    def test_all_streams_every_page(self) -> None:
+        """
+        --all follows the cursors with pages of the most the API gives, and
+        prints rows as each page comes (the table's header once).
+        """
+        client = _PagedClient("devices", _devices(2500), default=100)
+        out, err = self.list_devices(client, "--all")
+        lines = out.splitlines()
+        self.assertEqual((len(lines), lines[0].split()[0], lines[-1].split()[0]), (2501, "DEVICE", "D2499"))
+        self.assertEqual(
+            client.paths,
+            ["/v1/devices?limit=1000", "/v1/devices?limit=1000&cursor=1000", "/v1/devices?limit=1000&cursor=2000"],
+        )
+        self.assertEqual(err, "")
+
+    def test_limit(self) -> None:
+        """
+        --limit N asks for no more than it needs, over as many pages as it takes.
+        """
+        client = _PagedClient("devices", _devices(1500), default=100)
+        out, err = self.list_devices(client, "--limit", "1200", "--status", "enrolled")
+        self.assertEqual(len(out.splitlines()), 1201)
+        self.assertEqual(
+            client.paths,
+            ["/v1/devices?status=enrolled&limit=1000", "/v1/devices?status=enrolled&limit=200&cursor=1000"],
+        )
+        self.assertIn("only the first 1200 devices", err)
+        client = _PagedClient("devices", _devices(5))
+        self.assertEqual(self.list_devices(client, "--limit", "0")[0].count("\n"), 6)
+
+    def test_json_is_one_array(self) -> None:
+        """
+        --json writes one valid JSON array across pages (as json.dumps would), and [] for nothing.
+        """
+        records = _devices(5)
+        out, _ = self.list_devices(_PagedClient("devices", records), "--all", "--json")
+        self.assertEqual(json.loads(out), records)
+        self.assertEqual(out, json.dumps(records, indent=2, sort_keys=True) + "\n")
+        out, _ = self.list_devices(_PagedClient("devices", []), "--json")
+        self.assertEqual(out, "[]\n")
+
+    def test_json_lines(self) -> None:
+        """
+        --jsonl writes one JSON object per line.
+        """
+        records = _devices(5)
+        out, _ = self.list_devices(_PagedClient("devices", records), "--all", "--jsonl")
+        self.assertEqual([json.loads(line) for line in out.splitlines()], records)
+
+    def test_progress_on_a_terminal_only(self) -> None:
+        """
+        A progress line goes to stderr when it is a terminal, and is cleared at the end.
+        """
+        terminal = _Terminal()
+        self.list_devices(_PagedClient("devices", _devices(2500)), "--all", err=terminal)
+        shown = terminal.getvalue()
+        self.assertIn("\r1000 devices (", shown)
+        self.assertIn("\r2500 devices (", shown)
+        self.assertTrue(shown.endswith("\r\x1b[K"))
+        _, err = self.list_devices(_PagedClient("devices", _devices(5)), "--all")
+        self.assertEqual(err, "")
+
+    def test_latest(self) -> None:
+        """
+        push status and results with a limit show the newest records, oldest first.
+        """
+        jobs = [
+            {"device_id": "D", "seq": n, "state": "submitted", "session_id": None, "msisdn": "+1555",
+             "kind": "notification", "via": None, "spool_file": None, "message_ids": [], "created_at": 0.0,
+             "updated_at": 0.0, "error": None}
+            for n in range(1, 8)
+        ]
+        client = _PagedClient("jobs", jobs)
+        args = cli.build_parser().parse_args(["push", "status", "D", "--limit", "3", "--json"])
+        args.stderr = io.StringIO()
+        out = io.StringIO()
+        cli.cmd_push(client, args, out)  # type: ignore[arg-type]
+        self.assertEqual([j["seq"] for j in json.loads(out.getvalue())], [5, 6, 7])
+        self.assertEqual(client.paths, ["/v1/devices/D/pushes?order=desc&limit=3"])
+        self.assertIn("only the latest 3 jobs", args.stderr.getvalue())
+
+    def test_times(self) -> None:
+        """
+        Times on the command line: ISO dates (UTC unless they say), or ages.
+        """
+        self.assertEqual(cli._time_option("2025-01-31", "--x"), 1738281600.0)
+        self.assertEqual(cli._time_option("2025-01-31T01:00:00+01:00", "--x"), 1738281600.0)
+        self.assertEqual(cli._time_option("7d", "--x", now=lambda: 1000000.0), 1000000.0 - 7 * 86400)
+        self.assertEqual(cli._time_option("30m", "--x", now=lambda: 1000000.0), 1000000.0 - 1800)
+        self.assertIsNone(cli._time_option(None, "--x"))
+        with self.assertRaises(CommandError) as caught:
+            cli._time_option("yesterday", "--contact-before")
+        self.assertIn("--contact-before: 'yesterday' is neither a date", str(caught.exception))

@@ -353,3 +353,88 @@ class StepTests(SynchronousTestCase):
         self.assertEqual(self.fields("D", "last_contact"), (1000.0,))
         self.run_(lambda root: lifecycle.record_contact(root["devices"]["D"], 1060.0))
         self.assertEqual(self.fields("D", "last_contact"), (1060.0,))
+
+
+class CountingTests(SynchronousTestCase):
+    """
+    The counters and member sets of statuses and kinds, kept by each step.
+    """
+
+    def setUp(self) -> None:
+        service = memory_store_service()
+        self.addCleanup(service.stopService)
+        assert service.store is not None
+        self.store = service.store
+
+    def tallies(self) -> tuple[dict[str, int], dict[str, int], dict[str, list[str]]]:
+        def read(root: Any) -> tuple[dict[str, int], dict[str, int], dict[str, list[str]]]:
+            members = {
+                value: list(family.member_set(root, value))
+                for family in (lifecycle.STATUSES, lifecycle.KINDS)
+                for value in family.values
+            }
+            return lifecycle.STATUSES.counts(root), lifecycle.KINDS.counts(root), members
+
+        return self.store.read(read)
+
+    def test_each_step_files_the_record(self) -> None:
+        """
+        Enrolling, registering, leaving, removing, registering again and
+        re-enrolling move the device between the counts and sets of its
+        status and kind; repeated steps count once.
+        """
+        self.store.run(lambda root: lifecycle.enroll(root, "W", issued(root, "W"), 100.0).device_id)
+        self.store.run(lambda root: lifecycle.register(root, "C", 100.0).device_id)
+        statuses, kinds, members = self.tallies()
+        self.assertEqual((statuses, kinds), ({"enrolled": 2, "unenrolled": 0, "removed": 0}, {"windows": 1, "omadm": 1}))
+        self.assertEqual((members["enrolled"], members["windows"], members["omadm"]), (["C", "W"], ["W"], ["C"]))
+
+        self.store.run(lambda root: lifecycle.unenroll(root, root["devices"]["W"], 200.0))
+        self.store.run(lambda root: lifecycle.unenroll(root, root["devices"]["W"], 210.0))
+        self.store.run(lambda root: lifecycle.remove(root, root["devices"]["C"], 200.0))
+        self.store.run(lambda root: lifecycle.remove(root, root["devices"]["C"], 210.0))
+        statuses, kinds, members = self.tallies()
+        self.assertEqual(statuses, {"enrolled": 0, "unenrolled": 1, "removed": 1})
+        self.assertEqual((members["unenrolled"], members["removed"], members["enrolled"]), (["W"], ["C"], []))
+
+        self.store.run(lambda root: lifecycle.remove(root, root["devices"]["W"], 300.0))
+        self.store.run(lambda root: lifecycle.register(root, "W", 400.0).device_id)
+        statuses, kinds, members = self.tallies()
+        self.assertEqual((statuses, kinds), ({"enrolled": 1, "unenrolled": 0, "removed": 1}, {"windows": 0, "omadm": 2}))
+        self.assertEqual((members["omadm"], members["windows"]), (["C", "W"], []))
+
+        self.store.run(lambda root: lifecycle.re_enroll(root, root["devices"]["C"], issued(root, "C"), 500.0))
+        statuses, kinds, members = self.tallies()
+        self.assertEqual((statuses, kinds), ({"enrolled": 2, "unenrolled": 0, "removed": 0}, {"windows": 1, "omadm": 1}))
+        self.assertEqual((members["enrolled"], members["windows"]), (["C", "W"], ["C"]))
+
+    def test_contact_and_renewal_count_nothing(self) -> None:
+        """
+        A contact and a renewal keep the status: the counters are not written.
+        """
+        self.store.run(lambda root: lifecycle.enroll(root, "W", issued(root, "W"), 100.0).device_id)
+
+        def serials(root: Any) -> list[Any]:
+            families = (lifecycle.STATUSES.name, lifecycle.KINDS.name)
+            return [counter._p_serial for (name, _), counter in root["counters"].items() if name in families]
+
+        before = self.store.read(serials)
+        self.store.run(lambda root: lifecycle.record_contact(root["devices"]["W"], 200.0))
+        self.store.run(lambda root: lifecycle.renew(root, root["devices"]["W"], issued(root, "W"), 300.0))
+        self.assertEqual(self.store.read(serials), before)
+        self.assertEqual(self.tallies()[0]["enrolled"], 1)
+
+    def test_track(self) -> None:
+        """
+        track counts a record put in the store directly (the upgrade's recount, test kits).
+        """
+
+        def direct(root: Any) -> None:
+            device = device_in(root, REMOVED, "D")
+            lifecycle.STATUSES.reset(root)
+            lifecycle.KINDS.reset(root)
+            lifecycle.track(root, device)
+
+        self.store.run(direct)
+        statuses, kinds, members = self.tallies()
+        self.assertEqual((statuses["removed"], kinds["windows"], members["removed"]), (1, 1, ["D"]))

@@ -8,10 +8,11 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mdmd.devices.lifecycle import DeviceStatus
 from mdmd.dm import queue as q
-from mdmd.dm.command_state import IllegalCommandMove
+from mdmd.dm.command_state import CommandState, IllegalCommandMove
 from mdmd.dm.commands import parse_spec
 from mdmd.errors import Conflict
 from mdmd.store.models import Device
+from mdmd.store.paging import PageRequest
 from mdmd.testing.store import memory_store_service
 
 GET = parse_spec({"verb": "Get", "target": "./DevDetail/SwV"})
@@ -72,8 +73,8 @@ class QueueTests(SynchronousTestCase):
 
         def send_and_lose(root):
             queue = q.queue_of(root, "A")
-            q.mark_sent(queue, 1, ("S@1", "1", "2"), 2.0)
-            return q.requeue_unanswered(queue, 3.0)
+            q.mark_sent(root, queue, 1, ("S@1", "1", "2"), 2.0)
+            return q.requeue_unanswered(root, queue, 3.0)
 
         for attempt in range(q.MAX_ATTEMPTS):
             self.assertEqual(self.unit(send_and_lose), [1])
@@ -90,8 +91,8 @@ class QueueTests(SynchronousTestCase):
 
         def answer(root):
             queue = q.queue_of(root, "A")
-            q.mark_sent(queue, 1, ("S@1", "1", "2"), 2.0)
-            q.mark_answered(queue, 1, "done", 200, (("", 200),), ({"source": "./DevDetail/SwV", "data": "1.0"},), 3.0)
+            q.mark_sent(root, queue, 1, ("S@1", "1", "2"), 2.0)
+            q.mark_answered(root, queue, 1, "done", 200, (("", 200),), ({"source": "./DevDetail/SwV", "data": "1.0"},), 3.0)
 
         self.unit(answer)
         (done,) = self.unit(q.list_commands, "A", q.FINISHED)
@@ -104,7 +105,7 @@ class QueueTests(SynchronousTestCase):
         Cancelling a command already sent is the operator's conflict (409), not our bug.
         """
         self.unit(q.enqueue, ["A"], GET, 1.0)
-        self.unit(lambda root: q.mark_sent(q.queue_of(root, "A"), 1, ("S@1", "1", "2"), 2.0))
+        self.unit(lambda root: q.mark_sent(root, q.queue_of(root, "A"), 1, ("S@1", "1", "2"), 2.0))
         with self.assertRaises(q.CommandNotCancellable) as caught:
             self.unit(q.cancel, "A", 1, 3.0)
         self.assertIsInstance(caught.exception, Conflict)
@@ -122,12 +123,12 @@ class QueueTests(SynchronousTestCase):
             return q.queue_of(root, "A")
 
         self.assertRaises(
-            IllegalCommandMove, self.unit, lambda root: q.mark_answered(queue(root), 1, "done", 200, (), (), 2.0)
+            IllegalCommandMove, self.unit, lambda root: q.mark_answered(root, queue(root), 1, "done", 200, (), (), 2.0)
         )
-        self.unit(lambda root: q.mark_sent(queue(root), 1, ("S@1", "1", "2"), 2.0))
-        self.assertRaises(IllegalCommandMove, self.unit, lambda root: q.mark_sent(queue(root), 1, ("S@1", "1", "3"), 3.0))
-        self.unit(lambda root: q.mark_answered(queue(root), 1, "done", 200, (), (), 4.0))
-        self.assertRaises(IllegalCommandMove, self.unit, lambda root: q.mark_failed(queue(root), 1, "late", 5.0))
+        self.unit(lambda root: q.mark_sent(root, queue(root), 1, ("S@1", "1", "2"), 2.0))
+        self.assertRaises(IllegalCommandMove, self.unit, lambda root: q.mark_sent(root, queue(root), 1, ("S@1", "1", "3"), 3.0))
+        self.unit(lambda root: q.mark_answered(root, queue(root), 1, "done", 200, (), (), 4.0))
+        self.assertRaises(IllegalCommandMove, self.unit, lambda root: q.mark_failed(root, queue(root), 1, "late", 5.0))
         (command,) = self.unit(q.list_commands, "A")
         self.assertEqual((command.state, command.attempts, command.sent_in, command.error), ("done", 1, ("S@1", "1", "2"), None))
 
@@ -136,7 +137,7 @@ class QueueTests(SynchronousTestCase):
         A command that cannot be sent at all fails from the queue and leaves the pending index.
         """
         self.unit(q.enqueue, ["A"], GET, 1.0)
-        self.unit(lambda root: q.mark_failed(q.queue_of(root, "A"), 1, "too large", 2.0))
+        self.unit(lambda root: q.mark_failed(root, q.queue_of(root, "A"), 1, "too large", 2.0))
         (command,) = self.unit(q.list_commands, "A", q.FINISHED)
         self.assertEqual((command.state, command.error, command.attempts), ("failed", "too large", 0))
         self.assertEqual(self.unit(lambda root: list(q.queue_of(root, "A").pending)), [])
@@ -164,11 +165,11 @@ class IssueTwelveQueueTests(SynchronousTestCase):
         """
         self.assertEqual(self.unit(q.enqueue_once, "A", GET, 1.0).seq, 1)
         self.assertIsNone(self.unit(q.enqueue_once, "A", GET, 2.0))
-        self.unit(lambda root: q.mark_sent(q.queue_of(root, "A"), 1, ("S@1", "1", "2"), 3.0))
+        self.unit(lambda root: q.mark_sent(root, q.queue_of(root, "A"), 1, ("S@1", "1", "2"), 3.0))
         self.assertIsNone(self.unit(q.enqueue_once, "A", GET, 4.0))
         other = parse_spec({"verb": "Get", "target": "./DevDetail/OEM"})
         self.assertEqual(self.unit(q.enqueue_once, "A", other, 5.0).seq, 2)
-        self.unit(lambda root: q.mark_answered(q.queue_of(root, "A"), 1, "done", 200, (), (), 6.0))
+        self.unit(lambda root: q.mark_answered(root, q.queue_of(root, "A"), 1, "done", 200, (), (), 6.0))
         self.assertEqual(self.unit(q.enqueue_once, "A", GET, 7.0).seq, 3)
 
     def test_close_pending(self) -> None:
@@ -181,10 +182,10 @@ class IssueTwelveQueueTests(SynchronousTestCase):
         def play(root):
             queue = q.queue_of(root, "A")
             for seq in (1, 2, 3):
-                q.mark_sent(queue, seq, ("S@1", "1", str(seq)), 2.0)
-            q.mark_answered(queue, 1, "done", 200, (), (), 3.0)
-            q.mark_answered(queue, 2, "accepted", 202, (), (), 3.0)
-            return q.close_pending(queue, "gone", 4.0)
+                q.mark_sent(root, queue, seq, ("S@1", "1", str(seq)), 2.0)
+            q.mark_answered(root, queue, 1, "done", 200, (), (), 3.0)
+            q.mark_answered(root, queue, 2, "accepted", 202, (), (), 3.0)
+            return q.close_pending(root, queue, "gone", 4.0)
 
         self.assertEqual(self.unit(play), [2, 3, 4])
         found = [(c.state, c.error) for c in self.unit(q.list_commands, "A")]
@@ -208,13 +209,13 @@ class IssueTwelveQueueTests(SynchronousTestCase):
         def accept(root):
             queue = q.queue_of(root, "A")
             for seq in (1, 2, 3):
-                q.mark_sent(queue, seq, ("S@1", "1", str(seq)), 2.0)
-                q.mark_answered(queue, seq, "accepted", 202, (("", 202),), (), 3.0)
+                q.mark_sent(root, queue, seq, ("S@1", "1", str(seq)), 2.0)
+                q.mark_answered(root, queue, seq, "accepted", 202, (("", 202),), (), 3.0)
 
         self.unit(accept)
 
         def alert(**fields):
-            return self.unit(lambda root: q.complete_accepted(q.queue_of(root, "A"), fields, 5.0))
+            return self.unit(lambda root: q.complete_accepted(root, q.queue_of(root, "A"), fields, 5.0))
 
         self.assertIsNone(alert(source="./Vendor/MSFT/B/Run", correlator=None, data="0"))  # B carried a correlator
         self.assertIsNone(alert(source="./Vendor/MSFT/C/Run", correlator="x", data="0"))
@@ -226,3 +227,88 @@ class IssueTwelveQueueTests(SynchronousTestCase):
             found,
             [("done", 202, "0", None), ("failed", 202, "0x80070005", "its completion alert reports '0x80070005'"), ("done", 202, " 250 ", None)],
         )
+
+
+class CountingAndPagingTests(SynchronousTestCase):
+    """
+    Commands counted by state as they move, and listed in pages.
+    """
+
+    def setUp(self) -> None:
+        self.store = memory_store_service()
+        self.addCleanup(self.store.stopService)
+
+        def queued(root):
+            for name in ("A", "B"):
+                device = Device(name, 1.0)
+                device.status = DeviceStatus.ENROLLED.value
+                root["devices"][name] = device
+            for n in range(7):
+                q.enqueue(root, ["A"], GET, 10.0 + n)
+            q.enqueue(root, ["B"], GET, 20.0)
+
+        self.store.store.run(queued)
+
+    def unit(self, fn, *args):
+        return self.store.store.run(fn, *args)
+
+    def seqs(self, states, **request) -> list[list[int]]:
+        pages = []
+        cursor = None
+        while True:
+            page = self.store.store.read(q.command_page, "A", states, PageRequest(cursor=cursor, **request))
+            pages.append([c.seq for c in page.items])
+            if page.next is None:
+                return pages
+            cursor = page.next
+
+    def test_counted_by_state(self) -> None:
+        """
+        Queueing, sending, answering, failing, cancelling and requeueing move the counts.
+        """
+
+        def moves(root):
+            queue = q.queue_of(root, "A")
+            q.mark_sent(root, queue, 1, ("S", "1", "1"), 30.0)
+            q.mark_sent(root, queue, 2, ("S", "1", "2"), 30.0)
+            q.mark_answered(root, queue, 1, "done", 200, (), (), 31.0)
+            q.mark_failed(root, queue, 3, "too large", 31.0)
+            q.cancel(root, "A", 4, 32.0)
+            q.requeue_unanswered(root, queue, 33.0)
+
+        self.unit(moves)
+        counts = self.store.store.read(q.STATES.counts)
+        self.assertEqual(set(counts), {state.value for state in CommandState})
+        self.assertEqual({state: n for state, n in counts.items() if n}, {"queued": 5, "done": 1, "failed": 1, "cancelled": 1})
+
+    def test_pages(self) -> None:
+        """
+        A device's commands come in pages by sequence number, either way, filtered by state.
+        """
+
+        def moves(root):
+            queue = q.queue_of(root, "A")
+            for seq in (2, 5):
+                q.mark_sent(root, queue, seq, ("S", "1", str(seq)), 30.0)
+                q.mark_answered(root, queue, seq, "done", 200, (), (), 31.0)
+
+        self.unit(moves)
+        self.assertEqual(self.seqs(None, limit=3), [[1, 2, 3], [4, 5, 6], [7]])
+        self.assertEqual(self.seqs(None, limit=3, descending=True), [[7, 6, 5], [4, 3, 2], [1]])
+        self.assertEqual(self.seqs(frozenset({"queued", "sent"}), limit=3), [[1, 3, 4], [6, 7]])
+        # the page after 2 finds only command 1, not done: empty, and the last
+        self.assertEqual(self.seqs(frozenset({"done"}), limit=1, descending=True), [[5], [2], []])
+        self.assertEqual(self.store.store.read(q.command_page, "NOPE", None, PageRequest()).items, ())
+
+    def test_pending_walks_the_pending_index(self) -> None:
+        """
+        Queued and sent commands are found through the pending index: finished ones are never looked at.
+        """
+
+        def finish(root):
+            queue = q.queue_of(root, "A")
+            for seq in range(1, 7):
+                q.mark_failed(root, queue, seq, "too large", 30.0)
+
+        self.unit(finish)
+        self.assertEqual(self.seqs(frozenset({"queued"}), limit=5, scan_limit=1), [[7]])

@@ -268,8 +268,8 @@ class ReEnrollmentInventoryTests(SynchronousTestCase):
 
             dm = queue.queue_of(root, DEVICE_ID)
             for seq in (1, 2):
-                queue.mark_sent(dm, seq, ("S", "1", str(seq)), self.now)
-                queue.mark_answered(dm, seq, "done", 200, (), (), self.now)
+                queue.mark_sent(root, dm, seq, ("S", "1", str(seq)), self.now)
+                queue.mark_answered(root, dm, seq, "done", 200, (), (), self.now)
 
         self.successResultOf(self.store.transact(answer))
         self.enroll()

@@ -16,6 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from mdmd.enroll import users
 from mdmd.enroll.throttle import GuessKey, GuessLimits
 from mdmd.errors import Busy, PeerError
+from mdmd.store.paging import PageRequest
 from mdmd.testing.reactor import SynchronousThreadPool, ThreadedMemoryReactor
 from mdmd.testing.store import memory_store_service
 
@@ -368,3 +369,31 @@ class UserPolicyTests(SynchronousTestCase):
         self.assertEqual(str(caught.exception), "the password is too short: at least 8 characters")
         self.assertEqual(caught.exception.http_status, 400)
         self.assertEqual(users.UserPolicy(min_password=3).check_password("abc"), "abc")
+
+
+class CountingAndPagingTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.store = memory_store_service()
+        self.addCleanup(self.store.stopService)
+        for name in ("carol", "Alice", "bob", "dave"):
+            self.successResultOf(self.store.transact(users.add_user, name, "h", 1.0))
+
+    def test_counted(self) -> None:
+        """
+        Adding, disabling, enabling and removing users keep the counts of enabled and disabled users.
+        """
+        self.successResultOf(self.store.transact(users.set_enabled, "bob", False))
+        self.successResultOf(self.store.transact(users.set_enabled, "bob", False))
+        self.successResultOf(self.store.transact(users.remove_user, "dave"))
+        self.assertEqual(self.successResultOf(self.store.read(users.COUNTS.counts)), {"enabled": 2, "disabled": 1})
+        self.successResultOf(self.store.transact(users.set_enabled, "bob", True))
+        self.assertEqual(self.successResultOf(self.store.read(users.COUNTS.counts)), {"enabled": 3, "disabled": 0})
+
+    def test_pages(self) -> None:
+        """
+        Users come in pages by their case-folded name.
+        """
+        first = self.successResultOf(self.store.read(users.user_page, PageRequest(limit=3)))
+        self.assertEqual([u.name for u in first.items], ["Alice", "bob", "carol"])
+        rest = self.successResultOf(self.store.read(users.user_page, PageRequest(limit=3, cursor=first.next)))
+        self.assertEqual(([u.name for u in rest.items], rest.next), (["dave"], None))

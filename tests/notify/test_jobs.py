@@ -18,6 +18,7 @@ from mdmd.notify.smpp_session import Address
 from mdmd.notify.smpp_pdu import MessageState
 from mdmd.notify.wap import IEI_CONCAT_16BIT, parse_wsp_push, reassemble, split_udh
 from mdmd.notify.provisioning_doc import Characteristic, DMServer, Parm, to_wbxml
+from mdmd.store.paging import PageRequest
 from mdmd.testing.devices import SERVER_NONCE, SERVER_SECRET, add_device
 from mdmd.testing.randomness import fixed_random
 from mdmd.testing.store import memory_store_service
@@ -649,3 +650,60 @@ class WnsJobTests(StoreTestCase):
         self.assertEqual(self.run_(jobs.answer_session, "D1", 120.0, 121.0), [])
         (still,) = self.read(jobs.list_pushes, "D1", None, [jobs.QUEUED])
         self.assertEqual(still.seq, sms.info.seq)
+
+
+class CountingAndPagingTests(StoreTestCase):
+    """
+    Jobs counted by state as they are made, move and go, and listed in pages.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        for device_id in ("D1", "D2"):
+            self.run_(add_device, device_id)
+        for n in range(3):
+            self.enqueue("D1", now=100.0 + 10 * n)
+            self.enqueue("D2", now=105.0 + 10 * n)
+
+    def keys(self, query: jobs.PushQuery = jobs.PushQuery(), **request: Any) -> list[list[tuple[str, int]]]:
+        pages = []
+        cursor = None
+        while True:
+            page = self.read(jobs.push_page, query, PageRequest(cursor=cursor, **request))
+            pages.append([(i.device_id, i.seq) for i in page.items])
+            if page.next is None:
+                return pages
+            cursor = page.next
+
+    def test_counted_and_indexed(self) -> None:
+        """
+        Making, moving and purging jobs keeps the counts and the index of jobs kept.
+        """
+        self.assertEqual(self.read(jobs.push_counts)["queued"], 6)
+        self.run_(jobs.record_submitted, ("D1", 1), 130.0, via="spool")
+        self.run_(jobs.record_refused, ("D1", 2), 130.0, error="no", retry=False)
+        self.assertEqual(self.read(jobs.STATE_COUNTS.counts),
+                         {"queued": 4, "submitted": 1, "delivered": 0, "answered": 0, "failed": 1, "expired": 0})
+        self.assertEqual(self.run_(jobs.purge, 200.0), 1)
+        self.assertEqual(self.read(jobs.push_counts)["failed"], 0)
+        self.assertEqual(self.read(lambda root: len(root["push_index"])), 5)
+        self.assertNotIn(("D1", 2), [key for page in self.keys() for key in page])
+
+    def test_pages_in_the_order_made(self) -> None:
+        """
+        All jobs come in the order they were made, either way; one device's by sequence number.
+        """
+        made = [("D1", 1), ("D2", 1), ("D1", 2), ("D2", 2), ("D1", 3), ("D2", 3)]
+        self.assertEqual(self.keys(limit=4), [made[:4], made[4:]])
+        self.assertEqual(self.keys(limit=4, descending=True), [made[::-1][:4], made[::-1][4:]])
+        self.assertEqual(self.keys(jobs.PushQuery(device_id="D2"), limit=2, descending=True), [[("D2", 3), ("D2", 2)], [("D2", 1)]])
+        self.assertEqual(self.keys(jobs.PushQuery(device_id="NOPE")), [[]])
+
+    def test_filters(self) -> None:
+        """
+        State and kind filter the jobs.
+        """
+        self.run_(jobs.record_submitted, ("D2", 2), 130.0, via="spool")
+        self.assertEqual(self.keys(jobs.PushQuery(states=frozenset({"submitted"}))), [[("D2", 2)]])
+        self.assertEqual(self.keys(jobs.PushQuery(kind=jobs.BOOTSTRAP)), [[]])
+        self.assertEqual(len(self.keys(jobs.PushQuery(kind=jobs.NOTIFICATION))[0]), 6)

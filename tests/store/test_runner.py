@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from ZODB.POSException import ConflictError
 
 from mdmd.store.db import open_db
-from mdmd.store.models import ROOT_CONTAINERS, User
+from mdmd.store.models import ROOT_CONTAINERS, SCHEMA_VERSION, User
 from mdmd.store.runner import ConflictRetriesExhausted, Root, Store, StoreService
 
 
@@ -162,3 +162,28 @@ class StoreServiceTests(TestCase):
         """
         service = StoreService("memory:", IReactorFromThreads(reactor))
         self.assertRaises(RuntimeError, service.transact, lambda root: None)
+
+
+class StoreServiceUpgradeTests(SynchronousTestCase):
+    def test_upgraded_before_serving(self) -> None:
+        """
+        The store service upgrades an older store with its schema as it
+        starts, before any unit of work can run; the counters are made.
+        """
+        from mdmd.store.counters import Family
+        from mdmd.store.migration import Pass, Schema, Step
+
+        recounted = Family("test.users", ("all",))
+        step = Step(SCHEMA_VERSION, "test", (Pass("users", "users", lambda root, key, user: recounted.add(root, "all")),))
+        path = self.mktemp()
+        uri = f"file://{path}/Data.fs"
+        older = Store(open_db(uri))
+        older.initialize()
+        older.run(lambda root: [root.__delitem__("schema"), root["users"].__setitem__("a", User("a", "h", 1.0))])
+        older.db.close()
+        service = StoreService(uri, IReactorFromThreads(reactor), pool_size=1, schema=Schema((recounted,), (step,)))
+        service.startService()
+        self.addCleanup(service.stopService)
+        assert service.store is not None
+        self.assertEqual(service.store.read(recounted.counts), {"all": 1})
+        self.assertEqual(service.store.read(lambda root: root["schema"].version), SCHEMA_VERSION)
