@@ -50,6 +50,7 @@ from mdmd.errors import PeerError
 from mdmd.notify.jobs import answer_bootstrap, answer_push
 from mdmd.pki import registry
 from mdmd.pki.registry import ClientCertificateRefused
+from mdmd.store import due
 from mdmd.store.models import CommandQueue, Device, DMSession
 from mdmd.syncml.codec import Codec
 from mdmd.syncml.model import SyncML
@@ -215,9 +216,11 @@ def exchange(
         for job in answer_bootstrap(root, device_id, outcome.state.started_at, now):
             notes.append(("{device_id}: authenticated session ends bootstrap #{seq}", {"seq": job.seq}))
     if record is None:
-        root["sessions"][device_id] = DMSession(outcome.state.to_dict())
+        record = root["sessions"][device_id] = DMSession(outcome.state.to_dict())
     else:
         record.state = outcome.state.to_dict()
+    # Filed once, at its first deadline (the sweeper moves the entry on): no index write per message.
+    due.keep_filed(root["session_deadlines"], record, outcome.state.deadline, device_id)
     return Exchanged(outcome.body, outcome.headers, device_id, tuple(notes))
 
 

@@ -48,7 +48,12 @@ SessionID matches one in hexadecimal (either case) or decimal.
 
 Containers: C{pushes} (device id → L{PushLog}), C{push_open} ((device id, seq)
 → True for jobs queued, submitted or delivered) and C{push_messages}
-(message id key → (device id, seq, segment index)) for receipts.
+(message id key → (device id, seq, segment index)) for receipts; the due
+indexes (L{mdmd.store.due}) C{push_expiry} (every job by its expiry: an
+entry stays until it falls due, whatever became of the job) and
+C{push_finished} (finished jobs by the time they finished), so that the
+sweeps (L{expire_due}, L{purge_due}) read only what is due, a batch per
+transaction.
 """
 
 from __future__ import annotations
@@ -84,6 +89,7 @@ from mdmd.notify.wap import (
     SmsSegment,
     wap_push_segments,
 )
+from mdmd.store import due
 from mdmd.store.models import Device, PushJob, PushLog
 
 __all__ = [
@@ -96,6 +102,7 @@ __all__ = [
     "IllegalPushMove",
     "InvalidMsisdn",
     "JobRef",
+    "JobSweep",
     "NOTIFICATION",
     "NotPushable",
     "OPEN",
@@ -117,10 +124,12 @@ __all__ = [
     "enqueue",
     "enqueue_bootstrap",
     "expire",
+    "expire_due",
     "list_pushes",
     "next_state",
     "parse_msisdn",
     "purge",
+    "purge_due",
     "push_counts",
     "push_facts",
     "queued_jobs",
@@ -633,7 +642,7 @@ def enqueue(
             now + settings.expiry,
         )
         log.jobs[seq] = job
-        root["push_open"][(device_id, seq)] = True
+        _opened(root, job)
         created.append(_outgoing(job))
     return created
 
@@ -759,8 +768,16 @@ def enqueue_bootstrap(
         kind=BOOTSTRAP,
     )
     log.jobs[seq] = job
-    root["push_open"][(device_id, seq)] = True
+    _opened(root, job)
     return _outgoing(job)
+
+
+def _opened(root: Root, job: PushJob) -> None:
+    """
+    Index a new job: open, and due to expire at its expiry.
+    """
+    root["push_open"][(job.device_id, job.seq)] = True
+    due.file(root["push_expiry"], job.expires_at, job.device_id, job.seq)
 
 
 def _keep_ids(
@@ -799,6 +816,8 @@ def _move(root: Root, job: PushJob, event: PushEvent, now: float) -> bool:
     if target in _FINISHED:
         job.finished_at = now
         root["push_open"].pop((job.device_id, job.seq), None)
+        # (its push_expiry entry goes when it falls due: no second index write here)
+        due.file(root["push_finished"], now, job.device_id, job.seq)
     return True
 
 
@@ -943,32 +962,90 @@ def answer_bootstrap(root: Root, device_id: str, session_started_at: float, now:
     return answered
 
 
+@dataclass(frozen=True)
+class JobSweep:
+    """
+    What one batch of a sweep of push jobs did.
+    """
+
+    #: the jobs expired (or forgotten)
+    refs: tuple[JobRef, ...]
+    #: where the next batch starts; None when nothing more is due
+    cursor: due.Entry | None
+
+
+#: How many index entries one batch of a sweep takes at most.
+SWEEP_BATCH = 500
+
+
+def expire_due(
+    root: Root, now: float, limit: int | None = SWEEP_BATCH, after: due.Entry | None = None
+) -> JobSweep:
+    """
+    Expire the open jobs past their expiry among the next C{limit} due
+    entries of C{push_expiry} (from just after C{after}). Entries of jobs
+    that finished meanwhile are dropped; one not due yet (an entry made when
+    the index was built) is moved to its expiry.
+    """
+    index = root["push_expiry"]
+    entries, cursor = due.due_entries(index, now, limit, after)
+    expired = []
+    for entry in entries:
+        _, device_id, seq = entry
+        ref = (device_id, seq)
+        if ref not in root["push_open"]:
+            index.remove(entry)
+            continue
+        job = _job(root, ref)
+        if job.expires_at > now:
+            due.refile(index, entry, job.expires_at)
+            continue
+        index.remove(entry)
+        job.error = job.error or "not answered in time"
+        _move(root, job, PushEvent.EXPIRE, now)
+        expired.append(ref)
+    return JobSweep(tuple(expired), cursor)
+
+
 def expire(root: Root, now: float) -> list[JobRef]:
     """
-    Open jobs past their expiry become expired; returns them.
+    Every open job past its expiry becomes expired, in one transaction; returns them.
     """
-    expired = []
-    for ref in list(_open_refs(root)):
-        job = _job(root, ref)
-        if job.expires_at <= now:
-            job.error = job.error or "not answered in time"
-            _move(root, job, PushEvent.EXPIRE, now)
-            expired.append(ref)
-    return expired
+    return list(expire_due(root, now, limit=None).refs)
+
+
+def purge_due(
+    root: Root, before: float, limit: int | None = SWEEP_BATCH, after: due.Entry | None = None
+) -> JobSweep:
+    """
+    Forget the finished jobs (answered, failed, expired) that finished
+    before C{before}, among the next C{limit} due entries of C{push_finished}
+    (from just after C{after}), with their message ids.
+    """
+    index = root["push_finished"]
+    entries, cursor = due.due_entries(index, before, limit, after)
+    removed = []
+    for entry in entries:
+        _, device_id, seq = entry
+        log = root["pushes"].get(device_id)
+        job = None if log is None else log.jobs.get(seq)
+        if job is None or job.finished_at is None:
+            index.remove(entry)
+            continue
+        if job.finished_at >= before:
+            due.refile(index, entry, job.finished_at)
+            continue
+        index.remove(entry)
+        for key in job.message_keys:
+            if key and root["push_messages"].get(key, (None, None))[:2] == (device_id, seq):
+                del root["push_messages"][key]
+        del log.jobs[seq]
+        removed.append((device_id, seq))
+    return JobSweep(tuple(removed), cursor)
 
 
 def purge(root: Root, before: float) -> int:
     """
-    Forget finished jobs (answered, failed, expired) that finished before C{before}.
+    Forget every finished job that finished before C{before}, in one transaction.
     """
-    removed = 0
-    for device_id, log in root["pushes"].items():
-        for seq, job in list(log.jobs.items()):
-            if job.state in OPEN or job.finished_at is None or job.finished_at >= before:
-                continue
-            for key in job.message_keys:
-                if key and root["push_messages"].get(key, (None, None))[:2] == (device_id, seq):
-                    del root["push_messages"][key]
-            del log.jobs[seq]
-            removed += 1
-    return removed
+    return len(purge_due(root, before, limit=None).refs)

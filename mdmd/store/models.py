@@ -14,8 +14,11 @@ from typing import Any
 
 from BTrees.IIBTree import IITreeSet
 from BTrees.IOBTree import IOBTree
-from BTrees.OOBTree import OOBTree
+from BTrees.Length import Length
+from BTrees.OOBTree import OOBTree, OOTreeSet
 from persistent import Persistent
+
+from mdmd.store import due
 
 
 class User(Persistent):
@@ -193,6 +196,11 @@ class DMSession(Persistent):
     any node sharing the store can answer the next message of the session.
     """
 
+    #: the slot of its entry in C{session_deadlines} (L{mdmd.store.due}): at
+    #: or before its deadline; None when it has none (or only one made for it
+    #: when the index was built)
+    due_slot: int | None = None
+
     def __init__(self, state: dict[str, Any]) -> None:
         self.state = state
 
@@ -270,6 +278,15 @@ class PushLog(Persistent):
 #: of C{pushes}, device ids (a L{PushLog} each). C{push_open} indexes the jobs
 #: not yet answered, failed or expired by (device id, seq); C{push_messages}
 #: maps an SMSC message id (canonical key) to its job's (device id, seq).
+#:
+#: Due indexes (L{mdmd.store.due}: entries (slot, *key), the slot a minute)
+#: let the sweepers read only what is due: C{session_deadlines} (slot, device
+#: id) files every session no later than its deadline; C{push_expiry}
+#: (slot, device id, seq) the jobs by their expiry; C{push_finished} the
+#: finished jobs by the time they finished. C{crl_revision} counts changes to
+#: C{revoked} (a conflict-free counter: a CRL cached by any node is current
+#: while it has not moved). C{upkeep} keeps facts about the store itself
+#: (name → plain value: when it was last packed).
 ROOT_CONTAINERS: dict[str, Callable[[], Any]] = {
     "users": OOBTree,
     "certs": OOBTree,
@@ -280,16 +297,52 @@ ROOT_CONTAINERS: dict[str, Callable[[], Any]] = {
     "pushes": OOBTree,
     "push_open": OOBTree,
     "push_messages": OOBTree,
+    "session_deadlines": OOTreeSet,
+    "push_expiry": OOTreeSet,
+    "push_finished": OOTreeSet,
+    "crl_revision": Length,
+    "upkeep": OOBTree,
+}
+
+
+def _index_sessions(root: MutableMapping[str, Any]) -> None:
+    # Due at once: the sweeper reads each session's real deadline and files it there.
+    for device_id in root["sessions"].keys():
+        root["session_deadlines"].add((0, device_id))
+
+
+def _index_open_pushes(root: MutableMapping[str, Any]) -> None:
+    # Due at once, as above: the expiry sweep reads each job's expiry.
+    for device_id, seq in root["push_open"].keys():
+        root["push_expiry"].add((0, device_id, seq))
+
+
+def _index_finished_pushes(root: MutableMapping[str, Any]) -> None:
+    for device_id, log in root["pushes"].items():
+        for seq, job in log.jobs.items():
+            if job.finished_at is not None:
+                due.file(root["push_finished"], job.finished_at, device_id, seq)
+
+
+#: Indexes over other containers: when a store made before them is opened,
+#: they are built from what they index, in the transaction that creates them.
+INDEX_BUILDERS: dict[str, Callable[[MutableMapping[str, Any]], None]] = {
+    "session_deadlines": _index_sessions,
+    "push_expiry": _index_open_pushes,
+    "push_finished": _index_finished_pushes,
 }
 
 
 def ensure_root(root: MutableMapping[str, Any]) -> bool:
     """
-    Create any missing top-level container; return whether anything changed.
+    Create any missing top-level container (building a new index from what
+    it indexes); return whether anything changed.
     """
-    changed = False
-    for name, factory in ROOT_CONTAINERS.items():
-        if name not in root:
-            root[name] = factory()
-            changed = True
-    return changed
+    created = [name for name in ROOT_CONTAINERS if name not in root]
+    for name in created:
+        root[name] = ROOT_CONTAINERS[name]()
+    for name in created:
+        builder = INDEX_BUILDERS.get(name)
+        if builder is not None:
+            builder(root)
+    return bool(created)
