@@ -30,6 +30,7 @@ __all__ = [
     "lookup",
     "list_certificates",
     "revocations",
+    "crl_revision",
     "check_client",
     "ClientCertificateRefused",
     "ClientIdentity",
@@ -144,6 +145,7 @@ def revoke(root: Root, serial: int, reason: str, now: float) -> CertificateInfo:
         record.revoked_at = now
         record.revocation_reason = reason
         root["revoked"][serial] = (now, reason)
+        root["crl_revision"].change(1)
     return _info(record)
 
 
@@ -254,9 +256,18 @@ def check_dm_client(
     return ClientIdentity(frozenset({check_client(root, certificate).device_id}), device_ca=False)
 
 
+def crl_revision(root: Root) -> int:
+    """
+    How often the revocations changed: a CRL signed at this revision is
+    current while it stays (one small object, cheap to read per request).
+    """
+    revision: int = root["crl_revision"]()
+    return revision
+
+
 def revocations(root: Root) -> list[Revocation]:
     """
-    Every revoked serial, for the CRL.
+    Every revoked serial, for the CRL, in serial order (C{revoked} is kept sorted).
     """
     return [
         Revocation(
