@@ -139,7 +139,8 @@ class CAService(Service):
         self._crl_number = 0
         self._crl_entries = RevokedEntries()
         self._crl_signing = False
-        self._crl_again = False
+        #: the latest revision a request saw: a signing that lists less is followed by another
+        self._crl_wanted = 0
         #: first requests waiting for a CRL at least as recent as the revision they read
         self._crl_waiters: list[tuple[int, Deferred[bytes]]] = []
 
@@ -343,6 +344,7 @@ class CAService(Service):
         """
         self._running()
         revision = await self._store.read(registry.crl_revision)
+        self._crl_wanted = max(self._crl_wanted, revision)
         served = self._crl
         if served is not None and served.revision >= revision and not self._aging(served):
             return served.der
@@ -360,10 +362,9 @@ class CAService(Service):
     def _sign_crl(self) -> None:
         """
         Sign a CRL of the revocations as they are now, unless a signing is
-        under way (then another follows it).
+        under way (another follows it if it lists fewer than a request saw).
         """
         if self._crl_signing:
-            self._crl_again = True
             return
         self._crl_signing = True
         now = self._clock.seconds()
@@ -376,7 +377,6 @@ class CAService(Service):
 
     def _crl_signed(self, result: SignedCRL | Failure) -> None:
         self._crl_signing = False
-        again, self._crl_again = self._crl_again, False
         waiters, self._crl_waiters = self._crl_waiters, []
         if isinstance(result, Failure):
             log.failure("signing the CRL failed", result)
@@ -396,7 +396,7 @@ class CAService(Service):
                 waiter.callback(result.der)
             else:
                 self._crl_waiters.append((revision, waiter))
-        if again or self._crl_waiters:
+        if self._crl.revision < self._crl_wanted:
             self._sign_crl()
 
 

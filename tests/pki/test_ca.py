@@ -19,6 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from mdmd.pki.ca import (
     CertificateAuthority,
     Revocation,
+    RevokedEntries,
     generate_rsa_key,
     parse_serial,
     serial_hex,
@@ -215,6 +216,30 @@ class CRLTests(SynchronousTestCase):
         self.assertIsNone(crl.get_revoked_certificate_by_serial_number(12))
         self.assertEqual(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number, 7)
         self.assertEqual(crl.next_update_utc, NOW + datetime.timedelta(days=7))
+
+
+    def test_entries_built_once(self) -> None:
+        """
+        RevokedEntries builds an entry once and hands it out again for the
+        next CRL; entries of revocations no longer listed are forgotten; a
+        CRL signed with them lists the same as one without.
+        """
+        entries = RevokedEntries()
+        first = entries([Revocation(10, NOW, "keyCompromise"), Revocation(11, NOW)])
+        second = entries([Revocation(10, NOW, "keyCompromise"), Revocation(12, NOW)])
+        self.assertIs(second[0], first[0])
+        self.assertEqual([e.serial_number for e in second], [10, 12])
+        third = entries([Revocation(11, NOW)])
+        self.assertIsNot(third[0], first[1])
+        ca = make_ca()
+        revocations = [Revocation(10, NOW, "keyCompromise"), Revocation(12, NOW)]
+        lifetime = datetime.timedelta(days=1)
+        with_entries = ca.crl(revocations, 1, NOW, lifetime, entries=entries)
+        without = ca.crl(revocations, 1, NOW, lifetime)
+        def listed(crl: x509.CertificateRevocationList) -> list[tuple[int, list[x509.Extension[x509.ExtensionType]]]]:
+            return [(e.serial_number, list(e.extensions)) for e in crl]
+
+        self.assertEqual(listed(with_entries), listed(without))
 
 
 class SerialTests(SynchronousTestCase):
