@@ -271,6 +271,8 @@ def build(settings: Settings, reactor: Reactor) -> MdmdService:
         pool_size=settings.store.pool_size,
         retries=settings.store.conflict_retries,
         cache_size=settings.store.cache_size,
+        upkeep=settings.store.upkeep,
+        clock=reactor,
     )
     store.setServiceParent(root)
 

@@ -14,6 +14,7 @@ from mdmd.devices.accounts import DeviceKind
 from mdmd.notify.pkg0 import UIMode
 from mdmd.notify.smpp_pdu import MessageIdBase
 from mdmd.notify.smpp_session import Address, BindType
+from mdmd.store.upkeep import UpkeepSettings
 from mdmd.pki.ca import certificate_pem, generate_rsa_key
 
 from .pki.helpers import DevicePKI
@@ -213,6 +214,16 @@ class EnrollmentTests(SettingsTestCase):
         """
         self.assertEqual(self.load().enrollment.issuing_concurrency, 1)
         self.assertEqual(self.load("[store]\nuri = zeo://db:8100\npool_size = 5\n").enrollment.issuing_concurrency, 5)
+
+    def test_store_upkeep(self) -> None:
+        """
+        [store] pack_interval and index_save_interval are seconds (0: off),
+        pack_keep_days days; by default a daily pack keeping a day, the index
+        saved every ten minutes.
+        """
+        self.assertEqual(self.load().store.upkeep, UpkeepSettings(86400.0, 1.0, 600.0))
+        upkeep = self.load("[store]\npack_interval = 0\npack_keep_days = 7\nindex_save_interval = 60\n").store.upkeep
+        self.assertEqual(upkeep, UpkeepSettings(pack_interval=0.0, pack_keep_days=7.0, index_save_interval=60.0))
 
     def test_account(self) -> None:
         """

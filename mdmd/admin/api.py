@@ -642,3 +642,18 @@ class AdminAPI(AsyncResource):
             raise ApiError(f"unknown state {sorted(unknown)[0]!r} (states: {', '.join(push_jobs.STATES)})")
         found = await self.store.read(push_jobs.list_pushes, device_id, limit, states)
         return 200, {"jobs": [i.as_json() for i in found]}
+
+    # -- store ---------------------------------------------------------------------
+
+    @route("POST", "/v1/store/pack")
+    async def pack_store(self, request: Request) -> tuple[int, Any]:
+        """
+        Pack the store now (optional C{days} of history to keep); answers when
+        it is done, with what it did. 409 for a store mdmd does not pack (ZEO,
+        RelStorage) or while a pack runs.
+        """
+        days = self.field(self.body(request), "days", int, required=False)
+        if days is not None and (isinstance(days, bool) or days < 0):
+            raise ApiError("field 'days' must be a whole number of days, 0 or more")
+        report = await self.store.pack(days)
+        return 200, report.as_json()

@@ -82,7 +82,8 @@ def _file(uri: str, parts: SplitResult) -> object:
     if not path:
         raise StoreURIError(f"{uri}: file URI needs a path")
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    return FileStorage(path)
+    # A pack leaves no Data.fs.old behind: packed daily, it would double the disk used.
+    return FileStorage(path, pack_keep_old=False)
 
 
 def _zeo(uri: str, parts: SplitResult) -> object:
