@@ -426,8 +426,8 @@ def sign_crl(
     snapshot) and signs their CRL.
     """
     revision = registry.crl_revision(root)
-    revoked = registry.revocations(root)
-    crl = authority.crl(
-        revoked, number, datetime.datetime.fromtimestamp(now, datetime.timezone.utc), lifetime, entries
+    listed = entries(registry.revoked(root))
+    crl = authority.crl_of_entries(
+        listed, number, datetime.datetime.fromtimestamp(now, datetime.timezone.utc), lifetime
     )
-    return SignedCRL(revision, number, now, len(revoked), crl.public_bytes(serialization.Encoding.DER))
+    return SignedCRL(revision, number, now, len(listed), crl.public_bytes(serialization.Encoding.DER))

@@ -25,6 +25,7 @@ __all__ = [
     "CertificateAuthority",
     "Revocation",
     "RevokedEntries",
+    "RevokedRecord",
     "revoked_entry",
     "REVOCATION_REASONS",
     "generate_rsa_key",
@@ -76,23 +77,36 @@ def revoked_entry(entry: Revocation) -> x509.RevokedCertificate:
     return revoked.build()
 
 
+#: A revocation as the store keeps it: (serial, POSIX time, reason name).
+RevokedRecord = tuple[int, float, str]
+
+
 class RevokedEntries:
     """
     CRL entries, each built once: a CRL is signed whole after every
-    revocation, and building 100,000 entries takes most of a second.
+    revocation, and building 100,000 entries takes seconds.
 
-    Not thread-safe: one CRL is signed at a time.
+    Keyed by the revocations as the store keeps them, so that the entries
+    of a CRL already signed are found without building anything. Not
+    thread-safe: one CRL is signed at a time.
     """
 
     def __init__(self) -> None:
-        self._built: dict[Revocation, x509.RevokedCertificate] = {}
+        self._built: dict[RevokedRecord, x509.RevokedCertificate] = {}
 
-    def __call__(self, revocations: Iterable[Revocation]) -> list[x509.RevokedCertificate]:
+    def __call__(self, revoked: Iterable[RevokedRecord]) -> list[x509.RevokedCertificate]:
         """
-        The entries of C{revocations}, in their order; entries no longer asked for are forgotten.
+        The entries of C{revoked}, in their order; entries no longer asked for are forgotten.
         """
         known = self._built
-        built = {r: known.get(r) or revoked_entry(r) for r in revocations}
+        built = {}
+        for record in revoked:
+            entry = known.get(record)
+            if entry is None:
+                serial, when, reason = record
+                at = datetime.datetime.fromtimestamp(when, datetime.timezone.utc)
+                entry = revoked_entry(Revocation(serial, at, reason))
+            built[record] = entry
         self._built = built
         return list(built.values())
 
@@ -317,20 +331,26 @@ class CertificateAuthority:
         number: int,
         now: datetime.datetime,
         lifetime: datetime.timedelta,
-        entries: RevokedEntries | None = None,
     ) -> x509.CertificateRevocationList:
         """
         A CRL listing C{revocations}, valid from C{now} for C{lifetime}.
+        """
+        return self.crl_of_entries([revoked_entry(r) for r in revocations], number, now, lifetime)
 
-        C{entries} keeps the entries built for an earlier CRL, so that
-        signing the next one builds only the new ones.
+    def crl_of_entries(
+        self,
+        entries: Sequence[x509.RevokedCertificate],
+        number: int,
+        now: datetime.datetime,
+        lifetime: datetime.timedelta,
+    ) -> x509.CertificateRevocationList:
+        """
+        A CRL of entries already built (L{RevokedEntries}), valid from C{now} for C{lifetime}.
         """
         ski = self.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
         # All entries at once: adding them one by one copies the builder's list each time.
         builder = (
-            x509.CertificateRevocationListBuilder(
-                revoked_certificates=(entries or RevokedEntries())(revocations)
-            )
+            x509.CertificateRevocationListBuilder(revoked_certificates=list(entries))
             .issuer_name(self.name)
             .last_update(now)
             .next_update(now + lifetime)

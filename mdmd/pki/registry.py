@@ -7,8 +7,7 @@ L{mdmd.store.runner.Store.run}) and return plain L{CertificateInfo} values.
 
 from __future__ import annotations
 
-import datetime
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Iterator, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from mdmd.errors import SOAP_AUTHENTICATION, NotFound, PeerError
-from mdmd.pki.ca import REVOCATION_REASONS, Revocation, serial_hex, thumbprint
+from mdmd.pki.ca import REVOCATION_REASONS, RevokedRecord, serial_hex, thumbprint
 from mdmd.store.models import IssuedCertificate
 
 __all__ = [
@@ -29,7 +28,7 @@ __all__ = [
     "revoke",
     "lookup",
     "list_certificates",
-    "revocations",
+    "revoked",
     "crl_revision",
     "check_client",
     "ClientCertificateRefused",
@@ -265,15 +264,10 @@ def crl_revision(root: Root) -> int:
     return revision
 
 
-def revocations(root: Root) -> list[Revocation]:
+def revoked(root: Root) -> Iterator[RevokedRecord]:
     """
-    Every revoked serial, for the CRL, in serial order (C{revoked} is kept sorted).
+    Every revocation as the store keeps it, in serial order (C{revoked} is
+    kept sorted): what the CRL lists.
     """
-    return [
-        Revocation(
-            serial=serial,
-            revoked_at=datetime.datetime.fromtimestamp(when, datetime.timezone.utc),
-            reason=reason,
-        )
-        for serial, (when, reason) in root["revoked"].items()
-    ]
+    for serial, (when, reason) in root["revoked"].items():
+        yield serial, when, reason

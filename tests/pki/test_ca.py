@@ -220,26 +220,27 @@ class CRLTests(SynchronousTestCase):
 
     def test_entries_built_once(self) -> None:
         """
-        RevokedEntries builds an entry once and hands it out again for the
-        next CRL; entries of revocations no longer listed are forgotten; a
-        CRL signed with them lists the same as one without.
+        RevokedEntries builds an entry once, from the revocation as the store
+        keeps it, and hands it out again for the next CRL; entries no longer
+        listed are forgotten; a CRL of them lists what crl() lists.
         """
+        at = NOW.timestamp()
         entries = RevokedEntries()
-        first = entries([Revocation(10, NOW, "keyCompromise"), Revocation(11, NOW)])
-        second = entries([Revocation(10, NOW, "keyCompromise"), Revocation(12, NOW)])
+        first = entries([(10, at, "keyCompromise"), (11, at, "unspecified")])
+        second = entries([(10, at, "keyCompromise"), (12, at, "unspecified")])
         self.assertIs(second[0], first[0])
         self.assertEqual([e.serial_number for e in second], [10, 12])
-        third = entries([Revocation(11, NOW)])
+        third = entries([(11, at, "unspecified")])
         self.assertIsNot(third[0], first[1])
         ca = make_ca()
-        revocations = [Revocation(10, NOW, "keyCompromise"), Revocation(12, NOW)]
         lifetime = datetime.timedelta(days=1)
-        with_entries = ca.crl(revocations, 1, NOW, lifetime, entries=entries)
-        without = ca.crl(revocations, 1, NOW, lifetime)
-        def listed(crl: x509.CertificateRevocationList) -> list[tuple[int, list[x509.Extension[x509.ExtensionType]]]]:
-            return [(e.serial_number, list(e.extensions)) for e in crl]
+        of_entries = ca.crl_of_entries(entries([(10, at, "keyCompromise"), (12, at, "unspecified")]), 1, NOW, lifetime)
+        direct = ca.crl([Revocation(10, NOW, "keyCompromise"), Revocation(12, NOW)], 1, NOW, lifetime)
 
-        self.assertEqual(listed(with_entries), listed(without))
+        def listed(crl: x509.CertificateRevocationList) -> list[tuple[int, datetime.datetime, list[x509.Extension[x509.ExtensionType]]]]:
+            return [(e.serial_number, e.revocation_date_utc, list(e.extensions)) for e in crl]
+
+        self.assertEqual(listed(of_entries), listed(direct))
 
 
 class SerialTests(SynchronousTestCase):
