@@ -16,20 +16,27 @@ What it does, all in one run on this machine:
 4. optionally (``--paced``) repeats the daemon check-ins with the devices
    spread over time at a fixed rate, to show latency below saturation.
 
-It prints messages/s, sessions/s, p50/p99 latency per message and the
+It prints messages/s, sessions/s, p50/p99 latency per message, the CPU
+time the daemon spent per message (and the ZEO server's, with ``--zeo``), the
 daemon's peak RSS, and the ratio daemon/baseline of messages/s. The client
 (this process) shares the machine's cores with the server: say so when
 quoting the figures.
 
-    .venv/bin/python bench/bench_dm.py [--devices 100] [--rounds 5] [--commands 4] [--paced 200]
+The store is the embedded FileStorage unless ``--zeo`` (a ZEO server started
+for the run, on a FileStorage of its own) or ``--store URI`` says otherwise.
+
+    .venv/bin/python bench/bench_dm.py [--devices 100] [--rounds 5] [--commands 4] [--paced 200] [--zeo]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -42,7 +49,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from mdmd import config as mdmd_config  # noqa: E402
 from mdmd.admin.cli import AdminClient  # noqa: E402
-from mdmd.testing.daemon import DaemonProcess  # noqa: E402
+from mdmd.store.db import describe  # noqa: E402
+from mdmd.testing.daemon import DaemonProcess, script  # noqa: E402
 from mdmd.testing.dmclient import DMClient, windows_dm_client, windows_post  # noqa: E402
 from mdmd.testing.windows.device import WindowsDevice  # noqa: E402
 
@@ -65,6 +73,43 @@ def peak_rss_kib(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """
+    The user and system CPU time a process (all its threads) has used.
+    """
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def start_zeo(directory: str) -> tuple[subprocess.Popen[bytes], str]:
+    """
+    A ZEO server on a FileStorage in C{directory}; the process and its store URI.
+    """
+    port = free_port()
+    server = subprocess.Popen(
+        [script("runzeo"), "-a", f"127.0.0.1:{port}", "-f", os.path.join(directory, "Data.fs")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return server, f"zeo://127.0.0.1:{port}"
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise SystemExit("the ZEO server did not start") from None
+            time.sleep(0.05)
+
+
 def rsa_sign_rate() -> float:
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import padding
@@ -82,7 +127,13 @@ class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         profile = ("--profile=" + args.cprofile, "--profiler=cprofile", "--savestats") if args.cprofile else ()
-        self.daemon = DaemonProcess(config="[dm]\ninventory =\n", twistd_args=profile)
+        self.zeo: subprocess.Popen[bytes] | None = None
+        store = args.store
+        if args.zeo:
+            self.zeo_dir = tempfile.mkdtemp(prefix="mdmd-bench-zeo-")
+            self.zeo, store = start_zeo(self.zeo_dir)
+        config = "[dm]\ninventory =\n" + (f"[store]\nuri = {store}\n" if store else "")
+        self.daemon = DaemonProcess(config=config, twistd_args=profile)
         self.devices: list[WindowsDevice] = []
         self.clients: list[DMClient] = []
         self.recorded: dict[int, list[tuple[bytes, str]]] = {}
@@ -186,6 +237,8 @@ class Bench:
         # a warm-up session per device (TLS connections opened, caches filled)
         await self.check_ins(record=False)
         total_elapsed, all_latencies, total_messages, sessions = 0.0, [], 0, 0
+        cpu_before = cpu_seconds(self.daemon.pid)
+        zeo_before = cpu_seconds(self.zeo.pid) if self.zeo is not None else 0.0
         profiler = None
         if args.profile:
             profiler = subprocess.Popen(
@@ -205,6 +258,8 @@ class Bench:
             profiler.send_signal(2)
             profiler.wait()
             print(f"daemon profile (py-spy, collapsed stacks): {args.profile}")
+        cpu = cpu_seconds(self.daemon.pid) - cpu_before
+        zeo_cpu = cpu_seconds(self.zeo.pid) - zeo_before if self.zeo is not None else 0.0
         rss = peak_rss_kib(self.daemon.pid)
         daemon_rate = total_messages / total_elapsed
         print(
@@ -214,6 +269,10 @@ class Bench:
             f"          {total_messages} messages in {total_elapsed:.2f}s: {daemon_rate:.0f} messages/s, "
             f"{sessions / total_elapsed:.0f} sessions/s, p50 {percentile(all_latencies, 50) * 1000:.1f} ms, "
             f"p99 {percentile(all_latencies, 99) * 1000:.1f} ms, peak RSS {rss / 1024:.0f} MiB"
+        )
+        print(
+            f"          store {describe(self.daemon_store())}: daemon CPU {cpu / total_messages * 1000:.2f} ms per message"
+            + (f", ZEO server CPU {zeo_cpu / total_messages * 1000:.2f} ms per message" if self.zeo is not None else "")
         )
         elapsed, latencies, messages = await self.baseline()
         baseline_rate = messages / elapsed
@@ -234,6 +293,16 @@ class Bench:
         for device in self.devices:
             await device.close()
 
+    def daemon_store(self) -> str:
+        return mdmd_config.load(self.daemon.config_path).store_uri
+
+    def cleanup(self) -> None:
+        self.daemon.cleanup()
+        if self.zeo is not None:
+            self.zeo.terminate()
+            self.zeo.wait()
+            shutil.rmtree(self.zeo_dir, ignore_errors=True)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -243,6 +312,9 @@ def main() -> None:
     parser.add_argument("--paced", type=float, default=0.0, help="also start check-ins at this rate per second")
     parser.add_argument("--profile", help="record the daemon with py-spy during the rounds (collapsed stacks)")
     parser.add_argument("--cprofile", help="run the daemon under cProfile and save its stats here (reactor thread only)")
+    stores = parser.add_mutually_exclusive_group()
+    stores.add_argument("--zeo", action="store_true", help="the store on a ZEO server started for the run")
+    stores.add_argument("--store", default="", help="the daemon's [store] uri (default: its FileStorage)")
     args = parser.parse_args()
     bench = Bench(args)
     failed = False
@@ -255,7 +327,7 @@ def main() -> None:
             Failure().printTraceback()
             failed = True
         finally:
-            bench.daemon.cleanup()
+            bench.cleanup()
 
     d = defer.ensureDeferred(go())
     d.addBoth(lambda _: reactor.stop())
