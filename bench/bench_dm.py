@@ -23,14 +23,17 @@ daemon's peak RSS, and the ratio daemon/baseline of messages/s. The client
 quoting the figures.
 
 The store is the embedded FileStorage unless ``--zeo`` (a ZEO server started
-for the run, on a FileStorage of its own) or ``--store URI`` says otherwise.
+for the run, on a FileStorage of its own), ``--postgresql`` (RelStorage on a
+PostgreSQL cluster started for the run, fsync on) or ``--store URI`` says
+otherwise; the CPU time of the store's server is then printed too.
 
-    .venv/bin/python bench/bench_dm.py [--devices 100] [--rounds 5] [--commands 4] [--paced 200] [--zeo]
+    .venv/bin/python bench/bench_dm.py [--devices 100] [--rounds 5] [--commands 4] [--paced 200] [--zeo | --postgresql]
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import shutil
 import socket
@@ -110,6 +113,62 @@ def start_zeo(directory: str) -> tuple[subprocess.Popen[bytes], str]:
             time.sleep(0.05)
 
 
+class PostgreSQL:
+    """
+    A private PostgreSQL cluster for the run (fsync on, as in production),
+    listening on a UNIX socket in a temporary directory.
+    """
+
+    def __init__(self) -> None:
+        binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+        if not binaries:
+            raise SystemExit("--postgresql needs the PostgreSQL server (Debian package postgresql)")
+        self.bin = os.path.dirname(binaries[-1])
+        self.run_as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        self.directory = tempfile.mkdtemp(prefix="mdmd-bench-pg-")
+        os.chmod(self.directory, 0o755)
+        if self.run_as:
+            shutil.chown(self.directory, "postgres")
+        self.data = os.path.join(self.directory, "data")
+
+    def _run(self, *command: str) -> None:
+        subprocess.run([*self.run_as, *command], check=True, capture_output=True, timeout=120)
+
+    def start(self) -> str:
+        port = free_port()
+        self._run(f"{self.bin}/initdb", "-D", self.data, "-A", "trust", "-U", "mdmd")
+        self._run(
+            f"{self.bin}/pg_ctl", "-D", self.data, "-w", "-l", os.path.join(self.directory, "log"),
+            "-o", f"-k {self.directory} -p {port} -c listen_addresses=''", "start",
+        )
+        self._run(f"{self.bin}/createdb", "-h", self.directory, "-p", str(port), "-U", "mdmd", "mdmd")
+        with open(os.path.join(self.data, "postmaster.pid")) as f:
+            self.pid = int(f.readline())
+        return f"postgresql://mdmd@/mdmd?host={self.directory}&port={port}"
+
+    def cpu_seconds(self) -> float:
+        """
+        The CPU time of the server's processes (the postmaster and its backends).
+        """
+        total = 0.0
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as f:
+                        fields = f.read().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                if int(entry) == self.pid or int(fields[1]) == self.pid:
+                    total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
+
+    def stop(self) -> None:
+        try:
+            self._run(f"{self.bin}/pg_ctl", "-D", self.data, "-m", "fast", "stop")
+        finally:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
 def rsa_sign_rate() -> float:
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import padding
@@ -128,10 +187,14 @@ class Bench:
         self.args = args
         profile = ("--profile=" + args.cprofile, "--profiler=cprofile", "--savestats") if args.cprofile else ()
         self.zeo: subprocess.Popen[bytes] | None = None
+        self.postgresql: PostgreSQL | None = None
         store = args.store
         if args.zeo:
             self.zeo_dir = tempfile.mkdtemp(prefix="mdmd-bench-zeo-")
             self.zeo, store = start_zeo(self.zeo_dir)
+        elif args.postgresql:
+            self.postgresql = PostgreSQL()
+            store = self.postgresql.start()
         config = "[dm]\ninventory =\n" + (f"[store]\nuri = {store}\n" if store else "")
         self.daemon = DaemonProcess(config=config, twistd_args=profile)
         self.devices: list[WindowsDevice] = []
@@ -238,7 +301,7 @@ class Bench:
         await self.check_ins(record=False)
         total_elapsed, all_latencies, total_messages, sessions = 0.0, [], 0, 0
         cpu_before = cpu_seconds(self.daemon.pid)
-        zeo_before = cpu_seconds(self.zeo.pid) if self.zeo is not None else 0.0
+        server_before = self.server_cpu()
         profiler = None
         if args.profile:
             profiler = subprocess.Popen(
@@ -259,7 +322,7 @@ class Bench:
             profiler.wait()
             print(f"daemon profile (py-spy, collapsed stacks): {args.profile}")
         cpu = cpu_seconds(self.daemon.pid) - cpu_before
-        zeo_cpu = cpu_seconds(self.zeo.pid) - zeo_before if self.zeo is not None else 0.0
+        server_cpu = self.server_cpu() - server_before
         rss = peak_rss_kib(self.daemon.pid)
         daemon_rate = total_messages / total_elapsed
         print(
@@ -272,7 +335,11 @@ class Bench:
         )
         print(
             f"          store {describe(self.daemon_store())}: daemon CPU {cpu / total_messages * 1000:.2f} ms per message"
-            + (f", ZEO server CPU {zeo_cpu / total_messages * 1000:.2f} ms per message" if self.zeo is not None else "")
+            + (
+                f", its server's CPU {server_cpu / total_messages * 1000:.2f} ms per message"
+                if self.zeo is not None or self.postgresql is not None
+                else ""
+            )
         )
         elapsed, latencies, messages = await self.baseline()
         baseline_rate = messages / elapsed
@@ -293,6 +360,16 @@ class Bench:
         for device in self.devices:
             await device.close()
 
+    def server_cpu(self) -> float:
+        """
+        The CPU time of the store's server (ZEO, PostgreSQL), if there is one.
+        """
+        if self.zeo is not None:
+            return cpu_seconds(self.zeo.pid)
+        if self.postgresql is not None:
+            return self.postgresql.cpu_seconds()
+        return 0.0
+
     def daemon_store(self) -> str:
         return mdmd_config.load(self.daemon.config_path).store_uri
 
@@ -302,6 +379,8 @@ class Bench:
             self.zeo.terminate()
             self.zeo.wait()
             shutil.rmtree(self.zeo_dir, ignore_errors=True)
+        if self.postgresql is not None:
+            self.postgresql.stop()
 
 
 def main() -> None:
@@ -314,6 +393,9 @@ def main() -> None:
     parser.add_argument("--cprofile", help="run the daemon under cProfile and save its stats here (reactor thread only)")
     stores = parser.add_mutually_exclusive_group()
     stores.add_argument("--zeo", action="store_true", help="the store on a ZEO server started for the run")
+    stores.add_argument(
+        "--postgresql", action="store_true", help="the store in RelStorage on a PostgreSQL cluster started for the run"
+    )
     stores.add_argument("--store", default="", help="the daemon's [store] uri (default: its FileStorage)")
     args = parser.parse_args()
     bench = Bench(args)
