@@ -302,6 +302,7 @@ class Bench:
         total_elapsed, all_latencies, total_messages, sessions = 0.0, [], 0, 0
         cpu_before = cpu_seconds(self.daemon.pid)
         server_before = self.server_cpu()
+        size_before = self.store_size()
         profiler = None
         if args.profile:
             profiler = subprocess.Popen(
@@ -323,6 +324,7 @@ class Bench:
             print(f"daemon profile (py-spy, collapsed stacks): {args.profile}")
         cpu = cpu_seconds(self.daemon.pid) - cpu_before
         server_cpu = self.server_cpu() - server_before
+        growth = self.store_size() - size_before
         rss = peak_rss_kib(self.daemon.pid)
         daemon_rate = total_messages / total_elapsed
         print(
@@ -340,6 +342,7 @@ class Bench:
                 if self.zeo is not None or self.postgresql is not None
                 else ""
             )
+            + (f"; Data.fs grew {growth / total_messages / 1024:.1f} KiB per message" if growth else "")
         )
         elapsed, latencies, messages = await self.baseline()
         baseline_rate = messages / elapsed
@@ -369,6 +372,13 @@ class Bench:
         if self.postgresql is not None:
             return self.postgresql.cpu_seconds()
         return 0.0
+
+    def store_size(self) -> int:
+        """
+        The size of the daemon's FileStorage (0 for another store).
+        """
+        path = os.path.join(self.daemon.state_dir, "Data.fs")
+        return os.path.getsize(path) if os.path.exists(path) else 0
 
     def daemon_store(self) -> str:
         return mdmd_config.load(self.daemon.config_path).store_uri

@@ -386,7 +386,7 @@ class StoreSection:
         1, _int(0), "Days of history a pack keeps (older revisions of changed records go)."
     )
     index_save_interval: int = _option(
-        600,
+        300,
         _int(0),
         "Seconds between saves of the FileStorage index (Data.fs.index), so that a start "
         "after a crash reads only what was written since the last save instead of the whole "

@@ -219,9 +219,9 @@ class EnrollmentTests(SettingsTestCase):
         """
         [store] pack_interval and index_save_interval are seconds (0: off),
         pack_keep_days days; by default a daily pack keeping a day, the index
-        saved every ten minutes.
+        saved every five minutes.
         """
-        self.assertEqual(self.load().store.upkeep, UpkeepSettings(86400.0, 1.0, 600.0))
+        self.assertEqual(self.load().store.upkeep, UpkeepSettings(86400.0, 1.0, 300.0))
         upkeep = self.load("[store]\npack_interval = 0\npack_keep_days = 7\nindex_save_interval = 60\n").store.upkeep
         self.assertEqual(upkeep, UpkeepSettings(pack_interval=0.0, pack_keep_days=7.0, index_save_interval=60.0))
 

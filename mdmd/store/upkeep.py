@@ -58,7 +58,7 @@ class UpkeepSettings:
     #: history kept by a pack, in days (0: only the current revisions)
     pack_keep_days: float = 1.0
     #: seconds between saves of the FileStorage index; 0: only on a clean close
-    index_save_interval: float = 600.0
+    index_save_interval: float = 300.0
 
 
 class PackRefused(Conflict):
