@@ -382,8 +382,12 @@ class StoreSection:
         "serves; 0 packs only on demand (mdmctl store pack). A ZEO or RelStorage store is "
         "packed by its server, not by mdmd.",
     )
-    pack_keep_days: int = _option(
-        1, _int(0), "Days of history a pack keeps (older revisions of changed records go)."
+    pack_keep_days: float = _option(
+        1.0,
+        _float(0),
+        "Days of history a pack keeps (older revisions of changed records go); fractions "
+        "are fine (0.25: six hours). Each day of history costs disk: about what a day of "
+        "check-ins writes.",
     )
     index_save_interval: int = _option(
         300,

@@ -193,7 +193,7 @@ def from_config(config: Config) -> Settings:
             cache_size=config.store.cache_size,
             upkeep=UpkeepSettings(
                 pack_interval=float(config.store.pack_interval),
-                pack_keep_days=float(config.store.pack_keep_days),
+                pack_keep_days=config.store.pack_keep_days,
                 index_save_interval=float(config.store.index_save_interval),
             ),
         ),

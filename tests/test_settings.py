@@ -218,12 +218,12 @@ class EnrollmentTests(SettingsTestCase):
     def test_store_upkeep(self) -> None:
         """
         [store] pack_interval and index_save_interval are seconds (0: off),
-        pack_keep_days days; by default a daily pack keeping a day, the index
+        pack_keep_days days (fractions too); by default a daily pack keeping a day, the index
         saved every five minutes.
         """
         self.assertEqual(self.load().store.upkeep, UpkeepSettings(86400.0, 1.0, 300.0))
-        upkeep = self.load("[store]\npack_interval = 0\npack_keep_days = 7\nindex_save_interval = 60\n").store.upkeep
-        self.assertEqual(upkeep, UpkeepSettings(pack_interval=0.0, pack_keep_days=7.0, index_save_interval=60.0))
+        upkeep = self.load("[store]\npack_interval = 0\npack_keep_days = 0.25\nindex_save_interval = 60\n").store.upkeep
+        self.assertEqual(upkeep, UpkeepSettings(pack_interval=0.0, pack_keep_days=0.25, index_save_interval=60.0))
 
     def test_account(self) -> None:
         """

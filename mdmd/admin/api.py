@@ -652,8 +652,8 @@ class AdminAPI(AsyncResource):
         it is done, with what it did. 409 for a store mdmd does not pack (ZEO,
         RelStorage) or while a pack runs.
         """
-        days = self.field(self.body(request), "days", int, required=False)
-        if days is not None and (isinstance(days, bool) or days < 0):
-            raise ApiError("field 'days' must be a whole number of days, 0 or more")
+        days = self.body(request).get("days")
+        if days is not None and (isinstance(days, bool) or not isinstance(days, (int, float)) or days < 0):
+            raise ApiError("field 'days' must be a number of days, 0 or more")
         report = await self.store.pack(days)
         return 200, report.as_json()

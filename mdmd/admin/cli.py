@@ -1199,7 +1199,7 @@ def build_parser() -> argparse.ArgumentParser:
         listing=True,
     )
     pack.add_argument(
-        "--days", type=int, help="days of history to keep (default: [store] pack_keep_days)"
+        "--days", type=float, help="days of history to keep (default: [store] pack_keep_days)"
     )
 
     console = add(

@@ -634,6 +634,8 @@ class StorePackTests(AdminTestCase):
         """
         code, out, _ = await self.mdmctl("store", "pack", "--days", "3", "--json")
         self.assertEqual(json.loads(out)["days"], 3)
+        code, out, _ = await self.mdmctl("store", "pack", "--days", "1.5", "--json")
+        self.assertEqual(json.loads(out)["days"], 1.5)
         code, out, err = await self.mdmctl("store", "pack")
         self.assertEqual((code, err), (0, ""))
         self.assertRegex(out, r"^store packed in [0-9.]+ s, keeping 1 day\(s\) of history: [0-9.]+ \S+ → [0-9.]+ \S+\n$")
@@ -644,9 +646,9 @@ class StorePackTests(AdminTestCase):
 
     async def test_days_checked(self) -> None:
         """
-        Days must be a whole number, 0 or more.
+        Days must be a number, 0 or more.
         """
-        for body in (b'{"days": -1}', b'{"days": "x"}', b'{"days": true}'):
+        for body in (b'{"days": -1}', b'{"days": -0.5}', b'{"days": "x"}', b'{"days": true}'):
             code, _, value = await self.raw("POST", "/v1/store/pack", body)
             self.assertEqual(code, 400, body)
             self.assertIn("days", value["error"])
