@@ -4,13 +4,27 @@ TRIAL  := $(VENV)/bin/trial
 TWISTD := $(VENV)/bin/twistd
 JOBS   ?= 2
 
-.PHONY: run test deps dev-deps bench lint lock config-docs deb deb-check deb-check-systemd clean
+.PHONY: run test crash deps dev-deps bench lint lock config-docs deb deb-check deb-check-systemd clean
 
 run: deps
 	$(TWISTD) --nodaemon --pidfile= mdmd $(if $(CONFIG),--config $(CONFIG))
 
+# The suite in parallel, then the Debian package test on its own, in the
+# foreground, so that its progress (about two minutes) shows as it happens.
+# It skips itself where it cannot run (see tests/packaging/test_deb.py).
 test: dev-deps
-	$(TRIAL) --jobs=$(JOBS) tests
+	MDMD_SKIP_DEB_CHECK=1 $(TRIAL) --jobs=$(JOBS) tests
+	$(TRIAL) --temp-directory=_trial_temp_deb tests.packaging.test_deb
+
+# The crash-consistency tests at the issue's scale (make test runs them small):
+# 200 devices and 6 SIGKILLs, an SMSC outage of 3 minutes. See docs/performance.md.
+CRASH_DEVICES ?= 200
+CRASH_KILLS   ?= 6
+CRASH_OUTAGE  ?= 180
+crash: dev-deps
+	MDMD_SKIP_DEB_CHECK=1 MDMD_CRASH_DEVICES=$(CRASH_DEVICES) MDMD_CRASH_KILLS=$(CRASH_KILLS) \
+		MDMD_CRASH_OUTAGE=$(CRASH_OUTAGE) $(TRIAL) --temp-directory=_trial_temp_crash tests.e2e.test_crash tests.e2e.test_crash_push
+	@grep -h "crash test:\|outage test:" _trial_temp_crash/test.log
 
 deps:
 	tools/bootstrap

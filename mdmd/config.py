@@ -16,7 +16,9 @@ import dataclasses
 import decimal
 import ipaddress
 import os
+import re
 import socket
+import ssl
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -168,6 +170,15 @@ def _subset(*choices: str) -> Callable[[str], tuple[str, ...]]:
     return parse
 
 
+def _regex(raw: str) -> str:
+    value = raw.strip()
+    try:
+        re.compile(value)
+    except re.error as e:
+        raise ValueError(f"not a regular expression: {e}") from None
+    return value
+
+
 def _tcp_address(raw: str) -> ListenAddress:
     value = raw.strip()
     host, sep, port = value.rpartition(":")
@@ -189,6 +200,18 @@ def _listen(raw: str) -> ListenAddress:
     if value.startswith("tcp:"):
         value = value[len("tcp:") :]
     return _tcp_address(value)
+
+
+def _ciphers(raw: str) -> str:
+    """
+    An OpenSSL cipher string that selects at least one TLS 1.2 cipher suite.
+    """
+    value = raw.strip()
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(value)
+    except ssl.SSLError:
+        raise ValueError(f"no TLS 1.2 cipher suite matches {value!r}") from None
+    return value
 
 
 def _store_uri(raw: str) -> str:
@@ -349,6 +372,40 @@ class HttpsSection:
         "that signs the device certificates (with its intermediates and root). Empty: mdmd's "
         "CA only.",
     )
+    ciphers: str = _option(
+        "ECDHE+AESGCM:ECDHE+CHACHA20",
+        _ciphers,
+        "TLS 1.2 cipher suites, in OpenSSL's notation. The default allows only ECDHE key "
+        "exchange with AES-GCM or ChaCha20-Poly1305 (forward secret; no static RSA key "
+        "exchange, no CBC, no SHA-1), which Windows 10 and 11 and current TLS stacks support "
+        "(docs/operations.md); TLS 1.3 keeps its own suites.",
+    )
+    header_timeout: int = _option(
+        20,
+        _int(1),
+        "Seconds a client has to send a request's line and headers, from its first byte (on a "
+        "new connection, from the connection: the TLS handshake included); a slower one gets "
+        "408 and its connection is closed.",
+    )
+    body_timeout: int = _option(
+        60,
+        _int(1),
+        "Seconds a client has to send a request's body once its headers are in; a slower one "
+        "gets 408 and its connection is closed.",
+    )
+    max_connections: int = _option(
+        1000,
+        _int(1),
+        "Connections held open at once; more are closed as soon as they are accepted. Keep it "
+        "below the daemon's file descriptor limit.",
+    )
+    max_connections_per_source: int = _option(
+        100,
+        _int(0),
+        "Connections held open at once from one address (IPv6: one /64); 0 for no limit. "
+        "Behind a load balancer or proxy that does not keep the client's address, every "
+        "connection comes from its address: raise this or set it to 0.",
+    )
 
 
 @dataclass(frozen=True)
@@ -436,6 +493,28 @@ class AdminSection:
         _str,
         "File holding the bearer token (written 0600 on first start). Empty means "
         "STATE_DIR/admin.token.",
+    )
+    idempotency_keep: int = _option(
+        86400,
+        _int(60, 30 * 86400),
+        "Seconds the answer to a request carrying an Idempotency-Key is kept: the same "
+        "request sent again with that key within this time is answered again, not carried "
+        "out again (mdmctl retries with one when an answer is lost).",
+    )
+    user_names: tuple[str, ...] = _option(
+        ("email", "domain", "plain"),
+        _subset("email", "domain", "plain"),
+        "The forms a new user's name may take (mdmctl user add): email (user@example.com, "
+        "as Windows enrolls with a work account), domain (DOMAIN\\user) and plain (a name "
+        "matching user_name_pattern); comma-separated.",
+    )
+    user_name_pattern: str = _option(
+        "[A-Za-z0-9][A-Za-z0-9._-]{0,63}",
+        _regex,
+        "The regular expression a plain user name must match whole.",
+    )
+    min_password_length: int = _option(
+        8, _int(1, 1024), "The fewest characters of a user's password (mdmctl user add and password)."
     )
 
 
@@ -769,6 +848,114 @@ class SmppSection:
     )
 
 
+def _https_url(raw: str) -> str:
+    value = raw.strip()
+    if value and (urlsplit(value).scheme != "https" or not urlsplit(value).hostname):
+        raise ValueError(f"expected an https:// URL, got {value!r}")
+    return value
+
+
+def _proxy_url(raw: str) -> str:
+    value = raw.strip()
+    if value and (urlsplit(value).scheme != "http" or not urlsplit(value).hostname):
+        raise ValueError(f"expected http://HOST:PORT (a proxy that takes CONNECT), got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class WnsSection:
+    """[wns]: waking Windows devices through the Windows Notification Service (WNS)."""
+
+    enabled: bool = _option(
+        False,
+        _bool,
+        "Whether Windows devices get a WNS push channel and are woken through WNS. It needs the "
+        "push application registered with Microsoft (see docs/operations.md).",
+    )
+    pfn: str = _option(
+        "",
+        _str,
+        "The package family name of the push application (Partner Center), set on every Windows "
+        "device (DMClient Provider/PROVIDER/Push/PFN).",
+    )
+    pfn_delivery: str = _option(
+        "enrollment",
+        _choice("enrollment", "session"),
+        "How a device gets the PFN: in the provisioning document of its enrollment (and, for devices "
+        "enrolled before, in their next DM session), or only in a DM session (Replace) after enrolling. "
+        "Microsoft's DMClient description says the Push node is not configurable in WAP provisioning: "
+        "choose session if enrollments fail with the PFN in the document.",
+    )
+    token_flow: str = _option(
+        "classic",
+        _choice("classic", "entra"),
+        "How the access token is obtained: classic (package SID and client secret from Partner Center, "
+        "against the Live token endpoint) or entra (an Entra ID app registration's client id and secret, "
+        "client credentials for https://wns.windows.com/.default).",
+    )
+    package_sid: str = _option(
+        "", _str, "classic: the application's package SID (ms-app://s-1-15-2-...)."
+    )
+    tenant_id: str = _option("", _str, "entra: the directory (tenant) id of the app registration.")
+    client_id: str = _option("", _str, "entra: the application (client) id of the app registration.")
+    secret_file: str = _option(
+        "",
+        _str,
+        "File holding the client secret on its first line (mode 0600, owned by the daemon's user): "
+        "the classic flow's client secret or the Entra app's. Checked when the daemon starts.",
+    )
+    token_url: str = _option(
+        "",
+        _https_url,
+        "The token endpoint; empty means the flow's own: https://login.live.com/accesstoken.srf "
+        "(classic) or https://login.microsoftonline.com/TENANT/oauth2/v2.0/token (entra).",
+    )
+    notify_url: str = _option(
+        "",
+        _https_url,
+        "An https://HOST[:PORT] that notifications go to instead of each channel URI's host (the "
+        "channel's path and query are kept): a private relay, or a test endpoint. Empty: the channel URI.",
+    )
+    channel_hosts: tuple[str, ...] = _option(
+        ("notify.windows.com",),
+        _list,
+        "Hosts (and their subdomains) a channel URI may name; our access token is sent there, so a "
+        "channel elsewhere is not used.",
+    )
+    ca_file: str = _option(
+        "",
+        _str,
+        "PEM file of the CAs trusted for the token and notification endpoints; empty means the "
+        "system's trust store.",
+    )
+    proxy: str = _option(
+        "", _proxy_url, "An HTTP proxy (http://HOST:PORT) reached with CONNECT; empty connects directly."
+    )
+    concurrency: int = _option(
+        50, _int(1, 10000), "Notifications in flight at once (and connections kept open to WNS)."
+    )
+    timeout: int = _option(30, _int(1, 600), "Seconds a request to WNS or the token endpoint may take.")
+    max_attempts: int = _option(
+        5,
+        _int(1, 100),
+        "Notifications sent for one push while WNS throttles it (406, 429) or fails (5xx, no answer), "
+        "with a back-off doubling from 1 s; then it is tried again after [push] retry_delay, until it expires.",
+    )
+    refresh_days: int = _option(
+        7,
+        _int(1, 29),
+        "Days between two reads of a device's Push/ChannelURI and Push/Status (WNS channels live 30 "
+        "days; Windows renews them on its own).",
+    )
+    poll_interval: int = _option(
+        1440,
+        _int(0, 1000000),
+        "With WNS enabled, the long-term poll interval in minutes handed to devices at enrollment "
+        "(replacing the last interval of [enrollment] poll_schedule; Microsoft recommends more than "
+        "24 hours with push). 0 keeps [enrollment] poll_schedule as it is.",
+    )
+
+
 @dataclass(frozen=True)
 class ManholeSection:
     """[manhole]: a Python shell inside the running daemon, over telnet, for debugging."""
@@ -794,6 +981,56 @@ class ManholeSection:
 
 
 @dataclass(frozen=True)
+class LimitsSection:
+    """[limits]: what strangers can make mdmd do: password guessing, counted per node in memory."""
+
+    password_failures_per_user: int = _option(
+        5,
+        _int(1, 1000),
+        "Failed password checks of one user name (enrollment, the Federated sign-in page) "
+        "after which each further check must wait 1, 2, 4, ... seconds, its answer held as long.",
+    )
+    password_failures_per_source: int = _option(
+        20,
+        _int(1, 100000),
+        "The same for failed checks from one address (IPv6: one /64), whatever the user names.",
+    )
+    password_max_delay: int = _option(
+        16,
+        _int(1, 3600),
+        "Longest wait between two checks, in seconds; a failure that would make a user name or "
+        "address wait longer locks it out.",
+    )
+    password_lockout: int = _option(
+        900,
+        _int(1, 86400),
+        "Seconds a locked-out user name or address is refused, the right password too (one "
+        "warning is logged when it begins). After as long without a failure, its count starts "
+        "afresh.",
+    )
+    password_tracked: int = _option(
+        10000,
+        _int(100, 10_000_000),
+        "User names and addresses whose failures are remembered; the least recently used are "
+        "forgotten first.",
+    )
+    password_checks: int = _option(
+        1,
+        _int(1, 64),
+        "Password hashings (scrypt: about 0.1 s of a processor and 32 MiB of memory each) run "
+        "at once. Keep it below the number of processors, so that hashing (a burst of "
+        "guesses, a rush of new users) leaves a processor to everything else; a check of "
+        "credentials seen in the last minutes needs none.",
+    )
+    password_queue: int = _option(
+        128,
+        _int(0, 10000),
+        "Password checks that may wait for a turn; beyond that enrollment answers busy (SOAP "
+        "s:EnrollmentServer, HTTP 503 with Retry-After).",
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     """
     A whole, validated configuration. Paths are absolute.
@@ -808,7 +1045,9 @@ class Config:
     dm: DMSection = field(default_factory=DMSection)
     push: PushSection = field(default_factory=PushSection)
     smpp: SmppSection = field(default_factory=SmppSection)
+    wns: WnsSection = field(default_factory=WnsSection)
     manhole: ManholeSection = field(default_factory=ManholeSection)
+    limits: LimitsSection = field(default_factory=LimitsSection)
 
     @property
     def state_dir(self) -> str:
@@ -969,6 +1208,9 @@ def _resolve_paths(config: Config, base: str) -> Config:
         ),
         push=dataclasses.replace(config.push, spool_dir=absolute(config.push.spool_dir, state_dir)),
         smpp=dataclasses.replace(config.smpp, ca_file=absolute(config.smpp.ca_file)),
+        wns=dataclasses.replace(
+            config.wns, secret_file=absolute(config.wns.secret_file), ca_file=absolute(config.wns.ca_file)
+        ),
         manhole=dataclasses.replace(
             config.manhole,
             listen=socket(config.manhole.listen),
@@ -1021,6 +1263,7 @@ def _cross_checks(config: Config) -> list[str]:
             except InvalidCommand as e:
                 errors.append(f"[dm] {option}: {e}")
     errors.extend(_smpp_checks(config.smpp))
+    errors.extend(_wns_checks(config.wns))
     if not config.push.spool_dir:
         errors.append("[push] spool_dir: must not be empty")
     manhole = config.manhole
@@ -1055,6 +1298,25 @@ def _smpp_checks(smpp: SmppSection) -> list[str]:
         errors.append("[smpp] validity_period: expected 16 characters (YYMMDDhhmmsstnnp), or empty")
     if smpp.ca_file and not os.path.isfile(smpp.ca_file):
         errors.append(f"[smpp] ca_file: {smpp.ca_file} does not exist")
+    return errors
+
+
+def _wns_checks(wns: WnsSection) -> list[str]:
+    """
+    Only with C{enabled}: what the chosen flow needs. (The secret file is
+    read when the daemon starts: mdmctl need not be able to read it.)
+    """
+    if not wns.enabled:
+        return []
+    errors = []
+    needed = {"classic": ("package_sid",), "entra": ("tenant_id", "client_id")}[wns.token_flow]
+    for option in ("pfn", "secret_file", *needed):
+        if not getattr(wns, option):
+            errors.append(f"[wns] {option}: must be set when WNS is enabled (token_flow {wns.token_flow})")
+    if wns.ca_file and not os.path.isfile(wns.ca_file):
+        errors.append(f"[wns] ca_file: {wns.ca_file} does not exist")
+    if not wns.channel_hosts:
+        errors.append("[wns] channel_hosts: must name at least one host")
     return errors
 
 

@@ -14,12 +14,14 @@ so does not import the daemon's modules, which keeps each command quick.)
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from dataclasses import dataclass
 
 from cryptography import x509
 
 from mdmd import config as mdmd_config
+from mdmd.admin.idempotency import IdempotencySettings
 from mdmd.config import Config, ConfigErrors, ListenAddress
 from mdmd.devices.accounts import DeviceKind
 from mdmd.devices.registration import RegistrationSettings
@@ -27,11 +29,17 @@ from mdmd.dm import effects as dm_effects
 from mdmd.dm.checkin import DMSettings
 from mdmd.enroll.operations import EnrollmentSettings
 from mdmd.enroll.provisioning import DMAccount
+from mdmd.enroll.throttle import GuessLimits
+from mdmd.enroll.users import PasswordLimits, UserPolicy
 from mdmd.enroll.xcep import CertificatePolicy
+from mdmd.listeners import ConnectionLimits
+from mdmd.notify.channels import ChannelSettings
 from mdmd.notify.jobs import PushSettings
 from mdmd.notify.pkg0 import UIMode
 from mdmd.notify.smpp_pdu import MessageIdBase
 from mdmd.notify.smpp_session import Address, BindType, SessionConfig
+from mdmd.notify.wns import WnsSettings
+from mdmd.notify.wns_protocol import RetryPolicy, TokenFlow, token_url_for
 from mdmd.pki.authority import CASettings
 from mdmd.store.upkeep import UpkeepSettings
 
@@ -46,9 +54,12 @@ __all__ = [
     "StoreSettings",
     "from_config",
     "load",
+    "poll_warnings",
 ]
 
 _DAY = 86400.0
+#: Microsoft's advice: with push, the long-term poll interval is more than a day.
+_PUSH_POLL_MINUTES = 1440
 
 
 @dataclass(frozen=True)
@@ -85,6 +96,10 @@ class HttpsSettings:
     listen: ListenAddress
     max_body: int
     idle_timeout: float
+    #: seconds for a request's head, and then its body, to arrive
+    header_timeout: float = 20.0
+    body_timeout: float = 60.0
+    connections: ConnectionLimits = ConnectionLimits()
 
 
 @dataclass(frozen=True)
@@ -127,6 +142,9 @@ class AdminSettings:
 
     listen: ListenAddress
     token_file: str
+    idempotency: IdempotencySettings
+    #: what names and passwords users may be given
+    users: UserPolicy
 
 
 @dataclass(frozen=True)
@@ -158,6 +176,12 @@ class Settings:
     smpp: SmscSettings | None
     admin: AdminSettings
     manhole: ManholeSettings
+    #: what a password check may cost: [limits]
+    passwords: PasswordLimits = PasswordLimits()
+    #: None unless [wns] enabled; its channel side is C{dm.push_channel}
+    wns: WnsSettings | None = None
+    #: what to warn about at start (the poll schedule against the push transports)
+    warnings: tuple[str, ...] = ()
 
 
 def load(path: str | None, base_dir: str | None = None) -> Settings:
@@ -184,7 +208,7 @@ def from_config(config: Config) -> Settings:
     )
     device_cas = _device_cas(config.https.device_ca_file)
     dm = _dm(config, device_cas)
-    return Settings(
+    settings = Settings(
         server=server,
         store=StoreSettings(
             uri=config.store_uri,
@@ -201,6 +225,12 @@ def from_config(config: Config) -> Settings:
             listen=config.https.listen,
             max_body=config.https.max_body,
             idle_timeout=float(config.https.idle_timeout),
+            header_timeout=float(config.https.header_timeout),
+            body_timeout=float(config.https.body_timeout),
+            connections=ConnectionLimits(
+                total=config.https.max_connections,
+                per_source=config.https.max_connections_per_source,
+            ),
         ),
         ca=_ca(config, server, device_cas),
         enrollment=_enrollment(config),
@@ -212,13 +242,58 @@ def from_config(config: Config) -> Settings:
         dm=dm,
         push=_notifier(config),
         smpp=_smsc(config) if config.smpp.host else None,
-        admin=AdminSettings(listen=config.admin.listen, token_file=config.admin_token_file),
+        admin=AdminSettings(
+            listen=config.admin.listen,
+            token_file=config.admin_token_file,
+            idempotency=IdempotencySettings(keep=float(config.admin.idempotency_keep)),
+            users=UserPolicy(
+                forms=config.admin.user_names,
+                plain_pattern=config.admin.user_name_pattern,
+                min_password=config.admin.min_password_length,
+            ),
+        ),
         manhole=ManholeSettings(
             enabled=config.manhole.enabled,
             listen=config.manhole.listen,
             password_file=config.manhole_password_file,
         ),
+        passwords=_passwords(config),
+        wns=_wns(config) if config.wns.enabled else None,
     )
+    return dataclasses.replace(settings, warnings=poll_warnings(settings))
+
+
+def _passwords(config: Config) -> PasswordLimits:
+    limits = config.limits
+    return PasswordLimits(
+        guesses=GuessLimits(
+            user_failures=limits.password_failures_per_user,
+            source_failures=limits.password_failures_per_source,
+            max_delay=float(limits.password_max_delay),
+            lockout=float(limits.password_lockout),
+            tracked=limits.password_tracked,
+        ),
+        concurrent=limits.password_checks,
+        queued=limits.password_queue,
+    )
+
+
+def poll_warnings(settings: Settings) -> tuple[str, ...]:
+    """
+    What is off between the poll schedule devices get and what can wake them.
+    """
+    minutes = settings.enrollment.account.poll.remaining_interval
+    if settings.wns is not None and minutes < _PUSH_POLL_MINUTES:
+        return (
+            f"devices poll every {minutes} minutes although WNS wakes them: Microsoft recommends a "
+            f"long-term poll of at least {_PUSH_POLL_MINUTES} minutes with push ([wns] poll_interval)",
+        )
+    if settings.wns is None and settings.smpp is None and minutes > _PUSH_POLL_MINUTES:
+        return (
+            f"devices poll only every {minutes} minutes and neither WNS nor an SMSC can wake them "
+            f"(pushes only go to the spool): commands may wait that long ([enrollment] poll_schedule)",
+        )
+    return ()
 
 
 def _device_cas(path: str) -> tuple[x509.Certificate, ...]:
@@ -265,6 +340,7 @@ def _ca(config: Config, server: ServerSettings, device_cas: tuple[x509.Certifica
         server_key_file=config.https.key_file,
         server_chain_file=config.https.chain_file,
         device_cas=device_cas,
+        tls_ciphers=config.https.ciphers,
     )
 
 
@@ -290,10 +366,11 @@ def _enrollment(config: Config) -> EnrollmentSettings:
             initial_backoff_ms=enrollment.initial_backoff_ms,
             max_backoff_ms=enrollment.max_backoff_ms,
             default_encoding=enrollment.default_encoding,
-            poll=enrollment.poll_schedule,
+            poll=_poll_schedule(config),
             poll_on_login=enrollment.poll_on_login,
             renew_period_days=enrollment.renewal_period_days,
             renew_retry_days=enrollment.renewal_retry_days,
+            push_pfn=config.wns.pfn if config.wns.enabled and config.wns.pfn_delivery == "enrollment" else "",
         ),
         device_auth_type=enrollment.device_auth_type,
         federated_token_lifetime=float(enrollment.federated_token_lifetime),
@@ -307,8 +384,19 @@ def _enrollment(config: Config) -> EnrollmentSettings:
     )
 
 
+def _poll_schedule(config: Config) -> mdmd_config.PollSchedule:
+    """
+    [enrollment] poll_schedule, its long-term interval [wns] poll_interval when WNS wakes devices.
+    """
+    schedule = config.enrollment.poll_schedule
+    if config.wns.enabled and config.wns.poll_interval:
+        return dataclasses.replace(schedule, remaining_interval=config.wns.poll_interval)
+    return schedule
+
+
 def _dm(config: Config, device_cas: tuple[x509.Certificate, ...]) -> DMSettings:
     dm = config.dm
+    wns = config.wns
     return DMSettings(
         session=dm_effects.Settings(
             session_timeout=float(dm.session_timeout),
@@ -320,6 +408,17 @@ def _dm(config: Config, device_cas: tuple[x509.Certificate, ...]) -> DMSettings:
         require_client_certificate_omadm=dm.require_client_certificate_omadm,
         device_cas=device_cas,
         send_server_credential=frozenset(DeviceKind(kind) for kind in dm.send_server_credential),
+        push_channel=(
+            ChannelSettings(
+                pfn=wns.pfn,
+                provider_id=config.enrollment.provider_id,
+                refresh=wns.refresh_days * _DAY,
+                hosts=wns.channel_hosts,
+                pfn_at_enrollment=wns.pfn_delivery == "enrollment",
+            )
+            if wns.enabled
+            else None
+        ),
     )
 
 
@@ -339,6 +438,23 @@ def _notifier(config: Config) -> NotifierSettings:
         spool_dir=push.spool_dir,
         retry_delay=float(push.retry_delay),
         keep_seconds=push.keep_days * _DAY,
+    )
+
+
+def _wns(config: Config) -> WnsSettings:
+    wns = config.wns
+    flow = TokenFlow(wns.token_flow)
+    return WnsSettings(
+        flow=flow,
+        client_id=wns.package_sid if flow is TokenFlow.CLASSIC else wns.client_id,
+        secret_file=wns.secret_file,
+        token_url=token_url_for(flow, wns.tenant_id, wns.token_url),
+        notify_url=wns.notify_url,
+        ca_file=wns.ca_file,
+        proxy=wns.proxy,
+        concurrency=wns.concurrency,
+        timeout=float(wns.timeout),
+        retry=RetryPolicy(attempts=wns.max_attempts),
     )
 
 

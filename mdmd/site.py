@@ -1,7 +1,7 @@
 """
-The HTTPS front door: a twisted.web Site whose requests have a bounded body,
-whose responses always carry Content-Length, and which logs one line per
-request.
+The HTTPS front door: a twisted.web Site whose requests have a bounded head
+and body that must arrive in time, whose responses always carry
+Content-Length, and which logs one line per request.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, ClassVar
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ISSLTransport, ITCPTransport
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from twisted.web import http
@@ -20,12 +20,196 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from mdmd.errors import AnsweredError, InternalError, PeerError, answer_text
 
-__all__ = ["MdmdRequest", "mdmd_request", "MdmdSite", "respond", "Response", "AsyncResource"]
+__all__ = [
+    "MdmdChannel",
+    "MdmdRequest",
+    "mdmd_request",
+    "MdmdSite",
+    "respond",
+    "Response",
+    "AsyncResource",
+]
 
 log = Logger()
 
-#: Bodies twisted.web decodes into request.args.
-_FORM_TYPES = (b"application/x-www-form-urlencoded", b"multipart/form-data")
+_REASONS = {
+    400: b"Bad Request",
+    408: b"Request Timeout",
+    413: b"Request Entity Too Large",
+    414: b"URI Too Long",
+    431: b"Request Header Fields Too Large",
+}
+
+
+class MdmdChannel(http.HTTPChannel):
+    """
+    HTTP/1.1 whose requests a stranger cannot stretch.
+
+    Twisted's channel closes a request line or header line longer than
+    C{MAX_LENGTH} without a word (and, over TLS, leaves the connection open
+    until its idle timeout, waiting for the peer's close_notify), answers
+    400 when all the header lines together pass C{totalHeadersSize}, and
+    resets its idle timeout on every byte, so a client dripping its
+    headers holds a connection for ever. Here:
+
+      - a request line over 16 KiB is answered 414, a header line or all of
+        them over 16 KiB 431, at once, and the connection closed;
+      - a request's head (request line and headers) must arrive within the
+        site's C{header_timeout} of its first byte (for a new connection, of
+        the connection: that covers the TLS handshake), its body within
+        C{body_timeout} of the head; otherwise 408 and close;
+      - between requests, the idle timeout is Twisted's (the site's C{timeout}).
+
+    Every refusal closes the connection: the answer is sent, the connection
+    half-closed, and the socket aborted C{linger} seconds later if the peer
+    does not let it go (L{_close}).
+    """
+
+    site: MdmdSite
+    #: seconds a refused connection is given to close its side before it is aborted
+    linger = 2.0
+    _deadline: IDelayedCall | None = None
+    _aborting: IDelayedCall | None = None
+    #: some bytes of the request now arriving have come
+    _request_started = False
+    refused = False
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._start_deadline(self.site.header_timeout, "head")
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.refused:
+            return
+        if not self._handlingRequest and self._deadline is None:
+            self._start_deadline(self.site.header_timeout, "head")
+        self._request_started = True
+        super().dataReceived(data)
+
+    def lineReceived(self, line: bytes) -> bool | None:
+        # Twisted counts the head's bytes per request (reset when one is complete).
+        first = self._receivedHeaderSize == 0
+        if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
+            return self._refuse_long_head(first)
+        super().lineReceived(line)
+        return self.refused or None
+
+    def lineLengthExceeded(self, line: bytes) -> bool:
+        return self._refuse_long_head(self._receivedHeaderSize == 0)
+
+    def _refuse_long_head(self, first: bool) -> bool:
+        if first:
+            self.refuse(414, b"request line too long")
+        else:
+            self.refuse(431, b"request header fields too large")
+        return True
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        # Twisted's answer to a malformed request (or one with more than
+        # maxHeaders headers: 431) writes a bare 400 and waits for the peer's
+        # close_notify; close as every other refusal does.
+        if self._receivedHeaderCount > self.maxHeaders:
+            self.refuse(431, b"too many request header fields")
+        else:
+            self.refuse(400, b"malformed request")
+
+    def allHeadersReceived(self) -> None:
+        self._stop_deadline()
+        super().allHeadersReceived()
+        if self.length != 0 and not self.refused:
+            self._start_deadline(self.site.body_timeout, "body")
+
+    def allContentReceived(self) -> None:
+        self._stop_deadline()
+        self._request_started = False
+        super().allContentReceived()
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]  # HTTPChannel's is untyped
+        self._stop_deadline()
+        if self._aborting is not None and self._aborting.active():
+            self._aborting.cancel()
+        self._aborting = None
+        super().connectionLost(reason)
+
+    def refuse(self, status: int, reason: bytes) -> None:
+        """
+        Answer C{status} with C{reason} (once), and close the connection.
+        """
+        if self.refused:
+            return
+        self.refused = True
+        self._stop_deadline()
+        self.setTimeout(None)
+        transport = self.transport
+        assert transport is not None  # refusals come from receiving
+        body = reason + b"\r\n"
+        transport.write(
+            b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+            % (status, _REASONS.get(status, b"Refused"), len(body), body)
+        )
+        self._close()
+        log.info(
+            "refused a request from {peer}: {status} {reason}",
+            peer=str(transport.getPeer()),
+            status=status,
+            reason=reason.decode("ascii", "replace"),
+        )
+
+    def _close(self) -> None:
+        """
+        Close the connection once what we wrote is sent, without waiting on the peer.
+
+        Over TLS, Twisted's layer sends close_notify and then waits for the
+        peer's before it closes the socket: a peer that never sends one (a
+        slow client, an attacker) would keep its connection, and its place
+        under the connection caps. Closing the socket outright while the peer
+        is still sending (a 100 KB header) would reset the connection and
+        could destroy our answer before the peer reads it. So, as HTTP
+        servers do, the TCP connection is half-closed after our answer (and
+        close_notify: TLS does not require waiting for the peer's), what
+        still comes is read and dropped, and the socket is aborted
+        C{linger} seconds later if the peer has not closed its side by then.
+        """
+        tls = ISSLTransport.providedBy(self.transport)
+        if tls:
+            self.loseConnection()  # our close_notify
+        below = getattr(self.transport, "transport", None) if tls else self.transport
+        if ITCPTransport.providedBy(below):
+            ITCPTransport(below).loseWriteConnection()
+        elif not tls:  # a UNIX socket (the admin API): close it plainly
+            self.loseConnection()
+        self._aborting = self.callLater(self.linger, self._abort)
+
+    def _abort(self) -> None:
+        self._aborting = None
+        if ITCPTransport.providedBy(self.transport):
+            ITCPTransport(self.transport).abortConnection()
+
+    def _start_deadline(self, seconds: float, part: str) -> None:
+        self._stop_deadline()
+        self._deadline = self.callLater(seconds, lambda: self._too_slow(seconds, part))
+
+    def _stop_deadline(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _too_slow(self, seconds: float, part: str) -> None:
+        self._deadline = None
+        if part == "head" and not self._request_started:
+            # nothing of a request came (an idle new connection, or a TLS
+            # handshake that never finished): nothing to answer
+            log.info(
+                "closing a connection from {peer}: no request within {seconds:.0f} s",
+                peer=str(self.transport.getPeer()) if self.transport is not None else "?",
+                seconds=seconds,
+            )
+            self.refused = True
+            self.setTimeout(None)
+            self._close()
+            return
+        self.refuse(408, f"request {part} not received within {seconds:.0f} s".encode("ascii"))
 
 
 class MdmdRequest(Request):
@@ -35,6 +219,12 @@ class MdmdRequest(Request):
     An oversized body is refused with 413 as soon as its declared length (or
     the bytes received so far, for chunked uploads) exceeds the cap; nothing
     more of it is buffered and the connection is closed.
+
+    No body is ever decoded into C{request.args} (twisted.web decodes form
+    bodies, url-encoded or multipart, on every endpoint, before any
+    authentication: a 1 MiB body of many parts costs a stranger nothing and
+    us most of a second). Only the query string fills C{args}; the one page
+    that takes a form reads its own body (L{mdmd.enroll.resource}).
     """
 
     #: Set by resources once they know which device is talking (for the access log).
@@ -49,6 +239,7 @@ class MdmdRequest(Request):
     content: BinaryIO
 
     def __init__(self, channel: http.HTTPChannel, *args: Any, **kwargs: Any) -> None:
+        kwargs["parsePOSTFormSubmission"] = False
         super().__init__(channel, *args, **kwargs)
         site = getattr(channel, "site", None)
         self._max_body: int = getattr(site, "max_body", 1 << 20)
@@ -75,25 +266,23 @@ class MdmdRequest(Request):
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         if self._refused:
             return
-        # Twisted parses every POST's Content-Type with the email package (a
-        # measurable share of a SOAP or SyncML request's cost) only to find
-        # out whether it is a form; look at the prefix instead.
-        content_type = self.requestHeaders.getRawHeaders(b"content-type", [b""])[0]
-        if not content_type.lstrip().lower().startswith(_FORM_TYPES):
-            self._parsePOSTFormSubmission = False
         super().requestReceived(command, path, version)
 
     def _refuse_oversized(self, size: int) -> None:
         self._refused = True
-        transport = self.channel.transport
-        assert transport is not None  # the channel is connected: it is receiving this body
-        transport.write(
-            b"HTTP/1.1 413 Request Entity Too Large\r\n"
-            b"Content-Type: text/plain; charset=utf-8\r\n"
-            b"Content-Length: 24\r\nConnection: close\r\n\r\n"
-            b"request body too large\r\n"
-        )
-        transport.loseConnection()
+        channel = self.channel
+        if isinstance(channel, MdmdChannel):
+            channel.refuse(413, b"request body too large")
+        else:  # another site's channel: answer and close it the plain way
+            transport = channel.transport
+            assert transport is not None  # the channel is connected: it is receiving this body
+            transport.write(
+                b"HTTP/1.1 413 Request Entity Too Large\r\n"
+                b"Content-Type: text/plain; charset=utf-8\r\n"
+                b"Content-Length: 24\r\nConnection: close\r\n\r\n"
+                b"request body too large\r\n"
+            )
+            transport.loseConnection()
         log.info(
             "refused {size} byte request body from {peer} (limit {limit})",
             size=size,
@@ -133,9 +322,14 @@ def respond(request: Request, body: bytes, content_type: bytes, code: int = 200)
 class MdmdSite(Site):
     """
     The Site for mdmd's HTTPS listener (and, with another root, the admin API).
+
+    HTTP/1.1 only, on L{MdmdChannel}s: C{timeout} is the idle timeout
+    between requests, C{header_timeout} and C{body_timeout} bound how long a
+    request may take to arrive.
     """
 
     requestFactory = MdmdRequest
+    protocol = MdmdChannel  # type: ignore[assignment]  # a channel class, where HTTPFactory has a factory function
     displayTracebacks = False
     noisy = False
 
@@ -146,12 +340,22 @@ class MdmdSite(Site):
         max_body: int = 1 << 20,
         timeout: float = 60,
         name: str = "https",
+        header_timeout: float = 20,
+        body_timeout: float = 60,
         **kwargs: Any,
     ) -> None:
-        super().__init__(resource, timeout=timeout, **kwargs)
+        super().__init__(resource, timeout=timeout, reactor=clock, **kwargs)
         self.clock = clock
         self.max_body = max_body
         self.name = name
+        self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """
+        HTTP/1.1 only, what L{MdmdChannel} speaks (were h2 installed, Twisted would offer it).
+        """
+        return [b"http/1.1"]
 
     def log(self, request: http.Request) -> None:
         duration = self.clock.seconds() - getattr(request, "started", self.clock.seconds())

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, Protocol, cast
 
 from cryptography import x509
@@ -21,7 +23,7 @@ from twisted.application.internet import backoffPolicy
 from twisted.application.service import IService
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint, TCP6ServerEndpoint, UNIXServerEndpoint
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, UNIXServerEndpoint
 from twisted.internet.interfaces import (
     IConnector,
     IDelayedCall,
@@ -36,10 +38,13 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 from twisted.internet.protocol import ClientFactory, Factory, ServerFactory
-from twisted.internet.ssl import ClientContextFactory
+from twisted.internet.ssl import Certificate, ClientContextFactory, trustRootFromCertificates
+from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
+from twisted.web.client import BrowserLikePolicyForHTTPS
 from twisted.web.resource import Resource
+from zc.lockfile import LockError
 from zope.interface import implementer
 
 from mdmd.admin.api import MAX_BODY, AdminAPI, AdminToken
@@ -49,14 +54,25 @@ from mdmd.dm.sweeper import DMService
 from mdmd.enroll.resource import enrollment_resource
 from mdmd.enroll.operations import EnrollmentService
 from mdmd.enroll.users import StoreUserChecker
-from mdmd.listeners import CannotListen, ListeningService, MdmdService, clear_stale_socket
+from mdmd.listeners import (
+    CannotListen,
+    CannotStart,
+    GuardedTLSEndpoint,
+    ListeningService,
+    MdmdService,
+    clear_stale_socket,
+)
 from mdmd.manhole import ManholePasswordDB, manhole_factory, namespace
+from mdmd.notify import channels
 from mdmd.notify.smpp_client import ESMEService, smsc_endpoint
 from mdmd.notify.notifier import Notifier
 from mdmd.notify.provisioning_doc import DMServer
+from mdmd.notify.routes import PushRoutes, Route
 from mdmd.notify.smpp_transport import SmppTransport
 from mdmd.notify.spool import SpoolTransport
 from mdmd.notify.transport import IPushTransport
+from mdmd.notify.wns import WnsSettings, WnsTransport
+from mdmd.notify.wns_http import AgentClient
 from mdmd.pki.resource import pki_resource
 from mdmd.pki.authority import CAService
 from mdmd.settings import Settings, SmscSettings
@@ -65,6 +81,8 @@ from mdmd.site import MdmdSite
 from mdmd.store.runner import StoreService
 
 __all__ = ["Options", "Reactor", "makeService", "build"]
+
+log = Logger()
 
 
 @implementer(IReactorCore, IReactorTime, IReactorTCP, IReactorSSL, IReactorUNIX, IReactorThreads)
@@ -181,17 +199,36 @@ class Options(usage.Options):
     ]
 
     settings: Settings
+    #: set when the configuration was refused: the usage text is then left out
+    _refused = False
 
     def postOptions(self) -> None:
         try:
             self.settings = load_settings(self["config"])
         except ConfigErrors as e:
+            self._refused = True
             raise usage.UsageError(str(e)) from None
+
+    def getUsage(self, width: int | None = None) -> str:
+        """
+        The options' help; when the configuration file was refused, a pointer
+        to it instead, so that twistd prints the problems without pages of
+        usage before them.
+        """
+        if self._refused:
+            return f"(fix {self['config'] or 'the configuration'}; 'twistd mdmd --help' shows the options)"
+        return super().getUsage(width)
 
 
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
+    # Everything the daemon writes holds secrets or is nobody else's business
+    # (the store and its index, lock and temporary files, a log file twistd
+    # opens after this, keys): owner only, as the systemd unit's UMask=0077
+    # has it, however the daemon is started.
+    os.umask(0o077)
+    sys.excepthook = _startup_failure_hook(sys.excepthook)
     # The installed reactor provides every interface Reactor combines; its
     # static type names only the ones all reactors share.
     running = cast(Reactor, reactor)
@@ -200,6 +237,25 @@ def makeService(options: Options) -> IService:
     # collections then scan only what requests create, which halves their pauses.
     running.callWhenRunning(_freeze_startup_objects)
     return build(options.settings, running)
+
+
+def _startup_failure_hook(previous: Callable[..., Any]) -> Callable[..., Any]:
+    """
+    What twistd's process does with an exception nothing caught: a start that
+    failed for a reason the operator fixes (a busy port, a state directory
+    or store another daemon holds) is one critical log line, not a
+    traceback; anything else goes to C{previous}.
+    """
+
+    def hook(kind: type[BaseException], value: BaseException, traceback: TracebackType | None) -> None:
+        if isinstance(value, CannotStart):
+            log.critical("mdmd cannot start: {reason}", reason=str(value))
+        elif isinstance(value, LockError):
+            log.critical("mdmd cannot start: {reason} (is another mdmd using this store?)", reason=str(value))
+        else:
+            previous(kind, value, traceback)
+
+    return hook
 
 
 def _freeze_startup_objects() -> None:
@@ -257,13 +313,50 @@ def _push_transport(settings: Settings, reactor: Reactor) -> IPushTransport:
     return SmppTransport(_smsc_service(settings.smpp, reactor), settings.smpp.address)
 
 
+def _wns_transport(wns: WnsSettings, reactor: Reactor, store: StoreService) -> WnsTransport:
+    """
+    WNS over Twisted's HTTPS client: the system's trust roots, or [wns] ca_file's.
+    """
+    trust = None
+    if wns.ca_file:
+        with open(wns.ca_file, "rb") as f:
+            trust = trustRootFromCertificates(
+                [Certificate.loadPEM(c.public_bytes(serialization.Encoding.PEM)) for c in x509.load_pem_x509_certificates(f.read())]
+            )
+    http = AgentClient(
+        reactor,
+        tls=BrowserLikePolicyForHTTPS(trustRoot=trust),
+        proxy=wns.proxy,
+        connections=wns.concurrency,
+        timeout=wns.timeout,
+    )
+
+    def channel_gone(device_id: str, uri: str) -> Deferred[bool]:
+        return store.transact(channels.mark_gone, device_id, uri, reactor.seconds())
+
+    return WnsTransport(wns, http, reactor, channel_gone=channel_gone, close=http.close)
+
+
+def _push_routes(settings: Settings, reactor: Reactor, store: StoreService) -> PushRoutes:
+    """
+    SMS always (the SMSC or the spool); WNS when enabled.
+    """
+    transports: dict[Route, IPushTransport] = {Route.SMS: _push_transport(settings, reactor)}
+    if settings.wns is not None:
+        transports[Route.WNS] = _wns_transport(settings.wns, reactor, store)
+    channel = settings.dm.push_channel
+    return PushRoutes(transports, hosts=channel.hosts if channel is not None else channels.DEFAULT_HOSTS)
+
+
 def build(settings: Settings, reactor: Reactor) -> MdmdService:
     """
     The service tree, started in this order: C{store}, C{ca}, C{enroll}, C{dm},
-    C{notify}, C{smpp} (when an SMSC is configured), C{https}, C{admin},
-    C{manhole} (when enabled).
+    C{notify}, C{smpp} (when an SMSC is configured), C{wns} (when enabled),
+    C{https}, C{admin}, C{manhole} (when enabled).
     """
     root = MdmdService(settings.server.state_dir, reactor)
+    for warning in settings.warnings:
+        log.warn("configuration: {problem}", problem=warning)
 
     store = StoreService(
         settings.store.uri,
@@ -287,15 +380,16 @@ def build(settings: Settings, reactor: Reactor) -> MdmdService:
         max_body=settings.https.max_body,
         timeout=settings.https.idle_timeout,
         name="https",
+        header_timeout=settings.https.header_timeout,
+        body_timeout=settings.https.body_timeout,
     )
     https_address = settings.https.listen
     https = ListeningService(
         "https",
-        lambda: SSL4ServerEndpoint(
-            reactor,
-            https_address.port,
+        lambda: GuardedTLSEndpoint(
+            TCP4ServerEndpoint(reactor, https_address.port, interface=https_address.host),
             ca.tls_options,
-            interface=https_address.host,
+            settings.https.connections,
         ),
         site,
         description=str(https_address),
@@ -312,12 +406,19 @@ def build(settings: Settings, reactor: Reactor) -> MdmdService:
         settings.enrollment,
         store,
         ca,
-        StoreUserChecker(store, reactor, reactor),
+        StoreUserChecker(store, reactor, reactor, limits=settings.passwords),
         reactor,
         https_port,
     )
     enroll.setServiceParent(root)
     web_root.putChild(b"EnrollmentServer", enrollment_resource(enroll))
+
+    def announce_discovery() -> None:
+        # once everything is bound (the port may have been 0): where devices go
+        if root.running:
+            log.info("devices enroll at {url}", url=enroll.urls.discovery)
+
+    reactor.callWhenRunning(announce_discovery)
 
     dm = DMService(settings.dm, store, reactor)
     dm.setServiceParent(root)
@@ -325,19 +426,20 @@ def build(settings: Settings, reactor: Reactor) -> MdmdService:
     management.putChild(b"MDM.svc", ManagementResource(store, reactor, dm.settings))
     web_root.putChild(b"ManagementServer", management)
 
-    transport = _push_transport(settings, reactor)
+    routes = _push_routes(settings, reactor, store)
     notifier = Notifier(
         store,
         settings.push.jobs,
         reactor,
-        transport=transport,
+        routes=routes,
         retry_delay=settings.push.retry_delay,
         keep_seconds=settings.push.keep_seconds,
         dm_server=lambda: DMServer(enroll.account.provider_id, enroll.account.name, enroll.account.dm_url),
     )
     notifier.setServiceParent(root)
-    if transport.service is not None:
-        transport.service.setServiceParent(root)
+    for transport in routes:
+        if transport.service is not None:
+            transport.service.setServiceParent(root)
     https.setServiceParent(root)
 
     token = AdminToken(settings.admin.token_file)
@@ -350,6 +452,8 @@ def build(settings: Settings, reactor: Reactor) -> MdmdService:
         status_extra=lambda: {"hostname": settings.server.hostname, "listening": root.addresses()},
         notifier=notifier,
         registration=settings.registration,
+        idempotency=settings.admin.idempotency,
+        user_policy=settings.admin.users,
     )
     admin_site = MdmdSite(api, clock=reactor, max_body=MAX_BODY, name="admin")
     admin = _LocalListener(reactor, settings.admin.listen)

@@ -342,3 +342,110 @@ class DMSectionTests(ConfigTestCase):
             "[https] device_ca_file: /nonexistent/cas.pem does not exist",
             self.errors("[https]\ndevice_ca_file = /nonexistent/cas.pem\n"),
         )
+
+
+class HardeningOptionsTests(ConfigTestCase):
+    """
+    [https] ciphers, timeouts and connection caps; [limits].
+    """
+
+    def test_defaults(self) -> None:
+        """
+        The defaults: forward-secret AEAD TLS 1.2 suites, 20 s for a request
+        head, 60 s for a body, 1000 connections and 100 per source; 5
+        password failures per user name and 20 per source before waits of
+        up to 16 s, then 15 minutes of lockout; one hashing at a time, 128 waiting.
+        """
+        loaded = config.load(None, base_dir=os.path.abspath(self.mktemp()))
+        https, limits = loaded.https, loaded.limits
+        self.assertEqual(https.ciphers, "ECDHE+AESGCM:ECDHE+CHACHA20")
+        self.assertEqual(
+            (https.header_timeout, https.body_timeout, https.max_connections, https.max_connections_per_source),
+            (20, 60, 1000, 100),
+        )
+        self.assertEqual(
+            (
+                limits.password_failures_per_user,
+                limits.password_failures_per_source,
+                limits.password_max_delay,
+                limits.password_lockout,
+                limits.password_tracked,
+                limits.password_checks,
+                limits.password_queue,
+            ),
+            (5, 20, 16, 900, 10000, 1, 128),
+        )
+
+    def test_cipher_string_checked(self) -> None:
+        """
+        A cipher string that selects no TLS 1.2 suite is an error; another valid one is kept as written.
+        """
+        self.assertIn("[https] ciphers: no TLS 1.2 cipher suite matches 'NOTHING-AT-ALL'", self.errors("[https]\nciphers = NOTHING-AT-ALL\n"))
+        loaded = config.load(self.write("[https]\nciphers = ECDHE+AESGCM\n"))
+        self.assertEqual(loaded.https.ciphers, "ECDHE+AESGCM")
+
+    def test_bounds(self) -> None:
+        """
+        Timeouts and caps are positive (a per-source cap may be 0: none); the limits have bounds.
+        """
+        errors = self.errors(
+            "[https]\nheader_timeout = 0\nmax_connections = 0\nmax_connections_per_source = -1\n"
+            "[limits]\npassword_failures_per_user = 0\npassword_checks = 0\npassword_lockout = 0\n"
+        )
+        for option in (
+            "[https] header_timeout",
+            "[https] max_connections:",
+            "[https] max_connections_per_source",
+            "[limits] password_failures_per_user",
+            "[limits] password_checks",
+            "[limits] password_lockout",
+        ):
+            self.assertIn(option, errors)
+        loaded = config.load(self.write("[https]\nmax_connections_per_source = 0\n"))
+        self.assertEqual(loaded.https.max_connections_per_source, 0)
+class WnsSectionTests(ConfigTestCase):
+    def test_defaults(self) -> None:
+        """
+        WNS is off; when on: the PFN in the enrollment, the classic flow,
+        channels on notify.windows.com, 50 at once, read every 7 days, a day's poll.
+        """
+        wns = config.load(None, base_dir=os.path.abspath(self.mktemp())).wns
+        self.assertEqual(
+            (wns.enabled, wns.pfn_delivery, wns.token_flow, wns.channel_hosts, wns.concurrency, wns.refresh_days,
+             wns.poll_interval),
+            (False, "enrollment", "classic", ("notify.windows.com",), 50, 7, 1440),
+        )
+
+    def test_needs_per_flow(self) -> None:
+        """
+        Enabled, each flow needs its ids, the PFN and the secret file; off, nothing is checked.
+        """
+        self.assertEqual(config.load(self.write("[wns]\npfn = x\n")).wns.pfn, "x")
+        joined = self.errors("[wns]\nenabled = yes\n")
+        for option in ("pfn", "secret_file", "package_sid"):
+            self.assertIn(f"[wns] {option}: must be set when WNS is enabled (token_flow classic)", joined)
+        joined = self.errors("[wns]\nenabled = yes\ntoken_flow = entra\npfn = p\nsecret_file = s\n")
+        for option in ("tenant_id", "client_id"):
+            self.assertIn(f"[wns] {option}: must be set when WNS is enabled (token_flow entra)", joined)
+        self.assertNotIn("package_sid", joined)
+
+    def test_values(self) -> None:
+        """
+        The endpoints must be https URLs, the proxy an http one; files are made absolute.
+        """
+        joined = self.errors(
+            "[wns]\ntoken_url = http://login.example/t\nnotify_url = ftp://x\nproxy = https://proxy:3128\n"
+            "token_flow = carrier-pigeon\n"
+        )
+        self.assertIn("[wns] token_url: expected an https:// URL", joined)
+        self.assertIn("[wns] notify_url: expected an https:// URL", joined)
+        self.assertIn("[wns] proxy: expected http://HOST:PORT", joined)
+        self.assertIn("[wns] token_flow: expected one of classic, entra", joined)
+        base = os.path.abspath(self.mktemp())
+        os.makedirs(base)
+        path = os.path.join(base, "mdmd.conf")
+        with open(path, "w") as f:
+            f.write("[wns]\nsecret_file = wns.secret\nchannel_hosts = notify.windows.com, relay.example\n")
+        loaded = config.load(path, base_dir=base)
+        self.assertEqual(loaded.wns.secret_file, os.path.join(base, "wns.secret"))
+        self.assertEqual(loaded.wns.channel_hosts, ("notify.windows.com", "relay.example"))

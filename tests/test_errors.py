@@ -167,7 +167,9 @@ class Surfaces(SynchronousTestCase):
             raise error
 
         endpoint = SoapEndpoint("test", "urn:test", "urn:test-response", operation)
-        return render(endpoint, b"/EnrollmentServer/Test.svc")
+        return render(
+            endpoint, b"/EnrollmentServer/Test.svc", headers={b"content-type": b"application/soap+xml"}
+        )
 
     def fault_of(self, request: Reply) -> tuple[str, str, str | None]:
         """

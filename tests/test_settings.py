@@ -11,6 +11,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from mdmd import settings
 from mdmd.config import ConfigErrors, ListenAddress
 from mdmd.devices.accounts import DeviceKind
+from mdmd.enroll.throttle import GuessLimits
+from mdmd.enroll.users import PasswordLimits
+from mdmd.listeners import ConnectionLimits
 from mdmd.notify.pkg0 import UIMode
 from mdmd.notify.smpp_pdu import MessageIdBase
 from mdmd.notify.smpp_session import Address, BindType
@@ -289,3 +292,128 @@ class DevicesTests(SettingsTestCase):
             with self.assertRaises(ConfigErrors) as caught:
                 self.load("[https]\ndevice_ca_file = cas.pem\n")
             self.assertIn(problem, str(caught.exception))
+
+
+class HardeningSettingsTests(SettingsTestCase):
+    def test_https_limits_and_ciphers(self) -> None:
+        """
+        [https] timeouts are float seconds, the caps a ConnectionLimits, the
+        cipher string the CA service's (which builds the TLS options).
+        """
+        loaded = self.load(
+            "[https]\nheader_timeout = 7\nbody_timeout = 30\nmax_connections = 50\n"
+            "max_connections_per_source = 0\nciphers = ECDHE+AESGCM\n"
+        )
+        self.assertEqual((loaded.https.header_timeout, loaded.https.body_timeout), (7.0, 30.0))
+        self.assertEqual(loaded.https.connections, ConnectionLimits(total=50, per_source=0))
+        self.assertEqual(loaded.ca.tls_ciphers, "ECDHE+AESGCM")
+
+    def test_password_limits(self) -> None:
+        """
+        [limits] becomes the user checker's PasswordLimits.
+        """
+        loaded = self.load(
+            "[limits]\npassword_failures_per_user = 3\npassword_failures_per_source = 9\n"
+            "password_max_delay = 8\npassword_lockout = 60\npassword_tracked = 500\n"
+            "password_checks = 2\npassword_queue = 5\n"
+        )
+        self.assertEqual(
+            loaded.passwords,
+            PasswordLimits(
+                guesses=GuessLimits(user_failures=3, source_failures=9, max_delay=8.0, lockout=60.0, tracked=500),
+                concurrent=2,
+                queued=5,
+            ),
+        )
+        self.assertEqual(self.load().passwords, PasswordLimits())
+WNS = """
+[wns]
+enabled = yes
+pfn = Contoso.MDMPush_8wekyb3d8bbwe
+package_sid = ms-app://s-1-15-2-1
+secret_file = wns.secret
+"""
+
+
+class WnsTests(SettingsTestCase):
+    def test_off(self) -> None:
+        """
+        Without [wns] enabled there is no WNS transport, no channel set-up,
+        no PFN in the provisioning document, and the poll schedule is as configured.
+        """
+        loaded = settings.load(None, base_dir=self.base)
+        self.assertEqual((loaded.wns, loaded.dm.push_channel, loaded.enrollment.account.push_pfn), (None, None, ""))
+        self.assertEqual(loaded.enrollment.account.poll.remaining_interval, 480)
+
+    def test_classic(self) -> None:
+        """
+        The classic flow: the package SID is the client id, Live's token
+        endpoint; the secret file is absolute; the channel side knows the PFN,
+        the provider and the refresh interval; the PFN goes in the provisioning document.
+        """
+        from mdmd.notify.wns_protocol import TokenFlow
+
+        loaded = self.load(WNS + "concurrency = 8\nrefresh_days = 3\nmax_attempts = 2\n")
+        wns = loaded.wns
+        assert wns is not None
+        self.assertEqual(
+            (wns.flow, wns.client_id, wns.token_url, wns.secret_file, wns.concurrency, wns.retry.attempts),
+            (TokenFlow.CLASSIC, "ms-app://s-1-15-2-1", "https://login.live.com/accesstoken.srf",
+             os.path.join(self.base, "wns.secret"), 8, 2),
+        )
+        channel = loaded.dm.push_channel
+        assert channel is not None
+        self.assertEqual(
+            (channel.pfn, channel.provider_id, channel.refresh, channel.hosts, channel.pfn_at_enrollment),
+            ("Contoso.MDMPush_8wekyb3d8bbwe", "mdmd", 3 * 86400.0, ("notify.windows.com",), True),
+        )
+        self.assertEqual(loaded.enrollment.account.push_pfn, "Contoso.MDMPush_8wekyb3d8bbwe")
+
+    def test_entra(self) -> None:
+        """
+        The Entra flow: the app's client id, the tenant's token endpoint (or the configured one).
+        """
+        from mdmd.notify.wns_protocol import TokenFlow
+
+        text = WNS + "token_flow = entra\ntenant_id = contoso\nclient_id = 11111111-2222\n"
+        wns = self.load(text).wns
+        assert wns is not None
+        self.assertEqual(
+            (wns.flow, wns.client_id, wns.token_url),
+            (TokenFlow.ENTRA, "11111111-2222", "https://login.microsoftonline.com/contoso/oauth2/v2.0/token"),
+        )
+        wns = self.load(text + "token_url = https://127.0.0.1:9443/t\nnotify_url = https://127.0.0.1:9443\n").wns
+        assert wns is not None
+        self.assertEqual((wns.token_url, wns.notify_url), ("https://127.0.0.1:9443/t", "https://127.0.0.1:9443"))
+
+    def test_session_delivery(self) -> None:
+        """
+        With pfn_delivery session, the provisioning document has no PFN; the check-in sets it.
+        """
+        loaded = self.load(WNS + "pfn_delivery = session\n")
+        self.assertEqual(loaded.enrollment.account.push_pfn, "")
+        assert loaded.dm.push_channel is not None
+        self.assertFalse(loaded.dm.push_channel.pfn_at_enrollment)
+
+    def test_poll_schedule(self) -> None:
+        """
+        With WNS, devices' long-term poll is [wns] poll_interval (1440 by
+        default); 0 keeps [enrollment] poll_schedule's.
+        """
+        self.assertEqual(self.load(WNS).enrollment.account.poll.remaining_interval, 1440)
+        self.assertEqual(self.load(WNS + "poll_interval = 2880\n").enrollment.account.poll.remaining_interval, 2880)
+        self.assertEqual(self.load(WNS + "poll_interval = 0\n").enrollment.account.poll.remaining_interval, 480)
+
+    def test_warnings(self) -> None:
+        """
+        A poll shorter than a day with WNS, or longer than a day with nothing
+        to wake devices, is warned about; the defaults and a sound set-up are not.
+        """
+        self.assertEqual(settings.load(None, base_dir=self.base).warnings, ())
+        self.assertEqual(self.load(WNS).warnings, ())
+        (warning,) = self.load(WNS + "poll_interval = 0\n").warnings
+        self.assertIn("devices poll every 480 minutes although WNS wakes them", warning)
+        (warning,) = self.load("[enrollment]\npoll_schedule = 3x5, 15x8, 2880\n").warnings
+        self.assertIn("neither WNS nor an SMSC can wake them", warning)
+        smsc = "[enrollment]\npoll_schedule = 3x5, 15x8, 2880\n[smpp]\nhost = smsc\nsystem_id = mdmd\n"
+        self.assertEqual(self.load(smsc).warnings, ())

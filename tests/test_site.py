@@ -9,7 +9,11 @@ import socket
 from typing import cast
 
 from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import ITCPTransport
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
 from twisted.logger import LogLevel
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -17,9 +21,10 @@ from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 from twisted.web.test.requesthelper import DummyChannel
+from zope.interface import alsoProvides
 
 from mdmd.errors import NotFound, PeerError
-from mdmd.site import AsyncResource, MdmdRequest, MdmdSite, Response, mdmd_request
+from mdmd.site import AsyncResource, MdmdChannel, MdmdRequest, MdmdSite, Response, mdmd_request
 from mdmd.store.runner import ConflictRetriesExhausted
 
 from .logs import logged_events
@@ -216,20 +221,25 @@ class SiteTests(TestCase):
         )
         self.assertGreaterEqual(line["duration_ms"], 0)
 
-    async def test_only_forms_are_parsed(self) -> None:
+    async def test_no_body_is_parsed(self) -> None:
         """
-        A form body is decoded into request.args; a SOAP body is left alone
-        (twisted.web would otherwise parse its Content-Type to find out).
+        No body is decoded into request.args, a form's included (no endpoint
+        takes one, and twisted.web would decode it before any authentication);
+        the body stays readable and the query string still fills args.
         """
-        ((_, _, form),) = await self.requests(
-            ("POST", "/arguments", b"a=1&b=2"), headers={"Content-Type": "application/x-www-form-urlencoded"}
+        for content_type, body in (
+            ("application/x-www-form-urlencoded", b"a=1&b=2"),
+            ("multipart/form-data; boundary=x", b"--x\r\nContent-Disposition: form-data; name=a\r\n\r\n1\r\n--x--\r\n"),
+            ("application/soap+xml; charset=utf-8", b"a=1&b=2"),
+        ):
+            ((_, _, answer),) = await self.requests(
+                ("POST", "/arguments", body), headers={"Content-Type": content_type}
+            )
+            self.assertEqual(answer, repr(([], body)).encode(), content_type)
+        ((_, _, answer),) = await self.requests(
+            ("POST", "/arguments?q=1", b"a=1"), headers={"Content-Type": "application/x-www-form-urlencoded"}
         )
-        self.assertEqual(form, repr(([b"a", b"b"], b"a=1&b=2")).encode())
-        ((_, _, soap),) = await self.requests(
-            ("POST", "/arguments", b"a=1&b=2"), headers={"Content-Type": "application/soap+xml; charset=utf-8"}
-        )
-        self.assertEqual(soap, repr(([], b"a=1&b=2")).encode())
-
+        self.assertEqual(answer, repr(([b"q"], b"a=1")).encode())
 
 
 class Unsendable(AsyncResource):
@@ -277,3 +287,180 @@ class RequestTests(SynchronousTestCase):
         (failed,) = [e for e in events if e.get("log_failure") is not None]
         self.assertEqual(failed["log_format"], "while sending a response")
         self.assertEqual(len(self.flushLoggedErrors(AttributeError)), 1)
+
+
+class Quick(AsyncResource):
+    async def handle_POST(self, request: MdmdRequest) -> Response:
+        return Response(b"got " + str(len(request.content.read())).encode())
+
+
+class TCPStringTransport(StringTransport):
+    """
+    A memory transport standing in for TCP (under TLS, which passes TCP's interface on).
+    """
+
+    write_closed = False
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        pass
+
+    def loseWriteConnection(self) -> None:
+        self.write_closed = True
+
+
+class ChannelTests(SynchronousTestCase):
+    """
+    L{MdmdChannel}'s limits, on a memory transport and a clock.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        root = Resource()
+        root.putChild(b"echo", Quick())
+        self.site = MdmdSite(root, clock=self.clock, max_body=1000, timeout=60, header_timeout=5, body_timeout=10)
+        self.events = logged_events(self)
+
+    def connect(self) -> tuple[MdmdChannel, TCPStringTransport]:
+        channel = self.site.buildProtocol(IPv4Address("TCP", "192.0.2.1", 40000))
+        assert isinstance(channel, MdmdChannel)
+        transport = TCPStringTransport(peerAddress=IPv4Address("TCP", "192.0.2.1", 40000))
+        alsoProvides(transport, ITCPTransport)
+        channel.makeConnection(transport)
+        return channel, transport
+
+    def assertRefused(self, transport: TCPStringTransport, status: bytes) -> None:
+        """
+        C{transport} got the one answer C{status}, closing, and is being closed.
+        """
+        answer = transport.value()
+        self.assertTrue(answer.startswith(b"HTTP/1.1 " + status + b" "), answer[:80])
+        self.assertIn(b"Connection: close", answer)
+        self.assertEqual(answer.count(b"HTTP/1.1"), 1)
+        self.assertTrue(transport.write_closed)
+
+    def test_long_request_line_414(self) -> None:
+        """
+        A request line past 16 KiB is answered 414 at once (before the line
+        ends), the connection closed, and what follows ignored.
+        """
+        channel, transport = self.connect()
+        channel.dataReceived(b"GET /" + b"a" * 20_000)
+        self.assertRefused(transport, b"414")
+        channel.dataReceived(b"b" * 20_000 + b" HTTP/1.1\r\n\r\n")
+        self.assertEqual(transport.value().count(b"HTTP/1.1 "), 1)
+
+    def test_long_header_line_431(self) -> None:
+        """
+        One header line of 100 KB is answered 431 at once.
+        """
+        channel, transport = self.connect()
+        channel.dataReceived(b"GET / HTTP/1.1\r\nX-Big: " + b"x" * 100_000)
+        self.assertRefused(transport, b"431")
+
+    def test_many_headers_431(self) -> None:
+        """
+        Headers that are each short but together pass 16 KiB are answered 431 (Twisted: a bare 400).
+        """
+        channel, transport = self.connect()
+        channel.dataReceived(b"GET / HTTP/1.1\r\n" + b"".join(b"X-H%d: %s\r\n" % (n, b"v" * 100) for n in range(200)))
+        self.assertRefused(transport, b"431")
+
+    def test_malformed_and_too_many_headers(self) -> None:
+        """
+        A malformed request is answered 400, one with more than maxHeaders
+        headers 431, through the same closing path (Twisted: a bare 400, then
+        waiting for the peer).
+        """
+        channel, transport = self.connect()
+        channel.dataReceived(b"GET / HTTP/1.1\r\nno colon here\r\n\r\n")
+        self.assertRefused(transport, b"400")
+        channel, transport = self.connect()
+        channel.dataReceived(b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: v\r\n" % n for n in range(channel.maxHeaders + 2)))
+        self.assertRefused(transport, b"431")
+        self.clock.advance(channel.linger)
+        self.assertTrue(transport.disconnected)
+
+    def test_head_drip_408(self) -> None:
+        """
+        Headers dripped a byte at a time (each byte resetting the idle
+        timeout) are cut off header_timeout after the request began: 408.
+        """
+        channel, transport = self.connect()
+        self.clock.advance(3)  # the TLS handshake and the first bytes: within the limit
+        for byte in b"GET / HTTP/1.1\r\nX-Slow: ":
+            channel.dataReceived(bytes([byte]))
+            self.clock.advance(0.05)
+        self.assertEqual(transport.value(), b"")
+        self.clock.advance(2)
+        self.assertRefused(transport, b"408")
+        self.assertIn(b"request head not received within 5 s", transport.value())
+
+    def test_body_drip_408(self) -> None:
+        """
+        A body slower than body_timeout after its head is cut off with 408.
+        """
+        channel, transport = self.connect()
+        channel.dataReceived(b"POST /echo HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc")
+        self.clock.advance(9.9)
+        channel.dataReceived(b"d")
+        self.assertEqual(transport.value(), b"")
+        self.clock.advance(0.2)
+        self.assertRefused(transport, b"408")
+
+    def test_silent_connection_closed(self) -> None:
+        """
+        A connection that sends nothing (or never finishes its TLS handshake)
+        is closed after header_timeout, with nothing to answer; if the peer
+        does not let go, it is aborted `linger` later.
+        """
+        channel, transport = self.connect()
+        self.clock.advance(5)
+        self.assertEqual(transport.value(), b"")
+        self.assertTrue(transport.write_closed)
+        self.assertFalse(transport.disconnected)
+        self.clock.advance(channel.linger)
+        self.assertTrue(transport.disconnected)
+
+    def test_refused_connection_aborted_if_held(self) -> None:
+        """
+        After a refusal the connection is half-closed and the socket aborted
+        `linger` later if the peer holds it open (over TLS, a peer that never
+        sends close_notify).
+        """
+        channel, transport = self.connect()
+        channel.dataReceived(b"GET /" + b"a" * 20_000)
+        self.clock.advance(channel.linger - 0.5)
+        self.assertFalse(transport.disconnected)
+        self.clock.advance(0.5)
+        self.assertTrue(transport.disconnected)
+
+    def test_keep_alive_between_requests(self) -> None:
+        """
+        Between requests a connection waits for the idle timeout, not the head's:
+        the head clock starts with the next request's first byte.
+        """
+        channel, transport = self.connect()
+        channel.dataReceived(b"POST /echo HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc")
+        self.assertIn(b"got 3", transport.value())
+        transport.clear()
+        self.clock.advance(30)
+        self.assertFalse(transport.disconnecting)
+        channel.dataReceived(b"POST /echo HTTP/1.1\r\n")
+        self.clock.advance(5)
+        self.assertRefused(transport, b"408")
+
+    def test_oversized_body_413_closes(self) -> None:
+        """
+        A declared body over max_body is refused 413 through the same closing path.
+        """
+        channel, transport = self.connect()
+        channel.dataReceived(b"POST /echo HTTP/1.1\r\nContent-Length: 5000\r\n\r\n")
+        self.assertRefused(transport, b"413")
+        self.clock.advance(channel.linger)
+        self.assertTrue(transport.disconnected)
+
+    def test_http11_only(self) -> None:
+        """
+        Only HTTP/1.1 is offered over ALPN: the channel's limits are HTTP/1.1's.
+        """
+        self.assertEqual(self.site.acceptableProtocols(), [b"http/1.1"])

@@ -4,17 +4,21 @@ Tests for L{mdmd.tap}: options validation and the service tree.
 
 import os
 
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementedBy
 
 from mdmd.admin.api import MAX_BODY
+from mdmd.listeners import ConnectionGuard
 from mdmd import settings as mdmd_settings
 from mdmd.notify.pkg0 import UIMode
 from mdmd.notify.spool import SpoolTransport
 from mdmd.settings import Settings
 from mdmd.tap import Options, Reactor, build
 from mdmd.testing.reactor import ThreadedMemoryReactor
+
+from .logs import logged_events
 
 
 class OptionsTests(SynchronousTestCase):
@@ -101,6 +105,20 @@ class BuildTests(SynchronousTestCase):
         self.assertIs(admin_site.resource.registration, self.settings.registration)
         self.assertEqual(admin_site.max_body, MAX_BODY)
 
+    def test_limits_wired(self) -> None:
+        """
+        The HTTPS site gets the head and body timeouts and the idle timeout,
+        the enrollment password checker the [limits]; nothing listens yet.
+        """
+        root = build(self.settings, self.reactor)
+        site = root.getServiceNamed("https")._factory
+        self.assertEqual(
+            (site.header_timeout, site.body_timeout, site.timeOut),
+            (self.settings.https.header_timeout, self.settings.https.body_timeout, self.settings.https.idle_timeout),
+        )
+        self.assertIs(root.getServiceNamed("enroll").policy.checker.limits, self.settings.passwords)
+        self.assertEqual(self.reactor.tcpServers, [])
+
     def test_start_listens(self) -> None:
         """
         Starting the tree opens the store, makes the CA and binds HTTPS and the admin socket.
@@ -108,7 +126,15 @@ class BuildTests(SynchronousTestCase):
         root = build(self.settings, self.reactor)
         root.startService()
         self.addCleanup(root.stopService)
-        self.assertEqual([(port, interface) for port, _, _, _, interface in self.reactor.sslServers], [(8443, "127.0.0.1")])
+        # TLS over TCP, behind the connection guard (refusals come before the handshake)
+        (https,) = [
+            (port, factory, interface)
+            for port, factory, _, interface in self.reactor.tcpServers
+            if isinstance(factory, ConnectionGuard)
+        ]
+        self.assertEqual((https[0], https[2]), (8443, "127.0.0.1"))
+        self.assertIsInstance(https[1].wrappedFactory, TLSMemoryBIOFactory)
+        self.assertEqual(https[1].limits, self.settings.https.connections)
         self.assertEqual(self.reactor.unixServers[0][0], os.path.join(self.settings.server.state_dir, "admin.sock"))
         self.assertTrue(os.path.exists(os.path.join(self.settings.server.state_dir, "ca", "ca.key")))
         self.assertEqual(os.stat(self.settings.server.state_dir).st_mode & 0o777, 0o700)
@@ -189,6 +215,72 @@ class PushAndManholeTests(SynchronousTestCase):
         self.assertFalse(root.running)
 
 
+class WnsTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.base = os.path.abspath(self.mktemp())
+        os.makedirs(self.base)
+        self.reactor = ThreadedMemoryReactor()
+        self.secret = os.path.join(self.base, "wns.secret")
+
+    def settings(self, secret_mode: int = 0o600, extra: str = "") -> mdmd_settings.Settings:
+        with open(self.secret, "w") as f:
+            f.write("s3cret\n")
+        os.chmod(self.secret, secret_mode)
+        path = os.path.join(self.base, "mdmd.conf")
+        with open(path, "w") as f:
+            f.write(
+                "[wns]\nenabled = yes\npfn = Contoso.Push_1\npackage_sid = ms-app://s-1\n"
+                f"secret_file = {self.secret}\n{extra}"
+            )
+        return mdmd_settings.load(path, base_dir=self.base)
+
+    def test_wns_beside_sms(self) -> None:
+        """
+        With WNS enabled the notifier has both routes, the tree gains wns
+        after notify, and the check-in sets channels up; starting reads the
+        secret (the first token is asked for once the reactor runs).
+        """
+        from mdmd.notify.routes import Route
+        from mdmd.notify.wns import WnsTransport
+
+        loaded = self.settings()
+        root = build(loaded, self.reactor)
+        self.assertEqual([s.name for s in root], ["store", "ca", "enroll", "dm", "notify", "wns", "https", "admin"])
+        notifier = root.getServiceNamed("notify")
+        self.assertIsInstance(notifier.routes.transports[Route.WNS], WnsTransport)
+        self.assertIsInstance(notifier.transport, SpoolTransport)
+        self.assertIs(root.getServiceNamed("dm").settings.push_channel, loaded.dm.push_channel)
+        root.startService()
+        self.addCleanup(root.stopService)
+        credentials = notifier.routes.transports[Route.WNS].tokens.credentials
+        self.assertEqual(
+            (credentials.client_id, credentials.secret, credentials.token_url),
+            ("ms-app://s-1", "s3cret", "https://login.live.com/accesstoken.srf"),
+        )
+
+    def test_secret_must_be_private(self) -> None:
+        """
+        A secret file others may read stops the start, saying why.
+        """
+        from mdmd.notify.wns import WnsSecretError
+
+        root = build(self.settings(secret_mode=0o644), self.reactor)
+        with self.assertRaises(WnsSecretError) as caught:
+            root.startService()
+        self.assertIn("chmod 600", str(caught.exception))
+        self.assertFalse(root.running)
+
+    def test_poll_warning_logged(self) -> None:
+        """
+        A poll schedule at odds with WNS is warned about when the tree is built.
+        """
+        from tests.logs import logged_events
+
+        seen = logged_events(self)
+        build(self.settings(extra="poll_interval = 60\n"), self.reactor)
+        self.assertTrue(any("although WNS wakes them" in str(e.get("problem", "")) for e in seen))
+
+
 class StopOrderTests(SynchronousTestCase):
     def test_children_stop_one_after_the_other(self) -> None:
         """
@@ -247,3 +339,83 @@ class PublicURLTests(SynchronousTestCase):
         bound = root.getServiceNamed("https").port.getHost().port
         self.assertEqual(enroll.urls.discovery, f"https://mdm.example.com:{bound}/EnrollmentServer/Discovery.svc")
         self.assertEqual(enroll.account.dm_url, f"https://mdm.example.com:{bound}/ManagementServer/MDM.svc")
+
+    def test_discovery_url_logged_when_running(self) -> None:
+        """
+        Once the reactor runs, the log says where devices enroll: the whole
+        discovery URL, scheme and bound port included.
+        """
+        base = os.path.abspath(self.mktemp())
+        os.makedirs(base)
+        path = os.path.join(base, "mdmd.conf")
+        with open(path, "w") as f:
+            f.write("[server]\nhostname = mdm.example.com\n[https]\nlisten = 127.0.0.1:0\n")
+        reactor = ThreadedMemoryReactor()
+        root = build(mdmd_settings.load(path, base_dir=base), reactor)
+        root.startService()
+        self.addCleanup(root.stopService)
+        events = logged_events(self)
+        for hook in reactor.whenRunningHooks:
+            hook[0](*hook[1], **hook[2])
+        bound = root.getServiceNamed("https").port.getHost().port
+        urls = [e["url"] for e in events if "url" in e]
+        self.assertEqual(urls, [f"https://mdm.example.com:{bound}/EnrollmentServer/Discovery.svc"])
+
+
+class StartupFailureTests(SynchronousTestCase):
+    def test_one_line_for_what_the_operator_fixes(self) -> None:
+        """
+        twistd's uncaught exception hook, once mdmd is made: a start refused
+        for a reason the operator fixes is one critical log line; anything
+        else goes to the hook before it, with its traceback.
+        """
+        from twisted.logger import LogLevel, formatEvent
+        from zc.lockfile import LockError
+
+        from mdmd.listeners import StateDirectoryInUse
+        from mdmd.tap import _startup_failure_hook
+
+        passed: list[BaseException] = []
+        hook = _startup_failure_hook(lambda kind, value, traceback: passed.append(value))
+        events = logged_events(self)
+        hook(StateDirectoryInUse, StateDirectoryInUse("another mdmd is running on var/ (pid 7)"), None)
+        hook(LockError, LockError("Couldn't lock 'var/Data.fs.lock'"), None)
+        bug = ValueError("ours")
+        hook(ValueError, bug, None)
+        self.assertEqual(
+            [(e["log_level"], formatEvent(e)) for e in events],
+            [
+                (LogLevel.critical, "mdmd cannot start: another mdmd is running on var/ (pid 7)"),
+                (LogLevel.critical, "mdmd cannot start: Couldn't lock 'var/Data.fs.lock' (is another mdmd using this store?)"),
+            ],
+        )
+        self.assertEqual(passed, [bug])
+
+    def test_refused_configuration_without_usage(self) -> None:
+        """
+        When the file is refused, the usage text twistd prints before the
+        problems is one line pointing at the file, not every option.
+        """
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("[https]\nmax_body = -1\n")
+        options = Options()
+        self.assertIn("--config", options.getUsage())
+        with self.assertRaises(UsageError):
+            options.parseOptions(["--config", path])
+        self.assertEqual(options.getUsage(), f"(fix {path}; 'twistd mdmd --help' shows the options)")
+
+
+class PluginTests(SynchronousTestCase):
+    def test_twistd_finds_the_plugin(self) -> None:
+        """
+        twistd's plugin search finds mdmd in this installation (an editable
+        one, as pip install -e . makes it: setup.cfg's package_dir puts the
+        source tree on sys.path), made from mdmd.tap.
+        """
+        from twisted.application.service import IServiceMaker
+        from twisted.plugin import getPlugins
+
+        found = {plugin.tapname: plugin for plugin in getPlugins(IServiceMaker)}
+        self.assertIn("mdmd", found)
+        self.assertIs(found["mdmd"].options, Options)

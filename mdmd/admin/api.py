@@ -14,6 +14,12 @@ add (an import's bad rows); "busy" is a 503 with Retry-After.
 Bodies are JSON objects of at most L{MAX_JSON_BODY} bytes, except an
 import's (L{MAX_IMPORT_BODY}): a fleet of devices in one request, so that
 it is registered in one transaction, all or nothing.
+
+Routes that create something (declared with C{creates=True}) honour an
+C{Idempotency-Key} header (L{mdmd.admin.idempotency}): the answer is stored
+with the key in the transaction that creates, and the same request sent
+again with the key gets that answer again (marked C{Idempotent-Replayed:
+true}) instead of creating twice. Other routes ignore the header.
 """
 
 from __future__ import annotations
@@ -24,8 +30,8 @@ import os
 import re
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Final
+from dataclasses import dataclass, replace
+from typing import Any, Final, TypeVar
 from urllib.parse import unquote
 
 from cryptography import x509
@@ -35,6 +41,8 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.web.server import Request
 
 import mdmd
+from mdmd.admin import idempotency
+from mdmd.admin.idempotency import IdempotencyKey, IdempotencySettings, Replayed, encode
 from mdmd.devices import accounts, registration
 from mdmd.devices import records as devices
 from mdmd.devices.accounts import DeviceKind
@@ -44,8 +52,10 @@ from mdmd.errors import AnsweredError, PeerError
 from mdmd.dm import queue as dm_queue
 from mdmd.dm.commands import PENDING, CommandSpec, parse_spec
 from mdmd.dm.sweeper import dm_facts
+from mdmd.notify import channels
 from mdmd.notify import jobs as push_jobs
 from mdmd.notify.bootstrap import BootstrapPin
+from mdmd.notify.routes import Via, parse_via
 from mdmd.notify.notifier import Notifier
 from mdmd.pki import registry
 from mdmd.pki.ca import parse_serial, serial_hex, thumbprint
@@ -78,6 +88,7 @@ MAX_IMPORT_BODY: Final = 8 * 1024 * 1024
 MAX_BODY: Final = MAX_IMPORT_BODY
 
 Handler = Callable[..., Awaitable[tuple[int, Any]]]
+T = TypeVar("T")
 
 
 class ApiError(PeerError):
@@ -132,28 +143,28 @@ class _Route:
     method: str
     pattern: re.Pattern[str]
     handler: Handler
+    creates: bool
 
 
-_ROUTES: list[tuple[str, str, str]] = []
+_ROUTES: list[tuple[str, str, str, bool]] = []
 
 
-def route(method: str, path: str) -> Callable[[Handler], Handler]:
+def route(method: str, path: str, creates: bool = False) -> Callable[[Handler], Handler]:
     """
     Declare an L{AdminAPI} method as the handler of C{method path}.
 
     C{path} may contain C{{name}} segments, passed to the handler as keyword
-    arguments (URL-decoded).
+    arguments (URL-decoded). A handler that C{creates} is also passed C{key},
+    the request's L{IdempotencyKey} or None, and creates through
+    L{AdminAPI._create} (or stores its answer with the key in its own
+    transaction).
     """
 
     def register(handler: Handler) -> Handler:
-        _ROUTES.append((method, path, handler.__name__))
+        _ROUTES.append((method, path, handler.__name__, creates))
         return handler
 
     return register
-
-
-def _encode(value: Any) -> bytes:
-    return json.dumps(value, indent=None, sort_keys=True).encode("utf-8") + b"\n"
 
 
 def _compile(path: str) -> re.Pattern[str]:
@@ -204,8 +215,12 @@ class AdminAPI(AsyncResource):
         notifier: Notifier | None = None,
         registration: registration.RegistrationSettings = registration.RegistrationSettings(),
         random: Callable[[int], bytes] = os.urandom,
+        idempotency: IdempotencySettings = IdempotencySettings(),
+        user_policy: users.UserPolicy = users.UserPolicy(),
     ) -> None:
         super().__init__()
+        self.idempotency = idempotency
+        self.user_policy = user_policy
         self.notifier = notifier
         self.registration = registration
         self._random = random
@@ -217,7 +232,7 @@ class AdminAPI(AsyncResource):
         self._started = clock.seconds()
         self._status_extra = status_extra
         self._routes = [
-            _Route(method, _compile(path), getattr(self, name)) for method, path, name in _ROUTES
+            _Route(method, _compile(path), getattr(self, name), creates) for method, path, name, creates in _ROUTES
         ]
 
     # -- plumbing -----------------------------------------------------------------
@@ -239,12 +254,52 @@ class AdminAPI(AsyncResource):
             if candidate.method != (method if method != "HEAD" else "GET"):
                 allowed.append(candidate.method)
                 continue
-            arguments = {k: unquote(v) for k, v in match.groupdict().items()}
-            status, value = await candidate.handler(request, **arguments)
+            arguments: dict[str, Any] = {k: unquote(v) for k, v in match.groupdict().items()}
+            if not candidate.creates:
+                status, value = await candidate.handler(request, **arguments)
+                return self._json(status, value)
+            key = self._idempotency_key(request)
+            try:
+                if key is not None:
+                    replayed = await self.store.read(idempotency.recall, key, self._clock.seconds())
+                    if replayed is not None:
+                        raise replayed
+                status, value = await candidate.handler(request, key=key, **arguments)
+            except Replayed as stored:
+                response = self._json(stored.status, stored.body)
+                return replace(response, headers=((idempotency.REPLAYED_HEADER, b"true"),))
             return self._json(status, value)
         if allowed:
             raise MethodNotAllowed(f"{method} is not allowed on {path} (allowed: {', '.join(allowed)})")
         raise NoSuchEndpoint(f"no such API endpoint: {path}")
+
+    def _idempotency_key(self, request: Request) -> IdempotencyKey | None:
+        """
+        The request's Idempotency-Key with its fingerprint, or None.
+        """
+        header = request.getHeader(idempotency.HEADER)
+        if header is None:
+            return None
+        content = mdmd_request(request).content
+        content.seek(0)
+        body = content.read()
+        content.seek(0)
+        return IdempotencyKey.of(header, request.method, request.uri, body)
+
+    async def _create(
+        self, key: IdempotencyKey | None, fn: Callable[..., T], *args: Any, answer: Callable[[T], tuple[int, Any]]
+    ) -> tuple[int, Any]:
+        """
+        Run the creating unit of work C{fn(root, *args)}; the answer
+        C{answer} makes of its result, stored with C{key} in the same
+        transaction when the request has one.
+
+        @raise Replayed: if C{key} was stored meanwhile.
+        """
+        if key is None:
+            return answer(await self.store.transact(fn, *args))
+        unit = idempotency.recorded(fn, key, answer, self._clock.seconds(), self.idempotency)
+        return await self.store.transact(unit, *args)
 
     def _authenticate(self, request: Request) -> None:
         header = request.getHeader(b"authorization") or b""
@@ -257,8 +312,7 @@ class AdminAPI(AsyncResource):
         """
         The response: C{value} as JSON (C{bytes} are JSON encoded already, off the reactor thread).
         """
-        body = value if isinstance(value, bytes) else _encode(value)
-        return Response(body, content_type=JSON, code=status)
+        return Response(encode(value), content_type=JSON, code=status)
 
     def error_body(self, request: Request, error: AnsweredError, message: str) -> tuple[bytes, bytes]:
         value: dict[str, Any] = {"error": message}
@@ -267,7 +321,7 @@ class AdminAPI(AsyncResource):
         details = getattr(error, "details", None)
         if isinstance(details, dict):
             value.update(details)
-        return _encode(value), JSON
+        return encode(value), JSON
 
     @staticmethod
     def _raw_body(request: Request, limit: int) -> bytes:
@@ -348,13 +402,14 @@ class AdminAPI(AsyncResource):
         found = await self.store.read(users.list_users)
         return 200, {"users": [u.as_json() for u in sorted(found, key=lambda u: u.name)]}
 
-    @route("POST", "/v1/users")
-    async def add_user(self, request: Request) -> tuple[int, Any]:
+    @route("POST", "/v1/users", creates=True)
+    async def add_user(self, request: Request, key: IdempotencyKey | None) -> tuple[int, Any]:
         body = self.body(request)
-        name = users.validate_name(self.field(body, "name"))
+        name = self.user_policy.check_name(users.validate_name(self.field(body, "name")))
         hashed = await self._hash(self._password(body))
-        info = await self.store.transact(users.add_user, name, hashed, self._clock.seconds())
-        return 201, info.as_json()
+        return await self._create(
+            key, users.add_user, name, hashed, self._clock.seconds(), answer=lambda info: (201, info.as_json())
+        )
 
     @route("PUT", "/v1/users/{name}/password")
     async def set_password(self, request: Request, name: str) -> tuple[int, Any]:
@@ -369,7 +424,7 @@ class AdminAPI(AsyncResource):
             raise ApiError("the password must not be empty")
         if len(password) > users.MAX_PASSWORD:
             raise ApiError(f"a password is at most {users.MAX_PASSWORD} characters")
-        return password
+        return self.user_policy.check_password(password)
 
     async def _hash(self, password: str) -> str:
         return await deferToThreadPool(
@@ -432,18 +487,24 @@ class AdminAPI(AsyncResource):
         found = await self.store.read(devices.list_devices, kind)
         return 200, {"devices": [d.as_json() for d in found]}
 
-    @route("POST", "/v1/devices")
-    async def register_device(self, request: Request) -> tuple[int, Any]:
+    @route("POST", "/v1/devices", creates=True)
+    async def register_device(self, request: Request, key: IdempotencyKey | None) -> tuple[int, Any]:
         """
-        Register a classic OMA DM device; the answer shows generated secrets, this once.
+        Register a classic OMA DM device; the answer shows generated secrets,
+        this once (and to a retry of the same request, with its key).
         """
-        registered = await self.store.transact(
-            registration.register, self.body(request), self.registration, self._clock.seconds(), self._random
+        return await self._create(
+            key,
+            registration.register,
+            self.body(request),
+            self.registration,
+            self._clock.seconds(),
+            self._random,
+            answer=lambda registered: (201, registered.as_json()),
         )
-        return 201, registered.as_json()
 
-    @route("POST", "/v1/devices:import")
-    async def import_devices(self, request: Request) -> tuple[int, Any]:
+    @route("POST", "/v1/devices:import", creates=True)
+    async def import_devices(self, request: Request, key: IdempotencyKey | None) -> tuple[int, Any]:
         """
         Register many classic devices in one transaction, all or nothing;
         C{dry_run} checks them and answers what would be done.
@@ -456,12 +517,23 @@ class AdminAPI(AsyncResource):
         unknown = sorted(set(body) - {"devices", "dry_run"})
         if unknown:
             raise ApiError(f"unknown field {unknown[0]!r} (fields: devices, dry_run)")
-        imported = await self.store.transact(
-            registration.import_devices, rows, self.registration, self._clock.seconds(), self._random, dry_run
+
+        def answer(imported: registration.Imported) -> tuple[int, Any]:
+            value = imported.as_json()
+            return (201 if value["registered"] and not dry_run else 200), value
+
+        status, value = await self._create(
+            key,
+            registration.import_devices,
+            rows,
+            self.registration,
+            self._clock.seconds(),
+            self._random,
+            dry_run,
+            answer=answer,
         )
-        value = imported.as_json()
-        encoded = await self._in_thread(_encode, value)
-        return (201 if value["registered"] and not dry_run else 200), encoded
+        # a large answer is encoded off the reactor thread (with a key, the store's thread did it)
+        return status, value if isinstance(value, bytes) else await self._in_thread(encode, value)
 
     @route("GET", "/v1/devices/{device_id}")
     async def show_device(self, request: Request, device_id: str) -> tuple[int, Any]:
@@ -482,6 +554,7 @@ class AdminAPI(AsyncResource):
         value["certificate"] = None if certificate is None else certificate.as_json()
         value["dm"] = await self.store.read(dm_facts, device_id)
         value["push"] = await self.store.read(push_jobs.push_facts, device_id)
+        value["wns"] = await self.store.read(channels.channel_facts, device_id, self._clock.seconds())
         return 200, value
 
     @route("PATCH", "/v1/devices/{device_id}")
@@ -514,21 +587,27 @@ class AdminAPI(AsyncResource):
 
     # -- the DM command queue ------------------------------------------------------------
 
-    async def _enqueue(self, device_ids: list[str], spec: CommandSpec) -> tuple[int, Any]:
-        queued = await self.store.transact(dm_queue.enqueue, device_ids, spec, self._clock.seconds())
-        return 201, {"commands": [c.as_json() for c in queued]}
+    async def _enqueue(self, key: IdempotencyKey | None, device_ids: list[str], spec: CommandSpec) -> tuple[int, Any]:
+        return await self._create(
+            key,
+            dm_queue.enqueue,
+            device_ids,
+            spec,
+            self._clock.seconds(),
+            answer=lambda queued: (201, {"commands": [c.as_json() for c in queued]}),
+        )
 
-    @route("POST", "/v1/devices/{device_id}/commands")
-    async def queue_command(self, request: Request, device_id: str) -> tuple[int, Any]:
-        return await self._enqueue([device_id], parse_spec(self.body(request)))
+    @route("POST", "/v1/devices/{device_id}/commands", creates=True)
+    async def queue_command(self, request: Request, device_id: str, key: IdempotencyKey | None) -> tuple[int, Any]:
+        return await self._enqueue(key, [device_id], parse_spec(self.body(request)))
 
-    @route("POST", "/v1/commands")
-    async def queue_for_devices(self, request: Request) -> tuple[int, Any]:
+    @route("POST", "/v1/commands", creates=True)
+    async def queue_for_devices(self, request: Request, key: IdempotencyKey | None) -> tuple[int, Any]:
         body = self.body(request)
         device_ids = self.field(body, "devices", list)
         if not device_ids or not all(isinstance(d, str) and d for d in device_ids):
             raise ApiError("'devices' must be a non-empty list of device ids")
-        return await self._enqueue(device_ids, parse_spec(self.field(body, "command", dict)))
+        return await self._enqueue(key, device_ids, parse_spec(self.field(body, "command", dict)))
 
     @route("GET", "/v1/devices/{device_id}/queue")
     async def device_queue(self, request: Request, device_id: str) -> tuple[int, Any]:
@@ -580,26 +659,50 @@ class AdminAPI(AsyncResource):
             raise PushUnavailable("push notifications are not available in this daemon")
         return self.notifier
 
-    async def _push(self, device_ids: list[str]) -> tuple[int, Any]:
+    def _remembered(self, key: IdempotencyKey | None, answer: Callable[[Any], tuple[int, Any]]) -> Callable[[Any, Any], None] | None:
+        """
+        What the notifier adds to the transaction that queues jobs: the
+        answer (as queued) stored with the request's key.
+        """
+        if key is None:
+            return None
+        now = self._clock.seconds()
+
+        def also(root: Any, created: Any) -> None:
+            status, value = answer(created)
+            idempotency.remember(root, key, status, value, now, self.idempotency)
+
+        return also
+
+    async def _push(self, key: IdempotencyKey | None, device_ids: list[str], via: Via) -> tuple[int, Any]:
         notifier = self._notifier()
-        created = await notifier.push(device_ids)
-        return 201, {"jobs": [i.as_json() for i in created], "link": notifier.link}
+        link = notifier.link
+        also = self._remembered(key, lambda created: (201, {"jobs": [j.info.as_json() for j in created], "link": link}))
+        infos = await notifier.push(device_ids, also, via=via)
+        return 201, {"jobs": [i.as_json() for i in infos], "link": notifier.link}
 
-    @route("POST", "/v1/devices/{device_id}/pushes")
-    async def push_device(self, request: Request, device_id: str) -> tuple[int, Any]:
-        self.body(request)
+    def _via(self, body: dict[str, Any]) -> Via:
+        """
+        The optional C{via}: auto (the default), wns, sms or both.
+        """
+        return parse_via(self.field(body, "via", str, required=False))
+
+    @route("POST", "/v1/devices/{device_id}/pushes", creates=True)
+    async def push_device(self, request: Request, device_id: str, key: IdempotencyKey | None) -> tuple[int, Any]:
+        via = self._via(self.body(request))
         await self._known_device(device_id)
-        return await self._push([device_id])
+        return await self._push(key, [device_id], via)
 
-    @route("POST", "/v1/pushes")
-    async def push_devices(self, request: Request) -> tuple[int, Any]:
-        device_ids = self.field(self.body(request), "devices", list)
+    @route("POST", "/v1/pushes", creates=True)
+    async def push_devices(self, request: Request, key: IdempotencyKey | None) -> tuple[int, Any]:
+        body = self.body(request)
+        device_ids = self.field(body, "devices", list)
         if not device_ids or not all(isinstance(d, str) and d for d in device_ids):
             raise ApiError("'devices' must be a non-empty list of device ids")
-        return await self._push(device_ids)
+        return await self._push(key, device_ids, self._via(body))
 
-    @route("POST", "/v1/devices/{device_id}/bootstrap")
-    async def bootstrap_device(self, request: Request, device_id: str) -> tuple[int, Any]:
+    @route("POST", "/v1/devices/{device_id}/bootstrap", creates=True)
+    async def bootstrap_device(self, request: Request, device_id: str, key: IdempotencyKey | None) -> tuple[int, Any]:
         """
         Send a classic OMA DM device its DM account (OMA CP over WAP push):
         C{{"pin": "netwpin"}}, or C{{"pin": "userpin", "userpin": "DIGITS"}}.
@@ -607,7 +710,9 @@ class AdminAPI(AsyncResource):
         """
         pin = self._bootstrap_pin(self.body(request))
         notifier = self._notifier()
-        job = await notifier.bootstrap(device_id, pin)
+        link = notifier.link
+        also = self._remembered(key, lambda created: (201, {"job": created.info.as_json(), "link": link}))
+        job = await notifier.bootstrap(device_id, pin, also)
         return 201, {"job": job.as_json(), "link": notifier.link}
 
     @classmethod

@@ -15,6 +15,7 @@ import getpass
 import http.client
 import json
 import os
+import secrets
 import socket
 import sys
 import time
@@ -29,6 +30,8 @@ __all__ = ["main", "AdminClient", "CommandError"]
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+#: what a shell reports for a program stopped by SIGPIPE (128 + 13)
+EXIT_BROKEN_PIPE = 141
 
 
 class CommandError(Exception):
@@ -61,18 +64,60 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
+#: How long mdmctl keeps retrying a request whose answer was lost (the
+#: daemon died or timed out after it was sent), with the same Idempotency-Key.
+RETRY_FOR = 10.0
+#: The first and the longest pause between two attempts.
+RETRY_DELAYS = (0.25, 2.0)
+#: Requests sent again when their answer is lost: those that read or set a
+#: value, and POST, which carries an Idempotency-Key. A DELETE or a PATCH
+#: (that may generate secrets) done twice would answer differently.
+REPEATABLE = frozenset({"GET", "HEAD", "PUT", "POST"})
+
+
+class _Unreachable(Exception):
+    """
+    Nothing was sent: the daemon does not listen (not started, or restarting).
+    """
+
+
+class _AnswerLost(Exception):
+    """
+    The request may have reached the daemon, but no whole answer came back.
+    """
+
+
 class AdminClient:
     """
     A small synchronous client of the admin API.
+
+    Every POST carries a fresh C{Idempotency-Key}; a request whose answer is
+    lost (reset, timeout, the daemon restarting) is sent again with the same
+    key for up to C{retry_for} seconds, so the daemon does it once. With
+    C{wait}, a daemon that does not listen yet is waited for as well;
+    otherwise that is reported at once.
     """
 
-    def __init__(self, address: str, token: str, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        address: str,
+        token: str,
+        timeout: float = 30.0,
+        retry_for: float = RETRY_FOR,
+        wait: bool = False,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.address = address
         self._token = token
         self._timeout = timeout
+        self.retry_for = retry_for
+        self.wait = wait
+        self._sleep = sleep
+        self._clock = clock
 
     @classmethod
-    def from_config(cls, config: mdmd_config.Config) -> AdminClient:
+    def from_config(cls, config: mdmd_config.Config, retry_for: float | None = None) -> AdminClient:
         address = str(config.admin.listen)
         try:
             with open(config.listening_file) as f:
@@ -88,7 +133,9 @@ class AdminClient:
         except OSError as e:
             hint = _access_hint(e) or " (has the daemon been started?)"
             raise CommandError(f"cannot read the admin token {path}: {e.strerror}{hint}") from None
-        return cls(address, token)
+        if retry_for is None:
+            return cls(address, token)
+        return cls(address, token, retry_for=retry_for, wait=True)
 
     def waiting(self, timeout: float) -> AdminClient:
         """
@@ -103,40 +150,79 @@ class AdminClient:
         return http.client.HTTPConnection(host.strip("[]"), int(port), timeout=self._timeout)
 
     def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        connection = self._connection()
         headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
         payload = None
         if body is not None:
             payload = json.dumps(body).encode("utf-8")
             headers["Content-Type"] = "application/json"
+        if method == "POST":
+            headers["Idempotency-Key"] = secrets.token_urlsafe(18)
+        deadline: float | None = None
+        delay, longest = RETRY_DELAYS
+        sent = False
+        while True:
+            try:
+                status, retry_after, raw = self._exchange(method, path, payload, headers)
+                break
+            except (_Unreachable, _AnswerLost) as e:
+                sent = sent or isinstance(e, _AnswerLost)
+                if deadline is None:
+                    deadline = self._clock() + self.retry_for
+                if (
+                    (not sent and not self.wait)
+                    or (sent and method not in REPEATABLE)
+                    or self._clock() + delay > deadline
+                ):
+                    raise self._unreachable(e.args[0], sent) from None
+                self._sleep(delay)
+                delay = min(2 * delay, longest)
+        return self._value(status, retry_after, raw, payload)
+
+    def _exchange(self, method: str, path: str, payload: bytes | None, headers: dict[str, str]) -> tuple[int, str | None, bytes]:
+        """
+        One attempt: the status, Retry-After and body of the answer.
+        """
+        connection = self._connection()
         try:
-            connection.request(method, path, body=payload, headers=headers)
-            response = connection.getresponse()
-            raw = response.read()
-        except (OSError, http.client.HTTPException) as e:
-            reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
-            hint = _access_hint(e) if isinstance(e, OSError) else ""
-            raise CommandError(
-                f"cannot reach mdmd's admin API at {self.address}: {reason}"
-                + (hint or " (is the daemon running?)")
-            ) from None
+            try:
+                connection.connect()
+            except (FileNotFoundError, ConnectionRefusedError) as e:
+                raise _Unreachable(e) from None
+            except OSError as e:
+                if _access_hint(e):
+                    raise CommandError(self._unreachable(e, False).args[0]) from None
+                raise _Unreachable(e) from None
+            try:
+                connection.request(method, path, body=payload, headers=headers)
+                response = connection.getresponse()
+                return response.status, response.getheader("Retry-After"), response.read()
+            except (OSError, http.client.HTTPException) as e:
+                raise _AnswerLost(e) from None
         finally:
             connection.close()
-        if response.status == 413:
+
+    def _unreachable(self, error: BaseException, sent: bool) -> CommandError:
+        reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+        hint = _access_hint(error) if isinstance(error, OSError) else ""
+        message = f"cannot reach mdmd's admin API at {self.address}: {reason}" + (hint or " (is the daemon running?)")
+        if sent:
+            message += "; the request may have been carried out: check before repeating it"
+        return CommandError(message)
+
+    def _value(self, status: int, retry_after: str | None, raw: bytes, payload: bytes | None) -> Any:
+        if status == 413:
             raise CommandError(f"the request ({len(payload or b'')} bytes) is too large for the admin API")
         try:
             value = json.loads(raw) if raw else None
         except ValueError:
-            raise CommandError(
-                f"the admin API answered {response.status} with something that is not JSON"
-            ) from None
-        if response.status == 401:
+            raise CommandError(f"the admin API answered {status} with something that is not JSON") from None
+        if status == 401:
             raise CommandError("the daemon refused the admin token (is this the right --config?)")
-        if response.status == 503 and response.getheader("Retry-After") is not None:
+        if status == 503 and retry_after is not None:
             raise CommandError("the daemon is busy; try again")
-        if response.status >= 400:
+        if status >= 400:
             details = value if isinstance(value, dict) else {}
-            raise CommandError(details.get("error") or f"the admin API answered {response.status}", details=details)
+            raise CommandError(details.get("error") or f"the admin API answered {status}", details=details)
         return value
 
 
@@ -217,8 +303,30 @@ def cmd_status(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
     push = status.get("push")
     if push:
         print(f"SMPP:       {_link_text(push['link'])}", file=out)
+        wns = push.get("links", {}).get("wns")
+        if wns is not None:
+            print(f"WNS:        {_wns_text(wns)}", file=out)
         pushes = ", ".join(f"{v} {k}" for k, v in push["counts"].items() if v) or "none"
         print(f"pushes:     {pushes}", file=out)
+
+
+def _wns_text(link: dict[str, Any]) -> str:
+    """
+    The WNS transport in a line: its token, what WNS answered, the last problem.
+    """
+    token = link["token"]
+    if token["state"] == "valid":
+        text = f"token valid until {_when(token['valid_until'])} ({link['flow']} flow)"
+    elif token["state"] == "refused":
+        text = f"no token: {token['last_error']}"
+    else:
+        text = f"no token yet ({link['flow']} flow, {link['token_url']})"
+    answers = ", ".join(f"{n} {name}" for name, n in sorted(link.get("answers", {}).items()))
+    if answers:
+        text += f"; answers: {answers}"
+    if token["state"] == "valid" and link.get("detail"):
+        text += f"; last problem: {link['detail']}"
+    return text
 
 
 def _link_text(link: dict[str, Any]) -> str:
@@ -404,6 +512,9 @@ def cmd_device_show(client: AdminClient, args: argparse.Namespace, out: Any) -> 
     push = device.get("push") or {}
     source = f" (from the {push['msisdn_source']})" if push.get("msisdn_source") == "enrollment" else ""
     print(f"{'msisdn:':<22} {push.get('msisdn') or '-'}{source}", file=out)
+    wns = device.get("wns")
+    if wns and (wns["pfn"] or wns["pfn_error"] or wns["uri"] or wns["status"] is not None):
+        _wns_channel(wns, out)
     last = push.get("last")
     if last:
         print(f"{'last push:':<22} #{last['seq']} {last['state']}, {_when(last['created_at'])}", file=out)
@@ -414,6 +525,23 @@ def cmd_device_show(client: AdminClient, args: argparse.Namespace, out: Any) -> 
             f"{_when(event['time'])}",
             file=out,
         )
+    alerts = list((device.get("dm") or {}).get("alerts") or ())[-SHOWN_ALERTS:]
+    for label, alert in zip(["device events:"] + [""] * len(alerts), alerts):
+        print(f"{label:<22} {_alert_text(alert)}", file=out)
+
+
+#: How many of the device's latest events (alerts 1224/1226) device show prints (--json has all).
+SHOWN_ALERTS = 10
+
+
+def _alert_text(alert: dict[str, Any]) -> str:
+    """
+    One device event: its alert code (1226 for those kept before codes were), type, data, node, when.
+    """
+    data = alert.get("data")
+    shown = "-" if data is None else repr(data if len(data) <= 60 else data[:57] + "...")
+    where = f" from {alert['source']}" if alert.get("source") else ""
+    return f"{alert.get('alert', '1226')} {alert.get('type') or '-'} {shown}{where}, {_when(alert['time'])}"
 
 
 # -- DM accounts: registering, editing, importing -------------------------------------------
@@ -518,6 +646,31 @@ def cmd_device_add(client: AdminClient, args: argparse.Namespace, out: Any) -> N
         print(f"{name.replace('_', ' ')}: {secret}", file=out)
     if registered["secrets"]:
         print("(shown this once: mdmd never shows a secret again)", file=out)
+
+
+def _wns_channel(wns: dict[str, Any], out: Any) -> None:
+    """
+    A device's WNS channel: its PFN, URI, age and expiry, Push/Status and its meaning.
+    """
+    pfn = f"{wns['pfn']} (set at {wns['pfn_via']})" if wns["pfn"] else "-"
+    if wns["pfn_error"]:
+        pfn += f"; refused: {wns['pfn_error']}"
+    print(f"{'wns pfn:':<22} {pfn}", file=out)
+    if wns["uri"]:
+        age = wns["age_seconds"] or 0.0
+        print(
+            f"{'wns channel:':<22} {wns['uri']} (read {_when(wns['read_at'])}, {age / 86400:.1f} days old, "
+            f"expires {_when(wns['expires_at'])})",
+            file=out,
+        )
+    else:
+        print(f"{'wns channel:':<22} -", file=out)
+    if wns["status"] is not None:
+        print(f"{'wns status:':<22} {wns['status']} ({wns['status_meaning']})", file=out)
+    if wns["expired_at"] is not None:
+        print(f"{'wns channel gone:':<22} {_when(wns['expired_at'])} (WNS said so; a new one is read)", file=out)
+    if wns["problem"]:
+        print(f"{'wns:':<22} cannot push: device {wns['problem']}", file=out)
 
 
 def cmd_device_set(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
@@ -833,7 +986,7 @@ def _push_rows(found: list[dict[str, Any]]) -> list[list[str]]:
                 str(job["seq"]),
                 job["state"],
                 job["session_id"] or "-",
-                job["msisdn"],
+                "WNS" if job.get("route") == "wns" else job["msisdn"],
                 job["kind"],
                 where if job["via"] else "-",
                 _when(job["created_at"]),
@@ -862,18 +1015,24 @@ def cmd_push(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
             out,
         )
         return
+    via = {"via": args.via} if args.via else {}
     if len(targets) == 1:
-        result = client.request("POST", _device_path(targets[0], "/pushes"))
+        result = client.request("POST", _device_path(targets[0], "/pushes"), via or None)
     else:
-        result = client.request("POST", "/v1/pushes", {"devices": targets})
+        result = client.request("POST", "/v1/pushes", {"devices": targets, **via})
     if args.json:
         _print_json(result, out)
         return
     link = result["link"]
     for job in result["jobs"]:
-        what = f"push #{job['seq']} for {job['device_id']} (session id {job['session_id']}, to {job['msisdn']})"
+        if job.get("route") == "wns":
+            what = f"push #{job['seq']} for {job['device_id']} (to its WNS channel)"
+        else:
+            what = f"push #{job['seq']} for {job['device_id']} (session id {job['session_id']}, to {job['msisdn']})"
         if job["via"] == "spool":
             print(f"{what}: written to {job['spool_file']}", file=out)
+        elif job.get("route") == "wns":
+            print(f"{what}: {job['state']} (WNS)", file=out)
         else:
             print(f"{what}: {job['state']}; SMPP link {_link_text(link)}", file=out)
 
@@ -1016,6 +1175,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("MDMD_CONFIG"),
         help="the daemon's configuration file (default: $MDMD_CONFIG, else the "
         "development settings in the current directory)",
+    )
+    parser.add_argument(
+        "--retry-for",
+        type=float,
+        metavar="SECONDS",
+        help="wait up to SECONDS for a daemon that does not answer (starting or restarting) "
+        f"and retry; without it, a request whose answer was lost is retried for {RETRY_FOR:.0f}s "
+        "and a daemon that is not running is reported at once. Retries of a request that "
+        "creates something carry the same Idempotency-Key, so it is done once.",
     )
     parser.add_argument("--version", action="version", version=f"mdmctl {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -1166,7 +1334,7 @@ def build_parser() -> argparse.ArgumentParser:
     verbs.add_parser("cancel", help="withdraw a queued command before it is sent").add_argument(
         "seq", help="the command number (mdmctl queue DEVICE)"
     )
-    add(commands, "queue", cmd_queue, "list a device's queued and sent commands", listing=True).add_argument(
+    add(commands, "queue", cmd_queue, "list a device's queued, sent and accepted (202) commands", listing=True).add_argument(
         "device", help="the DeviceID"
     )
     results = add(
@@ -1178,16 +1346,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     push = add(
         commands, "push", cmd_push,
-        "wake devices now (OMA DM package #0 as WAP push SMS), or show pushes: "
-        "'push DEVICE...' or 'push status [DEVICE]'",
+        "wake devices now (WNS for Windows devices with a channel, else OMA DM package #0 as WAP "
+        "push SMS), or show pushes: 'push DEVICE...' or 'push status [DEVICE]'",
         listing=True,
     )
-    push.usage = "mdmctl push [--json] DEVICE [DEVICE ...]\n       mdmctl push status [--json] [--limit N] [DEVICE]"
+    push.usage = (
+        "mdmctl push [--json] [--via auto|wns|sms|both] DEVICE [DEVICE ...]\n"
+        "       mdmctl push status [--json] [--limit N] [DEVICE]"
+    )
     push.add_argument(
         "targets", nargs="+", metavar="DEVICE",
         help="DeviceIDs to wake; or 'status', optionally followed by one DeviceID",
     )
     push.add_argument("--limit", type=int, default=50, help="push status: the latest N jobs (0: all)")
+    push.add_argument(
+        "--via", choices=("auto", "wns", "sms", "both"),
+        help="how: WNS or else SMS (auto, the default), only WNS, only SMS, or both",
+    )
 
     store = commands.add_parser("store", help="look after the store")
     store_commands = store.add_subparsers(dest="store_command", metavar="ACTION", parser_class=_Parser)
@@ -1241,7 +1416,8 @@ def main(argv: Sequence[str] | None = None, out: Any = None, err: Any = None) ->
         if getattr(args, "offline", False):
             args.handler(config, args, out)
         else:
-            args.handler(AdminClient.from_config(config), args, out)
+            args.handler(AdminClient.from_config(config, args.retry_for), args, out)
+        out.flush()
     except CommandError as e:
         for line in e.lines:
             print(line, file=err)
@@ -1249,7 +1425,23 @@ def main(argv: Sequence[str] | None = None, out: Any = None, err: Any = None) ->
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (mdmctl ... | head): stop quietly, as a
+        # program killed by SIGPIPE would, and keep the interpreter's last
+        # flush of stdout from failing again.
+        _silence(out)
+        return EXIT_BROKEN_PIPE
     return 0
+
+
+def _silence(out: Any) -> None:
+    try:
+        fd = out.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 if __name__ == "__main__":  # pragma: no cover

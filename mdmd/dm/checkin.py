@@ -2,9 +2,10 @@
 A DM check-in: the unit of work for one OMA DM message.
 
 L{exchange} checks the client certificate and the device, records the
-contact, loads the session state and the device's pending commands, runs
-L{mdmd.dm.engine.handle}, applies what it decided (commands sent and
-answered, nonces, DevInfo, unenrollment, a push answered) and saves the new
+contact, loads the session state (and our last answer, for a resend) and
+the device's pending commands, runs L{mdmd.dm.engine.handle}, applies what
+it decided (commands sent and answered, nonces, DevInfo, events and the
+completions they report, unenrollment, a push answered) and saves the new
 state, all in one transaction. L{mdmd.dm.resource.ManagementResource} only
 decodes the request, runs this unit and writes its answer once it committed.
 """
@@ -21,8 +22,10 @@ from cryptography import x509
 from mdmd.devices import accounts, lifecycle
 from mdmd.devices.accounts import DeviceKind
 from mdmd.dm import queue as dm_queue
+from mdmd.dm.command_state import IN_FLIGHT, CommandState
 from mdmd.dm.commands import CommandSpec
 from mdmd.dm.effects import (
+    ClientEvent,
     ClientNonce,
     CommandAnswered,
     CommandFailed,
@@ -35,6 +38,7 @@ from mdmd.dm.effects import (
     HeaderRefused,
     HeaderStatusInvalid,
     LoginStatus,
+    MessageRefused,
     NewSession,
     PendingCommand,
     ServerChallenged,
@@ -45,9 +49,11 @@ from mdmd.dm.effects import (
     Unenrolled,
 )
 from mdmd.dm.engine import handle, starts_new_session
-from mdmd.dm.state import Authentication, SessionState
+from mdmd.dm.state import Authentication, LastAnswer, SessionState
 from mdmd.errors import PeerError
-from mdmd.notify.jobs import answer_bootstrap, answer_push
+from mdmd.notify import channels
+from mdmd.notify.channels import ChannelSettings
+from mdmd.notify.jobs import BOOTSTRAP, NOTIFICATION, ROUTE_SMS, ROUTE_WNS, answer_push, answer_session
 from mdmd.pki import registry
 from mdmd.pki.registry import ClientCertificateRefused
 from mdmd.store import due
@@ -61,8 +67,10 @@ Root = MutableMapping[str, Any]
 
 #: How many pending commands a message considers (enough to fill any message).
 PENDING_WINDOW = 500
-#: How many generic alerts a device record keeps.
+#: How many events (generic alerts 1226, client events 1224 other than LoginStatus) a device record keeps.
 KEEP_ALERTS = 50
+#: Why an unenrolled device's pending commands were cancelled.
+UNENROLLED_REASON = "the device unenrolled (Alert 1226)"
 #: How many answers to our SyncHdr (refusals, invalid statuses) a device record keeps.
 KEEP_HEADER_EVENTS = 20
 
@@ -103,6 +111,8 @@ class DMSettings:
         The engine's settings for a device of this kind.
         """
         return replace(self.session, send_server_credential=kind in self.send_server_credential)
+    #: with WNS: what Windows devices' push channels need (queued at new sessions)
+    push_channel: ChannelSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -184,17 +194,25 @@ def exchange(
     device = _checked_device(root, certificate, device_id, settings)
     lifecycle.record_contact(device, now)
 
-    record = root["sessions"].get(device_id)
+    record: DMSession | None = root["sessions"].get(device_id)
     state = SessionState.from_dict(record.state) if record is not None else None
+    last = None
+    if record is not None and record.last_answer is not None:
+        last = LastAnswer.from_dict(record.last_answer)
     queue = dm_queue.queue_of(root, device_id)
     notes: list[tuple[str, dict[str, Any]]] = []
-    if starts_new_session(message, state, now):
+    if starts_new_session(message, state, now, last, body, hmac_header):
         requeued = dm_queue.requeue_unanswered(queue, now)
         if requeued:
             notes.append(("{device_id}: {count} unanswered command(s) back in the queue",
                           {"count": len(requeued)}))
+        if settings.push_channel is not None:
+            for target in channels.plan(root, device, queue, settings.push_channel, now):
+                notes.append(("{device_id}: queued {target} (WNS channel)", {"target": target}))
     pending = []
     for command in dm_queue.pending_commands(queue):
+        if CommandState(command.state) not in IN_FLIGHT:
+            continue  # accepted: waiting for the device's alert, not for a session
         pending.append(PendingCommand(command.seq, CommandSpec.from_json(command.spec), command.state))
         if len(pending) >= PENDING_WINDOW:
             break
@@ -210,18 +228,32 @@ def exchange(
         body=body,
         hmac_header=hmac_header,
         random=random,
+        last=last,
     )
+    if outcome.response is None:
+        notes.append(("{device_id}: message {msg_id} of session {session_id} resent: our answer again",
+                      {"msg_id": message.header.msg_id, "session_id": message.header.session_id}))
+        return Exchanged(outcome.body, outcome.headers, device_id, tuple(notes))
     _apply(_Applying(root, device, queue, now, notes, message.header.session_id), outcome.effects)
     if _authenticates(state, outcome.state):
-        for job in answer_bootstrap(root, device_id, outcome.state.started_at, now):
-            notes.append(("{device_id}: authenticated session ends bootstrap #{seq}", {"seq": job.seq}))
+        for job in answer_session(root, device_id, outcome.state.started_at, now):
+            notes.append((_SESSION_ANSWERS[job.kind, job.route], {"seq": job.seq}))
     if record is None:
         record = root["sessions"][device_id] = DMSession(outcome.state.to_dict())
     else:
         record.state = outcome.state.to_dict()
+    if outcome.last is not None or record.last_answer is not None:
+        record.last_answer = None if outcome.last is None else outcome.last.to_dict()
     # Filed once, at its first deadline (the sweeper moves the entry on): no index write per message.
     due.keep_filed(root["session_deadlines"], record, outcome.state.deadline, device_id)
     return Exchanged(outcome.body, outcome.headers, device_id, tuple(notes))
+
+
+#: What a job an authenticated session answered (L{answer_session}) leaves in the log, by (kind, route).
+_SESSION_ANSWERS: dict[tuple[str, str], str] = {
+    (BOOTSTRAP, ROUTE_SMS): "{device_id}: authenticated session ends bootstrap #{seq}",
+    (NOTIFICATION, ROUTE_WNS): "{device_id}: authenticated session answers WNS push #{seq}",
+}
 
 
 def _authenticates(before: SessionState | None, after: SessionState) -> bool:
@@ -286,15 +318,37 @@ def _login_status(work: _Applying, effect: LoginStatus) -> None:
     work.device.login_status = effect.value
 
 
-def _generic_alert(work: _Applying, effect: GenericAlert) -> None:
-    alert = {"time": work.now, **effect.__dict__}
+def _device_event(work: _Applying, code: str, effect: GenericAlert | ClientEvent) -> None:
+    """
+    Keep an alert item on the device record (the last L{KEEP_ALERTS}), and
+    finish the accepted (202) command whose outcome it reports, if any.
+    """
+    alert = {"time": work.now, "alert": code, **effect.__dict__}
     work.device.alerts = (tuple(work.device.alerts or ()) + (alert,))[-KEEP_ALERTS:]
-    work.note("{device_id}: generic alert {type} {data}", type=effect.type, data=effect.data)
+    work.note("{device_id}: alert {code} {type} {data}", code=code, type=effect.type, data=effect.data)
+    completed = dm_queue.complete_accepted(work.queue, effect.__dict__, work.now)
+    if completed is not None:
+        work.note("{device_id}: the alert reports the outcome of command {seq}", seq=completed)
+
+
+def _generic_alert(work: _Applying, effect: GenericAlert) -> None:
+    _device_event(work, "1226", effect)
+
+
+def _client_event(work: _Applying, effect: ClientEvent) -> None:
+    _device_event(work, "1224", effect)
 
 
 def _unenrolled(work: _Applying, effect: Unenrolled) -> None:
     lifecycle.unenroll(work.root, work.device, work.now)
     work.note("{device_id}: the user unenrolled the device; its certificate is revoked")
+    closed = dm_queue.close_pending(work.queue, UNENROLLED_REASON, work.now)
+    if closed:
+        work.note("{device_id}: {count} pending command(s) cancelled: the device left", count=len(closed))
+
+
+def _message_refused(work: _Applying, effect: MessageRefused) -> None:
+    work.note("{device_id}: message refused (403), nothing applied: {reason}", reason=effect.reason)
 
 
 def _command_sent(work: _Applying, effect: CommandSent) -> None:
@@ -307,6 +361,10 @@ def _command_answered(work: _Applying, effect: CommandAnswered) -> None:
         work.queue, effect.seq, effect.state, effect.status, effect.statuses, effect.results, work.now
     )
     _inventory(work.device, effect.results)
+    if effect.state == CommandState.HALTED.value:
+        work.note("{device_id}: command {seq} answered 214: no more commands in this session", seq=effect.seq)
+    command = work.queue.commands[effect.seq]
+    channels.record_answer(work.device, command.spec, effect.state, effect.status, effect.results, work.now)
 
 
 def _command_failed(work: _Applying, effect: CommandFailed) -> None:
@@ -373,7 +431,9 @@ _EFFECTS: dict[type, Callable[[_Applying, Any], None]] = {
     DevInfoReported: _devinfo,
     LoginStatus: _login_status,
     GenericAlert: _generic_alert,
+    ClientEvent: _client_event,
     Unenrolled: _unenrolled,
+    MessageRefused: _message_refused,
     CommandSent: _command_sent,
     CommandAnswered: _command_answered,
     CommandFailed: _command_failed,

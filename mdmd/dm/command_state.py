@@ -5,20 +5,35 @@ A command's state changes only through L{TRANSITIONS}, one table keyed by
 (state, event)::
 
     queued ──SEND──► sent ──SUCCEED──► done
-      │  ▲            │ │
-      │  └──REQUEUE───┘ └──FAIL, GIVE_UP──► failed
+      │  ▲            │ │ └─ACCEPT──► accepted ──SUCCEED──► done
+      │  └──REQUEUE───┘ │                 └──────FAIL─────► failed
+      │                 ├──FAIL, GIVE_UP──► failed
+      │                 ├──HALT──► halted          (214)
+      │                 └──SKIP──► not-executed    (215)
       ├──FAIL──► failed      (it cannot be sent at all: too large for the device)
       └──CANCEL──► cancelled (an operator withdrew it)
 
+    queued, sent, accepted ──DEVICE_LEFT──► cancelled (the device unenrolled)
+
 A command sent in a session that ended without its answer is queued again
 (REQUEUE), or given up (GIVE_UP) once it was sent
-L{mdmd.dm.queue.MAX_ATTEMPTS} times. Pure: the store's records keep the
-plain string value of a L{CommandState}; L{mdmd.dm.queue} applies the table.
+L{mdmd.dm.queue.MAX_ATTEMPTS} times. The device's status for a command
+picks its event (L{answer_event}): 202 (accepted for processing) means the
+device runs it on its own and, for the CSPs that do (see
+L{mdmd.dm.completions}), reports the outcome later in an alert, which moves
+it on; 214 (operation cancelled) that the device completed it and processes
+no more of our commands in that session; 215 that it did not execute it.
+Pure: the store's records keep the plain string value of a
+L{CommandState}; L{mdmd.dm.queue} applies the table.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
+from typing import Final
+
+from mdmd.syncml.codes import StatusCode
 
 __all__ = [
     "CommandState",
@@ -26,9 +41,12 @@ __all__ = [
     "TRANSITIONS",
     "PENDING",
     "FINISHED",
+    "IN_FLIGHT",
     "IllegalCommandMove",
     "allows",
     "next_state",
+    "answer_event",
+    "answered_state",
 ]
 
 
@@ -37,20 +55,36 @@ class CommandState(enum.Enum):
     QUEUED = "queued"
     #: sent in a DM message, its answer not in yet
     SENT = "sent"
+    #: the device answered 202: it runs it asynchronously; where its CSP
+    #: reports the outcome in an alert, that alert finishes it
+    ACCEPTED = "accepted"
     #: the device answered 2xx
     DONE = "done"
     #: the device answered with an error, or it could not be sent, or never got an answer
     FAILED = "failed"
-    #: an operator withdrew it before it was sent
+    #: the device answered 214: it completed it, and processed no more of our
+    #: commands in that session
+    HALTED = "halted"
+    #: the device answered 215: it did not execute it (the user declined, or an
+    #: earlier member of its Sequence failed)
+    NOT_EXECUTED = "not-executed"
+    #: an operator withdrew it before it was sent, or the device unenrolled
     CANCELLED = "cancelled"
 
 
 class CommandEvent(enum.Enum):
     #: it went out in a DM message
     SEND = "send"
-    #: the device answered with a 2xx status
+    #: the device answered with a 2xx status (or its completion alert says it succeeded)
     SUCCEED = "succeed"
-    #: the device answered with an error, or the command cannot be sent at all
+    #: the device answered 202: accepted for asynchronous processing
+    ACCEPT = "accept"
+    #: the device answered 214
+    HALT = "halt"
+    #: the device answered 215
+    SKIP = "skip"
+    #: the device answered with an error (or its completion alert does), or the
+    #: command cannot be sent at all
     FAIL = "fail"
     #: its session ended without its answer: it goes out again
     REQUEUE = "requeue"
@@ -58,22 +92,43 @@ class CommandEvent(enum.Enum):
     GIVE_UP = "give up"
     #: an operator withdraws it
     CANCEL = "cancel"
+    #: the device unenrolled: nothing pending will be answered
+    DEVICE_LEFT = "device left"
 
+
+_S = CommandState
+_E = CommandEvent
 
 TRANSITIONS: dict[tuple[CommandState, CommandEvent], CommandState] = {
-    (CommandState.QUEUED, CommandEvent.SEND): CommandState.SENT,
-    (CommandState.QUEUED, CommandEvent.FAIL): CommandState.FAILED,
-    (CommandState.QUEUED, CommandEvent.CANCEL): CommandState.CANCELLED,
-    (CommandState.SENT, CommandEvent.SUCCEED): CommandState.DONE,
-    (CommandState.SENT, CommandEvent.FAIL): CommandState.FAILED,
-    (CommandState.SENT, CommandEvent.REQUEUE): CommandState.QUEUED,
-    (CommandState.SENT, CommandEvent.GIVE_UP): CommandState.FAILED,
+    (_S.QUEUED, _E.SEND): _S.SENT,
+    (_S.QUEUED, _E.FAIL): _S.FAILED,
+    (_S.QUEUED, _E.CANCEL): _S.CANCELLED,
+    (_S.SENT, _E.SUCCEED): _S.DONE,
+    (_S.SENT, _E.FAIL): _S.FAILED,
+    (_S.SENT, _E.REQUEUE): _S.QUEUED,
+    (_S.SENT, _E.GIVE_UP): _S.FAILED,
+    (_S.SENT, _E.ACCEPT): _S.ACCEPTED,
+    (_S.SENT, _E.HALT): _S.HALTED,
+    (_S.SENT, _E.SKIP): _S.NOT_EXECUTED,
+    (_S.ACCEPTED, _E.SUCCEED): _S.DONE,
+    (_S.ACCEPTED, _E.FAIL): _S.FAILED,
+    **{(state, _E.DEVICE_LEFT): _S.CANCELLED for state in (_S.QUEUED, _S.SENT, _S.ACCEPTED)},
 }
 
 #: States still waiting for the device (kept in the queue's pending index).
-PENDING = frozenset({CommandState.QUEUED, CommandState.SENT})
+PENDING = frozenset({_S.QUEUED, _S.SENT, _S.ACCEPTED})
 #: States nothing moves out of.
-FINISHED = frozenset({CommandState.DONE, CommandState.FAILED, CommandState.CANCELLED})
+FINISHED = frozenset({_S.DONE, _S.FAILED, _S.HALTED, _S.NOT_EXECUTED, _S.CANCELLED})
+#: States a session still has to send or to hear about (an accepted command
+#: waits for the device's alert, in whatever session it comes).
+IN_FLIGHT = frozenset({_S.QUEUED, _S.SENT})
+
+#: The statuses that have an event of their own; other 2xx succeed, anything else fails.
+_STATUS_EVENTS: Final[Mapping[int, CommandEvent]] = {
+    StatusCode.ACCEPTED_FOR_PROCESSING: _E.ACCEPT,
+    StatusCode.OPERATION_CANCELLED: _E.HALT,
+    StatusCode.NOT_EXECUTED: _E.SKIP,
+}
 
 
 class IllegalCommandMove(Exception):
@@ -107,3 +162,20 @@ def next_state(state: CommandState, event: CommandEvent) -> CommandState:
         return TRANSITIONS[(state, event)]
     except KeyError:
         raise IllegalCommandMove(state, event) from None
+
+
+def answer_event(status: int) -> CommandEvent:
+    """
+    The event of a sent command's final status from the device.
+    """
+    event = _STATUS_EVENTS.get(status)
+    if event is not None:
+        return event
+    return _E.SUCCEED if 200 <= status < 300 else _E.FAIL
+
+
+def answered_state(status: int) -> CommandState:
+    """
+    The state a sent command moves to when the device answers it with C{status}.
+    """
+    return next_state(_S.SENT, answer_event(status))

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from mdmd.errors import PeerError
+from mdmd.syncml.model import NOT_CARRIED
 
 __all__ = [
     "InvalidCommand",
@@ -73,11 +74,15 @@ class ItemSpec:
 class CommandSpec:
     """
     One queued command: an item verb with its items, or a group with children.
+
+    An Exec may carry a C{correlator}: the device echoes it in the alert
+    that reports the outcome of an asynchronous Exec (OMA DM Generic Alert).
     """
 
     verb: str
     items: tuple[ItemSpec, ...] = ()
     commands: tuple[CommandSpec, ...] = ()
+    correlator: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         value: dict[str, Any] = {"verb": self.verb}
@@ -85,6 +90,8 @@ class CommandSpec:
             value["items"] = [i.as_json() for i in self.items]
         if self.commands:
             value["commands"] = [c.as_json() for c in self.commands]
+        if self.correlator is not None:
+            value["correlator"] = self.correlator
         return value
 
     @classmethod
@@ -97,6 +104,7 @@ class CommandSpec:
             value["verb"],
             items=tuple(ItemSpec(**item) for item in value.get("items", ())),
             commands=tuple(cls.from_json(child) for child in value.get("commands", ())),
+            correlator=value.get("correlator"),
         )
 
     def walk(self) -> list[CommandSpec]:
@@ -185,12 +193,16 @@ def _item(raw: Any, verb: str) -> ItemSpec:
         raise InvalidCommand(f"{verb} {target}: data must be a string")
     if data is not None and len(data) > MAX_DATA:
         raise InvalidCommand(f"{verb} {target}: data is larger than {MAX_DATA} characters")
+    if data is not None:
+        _check_text(data, f"{verb} {target}: data")
     fmt = raw.get("format")
     if fmt is not None and fmt not in FORMATS:
         raise InvalidCommand(f"{verb} {target}: unknown format {fmt!r} (one of {', '.join(FORMATS)})")
     mime = raw.get("type")
     if mime is not None and (not isinstance(mime, str) or not mime or len(mime) > 256):
         raise InvalidCommand(f"{verb} {target}: type must be a short MIME type or URN")
+    if mime is not None:
+        _check_text(mime, f"{verb} {target}: type")
     source = raw.get("source")
     if verb == "Copy":
         if source is None:
@@ -205,9 +217,29 @@ def _item(raw: Any, verb: str) -> ItemSpec:
     return ItemSpec(target, data, fmt, mime, source)
 
 
-def parse_spec(raw: Any, _parent: str | None = None) -> CommandSpec:
+#: What may not be anywhere inside an Atomic (its direct members or through a
+#: Sequence), and why (Windows: a nested Atomic gets 500 and its parent 507).
+_NOT_IN_ATOMIC = {
+    "Atomic": "Atomic commands cannot be nested",
+    "Get": "Get is not allowed inside Atomic",
+}
+
+
+def _check_text(text: str, what: str) -> None:
+    """
+    Refuse text no SyncML encoding can carry (it would fail every session of the device).
+    """
+    found = NOT_CARRIED.search(text)
+    if found is not None:
+        raise InvalidCommand(f"{what} holds U+{ord(found.group()):04X}, which SyncML cannot carry")
+
+
+def parse_spec(raw: Any, _parent: str | None = None, _in_atomic: bool = False) -> CommandSpec:
     """
     Validate the JSON form of a command (as the admin API receives it).
+
+    Group rules hold for the whole tree: nothing under an Atomic, however
+    deep (through a Sequence), may be an Atomic or a Get.
 
     @raise InvalidCommand: naming what is wrong.
     """
@@ -219,22 +251,30 @@ def parse_spec(raw: Any, _parent: str | None = None) -> CommandSpec:
     verb = verb[:1].upper() + verb[1:].lower()
     if verb not in ITEM_VERBS + GROUP_VERBS:
         raise InvalidCommand(f"unknown verb {raw.get('verb')!r} (one of {', '.join(ITEM_VERBS + GROUP_VERBS)})")
+    if _in_atomic and verb in _NOT_IN_ATOMIC:
+        raise InvalidCommand(
+            _NOT_IN_ATOMIC[verb] if _parent == "Atomic" else f"{_NOT_IN_ATOMIC[verb]} (not even through a Sequence)"
+        )
     if _parent is not None and verb not in _ALLOWED_CHILDREN[_parent]:
-        reason = {
-            ("Atomic", "Atomic"): "Atomic commands cannot be nested",
-            ("Atomic", "Get"): "Get is not allowed inside Atomic",
-        }.get((_parent, verb), f"{verb} is not allowed inside {_parent}")
-        raise InvalidCommand(reason)
-    unknown = set(raw) - {"verb", "items", "commands", "target", "data", "format", "type", "source"}
+        raise InvalidCommand(f"{verb} is not allowed inside {_parent}")
+    unknown = set(raw) - {"verb", "items", "commands", "target", "data", "format", "type", "source", "correlator"}
     if unknown:
         raise InvalidCommand(f"{verb}: unknown field(s) {', '.join(sorted(unknown))}")
+    correlator = raw.get("correlator")
+    if correlator is not None:
+        if verb != "Exec":
+            raise InvalidCommand(f"{verb}: only Exec takes a correlator")
+        if not isinstance(correlator, str) or not correlator or len(correlator) > 256:
+            raise InvalidCommand("Exec: a correlator is a string of 1 to 256 characters")
+        _check_text(correlator, "Exec: the correlator")
     if verb in GROUP_VERBS:
         children = raw.get("commands")
         if not isinstance(children, Sequence) or isinstance(children, str) or not children:
             raise InvalidCommand(f"{verb} needs a non-empty 'commands' list")
         if any(k in raw for k in ("items", "target", "data")):
             raise InvalidCommand(f"{verb} holds commands, not items")
-        spec = CommandSpec(verb, commands=tuple(parse_spec(c, verb) for c in children))
+        inside = _in_atomic or verb == "Atomic"
+        spec = CommandSpec(verb, commands=tuple(parse_spec(c, verb, inside) for c in children))
         if verb == "Atomic":
             _check_atomic(spec)
         return spec
@@ -251,7 +291,7 @@ def parse_spec(raw: Any, _parent: str | None = None) -> CommandSpec:
     items = tuple(_item(i, verb) for i in items_raw)
     if verb == "Exec" and len(items) != 1:
         raise InvalidCommand("Exec takes exactly one item")
-    return CommandSpec(verb, items=items)
+    return CommandSpec(verb, items=items, correlator=correlator)
 
 
 def _check_atomic(spec: CommandSpec) -> None:
@@ -270,8 +310,12 @@ def _check_atomic(spec: CommandSpec) -> None:
         raise InvalidCommand("Atomic: do not mix ./User and ./Device targets in one Atomic")
 
 
-#: Command states that still need the device.
-PENDING = ("queued", "sent")
+#: Command states that still need the device (what a device's queue lists).
+PENDING = ("queued", "sent", "accepted")
+#: The states L{sendable} reads: a sent command holds back its scope, a
+#: queued one may go; an accepted one (202) waits for the device's alert and
+#: holds back nothing.
+_IN_FLIGHT = ("queued", "sent")
 
 
 class _Queued(Protocol):
@@ -301,7 +345,7 @@ def sendable(commands: Iterable[Q], user_logged_in: bool) -> Iterator[Q]:
     """
     blocked: set[str] = set()
     for command in commands:
-        if command.state not in PENDING:
+        if command.state not in _IN_FLIGHT:
             continue
         if command.scope == "user" and not user_logged_in:
             blocked.add("user")

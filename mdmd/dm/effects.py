@@ -28,8 +28,10 @@ __all__ = [
     "DevInfoReported",
     "LoginStatus",
     "GenericAlert",
+    "ClientEvent",
     "Unenrolled",
     "SessionAborted",
+    "MessageRefused",
     "ServerInitiated",
     "HeaderRefused",
     "HeaderStatusInvalid",
@@ -84,7 +86,7 @@ class PendingCommand:
 
     seq: int
     spec: CommandSpec
-    state: str  # queued | sent
+    state: str  # queued | sent (an accepted command waits for its alert, not for us)
 
     @property
     def scope(self) -> str:
@@ -134,6 +136,26 @@ class LoginStatus:
 
 @dataclass(frozen=True)
 class GenericAlert:
+    """
+    One item of a Generic Alert (1226): an event the device reports (a CSP's
+    completion, the unenrollment). Data that is not UTF-8 comes as base64.
+    """
+
+    type: str | None
+    format: str | None
+    mark: str | None
+    source: str | None
+    data: str | None
+    correlator: str | None
+
+
+@dataclass(frozen=True)
+class ClientEvent:
+    """
+    One item of a Client Event alert (1224) other than LoginStatus (the
+    sync type, an MSI installation's completion...), fields as in L{GenericAlert}.
+    """
+
     type: str | None
     format: str | None
     mark: str | None
@@ -154,6 +176,16 @@ class SessionAborted:
     """
     The device aborted the session (Alert 1223).
     """
+
+
+@dataclass(frozen=True)
+class MessageRefused:
+    """
+    The session could not take the message (see L{mdmd.dm.state.SessionInput.OUT_OF_STEP}):
+    it was answered 403 and nothing of it was applied.
+    """
+
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -207,7 +239,9 @@ class CommandSent:
 @dataclass(frozen=True)
 class CommandAnswered:
     """
-    The device's verdict on a command: C{state} is the queue state it moves to (C{done}, C{failed}).
+    The device's verdict on a command: C{state} is the queue state it moves to
+    (C{done}, C{failed}, C{accepted}, C{halted}, C{not-executed}: see
+    L{mdmd.dm.command_state.answered_state}).
     """
 
     seq: int
@@ -244,8 +278,10 @@ Effect = Union[
     DevInfoReported,
     LoginStatus,
     GenericAlert,
+    ClientEvent,
     Unenrolled,
     SessionAborted,
+    MessageRefused,
     ServerInitiated,
     HeaderRefused,
     HeaderStatusInvalid,

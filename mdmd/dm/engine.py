@@ -11,6 +11,11 @@ the C{random} it is given.
 One message goes through these steps, each moving the session only through
 the transition table of L{mdmd.dm.state}:
 
+ 0. a resend of the message answered last, in a session that goes on (same
+    session, MsgID and bytes: the device lost our answer), gets that answer
+    again (L{LastAnswer}) and changes nothing; a message the session cannot
+    take (after it ended, or the last MsgID again with other bytes) is
+    answered 403 throughout and read by nobody (OUT_OF_STEP);
  1. authenticate it (L{mdmd.dm.authentication}) and answer its SyncHdr;
  2. answer every client command in order, through L{CLIENT_COMMANDS} (Alerts
     by code through L{CLIENT_ALERTS}), recording what the device says of the
@@ -21,10 +26,16 @@ the transition table of L{mdmd.dm.state}:
  4. in an OPEN session, add the commands that fit the device's MaxMsgSize
     (a value larger than a message in chunks, L{mdmd.dm.chunking}) and end
     the answer: Final, or withheld while our package or the device's goes on;
+    none once the device takes no more (it answered 214, or unenrolled):
+    the session ends with that answer;
  5. put our credential in our SyncHdr while the session owes it, but only in
     a message with commands: a device that checks it issues a new nonce in
     its answer, and a message without commands gets no answer (libdmclient
     then stores a nonce we never learn, and its next session refuses us).
+
+Everything the device sends is peer input: text it sends as opaque bytes is
+decoded leniently (L{_text}), and what we echo back (its LocURIs, MsgID,
+CmdIDs) is made carryable by any SyncML encoding first (L{_echo}).
 """
 
 from __future__ import annotations
@@ -46,8 +57,10 @@ from mdmd.dm.authentication import (
     response_headers,
     server_cred,
 )
+from mdmd.dm.command_state import answered_state
 from mdmd.dm.commands import CommandSpec, sendable
 from mdmd.dm.effects import (
+    ClientEvent,
     ClientNonce,
     CommandAnswered,
     CommandFailed,
@@ -60,6 +73,7 @@ from mdmd.dm.effects import (
     HeaderRefused,
     HeaderStatusInvalid,
     LoginStatus,
+    MessageRefused,
     NewSession,
     PendingCommand,
     ServerChallenged,
@@ -71,6 +85,7 @@ from mdmd.dm.effects import (
 )
 from mdmd.dm.state import (
     Answer,
+    LastAnswer,
     OurPackage,
     Phase,
     ResultValue,
@@ -83,6 +98,7 @@ from mdmd.dm.state import (
 from mdmd.syncml.codec import Codec
 from mdmd.syncml.codes import AlertCode, StatusCode
 from mdmd.syncml.model import (
+    NOT_CARRIED,
     Add,
     Alert,
     Atomic,
@@ -103,13 +119,13 @@ from mdmd.syncml.model import (
     SyncHdr,
     SyncML,
     UnknownElement,
-    data_text,
 )
 
 __all__ = [
     "Outcome",
     "handle",
     "starts_new_session",
+    "resends",
     "CLIENT_COMMANDS",
     "CLIENT_ALERTS",
     "HEADER_VERDICTS",
@@ -123,12 +139,16 @@ LOGIN_STATUS = "com.microsoft/MDM/LoginStatus"
 
 @dataclass(frozen=True)
 class Outcome:
-    response: SyncML
+    #: The response (None when it is the last answer again, for a resend).
+    response: SyncML | None
     body: bytes  # the response, encoded with the request's codec
     state: SessionState
     effects: tuple[Effect, ...]
     #: Extra HTTP headers (x-syncml-hmac when the session uses HMAC).
     headers: tuple[tuple[str, str], ...] = ()
+    #: What to keep beside the state for a resend of this message (None once
+    #: the session ended: it takes nothing more, resends included).
+    last: LastAnswer | None = None
 
 
 class _Ids:
@@ -181,6 +201,10 @@ class _Work:
     server_refused: bool = False
     #: Our commands refused for that reason (their seq), to send again.
     requeued: set[int] = field(default_factory=set)
+    #: The device answered one of our commands 214: it processes no more of them this session.
+    halted: bool = False
+    #: The device unenrolled in this message (Alert 1226).
+    unenrolled: bool = False
 
     def status(
         self,
@@ -197,9 +221,9 @@ class _Work:
         self.statuses.append(
             Status(
                 cmd_id=self.ids(),
-                msg_ref=self.message.header.msg_id,
-                cmd_ref=command.cmd_id or "",
-                cmd=command.name,
+                msg_ref=_echo(self.message.header.msg_id),
+                cmd_ref=_echo(command.cmd_id or ""),
+                cmd=_echo(command.name),
                 target_refs=target_refs,
                 source_refs=source_refs,
                 data=str(int(code)),
@@ -235,17 +259,23 @@ def handle(
     body: bytes = b"",
     hmac_header: str | bytes | None = None,
     random: Callable[[int], bytes] = os.urandom,
+    last: LastAnswer | None = None,
 ) -> Outcome:
     """
     Answer one client message of a DM session.
 
-    C{body} and C{hmac_header} matter only when the device uses HMAC
-    (C{x-syncml-hmac}); C{commands} are the device's pending commands in
-    sequence order (queued or sent), so the engine can keep their order.
+    C{body} is the message as received: a resend is recognised by it (and
+    HMAC is computed over it); C{last} is our answer to the session's last
+    message (L{Outcome.last} of that message). C{hmac_header} matters only
+    when the device uses HMAC (C{x-syncml-hmac}); C{commands} are the
+    device's pending commands in sequence order (queued or sent), so the
+    engine can keep their order.
     """
     header = message.header
+    if state is not None and last is not None and resends(message, body, state, last, now, hmac_header):
+        return Outcome(None, last.body, state, (), last.headers, last)
     effects: list[Effect] = []
-    if state is None or starts_new_session(message, state, now):
+    if state is None or starts_new_session(message, state, now, last, body, hmac_header):
         owed = ServerCredential.OWED if settings.send_server_credential else ServerCredential.NOT_ASKED
         state = SessionState.start(header.session_id, now, settings.session_timeout, owed)
         effects.append(NewSession(state.key, header.session_id))
@@ -260,29 +290,36 @@ def handle(
 
     proof = Proof(header.cred, header.source.loc_name, hmac_header, body)
     verdict = authenticate(state, device.scheme, device.client, proof, settings.max_auth_failures, random)
-    work.move(verdict.input)
-    work.state = replace(work.state, auth_failures=verdict.failures)
-    if verdict.nonce is not None:
-        work.effects.append(ClientNonce(verdict.nonce))
+    refusal = _out_of_step(message, state, last) if verdict.accepted else None
+    if refusal is not None:
+        work.move(SessionInput.OUT_OF_STEP)
+        work.effects.append(MessageRefused(refusal))
+        code, chal, accepted = StatusCode.FORBIDDEN, None, False
+    else:
+        work.move(verdict.input)
+        work.state = replace(work.state, auth_failures=verdict.failures)
+        if verdict.nonce is not None:
+            work.effects.append(ClientNonce(verdict.nonce))
+        code, chal, accepted = verdict.code, verdict.chal, verdict.accepted
     work.statuses.append(
         Status(
             cmd_id=work.ids(),
-            msg_ref=header.msg_id,
+            msg_ref=_echo(header.msg_id),
             cmd_ref="0",
             cmd="SyncHdr",
-            target_refs=(header.target.loc_uri,),
-            source_refs=(header.source.loc_uri,),
-            chal=verdict.chal,
-            data=str(int(verdict.code)),
+            target_refs=(_echo(header.target.loc_uri),),
+            source_refs=(_echo(header.source.loc_uri),),
+            chal=chal,
+            data=str(int(code)),
         )
     )
-    if verdict.accepted:
+    if accepted:
         for command in message.body:
             _process(work, command)
     else:
         for command in message.body:
             if not isinstance(command, Status):
-                work.status(command, verdict.code)
+                work.status(command, code)
     _complete_answers(work)
 
     final = True
@@ -290,18 +327,23 @@ def handle(
         if work.aborted:
             work.move(SessionInput.ABORTED)
             work.effects.append(SessionAborted())
+        elif work.halted or work.unenrolled:
+            work.move(SessionInput.NO_MORE_COMMANDS)
         else:
             final = _send_commands(work, commands)
             work.move(_how_it_ends(work, final))
-    if work.ask_next_message and not work.commands:
+    if work.ask_next_message and not work.commands and work.state.phase is Phase.OPEN:
         # The device has more of its package (or of a large object) to send.
         work.statuses.append(Alert(cmd_id=work.ids(), data=str(int(AlertCode.NEXT_MESSAGE))))
         final = False
+    if work.unenrolled:
+        # Last, so that the adapter closes what is pending after recording this message's answers.
+        work.effects.append(Unenrolled())
 
     answer = (*work.statuses, *work.commands)
     # Our credential only where the device will answer (see the module's step 5).
     with_commands = any(not isinstance(c, Status) for c in answer)
-    response = SyncML(header=_response_header(work, verdict.accepted, with_commands), body=answer, final=final)
+    response = SyncML(header=_response_header(work, accepted, with_commands), body=answer, final=final)
     encoded = codec.encode(response)
     new_state = replace(
         work.state,
@@ -314,7 +356,58 @@ def handle(
     new_state = replace(
         new_state, server_cred_sent=response.header.cred is not None or _mac_owed(new_state, headers)
     )
-    return Outcome(response, encoded, new_state, tuple(work.effects), headers)
+    kept = None
+    if new_state.phase in _GOING_ON:
+        kept = LastAnswer(new_state.key, header.msg_id, LastAnswer.digest_of(body, hmac_header), encoded, headers)
+    return Outcome(response, encoded, new_state, tuple(work.effects), headers, kept)
+
+
+#: The phases of a session that can take another message (and so a resend).
+_GOING_ON: Final = (Phase.CHALLENGED, Phase.OPEN)
+
+def _echo(text: str) -> str:
+    """
+    Device text (a LocURI, MsgID, CmdID) made fit to go back in our answer, whatever the encoding.
+    """
+    return NOT_CARRIED.sub("\ufffd", text)
+
+
+def resends(
+    message: SyncML,
+    body: bytes,
+    state: SessionState,
+    last: LastAnswer,
+    now: float,
+    hmac_header: str | bytes | None = None,
+) -> bool:
+    """
+    Whether C{message} is the device's last message again (same session,
+    MsgID, bytes and x-syncml-hmac header: it lost our answer), in a session that can go on.
+
+    The adapter asks first: a resend neither begins a session nor requeues anything.
+    """
+    return (
+        state.phase in _GOING_ON
+        and state.deadline >= now
+        and state.session_id == message.header.session_id
+        and last.answers(state, message.header.msg_id, body, hmac_header)
+    )
+
+
+def _out_of_step(message: SyncML, state: SessionState, last: LastAnswer | None) -> str | None:
+    """
+    Why the session cannot take the authenticated C{message} (it is not a
+    resend, not a new session), or None.
+
+    Only an authenticated message gets here: an unauthenticated one is
+    refused (401/407) as ever, so a stranger learns nothing of the session.
+    """
+    if state.phase is Phase.ENDED:
+        return f"session {state.session_id} has ended"
+    if state.phase is Phase.OPEN and message.header.msg_id == state.last_client_msg_id:
+        known = "another message" if last is not None and last.key == state.key else "a message we cannot compare"
+        return f"MsgID {message.header.msg_id} was answered already, for {known}"
+    return None
 
 
 def _mac_owed(state: SessionState, headers: tuple[tuple[str, str], ...]) -> bool:
@@ -324,21 +417,28 @@ def _mac_owed(state: SessionState, headers: tuple[tuple[str, str], ...]) -> bool
     return bool(headers) and state.server_credential is ServerCredential.OWED
 
 
-def starts_new_session(message: SyncML, state: SessionState | None, now: float) -> bool:
+def starts_new_session(
+    message: SyncML,
+    state: SessionState | None,
+    now: float,
+    last: LastAnswer | None = None,
+    body: bytes = b"",
+    hmac_header: str | bytes | None = None,
+) -> bool:
     """
     Whether C{message} begins a new session rather than continuing C{state}.
 
     The adapter asks first: commands sent in the previous session and never
     answered go back in the queue before the new session picks commands.
     A package 1 repeated after a challenge continues its session (OMA DM:
-    the client resends package 1 with credentials under the same SessionID).
+    the client resends package 1 with credentials under the same SessionID),
+    and so does a package 1 resent because our answer was lost (L{resends}).
     """
-    return (
-        state is None
-        or state.session_id != message.header.session_id
-        or state.deadline < now
-        or (state.phase in (Phase.OPEN, Phase.ENDED) and _is_package1(message))
-    )
+    if state is None or state.session_id != message.header.session_id or state.deadline < now:
+        return True
+    if last is not None and resends(message, body, state, last, now, hmac_header):
+        return False
+    return state.phase in (Phase.OPEN, Phase.ENDED) and _is_package1(message)
 
 
 def _is_package1(message: SyncML) -> bool:
@@ -364,6 +464,11 @@ def _process(work: _Work, command: Command) -> None:
     if command.cmd_id is None:
         # MS-MDM: a command without CmdID gets 400 with an empty CmdRef.
         work.status(command, StatusCode.BAD_REQUEST)
+        return
+    if work.state.phase is not Phase.OPEN and not isinstance(command, Status):
+        # We gave up earlier in this message: the rest is read by nobody, like
+        # a message after the session (what the device says of ours still counts).
+        work.status(command, StatusCode.FORBIDDEN)
         return
     CLIENT_COMMANDS[type(command)](work, command)
 
@@ -448,32 +553,45 @@ def _server_initiated(work: _Work, alert: Alert) -> None:
 
 
 def _client_event(work: _Work, alert: Alert) -> None:
+    """
+    1224: LoginStatus decides whether ./User commands may go; every other item is kept as an event.
+    """
     for item in alert.items:
-        kind = item.meta.type if item.meta else None
-        value = (data_text(item.data) or "").strip().lower()
-        if kind == LOGIN_STATUS:
+        meta = item.meta or Meta()
+        if meta.type == LOGIN_STATUS:
+            value = (_text(item.data) or "").strip().lower()
             work.state = replace(work.state, user_logged_in=value == "user")
             work.effects.append(LoginStatus(value))
+            continue
+        work.effects.append(ClientEvent(**_event_fields(alert, item, meta)))
 
 
 def _generic_alert(work: _Work, alert: Alert) -> None:
     for item in alert.items:
         meta = item.meta or Meta()
-        work.effects.append(
-            GenericAlert(
-                type=meta.type,
-                format=meta.format,
-                mark=meta.mark,
-                source=item.source.loc_uri if item.source else None,
-                data=_text(item.data),
-                correlator=alert.correlator,
-            )
-        )
+        work.effects.append(GenericAlert(**_event_fields(alert, item, meta)))
         if meta.type == UNENROLL_ALERT:
-            work.effects.append(Unenrolled())
+            work.unenrolled = True
+
+
+def _event_fields(alert: Alert, item: Item, meta: Meta) -> dict[str, str | None]:
+    """
+    What an alert item reports, as the store keeps it.
+    """
+    return {
+        "type": meta.type,
+        "format": meta.format,
+        "mark": meta.mark,
+        "source": item.source.loc_uri if item.source else None,
+        "data": _text(item.data),
+        "correlator": alert.correlator,
+    }
 
 
 def _text(data: Data | None) -> str | None:
+    """
+    Device data as text: opaque bytes that are not UTF-8 come as base64 (peer input, never an error).
+    """
     if isinstance(data, bytes):
         try:
             return data.decode("utf-8")
@@ -513,7 +631,7 @@ def _receive(
             Alert(
                 cmd_id=work.ids(),
                 data=str(int(AlertCode.NO_END_OF_DATA)),
-                items=(Item(source=Location(loc_uri=received.cut_off.source or "")),),
+                items=(Item(source=Location(loc_uri=_echo(received.cut_off.source or ""))),),
             )
         )
     if received.incoming is not None:
@@ -547,6 +665,8 @@ def _client_status(work: _Work, status: Status) -> None:
     if work.server_refused and code in (StatusCode.INVALID_CREDENTIALS, StatusCode.MISSING_CREDENTIALS):
         _requeue(work, ref.seq, code)
         return
+    if code == StatusCode.OPERATION_CANCELLED:
+        work.halted = True
     answer = work.answers.get(ref.seq, Answer())
     work.answers[ref.seq] = replace(answer, statuses=answer.statuses + ((ref.path, code),))
     work.touched.add(ref.seq)
@@ -608,7 +728,7 @@ def _server_challenged(work: _Work, status: Status, code: StatusCode | None) -> 
         work.state = replace(work.state, server_nonce=None)
     refusals = work.state.server_refusals + (1 if sent else 0)
     work.state = replace(work.state, server_refusals=refusals)
-    if refusals > work.settings.max_auth_failures:
+    if refusals > work.settings.max_auth_failures or work.state.phase is not Phase.OPEN:
         work.move(SessionInput.GIVE_UP)
         return
     work.move(SessionInput.DEVICE_CHALLENGED)
@@ -650,10 +770,13 @@ def _requeue(work: _Work, seq: int, code: int) -> None:
 
 
 def _code(text: str | None) -> int:
-    try:
-        return int((text or "").strip())
-    except ValueError:
-        return int(StatusCode.BAD_REQUEST)
+    """
+    A status code as the device wrote it (ASCII digits: libdmclient answers 0), else 400.
+    """
+    stripped = (text or "").strip()
+    if 0 < len(stripped) <= 9 and stripped.isascii() and stripped.isdigit():
+        return int(stripped)
+    return int(StatusCode.BAD_REQUEST)
 
 
 def _client_results(work: _Work, results: Results) -> None:
@@ -731,13 +854,6 @@ _ALERT_CODES: Final[Mapping[str, AlertCode]] = {str(int(code)): code for code in
 # --- answers to our commands ---------------------------------------------------------------
 
 
-def _outcome(code: int) -> str:
-    """
-    The queue state a command's final status moves it to.
-    """
-    return "done" if 200 <= code < 300 else "failed"
-
-
 def _complete_answers(work: _Work) -> None:
     """
     Turn what the device said this message into command verdicts.
@@ -760,7 +876,9 @@ def _complete_answers(work: _Work) -> None:
             continue
         del work.answers[seq]
         work.state = replace(work.state, sent=tuple(r for r in work.state.sent if r.seq != seq))
-        work.effects.append(CommandAnswered(seq, _outcome(code), code, answer.statuses, answer.results))
+        work.effects.append(
+            CommandAnswered(seq, answered_state(code).value, code, answer.statuses, answer.results)
+        )
 
 
 def _refs_for(work: _Work, incoming: chunking.IncomingObject) -> Iterator[SentRef]:
@@ -815,6 +933,8 @@ def _build_items(
         )
         for item in spec.items
     )
+    if spec.verb == "Exec" and spec.correlator is not None:
+        return Exec(cmd_id=cmd_id, items=items, correlator=spec.correlator)
     return _ITEM_VERBS[spec.verb](cmd_id=cmd_id, items=items)
 
 
@@ -829,10 +949,10 @@ def _response_header(work: _Work, authenticated: bool, with_commands: bool) -> S
     client = work.message.header
     device = work.device
     return SyncHdr(
-        session_id=client.session_id,
+        session_id=_echo(client.session_id),
         msg_id=str(work.state.next_msg_id),
-        target=Location(loc_uri=client.source.loc_uri),
-        source=Location(loc_uri=client.target.loc_uri),
+        target=Location(loc_uri=_echo(client.source.loc_uri)),
+        source=Location(loc_uri=_echo(client.target.loc_uri)),
         cred=server_cred(work.state, device.server, device.server_scheme) if with_commands else None,
         meta=Meta(max_obj_size=work.settings.max_obj_size) if authenticated else None,
     )

@@ -15,14 +15,15 @@ through the table of L{mdmd.dm.command_state}.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from mdmd.devices import lifecycle
+from mdmd.devices.accounts import DeviceKind
 from mdmd.dm import command_state
 from mdmd.dm.command_state import CommandEvent, CommandState, next_state
-from mdmd.dm.commands import CommandSpec
+from mdmd.dm.commands import CommandSpec, InvalidCommand
 from mdmd.errors import Conflict, NotFound
 from mdmd.store.models import CommandQueue, QueuedCommand
 
@@ -31,12 +32,16 @@ __all__ = [
     "UnknownCommand",
     "CommandNotCancellable",
     "NotManageable",
+    "UnsupportedByDevice",
     "enqueue",
+    "enqueue_once",
     "list_commands",
     "cancel",
     "queue_of",
     "requeue",
     "requeue_unanswered",
+    "complete_accepted",
+    "close_pending",
     "MAX_ATTEMPTS",
     "FINISHED",
 ]
@@ -49,8 +54,16 @@ MAX_ATTEMPTS = 5
 #: The stored values of the final command states (what "results" lists).
 FINISHED = tuple(state.value for state in CommandState if state in command_state.FINISHED)
 _PENDING = frozenset(state.value for state in command_state.PENDING)
-#: The engine's verdict on an answered command → its event.
-_VERDICTS = {CommandState.DONE.value: CommandEvent.SUCCEED, CommandState.FAILED.value: CommandEvent.FAIL}
+#: The engine's verdict on an answered command (the state it moves to) → its event.
+_VERDICTS = {
+    CommandState.DONE.value: CommandEvent.SUCCEED,
+    CommandState.FAILED.value: CommandEvent.FAIL,
+    CommandState.ACCEPTED.value: CommandEvent.ACCEPT,
+    CommandState.HALTED.value: CommandEvent.HALT,
+    CommandState.NOT_EXECUTED.value: CommandEvent.SKIP,
+}
+#: Verbs a kind of device does not support (Windows has no Copy: MS-MDM).
+_UNSUPPORTED_VERBS: Final[Mapping[str, frozenset[str]]] = {DeviceKind.WINDOWS.value: frozenset({"Copy"})}
 
 
 class UnknownCommand(NotFound):
@@ -68,6 +81,20 @@ class NotManageable(NotFound):
     """
     Commands were queued for a device that is unknown or no longer enrolled.
     """
+
+
+class UnsupportedByDevice(InvalidCommand):
+    """
+    Commands were queued for a device whose kind does not support them (Copy for Windows).
+    """
+
+
+def _unsupported(spec: CommandSpec, kind: str) -> str | None:
+    """
+    Why a device of C{kind} cannot take C{spec} (a verb it lacks, anywhere in it), or None.
+    """
+    refused = _UNSUPPORTED_VERBS.get(kind, frozenset())
+    return next((f"{kind} devices do not support {c.verb}" for c in spec.walk() if c.verb in refused), None)
 
 
 @dataclass(frozen=True)
@@ -141,6 +168,8 @@ def enqueue(root: Root, device_ids: Iterable[str], spec: CommandSpec, now: float
 
     @raise NotManageable: (before anything is queued) if a device is unknown
         or no longer enrolled.
+    @raise UnsupportedByDevice: (likewise) if a device's kind does not
+        support a verb of C{spec}.
     """
     device_ids = list(dict.fromkeys(device_ids))
     for device_id in device_ids:
@@ -149,6 +178,9 @@ def enqueue(root: Root, device_ids: Iterable[str], spec: CommandSpec, now: float
             raise NotManageable(f"unknown device {device_id}")
         if not lifecycle.manageable(device):
             raise NotManageable(f"device {device_id} is {device.status}; nothing can be queued for it")
+        refusal = _unsupported(spec, device.kind)
+        if refusal is not None:
+            raise UnsupportedByDevice(f"device {device_id}: {refusal}")
     queued = []
     for device_id in device_ids:
         queue = queue_of(root, device_id)
@@ -158,6 +190,21 @@ def enqueue(root: Root, device_ids: Iterable[str], spec: CommandSpec, now: float
         queue.commands[seq] = command
         queue.pending.add(seq)
         queued.append(info(device_id, command))
+    return queued
+
+
+def enqueue_once(root: Root, device_id: str, spec: CommandSpec, now: float) -> CommandInfo | None:
+    """
+    Queue C{spec} for the device unless the same command is still to be sent
+    or answered (the inventory Gets of a device that enrolls again); return it, or None.
+    """
+    queue = root["queues"].get(device_id)
+    if queue is not None:
+        wanted = spec.as_json()
+        for command in pending_commands(queue):
+            if CommandState(command.state) in command_state.IN_FLIGHT and command.spec == wanted:
+                return None
+    (queued,) = enqueue(root, [device_id], spec, now)
     return queued
 
 
@@ -217,7 +264,7 @@ def _move(queue: CommandQueue, command: QueuedCommand, event: CommandEvent, now:
 
 def pending_commands(queue: CommandQueue) -> Iterator[QueuedCommand]:
     """
-    The queued and sent commands, in sequence order.
+    The queued, sent and accepted commands, in sequence order.
     """
     for seq in queue.pending:
         yield queue.commands[seq]
@@ -240,7 +287,8 @@ def mark_answered(
     now: float,
 ) -> None:
     """
-    The device answered: C{state} is the engine's verdict, C{done} or C{failed}.
+    The device answered: C{state} is the engine's verdict (done, failed,
+    accepted, halted, not-executed: L{command_state.answered_state}).
     """
     command = queue.commands[seq]
     command.status = status
@@ -286,3 +334,71 @@ def requeue_unanswered(queue: CommandQueue, now: float) -> list[int]:
             _move(queue, command, CommandEvent.REQUEUE, now)
         changed.append(command.seq)
     return changed
+
+
+def _normalized(uri: str) -> str:
+    """
+    A LocURI as Windows compares it: case-insensitively, C{./Device/} the same as C{./}.
+    """
+    lowered = uri.strip().lower()
+    return "./" + lowered[len("./device/"):] if lowered.startswith("./device/") else lowered
+
+
+def _completed_by(spec: CommandSpec, source: str | None, correlator: str | None) -> bool:
+    """
+    Whether an alert item (its Source LocURI, its alert's Correlator) reports the outcome of C{spec}.
+
+    The Correlator decides where the command carried one (OMA DM: the device
+    echoes the Exec's); otherwise the item's Source must be the command's
+    target (Windows names the node it executed: MSI DownloadInstall,
+    HostedInstall).
+    """
+    if spec.correlator is not None:
+        return correlator == spec.correlator
+    return source is not None and _normalized(source) in {_normalized(t) for t in spec.targets()}
+
+
+def _succeeded(data: str | None) -> bool:
+    """
+    A completion alert's Data: 0 (Windows' HRESULT S_OK) or a 2xx result code (OMA DM) is a success.
+    """
+    text = (data or "").strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 9):
+        return False
+    code = int(text)
+    return code == 0 or 200 <= code < 300
+
+
+def complete_accepted(
+    queue: CommandQueue, alert: Mapping[str, Any], now: float
+) -> int | None:
+    """
+    The alert item C{alert} (source, correlator, data, type...) reports the
+    outcome of the oldest accepted (202) command it names: done or failed,
+    the item kept with its results. Return that command's seq, or None.
+    """
+    for command in list(pending_commands(queue)):
+        if CommandState(command.state) is not CommandState.ACCEPTED:
+            continue
+        if not _completed_by(CommandSpec.from_json(command.spec), alert.get("source"), alert.get("correlator")):
+            continue
+        command.results = tuple(command.results) + (dict(alert),)
+        if _succeeded(alert.get("data")):
+            _move(queue, command, CommandEvent.SUCCEED, now)
+        else:
+            command.error = f"its completion alert reports {alert.get('data')!r}"
+            _move(queue, command, CommandEvent.FAIL, now)
+        return command.seq
+    return None
+
+
+def close_pending(queue: CommandQueue, reason: str, now: float) -> list[int]:
+    """
+    The device left: every command still waiting for it (queued, sent, accepted) is cancelled with C{reason}.
+    """
+    closed = []
+    for command in list(pending_commands(queue)):
+        command.error = reason
+        _move(queue, command, CommandEvent.DEVICE_LEFT, now)
+        closed.append(command.seq)
+    return closed

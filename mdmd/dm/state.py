@@ -6,8 +6,13 @@ machine fields, and they change only through L{advance}, by a row of
 L{TRANSITIONS} keyed by (phase, input):
 
  - C{phase}: NEW → OPEN once a message authenticates; NEW → CHALLENGED
-   while it does not; OPEN → ENDED when nothing is left or the device
-   aborts; any → ENDED after too many failed attempts;
+   while it does not; OPEN → ENDED when nothing is left, the device aborts,
+   takes no more of our commands (214, unenrollment) or is out of step (it
+   resends an answered MsgID with another body); any → ENDED after too many
+   failed attempts. An ENDED session accepts nothing: it has no row for an
+   accepted credential, an HMAC, chunks or a challenge, and every message
+   that reaches it (but a package 1, which begins a new session) is out of
+   step;
  - C{authentication}: who the device proved to be, and how: not yet, by a
    credential (MD5 or Basic, once per session, 212) or by HMAC (a MAC on
    every message, 200 each time);
@@ -25,20 +30,24 @@ L{TRANSITIONS} keyed by (phase, input):
 
 An input the table has no row for, in the current phase, is a bug in the
 engine and raises L{IllegalTransition}. A message runs three kinds of input,
-in this order: how it authenticated (one of the first five, always), what its
-commands did (a device's challenge, chunks), how our answer ends (OPEN only).
+in this order: how it authenticated (one of the first five, or OUT_OF_STEP
+instead, always), what its commands did (a device's challenge, chunks), how
+our answer ends (OPEN only).
 
 The rest of L{SessionState} is bookkeeping: message ids, deadlines, what we
 sent and what the device said about it. The state is stored as plain
 builtins (L{SessionState.to_dict}), pickled into C{DMSession.state} after
 every message; L{SessionState.from_dict} also reads the dicts of the engine
 before this table (version 1) and before server authentication (version 2),
-so a session can span an upgrade.
+so a session can span an upgrade. Our answer to the device's last message
+is kept beside it (L{LastAnswer}), so that a resent message gets the same
+answer again instead of being applied twice.
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
 from collections.abc import Mapping
 from dataclasses import astuple, dataclass, replace
 from typing import Any, Final, TypeAlias, TypeVar
@@ -62,6 +71,7 @@ __all__ = [
     "ResultValue",
     "SessionState",
     "STATE_VERSION",
+    "LastAnswer",
 ]
 
 
@@ -128,6 +138,10 @@ class SessionInput(enum.Enum):
     ALREADY_AUTHENTICATED = "already authenticated"  # by a credential earlier (200)
     REFUSED = "refused"  # 401/407 with a challenge
     GIVE_UP = "give up"  # refused once too often (the device by us, or we by it): the session ends
+    #: Instead of authenticating: a message the session cannot take, read by
+    #: nobody (answered 403): it came after the session ended, or it resends
+    #: the MsgID we answered last with another body (or one we cannot compare).
+    OUT_OF_STEP = "out of step"
     # What the device's commands did.
     DEVICE_CHALLENGED = "device challenged"  # it answered our SyncHdr 401/407
     SERVER_ACCEPTED = "server accepted"  # it answered our SyncHdr 212: our credential holds
@@ -137,6 +151,9 @@ class SessionInput(enum.Enum):
     SENDING_STOPPED = "sending stopped"  # ... had its last chunk sent, or cannot be sent
     # How our answer ends (an OPEN session's message only).
     ABORTED = "aborted"  # the device sent Alert 1223
+    #: The device takes no more of our commands this session: it answered one
+    #: 214 (operation cancelled) or it unenrolled (Alert 1226).
+    NO_MORE_COMMANDS = "no more commands"
     PACKAGE_CONTINUES = "package continues"  # more of our commands follow: Final withheld
     CONTINUED = "continued"  # we wait for the device's next message
     DONE = "done"  # nothing left to send or to wait for
@@ -158,45 +175,44 @@ class Step:
 
 _P = Phase
 _I = SessionInput
-#: Where the device's commands are read: the message authenticated. (An ENDED
-#: session still reads an authenticated message's commands and answers them,
-#: with Final and nothing of ours.)
-_READING: Final = (_P.OPEN, _P.ENDED)
 _CREDENTIAL = Authentication.CREDENTIAL
 _HMAC = Authentication.HMAC
+#: Leaving OPEN for good: our package closes, large objects both ways stop.
+_DROPPED: Final = Step(
+    _P.ENDED, package=OurPackage.CLOSED, incoming=Transfer.IDLE, outgoing=Transfer.IDLE
+)
 
 #: (phase, input) → the step. Anything missing is a bug in the engine.
 TRANSITIONS: Final[Mapping[tuple[Phase, SessionInput], Step]] = {
     # -- how the message authenticated: first in every message
     (_P.NEW, _I.CREDENTIAL_ACCEPTED): Step(_P.OPEN, authentication=_CREDENTIAL),
     (_P.CHALLENGED, _I.CREDENTIAL_ACCEPTED): Step(_P.OPEN, authentication=_CREDENTIAL),
-    (_P.ENDED, _I.CREDENTIAL_ACCEPTED): Step(_P.ENDED, authentication=_CREDENTIAL),
     (_P.NEW, _I.HMAC_ACCEPTED): Step(_P.OPEN, authentication=_HMAC),
     (_P.CHALLENGED, _I.HMAC_ACCEPTED): Step(_P.OPEN, authentication=_HMAC),
     (_P.OPEN, _I.HMAC_ACCEPTED): Step(_P.OPEN, authentication=_HMAC),
-    (_P.ENDED, _I.HMAC_ACCEPTED): Step(_P.ENDED, authentication=_HMAC),
     (_P.OPEN, _I.ALREADY_AUTHENTICATED): Step(_P.OPEN),
-    (_P.ENDED, _I.ALREADY_AUTHENTICATED): Step(_P.ENDED),
     (_P.NEW, _I.REFUSED): Step(_P.CHALLENGED),
     (_P.CHALLENGED, _I.REFUSED): Step(_P.CHALLENGED),
     (_P.OPEN, _I.REFUSED): Step(_P.OPEN),  # a bad or missing MAC on one message
     (_P.ENDED, _I.REFUSED): Step(_P.ENDED),
-    **{(phase, _I.GIVE_UP): Step(_P.ENDED, package=OurPackage.CLOSED) for phase in Phase},
-    # -- what the device's commands did
-    **{
-        (phase, _I.DEVICE_CHALLENGED): Step(phase, server_credential=ServerCredential.OWED)
-        for phase in _READING
-    },
+    **{(phase, _I.GIVE_UP): _DROPPED for phase in Phase},
+    # ... or the session cannot take the message at all
+    (_P.OPEN, _I.OUT_OF_STEP): _DROPPED,
+    (_P.ENDED, _I.OUT_OF_STEP): Step(_P.ENDED),
+    # -- what the device's commands did (read in an OPEN session; once a
+    # message gave up, only its statuses are read: the verdict on our SyncHdr)
+    (_P.OPEN, _I.DEVICE_CHALLENGED): Step(_P.OPEN, server_credential=ServerCredential.OWED),
     **{
         (phase, _I.SERVER_ACCEPTED): Step(phase, server_credential=ServerCredential.ACCEPTED)
-        for phase in _READING
+        for phase in (_P.OPEN, _P.ENDED)
     },
-    **{(phase, _I.CHUNK_RECEIVED): Step(phase, incoming=Transfer.CHUNKING) for phase in _READING},
-    **{(phase, _I.RECEIVING_STOPPED): Step(phase, incoming=Transfer.IDLE) for phase in _READING},
+    (_P.OPEN, _I.CHUNK_RECEIVED): Step(_P.OPEN, incoming=Transfer.CHUNKING),
+    (_P.OPEN, _I.RECEIVING_STOPPED): Step(_P.OPEN, incoming=Transfer.IDLE),
     (_P.OPEN, _I.CHUNK_SENT): Step(_P.OPEN, outgoing=Transfer.CHUNKING),
     (_P.OPEN, _I.SENDING_STOPPED): Step(_P.OPEN, outgoing=Transfer.IDLE),
     # -- how our answer ends
     (_P.OPEN, _I.ABORTED): Step(_P.ENDED, package=OurPackage.CLOSED),
+    (_P.OPEN, _I.NO_MORE_COMMANDS): _DROPPED,
     (_P.OPEN, _I.PACKAGE_CONTINUES): Step(_P.OPEN, package=OurPackage.OPEN),
     (_P.OPEN, _I.CONTINUED): Step(_P.OPEN, package=OurPackage.CLOSED),
     (_P.OPEN, _I.DONE): Step(_P.ENDED, package=OurPackage.CLOSED),
@@ -371,6 +387,67 @@ class SessionState:
             server_nonce=value.get("server_nonce"),
             server_cred_sent=value.get("server_cred_sent", False),
             server_refusals=value.get("server_refusals", 0),
+        )
+
+
+@dataclass(frozen=True)
+class LastAnswer:
+    """
+    Our answer to the device's last message of a session, kept so that a resend gets it again.
+
+    A device that lost our answer sends its message again (same SessionID,
+    MsgID and bytes): it must get the very same answer, and nothing of that
+    message may be applied twice (a chunk sent or appended twice breaks the
+    object). Only the last answer is kept (at most the device's MaxMsgSize),
+    beside the session state, and only while the session can go on.
+    """
+
+    #: The session (L{SessionState.key}) and the device's MsgID it answers.
+    key: str
+    msg_id: str
+    #: SHA-256 of the device's message as received (its x-syncml-hmac header and body).
+    digest: bytes
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+
+    @staticmethod
+    def digest_of(body: bytes, hmac_header: str | bytes | None = None) -> bytes:
+        """
+        What tells a resend: the body, and the MAC header that vouches for it (if any).
+        """
+        mac = hmac_header.encode("latin-1") if isinstance(hmac_header, str) else (hmac_header or b"")
+        return hashlib.sha256(len(mac).to_bytes(4, "big") + mac + body).digest()
+
+    def answers(self, state: SessionState, msg_id: str, body: bytes, hmac_header: str | bytes | None = None) -> bool:
+        """
+        Whether a message with C{msg_id}, C{body} and C{hmac_header}, in C{state}, is the one this answered.
+        """
+        return (
+            self.key == state.key
+            and self.msg_id == msg_id
+            and self.digest == self.digest_of(body, hmac_header)
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """
+        Plain builtins only, like L{SessionState.to_dict}.
+        """
+        return {
+            "key": self.key,
+            "msg_id": self.msg_id,
+            "digest": self.digest,
+            "body": self.body,
+            "headers": [list(h) for h in self.headers],
+        }
+
+    @classmethod
+    def from_dict(cls, value: Mapping[str, Any]) -> LastAnswer:
+        return cls(
+            key=value["key"],
+            msg_id=value["msg_id"],
+            digest=value["digest"],
+            body=value["body"],
+            headers=tuple((name, text) for name, text in value["headers"]),
         )
 
 

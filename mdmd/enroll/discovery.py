@@ -3,24 +3,28 @@ MS-MDE2 discovery: the C{Discover} request and the C{DiscoverResponse} that
 tells a device where the policy and enrollment services are and how to
 authenticate to them.
 
-Every RequestVersion is accepted (Windows 11 25H2 sends 9.0; allow-lists of
-exact versions broke enrollment elsewhere); the device is answered the lower
-of its version and the configured maximum.
+Every RequestVersion written as a version is accepted (Windows 11 25H2
+sends 9.0; allow-lists of exact versions broke enrollment elsewhere): digits,
+optionally a dot and digits, at most L{MAX_VERSION_DIGITS} on either side
+(C{1e-999999} is a number, not a version). The device is answered the lower
+of its version and the configured maximum, which is therefore always short.
 """
 
 from __future__ import annotations
 
 import decimal
+import re
 from dataclasses import dataclass
 
 from mdmd.enroll.soap import (
     DISCOVERY,
+    Children,
     MessageFormatFault,
     SoapRequest,
     child,
-    children,
     envelope,
     escape,
+    quoted,
     text,
 )
 
@@ -38,6 +42,10 @@ DISCOVER_ACTION = DISCOVERY + "/IDiscoveryService/Discover"
 DISCOVER_RESPONSE_ACTION = DISCOVERY + "/IDiscoveryService/DiscoverResponse"
 
 AUTH_POLICIES = ("OnPremise", "Federated", "Certificate")
+
+#: Digits a RequestVersion may have before and after its dot.
+MAX_VERSION_DIGITS = 4
+_VERSION = re.compile(rf"[0-9]{{1,{MAX_VERSION_DIGITS}}}(\.[0-9]{{1,{MAX_VERSION_DIGITS}}})?")
 
 
 @dataclass(frozen=True)
@@ -77,37 +85,36 @@ def parse_discover(request: SoapRequest) -> DiscoverRequest:
     payload = request.payload
     if payload.tag.rpartition("}")[2] != "Discover":
         raise MessageFormatFault("the discovery service expects a Discover request")
-    fields = child(payload, "request")
-    if fields is None:
+    element = child(payload, "request")
+    if element is None:
         raise MessageFormatFault("Discover has no request element")
-    version_text = text(child(fields, "RequestVersion"))
+    fields = Children(element)
+    version_text = text(fields.first("RequestVersion"))
     if not version_text:
         raise MessageFormatFault("Discover/request has no RequestVersion")
-    try:
-        version = decimal.Decimal(version_text)
-    except decimal.InvalidOperation:
-        version = decimal.Decimal("NaN")
-    if not version.is_finite() or version <= 0:
-        raise MessageFormatFault(f"RequestVersion {version_text!r} is not a version number")
-    policies_element = child(fields, "AuthPolicies")
-    policies = tuple(text(p) for p in children(policies_element, "AuthPolicy") if text(p))
+    version = decimal.Decimal(version_text) if _VERSION.fullmatch(version_text) else None
+    if version is None or version <= 0:
+        raise MessageFormatFault(f"RequestVersion {quoted(version_text)} is not a version number")
+    policies_element = fields.first("AuthPolicies")
+    policies = tuple(text(p) for p in Children(policies_element).all("AuthPolicy") if text(p))
     if not policies and text(policies_element):
         # the Certificate sample writes <AuthPolicies>Certificate</AuthPolicies>
         policies = tuple(text(policies_element).split())
     return DiscoverRequest(
-        email_address=text(child(fields, "EmailAddress")),
+        email_address=text(fields.first("EmailAddress")),
         request_version=version,
-        device_type=text(child(fields, "DeviceType")),
-        application_version=text(child(fields, "ApplicationVersion")),
-        os_edition=text(child(fields, "OSEdition")),
-        os_version=text(child(fields, "OSVersion")),
+        device_type=text(fields.first("DeviceType")),
+        application_version=text(fields.first("ApplicationVersion")),
+        os_edition=text(fields.first("OSEdition")),
+        os_version=text(fields.first("OSVersion")),
         auth_policies=policies,
     )
 
 
 def negotiate_version(requested: decimal.Decimal, maximum: str) -> str:
     """
-    The EnrollmentVersion to answer: the lower of the device's and ours, as X.Y.
+    The EnrollmentVersion to answer: the lower of the device's (as
+    L{parse_discover} admits it) and ours, as X.Y.
     """
     chosen = min(requested, decimal.Decimal(maximum))
     if chosen == chosen.to_integral_value():

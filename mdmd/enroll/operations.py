@@ -60,10 +60,12 @@ from mdmd.enroll.wstep import (
     valid_device_id,
 )
 from mdmd.enroll.xcep import CertificatePolicy, check_get_policies, get_policies_response
+from mdmd.notify import channels
 from mdmd.pki import csr as pkcs
 from mdmd.pki import registry
 from mdmd.pki.ca import serial_hex
 from mdmd.pki.authority import CAService
+from mdmd.listeners import peer_source
 from mdmd.pki.tls import ClientCertificateRefused, verified_client
 from mdmd.site import MdmdRequest
 from mdmd.store.runner import StoreService
@@ -161,7 +163,7 @@ class EnrollmentService(Service):
         self._issuing_slots = DeferredSemaphore(settings.issuing_concurrency)
         self._urls: URLs | None = None
         self._account: DMAccount | None = None
-        self._root: bytes | None = None
+        self._roots: tuple[bytes, ...] | None = None
         #: how requests authenticate: the configured policy, chosen once
         self.policy: IEnrollmentPolicy = make_policy(
             settings.auth_policy,
@@ -178,11 +180,8 @@ class EnrollmentService(Service):
 
     def startService(self) -> None:
         self.policy.start()
-        log.info(
-            "enrollment: {policy} policy, discovery at {url}",
-            policy=self.policy.name,
-            url=self.settings.hostname + DISCOVERY_PATH,
-        )
+        # the discovery URL is logged once HTTPS has bound its port (mdmd.tap)
+        log.info("enrollment: {policy} policy", policy=self.policy.name)
         super().startService()
 
     # -- what devices are told ------------------------------------------------------------
@@ -278,20 +277,23 @@ class EnrollmentService(Service):
         try:
             try:
                 enrolled = await self._issuing(
-                    _confirm_and_enroll, principal, facts, csr.public_key, credentials, now, self.settings.inventory
+                    _confirm_and_enroll, principal, facts, csr.public_key, credentials, now, self.settings.inventory,
+                    self.settings.account.push_pfn,
                 )
             except StaleCredentials:
                 # the remembered check no longer holds: check the credential afresh, once
                 principal = await self.authenticate(soap, request, remembered=False)
                 facts = replace(facts, user=principal.user)
                 enrolled = await self._issuing(
-                    _confirm_and_enroll, principal, facts, csr.public_key, credentials, now, self.settings.inventory
+                    _confirm_and_enroll, principal, facts, csr.public_key, credentials, now, self.settings.inventory,
+                    self.settings.account.push_pfn,
                 )
         except devices.DeviceOwnedByAnotherUser as e:
             raise AuthorizationFault(str(e)) from None
         certificate_der = enrolled.certificate.public_bytes(serialization.Encoding.DER)
         document = enrollment_document(
-            root_der=self._root_der(),
+            root_der=self._root_ders()[0],
+            extra_roots=self._root_ders()[1:],
             client_der=certificate_der,
             store=store,
             device_id=device_id,
@@ -359,7 +361,8 @@ class EnrollmentService(Service):
         except devices.NotEligibleToRenew as e:
             raise CertificateRequestFault(str(e), "NotEligibleToRenew") from None
         document = renewal_document(
-            root_der=self._root_der(),
+            root_der=self._root_ders()[0],
+            extra_roots=self._root_ders()[1:],
             client_der=renewed.certificate.public_bytes(serialization.Encoding.DER),
             store=renewed.device.certificate_store,
             provider_id=self.settings.account.provider_id,
@@ -394,10 +397,18 @@ class EnrollmentService(Service):
             raise CertificateRequestFault(str(e)) from None
         return csr
 
-    def _root_der(self) -> bytes:
-        if self._root is None:
-            self._root = self.ca.ca_certificate.public_bytes(serialization.Encoding.DER)
-        return self._root
+    def _root_ders(self) -> tuple[bytes, ...]:
+        """
+        The roots a device installs (Root/System): our CA, and the root of an
+        operator-supplied server certificate's chain (so the device trusts our TLS).
+        """
+        if self._roots is None:
+            roots = [self.ca.ca_certificate]
+            chain_root = self.ca.server_chain_root
+            if chain_root is not None and chain_root != roots[0]:
+                roots.append(chain_root)
+            self._roots = tuple(r.public_bytes(serialization.Encoding.DER) for r in roots)
+        return self._roots
 
     # -- authentication --------------------------------------------------------------------
 
@@ -409,15 +420,18 @@ class EnrollmentService(Service):
         policy (see L{IEnrollmentPolicy.authenticate}); the caller runs the
         principal's C{confirm} in its unit of work.
         """
-        principal = await self.policy.authenticate(soap, remembered)
+        principal = await self.policy.authenticate(
+            soap, remembered, peer_source(request.getClientAddress())
+        )
         request.enroll_user = principal.user
         return principal
 
     # -- the sign-in page ----------------------------------------------------------------------
 
-    async def sign_in(self, name: str, password: str) -> str:
+    async def sign_in(self, name: str, password: str, source: str = "") -> str:
         """
-        Check a user's password at the sign-in page and mint their token.
+        Check a user's password at the sign-in page (coming from C{source},
+        L{mdmd.listeners.peer_source}) and mint their token.
 
         @raise SignInUnavailable: if the policy signs no one in there.
         @raise AuthenticationFault: if the password is wrong.
@@ -426,7 +440,7 @@ class EnrollmentService(Service):
         policy = ISignInPolicy(self.policy, None)
         if policy is None:
             raise SignInUnavailable(f"the {self.policy.name} policy has no sign-in page")
-        return await policy.sign_in(name, password)
+        return await policy.sign_in(name, password, source)
 
 
 # --- the enrollment's unit of work -------------------------------------------------------------
@@ -441,13 +455,18 @@ def _confirm_and_enroll(
     credentials: DMCredentials,
     now: float,
     inventory: tuple[str, ...] = (),
+    push_pfn: str = "",
 ) -> devices.Enrolled:
     """
     One unit of work: confirm the principal, then sign, record and enroll,
-    and queue the inventory Gets (read in the device's first DM session).
+    and queue the inventory Gets (read in the device's first DM session),
+    each once: a device enrolling again with some still unsent keeps those;
+    note the WNS push PFN its provisioning document sets, if any.
     """
     user = principal.confirm(root)
     enrolled = devices.enroll(root, issue, replace(facts, user=user), public_key, credentials, now)
     for uri in inventory:
-        dm_queue.enqueue(root, [facts.device_id], parse_spec({"verb": "Get", "target": uri}), now)
+        dm_queue.enqueue_once(root, facts.device_id, parse_spec({"verb": "Get", "target": uri}), now)
+    if push_pfn:
+        channels.provisioned(root["devices"][facts.device_id], push_pfn, now)
     return enrolled

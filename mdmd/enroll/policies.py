@@ -42,6 +42,7 @@ from mdmd.enroll.soap import (
 from mdmd.enroll.users import (
     Remembered,
     StoreUserChecker,
+    TooManyAttempts,
     UserDisabled,
     confirm,
     credentials_of,
@@ -122,7 +123,7 @@ class IEnrollmentPolicy(Interface):
             then does not start.
         """
 
-    def authenticate(soap: SoapRequest, remembered: bool) -> Awaitable[Principal]:
+    def authenticate(soap: SoapRequest, remembered: bool, source: str = "") -> Awaitable[Principal]:
         """
         Whom C{soap} (a GetPolicies or RequestSecurityToken) speaks for,
         from the credential it carries; the caller runs the principal's
@@ -131,9 +132,13 @@ class IEnrollmentPolicy(Interface):
         @param remembered: whether a recent successful check of the same
             credential may stand in for checking it again (False once a
             remembered check turned out stale).
+        @param source: the peer's address (L{mdmd.listeners.peer_source}),
+            for throttling password guesses.
         @raise InvalidSecurityFault: if the expected credential is missing.
         @raise AuthenticationFault: if it is wrong.
         @raise AuthorizationFault: if the user may not enroll devices.
+        @raise TooManyAttempts: if a password was not checked: too many failures.
+        @raise PasswordChecksBusy: if a password was not checked: too many checks at once.
         """
 
 
@@ -143,12 +148,15 @@ class ISignInPolicy(IEnrollmentPolicy):
     advertises that page, and it serves only under such a policy.
     """
 
-    def sign_in(name: str, password: str) -> Awaitable[str]:
+    def sign_in(name: str, password: str, source: str = "") -> Awaitable[str]:
         """
-        Check a user's password and mint the token the device presents.
+        Check a user's password (throttled per name and C{source} address)
+        and mint the token the device presents.
 
         @raise AuthenticationFault: if the password is wrong.
         @raise AuthorizationFault: if the user is disabled.
+        @raise TooManyAttempts: if the password was not checked: too many failures.
+        @raise PasswordChecksBusy: if it was not checked: too many checks at once.
         """
 
 
@@ -197,7 +205,7 @@ class OnPremisePolicy:
         Nothing to load: users are in the store.
         """
 
-    async def authenticate(self, soap: SoapRequest, remembered: bool) -> Principal:
+    async def authenticate(self, soap: SoapRequest, remembered: bool, source: str = "") -> Principal:
         token = soap.username_token
         if token is None or not token.username:
             raise InvalidSecurityFault(
@@ -215,19 +223,18 @@ class OnPremisePolicy:
                 entry = self.checker.remembered(*candidate)
                 if entry is not None:
                     return self._principal(entry.display_name, candidate[0], entry)
-        for candidate in candidates:
-            try:
-                user = await self.checker.check(*candidate)
-            except UserDisabled:
-                raise AuthorizationFault(
-                    f"user {candidate[0]} is disabled and may not enroll devices"
-                ) from None
-            except UnauthorizedLogin:
-                continue
-            entry = self.checker.remembered(*candidate)
-            assert entry is not None
-            return self._principal(user, candidate[0], entry, confirmed=True)
-        raise AuthenticationFault(f"unknown user or wrong password for {name}")
+        try:
+            user, index = await self.checker.check_first(candidates, source)
+        except UserDisabled as e:
+            raise AuthorizationFault(f"{e} and may not enroll devices") from None
+        except TooManyAttempts:
+            raise
+        except UnauthorizedLogin:
+            raise AuthenticationFault(f"unknown user or wrong password for {name}") from None
+        candidate = candidates[index]
+        entry = self.checker.remembered(*candidate)
+        assert entry is not None
+        return self._principal(user, candidate[0], entry, confirmed=True)
 
     def _principal(
         self, user: str, name: str, entry: Remembered, confirmed: bool = False
@@ -296,7 +303,7 @@ class FederatedPolicy:
             raise RuntimeError("the Federated policy has not been started")
         return self._key
 
-    async def authenticate(self, soap: SoapRequest, remembered: bool) -> Principal:
+    async def authenticate(self, soap: SoapRequest, remembered: bool, source: str = "") -> Principal:
         token = soap.token(USER_TOKEN_VALUE_TYPE.rpartition("/")[2])
         if token is None or token.data is None:
             raise InvalidSecurityFault(
@@ -311,11 +318,13 @@ class FederatedPolicy:
             claims.user, self.name, claims.user, functools.partial(_confirm_user, claims.user)
         )
 
-    async def sign_in(self, name: str, password: str) -> str:
+    async def sign_in(self, name: str, password: str, source: str = "") -> str:
         try:
-            user = await self.checker.check(name, password)
+            user = await self.checker.check(name, password, source)
         except UserDisabled:
             raise AuthorizationFault(f"user {name} is disabled and may not enroll devices") from None
+        except TooManyAttempts:
+            raise
         except UnauthorizedLogin:
             raise AuthenticationFault("unknown user or wrong password") from None
         return federated.mint_token(
@@ -357,7 +366,7 @@ class CertificatePolicy:
                 anchors += x509.load_pem_x509_certificates(f.read())
         self.anchors = anchors
 
-    async def authenticate(self, soap: SoapRequest, remembered: bool) -> Principal:
+    async def authenticate(self, soap: SoapRequest, remembered: bool, source: str = "") -> Principal:
         now = self.clock.seconds()
         header = verify_signed_header(soap.root, soap.security, now)
         certificate = header.certificate

@@ -15,7 +15,7 @@ The parser is the device's side, used by the emulator and the tests.
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -57,6 +57,8 @@ class DMAccount:
     poll_on_login: bool
     renew_period_days: int
     renew_retry_days: int
+    #: the package family name of our WNS push application (DMClient Push/PFN), or ""
+    push_pfn: str = ""
 
 
 @dataclass(frozen=True)
@@ -138,15 +140,15 @@ def _certificate(der: bytes, extra: str = "") -> str:
     )
 
 
-def _certificate_store(root_der: bytes, store: str, client: str) -> list[str]:
+def _certificate_store(roots: Sequence[bytes], store: str, client: str) -> list[str]:
     """
-    The opening of CertificateStore: our root in Root/System, then My/<store>
-    holding C{client} (left open for what follows it).
+    The opening of CertificateStore: the roots in Root/System (ours first),
+    then My/<store> holding C{client} (left open for what follows it).
     """
     return [
         '<characteristic type="CertificateStore">',
         '<characteristic type="Root"><characteristic type="System">',
-        _certificate(root_der),
+        *(_certificate(der) for der in roots),
         "</characteristic></characteristic>",
         f'<characteristic type="My"><characteristic type="{store}">',
         client,
@@ -180,14 +182,19 @@ def enrollment_document(
     upn: str,
     credentials: DMCredentials,
     account: DMAccount,
+    extra_roots: Sequence[bytes] = (),
 ) -> bytes:
     """
     The provisioning document answering a new enrollment.
+
+    @param root_der: our CA, which issued C{client_der}.
+    @param extra_roots: other roots the device must trust: the root of an
+        operator-supplied TLS server certificate's chain.
     """
     poll = account.poll
     parts = [
         '<wap-provisioningdoc version="1.1">',
-        *_certificate_store(root_der, store, _certificate(client_der)),
+        *_certificate_store((root_der, *extra_roots), store, _certificate(client_der)),
         '<characteristic type="PrivateKeyContainer"/>',
         "</characteristic>",
         '<characteristic type="WSTEP"><characteristic type="Renew">',
@@ -234,22 +241,28 @@ def enrollment_document(
         _parm("IntervalForRemainingScheduledRetries", poll.remaining_interval, "integer"),
         _parm("PollOnLogin", account.poll_on_login, "boolean"),
         "</characteristic>",
+    ]
+    if account.push_pfn:
+        parts += ['<characteristic type="Push">', _parm("PFN", account.push_pfn, "string"), "</characteristic>"]
+    parts += [
         "</characteristic></characteristic></characteristic>",
         "</wap-provisioningdoc>",
     ]
     return "".join(parts).encode("utf-8")
 
 
-def renewal_document(*, root_der: bytes, client_der: bytes, store: str, provider_id: str) -> bytes:
+def renewal_document(
+    *, root_der: bytes, client_der: bytes, store: str, provider_id: str, extra_roots: Sequence[bytes] = ()
+) -> bytes:
     """
     The provisioning document answering a renewal: the new certificate, and
-    the provider it belongs to (Microsoft's renewal sample).
+    the provider it belongs to (Microsoft's renewal sample); roots as for an enrollment.
     """
     return "".join(
         [
             '<wap-provisioningdoc version="1.1">',
             *_certificate_store(
-                root_der, store, _certificate(client_der, '<characteristic type="PrivateKeyContainer"/>')
+                (root_der, *extra_roots), store, _certificate(client_der, '<characteristic type="PrivateKeyContainer"/>')
             ),
             "</characteristic></characteristic>",
             "</characteristic>",

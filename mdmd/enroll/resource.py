@@ -2,18 +2,20 @@
 The C{/EnrollmentServer} subtree: thin twisted.web adapters over
 L{mdmd.enroll.operations.EnrollmentService}.
 
-Every SOAP answer, faults included, is C{application/soap+xml; charset=utf-8}
-with a Content-Length (Windows rejects chunked answers). A fault carries the
-subcode its error declares (C{soap_subcode}) and is answered with HTTP 500,
-as SOAP 1.2 over HTTP and Microsoft's own (WCF) enrollment services do; only
-"busy" (C{s:EnrollmentServer}) is a 503 with Retry-After. Each is logged in
-one line naming the user and device when known.
+A SOAP request must say it is one (C{application/soap+xml}, or SOAP 1.1's
+C{text/xml}). Every SOAP answer, faults included, is C{application/soap+xml;
+charset=utf-8} with a Content-Length (Windows rejects chunked answers). A
+fault carries the subcode its error declares (C{soap_subcode}) and is
+answered with HTTP 500, as SOAP 1.2 over HTTP and Microsoft's own (WCF)
+enrollment services do; only "busy" (C{s:EnrollmentServer}) is a 503 with
+Retry-After. Each is logged in one line naming the user and device when known.
 """
 
 from __future__ import annotations
 
+import urllib.parse
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
@@ -29,12 +31,16 @@ from mdmd.enroll.soap import (
     MessageFormatFault,
     SoapFault,
     SoapRequest,
+    check_content_type,
     fault,
     parse_request,
+    quoted,
 )
+from mdmd.enroll.users import TooManyAttempts
 from mdmd.enroll.wstep import RST_ACTION, RSTRC_ACTION
 from mdmd.enroll.xcep import GET_POLICIES_ACTION, GET_POLICIES_RESPONSE_ACTION
 from mdmd.errors import AnsweredError, InternalError, NotFound, PeerError
+from mdmd.listeners import peer_source
 from mdmd.site import AsyncResource, MdmdRequest, Response
 
 __all__ = ["enrollment_resource", "SOAP_CONTENT_TYPE"]
@@ -43,6 +49,10 @@ log = Logger()
 
 SOAP_CONTENT_TYPE = b"application/soap+xml; charset=utf-8"
 HTML_CONTENT_TYPE = b"text/html; charset=utf-8"
+FORM_CONTENT_TYPE = b"application/x-www-form-urlencoded"
+#: The sign-in form's largest body and most fields (appru, username, password).
+MAX_FORM = 8192
+MAX_FORM_FIELDS = 8
 
 Operation = Callable[[SoapRequest, MdmdRequest, str], Awaitable[bytes]]
 
@@ -64,13 +74,14 @@ class SoapEndpoint(AsyncResource):
 
     async def handle_POST(self, request: MdmdRequest) -> Response:
         activity_id = request.activity_id = str(uuid.uuid4())
+        check_content_type(request.getHeader(b"content-type"))
         soap = parse_request(request.content.read())
         request.relates_to = soap.message_id
         if soap.username_token is not None and soap.username_token.username:
             # the claimed name, so that a refusal's log line says who tried
             request.enroll_user = soap.username_token.username
         if soap.action and soap.action.lower() != self.action.lower():
-            raise MessageFormatFault(f"the {self.name} service does not handle action {soap.action!r}")
+            raise MessageFormatFault(f"the {self.name} service does not handle action {quoted(soap.action)}")
         body = await self.operation(soap, request, activity_id)
         return Response(body, content_type=SOAP_CONTENT_TYPE)
 
@@ -163,18 +174,21 @@ class SignInPage(AsyncResource):
 
     async def handle_POST(self, request: MdmdRequest) -> Response:
         self._available()
-        appru = _argument(request, b"appru")
+        form = _form(request)
+        appru = _argument(request, b"appru", form)
         if not federated.valid_appru(appru):
             raise _BadCallback("appru must be the ms-app:// address of the enrollment client")
-        name = _argument(request, b"username").strip()
-        password = _argument(request, b"password")
+        name = _argument(request, b"username", form).strip()
+        password = _argument(request, b"password", form)
         try:
-            token = await self.service.sign_in(name, password)
-        except (AuthenticationFault, AuthorizationFault) as e:
+            token = await self.service.sign_in(name, password, peer_source(request.getClientAddress()))
+        except (AuthenticationFault, AuthorizationFault, TooManyAttempts) as e:
             log.info("federated sign-in refused for {user}: {reason}", user=name, reason=str(e))
             message = (
                 "This account may not enroll devices."
                 if isinstance(e, AuthorizationFault)
+                else "Too many failed sign-ins. Try again later."
+                if isinstance(e, TooManyAttempts)
                 else "The user name or password is incorrect."
             )
             return self._page(appru, name, message)
@@ -209,8 +223,39 @@ class _BadCallback(PeerError):
     """
 
 
-def _argument(request: Request, name: bytes) -> str:
-    values = request.args.get(name) or [b""]
+class _FormTooLarge(PeerError):
+    """
+    A sign-in form body larger than any sign-in needs.
+    """
+
+    http_status = 413
+
+
+def _form(request: MdmdRequest) -> Mapping[bytes, list[bytes]]:
+    """
+    The fields of a url-encoded form body (none for another type): the
+    only form mdmd takes, read here since no body is parsed for us
+    (L{mdmd.site.MdmdRequest}).
+
+    @raise _FormTooLarge: beyond L{MAX_FORM} bytes or L{MAX_FORM_FIELDS} fields.
+    """
+    content_type = request.getHeader(b"content-type") or b""
+    if content_type.partition(b";")[0].strip().lower() != FORM_CONTENT_TYPE:
+        return {}
+    body = request.content.read(MAX_FORM + 1)
+    if len(body) > MAX_FORM:
+        raise _FormTooLarge(f"a sign-in form is at most {MAX_FORM} bytes")
+    try:
+        return urllib.parse.parse_qs(body, max_num_fields=MAX_FORM_FIELDS)
+    except ValueError:
+        raise _FormTooLarge(f"a sign-in form has at most {MAX_FORM_FIELDS} fields") from None
+
+
+def _argument(request: Request, name: bytes, form: Mapping[bytes, list[bytes]] | None = None) -> str:
+    """
+    The first value of field C{name}: from the form body if it has one, else from the query string.
+    """
+    values = (form or {}).get(name) or request.args.get(name) or [b""]
     return values[0].decode("utf-8", "replace")
 
 

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from lxml import etree
@@ -61,6 +62,14 @@ __all__ = [
     "UsernameToken",
     "BinaryToken",
     "SoapRequest",
+    "Children",
+    "MAX_ELEMENTS",
+    "MAX_CHILDREN",
+    "MAX_MESSAGE_ID",
+    "MAX_REASON",
+    "SOAP_MEDIA_TYPES",
+    "check_content_type",
+    "quoted",
     "parse_request",
     "decode_base64",
     "escape",
@@ -97,17 +106,48 @@ PASSWORD_TEXT = (
 )
 ADDRESSING_FAULT_ACTION = "http://www.w3.org/2005/08/addressing/soap/fault"
 
+#: Elements a request may have in all, and children one element may have.
+#: Windows' largest request (a RequestSecurityToken) has about 55 elements,
+#: none with more than 20 children; a stranger's 100,000 siblings are
+#: refused before anything looks them up.
+MAX_ELEMENTS = 1000
+MAX_CHILDREN = 200
+#: The longest MessageID echoed as RelatesTo (Windows sends urn:uuid:…, 45 characters).
+MAX_MESSAGE_ID = 256
+#: The longest fault reason: reasons quote what the peer sent.
+MAX_REASON = 512
+#: The media types of SOAP requests: SOAP 1.2's, and SOAP 1.1's (text/xml).
+SOAP_MEDIA_TYPES = ("application/soap+xml", "text/xml")
+
+
+
+def _bounded(text: str, limit: int) -> str:
+    """
+    C{text}, cut to C{limit} characters (marked with an ellipsis).
+    """
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def quoted(value: str, limit: int = 64) -> str:
+    """
+    C{value} quoted for a fault reason or a log line, cut to C{limit} characters.
+    """
+    return repr(_bounded(value, limit))
+
+
 class SoapFault(PeerError):
     """
     The peer's request is refused with an MS-MDE2 fault (its class declares the subcode).
 
     C{error_type} is the optional C{DeviceEnrollmentServiceError/ErrorType}
     (e.g. C{NotEligibleToRenew}) that makes the client show a precise message.
+    The reason is cut to L{MAX_REASON} characters: it often quotes the request.
     """
 
     soap_subcode = SOAP_MESSAGE_FORMAT
 
     def __init__(self, reason: str, error_type: str | None = None) -> None:
+        reason = _bounded(reason, MAX_REASON)
         super().__init__(reason)
         self.reason = reason
         self.error_type = error_type
@@ -169,12 +209,13 @@ def local(element: etree._Element) -> str:
 def children(element: etree._Element | None, name: str) -> Iterator[etree._Element]:
     """
     The child elements of C{element} whose local name is C{name}, in order.
+
+    lxml matches the name itself (C{{*}}name: any namespace, or none), so a
+    lookup among an element's (at most L{MAX_CHILDREN}) children costs no Python loop.
     """
     if element is None:
-        return
-    for candidate in element:
-        if local(candidate) == name:
-            yield candidate
+        return iter(())
+    return element.iterchildren(f"{{*}}{name}")
 
 
 def child(element: etree._Element | None, name: str) -> etree._Element | None:
@@ -182,6 +223,43 @@ def child(element: etree._Element | None, name: str) -> etree._Element | None:
     The first child element of C{element} named C{name} (any namespace), or None.
     """
     return next(children(element, name), None)
+
+
+class Children(Mapping[str, tuple[etree._Element, ...]]):
+    """
+    The child elements of one element by local name, indexed in one pass:
+    for a reader that looks up many fields of the same element.
+    """
+
+    def __init__(self, element: etree._Element | None) -> None:
+        index: dict[str, list[etree._Element]] = {}
+        for candidate in () if element is None else element:
+            name = local(candidate)
+            if name:
+                index.setdefault(name, []).append(candidate)
+        self._index = {name: tuple(found) for name, found in index.items()}
+
+    def __getitem__(self, name: str) -> tuple[etree._Element, ...]:
+        return self._index[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def first(self, name: str) -> etree._Element | None:
+        """
+        The first child named C{name}, or None.
+        """
+        found = self._index.get(name)
+        return found[0] if found else None
+
+    def all(self, name: str) -> tuple[etree._Element, ...]:
+        """
+        Every child named C{name}, in order.
+        """
+        return self._index.get(name, ())
 
 
 def text(element: etree._Element | None) -> str:
@@ -274,16 +352,61 @@ class SoapRequest:
         return None
 
 
+def check_content_type(value: bytes | None) -> None:
+    """
+    Refuse a request whose Content-Type is not a SOAP one (L{SOAP_MEDIA_TYPES}).
+
+    @raise MessageFormatFault: if it is missing or another type.
+    """
+    media = (value or b"").partition(b";")[0].strip().lower().decode("latin-1")
+    if media not in SOAP_MEDIA_TYPES:
+        raise MessageFormatFault(
+            f"a SOAP request is sent as {' or '.join(SOAP_MEDIA_TYPES)}, not {media or 'no type'!r}"
+        )
+
+
+def _check_size(root: etree._Element) -> None:
+    """
+    Refuse a tree of more than L{MAX_ELEMENTS} elements, or with an element of
+    more than L{MAX_CHILDREN} children (counting stops at the limit).
+
+    @raise MessageFormatFault: if it is one.
+    """
+    elements = list(itertools.islice(root.iter(), MAX_ELEMENTS + 1))
+    if len(elements) > MAX_ELEMENTS:
+        raise MessageFormatFault(f"the request has more than {MAX_ELEMENTS} elements")
+    if any(len(element) > MAX_CHILDREN for element in elements):
+        raise MessageFormatFault(f"an element of the request has more than {MAX_CHILDREN} children")
+
+
+def _message_id(header: etree._Element | None) -> str:
+    """
+    The MessageID, echoed as RelatesTo: at most L{MAX_MESSAGE_ID} printable
+    characters (an IRI; Microsoft's samples put a blank in theirs).
+
+    @raise MessageFormatFault: if it is longer or holds control characters.
+    """
+    value = text(child(header, "MessageID"))
+    if len(value) > MAX_MESSAGE_ID or not value.isprintable():
+        raise MessageFormatFault(
+            f"the MessageID must be at most {MAX_MESSAGE_ID} printable characters"
+        )
+    return value
+
+
 def parse_request(data: bytes) -> SoapRequest:
     """
     Parse a SOAP request envelope.
 
-    @raise MessageFormatFault: if the bytes are not an envelope with a payload.
+    @raise MessageFormatFault: if the bytes are not an envelope with a payload,
+        the tree is larger than L{MAX_ELEMENTS} and L{MAX_CHILDREN} allow, or
+        the MessageID is not one to echo.
     """
     try:
         root = parse(data)
     except MalformedXML as e:
         raise MessageFormatFault(f"the request is not well-formed XML: {e}") from None
+    _check_size(root)
     if local(root) != "Envelope":
         raise MessageFormatFault(f"expected a SOAP Envelope, got {local(root) or 'nothing'}")
     namespace = etree.QName(root).namespace or ""
@@ -316,7 +439,7 @@ def parse_request(data: bytes) -> SoapRequest:
     return SoapRequest(
         soap_namespace=namespace,
         action=text(child(header, "Action")),
-        message_id=text(child(header, "MessageID")),
+        message_id=_message_id(header),
         to=text(child(header, "To")),
         payload=payload,
         root=root,

@@ -9,22 +9,26 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 import unicodedata
 from collections import OrderedDict
-from collections.abc import MutableMapping
+from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredSemaphore, succeed
 from twisted.internet.interfaces import IReactorThreads, IReactorTime
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from mdmd.errors import SOAP_AUTHENTICATION, SOAP_AUTHORIZATION, Conflict, NotFound, PeerError
+from mdmd.enroll.throttle import GuessKey, GuessLimits, GuessThrottle, Key, Outcome, Settled
+from mdmd.errors import SOAP_AUTHENTICATION, SOAP_AUTHORIZATION, Busy, Conflict, NotFound, PeerError
 from mdmd.store.models import User
 from mdmd.store.runner import StoreService
 
@@ -33,7 +37,13 @@ __all__ = [
     "UserExists",
     "UnknownUser",
     "UserDisabled",
+    "TooManyAttempts",
+    "PasswordChecksBusy",
+    "PasswordLimits",
     "InvalidUserName",
+    "WeakPassword",
+    "UserPolicy",
+    "NAME_FORMS",
     "hash_password",
     "verify_password",
     "add_user",
@@ -48,6 +58,8 @@ __all__ = [
 ]
 
 Root = MutableMapping[str, Any]
+
+log = Logger()
 
 #: scrypt cost: about 0.1 s and 32 MiB per hash on current hardware. The
 #: parameters are stored with each hash, so raising them later is safe.
@@ -74,6 +86,68 @@ class InvalidUserName(PeerError):
     """
 
 
+class WeakPassword(PeerError):
+    """
+    A password the configured policy refuses (too short).
+    """
+
+
+#: The shapes a user name may take, as Windows sends them in enrollment: a
+#: UPN or e-mail address, a down-level logon name (DOMAIN\user), or a plain
+#: name matching the configured pattern.
+NAME_FORMS: dict[str, tuple[re.Pattern[str], str]] = {
+    "email": (re.compile(r"[^@\s\\]+@[^@\s\\.]+(\.[^@\s\\.]+)*"), "an e-mail address (user@example.com)"),
+    "domain": (re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,14}\\[^\\/@\s\[\]:|<>+=;,?*\"]+"), "DOMAIN\\user"),
+}
+#: The plain names accepted by default: a letter or digit, then letters, digits, . _ -
+PLAIN_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+
+
+@dataclass(frozen=True)
+class UserPolicy:
+    """
+    What names and passwords an operator may give users (checked when a
+    user is added or a password set; existing users are left as they are).
+
+    @ivar forms: the accepted name forms: C{email}, C{domain}, C{plain}.
+    @ivar plain_pattern: the regular expression a plain name must match whole.
+    @ivar min_password: the fewest characters of a password.
+    """
+
+    forms: tuple[str, ...] = ("email", "domain", "plain")
+    plain_pattern: str = PLAIN_NAME
+    min_password: int = 8
+
+    def check_name(self, name: str) -> str:
+        """
+        C{name}, if it has one of the accepted forms.
+
+        @raise InvalidUserName: naming the forms accepted.
+        """
+        for form in self.forms:
+            pattern = re.compile(self.plain_pattern) if form == "plain" else NAME_FORMS[form][0]
+            if pattern.fullmatch(name):
+                return name
+        raise InvalidUserName(f"'{name}' is not a valid user name: expected {self.describe_names()}")
+
+    def describe_names(self) -> str:
+        shapes = [
+            f"a plain name matching {self.plain_pattern}" if form == "plain" else NAME_FORMS[form][1]
+            for form in self.forms
+        ]
+        return ", or ".join(shapes)
+
+    def check_password(self, password: str) -> str:
+        """
+        C{password}, if it is long enough.
+
+        @raise WeakPassword: saying how long it must be.
+        """
+        if len(password) < self.min_password:
+            raise WeakPassword(f"the password is too short: at least {self.min_password} characters")
+        return password
+
+
 class UserDisabled(UnauthorizedLogin, PeerError):
     """
     The password is right but the account may not enroll devices.
@@ -81,6 +155,23 @@ class UserDisabled(UnauthorizedLogin, PeerError):
 
     http_status = 403
     soap_subcode = SOAP_AUTHORIZATION
+
+
+class TooManyAttempts(UnauthorizedLogin, PeerError):
+    """
+    Too many failed password checks of this user name or from this address:
+    not checked now (see L{mdmd.enroll.throttle}).
+    """
+
+    http_status = 429
+    soap_subcode = SOAP_AUTHENTICATION
+
+
+class PasswordChecksBusy(Busy):
+    """
+    So many password checks are running and waiting that this one is refused
+    (each scrypt takes 32 MiB): try again shortly.
+    """
 
 
 @dataclass(frozen=True)
@@ -216,6 +307,33 @@ class Remembered:
     expires_at: float
 
 
+#: What an unknown user's password is checked against, so that an unknown
+#: user is answered as slowly as a wrong password (no password matches it:
+#: its hash is zeros, which scrypt does not produce).
+DUMMY_HASH = "$".join(
+    [
+        "scrypt",
+        str(SCRYPT_N),
+        str(SCRYPT_R),
+        str(SCRYPT_P),
+        base64.b64encode(b"mdmd:no-such-usr").decode("ascii"),
+        base64.b64encode(bytes(32)).decode("ascii"),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class PasswordLimits:
+    """
+    What a password check may cost: guesses (L{GuessLimits}), and how many
+    scrypt computations (32 MiB each) run at once and may wait for a turn.
+    """
+
+    guesses: GuessLimits = GuessLimits()
+    concurrent: int = 1
+    queued: int = 128
+
+
 @implementer(ICredentialsChecker)
 class StoreUserChecker:
     """
@@ -228,7 +346,16 @@ class StoreUserChecker:
     invalidates the entry). Concurrent checks of the same credentials share
     one hashing (a class of devices enrolling with one account at once does
     not start one 32 MiB scrypt each). Hashing runs on the reactor's thread
-    pool, never on the reactor thread.
+    pool, never on the reactor thread, at most C{limits.concurrent} at a
+    time with at most C{limits.queued} waiting (beyond that a check is
+    refused as L{PasswordChecksBusy}), so guessing cannot take the memory.
+
+    Guessing is throttled per user name and per source address
+    (L{mdmd.enroll.throttle}, in this process's memory): a refused check is
+    answered L{TooManyAttempts} and a failed one L{UnauthorizedLogin}, each
+    after the wait the throttle gives. An unknown user's password is hashed
+    too (against L{DUMMY_HASH}), so that how long a refusal takes does not
+    tell whether the user exists.
     """
 
     credentialInterfaces = (IUsernamePassword,)
@@ -240,6 +367,7 @@ class StoreUserChecker:
         clock: IReactorTime,
         cache_seconds: float = 300.0,
         cache_size: int = 4096,
+        limits: PasswordLimits = PasswordLimits(),
     ) -> None:
         self._store = store
         self._reactor = reactor
@@ -249,6 +377,9 @@ class StoreUserChecker:
         self._verified: OrderedDict[bytes, Remembered] = OrderedDict()
         self._pending: dict[tuple[bytes, str], list[Deferred[bool]]] = {}
         self._secret = os.urandom(32)
+        self.limits = limits
+        self.throttle = GuessThrottle(limits.guesses)
+        self._hashing = DeferredSemaphore(limits.concurrent)
 
     # twisted.cred declares avatar ids as bytes; ours are display names (str),
     # which a Portal passes through as they are.
@@ -259,14 +390,28 @@ class StoreUserChecker:
             password.decode("utf-8", "replace") if isinstance(password, bytes) else password,
         )
 
-    def check(self, name: str, password: str) -> Deferred[str]:
+    def check(self, name: str, password: str, source: str = "") -> Deferred[str]:
         """
         The display name of the user with these credentials.
 
+        @param source: the address the check comes from ("" if none), throttled as well as the name.
         @raise UnauthorizedLogin: unknown user or wrong password.
         @raise UserDisabled: the right password of a disabled user.
+        @raise TooManyAttempts: not checked: too many failures of this name or source.
+        @raise PasswordChecksBusy: not checked: too many checks at once.
         """
-        return Deferred.fromCoroutine(self._check(name, password))
+        checking = Deferred.fromCoroutine(self._check([(name, password)], source))
+        return checking.addCallback(lambda found: found[0])
+
+    def check_first(self, candidates: Sequence[tuple[str, str]], source: str = "") -> Deferred[tuple[str, int]]:
+        """
+        The display name of the user whose credentials the first matching
+        (name, password) of C{candidates} are, and that candidate's index:
+        one attempt for the throttle, however many spellings it tries.
+
+        @raise UnauthorizedLogin: (and the rest) as L{check}.
+        """
+        return Deferred.fromCoroutine(self._check(candidates, source))
 
     def _key(self, name: str, password: str) -> bytes:
         return hmac.new(
@@ -286,36 +431,79 @@ class StoreUserChecker:
             return None
         return entry
 
-    async def _check(self, name: str, password: str) -> str:
-        if not name or len(name) > MAX_NAME or len(password) > MAX_PASSWORD:
+    async def _check(self, candidates: Sequence[tuple[str, str]], source: str) -> tuple[str, int]:
+        usable = [
+            (index, name, password)
+            for index, (name, password) in enumerate(candidates)
+            if name and len(name) <= MAX_NAME and len(password) <= MAX_PASSWORD
+        ]
+        if not usable:
             raise UnauthorizedLogin("unknown user or wrong password")
+        keys: list[Key] = list(dict.fromkeys((GuessKey.USER, user_key(name)) for _, name, _ in usable))
+        if source:
+            keys.append((GuessKey.SOURCE, source))
+        # the attempt: the first spelling stands for the others, derived from it
+        attempt = self._key(usable[0][1], usable[0][2])
+        refused = self.throttle.admit(keys, attempt, self._clock.seconds())
+        if refused is not None:
+            await self._hold(refused.wait)
+            raise TooManyAttempts(
+                "too many failed password checks for this user name or address; try again later"
+                if not refused.locked
+                else "too many failed password checks for this user name or address: locked out "
+                f"for up to {self.limits.guesses.lockout:.0f} s"
+            )
+        outcome = Outcome.ABANDONED
+        try:
+            for index, name, password in usable:
+                found = await self._matching(name, password)
+                if found is not None:
+                    outcome = Outcome.SUCCEEDED
+                    display_name, enabled = found
+                    if not enabled:
+                        raise UserDisabled(f"user {display_name} is disabled")
+                    return display_name, index
+            outcome = Outcome.FAILED
+        finally:
+            settled = self.throttle.settle(keys, attempt, outcome, self._clock.seconds())
+            self._log_lockouts(settled, source)
+        await self._hold(settled.wait)
+        raise UnauthorizedLogin("unknown user or wrong password")
+
+    async def _matching(self, name: str, password: str) -> tuple[str, bool] | None:
+        """
+        (display name, enabled) of the user C{name} if C{password} is theirs,
+        else None; the password is hashed whether or not the user exists.
+        """
         found = await self._store.read(credentials_of, name)
-        if found is None:
-            raise UnauthorizedLogin("unknown user or wrong password")
-        display_name, stored, enabled = found
+        display_name, stored, enabled = found if found is not None else ("", DUMMY_HASH, False)
         key = self._key(name, password)
-        now = self._clock.seconds()
         entry = self._verified.get(key)
-        if entry is None or entry.expires_at <= now or entry.password_hash != stored:
-            if not await self._verify(key, stored, password):
-                raise UnauthorizedLogin("unknown user or wrong password")
+        if entry is None or entry.expires_at <= self._clock.seconds() or entry.password_hash != stored:
+            if not await self._verify(key, stored, password) or found is None:
+                return None
             self._remember(key, Remembered(display_name, stored, self._clock.seconds() + self._cache_seconds))
-        if not enabled:
-            raise UserDisabled(f"user {display_name} is disabled")
-        return display_name
+        return display_name, enabled
 
     def _verify(self, key: bytes, stored: str, password: str) -> Deferred[bool]:
         """
-        C{verify_password} on the thread pool, shared by concurrent identical checks.
+        C{verify_password} on the thread pool, shared by concurrent identical
+        checks, at most C{limits.concurrent} at once.
+
+        @raise PasswordChecksBusy: if C{limits.queued} checks wait already.
         """
         waiting: Deferred[bool] = Deferred()
         waiters = self._pending.get((key, stored))
         if waiters is not None:
             waiters.append(waiting)
             return waiting
+        if self._hashing.tokens == 0 and len(self._hashing.waiting) >= self.limits.queued:
+            raise PasswordChecksBusy(
+                f"{self.limits.concurrent} password checks running and {self.limits.queued} waiting"
+            )
         self._pending[(key, stored)] = [waiting]
-        hashing = deferToThreadPool(
-            self._reactor, self._reactor.getThreadPool(), verify_password, stored, password
+        hashing = self._hashing.run(
+            deferToThreadPool, self._reactor, self._reactor.getThreadPool(), verify_password, stored, password
         )
         hashing.addBoth(self._settle, (key, stored))
         return waiting
@@ -326,6 +514,29 @@ class StoreUserChecker:
                 waiting.errback(result)
             else:
                 waiting.callback(result)
+
+    def _hold(self, seconds: float) -> Deferred[None]:
+        """
+        Wait before answering a refused or failed check (nothing when C{seconds} is 0).
+        """
+        if seconds <= 0:
+            return succeed(None)
+        return deferLater(self._clock, seconds, lambda: None)
+
+    def _log_lockouts(self, settled: Settled, source: str) -> None:
+        for lockout in settled.lockouts:
+            kind, value = lockout.key
+            log.warn(
+                "password guessing: {kind} {value} locked out for {seconds:.0f} s after "
+                "{failures} failed checks (the last from {source})",
+                kind=kind.value,
+                value=value,
+                seconds=self.limits.guesses.lockout,
+                failures=lockout.failures,
+                source=source or "an unknown address",
+                guess_key=kind.value,
+                locked_until=lockout.until,
+            )
 
     def _remember(self, key: bytes, entry: Remembered) -> None:
         self._verified[key] = entry

@@ -1,12 +1,16 @@
 """
 Push jobs in the store: units of work C{fn(root, ...)} returning plain values.
 
-A job is one WAP push over SMS to one device's MSISDN, of one of two kinds
-(L{PushKind}): a B{notification} wakes the device (package #0 for its DM
-account, with a session id the device echoes), a B{bootstrap} gives a
-classic OMA DM device its DM account (an OMA Client Provisioning document,
-authenticated with a NETWPIN or USERPIN MAC; no session id). Both change
-state only through L{TRANSITIONS}, one table keyed by (state, event)::
+A job is one push to one device, of one of two kinds (L{PushKind}): a
+B{notification} wakes the device, a B{bootstrap} gives a classic OMA DM
+device its DM account (an OMA Client Provisioning document, authenticated
+with a NETWPIN or USERPIN MAC, as WAP push SMS to its MSISDN; no session
+id). A notification goes by one route (C{PushJob.route}; which one is
+L{mdmd.notify.routes}'s choice): "sms", package #0 for its DM account, with
+a session id the device echoes, as WAP push SMS to its MSISDN (L{enqueue});
+or "wns", a raw notification to a Windows device's WNS channel (no session
+id: Windows echoes nothing of it; L{enqueue_wns}). Every job changes state
+only through L{TRANSITIONS}, one table keyed by (state, event)::
 
     queued ──SUBMIT──► submitted ──DELIVER──► delivered ──ANSWER──► answered
 
@@ -19,15 +23,21 @@ state only through L{TRANSITIONS}, one table keyed by (state, event)::
    The message ids the SMSC gives are kept as they come, so a restart
    resubmits only the segments it never acknowledged.
  - B{submitted}: every segment acknowledged (or the job was written to the
-   spool directory).
- - B{delivered}: the SMSC's receipts say every segment reached the handset.
- - B{answered}: a notification: the device opened the DM session (Alert
-   1200) with the job's session id (L{answer_push}); a bootstrap: the device
-   authenticated, with the account it was sent, a DM session that began
-   after the job was submitted (L{answer_bootstrap}). Both are called from
-   the DM check-in's unit of work. (A session begun before submission cannot
-   have been caused by the bootstrap; one that authenticates afterwards shows
-   the device holds the account, whichever way it got it.)
+   spool directory, or WNS accepted the notification: its 200 with
+   X-WNS-Status "received" says WNS has it, cached if the device is away,
+   not that the device got it).
+ - B{delivered}: the SMSC's receipts say every segment reached the handset
+   (WNS reports no delivery: a WNS job goes from submitted to answered).
+ - B{answered}: an SMS notification: the device opened the DM session
+   (Alert 1200) with the job's session id (L{answer_push}); a bootstrap or a
+   WNS notification: the device authenticated a DM session that began after
+   the job was submitted (L{answer_session}): with the account it was sent,
+   or after the notification it was sent. Both are called from the DM
+   check-in's unit of work. (A session begun before submission cannot have
+   been caused by the job; one that authenticates afterwards shows the
+   device holds the account, or came, whichever way it got there. A device
+   that opens its session before WNS's acknowledgement of the notification
+   is recorded answers the job only with its next session.)
  - B{failed}: the SMSC refused the job for good, or a receipt said a segment
    was not delivered. B{expired}: not answered within the configured time.
 
@@ -113,19 +123,23 @@ __all__ = [
     "PushSettings",
     "PushState",
     "QUEUED",
+    "ROUTE_SMS",
+    "ROUTE_WNS",
     "STATES",
     "SUBMITTED",
     "TRANSITIONS",
     "UnknownPush",
-    "answer_bootstrap",
     "answer_push",
+    "answer_session",
     "bootstrap_document",
     "destination_of",
     "enqueue",
     "enqueue_bootstrap",
+    "enqueue_wns",
     "expire",
     "expire_due",
     "list_pushes",
+    "msisdn_of",
     "next_state",
     "parse_msisdn",
     "purge",
@@ -230,6 +244,9 @@ EXPIRED = PushState.EXPIRED.value
 STATES = tuple(state.value for state in PushState)
 #: The stored values of the open states.
 OPEN = tuple(state.value for state in _OPEN)
+#: The stored values of the routes (C{PushJob.route}, L{PushInfo.route}); L{mdmd.notify.routes.Route} names them.
+ROUTE_SMS = "sms"
+ROUTE_WNS = "wns"
 #: The stored values of the kinds (C{PushJob.kind}, L{PushInfo.kind}).
 NOTIFICATION = PushKind.NOTIFICATION.value
 BOOTSTRAP = PushKind.BOOTSTRAP.value
@@ -344,6 +361,11 @@ class PushInfo:
     delivered_at: float | None
     answered_at: float | None
     finished_at: float | None
+    #: L{ROUTE_SMS} or L{ROUTE_WNS} (see L{mdmd.notify.routes})
+    route: str = "sms"
+    channel_uri: str = ""
+    carrier: tuple[tuple[str, str], ...] = ()
+    fallback_of: int | None = None
 
     @property
     def ref(self) -> JobRef:
@@ -361,6 +383,7 @@ class PushInfo:
         value["session_id"] = self.session_text
         value["message_ids"] = list(self.message_ids)
         value["receipts"] = list(self.receipts)
+        value["carrier"] = dict(self.carrier)
         return value
 
 
@@ -423,6 +446,13 @@ def _msisdn_of(device: Any) -> tuple[str, str | None]:
             except InvalidMsisdn:
                 continue
     return "", None
+
+
+def msisdn_of(device: Any) -> str:
+    """
+    The number a device is woken on by SMS ("" if none): an operator's, or its enrollment's.
+    """
+    return _msisdn_of(device)[0]
 
 
 def set_msisdn(root: Root, device_id: str, msisdn: str | None) -> dict[str, Any]:
@@ -647,6 +677,37 @@ def enqueue(
     return created
 
 
+def enqueue_wns(
+    root: Root,
+    channels: Iterable[tuple[str, str]],
+    settings: PushSettings,
+    now: float,
+    fallback_of: int | None = None,
+) -> list[OutgoingPush]:
+    """
+    Store one WNS notification, queued, per (device id, channel URI), for
+    devices the caller checked (L{mdmd.notify.routes.enqueue}). A WNS job is
+    one part (the notification: its message id is WNS's X-WNS-Msg-ID) and
+    has no session id (Windows echoes nothing of it).
+    """
+    created = []
+    for device_id, channel_uri in channels:
+        log = root["pushes"].get(device_id)
+        if log is None:
+            log = root["pushes"][device_id] = PushLog()
+        seq = log.next_seq
+        log.next_seq = seq + 1
+        job = PushJob(device_id, seq, None, ("", 0, 0), (), now, now + settings.expiry)
+        job.route = ROUTE_WNS
+        job.channel_uri = channel_uri
+        job.fallback_of = fallback_of
+        job.message_ids = job.message_keys = job.receipts = (None,)
+        log.jobs[seq] = job
+        root["push_open"][(device_id, seq)] = True
+        created.append(_outgoing(job))
+    return created
+
+
 def _bootstrap_account(device: Device, server: DMServer) -> BootstrapAccount:
     """
     The DM account a device is bootstrapped with, from its record: its server
@@ -853,15 +914,19 @@ def record_submitted(
     message_ids: Iterable[str | None] = (),
     keys: Iterable[str | None] = (),
     spool_file: str | None = None,
+    carrier: Iterable[tuple[str, str]] = (),
 ) -> PushInfo:
     """
-    Every segment was acknowledged by the SMSC (C{via} "smpp") or the job was
-    written to the spool (C{via} "spool", C{spool_file}).
+    Every segment was acknowledged by the SMSC (C{via} "smpp"), the job was
+    written to the spool (C{via} "spool", C{spool_file}) or WNS accepted the
+    notification (C{via} "wns", with what it said in C{carrier}).
     """
     job = _job(root, ref)
     _keep_ids(root, job, message_ids, keys)
     job.via = via
     job.spool_file = spool_file
+    if carrier:
+        job.carrier = tuple(carrier)
     job.attempts += 1
     job.updated_at = now
     if _move(root, job, PushEvent.SUBMIT, now):
@@ -942,17 +1007,25 @@ def answer_push(root: Root, device_id: str, session_id: str, now: float) -> Push
     return _info(job)
 
 
-def answer_bootstrap(root: Root, device_id: str, session_started_at: float, now: float) -> list[PushInfo]:
+def _answered_by_session(job: PushJob) -> bool:
+    """
+    Whether an authenticated session answers the job (a bootstrap, a WNS
+    notification), rather than its session id (an SMS notification).
+    """
+    return job.kind == BOOTSTRAP or job.route == ROUTE_WNS
+
+
+def answer_session(root: Root, device_id: str, session_started_at: float, now: float) -> list[PushInfo]:
     """
     The device authenticated a DM session that began at
-    C{session_started_at}: its open bootstrap jobs submitted (or delivered)
-    by then are answered. Called inside the DM endpoint's unit of work, on
-    the message that authenticated the device.
+    C{session_started_at}: its open bootstrap and WNS jobs submitted (or
+    delivered) by then are answered. Called inside the DM endpoint's unit of
+    work, on the message that authenticated the device.
     """
     answered = []
     for ref in list(_open_refs(root, device_id)):
         job = _job(root, ref)
-        if job.kind != BOOTSTRAP:
+        if not _answered_by_session(job):
             continue
         sent_at = job.submitted_at if job.submitted_at is not None else job.delivered_at
         if sent_at is None or sent_at > session_started_at:

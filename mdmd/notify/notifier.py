@@ -2,13 +2,16 @@
 The C{notify} service: wakes devices with OMA DM package #0, and bootstraps
 classic ones with their DM account (OMA Client Provisioning), carried by a
 push transport (L{mdmd.notify.transport.IPushTransport}: SMS through an
-SMSC, or a spool directory).
+SMSC, or a spool directory), or with a WNS raw notification (Windows).
 
 It owns the push jobs' journey out of the store (L{mdmd.notify.jobs} holds
 their records and every unit of work on them):
 
- - L{Notifier.push} queues one notification per device, L{Notifier.bootstrap}
-   one bootstrap, and each job goes to the transport;
+ - L{Notifier.push} queues one notification per device and route
+   (L{mdmd.notify.routes} picks them: WNS for a Windows device with a usable
+   channel, SMS for one with an MSISDN, or what the request asks for),
+   L{Notifier.bootstrap} one bootstrap, and each job goes to its route's
+   transport;
  - what the transport reports is written to the job as it comes: each part
    accepted before the whole job is, then the job's outcome (sent, refused
    for now or for good, abandoned at a stop); on start, every job still
@@ -16,15 +19,19 @@ their records and every unit of work on them):
    carrier acknowledged is sent twice;
  - a refusal for now keeps the job queued and tries again after
    C{retry_delay}; one for good fails it; while the carrier is unreachable
-   the jobs wait in the transport;
+   the jobs wait in the transport; a refusal that says the route is gone
+   (a WNS channel WNS no longer knows) fails the job and queues one by the
+   route's fall-back (L{mdmd.notify.routes.FALLBACK}: SMS), if the device
+   has it;
  - delivery reports move jobs to delivered or failed, the DM endpoint marks
    them answered (L{mdmd.notify.jobs.answer_push}); a sweep expires jobs not
    answered in time (every minute) and forgets finished ones after
    C{keep_seconds} (every hour), each reading only the jobs due (an index by
    time), a batch per transaction.
 
-The notifier never asks which transport it holds, and past queueing, a job's
-kind matters to neither of them. Its own store writes go
+The notifier never asks which transport it holds: a job's route names it
+(L{mdmd.notify.routes.PushRoutes}); past queueing, a job's kind matters to
+neither of them. Its own store writes go
 through one lock, in the order the events happened (a receipt is never
 recorded before the acknowledgement it follows).
 """
@@ -34,6 +41,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Final
 
 from twisted.application.service import Service
@@ -44,11 +52,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from mdmd.notify import jobs
+from mdmd.notify import jobs, routes
 from mdmd.notify.bootstrap import BootstrapPin
-from mdmd.notify.jobs import JobRef, OutgoingPush, PushInfo, PushSettings
-from mdmd.notify.pkg0 import session_id_text
+from mdmd.notify.jobs import JobRef, NotPushable, OutgoingPush, PushInfo, PushSettings
 from mdmd.notify.provisioning_doc import DMServer
+from mdmd.notify.routes import PushRoutes, Route, Via
 from mdmd.notify.transport import (
     Abandoned,
     DeliveryReport,
@@ -71,6 +79,20 @@ SWEEP_INTERVAL = 60.0
 PURGE_INTERVAL = 3600.0
 
 
+#: What a caller adds to the unit of work that queues jobs: C{also(root, created)}.
+Also = Callable[[Any, Any], None]
+
+
+def _queue_and(root: Any, queue: Callable[..., Any], also: Also | None, *args: Any) -> Any:
+    """
+    A unit of work: C{queue(root, *args)}, then C{also(root, what it queued)}.
+    """
+    created = queue(root, *args)
+    if also is not None:
+        also(root, created)
+    return created
+
+
 class BootstrapUnavailable(Exception):
     """
     The notifier was built without the DM server a bootstrap names: our bug.
@@ -86,10 +108,11 @@ class _Timers:
 @implementer(IPushListener)
 class Notifier(Service):
     """
-    Push jobs from the store to a transport, and their fate back.
+    Push jobs from the store to their transports, and their fate back.
 
-    @param transport: what carries the jobs; the notifier attaches itself
-        as its listener.
+    @param transport: what carries the SMS jobs (when C{routes} is not given).
+    @param routes: the transport of each route; the notifier attaches
+        itself as the listener of each.
     @param retry_delay: seconds before a job refused for now is sent again.
     @param keep_seconds: how long finished jobs are kept (0: for ever).
     @param dm_server: who bootstrapped devices are told their DM server is
@@ -105,7 +128,8 @@ class Notifier(Service):
         settings: PushSettings,
         clock: IReactorTime,
         *,
-        transport: IPushTransport,
+        transport: IPushTransport | None = None,
+        routes: PushRoutes | None = None,
         retry_delay: float = 60.0,
         keep_seconds: float = 30 * 86400.0,
         sweep_interval: float = SWEEP_INTERVAL,
@@ -116,7 +140,13 @@ class Notifier(Service):
         self._dm_server = dm_server
         self.settings = settings
         self.clock = clock
-        self.transport = transport
+        if routes is None:
+            if transport is None:
+                raise TypeError("a notifier needs a transport or routes")
+            routes = PushRoutes({Route.SMS: transport})
+        self.routes = routes
+        #: the SMS route's transport
+        self.transport = routes.transports[Route.SMS]
         self.retry_delay = retry_delay
         self.keep_seconds = keep_seconds
         self._sweep_interval = sweep_interval
@@ -128,38 +158,55 @@ class Notifier(Service):
         self._timers = _Timers()
         self._purged_at = float("-inf")
         self._loop: LoopingCall | None = None
-        transport.attach(self)
+        for carrier in routes:
+            carrier.attach(self)
 
     # -- for the admin API and the manhole ---------------------------------------
 
-    def push(self, device_ids: Sequence[str]) -> Deferred[list[PushInfo]]:
+    def push(
+        self, device_ids: Sequence[str], also: Also | None = None, via: Via = Via.AUTO
+    ) -> Deferred[list[PushInfo]]:
         """
-        Wake these devices: one job each, handed to the transport. A job the
-        transport settles at once (the spool writes it) is answered as
-        recorded after that; any other as queued.
+        Wake these devices: one job each per route C{via} picks, handed to
+        the route's transport. A job the transport settles at once (the
+        spool writes it) is answered as recorded after that; any other as
+        queued. C{also(root, jobs)} runs in the transaction that queues them
+        (to record the request with them).
 
         @raise jobs.NotPushable: (in the Deferred) naming the devices that
             cannot be woken; then nothing is queued.
         """
-        return Deferred.fromCoroutine(self._push(list(device_ids)))
+        return Deferred.fromCoroutine(self._push(list(device_ids), via, also))
 
-    async def _push(self, device_ids: list[str]) -> list[PushInfo]:
-        created = await self._write(
-            jobs.enqueue, device_ids, self.settings, self.clock.seconds(), self._random
+    def _enqueue(
+        self, device_ids: list[str], via: Via, fallback_of: int | None = None, also: Also | None = None
+    ) -> Deferred[list[OutgoingPush]]:
+        queue = partial(
+            routes.enqueue, via=via, routes=self.routes.configured, hosts=self.routes.hosts, fallback_of=fallback_of
         )
+        return self._write(
+            _queue_and, queue, also, device_ids, self.settings, self.clock.seconds(), self._random
+        )
+
+    async def _push(self, device_ids: list[str], via: Via, also: Also | None) -> list[PushInfo]:
+        created = await self._enqueue(device_ids, via, also=also)
         results = []
         for job in created:
-            log.info(
-                "push {device_id}#{seq} queued: session {session_id} to {msisdn}",
-                device_id=job.info.device_id,
-                seq=job.info.seq,
-                session_id=session_id_text(job.info.session_id),
-                msisdn=job.info.msisdn,
-            )
+            self._queued(job)
             results.append(await self._hand_over(job))
         return results
 
-    def bootstrap(self, device_id: str, pin: BootstrapPin) -> Deferred[PushInfo]:
+    def _queued(self, job: OutgoingPush) -> None:
+        info = job.info
+        log.info(
+            "push {device_id}#{seq} queued: {session}to {to}",
+            device_id=info.device_id,
+            seq=info.seq,
+            session="" if info.session_text is None else f"session {info.session_text} ",
+            to=info.msisdn if info.route == Route.SMS.value else "its WNS channel",
+        )
+
+    def bootstrap(self, device_id: str, pin: BootstrapPin, also: Also | None = None) -> Deferred[PushInfo]:
         """
         Send a classic OMA DM device its DM account (OMA CP over WAP push),
         authenticated with C{pin}: one job, handed to the transport, answered
@@ -168,7 +215,7 @@ class Notifier(Service):
         @raise jobs.CannotBootstrap: (in the Deferred) why the device cannot
             get one; then nothing is queued.
         """
-        return Deferred.fromCoroutine(self._bootstrap(device_id, pin))
+        return Deferred.fromCoroutine(self._bootstrap(device_id, pin, also))
 
     def dm_server(self) -> DMServer:
         """
@@ -180,9 +227,9 @@ class Notifier(Service):
             raise BootstrapUnavailable("this notifier does not know the DM server")
         return self._dm_server()
 
-    async def _bootstrap(self, device_id: str, pin: BootstrapPin) -> PushInfo:
+    async def _bootstrap(self, device_id: str, pin: BootstrapPin, also: Also | None) -> PushInfo:
         job = await self._write(
-            jobs.enqueue_bootstrap, device_id, pin, self.dm_server(), self.settings, self.clock.seconds()
+            _queue_and, jobs.enqueue_bootstrap, also, device_id, pin, self.dm_server(), self.settings, self.clock.seconds()
         )
         log.info(
             "bootstrap {device_id}#{seq} queued: {pin}, {segments} SMS to {msisdn}",
@@ -206,17 +253,17 @@ class Notifier(Service):
     @property
     def link(self) -> dict[str, Any]:
         """
-        The transport's link as the status output shows it.
+        The SMS transport's link as the status output shows it.
         """
         return self.transport.describe()
 
     def status(self) -> Deferred[dict[str, Any]]:
         """
-        The link and how many jobs are in each state.
+        The SMS link, every route's link, and how many jobs are in each state.
         """
 
         def combine(counts: dict[str, int]) -> dict[str, Any]:
-            return {"link": self.link, "counts": counts}
+            return {"link": self.link, "links": self.routes.describe(), "counts": counts}
 
         return self.store.read(jobs.push_counts).addCallback(combine)
 
@@ -306,24 +353,25 @@ class Notifier(Service):
         ref = job.ref
         if ref in self._flights or not self.running:
             return None
-        outcome = self.transport.send(job)
+        outcome = self.routes.transport_for(job.info.route).send(job)
         settled = outcome.called
         self._flights[ref] = outcome
         recorded: Deferred[PushInfo | None] = outcome.addCallbacks(
-            self._landed, self._lost, callbackArgs=(ref,), errbackArgs=(ref,)
+            self._landed, self._lost, callbackArgs=(job,), errbackArgs=(ref,)
         )
         return recorded if settled else None
 
-    def _landed(self, outcome: Outcome, ref: JobRef) -> Deferred[PushInfo | None] | None:
-        self._flights.pop(ref, None)
-        return _RECORD[type(outcome)](self, ref, outcome)
+    def _landed(self, outcome: Outcome, job: OutgoingPush) -> Deferred[PushInfo | None] | None:
+        self._flights.pop(job.ref, None)
+        return _RECORD[type(outcome)](self, job, outcome)
 
     def _lost(self, failure: Failure, ref: JobRef) -> None:
         self._flights.pop(ref, None)
         if not failure.check(CancelledError):
             log.failure("push {device_id}#{seq} failed", failure, device_id=ref[0], seq=ref[1])
 
-    def _sent(self, ref: JobRef, outcome: Sent) -> Deferred[PushInfo | None]:
+    def _sent(self, job: OutgoingPush, outcome: Sent) -> Deferred[PushInfo | None]:
+        ref = job.ref
         log.info(
             "push {device_id}#{seq} {detail}", device_id=ref[0], seq=ref[1], detail=outcome.detail
         )
@@ -331,13 +379,15 @@ class Notifier(Service):
             jobs.record_submitted,
             ref,
             self.clock.seconds(),
-            via=self.transport.via,
+            via=self.routes.transport_for(job.info.route).via,
             message_ids=outcome.message_ids,
             keys=outcome.keys,
             spool_file=outcome.location,
+            carrier=outcome.carrier,
         )
 
-    def _refused(self, ref: JobRef, outcome: Refused) -> Deferred[PushInfo | None]:
+    def _refused(self, job: OutgoingPush, outcome: Refused) -> Deferred[PushInfo | None]:
+        ref = job.ref
         retry = outcome.retry and self.running
         log.warn(
             "push {device_id}#{seq}: {error}{then}",
@@ -357,13 +407,51 @@ class Notifier(Service):
         )
         if retry:
             self._retry_later(ref)
+        elif outcome.reroute and self.running:
+
+            def then(info: PushInfo | None) -> PushInfo | None:
+                self._track(self._fall_back(job))
+                return info
+
+            recorded.addCallback(then)
         return recorded
 
-    def _abandoned(self, ref: JobRef, outcome: Abandoned) -> Deferred[PushInfo | None] | None:
+    def _fall_back(self, job: OutgoingPush) -> Deferred[None]:
+        """
+        The job's route to its device is gone (the job failed): wake the
+        device by the route's fall-back instead, if it has one and the device has it.
+        """
+        via = routes.FALLBACK.get(Route(job.info.route))
+        device_id, seq = job.ref
+
+        async def fall_back() -> None:
+            if via is None or not self.running:
+                return
+            try:
+                created = await self._enqueue([device_id], via, fallback_of=seq)
+            except NotPushable as e:
+                log.info("push {device_id}#{seq}: no fall-back: {reason}", device_id=device_id, seq=seq, reason=e)
+                return
+            for new in created:
+                log.info(
+                    "push {device_id}#{seq}: falling back to {route}: push #{new}",
+                    device_id=device_id,
+                    seq=seq,
+                    route=new.info.route,
+                    new=new.info.seq,
+                )
+                self._queued(new)
+                self._send(new)
+
+        return Deferred.fromCoroutine(fall_back()).addErrback(
+            lambda f: log.failure("falling back for push {device_id}#{seq} failed", f, device_id=device_id, seq=seq)
+        )
+
+    def _abandoned(self, job: OutgoingPush, outcome: Abandoned) -> Deferred[PushInfo | None] | None:
         if not any(outcome.message_ids):
             return None
         return self._record(
-            jobs.record_ids, ref, outcome.message_ids, outcome.keys, self.clock.seconds()
+            jobs.record_ids, job.ref, outcome.message_ids, outcome.keys, self.clock.seconds()
         )
 
     def _retry_later(self, ref: JobRef) -> None:
@@ -446,7 +534,7 @@ class Notifier(Service):
 
 #: How each outcome is recorded. (A table keyed by type cannot say that each
 #: entry takes its own key's type; hence Any.)
-_RECORD: Final[dict[type, Callable[[Notifier, JobRef, Any], Deferred[PushInfo | None] | None]]] = {
+_RECORD: Final[dict[type, Callable[[Notifier, OutgoingPush, Any], Deferred[PushInfo | None] | None]]] = {
     Sent: Notifier._sent,
     Refused: Notifier._refused,
     Abandoned: Notifier._abandoned,

@@ -135,7 +135,9 @@ def session_ids_for(text: str) -> tuple[int, ...]:
     be 0x12 or 12: both are returned, hexadecimal first.
     """
     text = text.strip()
-    if not text or any(c not in string.hexdigits for c in text):
+    # A 16-bit id takes at most 5 digits: a longer text is none of ours (and
+    # thousands of digits would exceed what int() reads in decimal).
+    if not text or len(text) > 8 or any(c not in string.hexdigits for c in text):
         return ()
     readings = (int(text, 16), int(text, 10)) if text.isdigit() else (int(text, 16),)
     return tuple(dict.fromkeys(value for value in readings if 1 <= value <= 0xFFFF))

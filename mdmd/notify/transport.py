@@ -16,8 +16,9 @@ reports, in the job store's terms (L{mdmd.notify.jobs}):
 
 What only one carrier has (SMPP message ids, the spool file) rides along in
 those values; the notifier stores it without reading it. The carriers are
-L{mdmd.notify.smpp_transport.SmppTransport} (WAP push SMS through an SMSC)
-and L{mdmd.notify.spool.SpoolTransport} (one file per job for a gateway);
+L{mdmd.notify.smpp_transport.SmppTransport} (WAP push SMS through an SMSC),
+L{mdmd.notify.spool.SpoolTransport} (one file per job for a gateway) and
+L{mdmd.notify.wns.WnsTransport} (WNS raw notifications to Windows devices);
 tests use L{mdmd.testing.push.FakePushTransport}.
 """
 
@@ -58,12 +59,15 @@ class Sent:
     @ivar location: where the job was left, when that is a file (the spool).
     @ivar detail: how the carrier took it, for the log ("accepted by the
         SMSC: 1, 2", "written to PATH").
+    @ivar carrier: what else the carrier said of it, kept with the job as
+        (name, value) pairs (WNS: its status and the device's connection status).
     """
 
     message_ids: tuple[str | None, ...] = ()
     keys: tuple[str | None, ...] = ()
     location: str | None = None
     detail: str = "sent"
+    carrier: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -72,13 +76,16 @@ class Refused:
     The carrier would not take the job: for now (C{retry}: the job stays
     queued and is sent again after the notifier's retry delay) or for good
     (the job fails). C{error} is recorded on the job as it is; the parts the
-    carrier accepted anyway are kept.
+    carrier accepted anyway are kept. C{reroute} (with C{retry} false) says
+    the device cannot be reached this way any more (its WNS channel is
+    gone): the notifier then tries the device's next route.
     """
 
     error: str
     retry: bool
     message_ids: tuple[str | None, ...] = ()
     keys: tuple[str | None, ...] = ()
+    reroute: bool = False
 
 
 @dataclass(frozen=True)
@@ -153,7 +160,7 @@ class IPushTransport(Interface):
 
     via = Attribute(
         """
-        The name jobs it carried record (C{PushJob.via}): "smpp", "spool".
+        The name jobs it carried record (C{PushJob.via}): "smpp", "spool", "wns".
         """
     )
 

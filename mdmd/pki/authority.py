@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
@@ -38,7 +39,7 @@ from mdmd.pki.ca import (
     private_key_pem,
     thumbprint,
 )
-from mdmd.pki.tls import server_options
+from mdmd.pki.tls import DEFAULT_CIPHERS, server_options
 from mdmd.store.runner import StoreService
 
 __all__ = ["CAService", "CASettings", "IssuedClientCertificate", "SignedCRL", "sign_crl", "write_private"]
@@ -71,6 +72,8 @@ class CASettings:
     server_chain_file: str = ""
     #: CAs of an operator's device PKI, trusted for client certificates besides ours
     device_cas: Sequence[x509.Certificate] = ()
+    #: the TLS 1.2 cipher suites of the HTTPS listener (an OpenSSL cipher string)
+    tls_ciphers: str = DEFAULT_CIPHERS
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,20 @@ def _read_key(path: str) -> PrivateKey:
     return key
 
 
+def _chain_root(certificate: x509.Certificate, chain: Sequence[x509.Certificate]) -> x509.Certificate | None:
+    """
+    The self-signed certificate at the end of C{certificate}'s chain, if the chain has one.
+    """
+    last = chain[-1] if chain else certificate
+    if last.issuer != last.subject:
+        return None
+    try:
+        last.verify_directly_issued_by(last)
+    except (ValueError, TypeError, InvalidSignature):
+        return None
+    return last
+
+
 def _read_certificates(path: str) -> list[x509.Certificate]:
     with open(path, "rb") as f:
         return x509.load_pem_x509_certificates(f.read())
@@ -135,6 +152,7 @@ class CAService(Service):
         self.authority: CertificateAuthority | None = None
         self._tls: CertificateOptions | None = None
         self._server_certificate: x509.Certificate | None = None
+        self._server_chain_root: x509.Certificate | None = None
         self._crl: SignedCRL | None = None
         self._crl_number = 0
         self._crl_entries = RevokedEntries()
@@ -171,8 +189,20 @@ class CAService(Service):
         self.authority = self._load_or_create_authority()
         key, certificate, chain = self._load_or_create_server_identity(self.authority)
         self._server_certificate = certificate
+        self._server_chain_root = _chain_root(certificate, chain) if self.settings.server_cert_file else None
+        if self.settings.server_cert_file and self._server_chain_root is None:
+            log.warn(
+                "the chain of {path} does not end in a self-signed root: devices are not given "
+                "a root for it (add the root to [https] chain_file)",
+                path=self.settings.server_cert_file,
+            )
         self._tls = server_options(
-            key, certificate, chain, self.authority.certificate, device_cas=self.settings.device_cas
+            key,
+            certificate,
+            chain,
+            self.authority.certificate,
+            device_cas=self.settings.device_cas,
+            ciphers=self.settings.tls_ciphers,
         )
         super().startService()
 
@@ -270,6 +300,15 @@ class CAService(Service):
     @property
     def ca_certificate(self) -> x509.Certificate:
         return self._running().certificate
+
+    @property
+    def server_chain_root(self) -> x509.Certificate | None:
+        """
+        The self-signed root ending an operator-supplied server certificate's chain
+        (C{[https] cert_file} and C{chain_file}): devices must trust it. None with
+        our own server certificate, or when the chain names no root.
+        """
+        return self._server_chain_root
 
     @property
     def server_certificate(self) -> x509.Certificate:

@@ -1,6 +1,7 @@
 """
-TLS for the HTTPS listener: TLS 1.2 or later, a client certificate requested
-but not required, and a way for resources to read the verified one.
+TLS for the HTTPS listener: TLS 1.2 or later with forward-secret AEAD cipher
+suites only, a client certificate requested but not required, and a way for
+resources to read the verified one.
 
 Client certificates are verified against mdmd's CA and, when the operator
 names them (C{[https] device_ca_file}), the CAs of an existing device PKI.
@@ -16,7 +17,7 @@ from weakref import WeakKeyDictionary
 
 from cryptography import x509
 from OpenSSL.crypto import X509, PKey
-from twisted.internet.ssl import CertificateOptions, TLSVersion
+from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersion
 from twisted.web.iweb import IRequest
 
 from mdmd.pki import registry
@@ -24,7 +25,22 @@ from mdmd.pki.ca import PrivateKey
 from mdmd.pki.registry import CertificateInfo, ClientCertificateRefused
 from mdmd.store.runner import StoreService
 
-__all__ = ["server_options", "peer_certificate", "verified_client", "ClientCertificateRefused"]
+__all__ = [
+    "DEFAULT_CIPHERS",
+    "server_options",
+    "peer_certificate",
+    "verified_client",
+    "ClientCertificateRefused",
+]
+
+#: The TLS 1.2 cipher suites offered ([https] ciphers), in OpenSSL's
+#: notation: ECDHE key exchange (forward secrecy) with AES-GCM or
+#: ChaCha20-Poly1305 only, so no static RSA key exchange, no CBC and no
+#: SHA-1 MACs. With an RSA server key that is ECDHE-RSA-AES256-GCM-SHA384,
+#: ECDHE-RSA-AES128-GCM-SHA256 and ECDHE-RSA-CHACHA20-POLY1305 (the ECDSA
+#: ones with an ECDSA key). TLS 1.3 keeps OpenSSL's suites, all AEAD and
+#: forward secret.
+DEFAULT_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 
 
 def server_options(
@@ -33,9 +49,11 @@ def server_options(
     chain: Sequence[x509.Certificate],
     client_ca: x509.Certificate,
     device_cas: Sequence[x509.Certificate] = (),
+    ciphers: str = DEFAULT_CIPHERS,
 ) -> CertificateOptions:
     """
-    Server-side TLS options.
+    Server-side TLS options: TLS 1.2 and 1.3, the TLS 1.2 suites of C{ciphers}
+    (an OpenSSL cipher string).
 
     A client certificate is requested (VERIFY_PEER) and, when presented, must
     chain to C{client_ca} (ours) or to one of C{device_cas} or the handshake
@@ -56,6 +74,7 @@ def server_options(
         enableSessions=True,
         enableSessionTickets=True,
         raiseMinimumTo=TLSVersion.TLSv1_2,
+        acceptableCiphers=AcceptableCiphers.fromOpenSSLCipherString(ciphers),
     )
 
 

@@ -146,6 +146,10 @@ class Device(Persistent):
     #: the handset's number for push notifications, as an operator set it:
     #: digits with an optional leading "+" (see L{mdmd.notify.jobs.parse_msisdn})
     msisdn = ""
+    #: its WNS push channel (DMClient Push: the PFN we set, ChannelURI and
+    #: Status as last read, when WNS said it was gone), in the plain form of
+    #: L{mdmd.notify.channels.Channel}; replaced whole, never mutated in place
+    wns_channel: dict[str, Any] | None = None
 
     def __init__(self, device_id: str, created_at: float) -> None:
         self.device_id = device_id
@@ -194,8 +198,11 @@ class DMSession(Persistent):
 
     The whole dict is replaced after every message (one small write), so
     any node sharing the store can answer the next message of the session.
+    C{last_answer} is our answer to its last message (plain builtins, see
+    L{mdmd.dm.state.LastAnswer}), while the session can go on: a resend gets it again.
     """
 
+    last_answer: dict[str, Any] | None = None
     #: the slot of its entry in C{session_deadlines} (L{mdmd.store.due}): at
     #: or before its deadline; None when it has none (or only one made for it
     #: when the index was built)
@@ -207,21 +214,34 @@ class DMSession(Persistent):
 
 class PushJob(Persistent):
     """
-    One WAP push SMS for one device, and its fate: a wake-up notification
-    (package #0) or an OMA CP bootstrap (the device's DM account).
+    One push for one device, and its fate: a wake-up notification (package
+    #0 as WAP push SMS, or a WNS raw notification) or an OMA CP bootstrap
+    (the device's DM account, by SMS).
 
     C{state}: queued (not every segment acknowledged by the SMSC yet) →
-    submitted (all acknowledged, or written to the spool) → delivered (the
-    SMSC's receipts say so) → answered (a notification: the device opened the
-    session carrying C{session_id}; a bootstrap: the device authenticated a
-    session begun after the job was submitted); or failed (refused, or a
-    receipt said it was not delivered), or expired (not answered in time).
-    C{segments} are what goes on the air, built once, so a resubmission
-    sends the same octets.
+    submitted (all acknowledged, written to the spool, or accepted by WNS) →
+    delivered (the SMSC's receipts say so) → answered (an SMS notification:
+    the device opened the session carrying C{session_id}; a bootstrap or a
+    WNS notification: the device authenticated a session begun after the job
+    was submitted); or failed (refused, or a receipt said it was not
+    delivered), or expired (not answered in time). C{segments} are what goes
+    on the air, built once, so a resubmission sends the same octets. The
+    attributes below have class-level defaults, so jobs pickled before them
+    read as SMS notifications.
     """
 
     #: a L{mdmd.notify.jobs.PushKind} value; every job stored before kinds existed is a notification
     kind = "notification"
+    #: how the job reaches the device: "sms" (C{segments} to C{destination})
+    #: or "wns" (a raw notification to C{channel_uri}); C{via} names the carrier
+    route = "sms"
+    #: the device's WNS channel when the job was queued (route "wns")
+    channel_uri = ""
+    #: what the carrier said of the job besides its message ids, as (name,
+    #: value) pairs (WNS: its X-WNS-Status and X-WNS-DeviceConnectionStatus)
+    carrier: tuple[tuple[str, str], ...] = ()
+    #: the seq of the device's job this one replaces (a WNS job whose channel was gone)
+    fallback_of: int | None = None
 
     def __init__(
         self,
@@ -245,7 +265,7 @@ class PushJob(Persistent):
         self.updated_at = created_at
         self.expires_at = expires_at
         self.state = "queued"
-        self.via: str | None = None  # "smpp" or "spool"
+        self.via: str | None = None  # "smpp", "spool" or "wns"
         self.spool_file: str | None = None
         self.message_ids: tuple[str | None, ...] = (None,) * len(segments)
         #: the canonical form of each message id (the key in C{push_messages})
@@ -270,6 +290,24 @@ class PushLog(Persistent):
         self.jobs = IOBTree()
 
 
+class IdempotentAnswer(Persistent):
+    """
+    The answer to an admin API request that carried an Idempotency-Key,
+    kept so that the same request sent again is answered, not done, again.
+
+    C{fingerprint} identifies the request (method, path, body: a SHA-256 in
+    hex); C{body} is the JSON answer as sent.
+    """
+
+    def __init__(self, key: str, fingerprint: str, status: int, body: bytes, created_at: float, expires_at: float) -> None:
+        self.key = key
+        self.fingerprint = fingerprint
+        self.status = status
+        self.body = body
+        self.created_at = created_at
+        self.expires_at = expires_at
+
+
 #: The containers under the ZODB root, created on first open. Keys of C{certs}
 #: and C{revoked} are certificate serial numbers (int); of C{users}, the
 #: case-folded user name; of C{devices}, the DeviceID as the device sent it;
@@ -278,6 +316,8 @@ class PushLog(Persistent):
 #: of C{pushes}, device ids (a L{PushLog} each). C{push_open} indexes the jobs
 #: not yet answered, failed or expired by (device id, seq); C{push_messages}
 #: maps an SMSC message id (canonical key) to its job's (device id, seq).
+#: C{idempotency} maps an admin API Idempotency-Key to its L{IdempotentAnswer};
+#: C{idempotency_expiry} indexes them by (expires_at, key).
 #:
 #: Due indexes (L{mdmd.store.due}: entries (slot, *key), the slot a minute)
 #: let the sweepers read only what is due: C{session_deadlines} (slot, device
@@ -297,6 +337,8 @@ ROOT_CONTAINERS: dict[str, Callable[[], Any]] = {
     "pushes": OOBTree,
     "push_open": OOBTree,
     "push_messages": OOBTree,
+    "idempotency": OOBTree,
+    "idempotency_expiry": OOTreeSet,
     "session_deadlines": OOTreeSet,
     "push_expiry": OOTreeSet,
     "push_finished": OOTreeSet,

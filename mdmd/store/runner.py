@@ -33,7 +33,7 @@ from ZODB.FileStorage import FileStorage
 
 from mdmd.errors import Busy
 from mdmd.store import upkeep
-from mdmd.store.db import describe, open_db
+from mdmd.store.db import describe, file_storage_path, open_db, restrict_modes
 from mdmd.store.models import ensure_root
 from mdmd.store.upkeep import PackInProgress, PackRefused, PackReport, UpkeepSettings, pack_refusal
 
@@ -193,6 +193,10 @@ class StoreService(Service):
         if self.store is not None:
             self.store.db.close()
             self.store = None
+            # the FileStorage index is written on closing: owner only, as the rest
+            path = file_storage_path(self.uri)
+            if path is not None:
+                restrict_modes(path)
             log.info("store closed")
 
     def transact(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:

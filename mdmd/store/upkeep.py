@@ -33,6 +33,7 @@ import ZODB
 from ZODB.FileStorage import FileStorage
 
 from mdmd.errors import Conflict
+from mdmd.store.db import restrict_modes
 
 __all__ = [
     "PackInProgress",
@@ -141,4 +142,5 @@ def save_index(storage: FileStorage) -> int:
     with storage._lock:
         storage._save_index()
         position: int = storage._pos
+    restrict_modes(storage._file_name)  # the index names every object: owner only, as the store
     return position

@@ -26,8 +26,9 @@ building messages by hand.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import ClassVar, TypeAlias, Union
+from typing import ClassVar, Final, TypeAlias, Union
 
 from mdmd.errors import PeerError
 from mdmd.syncml.codes import AlertCode, StatusCode, parse_code
@@ -58,6 +59,7 @@ __all__ = [
     "ItemCommand",
     "SyncML",
     "data_text",
+    "NOT_CARRIED",
 ]
 
 
@@ -74,6 +76,12 @@ class SyncMLEncodeError(ValueError):
 
 
 Data: TypeAlias = Union[str, bytes]
+
+
+#: Characters no SyncML encoding carries in text: XML 1.0 cannot even escape
+#: them, a WBXML inline string ends at NUL (a WBXML peer can still send them,
+#: as ENTITY or OPAQUE). Text going to a peer must not hold them.
+NOT_CARRIED: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 def data_text(data: Data | None, encoding: str = "utf-8") -> str | None:

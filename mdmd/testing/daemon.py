@@ -76,6 +76,8 @@ class DaemonProcess:
         self.log_path = os.path.join(self.state_dir, "mdmd.log")
         self.process: subprocess.Popen[bytes] | None = None
         self.addresses: dict[str, str] = {}
+        #: where the log of the latest start begins (see L{log_since_start})
+        self.log_offset = 0
 
     def write_config(self) -> None:
         sections: dict[str, dict[str, str]] = {
@@ -103,6 +105,7 @@ class DaemonProcess:
         if os.path.exists(listening):
             os.unlink(listening)
         log = open(self.log_path, "ab")
+        self.log_offset = log.tell()
         self.process = subprocess.Popen(
             [script("twistd"), "--nodaemon", "--pidfile=", *self.twistd_args, "mdmd", "--config", self.config_path],
             stdout=log,
@@ -162,6 +165,18 @@ class DaemonProcess:
         self.process = None
         return code
 
+    def kill(self) -> None:
+        """
+        Kill the daemon with SIGKILL, as a crash or a power cut would: nothing
+        is flushed or closed. Its store and addresses file stay as they were.
+        """
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        self.process = None
+
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.state_dir, ignore_errors=True)
@@ -170,6 +185,17 @@ class DaemonProcess:
         try:
             with open(self.log_path, encoding="utf-8", errors="replace") as f:
                 return f.read()
+        except OSError:
+            return ""
+
+    def log_since_start(self) -> str:
+        """
+        What the daemon logged since it was last started.
+        """
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self.log_offset)
+                return f.read().decode("utf-8", "replace")
         except OSError:
             return ""
 

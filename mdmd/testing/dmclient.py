@@ -3,19 +3,23 @@ An emulated OMA DM 1.2 client (the device side of a DM session), for tests and b
 
 It keeps a small DM tree, opens sessions the way a Windows device does
 (package 1: Alert 1201 or 1200, Alert 1224 LoginStatus, the DevInfo
-Replace, an MD5 credential), answers every server command but Alert with a
-Status (and Results for Get), reassembles large objects, takes the server's
-NextNonce for the next session, and stops when the server sends Final with
-no commands. It talks through a C{post} coroutine, so the same client runs
-over a real TLS connection (L{mdmd.testing.windows.device}) or in memory.
+Replace, an MD5 credential, and the events it has to report), answers every
+server command but Alert with a Status (and Results for Get), reassembles
+large objects, takes the server's NextNonce for the next session, and stops
+when the server sends Final with no commands. After a command it answers 214
+(C{status_for}), it executes none of the rest of that message (215), as
+Windows does. It can lose answers (C{lose}): the message goes again, the
+same bytes, as a device resends when its connection drops. It talks through
+a C{post} coroutine, so the same client runs over a real TLS connection
+(L{mdmd.testing.windows.device}) or in memory.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 from mdmd.syncml import auth
 from mdmd.syncml.codec import XML_CODEC, Codec, codec_for_content_type, reassemble
@@ -41,10 +45,42 @@ from mdmd.syncml.model import (
     data_text,
 )
 
-__all__ = ["DMClient", "Post", "SessionLog", "DMSessionFailed", "windows_dm_client", "windows_post"]
+__all__ = [
+    "DMClient",
+    "Execution",
+    "NodeHandler",
+    "Post",
+    "SessionLog",
+    "DMSessionFailed",
+    "completion_alert",
+    "windows_dm_client",
+    "windows_post",
+]
 
 #: post(body, content_type, extra_headers) -> (HTTP status, headers, body)
 Post = Callable[[bytes, str, dict[str, str]], Awaitable[tuple[int, dict[str, str], bytes]]]
+
+
+class NodeHandler(Protocol):
+    """
+    Nodes a CSP of the device serves itself, instead of plain values in the tree
+    (e.g. L{mdmd.testing.windows.push.PushNode}).
+    """
+
+    def owns(self, uri: str) -> bool:
+        """
+        Whether C{uri} is one of its nodes.
+        """
+
+    def get(self, uri: str) -> str | None:
+        """
+        The node's value (None: the node does not exist, 404).
+        """
+
+    def set(self, uri: str, value: str) -> int:
+        """
+        An Add or Replace of the node: the status to answer.
+        """
 
 
 class DMSessionFailed(Exception):
@@ -65,6 +101,36 @@ class SessionLog:
     received: list[Command] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
+    #: How many messages went again because their answer was lost (C{DMClient.lose}).
+    resent: int = 0
+
+
+@dataclass
+class Execution:
+    """
+    One server command the device carried out, as the device remembers it.
+
+    C{acknowledged} turns true once the message carrying its Status (and
+    Results) was answered with HTTP 200 and a SyncHdr status that accepts
+    it: from then on the server has recorded the outcome and must never send
+    the command again.
+    """
+
+    session_id: str
+    #: the MsgID of the device message that carried the Status
+    msg_id: str
+    verb: str
+    target: str
+    #: what an Add or Replace wrote
+    data: str | None
+    status: int
+    #: the value a Get read (None for other verbs, or when it failed)
+    result: str | None = None
+    acknowledged: bool = False
+
+
+#: SyncHdr statuses with which the server accepts a device's message.
+_ACCEPTED = ("200", "212")
 
 
 @dataclass
@@ -74,7 +140,11 @@ class DMClient:
 
     C{client_*} are the w7 APPSRV credentials (how we authenticate to the
     server); C{tree} maps node URIs to values; C{status_for} may override the
-    status answered for a URI (to emulate failures).
+    status answered for a URI (to emulate failures, 202 or 214); C{lose} are
+    the numbers of the messages of each session (1 is package 1) whose first
+    answer is lost: the client posts the same bytes again; C{events} are
+    alerts (1224, 1226) the next package 1 reports, forgotten once its session ended;
+    C{handlers} serve nodes of their own (a CSP's behaviour).
     """
 
     device_id: str
@@ -87,9 +157,17 @@ class DMClient:
     login_status: str = "user"
     max_msg_size: int | None = None
     status_for: dict[str, int] = field(default_factory=dict)
+    lose: frozenset[int] = frozenset()
+    events: list[Alert] = field(default_factory=list)
     clock: Callable[[], float] | None = None
+    #: every command carried out, in order, across sessions (what crash tests audit)
+    journal: list[Execution] = field(default_factory=list)
+    handlers: list[NodeHandler] = field(default_factory=list)
     _session_ids: Any = field(default_factory=lambda: itertools.count(1))
     _chunks: list[Item] = field(default_factory=list)
+    #: the executions whose Status goes in the message being built
+    _outgoing: list[Execution] = field(default_factory=list)
+    _halted: bool = False
 
     def __post_init__(self) -> None:
         self.tree.setdefault("./DevInfo/DevId", self.device_id)
@@ -131,6 +209,7 @@ class DMClient:
                 items=(Item(meta=Meta(type="com.microsoft/MDM/LoginStatus", format="chr"), data=self.login_status),),
             ),
             Replace(cmd_id=str(next(ids)), items=devinfo),
+            *(replace(event, cmd_id=str(next(ids))) for event in self.events),
         )
         return SyncML(header=self._header(session_id, msg_id, True), body=body, final=True)
 
@@ -157,24 +236,36 @@ class DMClient:
                 continue
             log.received.append(command)
             self._execute(command, server, ids, out, results)
+        executed, self._outgoing = self._outgoing, []
+        for execution in executed:
+            execution.session_id, execution.msg_id = session_id, str(msg_id)
+        self.journal += executed
+        self._halted = False
         if server.final and not [c for c in commands if not isinstance(c, Alert)]:
             return None
         # A client may not close its package before the server closed its own.
         return SyncML(header=self._header(session_id, msg_id, False), body=tuple(out + results), final=server.final)
 
     def _execute(self, command: Command, server: SyncML, ids: Any, out: list[Command], results: list[Command]) -> None:
-        def status(code: int, cmd: Command = command) -> None:
+        items: tuple[Item, ...] = getattr(command, "items", ())
+        uri = items[0].target.loc_uri if items and items[0].target else ""
+
+        def status(code: int, cmd: Command = command, result: str | None = None) -> None:
             out.append(
                 Status(cmd_id=str(next(ids)), msg_ref=server.header.msg_id, cmd_ref=cmd.cmd_id, cmd=cmd.name, data=str(code))
             )
+            if cmd is command and code != 213 and not isinstance(command, (Atomic, Sequence)):
+                written = data_text(items[-1].data) if isinstance(command, (Add, Replace)) and items else None
+                self._outgoing.append(Execution("", "", command.name, uri, written, code, result))
 
+        if self._halted:
+            status(215)  # after a 214, nothing more of the message is executed
+            return
         if isinstance(command, (Atomic, Sequence)):
             status(200)
             for child in command.commands:
                 self._execute(child, server, ids, out, results)
             return
-        items: tuple[Item, ...] = getattr(command, "items", ())
-        uri = items[0].target.loc_uri if items and items[0].target else ""
         forced = self.status_for.get(uri)
         if isinstance(command, (Add, Replace)) and items and items[0].more_data:
             self._chunks.append(items[0])
@@ -185,13 +276,14 @@ class DMClient:
             self._chunks.clear()
         if forced is not None:
             status(forced)
+            self._halted = forced == 214
             return
         if isinstance(command, Get):
-            found = [(i.target.loc_uri, self.tree.get(i.target.loc_uri)) for i in items if i.target]
+            found = [(i.target.loc_uri, self._read(i.target.loc_uri)) for i in items if i.target]
             if any(value is None for _, value in found):
                 status(404)
                 return
-            status(200)
+            status(200, result=found[0][1] if len(found) == 1 else None)
             results.append(
                 Results(
                     cmd_id=str(next(ids)),
@@ -201,10 +293,10 @@ class DMClient:
                 )
             )
         elif isinstance(command, (Add, Replace)):
-            for item in items:
-                if item.target is not None:
-                    self.tree[item.target.loc_uri] = data_text(item.data) or ""
-            status(200)
+            codes = [
+                self._write(item.target.loc_uri, data_text(item.data) or "") for item in items if item.target is not None
+            ]
+            status(next((code for code in codes if not 200 <= code < 300), 200))
         elif isinstance(command, Delete):
             removed = [self.tree.pop(i.target.loc_uri, None) for i in items if i.target]
             status(200 if all(r is not None for r in removed) else 404)
@@ -212,6 +304,30 @@ class DMClient:
             status(200)
         else:
             status(406)
+
+    def _acknowledge(self, session_id: str, msg_id: str) -> None:
+        """
+        The server accepted our message C{msg_id}: what it reported is recorded there.
+        """
+        for execution in reversed(self.journal):
+            if execution.session_id != session_id:
+                break
+            if execution.msg_id == msg_id:
+                execution.acknowledged = True
+
+    def _handler(self, uri: str) -> NodeHandler | None:
+        return next((handler for handler in self.handlers if handler.owns(uri)), None)
+
+    def _read(self, uri: str) -> str | None:
+        handler = self._handler(uri)
+        return self.tree.get(uri) if handler is None else handler.get(uri)
+
+    def _write(self, uri: str, value: str) -> int:
+        handler = self._handler(uri)
+        if handler is not None:
+            return handler.set(uri, value)
+        self.tree[uri] = value
+        return 200
 
     # -- sessions ----------------------------------------------------------------------
 
@@ -221,6 +337,7 @@ class DMClient:
         """
         session_id = session_id or format(next(self._session_ids), "X")
         log = SessionLog(session_id)
+        self._chunks.clear()  # a large object a broken session left half-sent is abandoned
         msg_ids = itertools.count(1)
         message: SyncML | None = self.package1(session_id, next(msg_ids), alert)
         challenged = 0
@@ -230,6 +347,9 @@ class DMClient:
             body = self.codec.encode(message)
             log.sizes.append(len(body))
             started = self.clock() if self.clock else 0.0
+            if log.messages + log.resent + 1 in self.lose:
+                await post(body, self.codec.content_type, {})  # its answer never arrives
+                log.resent += 1
             code, headers, answer = await post(body, self.codec.content_type, {})
             if self.clock:
                 log.latencies.append(self.clock() - started)
@@ -244,6 +364,8 @@ class DMClient:
                 raise DMSessionFailed(f"server message of {len(answer)} bytes exceeds MaxMsgSize {self.max_msg_size}")
             header_status = next(c for c in server.body if isinstance(c, Status) and c.cmd_ref == "0")
             log.header_statuses.append(header_status.data or "")
+            if header_status.data in _ACCEPTED:
+                self._acknowledge(session_id, message.header.msg_id)
             if header_status.chal is not None and header_status.chal.meta.next_nonce:
                 self.client_nonce = auth.decode_nonce(header_status.chal.meta.next_nonce)
             if header_status.data in ("401", "407"):
@@ -253,7 +375,19 @@ class DMClient:
                 message = self.package1(session_id, next(msg_ids), alert)
                 continue
             message = self._answer(server, next(msg_ids), session_id, log)
+        self.events = []  # reported
         return log
+
+
+def completion_alert(uri: str, alert_type: str, result: str = "0", code: str = "1226", correlator: str | None = None) -> Alert:
+    """
+    The alert a Windows CSP sends when an asynchronous Exec (answered 202) is over:
+    C{result} 0 for success, else an error code (MSI DownloadInstall: 1224 and
+    C{Reversed-Domain-Name:com.microsoft.mdm.win32csp_install}; HostedInstall:
+    1226 and C{...EnterpriseHostedAppInstall.result}). For L{DMClient.events}.
+    """
+    item = Item(source=Location(loc_uri=uri), meta=Meta(type=alert_type, format="int", mark="informational"), data=result)
+    return Alert(cmd_id="0", data=code, correlator=correlator, items=(item,))
 
 
 def windows_dm_client(device: Any, **options: Any) -> DMClient:

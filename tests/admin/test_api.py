@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import base64
+import errno
 import csv
 import http.client
 import io
 import json
 import os
+import time
 import shutil
 import socket
 import stat
@@ -21,6 +23,7 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.endpoints import UNIXServerEndpoint
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
@@ -70,7 +73,9 @@ class AdminTestCase(TestCase):
     def api_options(self) -> dict[str, Any]:
         return {}
 
-    def raw(self, method: str, path: str, body: bytes = b"") -> Deferred[tuple[int, dict[str, str], Any]]:
+    def raw(
+        self, method: str, path: str, body: bytes = b"", extra: dict[str, str] | None = None
+    ) -> Deferred[tuple[int, dict[str, str], Any]]:
         """
         One request with the token, without mdmctl's client: status, headers and JSON body.
         """
@@ -83,7 +88,7 @@ class AdminTestCase(TestCase):
             sock.connect(socket_path)
             connection.sock = sock
             try:
-                connection.request(method, path, body=body, headers={"Authorization": f"Bearer {token}"})
+                connection.request(method, path, body=body, headers={"Authorization": f"Bearer {token}", **(extra or {})})
                 response = connection.getresponse()
                 headers = {k.lower(): v for k, v in response.getheaders()}
                 return response.status, headers, json.loads(response.read())
@@ -149,10 +154,10 @@ class APITests(AdminTestCase):
         """
         Users are added (hashed), listed, disabled and removed; duplicates get 409.
         """
-        added = await self.call("POST", "/v1/users", {"name": "eve", "password": "pw"})
+        added = await self.call("POST", "/v1/users", {"name": "eve", "password": "pw-of-eve"})
         self.assertEqual(added["name"], "eve")
         with self.assertRaises(CommandError) as caught:
-            await self.call("POST", "/v1/users", {"name": "EVE", "password": "pw"})
+            await self.call("POST", "/v1/users", {"name": "EVE", "password": "pw-of-eve"})
         self.assertIn("already exists", str(caught.exception))
         await self.call("POST", "/v1/users/eve/disable")
         listed = await self.call("GET", "/v1/users")
@@ -196,11 +201,11 @@ class APITests(AdminTestCase):
         message: a missing thing 404, an existing one 409, a bad value 400,
         no route 404, a wrong method 405.
         """
-        await self.call("POST", "/v1/users", {"name": "ann", "password": "pw"})
+        await self.call("POST", "/v1/users", {"name": "ann", "password": "pw-of-ann"})
         for method, path, body, status, message in (
-            ("POST", "/v1/users", b'{"name": "ANN", "password": "pw"}', 409, "already exists"),
+            ("POST", "/v1/users", b'{"name": "ANN", "password": "pw-of-ann"}', 409, "already exists"),
             ("DELETE", "/v1/users/nobody", b"", 404, "no user 'nobody'"),
-            ("POST", "/v1/users", b'{"name": "", "password": "pw"}', 400, "a user name must not be empty"),
+            ("POST", "/v1/users", b'{"name": "", "password": "pw-of-ann"}', 400, "a user name must not be empty"),
             ("GET", "/v1/certs/zz", b"", 400, "not a certificate serial (hex expected): 'zz'"),
             ("GET", "/v1/certs/0a", b"", 404, "no certificate with serial A"),
             ("POST", "/v1/certs/0a/revoke", b'{"reason": "whim"}', 400, "unknown revocation reason 'whim'"),
@@ -330,7 +335,7 @@ class MdmctlTests(AdminTestCase):
         """
         mdmctl user add reads the password from stdin; user list shows a table or JSON.
         """
-        code, out, err = await self.mdmctl("user", "add", "frank", stdin="hunter2\n")
+        code, out, err = await self.mdmctl("user", "add", "frank", stdin="hunter2!\n")
         self.assertEqual((code, out, err), (0, "added user frank\n", ""))
         code, out, _ = await self.mdmctl("user", "list")
         self.assertEqual(out.splitlines()[0].split(), ["NAME", "ENABLED", "CREATED"])
@@ -360,6 +365,43 @@ class MdmctlTests(AdminTestCase):
         self.assertEqual(err, "mdmctl: no certificate with serial ABC\n")
         code, _, err = await self.mdmctl("user", "add", "x", stdin="\n")
         self.assertEqual((code, err), (1, "mdmctl: the password must not be empty\n"))
+
+    async def test_user_policy(self) -> None:
+        """
+        mdmctl user add refuses a name of no accepted form and a short
+        password (user passwd too), each in one line; nothing is added.
+        """
+        code, out, err = await self.mdmctl("user", "add", "bob smith", stdin="long-enough\n")
+        self.assertEqual((code, out), (1, ""))
+        self.assertEqual(
+            err,
+            "mdmctl: 'bob smith' is not a valid user name: expected an e-mail address (user@example.com), "
+            "or DOMAIN\\user, or a plain name matching [A-Za-z0-9][A-Za-z0-9._-]{0,63}\n",
+        )
+        code, _, err = await self.mdmctl("user", "add", "CONTOSO\\bob", stdin="abc\n")
+        self.assertEqual((code, err), (1, "mdmctl: the password is too short: at least 8 characters\n"))
+        self.assertEqual((await self.call("GET", "/v1/users"))["users"], [])
+        code, _, err = await self.mdmctl("user", "add", "CONTOSO\\bob", stdin="long-enough\n")
+        self.assertEqual((code, err), (0, ""))
+        code, _, err = await self.mdmctl("user", "passwd", "CONTOSO\\bob", stdin="short\n")
+        self.assertEqual((code, err), (1, "mdmctl: the password is too short: at least 8 characters\n"))
+
+    async def test_output_to_a_closed_pipe(self) -> None:
+        """
+        mdmctl ... | head: when the reader has gone, mdmctl stops quietly
+        with the status of a program stopped by SIGPIPE, no traceback.
+        """
+        for n in range(3):
+            await self.call("POST", "/v1/users", {"name": f"user{n}", "password": "long-enough"})
+        read, write = os.pipe()
+        os.close(read)
+        out = os.fdopen(write, "w")
+        self.addCleanup(out.close)
+        err = io.StringIO()
+        code = await deferToThread(cli.main, ["--config", self.config_path, "user", "list"], out, err)
+        self.assertEqual((code, err.getvalue()), (cli.EXIT_BROKEN_PIPE, ""))
+        out.write("more" * 10000)
+        out.flush()  # the interpreter's last flush no longer fails either
 
     async def test_unreachable_daemon(self) -> None:
         """
@@ -605,6 +647,100 @@ class BootstrapAPITests(AdminTestCase):
         header, *rows = out.splitlines()
         self.assertEqual(header.split()[:6], ["DEVICE", "SEQ", "STATE", "SESSION", "MSISDN", "KIND"])
         self.assertEqual([row.split()[:6] for row in rows], [["C1", str(n), "submitted", "-", "+491701234567", "bootstrap"] for n in (1, 2, 3)])
+
+
+class WnsAPITests(AdminTestCase):
+    """
+    Pushes by route (SMS to the spool, WNS to a fake transport), and what operators see of WNS.
+    """
+
+    URI = "https://db5p.notify.windows.com/w/?token=AwYAAAB"
+
+    def make_notifier(self):
+        from twisted.internet.task import Clock
+
+        from mdmd.notify.jobs import PushSettings
+        from mdmd.notify.notifier import Notifier
+        from mdmd.notify.routes import PushRoutes, Route
+        from mdmd.notify.spool import SpoolTransport
+        from mdmd.notify.transport import Sent
+        from mdmd.testing.push import FakePushTransport
+
+        self.spool = os.path.join(self.state_dir, "spool")
+        self.wns = FakePushTransport("wns", at_once=lambda job: Sent(("M1",), (None,), carrier=(("status", "received"),)))
+        self.wns.link = {
+            "state": "ready", "flow": "classic", "token_url": "https://login.live.com/accesstoken.srf",
+            "token": {"state": "valid", "valid_until": 1_800_000_000.0, "last_error": None},
+            "answers": {"accepted": 3, "throttled": 1}, "detail": "WNS answered 406",
+        }
+        routes = PushRoutes({Route.SMS: SpoolTransport(self.spool), Route.WNS: self.wns})
+        notifier = Notifier(self.store, PushSettings(), Clock(), routes=routes)
+        notifier.startService()
+        self.addCleanup(notifier.stopService)
+        return notifier
+
+    def with_channel(self, device_id: str, **values: Any) -> Any:
+        from mdmd.notify.channels import Channel
+
+        plain = Channel(**{"pfn": "Contoso.Push_1", "pfn_via": "enrollment", "uri": self.URI, "status": 0,
+                           "since": 1000.0, "read_at": 1000.0, **values}).as_plain()
+
+        def set_channel(root: Any) -> None:
+            root["devices"][device_id].wns_channel = plain
+
+        return self.store.transact(set_channel)
+
+    async def test_push_by_route(self) -> None:
+        """
+        A Windows device with a channel is pushed by WNS; via sms by SMS; an
+        unknown via is refused; the device shows its channel.
+        """
+        await enroll_device(self, "DEV-1")
+        await self.call("PATCH", "/v1/devices/DEV-1", {"msisdn": "+491701234567"})
+        await self.with_channel("DEV-1", since=time.time(), read_at=time.time())
+        (job,) = (await self.call("POST", "/v1/devices/DEV-1/pushes"))["jobs"]
+        self.assertEqual((job["route"], job["via"], job["state"], job["carrier"]), ("wns", "wns", "submitted", {"status": "received"}))
+        (job,) = (await self.call("POST", "/v1/pushes", {"devices": ["DEV-1"], "via": "sms"}))["jobs"]
+        self.assertEqual((job["route"], job["via"]), ("sms", "spool"))
+        jobs = (await self.call("POST", "/v1/devices/DEV-1/pushes", {"via": "both"}))["jobs"]
+        self.assertEqual(sorted(j["route"] for j in jobs), ["sms", "wns"])
+        for body, message in (({"via": "pigeon"}, "unknown push route 'pigeon'"), ({"via": 1}, "field 'via' must be a str")):
+            with self.assertRaises(CommandError) as caught:
+                await self.call("POST", "/v1/devices/DEV-1/pushes", body)
+            self.assertIn(message, str(caught.exception))
+        shown = await self.call("GET", "/v1/devices/DEV-1")
+        self.assertEqual((shown["wns"]["uri"], shown["wns"]["status_meaning"], shown["wns"]["problem"]), (self.URI, "success", None))
+
+    async def test_mdmctl(self) -> None:
+        """
+        mdmctl push --via, device show's WNS lines (channel, age, expiry, a
+        failed status with its meaning) and status's WNS line.
+        """
+        await enroll_device(self, "DEV-1")
+        await self.with_channel("DEV-1")
+        code, out, err = await self.mdmctl("push", "DEV-1", "--via", "wns")
+        self.assertEqual((code, err), (0, ""))
+        self.assertEqual(out, "push #1 for DEV-1 (to its WNS channel): submitted (WNS)\n")
+        code, _, err = await self.mdmctl("push", "DEV-1", "--via", "sms")
+        self.assertEqual(code, 1)
+        self.assertIn("device DEV-1 has no MSISDN", err)
+        code, out, _ = await self.mdmctl("push", "status", "DEV-1")
+        self.assertEqual(out.splitlines()[1].split()[3:7], ["-", "WNS", "notification", "M1"])
+        code, out, _ = await self.mdmctl("device", "show", "DEV-1")
+        self.assertIn("wns pfn:               Contoso.Push_1 (set at enrollment)", out)
+        self.assertIn(f"wns channel:           {self.URI} (read 1970-01-01 00:16:40Z", out)
+        self.assertIn("expires 1970-01-31 00:16:40Z)", out)
+        self.assertIn("wns status:            0 (success)", out)
+        await self.with_channel("DEV-1", status=5)
+        code, out, _ = await self.mdmctl("device", "show", "DEV-1")
+        self.assertIn("wns status:            5 (the channel URI has expired)", out)
+        self.assertIn("wns:                   cannot push: device has a failed WNS channel", out)
+        code, out, _ = await self.mdmctl("status")
+        self.assertIn(
+            "WNS:        token valid until 2027-01-15 08:00:00Z (classic flow); answers: 3 accepted, 1 throttled; "
+            "last problem: WNS answered 406",
+            out,
+        )
 
 
 class NoNotifierTests(AdminTestCase):
@@ -1056,3 +1192,205 @@ class MdmctlAccountTests(AdminTestCase):
         mdmctl's import columns are the registration's (kept apart for mdmctl's start-up time).
         """
         self.assertEqual(cli.IMPORT_COLUMNS, COLUMNS)
+
+
+class IdempotencyAPITests(AdminTestCase):
+    """
+    Idempotency-Key on the creating routes (L{mdmd.admin.idempotency}), and
+    mdmctl sending one and retrying a request whose answer was lost.
+    """
+
+    def api_options(self) -> dict[str, Any]:
+        return {"registration": SETTINGS}
+
+    async def twice(self, path: str, body: Any, key: str) -> tuple[Any, Any]:
+        """
+        The same request sent twice with C{key}: both answers (status, headers, value).
+        """
+        encoded = json.dumps(body).encode()
+        first = await self.raw("POST", path, encoded, {"Idempotency-Key": key})
+        second = await self.raw("POST", path, encoded, {"Idempotency-Key": key})
+        return first, second
+
+    async def queue_length(self, device_id: str) -> int:
+        return len((await self.call("GET", f"/v1/devices/{device_id}/queue"))["commands"])
+
+    async def test_replayed_not_done_again(self) -> None:
+        """
+        A user added twice with one key is added once: the second answer is the
+        first one, marked Idempotent-Replayed; the key with another body is a
+        422; without a key the second add is the usual 409; routes that create
+        nothing ignore the header.
+        """
+        first, second = await self.twice("/v1/users", {"name": "eve", "password": "pw-of-eve"}, "add-eve")
+        self.assertEqual((first[0], second[0]), (201, 201))
+        self.assertEqual(second[2], first[2])
+        self.assertNotIn("idempotent-replayed", first[1])
+        self.assertEqual(second[1]["idempotent-replayed"], "true")
+        self.assertEqual([u["name"] for u in (await self.call("GET", "/v1/users"))["users"]], ["eve"])
+        code, _, value = await self.raw(
+            "POST", "/v1/users", b'{"name": "bob", "password": "pw-of-bob"}', {"Idempotency-Key": "add-eve"}
+        )
+        self.assertEqual((code, value["error"]), (422, "Idempotency-Key 'add-eve' was used for another request"))
+        code, _, value = await self.raw("POST", "/v1/users", b'{"name": "eve", "password": "pw-of-eve"}')
+        self.assertEqual(code, 409)
+        code, _, value = await self.raw("POST", "/v1/users", b"{}", {"Idempotency-Key": " "})
+        self.assertEqual((code, value["error"]), (400, "an Idempotency-Key is 1 to 255 printable ASCII characters"))
+        for _ in range(2):
+            code, headers, value = await self.raw("POST", "/v1/users/eve/disable", b"", {"Idempotency-Key": "off"})
+            self.assertEqual((code, value["enabled"]), (200, False))
+            self.assertNotIn("idempotent-replayed", headers)
+
+    async def test_every_creating_route(self) -> None:
+        """
+        Registering a device, importing devices and queuing commands (for one
+        device or several) each happen once for two requests with one key.
+        """
+        await enroll_device(self, "DEV-1")
+        for path, body in (
+            ("/v1/devices", {"device_id": "IMEI:490154203237518"}),
+            ("/v1/devices:import", {"devices": [{"device_id": "MODEM-1"}, {"device_id": "MODEM-2"}]}),
+            ("/v1/devices/DEV-1/commands", {"verb": "Get", "target": "./DevInfo/Mod"}),
+            ("/v1/commands", {"devices": ["DEV-1"], "command": {"verb": "Get", "target": "./DevInfo/Man"}}),
+        ):
+            first, second = await self.twice(path, body, f"key {path}")
+            self.assertEqual((first[0], second[0], second[2]), (201, 201, first[2]), path)
+            self.assertEqual(second[1]["idempotent-replayed"], "true")
+        devices = (await self.call("GET", "/v1/devices?kind=omadm"))["devices"]
+        self.assertEqual(sorted(d["device_id"] for d in devices), ["IMEI:490154203237518", "MODEM-1", "MODEM-2"])
+        self.assertEqual(await self.queue_length("DEV-1"), 2)
+
+    async def test_lost_answer_retried_creates_once(self) -> None:
+        """
+        A request whose connection closes before its answer is read is carried
+        out; sent again with its key, it is answered from the store and creates
+        nothing more. mdmctl does that by itself: it sends a key and retries
+        when the answer is lost.
+        """
+        await enroll_device(self, "DEV-1")
+        body = b'{"verb": "Get", "target": "./DevInfo/Mod"}'
+        request = (
+            b"POST /v1/devices/DEV-1/commands HTTP/1.1\r\nHost: localhost\r\n"
+            b"Authorization: Bearer " + self.token.value + b"\r\nIdempotency-Key: lost-1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+        ) + body
+
+        def send_and_hang_up() -> None:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.connect(self.socket_path)
+                sock.sendall(request)
+
+        await deferToThread(send_and_hang_up)
+        for _ in range(100):
+            if await self.queue_length("DEV-1"):
+                break
+            await deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(await self.queue_length("DEV-1"), 1)
+        code, headers, value = await self.raw("POST", "/v1/devices/DEV-1/commands", body, {"Idempotency-Key": "lost-1"})
+        self.assertEqual((code, headers["idempotent-replayed"], value["commands"][0]["seq"]), (201, "true", 1))
+        self.assertEqual(await self.queue_length("DEV-1"), 1)
+
+        sent: list[int] = []
+        real = http.client.HTTPConnection.getresponse
+
+        def lossy(connection: http.client.HTTPConnection) -> http.client.HTTPResponse:
+            sent.append(1)  # the request is out: its answer is lost the first time
+            if len(sent) == 1:
+                assert connection.sock is not None
+                connection.sock.close()
+                raise ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
+            return real(connection)
+
+        keys: list[str] = []
+        real_request = http.client.HTTPConnection.request
+
+        def recording(connection: http.client.HTTPConnection, method: str, url: str, body: Any = None, headers: Any = None) -> None:
+            keys.append((headers or {}).get("Idempotency-Key", ""))
+            real_request(connection, method, url, body=body, headers=headers or {})
+
+        self.patch(http.client.HTTPConnection, "getresponse", lossy)
+        self.patch(http.client.HTTPConnection, "request", recording)
+        code, out, err = await self.mdmctl("cmd", "DEV-1", "get", "./DevInfo/Man")
+        self.assertEqual((code, out, err), (0, "queued command 2 for DEV-1\n", ""))
+        self.assertEqual(len(sent), 2)
+        self.assertEqual(len(set(keys)), 1)
+        self.assertGreaterEqual(len(keys[0]), 16)
+        self.assertEqual(await self.queue_length("DEV-1"), 2)
+
+    async def test_mdmctl_reports_a_lost_answer(self) -> None:
+        """
+        When every answer is lost after the request was sent (a peer that
+        reads and hangs up), mdmctl retries for its time, then says the request
+        may have been carried out, in one line.
+        """
+        path = os.path.join(self.state_dir, "hangup.sock")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(listener.close)
+        listener.bind(path)
+        listener.listen(8)
+        accepted: list[int] = []
+
+        def hang_up() -> None:
+            while True:
+                try:
+                    connection, _ = listener.accept()
+                except OSError:
+                    return
+                connection.recv(65536)
+                accepted.append(1)
+                connection.close()
+
+        reactor.callInThread(hang_up)
+        client = AdminClient(f"unix:{path}", "token", retry_for=0.5)
+        with self.assertRaises(CommandError) as caught:
+            await deferToThread(client.request, "POST", "/v1/users", {"name": "x", "password": "long-enough"})
+        listener.shutdown(socket.SHUT_RDWR)
+        self.assertIn(f"cannot reach mdmd's admin API at unix:{path}", str(caught.exception))
+        self.assertIn("the request may have been carried out", str(caught.exception))
+        self.assertEqual(len(str(caught.exception).splitlines()), 1)
+        self.assertGreaterEqual(len(accepted), 2)
+
+
+class PushIdempotencyTests(PushAPITests):
+    """
+    Pushes with an Idempotency-Key: the answer is stored in the transaction
+    that queues the jobs.
+    """
+
+    async def test_push_once(self) -> None:
+        """
+        Two pushes with one key make one job; the replay shows the job as it
+        was queued (the first answer, after the spool wrote it, as submitted).
+        """
+        await enroll_device(self, "DEV-1")
+        await self.call("PATCH", "/v1/devices/DEV-1", {"msisdn": "+491701234567"})
+        for path, body in (("/v1/devices/DEV-1/pushes", b""), ("/v1/pushes", b'{"devices": ["DEV-1"]}')):
+            first = await self.raw("POST", path, body, {"Idempotency-Key": f"wake {path}"})
+            second = await self.raw("POST", path, body, {"Idempotency-Key": f"wake {path}"})
+            self.assertEqual((first[0], second[0], second[1]["idempotent-replayed"]), (201, 201, "true"))
+            self.assertEqual(first[2]["jobs"][0]["state"], "submitted")
+            self.assertEqual(
+                [(j["seq"], j["state"]) for j in second[2]["jobs"]], [(first[2]["jobs"][0]["seq"], "queued")]
+            )
+        listed = await self.call("GET", "/v1/pushes?device=DEV-1")
+        self.assertEqual([j["seq"] for j in listed["jobs"]], [1, 2])
+
+
+class BootstrapIdempotencyTests(BootstrapAPITests):
+    """
+    A bootstrap with an Idempotency-Key is queued once.
+    """
+
+    async def test_bootstrap_once(self) -> None:
+        """
+        Two bootstraps with one key make one job.
+        """
+        from ..notify.cp import add_classic_device
+
+        await self.store.transact(add_classic_device, "C1")
+        first = await self.raw("POST", "/v1/devices/C1/bootstrap", b'{"pin": "netwpin"}', {"Idempotency-Key": "boot"})
+        second = await self.raw("POST", "/v1/devices/C1/bootstrap", b'{"pin": "netwpin"}', {"Idempotency-Key": "boot"})
+        self.assertEqual((first[0], second[0], second[1]["idempotent-replayed"]), (201, 201, "true"))
+        self.assertEqual(second[2]["job"]["seq"], first[2]["job"]["seq"])
+        listed = await self.call("GET", "/v1/pushes?device=C1")
+        self.assertEqual([j["seq"] for j in listed["jobs"]], [1])

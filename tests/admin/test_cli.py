@@ -149,6 +149,40 @@ class PrintingTests(SynchronousTestCase):
         self.assertIn("507 1:216 2:500", rows["3"])
         self.assertIn(" - ", rows["4"])
 
+    def test_device_show_prints_device_events(self) -> None:
+        """
+        mdmctl device show lists the device's latest events (alerts 1224 and 1226, the
+        last ten), long data cut; events kept before codes were are 1226.
+        """
+        alerts = [
+            {"time": 0.0, "type": "com.microsoft.mdm.synctype", "format": "chr", "mark": None, "source": None, "data": "device", "correlator": None, "alert": "1224"},
+            {"time": 60.0, "type": "urn:x", "format": "int", "mark": None, "source": "./Vendor/X/Run", "data": "0", "correlator": None},
+        ] + [
+            {"time": 120.0, "type": "urn:y", "format": "chr", "mark": None, "source": None, "data": "z" * 100, "correlator": None, "alert": "1226"}
+        ] * 9
+        device = {
+            "device_id": "D", "device_name": "", "status": "enrolled", "user": "", "auth_policy": "",
+            "enrollment_type": "", "device_type": "", "os_version": "", "os_edition": "",
+            "application_version": "", "hw_dev_id": "", "mac_addresses": [], "enrollment_count": 0,
+            "first_enrolled_at": 0.0, "enrolled_at": 0.0, "renewed_at": None, "removed_at": None,
+            "last_contact": None, "certificate": None, "push": None, "kind": "omadm",
+            "account": {
+                "server_id": "", "effective_server_id": "mdmd", "client_certificate": "default",
+                "certificate_required": False, "client_auth": "digest", "client_name": "D",
+                "client_secret": "set", "client_nonce": "AQ==", "server_auth": "digest",
+                "server_name": "mdmd", "server_secret": "set", "server_nonce": "Ag==", "imsi": "",
+            },
+            "dm": {"alerts": alerts},
+        }
+        out = io.StringIO()
+        cli.cmd_device_show(_FakeClient({"/v1/devices/D": device}), argparse.Namespace(device="D", json=False), out)  # type: ignore[arg-type]
+        lines = out.getvalue().splitlines()
+        shown = [line for line in lines if line.startswith("device events:") or line.startswith(" " * 23)]
+        self.assertEqual(len(shown), 10)
+        self.assertEqual(shown[0], f"{'device events:':<22} 1226 urn:x '0' from ./Vendor/X/Run, 1970-01-01 00:01:00Z")
+        self.assertEqual(shown[1], f"{'':<22} 1226 urn:y '{'z' * 57}...', 1970-01-01 00:02:00Z")
+        self.assertNotIn("synctype", out.getvalue())
+
     def test_device_show_prints_what_the_device_answered_our_header(self) -> None:
         """
         mdmctl device show lists the device's answers to our SyncHdr that were not an acceptance.
@@ -177,3 +211,60 @@ class PrintingTests(SynchronousTestCase):
         lines = out.getvalue().splitlines()
         self.assertIn("our SyncHdr answered:  '0' (invalid) in session 1, 1970-01-01 00:00:00Z", lines)
         self.assertIn(f"{'':<22} '401' (refused) in session 2, 1970-01-01 00:01:00Z", lines)
+
+
+class RetryTests(SynchronousTestCase):
+    """
+    How AdminClient retries, with the exchange and time replaced.
+    """
+
+    def client(self, outcomes: list[Any], wait: bool = False) -> tuple[AdminClient, list[tuple[str, dict[str, str]]]]:
+        now = [0.0]
+        client = AdminClient("unix:/nowhere", "token", retry_for=5.0, wait=wait, sleep=lambda s: now.__setitem__(0, now[0] + s), clock=lambda: now[0])
+        calls: list[tuple[str, dict[str, str]]] = []
+
+        def exchange(method: str, path: str, payload: Any, headers: dict[str, str]) -> tuple[int, str | None, bytes]:
+            calls.append((method, dict(headers)))
+            outcome = outcomes.pop(0)
+            if isinstance(outcome, Exception):
+                raise outcome
+            return outcome
+
+        self.patch(client, "_exchange", exchange)
+        return client, calls
+
+    def test_lost_answer_retried_with_the_same_key(self) -> None:
+        """
+        A POST whose answer is lost is sent again with the same Idempotency-Key.
+        """
+        from mdmd.admin.cli import _AnswerLost
+
+        client, calls = self.client([_AnswerLost(ConnectionResetError()), _AnswerLost(TimeoutError()), (201, None, b'{"ok": 1}')])
+        self.assertEqual(client.request("POST", "/v1/users", {"name": "x"}), {"ok": 1})
+        keys = {headers["Idempotency-Key"] for _, headers in calls}
+        self.assertEqual((len(calls), len(keys)), (3, 1))
+        client, calls = self.client([(201, None, b"{}")])
+        client.request("POST", "/v1/users", {})
+        self.assertNotIn(calls[0][1]["Idempotency-Key"], keys)
+
+    def test_not_repeated(self) -> None:
+        """
+        A DELETE or PATCH whose answer was lost is not sent again; a daemon
+        that does not listen is reported at once unless asked to wait.
+        """
+        from mdmd.admin.cli import _AnswerLost, _Unreachable
+
+        for method in ("DELETE", "PATCH"):
+            client, calls = self.client([_AnswerLost(ConnectionResetError())])
+            with self.assertRaises(CommandError) as caught:
+                client.request(method, "/v1/devices/X")
+            self.assertIn("the request may have been carried out", str(caught.exception))
+            self.assertEqual(len(calls), 1)
+            self.assertNotIn("Idempotency-Key", calls[0][1])
+        client, calls = self.client([_Unreachable(ConnectionRefusedError())])
+        with self.assertRaises(CommandError) as caught:
+            client.request("GET", "/v1/status")
+        self.assertNotIn("carried out", str(caught.exception))
+        client, calls = self.client([_Unreachable(ConnectionRefusedError())] * 3 + [(200, None, b"{}")], wait=True)
+        self.assertEqual(client.request("GET", "/v1/status"), {})
+        self.assertEqual(len(calls), 4)

@@ -21,7 +21,7 @@ from mdmd.dm.effects import (
     Settings,
 )
 from mdmd.dm.engine import Outcome, handle, starts_new_session
-from mdmd.dm.state import SessionState
+from mdmd.dm.state import LastAnswer, SessionState
 from mdmd.syncml import auth
 from mdmd.syncml.codec import XML_CODEC
 from mdmd.testing.omadm import AccountCredential, DMAccount, OMADMDevice, SessionLog
@@ -179,11 +179,25 @@ class Harness:
         self.records: dict[int, dict] = {seq: {"state": "queued"} for seq in self.commands}
         self.now = NOW
         self.outcomes: list[Outcome] = []
+        #: Our answer to the last message, kept beside the state (as the store does).
+        self.last_answer: LastAnswer | None = None
+        #: Every message sent, as bytes, with its x-syncml-hmac header.
+        self.sent_raw: list[tuple[bytes, str | None]] = []
+
+    def resend(self, back: int = 1):
+        """
+        Send the bytes (and MAC header) of an earlier message again: the last one by default.
+        """
+        raw, hmac_header = self.sent_raw[-back]
+        return self.send(None, hmac_header=hmac_header, raw=raw)
 
     def send(self, message, hmac_header=None, body=b"", raw: bytes | None = None):
         # What crosses the wire is bytes: encode and decode with the codec under test.
-        message = self.codec.decode(raw if raw is not None else self.codec.encode(message))
-        if starts_new_session(message, self.state, self.now):
+        raw = raw if raw is not None else (body or self.codec.encode(message))
+        body = raw
+        self.sent_raw.append((raw, hmac_header))
+        message = self.codec.decode(raw)
+        if starts_new_session(message, self.state, self.now, self.last_answer, body, hmac_header):
             for record in self.records.values():  # the adapter's requeue_unanswered
                 if record["state"] == "sent":
                     record["state"] = "queued"
@@ -203,9 +217,12 @@ class Harness:
             body=body,
             hmac_header=hmac_header,
             random=lambda n: bytes([len(self.outcomes) + 7]) * n,
+            last=self.last_answer,
         )
         self.now += 1
         self.state = SessionState.from_dict(outcome.state.to_dict())
+        if outcome.response is not None:
+            self.last_answer = None if outcome.last is None else LastAnswer.from_dict(outcome.last.to_dict())
         for effect in outcome.effects:
             if isinstance(effect, ClientNonce):
                 self.device = replace(self.device, client=replace(self.device.client, nonce=effect.nonce))

@@ -12,6 +12,7 @@ import typing
 from dataclasses import replace
 from typing import Any
 
+from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
 from mdmd.devices import records
@@ -29,8 +30,8 @@ from mdmd.pki.ca import generate_rsa_key
 from mdmd.pki.registry import ClientCertificateRefused
 from mdmd.store import due
 from mdmd.syncml import auth
-from mdmd.syncml.codec import XML_CODEC
-from mdmd.syncml.model import Alert, Item, Location, Meta, SyncML
+from mdmd.syncml.codec import WBXML_CODEC, XML_CODEC
+from mdmd.syncml.model import Alert, Get, Item, Location, Meta, Status, SyncML
 from mdmd.testing.devices import CLIENT_NONCE, CLIENT_SECRET, SERVER_NONCE, SERVER_SECRET, add_device
 from mdmd.testing.omadm import AccountCredential, DMAccount, OMADMDevice
 from mdmd.testing.randomness import fixed_random
@@ -603,3 +604,301 @@ class AccountSchemeTests(SynchronousTestCase):
         result = service.store.run(exchange, None, message, XML_CODEC, XML_CODEC.encode(message), None, 20.0, SETTINGS)
         header = XML_CODEC.decode(result.body).body[0]
         self.assertEqual((header.data, header.chal.meta.type), ("401", "syncml:auth-MAC"))
+
+
+class IssueTwelveCheckInTests(SynchronousTestCase):
+    """
+    Through exchange() and a store: resends, the unenrollment closing what was
+    pending, 202 finished by the device's alert, events kept, peer text.
+    """
+
+    def setUp(self) -> None:
+        service = memory_store_service()
+        self.addCleanup(service.stopService)
+        assert service.store is not None
+        self.store = service.store
+        self.store.run(add_device, DEVICE_ID)
+        self.client = Client(session_id="A")
+        self.now = 100.0
+
+    def send(self, message: SyncML, codec: Any = XML_CODEC, raw: bytes | None = None) -> Any:
+        body = codec.encode(message) if raw is None else raw
+        self.now += 1
+        return self.store.run(exchange, None, codec.decode(body), codec, body, None, self.now, SETTINGS)
+
+    def queue(self, *specs: dict[str, Any]) -> None:
+        for spec in specs:
+            self.store.run(queue.enqueue, [DEVICE_ID], parse_spec(spec), self.now)
+
+    def commands(self) -> list[tuple[str, int | None, int, str | None]]:
+        return self.store.read(
+            lambda root: [(c.state, c.status, c.attempts, c.error) for c in root["queues"][DEVICE_ID].commands.values()]
+        )
+
+    def facts(self) -> dict[str, Any]:
+        facts = self.store.read(dm_facts, DEVICE_ID)
+        assert facts is not None
+        return facts
+
+    def test_resent_message_applied_once(self) -> None:
+        """
+        A resent message gets the same answer; its commands are sent once (one attempt);
+        the answer is kept beside the state, and dropped once the session ended.
+        """
+        self.queue({"verb": "Get", "target": "./DevDetail/SwV"})
+        body = XML_CODEC.encode(self.client.package1())
+        first = self.send(XML_CODEC.decode(body), raw=body)
+        again = self.send(XML_CODEC.decode(body), raw=body)
+        self.assertEqual((again.body, again.headers), (first.body, first.headers))
+        self.assertIn("{device_id}: message {msg_id} of session {session_id} resent: our answer again", [n for n, _ in again.notes])
+        self.assertEqual(self.commands(), [("sent", None, 1, None)])
+        kept = self.store.read(lambda root: root["sessions"][DEVICE_ID].last_answer)
+        self.assertEqual(kept["body"], first.body)
+        reply = XML_CODEC.decode(first.body)
+        (get,) = [c for c in reply.body if isinstance(c, Get)]
+        c = self.client
+        c.cmd_ids = itertools.count(1)
+        self.send(c.reply(c.header_status(reply), c.status_for(reply, get, 200), c.results_for(reply, get, "./DevDetail/SwV", "1")))
+        self.assertEqual(self.commands(), [("done", 200, 1, None)])
+        self.assertIsNone(self.store.read(lambda root: root["sessions"][DEVICE_ID].last_answer))
+
+    def test_unenrollment_closes_what_was_pending(self) -> None:
+        """
+        The unenrollment alert is answered with statuses only; every pending command
+        (queued, sent, accepted) is cancelled with the reason, and shown so.
+        """
+        self.queue({"verb": "Exec", "target": "./Vendor/X/Run"}, {"verb": "Get", "target": "./DevDetail/SwV"})
+        reply = XML_CODEC.decode(self.send(self.client.package1()).body)
+        exec_, get = [c for c in reply.body if not isinstance(c, Status)]
+        self.queue({"verb": "Get", "target": "./DevDetail/OEM"})
+        c = self.client
+        c.cmd_ids = itertools.count(1)
+        alert = Alert(cmd_id="9", data="1226", items=(Item(meta=Meta(type=engine.UNENROLL_ALERT, format="int"), data="1"),))
+        result = self.send(c.reply(c.header_status(reply), c.status_for(reply, exec_, 202), alert))
+        answer = XML_CODEC.decode(result.body)
+        self.assertEqual([type(x).__name__ for x in answer.body], ["Status", "Status"])
+        self.assertEqual(
+            self.commands(),
+            [("cancelled", 202, 1, checkin.UNENROLLED_REASON), ("cancelled", None, 1, checkin.UNENROLLED_REASON), ("cancelled", None, 0, checkin.UNENROLLED_REASON)],
+        )
+        self.assertIn("{device_id}: {count} pending command(s) cancelled: the device left", [n for n, _ in result.notes])
+        self.assertEqual(self.facts()["commands"], {"cancelled": 3})
+
+    def test_202_finished_by_the_alert(self) -> None:
+        """
+        Exec answered 202 stays accepted (not done) and sends nothing again; the device's
+        completion alert in a later session (1224 as Microsoft's MSI sample, or 1226),
+        naming the node, finishes it with the alert kept among its results.
+        """
+        msi = "./Device/Vendor/MSFT/EnterpriseDesktopAppManagement/MSI/%7BAF92%7D/DownloadInstall"
+        hosted = "./User/Vendor/MSFT/EnterpriseModernAppManagement/AppInstallation/App_1/HostedInstall"
+        self.queue({"verb": "Exec", "target": msi, "data": "<MsiInstallJob/>"}, {"verb": "Exec", "target": hosted}, {"verb": "Exec", "target": "./Vendor/X/Run", "correlator": "c-9"})
+        reply = XML_CODEC.decode(self.send(self.client.package1()).body)
+        c = self.client
+        c.cmd_ids = itertools.count(1)
+        statuses = [c.status_for(reply, x, 202) for x in reply.body if not isinstance(x, Status)]
+        self.send(c.reply(c.header_status(reply), *statuses))
+        self.assertEqual([s for s, *_ in self.commands()], ["accepted"] * 3)
+        self.assertEqual(self.store.read(queue.list_commands, DEVICE_ID, ("accepted",))[0].status, 202)
+
+        def item(uri: str, kind: str, data: str) -> Item:
+            return Item(source=Location(loc_uri=uri), meta=Meta(type=kind, format="int", mark="informational"), data=data)
+
+        self.client = Client(session_id="B", nonce=self.store.read(lambda root: root["devices"][DEVICE_ID].dm_client_nonce))
+        message = self.client.package1()
+        events = (
+            Alert(cmd_id="7", data="1224", items=(item(msi.replace("./Device/", "./device/"), "Reversed-Domain-Name:com.microsoft.mdm.win32csp_install", "0"),)),
+            Alert(cmd_id="8", data="1226", items=(item(hosted, "Reversed-Domain-Name:com.microsoft.mdm.EnterpriseHostedAppInstall.result", "2147942405"),)),
+            Alert(cmd_id="9", data="1226", correlator="c-9", items=(item("./elsewhere", "urn:x", "200"),)),
+        )
+        result = self.send(replace(message, body=message.body + events))
+        answer = XML_CODEC.decode(result.body)
+        self.assertEqual([x.data for x in answer.body if isinstance(x, Status)][-3:], ["200", "200", "200"])
+        done = self.commands()
+        self.assertEqual([(s, e) for s, _, _, e in done], [("done", None), ("failed", "its completion alert reports '2147942405'"), ("done", None)])
+        first = self.store.read(queue.get_command, DEVICE_ID, 1)
+        self.assertEqual((first.status, first.results[-1]["type"], first.results[-1]["data"]), (202, "Reversed-Domain-Name:com.microsoft.mdm.win32csp_install", "0"))
+        self.assertEqual([a["alert"] for a in self.facts()["alerts"]], ["1224", "1226", "1226"])
+
+    def test_events_kept_and_bounded(self) -> None:
+        """
+        1224 items other than LoginStatus are kept with the generic alerts, the last
+        KEEP_ALERTS of them, oldest first.
+        """
+        message = self.client.package1()
+        items = tuple(Item(meta=Meta(type="com.microsoft.mdm.synctype", format="chr"), data=f"v{i}") for i in range(checkin.KEEP_ALERTS + 5))
+        self.send(replace(message, body=message.body + (Alert(cmd_id="9", data="1224", items=items),)))
+        alerts = self.facts()["alerts"]
+        self.assertEqual(len(alerts), checkin.KEEP_ALERTS)
+        self.assertEqual((alerts[0]["data"], alerts[-1]["data"], alerts[-1]["alert"]), ("v5", f"v{checkin.KEEP_ALERTS + 4}", "1224"))
+        self.assertEqual(self.facts()["login_status"], "user")
+
+    def test_opaque_login_status_in_wbxml(self) -> None:
+        """
+        The issue's defect 3: a LoginStatus alert whose WBXML opaque data is not UTF-8
+        is answered (not a 500); the login status is what it was sent as (base64).
+        """
+        message = self.client.package1()
+        login = message.body[1]
+        odd = replace(login, items=(replace(login.items[0], data=b"\xc3\x28"),))
+        result = self.send(replace(message, body=(message.body[0], odd, message.body[2])), codec=WBXML_CODEC)
+        answer = WBXML_CODEC.decode(result.body)
+        self.assertEqual([x.data for x in answer.body if isinstance(x, Status)], ["212", "200", "200", "200"])
+        self.assertEqual(self.facts()["login_status"], "wyg=")
+
+    def test_copy_refused_for_windows(self) -> None:
+        """
+        Copy cannot be queued for a Windows device (declared 400); a classic device takes it.
+        """
+        copy = parse_spec({"verb": "Copy", "target": "./Vendor/B", "source": "./Vendor/A"})
+        in_sequence = parse_spec({"verb": "Sequence", "commands": [copy.as_json()]})
+        for spec in (copy, in_sequence):
+            with self.assertRaises(queue.UnsupportedByDevice) as caught:
+                self.store.run(queue.enqueue, [DEVICE_ID], spec, self.now)
+            self.assertEqual(str(caught.exception), f"device {DEVICE_ID}: windows devices do not support Copy")
+            self.assertEqual(caught.exception.http_status, 400)
+        self.store.run(add_device, CLASSIC, kind="omadm")
+        (queued,) = self.store.run(queue.enqueue, [CLASSIC], copy, self.now)
+        self.assertEqual(queued.state, "queued")
+
+
+class LostAnswerTests(SynchronousTestCase):
+    """
+    The emulated Windows DM client losing answers, through exchange() and a store:
+    the issue's "object announced 3000 bytes, chunks carry 2301" no more.
+    """
+
+    def setUp(self) -> None:
+        service = memory_store_service()
+        self.addCleanup(service.stopService)
+        assert service.store is not None
+        self.store = service.store
+        self.store.run(add_device, DEVICE_ID)
+        self.now = 100.0
+
+    async def post(self, body: bytes, content_type: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        self.now += 1
+        result = self.store.run(exchange, None, XML_CODEC.decode(body), XML_CODEC, body, None, self.now, SETTINGS)
+        return 200, {"content-type": XML_CODEC.content_type}, result.body
+
+    def test_every_answer_lost_once(self) -> None:
+        """
+        Every answer of a session sending a 3000-byte object in chunks is lost once:
+        each chunk still arrives once, the object whole, each command done in one attempt.
+        """
+        from mdmd.testing.dmclient import DMClient
+
+        data = "".join(chr(65 + i % 26) for i in range(3000))
+        self.store.run(queue.enqueue, [DEVICE_ID], parse_spec({"verb": "Replace", "target": "./Vendor/Big", "data": data, "format": "chr"}), 1.0)
+        self.store.run(queue.enqueue, [DEVICE_ID], parse_spec({"verb": "Get", "target": "./DevDetail/SwV"}), 1.0)
+        device = DMClient(
+            device_id=DEVICE_ID,
+            server_url="https://mdm.example.com/ManagementServer/MDM.svc",
+            client_name="device-name",
+            client_secret=CLIENT_SECRET,
+            client_nonce=CLIENT_NONCE,
+            max_msg_size=1500,
+            lose=frozenset(range(1, 40)),
+        )
+        log = self.successResultOf(defer.ensureDeferred(device.session(self.post)))
+        self.assertGreaterEqual(log.messages, 4)
+        self.assertEqual(log.resent, log.messages)
+        self.assertEqual(device.tree["./Vendor/Big"], data)
+        found = self.store.read(lambda root: [(c.state, c.status, c.attempts) for c in root["queues"][DEVICE_ID].commands.values()])
+        self.assertEqual(found, [("done", 200, 1), ("done", 200, 1)])
+class PushChannelTests(SynchronousTestCase):
+    """
+    With WNS, the check-in sets up and follows the device's channel, and
+    answers WNS pushes; driven by the emulated DM client with its Push node.
+    """
+
+    PFN = "Contoso.MDMPush_8wekyb3d8bbwe"
+
+    def setUp(self) -> None:
+        from mdmd.notify.channels import ChannelSettings
+        from mdmd.testing.dmclient import DMClient
+        from mdmd.testing.windows.push import PushNode
+
+        service = memory_store_service()
+        self.addCleanup(service.stopService)
+        assert service.store is not None
+        self.store = service.store
+        self.store.run(add_device, DEVICE_ID)
+        self.settings = replace(SETTINGS, push_channel=ChannelSettings(pfn=self.PFN, provider_id="mdmd"))
+        self.channels = iter(f"https://db5p.notify.windows.com/w/?token=T{n}" for n in range(1, 100))
+        self.push = PushNode("mdmd", register=lambda pfn: next(self.channels))
+        self.client = DMClient(
+            device_id=DEVICE_ID,
+            server_url="https://mdm.example.com/ManagementServer/MDM.svc",
+            client_name="device-name",
+            client_secret="device-secret",
+            client_nonce=b"\x01" * 16,
+            handlers=[self.push],
+        )
+        self.now = 1000.0
+
+    def session(self, alert: str = "1201") -> Any:
+        from twisted.internet.defer import Deferred
+
+        async def post(body: bytes, content_type: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+            message = XML_CODEC.decode(body)
+            self.now += 1.0
+            result = self.store.run(exchange, None, message, XML_CODEC, body, None, self.now, self.settings)
+            return 200, {"content-type": XML_CODEC.content_type}, result.body
+
+        return self.successResultOf(Deferred.fromCoroutine(self.client.session(post, alert=alert)))
+
+    def channel(self) -> Any:
+        from mdmd.notify import channels
+
+        return self.store.read(lambda root: channels.channel_of(root["devices"][DEVICE_ID]))
+
+    def test_first_session_sets_up_the_channel(self) -> None:
+        """
+        The first session sets the PFN and reads back the channel the device got, and its status.
+        """
+        log = self.session()
+        targets = [c.items[0].target.loc_uri for c in log.received]
+        base = "./Vendor/MSFT/DMClient/Provider/mdmd/Push/"
+        self.assertEqual(targets, [base + "PFN", base + "ChannelURI", base + "Status"])
+        channel = self.channel()
+        self.assertEqual(
+            (channel.pfn, channel.pfn_via, channel.uri, channel.status),
+            (self.PFN, "session", "https://db5p.notify.windows.com/w/?token=T1", 0),
+        )
+        self.assertEqual(self.session().received, [])
+
+    def test_channel_renewed_after_wns_said_gone(self) -> None:
+        """
+        Once WNS says the channel is gone, the next session reads the new one.
+        """
+        from mdmd.notify import channels
+
+        self.session()
+        self.store.run(channels.mark_gone, DEVICE_ID, self.channel().uri, self.now)
+        self.push.renew()
+        self.session()
+        channel = self.channel()
+        self.assertEqual((channel.uri, channel.expired_at), ("https://db5p.notify.windows.com/w/?token=T2", None))
+
+    def test_wns_push_answered_by_the_next_session(self) -> None:
+        """
+        A WNS job is answered by the first authenticated session that begins
+        after it was submitted (not one while it is still queued), whatever
+        its alert and session id.
+        """
+        self.session()
+        (job,) = self.store.run(jobs.enqueue_wns, [(DEVICE_ID, self.channel().uri)], jobs.PushSettings(), self.now)
+        self.session()
+        self.assertEqual(self.store.read(jobs.list_pushes, DEVICE_ID)[0].state, jobs.QUEUED)
+        self.store.run(jobs.record_submitted, job.ref, self.now, via="wns", message_ids=["M"], keys=[None])
+        self.session()
+        (info,) = self.store.read(jobs.list_pushes, DEVICE_ID)
+        self.assertEqual((info.seq, info.state), (job.info.seq, jobs.ANSWERED))
+
+    def test_without_wns(self) -> None:
+        """
+        Without WNS settings nothing about the channel is queued.
+        """
+        self.settings = SETTINGS
+        self.assertEqual([c for c in self.session().received if "Push" in c.items[0].target.loc_uri], [])

@@ -16,6 +16,7 @@ QUEUED, SENT, DONE, FAILED, CANCELLED = (
     CommandState.FAILED,
     CommandState.CANCELLED,
 )
+ACCEPTED, HALTED, NOT_EXECUTED = CommandState.ACCEPTED, CommandState.HALTED, CommandState.NOT_EXECUTED
 
 #: Every legal (state, event), written out.
 EXPECTED = {
@@ -26,6 +27,16 @@ EXPECTED = {
     (SENT, CommandEvent.FAIL): FAILED,
     (SENT, CommandEvent.REQUEUE): QUEUED,
     (SENT, CommandEvent.GIVE_UP): FAILED,
+    # 202, 214 and 215 (issue 12)
+    (SENT, CommandEvent.ACCEPT): ACCEPTED,
+    (SENT, CommandEvent.HALT): HALTED,
+    (SENT, CommandEvent.SKIP): NOT_EXECUTED,
+    (ACCEPTED, CommandEvent.SUCCEED): DONE,
+    (ACCEPTED, CommandEvent.FAIL): FAILED,
+    # the device unenrolled: what it will never answer is closed
+    (QUEUED, CommandEvent.DEVICE_LEFT): CANCELLED,
+    (SENT, CommandEvent.DEVICE_LEFT): CANCELLED,
+    (ACCEPTED, CommandEvent.DEVICE_LEFT): CANCELLED,
 }
 
 
@@ -60,3 +71,26 @@ class CommandStateTests(SynchronousTestCase):
         The error says what was asked of a command in which state.
         """
         self.assertEqual(str(IllegalCommandMove(DONE, CommandEvent.CANCEL)), "a done command cannot cancel")
+
+
+class AnswerTests(SynchronousTestCase):
+    def test_status_events(self) -> None:
+        """
+        202, 214 and 215 have their own states; other 2xx are done, anything else failed.
+        """
+        cases = {
+            200: DONE, 201: DONE, 204: DONE, 212: DONE, 216: DONE,
+            202: ACCEPTED, 214: HALTED, 215: NOT_EXECUTED,
+            0: FAILED, 400: FAILED, 404: FAILED, 500: FAILED, 507: FAILED,
+        }
+        self.assertEqual({code: command_state.answered_state(code) for code in cases}, cases)
+
+    def test_accepted_waits_without_holding_back(self) -> None:
+        """
+        An accepted command is pending (it waits for the device's alert) but not in
+        flight (a session neither sends it nor waits for it).
+        """
+        self.assertIn(ACCEPTED, command_state.PENDING)
+        self.assertNotIn(ACCEPTED, command_state.IN_FLIGHT)
+        self.assertEqual(command_state.IN_FLIGHT, {QUEUED, SENT})
+        self.assertEqual(command_state.FINISHED, {DONE, FAILED, CANCELLED, HALTED, NOT_EXECUTED})

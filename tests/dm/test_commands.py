@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from mdmd.dm.commands import CommandSpec, InvalidCommand, normalize_uri, parse_spec, scope_of, sendable
+from mdmd.dm.commands import PENDING, CommandSpec, InvalidCommand, normalize_uri, parse_spec, scope_of, sendable
 
 
 class URITests(SynchronousTestCase):
@@ -122,6 +122,68 @@ class SpecTests(SynchronousTestCase):
         """
         self.assertEqual(parse_spec({"verb": "Get", "target": "./User/X"}).scope, "user")
         self.assertEqual(parse_spec({"verb": "Sequence", "commands": [{"verb": "Get", "target": "./X"}, {"verb": "Get", "target": "./User/Y"}]}).scope, "user")
+
+
+class TreeRuleTests(SynchronousTestCase):
+    def test_atomic_rules_hold_through_a_sequence(self) -> None:
+        """
+        Nothing under an Atomic, however deep, may be an Atomic or a Get (issue 12:
+        only the direct parent was checked).
+        """
+        add = {"verb": "Add", "target": "./a"}
+        cases = [
+            ({"verb": "Atomic", "commands": [{"verb": "Sequence", "commands": [{"verb": "Atomic", "commands": [add]}]}]}, "Atomic commands cannot be nested (not even through a Sequence)"),
+            ({"verb": "Atomic", "commands": [{"verb": "Sequence", "commands": [{"verb": "Get", "target": "./a"}]}]}, "Get is not allowed inside Atomic (not even through a Sequence)"),
+            ({"verb": "Sequence", "commands": [{"verb": "Atomic", "commands": [{"verb": "Sequence", "commands": [add, {"verb": "Get", "target": "./b"}]}]}]}, "Get is not allowed inside Atomic (not even through a Sequence)"),
+        ]
+        for raw, reason in cases:
+            with self.assertRaises(InvalidCommand) as caught:
+                parse_spec(raw)
+            self.assertEqual(str(caught.exception), reason)
+        # a Get in a Sequence that holds an Atomic is fine
+        fine = parse_spec({"verb": "Sequence", "commands": [{"verb": "Get", "target": "./a"}, {"verb": "Atomic", "commands": [add]}]})
+        self.assertEqual([c.verb for c in fine.walk()], ["Sequence", "Get", "Atomic", "Add"])
+
+    def test_correlator(self) -> None:
+        """
+        An Exec may carry a correlator (kept in its JSON); no other verb may.
+        """
+        spec = parse_spec({"verb": "Exec", "target": "./Vendor/X/Run", "correlator": "job-1"})
+        self.assertEqual(spec.as_json()["correlator"], "job-1")
+        self.assertEqual(CommandSpec.from_json(spec.as_json()), spec)
+        for raw, reason in (
+            ({"verb": "Get", "target": "./a", "correlator": "x"}, "only Exec takes a correlator"),
+            ({"verb": "Exec", "target": "./a", "correlator": ""}, "1 to 256 characters"),
+            ({"verb": "Exec", "target": "./a", "correlator": "a\x00b"}, "U+0000"),
+        ):
+            with self.assertRaises(InvalidCommand) as caught:
+                parse_spec(raw)
+            self.assertIn(reason, str(caught.exception))
+
+    def test_text_syncml_cannot_carry(self) -> None:
+        """
+        Data or a type holding a character no SyncML encoding carries is refused at queue
+        time (it would fail every session of the device).
+        """
+        for raw in (
+            {"verb": "Replace", "target": "./a", "data": "x\x00y"},
+            {"verb": "Replace", "target": "./a", "data": "\ud800"},
+            {"verb": "Replace", "target": "./a", "data": "1", "type": "text/\x01"},
+        ):
+            with self.assertRaises(InvalidCommand) as caught:
+                parse_spec(raw)
+            self.assertIn("which SyncML cannot carry", str(caught.exception))
+        self.assertEqual(parse_spec({"verb": "Replace", "target": "./a", "data": "tab\tand\nlines\r"}).items[0].data, "tab\tand\nlines\r")
+
+
+class AcceptedSendableTests(SynchronousTestCase):
+    def test_accepted_holds_nothing_back(self) -> None:
+        """
+        An accepted (202) command is neither sent again nor holds back its scope.
+        """
+        queue = [Q(1, "accepted", "device"), Q(2, "queued", "device")]
+        self.assertEqual([c.seq for c in sendable(queue, user_logged_in=True)], [2])
+        self.assertIn("accepted", PENDING)
 
 
 @dataclass

@@ -12,7 +12,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mdmd.dm.authentication import AuthScheme, Credentials
 from mdmd.dm.effects import (
+    ClientEvent,
     ClientNonce,
+    CommandAnswered,
     CommandRequeued,
     CommandSent,
     DeviceAuth,
@@ -20,6 +22,7 @@ from mdmd.dm.effects import (
     HeaderRefused,
     HeaderStatusInvalid,
     LoginStatus,
+    MessageRefused,
     NewSession,
     ServerChallenged,
     ServerInitiated,
@@ -29,7 +32,7 @@ from mdmd.dm.effects import (
     Unenrolled,
 )
 from mdmd.dm.engine import CLIENT_ALERTS, CLIENT_COMMANDS, UNENROLL_ALERT, handle
-from mdmd.dm.state import Phase, ServerCredential
+from mdmd.dm.state import Authentication, Phase, ServerCredential
 from mdmd.syncml import auth, model
 from mdmd.syncml.codec import DS_WBXML_CODEC, WBXML_CODEC, XML_CODEC
 from mdmd.syncml.codes import AlertCode
@@ -126,7 +129,10 @@ class Package1Tests(SynchronousTestCase):
 
 class RuleTests(SynchronousTestCase):
     def open(self, *specs):
-        h = Harness(*specs)
+        """
+        A session that goes on after package 1 (something was sent): an ended one reads nothing.
+        """
+        h = Harness(*(specs or (REPLACE,)))
         reply = h.send(h.client.package1())
         return h, reply
 
@@ -332,7 +338,10 @@ def _command_types() -> set[type[Command]]:
 
 class DispatchTests(SynchronousTestCase):
     def open(self, *specs):
-        h = Harness(*specs, codec=WBXML_CODEC)
+        """
+        A session that goes on after package 1 (something was sent): an ended one reads nothing.
+        """
+        h = Harness(*(specs or (REPLACE,)), codec=WBXML_CODEC)
         reply = h.send(h.client.package1())
         h.client.cmd_ids = itertools.count(1)
         return h, reply
@@ -402,10 +411,11 @@ class DispatchTests(SynchronousTestCase):
         h.send(h.client.package1(alert="1200"))
         self.assertEqual(h.effects(ServerInitiated), [ServerInitiated("4A2")])
 
-    def test_ended_session_reads_an_authenticated_message(self) -> None:
+    def test_ended_session_accepts_nothing(self) -> None:
         """
-        After the end, an authenticated message is still answered command by command, with
-        Final and nothing of ours (as the transition table's ENDED rows say).
+        After the end, an authenticated message is answered 403 throughout, with Final
+        and nothing of ours, and nothing of it is applied (OUT_OF_STEP: the ENDED rows
+        of an accepted credential, chunks and challenges are gone).
         """
         h = Harness(REPLACE, GET_SWV)
         reply = h.send(h.client.package1())
@@ -414,11 +424,16 @@ class DispatchTests(SynchronousTestCase):
         h.records[3] = {"state": "queued"}
         c = h.client
         c.cmd_ids = itertools.count(1)
-        reply = h.send(c.reply(c.header_status(reply), Alert(cmd_id="2", data="1224")))
+        login = Alert(cmd_id="2", data="1224", items=(Item(meta=Meta(type="com.microsoft/MDM/LoginStatus"), data="none"),))
+        reply = h.send(c.reply(c.header_status(reply), login))
         self.assertIs(h.state.phase, Phase.ENDED)
-        self.assertEqual([s.data for s in statuses(reply)], ["200", "200"])
+        self.assertEqual([s.data for s in statuses(reply)], ["403", "403"])
         self.assertEqual(commands(reply), [])
         self.assertTrue(reply.final)
+        self.assertEqual(h.effects(LoginStatus), [])
+        self.assertEqual(h.effects(MessageRefused), [MessageRefused("session D has ended")])
+        self.assertTrue(h.state.user_logged_in)
+        self.assertEqual(h.records[3]["state"], "queued")
 
 
 
@@ -683,3 +698,409 @@ class ServerAuthenticationTests(SynchronousTestCase):
         log = h.converse(device, device.start())
         self.assertEqual((log.checks, [c for _, _, c in log.executed]), ([True], [200, 200]))
         self.assertEqual(h.records[1]["results"][0]["data"], "2.4.1")
+
+
+class ResendTests(SynchronousTestCase):
+    """
+    A device that lost our answer sends its message again: same SessionID, MsgID and
+    bytes. It gets the very same answer, and nothing of that message is applied twice.
+    """
+
+    def test_same_answer_nothing_applied(self) -> None:
+        """
+        The resent package 1 gets the same bytes and headers; no effect, the state and the
+        answer kept are unchanged; the session then goes on.
+        """
+        h = Harness(GET_SWV, REPLACE)
+        reply = h.send(h.client.package1())
+        first, state, last = h.outcomes[-1], h.state, h.last_answer
+        again = h.resend()
+        self.assertEqual((h.outcomes[-1].body, h.outcomes[-1].headers), (first.body, first.headers))
+        self.assertIsNone(h.outcomes[-1].response)
+        self.assertEqual(h.outcomes[-1].effects, ())
+        self.assertEqual((h.state, h.last_answer), (state, last))
+        self.assertEqual(again, reply)
+        h.send(h.answer_all(reply, results={"./DevDetail/SwV": "1"}))
+        self.assertEqual([h.records[s]["state"] for s in (1, 2)], ["done", "done"])
+        self.assertEqual(len(h.all_effects(CommandSent)), 2)
+
+    def test_chunk_out_not_skipped(self) -> None:
+        """
+        The issue's "object announced 3000 bytes, chunks carry 2301": the device loses the
+        answer carrying a chunk and resends its 213; it gets that chunk again, not the next.
+        """
+        data = "".join(chr(65 + i % 26) for i in range(3000))
+        h = Harness({"verb": "Replace", "target": "./Vendor/Big", "data": data, "format": "chr"})
+        h.client.max_msg_size = 1500
+        reply = h.send(h.client.package1())
+        pieces: list[str] = []
+        lost = False
+        for _ in range(20):
+            (chunk,) = commands(reply)
+            item = chunk.items[0]
+            pieces.append(item.data)
+            c = h.client
+            c.cmd_ids = itertools.count(1)
+            code = 213 if item.more_data else 200
+            reply = h.send(c.reply(c.header_status(reply), c.status_for(reply, chunk, code)))
+            if not lost and len(pieces) == 1:
+                lost = True
+                self.assertEqual(h.resend(), reply)  # the same chunk again
+            if code == 200:
+                break
+        self.assertTrue(lost)
+        self.assertEqual("".join(pieces), data)
+        self.assertEqual(h.records[1]["state"], "done")
+
+    def test_chunk_in_not_appended_twice(self) -> None:
+        """
+        A resent message carrying a chunk of the device's large object is not appended twice.
+        """
+        h = Harness(GET_SWV)
+        reply = h.send(h.client.package1())
+        (get,) = commands(reply)
+        c = h.client
+        c.cmd_ids = itertools.count(1)
+        first = h.send(c.reply(c.header_status(reply), c.status_for(reply, get, 200), c.results_for(reply, get, "./DevDetail/SwV", "abc", more=True, size=6), final=False))
+        self.assertEqual(h.resend(), first)
+        c.cmd_ids = itertools.count(1)
+        h.send(c.reply(c.header_status(first), c.results_for(reply, get, "./DevDetail/SwV", "def")))
+        self.assertEqual(h.records[1]["results"][0]["data"], "abcdef")
+
+    def test_challenge_resent(self) -> None:
+        """
+        While challenged, a resend gets the same challenge (the same nonce); a package 1 with
+        the same MsgID and new credentials is read as ever.
+        """
+        h = Harness(REPLACE)
+        refused = h.send(h.client.package1(cred=False))
+        nonce = statuses(refused)[0].chal.meta.next_nonce
+        self.assertEqual(statuses(h.resend())[0].chal.meta.next_nonce, nonce)
+        self.assertEqual(len(h.all_effects(ClientNonce)), 1)
+        h.client.msg_ids = itertools.count(1)  # a device that resends with the same MsgID
+        h.client.nonce = auth.decode_nonce(nonce)
+        reply = h.send(h.client.package1())
+        self.assertEqual(statuses(reply)[0].data, "212")
+        self.assertEqual(len(commands(reply)), 1)
+
+    def test_hmac_resent(self) -> None:
+        """
+        In an HMAC session a resend carries the same header too: our same answer and MAC.
+        The same bytes with another header are no resend: they are authenticated (401).
+        """
+        h = Harness(REPLACE)
+        message = h.client.package1(cred=False)
+        body = XML_CODEC.encode(message)
+        mac = auth.hmac_mac("device-name", h.client.nonce, body, password="device-secret")
+        h.send(message, hmac_header=f'algorithm=MD5, username="device-name", mac={mac}', body=body)
+        first = h.outcomes[-1]
+        h.resend()
+        self.assertEqual((h.outcomes[-1].body, h.outcomes[-1].headers), (first.body, first.headers))
+        forged = h.send(message, hmac_header='username="device-name", mac=AAAA', body=body)
+        self.assertEqual(statuses(forged)[0].data, "401")
+
+    def test_other_body_drops_the_session(self) -> None:
+        """
+        The MsgID answered last, with other bytes: nothing is read (403), the session ends,
+        and the next package 1 starts a fresh one where the unanswered commands go again.
+        """
+        h = Harness(GET_SWV)
+        reply = h.send(h.client.package1())
+        c = h.client
+        c.msg_ids = itertools.count(2)
+        c.cmd_ids = itertools.count(1)
+        h.send(c.reply(c.header_status(reply), final=False))  # message 2: our Get unanswered yet
+        self.assertIs(h.state.phase, Phase.OPEN)
+        c.msg_ids = itertools.count(2)
+        c.cmd_ids = itertools.count(1)
+        (get,) = commands(reply)
+        dropped = h.send(c.reply(c.header_status(reply), c.status_for(reply, get, 200)))
+        self.assertEqual([s.data for s in statuses(dropped)], ["403"])
+        self.assertEqual(commands(dropped), [])
+        self.assertIs(h.state.phase, Phase.ENDED)
+        self.assertIsNone(h.last_answer)
+        self.assertEqual(h.effects(MessageRefused), [MessageRefused("MsgID 2 was answered already, for another message")])
+        self.assertEqual(h.records[1]["state"], "sent")
+        h.client.session_id = "E"
+        reply = h.send(h.client.package1())
+        self.assertEqual(len(h.effects(NewSession)), 1)
+        self.assertEqual([type(x).__name__ for x in commands(reply)], ["Get"])
+
+    def test_without_the_last_answer(self) -> None:
+        """
+        A session stored without our last answer (by an older mdmd) cannot tell a resend:
+        the last MsgID again is refused (403) and the session ends cleanly.
+        """
+        h = Harness(GET_SWV)
+        reply = h.send(h.client.package1())
+        c = h.client
+        c.cmd_ids = itertools.count(1)
+        h.send(c.reply(c.header_status(reply), Alert(cmd_id="2", data="1222"), final=False))
+        h.last_answer = None
+        reply = h.resend()
+        self.assertEqual([s.data for s in statuses(reply)], ["403", "403"])
+        self.assertEqual(h.effects(MessageRefused), [MessageRefused("MsgID 2 was answered already, for a message we cannot compare")])
+        self.assertIs(h.state.phase, Phase.ENDED)
+
+    def test_ended_session_keeps_no_answer(self) -> None:
+        """
+        Once the session ended nothing is kept: its last message again is refused (403),
+        not answered and not applied; a package 1 again begins a new session.
+        """
+        h = Harness(GET_SWV)
+        reply = h.send(h.client.package1())
+        h.send(h.answer_all(reply, results={"./DevDetail/SwV": "1"}))
+        self.assertIs(h.state.phase, Phase.ENDED)
+        self.assertIsNone(h.last_answer)
+        again = h.resend()
+        self.assertEqual({s.data for s in statuses(again)}, {"403"})
+        self.assertEqual(h.effects(CommandAnswered), [])
+        h.queue(REPLACE)
+        reply = h.resend(3)  # package 1 of that session
+        self.assertEqual(len(h.effects(NewSession)), 1)
+        self.assertEqual(statuses(reply)[0].data, "401")  # its nonce was used up
+
+    def test_ended_session_challenges_strangers(self) -> None:
+        """
+        An unauthenticated message to an ended session is refused as ever (401 and a
+        challenge), so that only the device learns the session is over.
+        """
+        h = Harness()
+        h.send(h.client.package1())
+        self.assertIs(h.state.phase, Phase.ENDED)
+        c = h.client
+        c.cmd_ids = itertools.count(1)
+        reply = h.send(c.reply(Alert(cmd_id="1", data="1224")))  # no Cred: the session was CREDENTIAL...
+        self.assertEqual(statuses(reply)[0].data, "403")
+        h.state = replace(h.state, authentication=Authentication.NONE)
+        reply = h.send(c.reply(Alert(cmd_id="1", data="1224")))
+        self.assertEqual(statuses(reply)[0].data, "407")
+        self.assertIsNotNone(statuses(reply)[0].chal)
+        self.assertIs(h.state.phase, Phase.ENDED)
+
+
+class DeviceStatusTests(SynchronousTestCase):
+    """
+    202, 214 and 215 for our commands: their own states, and 214 stops our sending.
+    """
+
+    def test_202_and_215(self) -> None:
+        """
+        202 leaves the command accepted (its alert will tell), 215 not executed; the
+        session goes on with what is left.
+        """
+        h = Harness({"verb": "Exec", "target": "./Device/Vendor/MSFT/EnterpriseDesktopAppManagement/MSI/%7BP%7D/DownloadInstall", "data": "<MsiInstallJob/>"}, EXEC, SET)
+        reply = h.send(h.client.package1())
+        exec1, exec2, set_ = commands(reply)
+        c = h.client
+        c.cmd_ids = itertools.count(1)
+        h.send(c.reply(c.header_status(reply), c.status_for(reply, exec1, 202), c.status_for(reply, exec2, 215), c.status_for(reply, set_, 200)))
+        self.assertEqual([h.records[s]["state"] for s in (1, 2, 3)], ["accepted", "not-executed", "done"])
+        self.assertEqual([(e.seq, e.state, e.status) for e in h.effects(CommandAnswered)], [(1, "accepted", 202), (2, "not-executed", 215), (3, "done", 200)])
+
+    def test_214_stops_our_sending(self) -> None:
+        """
+        214: that command halted, no more of ours in the session (what is queued stays
+        queued), the session ends with this answer; the next session goes on.
+        """
+        h = Harness(EXEC, SET)
+        reply = h.send(h.client.package1())
+        exec_, set_ = commands(reply)
+        h.queue(GET_SWV)
+        c = h.client
+        c.cmd_ids = itertools.count(1)
+        reply = h.send(c.reply(c.header_status(reply), c.status_for(reply, exec_, 214), c.status_for(reply, set_, 200)))
+        self.assertEqual(commands(reply), [])
+        self.assertTrue(reply.final)
+        self.assertIs(h.state.phase, Phase.ENDED)
+        self.assertEqual([h.records[s]["state"] for s in (1, 2, 3)], ["halted", "done", "queued"])
+        h.client.session_id = "E"
+        reply = h.send(h.client.package1())
+        self.assertEqual([type(x).__name__ for x in commands(reply)], ["Get"])
+
+    def test_214_stops_a_large_object(self) -> None:
+        """
+        214 for a chunk: the object going out stops; it goes again, from its first chunk,
+        in the next session.
+        """
+        h = Harness({"verb": "Replace", "target": "./Vendor/Big", "data": "q" * 3000, "format": "chr"})
+        h.client.max_msg_size = 1500
+        reply = h.send(h.client.package1())
+        (chunk,) = commands(reply)
+        self.assertIsNotNone(h.state.outgoing)
+        c = h.client
+        c.cmd_ids = itertools.count(1)
+        reply = h.send(c.reply(c.header_status(reply), c.status_for(reply, chunk, 214)))
+        self.assertEqual(commands(reply), [])
+        self.assertIs(h.state.phase, Phase.ENDED)
+        self.assertIsNone(h.state.outgoing)
+        h.client.session_id = "E"
+        reply = h.send(h.client.package1())
+        self.assertEqual(len(h.effects(NewSession)), 1)
+        self.assertEqual(commands(reply)[0].items[0].meta.size, 3000)
+
+    def test_accepted_holds_nothing_back(self) -> None:
+        """
+        An accepted command is not sent again and does not hold back its scope.
+        """
+        h = Harness(EXEC, SET)
+        reply = h.send(h.client.package1())
+        exec_, set_ = commands(reply)
+        c = h.client
+        c.cmd_ids = itertools.count(1)
+        h.send(c.reply(c.header_status(reply), c.status_for(reply, exec_, 202), c.status_for(reply, set_, 200)))
+        h.queue(GET_SWV)
+        h.client.session_id = "E"
+        reply = h.send(h.client.package1())
+        self.assertEqual([type(x).__name__ for x in commands(reply)], ["Get"])
+
+
+class UnenrollmentTests(SynchronousTestCase):
+    def test_only_statuses(self) -> None:
+        """
+        In reply to the unenrollment alert we send only statuses (nothing queued goes out),
+        the session ends, and Unenrolled is the last effect (after this message's answers).
+        """
+        h = Harness(GET_SWV, REPLACE)
+        reply = h.send(h.client.package1())
+        get, _ = commands(reply)
+        h.queue(SET)
+        c = h.client
+        c.cmd_ids = itertools.count(1)
+        alert = Alert(cmd_id=c.next_id(), data="1226", items=(Item(meta=Meta(type=UNENROLL_ALERT, format="int"), data="1"),))
+        c.cmd_ids = itertools.count(1)
+        reply = h.send(c.reply(c.header_status(reply), c.status_for(reply, get, 200), c.results_for(reply, get, "./DevDetail/SwV", "1"), replace(alert, cmd_id="9")))
+        self.assertEqual(commands(reply), [])
+        self.assertTrue(reply.final)
+        self.assertIs(h.state.phase, Phase.ENDED)
+        self.assertIsInstance(h.outcomes[-1].effects[-1], Unenrolled)
+        self.assertEqual(h.records[1]["state"], "done")
+        self.assertEqual(h.records[3]["state"], "queued")
+
+
+class PeerTextTests(SynchronousTestCase):
+    """
+    Whatever text a device sends is peer input: decoded leniently, echoed only as any encoding carries it.
+    """
+
+    def test_opaque_login_status(self) -> None:
+        """
+        A LoginStatus whose WBXML opaque data is not UTF-8 is read as base64: not "user",
+        no error; every command is answered.
+        """
+        h = Harness(REPLACE, codec=WBXML_CODEC)
+        message = h.client.package1()
+        alert = message.body[1]
+        odd = replace(alert, items=(replace(alert.items[0], data=b"\xff\xfeuser"),))
+        reply = h.send(replace(message, body=(message.body[0], odd, message.body[2])))
+        self.assertEqual([s.data for s in statuses(reply)], ["212", "200", "200", "200"])
+        self.assertEqual(h.effects(LoginStatus), [LoginStatus(base64.b64encode(b"\xff\xfeuser").decode().lower())])
+        self.assertFalse(h.state.user_logged_in)
+
+    def test_client_events_kept(self) -> None:
+        """
+        Alert 1224 items other than LoginStatus become ClientEvents (opaque data as base64).
+        """
+        h = Harness(REPLACE)
+        reply = h.send(h.client.package1())
+        c = h.client
+        c.cmd_ids = itertools.count(1)
+        items = (
+            Item(source=Location(loc_uri="./Device/Vendor/MSFT/X/DownloadInstall"), meta=Meta(type="Reversed-Domain-Name:com.microsoft.mdm.win32csp_install", format="int", mark="informational"), data="0"),
+            Item(meta=Meta(type="com.microsoft.mdm.synctype", format="chr"), data=b"\x80device"),
+        )
+        h.codec = WBXML_CODEC
+        reply = h.send(c.reply(c.header_status(reply), Alert(cmd_id="2", data="1224", correlator="c-1", items=items)))
+        self.assertEqual(
+            h.effects(ClientEvent),
+            [
+                ClientEvent("Reversed-Domain-Name:com.microsoft.mdm.win32csp_install", "int", "informational", "./Device/Vendor/MSFT/X/DownloadInstall", "0", "c-1"),
+                ClientEvent("com.microsoft.mdm.synctype", "chr", None, None, base64.b64encode(b"\x80device").decode(), "c-1"),
+            ],
+        )
+        self.assertEqual(statuses(reply)[-1].data, "200")
+
+    def test_nul_echoed_from_wbxml(self) -> None:
+        """
+        A WBXML device may put NUL (ENTITY 0, OPAQUE) in its LocURIs and CmdIDs; we echo
+        them with U+FFFD instead, so our WBXML answer encodes (it failed to, a 500).
+        """
+        h = Harness(REPLACE, codec=WBXML_CODEC)
+        message = h.client.package1()
+        header = replace(message.header, source=replace(message.header.source, loc_uri=DEVICE_ID + "\x00"), target=Location(loc_uri=SERVER_URL + "\x01"))
+        odd = replace(message, header=header, body=(replace(message.body[0], cmd_id="2\x00"),) + message.body[1:])
+        raw = wbxml_with_entities(odd)
+        reply = h.send(None, raw=raw)
+        first = statuses(reply)[0]
+        self.assertEqual((first.target_refs, first.source_refs), ((SERVER_URL + "\ufffd",), (DEVICE_ID + "\ufffd",)))
+        self.assertEqual(statuses(reply)[1].cmd_ref, "2\ufffd")
+        self.assertEqual(reply.header.target.loc_uri, DEVICE_ID + "\ufffd")
+
+    def test_exec_correlator(self) -> None:
+        """
+        An Exec queued with a correlator carries it (the device echoes it in its alert).
+        """
+        h = Harness({"verb": "Exec", "target": "./Vendor/X/Run", "correlator": "job-7"})
+        reply = h.send(h.client.package1())
+        (exec_,) = commands(reply)
+        self.assertEqual(exec_.correlator, "job-7")
+
+
+def wbxml_with_entities(message) -> bytes:
+    """
+    The WBXML of C{message} whose text may hold control characters: written as
+    ENTITY tokens (what a device may send), since our encoder refuses them.
+    """
+    placeholder = {chr(c): f"\ue000{c:02x}" for c in range(0, 32) if chr(c) not in "\t\n\r"}
+
+    def clean(text):
+        return "".join(placeholder.get(ch, ch) for ch in text)
+
+    header = message.header
+    cleaned = replace(
+        message,
+        header=replace(
+            header,
+            source=replace(header.source, loc_uri=clean(header.source.loc_uri)),
+            target=replace(header.target, loc_uri=clean(header.target.loc_uri)),
+        ),
+        body=tuple(replace(c, cmd_id=clean(c.cmd_id)) if c.cmd_id else c for c in message.body),
+    )
+    raw = WBXML_CODEC.encode(cleaned)
+    for c in range(0, 32):
+        marker = f"\ue000{c:02x}".encode()
+        # close the inline string, an ENTITY for the character, open another inline string
+        raw = raw.replace(marker, b"\x00\x02" + bytes([c]) + b"\x03")
+    return raw
+
+
+class GiveUpWithinAMessageTests(SynchronousTestCase):
+    def test_rest_of_the_message_not_read(self) -> None:
+        """
+        The device refuses our credential once too often early in a message: the session
+        ends there; what the device says of our commands still counts, the rest of the
+        message (a chunk, an alert) is answered 403 and not read; a second refusal gives
+        up again (no challenge row in an ended session).
+        """
+        h = Harness(GET_SWV, settings=replace(OWING, max_auth_failures=0))
+        reply = h.send(h.client.package1())
+        (get,) = commands(reply)
+        c = h.client
+        c.cmd_ids = itertools.count(1)
+        refusal = c.header_status(reply, 401, _chal(b"\x0c" * 12))
+        reply = h.send(
+            c.reply(
+                refusal,
+                refusal,
+                c.status_for(reply, get, 200),
+                c.results_for(reply, get, "./DevDetail/SwV", "abc", more=True, size=6),
+                Alert(cmd_id="8", data="1224", items=(Item(meta=Meta(type="com.microsoft/MDM/LoginStatus"), data="none"),)),
+                final=False,
+            )
+        )
+        self.assertIs(h.state.phase, Phase.ENDED)
+        self.assertEqual([s.data for s in statuses(reply)], ["200", "403", "403"])
+        self.assertEqual(h.effects(LoginStatus), [])
+        self.assertIsNone(h.state.incoming)
+        self.assertEqual(len(h.effects(ServerChallenged)), 2)
+        self.assertTrue(reply.final)

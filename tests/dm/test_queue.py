@@ -140,3 +140,89 @@ class QueueTests(SynchronousTestCase):
         (command,) = self.unit(q.list_commands, "A", q.FINISHED)
         self.assertEqual((command.state, command.error, command.attempts), ("failed", "too large", 0))
         self.assertEqual(self.unit(lambda root: list(q.queue_of(root, "A").pending)), [])
+
+
+class IssueTwelveQueueTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.store = memory_store_service()
+        self.addCleanup(self.store.stopService)
+
+        def devices(root):
+            device = Device("A", 1.0)
+            device.status = DeviceStatus.ENROLLED.value
+            root["devices"]["A"] = device
+
+        self.store.store.run(devices)
+
+    def unit(self, fn, *args):
+        return self.store.store.run(fn, *args)
+
+    def test_enqueue_once(self) -> None:
+        """
+        The same command is not queued again while one is still to be sent or answered;
+        once that one is finished, it is.
+        """
+        self.assertEqual(self.unit(q.enqueue_once, "A", GET, 1.0).seq, 1)
+        self.assertIsNone(self.unit(q.enqueue_once, "A", GET, 2.0))
+        self.unit(lambda root: q.mark_sent(q.queue_of(root, "A"), 1, ("S@1", "1", "2"), 3.0))
+        self.assertIsNone(self.unit(q.enqueue_once, "A", GET, 4.0))
+        other = parse_spec({"verb": "Get", "target": "./DevDetail/OEM"})
+        self.assertEqual(self.unit(q.enqueue_once, "A", other, 5.0).seq, 2)
+        self.unit(lambda root: q.mark_answered(q.queue_of(root, "A"), 1, "done", 200, (), (), 6.0))
+        self.assertEqual(self.unit(q.enqueue_once, "A", GET, 7.0).seq, 3)
+
+    def test_close_pending(self) -> None:
+        """
+        Queued, sent and accepted commands are cancelled with the reason; finished ones stay.
+        """
+        for _ in range(4):
+            self.unit(q.enqueue, ["A"], GET, 1.0)
+
+        def play(root):
+            queue = q.queue_of(root, "A")
+            for seq in (1, 2, 3):
+                q.mark_sent(queue, seq, ("S@1", "1", str(seq)), 2.0)
+            q.mark_answered(queue, 1, "done", 200, (), (), 3.0)
+            q.mark_answered(queue, 2, "accepted", 202, (), (), 3.0)
+            return q.close_pending(queue, "gone", 4.0)
+
+        self.assertEqual(self.unit(play), [2, 3, 4])
+        found = [(c.state, c.error) for c in self.unit(q.list_commands, "A")]
+        self.assertEqual(found, [("done", None)] + [("cancelled", "gone")] * 3)
+        self.assertEqual(self.unit(lambda root: list(q.queue_of(root, "A").pending)), [])
+
+    def test_complete_accepted(self) -> None:
+        """
+        An alert item finishes the oldest accepted command it names: by Correlator where
+        the Exec carried one, else by its Source (./Device/ the same as ./, any case);
+        0 or a 2xx is success, anything else a failure; nothing else is touched.
+        """
+        specs = [
+            parse_spec({"verb": "Exec", "target": "./Vendor/MSFT/A/Run"}),
+            parse_spec({"verb": "Exec", "target": "./Vendor/MSFT/A/Run"}),
+            parse_spec({"verb": "Exec", "target": "./Vendor/MSFT/B/Run", "correlator": "k"}),
+        ]
+        for spec in specs:
+            self.unit(q.enqueue, ["A"], spec, 1.0)
+
+        def accept(root):
+            queue = q.queue_of(root, "A")
+            for seq in (1, 2, 3):
+                q.mark_sent(queue, seq, ("S@1", "1", str(seq)), 2.0)
+                q.mark_answered(queue, seq, "accepted", 202, (("", 202),), (), 3.0)
+
+        self.unit(accept)
+
+        def alert(**fields):
+            return self.unit(lambda root: q.complete_accepted(q.queue_of(root, "A"), fields, 5.0))
+
+        self.assertIsNone(alert(source="./Vendor/MSFT/B/Run", correlator=None, data="0"))  # B carried a correlator
+        self.assertIsNone(alert(source="./Vendor/MSFT/C/Run", correlator="x", data="0"))
+        self.assertEqual(alert(source="./DEVICE/Vendor/MSFT/a/run", correlator=None, data="0"), 1)
+        self.assertEqual(alert(source="./Vendor/MSFT/A/Run", correlator=None, data="0x80070005"), 2)
+        self.assertEqual(alert(source=None, correlator="k", data=" 250 "), 3)
+        found = [(c.state, c.status, c.results[-1]["data"], c.error) for c in self.unit(q.list_commands, "A")]
+        self.assertEqual(
+            found,
+            [("done", 202, "0", None), ("failed", 202, "0x80070005", "its completion alert reports '0x80070005'"), ("done", 202, " 250 ", None)],
+        )

@@ -16,6 +16,7 @@ from mdmd.dm.state import (
     TRANSITIONS,
     Authentication,
     IllegalTransition,
+    LastAnswer,
     OurPackage,
     Phase,
     ServerCredential,
@@ -206,6 +207,90 @@ class TransitionTests(SynchronousTestCase):
         self.assertIs(SessionState.start("D", NOW, 60).server_credential, ServerCredential.NOT_ASKED)
         owed = SessionState.start("D", NOW, 60, ServerCredential.OWED)
         self.assertIs(owed.server_credential, ServerCredential.OWED)
+
+
+class EndedTests(SynchronousTestCase):
+    """
+    An ended session accepts nothing (issue 12): no row lets it authenticate, read
+    chunks or be challenged; every message to it is out of step.
+    """
+
+    def test_no_accepting_rows(self) -> None:
+        """
+        ENDED has no row for an accepted credential, an HMAC, an earlier authentication,
+        a device's challenge or chunks: only refusals, giving up, being out of step, and the
+        device's verdict on our SyncHdr read after giving up in the same message.
+        """
+        ended = {input for (phase, input) in TRANSITIONS if phase is Phase.ENDED}
+        self.assertEqual(
+            ended,
+            {SessionInput.REFUSED, SessionInput.GIVE_UP, SessionInput.OUT_OF_STEP, SessionInput.SERVER_ACCEPTED},
+        )
+        for input in ended:
+            self.assertIs(TRANSITIONS[(Phase.ENDED, input)].phase, Phase.ENDED)
+
+    def test_out_of_step(self) -> None:
+        """
+        OUT_OF_STEP drops an OPEN session (package closed, transfers stopped) and leaves an
+        ENDED one as it is; a session that is not open yet is never out of step.
+        """
+        dropped = advance(in_phase(Phase.OPEN), SessionInput.OUT_OF_STEP)
+        self.assertEqual(
+            (dropped.phase, dropped.package, dropped.incoming, dropped.outgoing),
+            (Phase.ENDED, OurPackage.CLOSED, None, None),
+        )
+        ended = in_phase(Phase.ENDED)
+        self.assertEqual(advance(ended, SessionInput.OUT_OF_STEP), ended)
+        for phase in (Phase.NEW, Phase.CHALLENGED):
+            self.assertNotIn((phase, SessionInput.OUT_OF_STEP), TRANSITIONS)
+
+    def test_no_more_commands(self) -> None:
+        """
+        A 214 or the unenrollment ends an OPEN session the way giving up does.
+        """
+        self.assertEqual(TRANSITIONS[(Phase.OPEN, SessionInput.NO_MORE_COMMANDS)], TRANSITIONS[(Phase.OPEN, SessionInput.GIVE_UP)])
+        self.assertEqual([key for key in TRANSITIONS if key[1] is SessionInput.NO_MORE_COMMANDS], [(Phase.OPEN, SessionInput.NO_MORE_COMMANDS)])
+
+
+class LastAnswerTests(SynchronousTestCase):
+    def test_round_trip(self) -> None:
+        """
+        The answer kept beside the state is plain builtins and loads as itself.
+        """
+        h = Harness(GET_SWV)
+        h.send(h.client.package1())
+        last = h.outcomes[-1].last
+        assert last is not None
+        plain = last.to_dict()
+        self.assertEqual({type(v) for v in plain.values()}, {str, bytes, list})
+        self.assertEqual(LastAnswer.from_dict(plain), last)
+        self.assertEqual((last.key, last.msg_id, last.body), (h.state.key, "1", h.outcomes[-1].body))
+
+    def test_answers(self) -> None:
+        """
+        It answers the same session's same MsgID with the same bytes and MAC header only.
+        """
+        state = in_phase(Phase.OPEN)
+        last = LastAnswer(state.key, "3", LastAnswer.digest_of(b"body", "mac=1"), b"answer")
+        self.assertTrue(last.answers(state, "3", b"body", "mac=1"))
+        self.assertFalse(last.answers(state, "3", b"body", "mac=2"))
+        self.assertFalse(last.answers(state, "3", b"body"))
+        self.assertFalse(last.answers(state, "3", b"bodx", "mac=1"))
+        self.assertFalse(last.answers(state, "4", b"body", "mac=1"))
+        self.assertFalse(last.answers(replace(state, key="D@2"), "3", b"body", "mac=1"))
+
+    def test_kept_while_the_session_goes_on(self) -> None:
+        """
+        Kept after a message that leaves the session challenged or open; none once it ended.
+        """
+        h = Harness(GET_SWV)
+        h.send(h.client.package1(cred=False))
+        self.assertIsNotNone(h.outcomes[-1].last)
+        reply = h.send(h.client.package1())
+        self.assertIsNotNone(h.outcomes[-1].last)
+        h.send(h.answer_all(reply))
+        self.assertIs(h.state.phase, Phase.ENDED)
+        self.assertIsNone(h.outcomes[-1].last)
 
 
 class SerialisationTests(SynchronousTestCase):

@@ -82,6 +82,37 @@ class StartupFailureTests(SynchronousTestCase):
         self.assertIn(f"cannot listen on https tcp:127.0.0.1:{port}", str(caught.exception))
         self.assertIn("exited with 1", str(caught.exception))
 
+    def test_one_line_for_what_the_operator_fixes(self) -> None:
+        """
+        A second daemon on the same state directory, and one on a port in
+        use, stop with one line saying so, and no traceback.
+        """
+        first = DaemonProcess()
+        self.addCleanup(first.cleanup)
+        first.start()
+        command = [script("twistd"), "--nodaemon", "--pidfile=", "mdmd", "--config", first.config_path]
+        second = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=first.state_dir)
+        output = second.stdout + second.stderr
+        self.assertEqual(second.returncode, 1, output)
+        self.assertNotIn("Traceback", output)
+        (line,) = [line for line in output.splitlines() if "cannot start" in line]
+        self.assertTrue(line.endswith(f"mdmd cannot start: another mdmd is running on {first.state_dir}/ (pid {first.pid})"), line)
+
+        other = DaemonProcess(port=first.https_port)
+        self.addCleanup(other.cleanup)
+        other.write_config()
+        busy = subprocess.run(
+            [script("twistd"), "--nodaemon", "--pidfile=", "mdmd", "--config", other.config_path],
+            capture_output=True, text=True, timeout=60, cwd=other.state_dir,
+        )
+        output = busy.stdout + busy.stderr
+        self.assertEqual(busy.returncode, 1, output)
+        self.assertNotIn("Traceback", output)
+        self.assertIn(
+            f"mdmd cannot start: cannot listen on https tcp:127.0.0.1:{first.https_port}: address already in use",
+            output,
+        )
+
     def test_config_errors_listed(self) -> None:
         """
         twistd mdmd with a broken file lists every problem and exits non-zero before listening.

@@ -17,7 +17,7 @@ from twisted.trial.unittest import TestCase
 from mdmd.syncml.codec import WBXML_CODEC, XML_CODEC
 from mdmd.syncml.model import Status
 from mdmd.testing.daemon import DaemonProcess
-from mdmd.testing.dmclient import DMSessionFailed, windows_dm_client, windows_post
+from mdmd.testing.dmclient import DMSessionFailed, completion_alert, windows_dm_client, windows_post
 from mdmd.testing.windows.device import WindowsDevice
 
 
@@ -47,13 +47,13 @@ class DMEndToEndTests(TestCase):
         return result.stdout
 
     async def enrolled_device(self) -> WindowsDevice:
-        await self.ok("user", "add", "bob@example.com", stdin="pw-bob\n")
+        await self.ok("user", "add", "bob@example.com", stdin="pw-of-bob\n")
         device = WindowsDevice(
             reactor,
             self.daemon.discovery_url,
             [self.root],
             user="bob@example.com",
-            password="pw-bob",
+            password="pw-of-bob",
         )
         self.addCleanup(device.close)
         await device.enroll()
@@ -169,6 +169,63 @@ class DMEndToEndTests(TestCase):
         self.assertEqual(log.messages, 2)
         results = json.loads(await self.ok("results", device.device_id, "--json"))
         self.assertEqual((results[-1]["state"], results[-1]["results"][0]["data"]), ("done", client.tree["./DevDetail/OEM"]))
+
+    async def test_lost_answers_and_asynchronous_commands(self) -> None:
+        """
+        Issue 12 against the real daemon: the device loses every answer once and resends
+        its message (a 3000-byte value goes out in chunks meanwhile): each message is
+        applied once, the value arrives whole. An Exec answered 202 stays accepted
+        until the CSP's completion alert, in a later session, finishes it; the alert is
+        shown with the device.
+        """
+        device = await self.enrolled_device()
+        client = windows_dm_client(device, clock=reactor.seconds, max_msg_size=1500, lose=frozenset(range(1, 50)))
+        post = windows_post(device)
+        ident = device.device_id
+        data = "".join(chr(65 + i % 26) for i in range(3000))
+        await self.ok("cmd", ident, "replace", "./Vendor/MSFT/Test/Big", "--data", data, "--format", "chr")
+        recorded: list[bytes] = []
+
+        async def recording(body: bytes, content_type: str, headers: dict[str, str]) -> Any:
+            recorded.append(body)
+            return await post(body, content_type, headers)
+
+        log = await client.session(recording)
+        self.assertEqual(log.resent, log.messages)
+        self.assertGreaterEqual(log.messages, 3)
+        self.assertEqual(client.tree["./Vendor/MSFT/Test/Big"], data)
+        results = json.loads(await self.ok("results", ident, "--json"))
+        self.assertEqual([(c["state"], c["attempts"]) for c in results], [("done", 1)] * 3)
+        # a message of the ended session replayed: refused (403), nothing applied again
+        replayed = await device.request(
+            "POST", device.dm_url, recorded[2], content_type=client.codec.content_type, client_certificate=True
+        )
+        answer = client.codec.decode(replayed.body)
+        self.assertEqual({s.data for s in answer.body if isinstance(s, Status)}, {"403"})
+        self.assertEqual(json.loads(await self.ok("results", ident, "--json")), results)
+
+        msi = "./Device/Vendor/MSFT/EnterpriseDesktopAppManagement/MSI/%7BAF9257BA%7D/DownloadInstall"
+        hosted = "./Device/Vendor/MSFT/EnterpriseModernAppManagement/AppInstallation/App_1/HostedInstall"
+        client.lose = frozenset()
+        client.status_for.update({msi: 202, hosted: 202})
+        await self.ok("cmd", ident, "exec", msi, "--data", "<MsiInstallJob/>")
+        await self.ok("cmd", ident, "exec", hosted, "--data", "<Application/>")
+        await client.session(post)
+        accepted = json.loads(await self.ok("queue", ident, "--json"))
+        self.assertEqual([(c["state"], c["status"]) for c in accepted], [("accepted", 202)] * 2)
+        self.assertIn("accepted", await self.ok("queue", ident))
+        client.events += [
+            completion_alert(msi, "Reversed-Domain-Name:com.microsoft.mdm.win32csp_install", "0", code="1224"),
+            completion_alert(hosted, "Reversed-Domain-Name:com.microsoft.mdm.EnterpriseHostedAppInstall.result", "0"),
+        ]
+        await client.session(post)
+        self.assertEqual(json.loads(await self.ok("queue", ident, "--json")), [])
+        done = json.loads(await self.ok("results", ident, "--json"))[-2:]
+        self.assertEqual([(c["state"], c["status"], c["results"][-1]["data"]) for c in done], [("done", 202, "0")] * 2)
+        shown = await self.ok("device", "show", ident)
+        self.assertIn("1224 Reversed-Domain-Name:com.microsoft.mdm.win32csp_install '0' from " + msi, shown)
+        self.assertIn("1226 Reversed-Domain-Name:com.microsoft.mdm.EnterpriseHostedAppInstall.result '0' from " + hosted, shown)
+        self.assertNotIn("Traceback", self.daemon.log())
 
     async def test_unknown_content_type_and_garbage(self) -> None:
         """

@@ -52,7 +52,7 @@ class EnrollmentEndToEndTests(TestCase):
         certificate; mdmctl removes it, after which its certificate is refused
         and listed in the CRL.
         """
-        added = await self.mdmctl("user", "add", "alice@example.com", stdin="S3cret!\n")
+        added = await self.mdmctl("user", "add", "alice@example.com", stdin="S3cret!!\n")
         self.assertEqual(added.returncode, 0, added.stderr)
 
         port = self.daemon.https_port
@@ -61,7 +61,7 @@ class EnrollmentEndToEndTests(TestCase):
             self.daemon.discovery_url,
             [self.root],
             user="alice@example.com",
-            password="S3cret!",
+            password="S3cret!!",
             csr_shape="legacy",
         )
         self.addCleanup(device.close)

@@ -60,13 +60,13 @@ class _PushTestCase(TestCase):
 
     async def enrolled_device(self, daemon: DaemonProcess) -> WindowsDevice:
         root = daemon.ca_certificate()
-        await self.ok(daemon, "user", "add", "bob@example.com", stdin="pw-bob\n")
+        await self.ok(daemon, "user", "add", "bob@example.com", stdin="pw-of-bob\n")
         device = WindowsDevice(
             reactor,
             daemon.discovery_url,
             [root],
             user="bob@example.com",
-            password="pw-bob",
+            password="pw-of-bob",
         )
         self.addCleanup(device.close)
         await device.enroll()

@@ -47,14 +47,14 @@ class TwoNodeTests(TestCase):
         Enroll through one node, queue a command through the other, and run a
         session whose messages go to the two nodes in turn.
         """
-        added = await deferToThread(self.first.mdmctl, "user", "add", "eve@example.com", stdin="pw\n")
+        added = await deferToThread(self.first.mdmctl, "user", "add", "eve@example.com", stdin="pw-of-eve\n")
         self.assertEqual(added.returncode, 0, added.stderr)
         device = WindowsDevice(
             reactor,
             self.first.discovery_url,
             [self.root],
             user="eve@example.com",
-            password="pw",
+            password="pw-of-eve",
         )
         self.addCleanup(device.close)
         await device.enroll()

@@ -79,6 +79,8 @@ class EnrollmentServerTestCase(TestCase):
 
     #: INI text added to the configuration (sections other than [server])
     config = ""
+    #: what password checks may cost (the daemon's defaults unless a test says otherwise)
+    password_limits = users.PasswordLimits()
 
     def setUp(self) -> Any:
         self.state_dir = tempfile.mkdtemp(prefix="mdmd-enr-")
@@ -97,7 +99,7 @@ class EnrollmentServerTestCase(TestCase):
             mdmd_settings.from_config(self.configuration).enrollment,
             self.store,
             self.ca,
-            StoreUserChecker(self.store, IReactorThreads(reactor), reactor),
+            StoreUserChecker(self.store, IReactorThreads(reactor), reactor, limits=self.password_limits),
             reactor,
             lambda: self.port_number,
         )

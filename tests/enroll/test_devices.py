@@ -221,3 +221,56 @@ class DeviceTests(SynchronousTestCase):
         self.enroll(facts(device_id="A-DEVICE"))
         self.assertEqual([d.device_id for d in self.read(records.list_devices)], ["A-DEVICE", "B-DEVICE"])
         self.assertEqual(self.read(records.device_counts)["enrolled"], 2)
+
+
+class ReEnrollmentInventoryTests(SynchronousTestCase):
+    """
+    The enrollment's unit of work queues the inventory Gets once (issue 12: Windows
+    enrolls again with the same DeviceID, and they were queued again beside the unsent ones).
+    """
+
+    def setUp(self) -> None:
+        self.store = memory_store_service()
+        self.addCleanup(self.store.stopService)
+        self.ca = started_ca(self, store=self.store)
+        self.now = 1000.0
+
+    def enroll(self) -> None:
+        from mdmd.enroll.operations import _confirm_and_enroll
+        from mdmd.enroll.policies import Principal
+
+        principal = Principal("alice", "OnPremise", "alice@example.com", lambda root: "alice")
+        inventory = ("./DevDetail/SwV", "./DevDetail/OEM")
+        self.successResultOf(
+            self.ca.transact_issuing(
+                _confirm_and_enroll, principal, facts(), KEY.public_key(), credentials(), self.now, inventory
+            )
+        )
+        self.now += 60
+
+    def targets(self) -> list[tuple[str, str]]:
+        from mdmd.dm import queue
+
+        found = self.successResultOf(self.store.read(queue.list_commands, DEVICE_ID))
+        return [(c.spec["items"][0]["target"], c.state) for c in found]
+
+    def test_queued_once(self) -> None:
+        """
+        Enrolling again while the Gets are unsent queues nothing more; once they were
+        answered, a new enrollment queues them again.
+        """
+        self.enroll()
+        self.enroll()
+        self.assertEqual(self.targets(), [("./DevDetail/SwV", "queued"), ("./DevDetail/OEM", "queued")])
+
+        def answer(root: Any) -> None:
+            from mdmd.dm import queue
+
+            dm = queue.queue_of(root, DEVICE_ID)
+            for seq in (1, 2):
+                queue.mark_sent(dm, seq, ("S", "1", str(seq)), self.now)
+                queue.mark_answered(dm, seq, "done", 200, (), (), self.now)
+
+        self.successResultOf(self.store.transact(answer))
+        self.enroll()
+        self.assertEqual([state for _, state in self.targets()], ["done", "done", "queued", "queued"])

@@ -124,6 +124,34 @@ class ParseTests(SynchronousTestCase):
             self.assertIn(expected, str(caught.exception))
 
 
+class VersionBoundsTests(SynchronousTestCase):
+    def test_only_versions_accepted(self) -> None:
+        """
+        A RequestVersion must read as digits, a dot and digits (at most
+        MAX_VERSION_DIGITS each side): exponents, signs, 1e-999999, NaN and
+        overlong versions are MessageFormat faults, quoting at most MAX_REASON characters.
+        """
+        for text in ("1e-999999", "1E+3", "+5.0", "5.", ".5", "NaN", "Infinity", "5.0.1", "0x5", "1_0", "12345.0", "1." + "0" * 100_000, "٥.٠", "0", "0.0"):
+            with self.assertRaises(soap.MessageFormatFault) as caught:
+                discovery.parse_discover(_discover([("RequestVersion", text)]))
+            self.assertIn("not a version number", str(caught.exception), text[:20])
+            self.assertLessEqual(len(str(caught.exception)), soap.MAX_REASON)
+        for text, expected in (("9999.9999", "9999.9999"), ("6.0", "6.0"), ("007", "7")):
+            request = discovery.parse_discover(_discover([("RequestVersion", text)]))
+            self.assertEqual(request.request_version, decimal.Decimal(expected))
+
+    def test_answer_is_short(self) -> None:
+        """
+        Whatever version is admitted, the EnrollmentVersion answered is the
+        lower of it and ours: never longer than the digits allowed.
+        """
+        for text in ("9999.9999", "0.0001", "1.2345", "3"):
+            version = discovery.parse_discover(_discover([("RequestVersion", text)])).request_version
+            answer = discovery.negotiate_version(version, "5.0")
+            self.assertLessEqual(len(answer), 2 * discovery.MAX_VERSION_DIGITS + 1, text)
+            self.assertLessEqual(decimal.Decimal(answer), decimal.Decimal("5.0"))
+
+
 class ResponseTests(SynchronousTestCase):
     def test_negotiate_version(self) -> None:
         """

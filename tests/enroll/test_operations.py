@@ -103,3 +103,36 @@ class PolicyChoiceTests(SynchronousTestCase):
             Deferred.fromCoroutine(service.sign_in("alice", "pw")), SignInUnavailable
         )
         self.assertEqual(failure.value.http_status, 404)
+
+
+class ProvisionedRootsTests(SynchronousTestCase):
+    def test_roots(self) -> None:
+        """
+        Devices are given our CA, and the root of an operator's server certificate
+        chain when there is one (once, even if it is our CA).
+        """
+        import datetime
+
+        from cryptography.hazmat.primitives import serialization
+
+        from mdmd.pki.ca import CertificateAuthority, generate_rsa_key
+
+        now = datetime.datetime.now(datetime.timezone.utc)
+        ours, theirs = (
+            CertificateAuthority.create(generate_rsa_key(2048), name, "o", datetime.timedelta(days=3), now).certificate
+            for name in ("ours", "enterprise")
+        )
+
+        class FakeCA:
+            ca_certificate = ours
+            server_chain_root: Any = None
+
+        state_dir = os.path.abspath(self.mktemp())
+        os.makedirs(state_dir)
+        settings = mdmd_settings.from_config(load_config(state_dir)).enrollment
+        der = [c.public_bytes(serialization.Encoding.DER) for c in (ours, theirs)]
+        for chain_root, expected in ((None, der[:1]), (ours, der[:1]), (theirs, der)):
+            ca = FakeCA()
+            ca.server_chain_root = chain_root
+            service = EnrollmentService(settings, None, ca, None, None, lambda: 443)  # type: ignore[arg-type]
+            self.assertEqual(list(service._root_ders()), expected)

@@ -38,6 +38,7 @@ from mdmd.enroll.soap import (
     SoapRequest,
     parse_request,
 )
+from mdmd.enroll.throttle import GuessKey, GuessLimits
 from mdmd.enroll.users import StaleCredentials, StoreUserChecker
 from mdmd.pki.ca import CertificateAuthority, generate_rsa_key
 from mdmd.testing.reactor import ThreadedMemoryReactor
@@ -53,6 +54,11 @@ from ..pki.helpers import started_ca
 from .helpers import OTHER_KEY, password_hash
 
 T = TypeVar("T")
+
+#: one free failure per user name, two per source
+TIGHT = users.PasswordLimits(
+    guesses=GuessLimits(user_failures=1, source_failures=2, max_delay=4.0, lockout=60.0, tracked=100)
+)
 
 URL = "https://mdm.example.com/EnrollmentServer/Policy.svc"
 ALICE, PASSWORD = "alice@example.com", "S3cret!"
@@ -147,6 +153,36 @@ class OnPremisePolicyTests(PolicyTestCase):
         right = policies_request(username_security(ALICE, PASSWORD))
         self.failure(self.policy.authenticate(right, True), AuthorizationFault)
 
+    def test_one_attempt_whatever_the_spellings(self) -> None:
+        """
+        A wrong password tried with and without the domain and blanks is one
+        failure for each user name it names, and one for the source.
+        """
+        request = policies_request(username_security("CONTOSO\\" + ALICE, " wrong "))
+        self.failure(self.policy.authenticate(request, True, "192.0.2.1"), AuthenticationFault)
+        now = self.clock.seconds()
+        self.assertEqual(
+            [
+                self.checker.throttle.failures(key, now)
+                for key in ((GuessKey.USER, "contoso\\" + ALICE), (GuessKey.USER, ALICE), (GuessKey.SOURCE, "192.0.2.1"))
+            ],
+            [1, 1, 1],
+        )
+
+    def test_guessing_refused_as_such(self) -> None:
+        """
+        Once guessing is throttled, a request is refused with TooManyAttempts
+        (after its wait), not as a wrong password, the right one included.
+        """
+        policy = OnPremisePolicy(StoreUserChecker(self.service, ThreadedMemoryReactor(), self.clock, limits=TIGHT))
+        wrong = policies_request(username_security(ALICE, "wrong"))
+        self.failure(policy.authenticate(wrong, True, "192.0.2.1"), AuthenticationFault)
+        held = Deferred.fromCoroutine(policy.authenticate(wrong, True, "192.0.2.1"))
+        right = Deferred.fromCoroutine(policy.authenticate(policies_request(username_security(ALICE, PASSWORD)), True))
+        self.clock.advance(1.0)
+        self.failureResultOf(held, AuthenticationFault)
+        self.failureResultOf(right, users.TooManyAttempts)
+
 
 class FederatedPolicyTests(PolicyTestCase):
     def setUp(self) -> None:
@@ -218,6 +254,23 @@ class FederatedPolicyTests(PolicyTestCase):
         self.failure(self.policy.authenticate(self.token_request(forged.encode()), True), AuthenticationFault)
         self.store.run(users.set_enabled, ALICE, False)
         self.failure(self.policy.sign_in(ALICE, PASSWORD), AuthorizationFault)
+
+    def test_sign_in_throttled_by_source(self) -> None:
+        """
+        Sign-ins count against their source address too: guessing from one
+        address is refused (TooManyAttempts) for any user name.
+        """
+        checker = StoreUserChecker(self.service, ThreadedMemoryReactor(), self.clock, limits=TIGHT)
+        policy = FederatedPolicy(checker, self.key_path, 600.0, self.clock, os.urandom)
+        policy.start()
+        for name in ("x", "y"):
+            self.failure(policy.sign_in(name, "wrong", "192.0.2.5"), AuthenticationFault)
+        held = Deferred.fromCoroutine(policy.sign_in("z", "wrong", "192.0.2.5"))
+        refused = Deferred.fromCoroutine(policy.sign_in(ALICE, PASSWORD, "192.0.2.5"))
+        self.clock.advance(1.0)
+        self.failureResultOf(held, AuthenticationFault)
+        self.failureResultOf(refused, users.TooManyAttempts)
+        self.assertTrue(self.result(policy.sign_in(ALICE, PASSWORD, "192.0.2.6")))
 
 
 class CertificatePolicyTests(PolicyTestCase):

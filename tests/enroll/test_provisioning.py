@@ -50,7 +50,9 @@ def credentials() -> provisioning.DMCredentials:
     return provisioning.DMCredentials.generate(DEVICE_ID, "mdmd", "DIGEST", _counter())  # type: ignore[arg-type]
 
 
-def document(store: str = "User", upn: str = "alice@example.com") -> provisioning.Characteristic:
+def document(
+    store: str = "User", upn: str = "alice@example.com", account: provisioning.DMAccount = ACCOUNT
+) -> provisioning.Characteristic:
     return provisioning.parse_document(
         provisioning.enrollment_document(
             root_der=ROOT_DER,
@@ -60,7 +62,7 @@ def document(store: str = "User", upn: str = "alice@example.com") -> provisionin
             device_name="DESKTOP-1",
             upn=upn,
             credentials=credentials(),
-            account=ACCOUNT,
+            account=account,
         )
     )
 
@@ -148,6 +150,22 @@ class EnrollmentDocumentTests(SynchronousTestCase):
         )
         self.assertIsNone(document(upn="").get("DMClient", "Provider", "mdmd").parm("UPN"))  # type: ignore[union-attr]
 
+    def test_push_pfn(self) -> None:
+        """
+        With a push PFN, DMClient/Provider/<PROVIDER-ID>/Push sets it (a
+        string), after the poll schedule; the device's checks still pass.
+        Without one there is no Push characteristic.
+        """
+        from dataclasses import replace
+
+        account = replace(ACCOUNT, push_pfn="Contoso.MDMPush_8wekyb3d8bbwe")
+        provider = document(account=account).get("DMClient", "Provider", "mdmd")
+        assert provider is not None
+        self.assertEqual([c.type for c in provider.children], ["Poll", "Push"])
+        self.assertEqual(provider.get("Push").parms, (("PFN", "Contoso.MDMPush_8wekyb3d8bbwe", "string"),))  # type: ignore[union-attr]
+        check_enrollment_document(document(account=account), DEVICE_ID, KEY, [AUTHORITY.certificate])
+        self.assertIsNone(document().get("DMClient", "Provider", "mdmd", "Push"))
+
     def test_device_store(self) -> None:
         """
         A device-scoped enrollment keeps its certificate in My/System and says so in the criteria.
@@ -199,3 +217,53 @@ class RenewalDocumentTests(SynchronousTestCase):
         certificate = doc.get("CertificateStore", "My", "System", hashlib.sha1(CLIENT_DER).hexdigest().upper())
         self.assertIsNotNone(certificate.get("PrivateKeyContainer"))  # type: ignore[union-attr]
         self.assertEqual(doc.get("APPLICATION").parms, (("PROVIDER-ID", "mdmd", None),))  # type: ignore[union-attr]
+
+
+ENTERPRISE = CertificateAuthority.create(generate_rsa_key(2048), "enterprise root", "o", datetime.timedelta(days=30), NOW)
+ENTERPRISE_DER = ENTERPRISE.certificate.public_bytes(serialization.Encoding.DER)
+
+
+class ChainRootTests(SynchronousTestCase):
+    """
+    With an operator-supplied server certificate the device must trust its chain's
+    root too (issue 12, seed 000): it goes in Root/System after our CA.
+    """
+
+    def test_enrollment_document(self) -> None:
+        """
+        Both roots are in Root/System, each named by its thumbprint, ours first; the
+        device's checks pass and it keeps both.
+        """
+        data = provisioning.enrollment_document(
+            root_der=ROOT_DER,
+            client_der=CLIENT_DER,
+            store="User",
+            device_id=DEVICE_ID,
+            device_name="DESKTOP-1",
+            upn="alice@example.com",
+            credentials=credentials(),
+            account=ACCOUNT,
+            extra_roots=(ENTERPRISE_DER,),
+        )
+        doc = provisioning.parse_document(data)
+        roots = doc.get("CertificateStore", "Root", "System")
+        assert roots is not None
+        self.assertEqual(
+            [(c.type, base64.b64decode(c.parm("EncodedCertificate") or "")) for c in roots.children],
+            [(hashlib.sha1(der).hexdigest().upper(), der) for der in (ROOT_DER, ENTERPRISE_DER)],
+        )
+        enrollment = check_enrollment_document(doc, DEVICE_ID, KEY, [AUTHORITY.certificate, ENTERPRISE.certificate])
+        self.assertEqual((enrollment.root, enrollment.roots), (AUTHORITY.certificate, (AUTHORITY.certificate, ENTERPRISE.certificate)))
+        with self.assertRaises(ProvisioningError):
+            check_enrollment_document(doc, DEVICE_ID, KEY, [AUTHORITY.certificate])
+
+    def test_renewal_document(self) -> None:
+        """
+        The renewal's document carries the same roots.
+        """
+        data = provisioning.renewal_document(
+            root_der=ROOT_DER, client_der=CLIENT_DER, store="User", provider_id="mdmd", extra_roots=(ENTERPRISE_DER,)
+        )
+        roots = provisioning.parse_document(data).get("CertificateStore", "Root", "System")
+        assert roots is not None
+        self.assertEqual(len(list(roots.children)), 2)

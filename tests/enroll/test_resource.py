@@ -10,19 +10,23 @@ import base64
 import datetime
 from typing import Any
 
+from urllib.parse import urlencode
+
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.logger import LogLevel
 
 from mdmd.devices import records
 from mdmd.enroll import devices, soap, users
 from mdmd.enroll.policies import FederatedPolicy
 from mdmd.enroll.provisioning import parse_document
+from mdmd.enroll.throttle import GuessLimits
 from mdmd.enroll.wstep import RSTRC_ACTION
 from mdmd.pki import registry
 from mdmd.pki.ca import CertificateAuthority, generate_rsa_key
 from mdmd.store.runner import ConflictRetriesExhausted
 from mdmd.testing.windows.csr import modern_csr, renewal_request
-from mdmd.testing.windows.device import EnrollmentFault, WindowsDevice
+from mdmd.testing.windows.device import APPRU, EnrollmentFault, WindowsDevice
 from mdmd.testing.windows.provisioning import check_enrollment_document
 from mdmd.testing.windows.soap import (
     discover_message,
@@ -341,6 +345,49 @@ class FaultTests(EnrollmentServerTestCase):
         self.assertEqual(self.read(registry.list_certificates), [])
         self.assertEqual(soap.text(soap.child(soap.child(parse(fault.body), "Header"), "Action")), RSTRC_ACTION)
 
+    async def test_content_type_checked(self) -> None:
+        """
+        A SOAP endpoint takes application/soap+xml or SOAP 1.1's text/xml;
+        another type is a MessageFormat fault.
+        """
+        device = self.device()
+        message = discover_message(self.discovery_url, "x@example.com")
+        for content_type, code in (("application/x-www-form-urlencoded", 500), ("text/plain", 500), ("text/xml; charset=utf-8", 200)):
+            reply = await device.request("POST", self.discovery_url, message, content_type=content_type)
+            self.assertEqual(reply.code, code, content_type)
+        reply = await device.request("POST", self.discovery_url, message, content_type="text/plain")
+        self.assertIn(b"s:MessageFormat", reply.body)
+        self.assertIn(b"application/soap+xml", reply.body)
+
+    async def test_message_id_not_echoed_unbounded(self) -> None:
+        """
+        A 900 KB MessageID is a MessageFormat fault without RelatesTo, and
+        the answer stays small.
+        """
+        message = discover_message(self.discovery_url, "x", message_id="urn:" + "m" * 900_000)
+        fault = await self.fault(self.discovery_url, message)
+        self.assertEqual(fault.subcode, "s:MessageFormat")
+        self.assertIsNone(soap.child(soap.child(parse(fault.body), "Header"), "RelatesTo"))
+        self.assertLess(len(fault.body), 4096)
+
+    async def test_request_version_not_a_number_to_echo(self) -> None:
+        """
+        RequestVersion 1e-999999 (a number, not a version) is a MessageFormat
+        fault in a small answer, where it was once answered with a 1 MB version.
+        """
+        fault = await self.fault(self.discovery_url, discover_message(self.discovery_url, "x", request_version="1e-999999"))
+        self.assertEqual(fault.subcode, "s:MessageFormat")
+        self.assertIn("not a version number", fault.reason)
+        self.assertLess(len(fault.body), 4096)
+
+    async def test_wide_request_refused(self) -> None:
+        """
+        A request of 100,000 sibling elements is refused as too large before any lookup.
+        """
+        message = discover_message(self.discovery_url, "x").replace(b"<EmailAddress>", b"<x/>" * 100_000 + b"<EmailAddress>")
+        fault = await self.fault(self.discovery_url, message)
+        self.assertIn("more than", fault.reason)
+
 
 class RenewalTests(EnrollmentServerTestCase):
     config = """
@@ -530,6 +577,62 @@ class FederatedTests(EnrollmentServerTestCase):
 
         assert isinstance(self.service.policy, FederatedPolicy)
         self.assertEqual(os.stat(self.service.policy.key_path).st_mode & 0o777, 0o600)
+
+
+class FederatedBoundsTests(EnrollmentServerTestCase):
+    config = """
+        [enrollment]
+        auth_policy = Federated
+    """
+    password_limits = users.PasswordLimits(
+        guesses=GuessLimits(user_failures=1, source_failures=100, max_delay=1.0, lockout=60.0)
+    )
+
+    @property
+    def sign_in_url(self) -> str:
+        return self.base_url + "/EnrollmentServer/Authenticate"
+
+    async def test_form_read_by_the_page(self) -> None:
+        """
+        The sign-in page reads its own url-encoded form (twisted.web parses
+        none): one larger than a sign-in needs is refused with 413, a
+        multipart body is no form (so appru is missing: 400).
+        """
+        device = self.device()
+        form = "application/x-www-form-urlencoded"
+        big = urlencode({"appru": APPRU, "username": "a", "password": "p" * 9000}).encode()
+        reply = await device.request("POST", self.sign_in_url, big, content_type=form)
+        self.assertEqual(reply.code, 413)
+        many = "&".join(f"f{n}=1" for n in range(20)).encode()
+        self.assertEqual((await device.request("POST", self.sign_in_url, many, content_type=form)).code, 413)
+        multipart = (
+            b'--b\r\nContent-Disposition: form-data; name="appru"\r\n\r\n'
+            + APPRU.encode()
+            + b"\r\n--b--\r\n"
+        )
+        reply = await device.request("POST", self.sign_in_url, multipart, content_type="multipart/form-data; boundary=b")
+        self.assertEqual(reply.code, 400)
+
+    async def test_guessing_shown_on_the_page(self) -> None:
+        """
+        Once a user name is being guessed, the page says to try later (the
+        right password is not checked meanwhile), and the wrong-password
+        message is kept for wrong passwords.
+        """
+        self.add_user()
+        wrong, right = self.device(password="wrong"), self.device()
+        for device in (wrong, right):
+            await device.discover()
+        with self.assertRaises(EnrollmentFault) as caught:
+            await wrong.sign_in()
+        self.assertIn(b"incorrect", caught.exception.body)
+        guessing = Deferred.fromCoroutine(wrong.sign_in())
+        with self.assertRaises(EnrollmentFault) as caught:
+            await right.sign_in()
+        self.assertIn(b"Too many failed sign-ins", caught.exception.body)
+        with self.assertRaises(EnrollmentFault) as caught:
+            await guessing
+        self.assertIn(b"incorrect", caught.exception.body)
 
 
 class SignInUnavailableTests(EnrollmentServerTestCase):

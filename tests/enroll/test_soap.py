@@ -141,3 +141,90 @@ class WriteTests(SynchronousTestCase):
         expected = soap._FORBIDDEN.sub("", value).replace("\r\n", "\n").replace("\r", "\n")
         self.assertEqual(root.text or "", expected)
         self.assertEqual(root.get("b"), expected.replace("\n", " ").replace("\t", " "))
+
+
+def _envelope(body: str, header: str = "") -> bytes:
+    return f'<s:Envelope xmlns:s="{soap.SOAP12}" xmlns:a="{soap.WSA}"><s:Header>{header}</s:Header><s:Body>{body}</s:Body></s:Envelope>'.encode()
+
+
+class BoundsTests(SynchronousTestCase):
+    """
+    What a request may cost before anyone authenticates: its size in
+    elements, its lookups, what is echoed back, its media type.
+    """
+
+    def test_elements_bounded(self) -> None:
+        """
+        A request of more than MAX_ELEMENTS elements (100,000 siblings, say) is
+        a MessageFormat fault; one at the limit is read.
+        """
+        huge = _envelope("<Discover>" + "<x/>" * 100_000 + "</Discover>")
+        with self.assertRaises(soap.MessageFormatFault) as caught:
+            soap.parse_request(huge)
+        self.assertIn(f"more than {soap.MAX_ELEMENTS} elements", str(caught.exception))
+        # envelope, header, body, payload, 5 groups: 9 elements besides the items
+        groups = "".join("<g>" + "<i/>" * ((soap.MAX_ELEMENTS - 9) // 5) + "</g>" for _ in range(5))
+        self.assertEqual(soap.local(soap.parse_request(_envelope(f"<p>{groups}</p>")).payload), "p")
+
+    def test_children_bounded(self) -> None:
+        """
+        An element with more than MAX_CHILDREN children is refused even when the whole is small.
+        """
+        wide = _envelope("<p>" + "<i/>" * (soap.MAX_CHILDREN + 1) + "</p>")
+        with self.assertRaises(soap.MessageFormatFault) as caught:
+            soap.parse_request(wide)
+        self.assertIn(f"more than {soap.MAX_CHILDREN} children", str(caught.exception))
+        soap.parse_request(_envelope("<p>" + "<i/>" * soap.MAX_CHILDREN + "</p>"))
+
+    def test_lookups(self) -> None:
+        """
+        child and children match the local name in any namespace or none,
+        in order, skipping comments; Children indexes an element's children once.
+        """
+        element = parse(b'<r xmlns:p="urn:p"><a>1</a><!--c--><p:a>2</p:a><b/><a xmlns="urn:q">3</a></r>')
+        self.assertEqual([soap.text(e) for e in soap.children(element, "a")], ["1", "2", "3"])
+        self.assertEqual(soap.text(soap.child(element, "a")), "1")
+        self.assertIsNone(soap.child(element, "c"))
+        self.assertIsNone(soap.child(None, "a"))
+        self.assertEqual(list(soap.children(None, "a")), [])
+        index = soap.Children(element)
+        self.assertEqual(sorted(index), ["a", "b"])
+        self.assertEqual([soap.text(e) for e in index.all("a")], ["1", "2", "3"])
+        self.assertEqual((soap.local(index.first("b")), index.first("c"), index.all("c")), ("b", None, ()))
+        self.assertEqual(len(soap.Children(None)), 0)
+
+    def test_message_id_bounded(self) -> None:
+        """
+        The MessageID (echoed as RelatesTo) may be up to MAX_MESSAGE_ID
+        printable characters, a blank included as in Microsoft's samples;
+        longer, or with a control character, it is a MessageFormat fault.
+        """
+        for message_id in ("urn:uuid: 748132ec-a575-4329-b01b-6171a9cf8478", "m" * soap.MAX_MESSAGE_ID, ""):
+            request = soap.parse_request(_envelope("<p/>", f"<a:MessageID>{message_id}</a:MessageID>"))
+            self.assertEqual(request.message_id, message_id)
+        for message_id in ("m" * (soap.MAX_MESSAGE_ID + 1), "urn:a&#9;b", "urn:a\u2028b"):
+            with self.assertRaises(soap.MessageFormatFault) as caught:
+                soap.parse_request(_envelope("<p/>", f"<a:MessageID>{message_id}</a:MessageID>"))
+            self.assertIn("MessageID", str(caught.exception))
+
+    def test_fault_reason_bounded(self) -> None:
+        """
+        A fault's reason (which quotes the request) is cut to MAX_REASON characters.
+        """
+        fault = soap.MessageFormatFault(f"unsupported RequestType {'x' * 900_000!r}")
+        self.assertEqual(len(str(fault)), soap.MAX_REASON)
+        self.assertEqual((len(fault.reason), fault.reason[-1]), (soap.MAX_REASON, "\u2026"))
+        body = soap.fault(fault.subcode, fault.reason, "urn:a", "urn:m", "trace")
+        self.assertLess(len(body), 2 * soap.MAX_REASON + 1000)
+        self.assertEqual(str(soap.MessageFormatFault("short")), "short")
+
+    def test_content_type(self) -> None:
+        """
+        SOAP 1.2's and SOAP 1.1's media types pass, with parameters and in any
+        case; none or another type is a MessageFormat fault.
+        """
+        for value in (b"application/soap+xml; charset=utf-8", b"text/xml", b" Application/SOAP+XML ;action=x"):
+            soap.check_content_type(value)
+        for refused in (None, b"", b"application/x-www-form-urlencoded", b"text/xmlx", b"multipart/form-data; boundary=x"):
+            with self.assertRaises(soap.MessageFormatFault):
+                soap.check_content_type(refused)

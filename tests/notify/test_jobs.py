@@ -650,12 +650,12 @@ class BootstrapTests(StoreTestCase):
         self.run_(add_classic_device, "C1")
         job = self.bootstrap()
         (notification,) = self.enqueue("C1", now=101.0)
-        self.assertEqual(self.run_(jobs.answer_bootstrap, "C1", 105.0, 106.0), [])
+        self.assertEqual(self.run_(jobs.answer_session, "C1", 105.0, 106.0), [])
         self.run_(jobs.record_submitted, job.ref, 110.0, via="spool", spool_file="f")
-        self.assertEqual(self.run_(jobs.answer_bootstrap, "C1", 109.0, 111.0), [])
-        (answered,) = self.run_(jobs.answer_bootstrap, "C1", 110.0, 112.0)
+        self.assertEqual(self.run_(jobs.answer_session, "C1", 109.0, 111.0), [])
+        (answered,) = self.run_(jobs.answer_session, "C1", 110.0, 112.0)
         self.assertEqual((answered.seq, answered.state, answered.answered_at), (1, jobs.ANSWERED, 112.0))
-        self.assertEqual(self.run_(jobs.answer_bootstrap, "C1", 200.0, 201.0), [])
+        self.assertEqual(self.run_(jobs.answer_session, "C1", 200.0, 201.0), [])
         self.assertEqual(self.read(job_record, "C1", notification.info.seq)["state"], jobs.QUEUED)
 
     def test_delivered_before_acknowledged(self) -> None:
@@ -669,7 +669,7 @@ class BootstrapTests(StoreTestCase):
         self.run_(jobs.record_ids, job.ref, keys, keys, 105.0)
         for key in keys:
             self.run_(jobs.record_receipt, key, MessageState.DELIVERED, 106.0)
-        (answered,) = self.run_(jobs.answer_bootstrap, "C1", 107.0, 108.0)
+        (answered,) = self.run_(jobs.answer_session, "C1", 107.0, 108.0)
         self.assertEqual(answered.state, jobs.ANSWERED)
 
     def test_old_records_are_notifications(self) -> None:
@@ -687,3 +687,61 @@ class BootstrapTests(StoreTestCase):
         self.assertNotIn("kind", self.read(job_record, "D1", 1))
         (info,) = self.read(jobs.list_pushes, "D1")
         self.assertEqual((info.kind, info.as_json()["kind"]), (jobs.NOTIFICATION, "notification"))
+
+
+class WnsJobTests(StoreTestCase):
+    """
+    Jobs of route "wns": one part, to the device's channel, answered by its next session.
+    """
+
+    URI = "https://db5p.notify.windows.com/w/?token=AwYAAAB"
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.run_(add_device, "D1")
+
+    def test_one_part_to_the_channel(self) -> None:
+        """
+        A WNS job is a notification queued with the channel, no segments, no
+        session id and one message id to come; old jobs read as SMS.
+        """
+        (job,) = self.run_(jobs.enqueue_wns, [("D1", self.URI)], SETTINGS, 100.0)
+        info = job.info
+        self.assertEqual(
+            (info.kind, info.route, info.channel_uri, info.state, info.session_id, info.message_ids, info.expires_at),
+            (jobs.NOTIFICATION, "wns", self.URI, jobs.QUEUED, None, (None,), 700.0),
+        )
+        self.assertEqual(job.segments, ())
+        (sms,) = self.enqueue("D1")
+        self.assertEqual((sms.info.route, sms.info.channel_uri, sms.info.seq), ("sms", "", 2))
+        self.assertNotIn("route", self.read(job_record, "D1", 2))
+
+    def test_submitted_with_what_wns_said(self) -> None:
+        """
+        WNS's acceptance records its message id and what it said of the notification and device.
+        """
+        (job,) = self.run_(jobs.enqueue_wns, [("D1", self.URI)], SETTINGS, 100.0)
+        info = self.run_(
+            jobs.record_submitted, job.ref, 101.0, via="wns", message_ids=["3F0A"], keys=[None],
+            carrier=[("status", "received"), ("device", "connected")],
+        )
+        self.assertEqual((info.state, info.via, info.message_ids), (jobs.SUBMITTED, "wns", ("3F0A",)))
+        self.assertEqual(info.as_json()["carrier"], {"status": "received", "device": "connected"})
+
+    def test_answered_by_a_later_session(self) -> None:
+        """
+        The device's first authenticated session that began after the job
+        was submitted answers it; an earlier session does not, nor does any
+        session answer an SMS notification, nor Alert 1200 a WNS job.
+        """
+        (wns,) = self.run_(jobs.enqueue_wns, [("D1", self.URI)], SETTINGS, 100.0)
+        (sms,) = self.enqueue("D1", now=100.0, random=fixed_random(0x20))
+        self.assertEqual(self.run_(jobs.answer_session, "D1", 100.0, 101.0), [])
+        self.run_(jobs.record_submitted, wns.ref, 102.0, via="wns", message_ids=["M"], keys=[None])
+        self.assertEqual(self.run_(jobs.answer_session, "D1", 101.0, 110.0), [])
+        self.assertIsNone(self.run_(jobs.answer_push, "D1", "0", 110.0))
+        (answered,) = self.run_(jobs.answer_session, "D1", 102.0, 111.0)
+        self.assertEqual((answered.seq, answered.state, answered.answered_at), (wns.info.seq, jobs.ANSWERED, 111.0))
+        self.assertEqual(self.run_(jobs.answer_session, "D1", 120.0, 121.0), [])
+        (still,) = self.read(jobs.list_pushes, "D1", None, [jobs.QUEUED])
+        self.assertEqual(still.seq, sms.info.seq)

@@ -706,3 +706,144 @@ class BootstrapTests(SynchronousTestCase):
         self.assertEqual((document["device_id"], document["seq"], document["session_id"]), ("C1", 1, None))
         segments = [bytes.fromhex(s["short_message"]) for s in document["segments"]]
         self.assertTrue(parse_bootstrap_push(reassemble(segments)[2]).verify(netwpin_key(IMSI)))
+
+
+class RoutesRig:
+    """
+    A notifier with two fake transports: SMS and WNS.
+    """
+
+    URI = "https://db5p.notify.windows.com/w/?token=AwYAAAB"
+
+    def __init__(self) -> None:
+        from mdmd.notify.routes import PushRoutes, Route
+
+        self.clock = Clock()
+        self.sms = FakePushTransport("smpp")
+        self.wns = FakePushTransport("wns")
+        self.store = memory_store_service()
+        self.notifier = Notifier(
+            self.store,
+            SETTINGS,
+            self.clock,
+            routes=PushRoutes({Route.SMS: self.sms, Route.WNS: self.wns}),
+            retry_delay=30.0,
+            random=fixed_random(0x1234, 0x2345, 0x3456),
+        )
+
+    def add(self, device_id: str = "D1", channel: bool = True, **kwargs: Any) -> None:
+        from mdmd.notify.channels import Channel
+
+        assert self.store.store is not None
+        self.store.store.run(add_device, device_id, **kwargs)
+        if channel:
+            plain = Channel(uri=self.URI, status=0, since=0.0).as_plain()
+            self.store.store.run(lambda root: setattr(root["devices"][device_id], "wns_channel", plain))
+
+    def read(self, fn: Any, *args: Any) -> Any:
+        assert self.store.store is not None
+        return self.store.store.read(fn, *args)
+
+    def start(self) -> None:
+        self.notifier.startService()
+        self.clock.advance(0)
+
+    def push(self, *device_ids: str, via: Any = None) -> Any:
+        from mdmd.notify.routes import Via
+
+        results: list[Any] = []
+        self.notifier.push(list(device_ids), via=via or Via.AUTO).addBoth(results.append)
+        return results[0]
+
+
+class RoutesTests(SynchronousTestCase):
+    """
+    The notifier with a transport per route: each job to its route's transport.
+    """
+
+    def test_each_job_to_its_route(self) -> None:
+        """
+        auto sends a device with a channel to WNS, one without to SMS; each
+        job is submitted via its own transport's name, with what it said.
+        """
+        rig = RoutesRig()
+        rig.add("W1")
+        rig.add("S1", channel=False)
+        rig.start()
+        wns, sms = rig.push("W1", "S1")
+        self.assertEqual(([j.ref for j in rig.wns.sent], [j.ref for j in rig.sms.sent]), ([("W1", 1)], [("S1", 1)]))
+        self.assertEqual((wns.route, sms.route), ("wns", "sms"))
+        rig.wns.settle(("W1", 1), Sent(("M1",), (None,), carrier=(("status", "received"),)))
+        rig.sms.settle(("S1", 1), Sent(("m-1",), ("k-1",)))
+        (w,) = rig.read(jobs.list_pushes, "W1")
+        (s,) = rig.read(jobs.list_pushes, "S1")
+        self.assertEqual((w.state, w.via, w.message_ids, w.carrier), (jobs.SUBMITTED, "wns", ("M1",), (("status", "received"),)))
+        self.assertEqual((s.state, s.via), (jobs.SUBMITTED, "smpp"))
+
+    def test_both(self) -> None:
+        """
+        Asked for both, a device gets one job on each route.
+        """
+        from mdmd.notify.routes import Via
+
+        rig = RoutesRig()
+        rig.add()
+        rig.start()
+        created = rig.push("D1", via=Via.BOTH)
+        self.assertEqual(sorted(j.route for j in created), ["sms", "wns"])
+        self.assertEqual((len(rig.wns.sent), len(rig.sms.sent)), (1, 1))
+
+    def test_gone_falls_back_to_sms(self) -> None:
+        """
+        A WNS job whose channel is gone fails, and an SMS job that names it
+        takes its place at once.
+        """
+        rig = RoutesRig()
+        rig.add()
+        rig.start()
+        rig.push("D1")
+        rig.wns.settle(("D1", 1), Refused("WNS answered 410: gone", retry=False, reroute=True))
+        first, second = rig.read(jobs.list_pushes, "D1")
+        self.assertEqual((first.state, first.error), (jobs.FAILED, "WNS answered 410: gone"))
+        self.assertEqual((second.route, second.fallback_of, second.state), ("sms", 1, jobs.QUEUED))
+        self.assertEqual([j.ref for j in rig.sms.sent], [("D1", 2)])
+
+    def test_no_fallback_without_a_number(self) -> None:
+        """
+        Without an MSISDN the device cannot be reached otherwise: the job just fails.
+        """
+        rig = RoutesRig()
+        rig.add(msisdn="")
+        rig.start()
+        rig.push("D1")
+        rig.wns.settle(("D1", 1), Refused("WNS answered 410: gone", retry=False, reroute=True))
+        (only,) = rig.read(jobs.list_pushes, "D1")
+        self.assertEqual(only.state, jobs.FAILED)
+        self.assertEqual(rig.sms.sent, [])
+
+    def test_resumed_by_route(self) -> None:
+        """
+        Jobs left queued go back to their own route's transport at the next start.
+        """
+        rig = RoutesRig()
+        rig.add("W1")
+        rig.add("S1", channel=False)
+        rig.start()
+        rig.push("W1", "S1")
+        rig.notifier.stopService()
+        restarted = RoutesRig()
+        restarted.store = rig.store
+        restarted.notifier.store = rig.store
+        restarted.start()
+        self.assertEqual(([j.ref for j in restarted.wns.sent], [j.ref for j in restarted.sms.sent]), ([("W1", 1)], [("S1", 1)]))
+
+    def test_status_has_every_link(self) -> None:
+        """
+        status() gives the SMS link as before and every route's link.
+        """
+        rig = RoutesRig()
+        rig.start()
+        status: list[Any] = []
+        rig.notifier.status().addCallback(status.append)
+        self.assertEqual(set(status[0]["links"]), {"sms", "wns"})
+        self.assertEqual(status[0]["link"], rig.sms.describe())

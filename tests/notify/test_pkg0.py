@@ -220,6 +220,8 @@ class SessionIdsForTests(SynchronousTestCase):
             "+12": (),
             "12g": (),
             "٣": (),
+            "00001234": (0x1234, 1234),
+            "9" * 5000: (),  # a device's SessionID, from the DM engine's fuzzing (issue 12)
         }
         for text, expected in cases.items():
             self.assertEqual(session_ids_for(text), expected, text)

@@ -9,6 +9,11 @@ is installed, and not when C{MDMD_SKIP_DEB_CHECK} is set. With
 C{MDMD_DEB_CHECK_NSPAWN} set it also runs C{tools/deb-check-nspawn} (C{make
 deb-check-systemd}: the same check under a real systemd in a throwaway
 container, about two more minutes; it needs a host that allows nspawn).
+
+The tools' progress is written to stderr as it happens: C{make test} runs
+this module on its own, after the rest of the suite, so that it shows on the
+terminal (run among trial's parallel workers it lands in a worker's
+C{_trial_temp/N/err.log}).
 """
 
 from __future__ import annotations
@@ -16,11 +21,34 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
+import threading
 import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
 TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+def _run(command: list[str], timeout: float, env: dict[str, str]) -> tuple[int, str]:
+    """
+    Run C{command}, echoing each line of its output to stderr as it comes;
+    its exit status and whole output.
+    """
+    lines: list[str] = []
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as process:
+        assert process.stdout is not None
+        watchdog = threading.Timer(timeout, process.kill)
+        watchdog.start()
+        try:
+            for line in process.stdout:
+                lines.append(line)
+                sys.stderr.write(f"  | {line}")
+                sys.stderr.flush()
+        finally:
+            watchdog.cancel()
+        code = process.wait()
+    return code, "".join(lines)
 
 
 def _why_skip() -> str | None:
@@ -58,34 +86,18 @@ class DebianPackageTests(SynchronousTestCase):
         out = os.path.abspath(self.mktemp())
         self.addCleanup(shutil.rmtree, out, ignore_errors=True)
         started = time.monotonic()
-        build = subprocess.run(
-            [os.path.join(TOP, "tools", "build-deb"), out], capture_output=True, text=True, timeout=1800, env=env
-        )
-        self.assertEqual(build.returncode, 0, build.stdout + build.stderr)
+        sys.stderr.write("\nthe Debian package: build (about a minute), install, run, purge (about a minute)\n")
+        code, output = _run([os.path.join(TOP, "tools", "build-deb"), out], 1800, env)
+        self.assertEqual(code, 0, output)
         built = time.monotonic()
         (deb,) = [name for name in os.listdir(out) if name.endswith(".deb")]
-        check = subprocess.run(
-            [os.path.join(TOP, "tools", "deb-check"), os.path.join(out, deb)],
-            capture_output=True,
-            text=True,
-            timeout=900,
-            env=env,
-        )
-        self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
-        self.assertIn("deb-check: passed", check.stdout)
-        print(
-            f"\n{build.stdout.strip()}\n{check.stdout.strip()}\n"
-            f"build {built - started:.0f}s, check {time.monotonic() - built:.0f}s"
-        )
+        code, output = _run([os.path.join(TOP, "tools", "deb-check"), os.path.join(out, deb)], 900, env)
+        self.assertEqual(code, 0, output)
+        self.assertIn("deb-check: passed", output)
+        sys.stderr.write(f"build {built - started:.0f}s, check {time.monotonic() - built:.0f}s\n")
         if os.environ.get("MDMD_DEB_CHECK_NSPAWN"):
             checked = time.monotonic()
-            nspawn = subprocess.run(
-                [os.path.join(TOP, "tools", "deb-check-nspawn"), os.path.join(out, deb)],
-                capture_output=True,
-                text=True,
-                timeout=1800,
-                env=env,
-            )
-            self.assertEqual(nspawn.returncode, 0, nspawn.stdout + nspawn.stderr)
-            self.assertIn("deb-check: passed", nspawn.stdout)
-            print(f"{nspawn.stdout.strip()}\nunder systemd-nspawn {time.monotonic() - checked:.0f}s")
+            code, output = _run([os.path.join(TOP, "tools", "deb-check-nspawn"), os.path.join(out, deb)], 1800, env)
+            self.assertEqual(code, 0, output)
+            self.assertIn("deb-check: passed", output)
+            sys.stderr.write(f"under systemd-nspawn {time.monotonic() - checked:.0f}s\n")

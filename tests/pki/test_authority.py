@@ -93,6 +93,37 @@ class FilesTests(SynchronousTestCase):
         self.assertEqual(ca.server_certificate, cert)
         self.assertNotEqual(ca.ca_certificate, other.certificate)
         self.assertFalse(os.path.exists(os.path.join(ca.settings.state_dir, "tls", "server.key")))
+        self.assertEqual(ca.server_chain_root, other.certificate)
+
+    def test_operator_chain_root(self) -> None:
+        """
+        The root devices must trust for an operator's certificate is the self-signed end
+        of its chain (cert_file, then chain_file); a chain that names no root gives none
+        (and a warning); our own server certificate, none.
+        """
+        from mdmd.pki.ca import CertificateAuthority
+        import datetime
+
+        directory = self.mktemp()
+        os.makedirs(directory)
+        now = datetime.datetime.now(datetime.timezone.utc)
+        root = CertificateAuthority.create(generate_rsa_key(2048), "enterprise root", "x", datetime.timedelta(days=30), now)
+        key = generate_rsa_key(2048)
+        cert = root.issue_server(key.public_key(), ["mdm.example.com"], "x", datetime.timedelta(days=30), now)
+        with open(f"{directory}/key.pem", "wb") as f:
+            f.write(private_key_pem(key))
+        with open(f"{directory}/cert.pem", "wb") as f:
+            f.write(certificate_pem(cert))
+        with open(f"{directory}/chain.pem", "wb") as f:
+            f.write(certificate_pem(root.certificate))
+        cert_file, key_file = f"{directory}/cert.pem", f"{directory}/key.pem"
+        ca = started_ca(self, server_cert_file=cert_file, server_key_file=key_file, server_chain_file=f"{directory}/chain.pem")
+        self.assertEqual(ca.server_chain_root, root.certificate)
+        ca.stopService()
+        ca = started_ca(self, server_cert_file=cert_file, server_key_file=key_file)
+        self.assertIsNone(ca.server_chain_root)
+        ca.stopService()
+        self.assertIsNone(started_ca(self).server_chain_root)
 
     def test_operator_key_of_another_kind(self) -> None:
         """

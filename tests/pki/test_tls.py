@@ -144,6 +144,28 @@ class HandshakeTests(TestCase):
         with self.assertRaises((ssl.SSLError, ConnectionError)):
             await self.get("/pki/ca.crt", context)
 
+    async def test_tls12_cipher_policy(self) -> None:
+        """
+        TLS 1.2 offers forward-secret AEAD suites only: static RSA key
+        exchange (AES256-GCM-SHA384), CBC with SHA-256 (AES128-SHA256) and
+        CBC with SHA-1 (ECDHE-RSA-AES128-SHA) are refused; the ECDHE AES-GCM
+        and ChaCha20 suites are accepted, as is TLS 1.3.
+        """
+        for refused in ("AES256-GCM-SHA384", "AES128-SHA256", "ECDHE-RSA-AES128-SHA", "DHE-RSA-AES128-GCM-SHA256"):
+            context = client_context(self.ca.ca_cert_path)
+            context.maximum_version = ssl.TLSVersion.TLSv1_2
+            context.set_ciphers(refused)
+            with self.assertRaises((ssl.SSLError, ConnectionError), msg=refused):
+                await self.get("/pki/ca.crt", context)
+        for accepted in ("ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-RSA-CHACHA20-POLY1305"):
+            context = client_context(self.ca.ca_cert_path)
+            context.maximum_version = ssl.TLSVersion.TLSv1_2
+            context.set_ciphers(accepted)
+            (reply,) = await self.get("/pki/ca.crt", context)
+            self.assertEqual((reply.status, reply.tls_version), (200, "TLSv1.2"), accepted)
+        (reply,) = await self.get("/pki/ca.crt", client_context(self.ca.ca_cert_path))
+        self.assertEqual(reply.tls_version, "TLSv1.3")
+
     async def test_returning_device_resumes(self) -> None:
         """
         A device reconnecting resumes its TLS session (TLS 1.3 tickets, TLS 1.2
@@ -253,3 +275,29 @@ class DeviceCATests(TestCase):
             f.write(certificate_pem(issued.certificate))
         (reply,) = await deferToThread(fetch, self.port, "/whoami", client_context(self.ca.ca_cert_path, *paths))
         self.assertEqual((reply.status, reply.body), (200, b"DEVICE-42"))
+
+
+class ConfiguredCiphersTests(TestCase):
+    def setUp(self) -> None:
+        self.store = memory_store_service()
+        self.addCleanup(self.store.stopService)
+        self.ca = started_ca(self, store=self.store, tls_ciphers="ECDHE+AESGCM")
+        root = Resource()
+        root.putChild(b"pki", pki_resource(self.ca))
+        self.port = serve(self, MdmdSite(root, clock=reactor), self.ca.tls_options)
+
+    async def test_configured_string_applies(self) -> None:
+        """
+        [https] ciphers reaches the listener: without CHACHA20 in it, a client
+        offering only ChaCha20 is refused, one offering AES-GCM served.
+        """
+        context = client_context(self.ca.ca_cert_path)
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+        context.set_ciphers("ECDHE-RSA-CHACHA20-POLY1305")
+        with self.assertRaises((ssl.SSLError, ConnectionError)):
+            await deferToThread(fetch, self.port, "/pki/ca.crt", context)
+        context = client_context(self.ca.ca_cert_path)
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+        context.set_ciphers("ECDHE-RSA-AES128-GCM-SHA256")
+        (reply,) = await deferToThread(fetch, self.port, "/pki/ca.crt", context)
+        self.assertEqual(reply.status, 200)

@@ -3,6 +3,7 @@ Tests for L{mdmd.store.runner}.
 """
 
 import os
+import stat
 from typing import Any
 
 from BTrees.OOBTree import OOBTree
@@ -143,6 +144,22 @@ class StoreServiceTests(TestCase):
         self.addCleanup(service.stopService)
         d = service.read(lambda root: threading.current_thread().name)
         return d.addCallback(lambda name: self.assertTrue("mdmd-store" in name, name))
+
+    def test_index_owner_only_after_stop(self) -> None:
+        """
+        The FileStorage index, written when the store closes, is its owner's
+        only whatever the umask; so are the store's other files.
+        """
+        directory = os.path.abspath(self.mktemp())
+        path = os.path.join(directory, "Data.fs")
+        previous = os.umask(0o022)
+        self.addCleanup(os.umask, previous)
+        service = StoreService("file://" + path, IReactorFromThreads(reactor), pool_size=1)
+        service.startService()
+        service.stopService()
+        self.assertTrue(os.path.exists(path + ".index"))
+        for suffix in ("", ".index", ".lock", ".tmp"):
+            self.assertEqual(stat.S_IMODE(os.stat(path + suffix).st_mode), 0o600, suffix)
 
     def test_not_running(self) -> None:
         """

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
+import stat
 import threading
 import time
 from typing import Any
@@ -142,6 +143,7 @@ class IndexTests(SynchronousTestCase):
             self.store.run(write, f"k{n}", n)
         position = upkeep.save_index(self.store.db.storage)
         self.assertEqual(position, self.store.db.storage.getSize())
+        self.assertEqual(stat.S_IMODE(os.stat(self.path + ".index").st_mode), 0o600)
         for n in range(50, 60):
             self.store.run(write, f"k{n}", n)
         copy = self.reopen(self.crashed_copy())

@@ -98,6 +98,27 @@ class DaemonProcessTests(SynchronousTestCase):
         self.assertEqual(daemon.stop(), 0)
         self.assertIn("listening", daemon.log())
 
+    def test_kill_and_restart(self) -> None:
+        """
+        C{kill} ends the daemon with SIGKILL, leaving its addresses file; a
+        new start replaces it, and C{log_since_start} is the new run's log only.
+        """
+        self.fake("twistd", READY.replace('print("listening"', 'print("listening", os.getpid()'))
+        daemon = self.daemon()
+        daemon.start()
+        first = daemon.pid
+        process = daemon.process
+        daemon.kill()
+        assert process is not None
+        self.assertEqual(process.returncode, -signal.SIGKILL)
+        self.assertIsNone(daemon.process)
+        self.assertTrue(os.path.exists(os.path.join(daemon.state_dir, "listening.json")))
+        daemon.kill()  # nothing to kill: nothing happens
+        daemon.start()
+        self.assertNotEqual(daemon.pid, first)
+        self.assertEqual(daemon.log_since_start().split(), ["listening", str(daemon.pid)])
+        self.assertIn(f"listening {first}", daemon.log())
+
     def test_exit_at_start_reported(self) -> None:
         """
         A daemon that exits before it is ready fails the start with its exit

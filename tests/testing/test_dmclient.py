@@ -250,6 +250,49 @@ class ProtocolTests(TestCase):
         self.assertEqual(dm.tree["./Vendor/Big"], "abcdef")
         self.assert_valid(server)
 
+    async def test_journal(self) -> None:
+        """
+        Every command carried out is journaled with its session, the MsgID of
+        the reply that reported it, its status and what it read or wrote; it
+        is acknowledged once the server accepted that reply (200 for its
+        SyncHdr), not before, and not when its answer never came.
+        """
+        server = Server(
+            answer(
+                targeted(Get, 2, "./DevInfo/Man"),
+                Atomic(cmd_id="3", commands=(targeted(Replace, 4, "./Vendor/A", "1", "int"),)),
+                targeted(Get, 5, "./Vendor/Missing"),
+            ),
+            answer(),
+        )
+        dm = client()
+        await dm.session(server.post, session_id="S1")
+        self.assertEqual(
+            [(e.session_id, e.msg_id, e.verb, e.target, e.data, e.status, e.result, e.acknowledged) for e in dm.journal],
+            [
+                ("S1", "2", "Get", "./DevInfo/Man", None, 200, "mdmd emulator", True),
+                ("S1", "2", "Replace", "./Vendor/A", "1", 200, None, True),
+                ("S1", "2", "Get", "./Vendor/Missing", None, 404, None, True),
+            ],
+        )
+
+        lost = Server(answer(targeted(Get, 2, "./DevInfo/Lang")))
+
+        async def answer_lost(body: bytes, content_type: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+            if lost.received:
+                raise ConnectionError("the daemon died")
+            return await lost.post(body, content_type, headers)
+
+        with self.assertRaises(ConnectionError):
+            await dm.session(answer_lost, session_id="S2")
+        refused = Server(answer(targeted(Get, 2, "./DevInfo/Lang"), final=False), answer(code="401"), answer(code="401"), answer(code="401"))
+        with self.assertRaises(DMSessionFailed):
+            await dm.session(refused.post, session_id="S3")
+        self.assertEqual(
+            [(e.session_id, e.target, e.acknowledged) for e in dm.journal[3:]],
+            [("S2", "./DevInfo/Lang", False), ("S3", "./DevInfo/Lang", False)],
+        )
+
     async def test_status_for(self) -> None:
         """
         C{status_for} makes a node answer with another status (to emulate failures).
@@ -257,6 +300,49 @@ class ProtocolTests(TestCase):
         server = Server(answer(targeted(Replace, 2, "./Vendor/Locked", "1")), answer())
         await client(status_for={"./Vendor/Locked": 405}).session(server.post)
         self.assertEqual(status_codes(server.received[1].body[1:2]), ["405"])
+
+    async def test_handlers(self) -> None:
+        """
+        A node handler serves its nodes: Gets read it (absent: 404), Adds and
+        Replaces answer its status; other nodes stay in the tree.
+        """
+
+        class Handler:
+            def __init__(self) -> None:
+                self.values: dict[str, str] = {"./Vendor/CSP/Read": "r"}
+
+            def owns(self, uri: str) -> bool:
+                return uri.startswith("./Vendor/CSP/")
+
+            def get(self, uri: str) -> str | None:
+                return self.values.get(uri)
+
+            def set(self, uri: str, value: str) -> int:
+                if uri == "./Vendor/CSP/Read":
+                    return 405
+                self.values[uri] = value
+                return 200
+
+        handler = Handler()
+        server = Server(
+            answer(
+                targeted(Get, 2, "./Vendor/CSP/Read"),
+                targeted(Get, 3, "./Vendor/CSP/Absent"),
+                targeted(Replace, 4, "./Vendor/CSP/Read", "x", "chr"),
+                targeted(Replace, 5, "./Vendor/CSP/Written", "w", "chr"),
+                targeted(Replace, 6, "./Vendor/Plain", "p", "chr"),
+            ),
+            answer(),
+        )
+        dm = client(handlers=[handler])
+        await dm.session(server.post)
+        statuses = [c.data for c in server.received[1].body[1:] if isinstance(c, Status)]
+        self.assertEqual(statuses, ["200", "404", "405", "200", "200"])
+        (results,) = [c for c in server.received[1].body if isinstance(c, Results)]
+        self.assertEqual(results.items[0].data, "r")
+        self.assertEqual(handler.values["./Vendor/CSP/Written"], "w")
+        self.assertEqual((dm.tree.get("./Vendor/Plain"), "./Vendor/CSP/Written" in dm.tree), ("p", False))
+        self.assert_valid(server)
 
     async def test_challenge(self) -> None:
         """
@@ -404,3 +490,41 @@ class ClockTests(SynchronousTestCase):
         log = self.successResultOf(Deferred.fromCoroutine(client(clock=lambda: next(ticks)).session(server.post)))
         self.assertEqual(log.latencies, [0.5, 0.5])
         self.assertEqual(log.sizes, [len(body) for body in server.bodies])
+
+
+class IssueTwelveClientTests(TestCase):
+    async def test_lost_answer_resent(self) -> None:
+        """
+        A message whose answer is lost goes again, the same bytes, once; the session goes on.
+        """
+        server = Server(answer(), answer(targeted(Get, 2, "./DevInfo/Lang")), answer())
+        log = await client(lose=frozenset({1})).session(server.post)
+        self.assertEqual((log.messages, log.resent), (2, 1))
+        self.assertEqual(server.bodies[0], server.bodies[1])
+        self.assertEqual([m.header.msg_id for m in server.received], ["1", "1", "2"])
+
+    async def test_214_then_215(self) -> None:
+        """
+        After the command it answers 214, the client executes nothing more of the message (215).
+        """
+        server = Server(answer(targeted(Exec, 2, "./Vendor/Stop"), targeted(Replace, 3, "./Vendor/X", "1")), answer())
+        dm = client(status_for={"./Vendor/Stop": 214})
+        await dm.session(server.post)
+        self.assertEqual(status_codes(server.received[1].body[1:]), ["214", "215"])
+        self.assertNotIn("./Vendor/X", dm.tree)
+
+    async def test_events_in_package1(self) -> None:
+        """
+        Events go in the next package 1, after the DevInfo, and are forgotten once reported.
+        """
+        from mdmd.testing.dmclient import completion_alert
+
+        dm = client()
+        dm.events.append(completion_alert("./Vendor/X/Install", "urn:done", "0", code="1224"))
+        server = Server(answer(), answer())
+        await dm.session(server.post)
+        event = server.received[0].body[-1]
+        assert isinstance(event, Alert)
+        self.assertEqual((event.cmd_id, event.data, event.items[0].source.loc_uri, event.items[0].meta.type), ("5", "1224", "./Vendor/X/Install", "urn:done"))  # type: ignore[union-attr]
+        await dm.session(server.post)
+        self.assertEqual(len(server.received[1].body), 3)

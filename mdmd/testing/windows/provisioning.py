@@ -3,8 +3,9 @@ The checks a Windows device makes on the provisioning document it is given.
 
 A device acts on the wap-provisioningdoc of the RequestSecurityTokenResponse
 without asking again, so these checks are as strict as a device must be to
-rely on it: exactly our root (its characteristic named by its thumbprint), a
-client certificate that chains to that root, is for client authentication,
+rely on it: our roots only (each characteristic named by its thumbprint: the
+server's CA, and the root of an operator's TLS chain), a client certificate
+that chains to the first, is for client authentication,
 names the DeviceID and holds the device's key, an HTTPS DM address, a
 certificate search that selects that certificate, both w7 APPAUTH
 credentials (CLIENT by digest, APPSRV naming the device) with different
@@ -67,6 +68,7 @@ class Enrollment:
     """
 
     certificate: x509.Certificate
+    #: the root that issued C{certificate} (the server's CA)
     root: x509.Certificate
     document: Characteristic
     dm_url: str
@@ -74,6 +76,8 @@ class Enrollment:
     store: str
     client_auth: AppAuth
     server_auth: AppAuth
+    #: every root provisioned in Root/System, C{root} first
+    roots: tuple[x509.Certificate, ...] = ()
 
 
 _EMPTY = Characteristic("", (), ())
@@ -147,13 +151,17 @@ def check_enrollment_document(
     if sorted(kinds) != ["APPLICATION", "CertificateStore", "DMClient"]:
         raise ProvisioningError(f"unexpected top-level characteristics {kinds}")
     roots = list((document.get("CertificateStore", "Root", "System") or _EMPTY).children)
-    if len(roots) != 1:
-        raise ProvisioningError(f"expected one root certificate, found {len(roots)}")
-    root = x509.load_der_x509_certificate(base64.b64decode(roots[0].parm("EncodedCertificate") or ""))
-    if hashlib.sha1(root.public_bytes(serialization.Encoding.DER)).hexdigest().upper() != roots[0].type:
-        raise ProvisioningError("the root's characteristic is not its thumbprint")
-    if trust_roots and root not in trust_roots:
-        raise ProvisioningError("the provisioned root is not the server's CA")
+    if not roots:
+        raise ProvisioningError("expected a root certificate, found none")
+    provisioned = []
+    for characteristic in roots:
+        found = x509.load_der_x509_certificate(base64.b64decode(characteristic.parm("EncodedCertificate") or ""))
+        if hashlib.sha1(found.public_bytes(serialization.Encoding.DER)).hexdigest().upper() != characteristic.type:
+            raise ProvisioningError("the root's characteristic is not its thumbprint")
+        if trust_roots and found not in trust_roots:
+            raise ProvisioningError("the provisioned root is not the server's CA")
+        provisioned.append(found)
+    root = provisioned[0]
     my = document.get("CertificateStore", "My")
     stores = [c for c in (my.children if my else ()) if c.type in ("User", "System")]
     if len(stores) != 1:
@@ -191,6 +199,7 @@ def check_enrollment_document(
     return Enrollment(
         certificate=certificate,
         root=root,
+        roots=tuple(provisioned),
         document=document,
         dm_url=dm_url,
         provider_id=provider_id,
