@@ -703,7 +703,7 @@ def enqueue_wns(
         job.fallback_of = fallback_of
         job.message_ids = job.message_keys = job.receipts = (None,)
         log.jobs[seq] = job
-        root["push_open"][(device_id, seq)] = True
+        _opened(root, job)
         created.append(_outgoing(job))
     return created
 

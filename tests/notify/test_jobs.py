@@ -716,6 +716,14 @@ class WnsJobTests(StoreTestCase):
         self.assertEqual((sms.info.route, sms.info.channel_uri, sms.info.seq), ("sms", "", 2))
         self.assertNotIn("route", self.read(job_record, "D1", 2))
 
+    def test_expires(self) -> None:
+        """
+        A WNS job is filed by its expiry like any job, and expires unanswered.
+        """
+        (job,) = self.run_(jobs.enqueue_wns, [("D1", self.URI)], SETTINGS, 100.0)
+        self.assertEqual(self.read(lambda root: list(root["push_expiry"])), [(12, "D1", 1)])
+        self.assertEqual(self.run_(jobs.expire_due, 700.0).refs, (job.ref,))
+
     def test_submitted_with_what_wns_said(self) -> None:
         """
         WNS's acceptance records its message id and what it said of the notification and device.
