@@ -35,7 +35,14 @@ from mdmd.errors import Busy
 from mdmd.store import upkeep
 from mdmd.store.db import describe, file_storage_path, open_db, restrict_modes
 from mdmd.store.models import ensure_root
-from mdmd.store.upkeep import PackInProgress, PackRefused, PackReport, UpkeepSettings, pack_refusal
+from mdmd.store.upkeep import (
+    IndexSaved,
+    PackInProgress,
+    PackRefused,
+    PackReport,
+    UpkeepSettings,
+    pack_refusal,
+)
 
 __all__ = ["Root", "Store", "StoreService", "ConflictRetriesExhausted"]
 
@@ -46,6 +53,9 @@ T = TypeVar("T")
 Root = MutableMapping[str, Any]
 
 log = Logger()
+
+#: An index save holding the storage's lock this long (seconds) is logged: commits waited.
+SLOW_INDEX_SAVE = 0.5
 
 
 class ConflictRetriesExhausted(Busy):
@@ -263,10 +273,9 @@ class StoreService(Service):
             self._schedule_pack(self.upkeep.pack_interval)
         return result
 
-    def save_index(self) -> Deferred[int]:
+    def save_index(self) -> Deferred[IndexSaved]:
         """
-        Save the FileStorage index now, on the upkeep thread; fires with the
-        end of the file it covers.
+        Save the FileStorage index now, on the upkeep thread.
         """
         store, _ = self._running()
         return self._in_upkeep(upkeep.save_index, store.db.storage)
@@ -305,8 +314,13 @@ class StoreService(Service):
         self.pack().addErrback(lambda _: None)
 
     def _scheduled_index_save(self) -> Deferred[None]:
-        def saved(position: int) -> None:
-            log.debug("store index saved (up to byte {position})", position=position)
+        def saved(result: IndexSaved) -> None:
+            if result.seconds >= SLOW_INDEX_SAVE:
+                log.info(
+                    "store index saved (up to byte {position}): the store's lock held {seconds:.2f} s",
+                    position=result.position,
+                    seconds=result.seconds,
+                )
 
         return self.save_index().addCallbacks(
             saved, lambda f: log.failure("saving the store index failed", f)

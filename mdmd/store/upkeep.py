@@ -36,6 +36,7 @@ from mdmd.errors import Conflict
 from mdmd.store.db import restrict_modes
 
 __all__ = [
+    "IndexSaved",
     "PackInProgress",
     "PackRefused",
     "PackReport",
@@ -131,16 +132,29 @@ def pack(
     return PackReport(days, now, timer() - started, size_before, storage.getSize())
 
 
-def save_index(storage: FileStorage) -> int:
+@dataclass(frozen=True)
+class IndexSaved:
     """
-    Write C{Data.fs.index} as of the last commit; return the end of the
-    file it covers (a start reads only what follows).
+    What a save of the FileStorage index did.
+    """
+
+    #: the end of the file it covers (a start reads only what follows)
+    position: int
+    #: how long it held the storage's lock (commits wait that long)
+    seconds: float
+
+
+def save_index(storage: FileStorage, timer: Callable[[], float] = time.monotonic) -> IndexSaved:
+    """
+    Write C{Data.fs.index} as of the last commit.
 
     FileStorage saves its index this way itself after a pack: under its
     lock, which commits take to update the index and the end position together.
     """
+    started = timer()
     with storage._lock:
         storage._save_index()
         position: int = storage._pos
+    held = timer() - started
     restrict_modes(storage._file_name)  # the index names every object: owner only, as the store
-    return position
+    return IndexSaved(position, held)

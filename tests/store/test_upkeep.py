@@ -141,8 +141,10 @@ class IndexTests(SynchronousTestCase):
         """
         for n in range(50):
             self.store.run(write, f"k{n}", n)
-        position = upkeep.save_index(self.store.db.storage)
+        saved = upkeep.save_index(self.store.db.storage)
+        position = saved.position
         self.assertEqual(position, self.store.db.storage.getSize())
+        self.assertGreaterEqual(saved.seconds, 0)
         self.assertEqual(stat.S_IMODE(os.stat(self.path + ".index").st_mode), 0o600)
         for n in range(50, 60):
             self.store.run(write, f"k{n}", n)
