@@ -16,20 +16,30 @@ What it does, all in one run on this machine:
 4. optionally (``--paced``) repeats the daemon check-ins with the devices
    spread over time at a fixed rate, to show latency below saturation.
 
-It prints messages/s, sessions/s, p50/p99 latency per message and the
+It prints messages/s, sessions/s, p50/p99 latency per message, the CPU
+time the daemon spent per message (and the ZEO server's, with ``--zeo``), the
 daemon's peak RSS, and the ratio daemon/baseline of messages/s. The client
 (this process) shares the machine's cores with the server: say so when
 quoting the figures.
 
-    .venv/bin/python bench/bench_dm.py [--devices 100] [--rounds 5] [--commands 4] [--paced 200]
+The store is the embedded FileStorage unless ``--zeo`` (a ZEO server started
+for the run, on a FileStorage of its own), ``--postgresql`` (RelStorage on a
+PostgreSQL cluster started for the run, fsync on) or ``--store URI`` says
+otherwise; the CPU time of the store's server is then printed too.
+
+    .venv/bin/python bench/bench_dm.py [--devices 100] [--rounds 5] [--commands 4] [--paced 200] [--zeo | --postgresql]
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -42,7 +52,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from mdmd import config as mdmd_config  # noqa: E402
 from mdmd.admin.cli import AdminClient  # noqa: E402
-from mdmd.testing.daemon import DaemonProcess  # noqa: E402
+from mdmd.store.db import describe  # noqa: E402
+from mdmd.testing.daemon import DaemonProcess, script  # noqa: E402
 from mdmd.testing.dmclient import DMClient, windows_dm_client, windows_post  # noqa: E402
 from mdmd.testing.windows.device import WindowsDevice  # noqa: E402
 
@@ -65,6 +76,99 @@ def peak_rss_kib(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """
+    The user and system CPU time a process (all its threads) has used.
+    """
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def start_zeo(directory: str) -> tuple[subprocess.Popen[bytes], str]:
+    """
+    A ZEO server on a FileStorage in C{directory}; the process and its store URI.
+    """
+    port = free_port()
+    server = subprocess.Popen(
+        [script("runzeo"), "-a", f"127.0.0.1:{port}", "-f", os.path.join(directory, "Data.fs")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return server, f"zeo://127.0.0.1:{port}"
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise SystemExit("the ZEO server did not start") from None
+            time.sleep(0.05)
+
+
+class PostgreSQL:
+    """
+    A private PostgreSQL cluster for the run (fsync on, as in production),
+    listening on a UNIX socket in a temporary directory.
+    """
+
+    def __init__(self) -> None:
+        binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+        if not binaries:
+            raise SystemExit("--postgresql needs the PostgreSQL server (Debian package postgresql)")
+        self.bin = os.path.dirname(binaries[-1])
+        self.run_as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        self.directory = tempfile.mkdtemp(prefix="mdmd-bench-pg-")
+        os.chmod(self.directory, 0o755)
+        if self.run_as:
+            shutil.chown(self.directory, "postgres")
+        self.data = os.path.join(self.directory, "data")
+
+    def _run(self, *command: str) -> None:
+        subprocess.run([*self.run_as, *command], check=True, capture_output=True, timeout=120)
+
+    def start(self) -> str:
+        port = free_port()
+        self._run(f"{self.bin}/initdb", "-D", self.data, "-A", "trust", "-U", "mdmd")
+        self._run(
+            f"{self.bin}/pg_ctl", "-D", self.data, "-w", "-l", os.path.join(self.directory, "log"),
+            "-o", f"-k {self.directory} -p {port} -c listen_addresses=''", "start",
+        )
+        self._run(f"{self.bin}/createdb", "-h", self.directory, "-p", str(port), "-U", "mdmd", "mdmd")
+        with open(os.path.join(self.data, "postmaster.pid")) as f:
+            self.pid = int(f.readline())
+        return f"postgresql://mdmd@/mdmd?host={self.directory}&port={port}"
+
+    def cpu_seconds(self) -> float:
+        """
+        The CPU time of the server's processes (the postmaster and its backends).
+        """
+        total = 0.0
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as f:
+                        fields = f.read().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                if int(entry) == self.pid or int(fields[1]) == self.pid:
+                    total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
+
+    def stop(self) -> None:
+        try:
+            self._run(f"{self.bin}/pg_ctl", "-D", self.data, "-m", "fast", "stop")
+        finally:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
 def rsa_sign_rate() -> float:
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import padding
@@ -82,7 +186,17 @@ class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         profile = ("--profile=" + args.cprofile, "--profiler=cprofile", "--savestats") if args.cprofile else ()
-        self.daemon = DaemonProcess(config="[dm]\ninventory =\n", twistd_args=profile)
+        self.zeo: subprocess.Popen[bytes] | None = None
+        self.postgresql: PostgreSQL | None = None
+        store = args.store
+        if args.zeo:
+            self.zeo_dir = tempfile.mkdtemp(prefix="mdmd-bench-zeo-")
+            self.zeo, store = start_zeo(self.zeo_dir)
+        elif args.postgresql:
+            self.postgresql = PostgreSQL()
+            store = self.postgresql.start()
+        config = "[dm]\ninventory =\n" + (f"[store]\nuri = {store}\n" if store else "")
+        self.daemon = DaemonProcess(config=config, twistd_args=profile)
         self.devices: list[WindowsDevice] = []
         self.clients: list[DMClient] = []
         self.recorded: dict[int, list[tuple[bytes, str]]] = {}
@@ -186,6 +300,9 @@ class Bench:
         # a warm-up session per device (TLS connections opened, caches filled)
         await self.check_ins(record=False)
         total_elapsed, all_latencies, total_messages, sessions = 0.0, [], 0, 0
+        cpu_before = cpu_seconds(self.daemon.pid)
+        server_before = self.server_cpu()
+        size_before = self.store_size()
         profiler = None
         if args.profile:
             profiler = subprocess.Popen(
@@ -205,6 +322,9 @@ class Bench:
             profiler.send_signal(2)
             profiler.wait()
             print(f"daemon profile (py-spy, collapsed stacks): {args.profile}")
+        cpu = cpu_seconds(self.daemon.pid) - cpu_before
+        server_cpu = self.server_cpu() - server_before
+        growth = self.store_size() - size_before
         rss = peak_rss_kib(self.daemon.pid)
         daemon_rate = total_messages / total_elapsed
         print(
@@ -214,6 +334,15 @@ class Bench:
             f"          {total_messages} messages in {total_elapsed:.2f}s: {daemon_rate:.0f} messages/s, "
             f"{sessions / total_elapsed:.0f} sessions/s, p50 {percentile(all_latencies, 50) * 1000:.1f} ms, "
             f"p99 {percentile(all_latencies, 99) * 1000:.1f} ms, peak RSS {rss / 1024:.0f} MiB"
+        )
+        print(
+            f"          store {describe(self.daemon_store())}: daemon CPU {cpu / total_messages * 1000:.2f} ms per message"
+            + (
+                f", its server's CPU {server_cpu / total_messages * 1000:.2f} ms per message"
+                if self.zeo is not None or self.postgresql is not None
+                else ""
+            )
+            + (f"; Data.fs grew {growth / total_messages / 1024:.1f} KiB per message" if growth else "")
         )
         elapsed, latencies, messages = await self.baseline()
         baseline_rate = messages / elapsed
@@ -234,6 +363,35 @@ class Bench:
         for device in self.devices:
             await device.close()
 
+    def server_cpu(self) -> float:
+        """
+        The CPU time of the store's server (ZEO, PostgreSQL), if there is one.
+        """
+        if self.zeo is not None:
+            return cpu_seconds(self.zeo.pid)
+        if self.postgresql is not None:
+            return self.postgresql.cpu_seconds()
+        return 0.0
+
+    def store_size(self) -> int:
+        """
+        The size of the daemon's FileStorage (0 for another store).
+        """
+        path = os.path.join(self.daemon.state_dir, "Data.fs")
+        return os.path.getsize(path) if os.path.exists(path) else 0
+
+    def daemon_store(self) -> str:
+        return mdmd_config.load(self.daemon.config_path).store_uri
+
+    def cleanup(self) -> None:
+        self.daemon.cleanup()
+        if self.zeo is not None:
+            self.zeo.terminate()
+            self.zeo.wait()
+            shutil.rmtree(self.zeo_dir, ignore_errors=True)
+        if self.postgresql is not None:
+            self.postgresql.stop()
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -243,6 +401,12 @@ def main() -> None:
     parser.add_argument("--paced", type=float, default=0.0, help="also start check-ins at this rate per second")
     parser.add_argument("--profile", help="record the daemon with py-spy during the rounds (collapsed stacks)")
     parser.add_argument("--cprofile", help="run the daemon under cProfile and save its stats here (reactor thread only)")
+    stores = parser.add_mutually_exclusive_group()
+    stores.add_argument("--zeo", action="store_true", help="the store on a ZEO server started for the run")
+    stores.add_argument(
+        "--postgresql", action="store_true", help="the store in RelStorage on a PostgreSQL cluster started for the run"
+    )
+    stores.add_argument("--store", default="", help="the daemon's [store] uri (default: its FileStorage)")
     args = parser.parse_args()
     bench = Bench(args)
     failed = False
@@ -255,7 +419,7 @@ def main() -> None:
             Failure().printTraceback()
             failed = True
         finally:
-            bench.daemon.cleanup()
+            bench.cleanup()
 
     d = defer.ensureDeferred(go())
     d.addBoth(lambda _: reactor.stop())

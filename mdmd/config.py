@@ -431,6 +431,28 @@ class StoreSection:
         "Objects each database connection keeps in memory (about 6 per active device: its "
         "record, certificate, queue, session and pending commands).",
     )
+    pack_interval: int = _option(
+        86400,
+        _int(0),
+        "Seconds between packs of the embedded FileStorage, which drop the history older "
+        "than pack_keep_days and the objects nothing refers to any more, while the daemon "
+        "serves; 0 packs only on demand (mdmctl store pack). A ZEO or RelStorage store is "
+        "packed by its server, not by mdmd.",
+    )
+    pack_keep_days: float = _option(
+        1.0,
+        _float(0),
+        "Days of history a pack keeps (older revisions of changed records go); fractions "
+        "are fine (0.25: six hours). Each day of history costs disk: about what a day of "
+        "check-ins writes.",
+    )
+    index_save_interval: int = _option(
+        300,
+        _int(0),
+        "Seconds between saves of the FileStorage index (Data.fs.index), so that a start "
+        "after a crash reads only what was written since the last save instead of the whole "
+        "file; 0 saves it only when the daemon stops cleanly.",
+    )
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ service, which applies it at start-up (L{mdmd.store.migration.upgrade}).
 from __future__ import annotations
 
 from mdmd.devices import lifecycle
-from mdmd.dm import queue
+from mdmd.dm import queue, sweeper
 from mdmd.enroll import users
 from mdmd.notify import jobs
 from mdmd.pki import registry
@@ -35,5 +35,6 @@ SCHEMA = Schema(
             "counters and indexes",
             (lifecycle.RECOUNT, registry.RECOUNT, queue.RECOUNT, jobs.RECOUNT, users.RECOUNT),
         ),
+        Step(3, "due indexes", (sweeper.DUE_INDEX, jobs.DUE_INDEX)),
     ),
 )

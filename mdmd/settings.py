@@ -41,6 +41,7 @@ from mdmd.notify.smpp_session import Address, BindType, SessionConfig
 from mdmd.notify.wns import WnsSettings
 from mdmd.notify.wns_protocol import RetryPolicy, TokenFlow, token_url_for
 from mdmd.pki.authority import CASettings
+from mdmd.store.upkeep import UpkeepSettings
 
 __all__ = [
     "AdminSettings",
@@ -84,6 +85,8 @@ class StoreSettings:
     pool_size: int
     conflict_retries: int
     cache_size: int
+    #: packing and index saving (the embedded FileStorage)
+    upkeep: UpkeepSettings
 
 
 @dataclass(frozen=True)
@@ -212,6 +215,11 @@ def from_config(config: Config) -> Settings:
             pool_size=config.store.pool_size,
             conflict_retries=config.store.conflict_retries,
             cache_size=config.store.cache_size,
+            upkeep=UpkeepSettings(
+                pack_interval=float(config.store.pack_interval),
+                pack_keep_days=config.store.pack_keep_days,
+                index_save_interval=float(config.store.index_save_interval),
+            ),
         ),
         https=HttpsSettings(
             listen=config.https.listen,

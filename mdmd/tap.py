@@ -366,6 +366,8 @@ def build(settings: Settings, reactor: Reactor) -> MdmdService:
         retries=settings.store.conflict_retries,
         cache_size=settings.store.cache_size,
         schema=SCHEMA,
+        upkeep=settings.store.upkeep,
+        clock=reactor,
     )
     store.setServiceParent(root)
 

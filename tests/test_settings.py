@@ -17,6 +17,7 @@ from mdmd.listeners import ConnectionLimits
 from mdmd.notify.pkg0 import UIMode
 from mdmd.notify.smpp_pdu import MessageIdBase
 from mdmd.notify.smpp_session import Address, BindType
+from mdmd.store.upkeep import UpkeepSettings
 from mdmd.pki.ca import certificate_pem, generate_rsa_key
 
 from .pki.helpers import DevicePKI
@@ -216,6 +217,16 @@ class EnrollmentTests(SettingsTestCase):
         """
         self.assertEqual(self.load().enrollment.issuing_concurrency, 1)
         self.assertEqual(self.load("[store]\nuri = zeo://db:8100\npool_size = 5\n").enrollment.issuing_concurrency, 5)
+
+    def test_store_upkeep(self) -> None:
+        """
+        [store] pack_interval and index_save_interval are seconds (0: off),
+        pack_keep_days days (fractions too); by default a daily pack keeping a day, the index
+        saved every five minutes.
+        """
+        self.assertEqual(self.load().store.upkeep, UpkeepSettings(86400.0, 1.0, 300.0))
+        upkeep = self.load("[store]\npack_interval = 0\npack_keep_days = 0.25\nindex_save_interval = 60\n").store.upkeep
+        self.assertEqual(upkeep, UpkeepSettings(pack_interval=0.0, pack_keep_days=0.25, index_save_interval=60.0))
 
     def test_account(self) -> None:
         """

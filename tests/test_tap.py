@@ -99,6 +99,7 @@ class BuildTests(SynchronousTestCase):
         self.assertIs(root.getServiceNamed("ca").settings, self.settings.ca)
         self.assertIs(root.getServiceNamed("enroll").settings, self.settings.enrollment)
         self.assertIs(root.getServiceNamed("dm").settings, self.settings.dm)
+        self.assertIs(root.getServiceNamed("store").upkeep, self.settings.store.upkeep)
         self.assertIs(root.getServiceNamed("notify").settings, self.settings.push.jobs)
         admin_site = root.getServiceNamed("admin")._factory
         self.assertIs(admin_site.resource.registration, self.settings.registration)

@@ -890,3 +890,18 @@ class AdminAPI(AsyncResource):
             kind=self._choice(request, "kind", (push_jobs.NOTIFICATION, push_jobs.BOOTSTRAP)),
         )
         return await self._page(request, "jobs", push_jobs.push_page, query)
+
+    # -- store ---------------------------------------------------------------------
+
+    @route("POST", "/v1/store/pack")
+    async def pack_store(self, request: Request) -> tuple[int, Any]:
+        """
+        Pack the store now (optional C{days} of history to keep); answers when
+        it is done, with what it did. 409 for a store mdmd does not pack (ZEO,
+        RelStorage) or while a pack runs.
+        """
+        days = self.body(request).get("days")
+        if days is not None and (isinstance(days, bool) or not isinstance(days, (int, float)) or days < 0):
+            raise ApiError("field 'days' must be a number of days, 0 or more")
+        report = await self.store.pack(days)
+        return 200, report.as_json()

@@ -143,6 +143,12 @@ class AdminClient:
             return cls(address, token)
         return cls(address, token, retry_for=retry_for, wait=True)
 
+    def waiting(self, timeout: float) -> AdminClient:
+        """
+        The same client, waiting up to C{timeout} seconds for an answer (a pack takes minutes).
+        """
+        return AdminClient(self.address, self._token, timeout)
+
     def _connection(self) -> http.client.HTTPConnection:
         if self.address.startswith("unix:"):
             return _UnixHTTPConnection(self.address[len("unix:") :], self._timeout)
@@ -1318,6 +1324,32 @@ def cmd_push(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
             print(f"{what}: {job['state']}; SMPP link {_link_text(link)}", file=out)
 
 
+def _size(octets: int) -> str:
+    value = float(octets)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+#: How long mdmctl store pack waits for the daemon's answer: the pack runs as long as it takes.
+PACK_WAIT = 86400.0
+
+
+def cmd_store_pack(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
+    body = {} if args.days is None else {"days": args.days}
+    report = client.waiting(PACK_WAIT).request("POST", "/v1/store/pack", body)
+    if args.json:
+        _print_json(report, out)
+        return
+    print(
+        f"store packed in {report['seconds']:.1f} s, keeping {report['days']:g} day(s) of history: "
+        f"{_size(report['size_before'])} → {_size(report['size_after'])}",
+        file=out,
+    )
+
+
 def cmd_manhole_password(config: mdmd_config.Config, args: argparse.Namespace, out: Any) -> None:
     from mdmd.manhole import set_password, validate_login_name
 
@@ -1656,6 +1688,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     push.add_argument("--kind", choices=("notification", "bootstrap"), help="push status: only jobs of this kind")
     _paged_arguments(push, None)
+
+    store = commands.add_parser("store", help="look after the store")
+    store_commands = store.add_subparsers(dest="store_command", metavar="ACTION", parser_class=_Parser)
+    store_commands.required = True
+    pack = add(
+        store_commands, "pack", cmd_store_pack,
+        "pack the store now, while the daemon serves (the embedded FileStorage; a ZEO or "
+        "RelStorage store is packed by its server): waits until it is done",
+        listing=True,
+    )
+    pack.add_argument(
+        "--days", type=float, help="days of history to keep (default: [store] pack_keep_days)"
+    )
 
     console = add(
         commands, "manhole", cmd_manhole,

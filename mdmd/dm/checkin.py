@@ -56,6 +56,7 @@ from mdmd.notify.channels import ChannelSettings
 from mdmd.notify.jobs import BOOTSTRAP, NOTIFICATION, ROUTE_SMS, ROUTE_WNS, answer_push, answer_session
 from mdmd.pki import registry
 from mdmd.pki.registry import ClientCertificateRefused
+from mdmd.store import due
 from mdmd.store.models import CommandQueue, Device, DMSession
 from mdmd.syncml.codec import Codec
 from mdmd.syncml.model import SyncML
@@ -243,6 +244,8 @@ def exchange(
         record.state = outcome.state.to_dict()
     if outcome.last is not None or record.last_answer is not None:
         record.last_answer = None if outcome.last is None else outcome.last.to_dict()
+    # Filed once, at its first deadline (the sweeper moves the entry on): no index write per message.
+    due.keep_filed(root["session_deadlines"], record, outcome.state.deadline, device_id)
     return Exchanged(outcome.body, outcome.headers, device_id, tuple(notes))
 
 

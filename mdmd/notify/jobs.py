@@ -58,7 +58,12 @@ SessionID matches one in hexadecimal (either case) or decimal.
 
 Containers: C{pushes} (device id → L{PushLog}), C{push_open} ((device id, seq)
 → True for jobs queued, submitted or delivered) and C{push_messages}
-(message id key → (device id, seq, segment index)) for receipts;
+(message id key → (device id, seq, segment index)) for receipts; the due
+indexes (L{mdmd.store.due}) C{push_expiry} (every job by its expiry: an
+entry stays until it falls due, whatever became of the job) and
+C{push_finished} (finished jobs by the time they finished), so that the
+sweeps (L{expire_due}, L{purge_due}) read only what is due, a batch per
+transaction.
 C{push_index} holds (created at, device id, seq) of every job kept, the
 order operators list them in. A job is made in L{_keep}, changes state in
 L{_move} and goes in L{_forget}: the three keep the count of jobs by state
@@ -103,6 +108,7 @@ from mdmd.notify.wap import (
     SmsSegment,
     wap_push_segments,
 )
+from mdmd.store import due
 from mdmd.store.counters import Family
 from mdmd.store.migration import Pass
 from mdmd.store.models import Device, PushJob, PushLog
@@ -118,6 +124,7 @@ __all__ = [
     "IllegalPushMove",
     "InvalidMsisdn",
     "JobRef",
+    "JobSweep",
     "NOTIFICATION",
     "NotPushable",
     "OPEN",
@@ -129,6 +136,7 @@ __all__ = [
     "DEVICE_LISTING",
     "STATE_COUNTS",
     "RECOUNT",
+    "DUE_INDEX",
     "push_page",
     "PushKind",
     "PushSettings",
@@ -148,11 +156,13 @@ __all__ = [
     "enqueue_bootstrap",
     "enqueue_wns",
     "expire",
+    "expire_due",
     "list_pushes",
     "msisdn_of",
     "next_state",
     "parse_msisdn",
     "purge",
+    "purge_due",
     "push_counts",
     "push_facts",
     "queued_jobs",
@@ -904,6 +914,14 @@ def enqueue_bootstrap(
     return _outgoing(job)
 
 
+def _opened(root: Root, job: PushJob) -> None:
+    """
+    Index a new job: open, and due to expire at its expiry.
+    """
+    root["push_open"][(job.device_id, job.seq)] = True
+    due.file(root["push_expiry"], job.expires_at, job.device_id, job.seq)
+
+
 def _keep_ids(
     root: Root, job: PushJob, message_ids: Iterable[str | None], keys: Iterable[str | None]
 ) -> None:
@@ -926,7 +944,7 @@ def _keep(root: Root, log: PushLog, job: PushJob) -> None:
     open jobs, C{push_index} and the count of jobs by state.
     """
     log.jobs[job.seq] = job
-    root["push_open"][(job.device_id, job.seq)] = True
+    _opened(root, job)
     _track(root, job)
 
 
@@ -970,6 +988,8 @@ def _move(root: Root, job: PushJob, event: PushEvent, now: float) -> bool:
     if target in _FINISHED:
         job.finished_at = now
         root["push_open"].pop((job.device_id, job.seq), None)
+        # (its push_expiry entry goes when it falls due: no second index write here)
+        due.file(root["push_finished"], now, job.device_id, job.seq)
     return True
 
 
@@ -1126,32 +1146,90 @@ def answer_session(root: Root, device_id: str, session_started_at: float, now: f
     return answered
 
 
+@dataclass(frozen=True)
+class JobSweep:
+    """
+    What one batch of a sweep of push jobs did.
+    """
+
+    #: the jobs expired (or forgotten)
+    refs: tuple[JobRef, ...]
+    #: where the next batch starts; None when nothing more is due
+    cursor: due.Entry | None
+
+
+#: How many index entries one batch of a sweep takes at most.
+SWEEP_BATCH = 500
+
+
+def expire_due(
+    root: Root, now: float, limit: int | None = SWEEP_BATCH, after: due.Entry | None = None
+) -> JobSweep:
+    """
+    Expire the open jobs past their expiry among the next C{limit} due
+    entries of C{push_expiry} (from just after C{after}). Entries of jobs
+    that finished meanwhile are dropped; one not due yet (an entry made when
+    the index was built) is moved to its expiry.
+    """
+    index = root["push_expiry"]
+    entries, cursor = due.due_entries(index, now, limit, after)
+    expired = []
+    for entry in entries:
+        _, device_id, seq = entry
+        ref = (device_id, seq)
+        if ref not in root["push_open"]:
+            index.remove(entry)
+            continue
+        job = _job(root, ref)
+        if job.expires_at > now:
+            due.refile(index, entry, job.expires_at)
+            continue
+        index.remove(entry)
+        job.error = job.error or "not answered in time"
+        _move(root, job, PushEvent.EXPIRE, now)
+        expired.append(ref)
+    return JobSweep(tuple(expired), cursor)
+
+
 def expire(root: Root, now: float) -> list[JobRef]:
     """
-    Open jobs past their expiry become expired; returns them.
+    Every open job past its expiry becomes expired, in one transaction; returns them.
     """
-    expired = []
-    for ref in list(_open_refs(root)):
-        job = _job(root, ref)
-        if job.expires_at <= now:
-            job.error = job.error or "not answered in time"
-            _move(root, job, PushEvent.EXPIRE, now)
-            expired.append(ref)
-    return expired
+    return list(expire_due(root, now, limit=None).refs)
+
+
+def purge_due(
+    root: Root, before: float, limit: int | None = SWEEP_BATCH, after: due.Entry | None = None
+) -> JobSweep:
+    """
+    Forget the finished jobs (answered, failed, expired) that finished
+    before C{before}, among the next C{limit} due entries of C{push_finished}
+    (from just after C{after}), with their message ids.
+    """
+    index = root["push_finished"]
+    entries, cursor = due.due_entries(index, before, limit, after)
+    removed = []
+    for entry in entries:
+        _, device_id, seq = entry
+        log = root["pushes"].get(device_id)
+        job = None if log is None else log.jobs.get(seq)
+        if job is None or job.finished_at is None:
+            index.remove(entry)
+            continue
+        if job.finished_at >= before:
+            due.refile(index, entry, job.finished_at)
+            continue
+        index.remove(entry)
+        _forget(root, log, job)
+        removed.append((device_id, seq))
+    return JobSweep(tuple(removed), cursor)
 
 
 def purge(root: Root, before: float) -> int:
     """
-    Forget finished jobs (answered, failed, expired) that finished before C{before}.
+    Forget every finished job that finished before C{before}, in one transaction.
     """
-    removed = 0
-    for device_id, log in root["pushes"].items():
-        for seq, job in list(log.jobs.items()):
-            if job.state in OPEN or job.finished_at is None or job.finished_at >= before:
-                continue
-            _forget(root, log, job)
-            removed += 1
-    return removed
+    return len(purge_due(root, before, limit=None).refs)
 
 
 def track(root: Root, log: PushLog) -> None:
@@ -1169,3 +1247,16 @@ def _recount_start(root: Root) -> None:
 
 #: The store upgrade's pass over the push logs: every job counted by state and indexed.
 RECOUNT = Pass("push logs", "pushes", lambda root, device_id, log: track(root, log), _recount_start)
+
+
+def _file_due(root: Root, device_id: str, log: PushLog) -> None:
+    for seq, job in log.jobs.items():
+        if job.state in OPEN:
+            # due at once: the expiry sweep reads the job's expiry and files it there
+            root["push_expiry"].add((0, device_id, seq))
+        elif job.finished_at is not None:
+            due.file(root["push_finished"], job.finished_at, device_id, seq)
+
+
+#: The store upgrade's pass filing every job in the due indexes of the sweeps.
+DUE_INDEX = Pass("push logs", "pushes", _file_due)

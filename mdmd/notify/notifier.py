@@ -26,7 +26,8 @@ their records and every unit of work on them):
  - delivery reports move jobs to delivered or failed, the DM endpoint marks
    them answered (L{mdmd.notify.jobs.answer_push}); a sweep expires jobs not
    answered in time (every minute) and forgets finished ones after
-   C{keep_seconds} (every hour).
+   C{keep_seconds} (every hour), each reading only the jobs due (an index by
+   time), a batch per transaction.
 
 The notifier never asks which transport it holds: a job's route names it
 (L{mdmd.notify.routes.PushRoutes}); past queueing, a job's kind matters to
@@ -74,7 +75,7 @@ log = Logger()
 
 #: How often expired jobs are looked for.
 SWEEP_INTERVAL = 60.0
-#: How often finished jobs past their keeping time are forgotten (this reads every job).
+#: How often finished jobs past their keeping time are forgotten.
 PURGE_INTERVAL = 3600.0
 
 
@@ -302,15 +303,27 @@ class Notifier(Service):
 
     async def _sweep(self) -> None:
         now = self.clock.seconds()
-        expired = await self._write(jobs.expire, now)
-        for ref in expired:
+        for ref in await self._batches(jobs.expire_due, now):
             log.info("push {device_id}#{seq} expired unanswered", device_id=ref[0], seq=ref[1])
             self._forget(ref)
         if self.keep_seconds and now >= self._purged_at + PURGE_INTERVAL:
             self._purged_at = now
-            removed = await self._write(jobs.purge, now - self.keep_seconds)
+            removed = await self._batches(jobs.purge_due, now - self.keep_seconds)
             if removed:
-                log.info("forgot {count} finished push job(s)", count=removed)
+                log.info("forgot {count} finished push job(s)", count=len(removed))
+
+    async def _batches(self, sweep: Callable[..., jobs.JobSweep], when: float) -> list[JobRef]:
+        """
+        Run a sweep of L{jobs} a batch per transaction until nothing more is due.
+        """
+        refs: list[JobRef] = []
+        cursor = None
+        while True:
+            batch = await self._write(sweep, when, jobs.SWEEP_BATCH, cursor)
+            refs += batch.refs
+            if batch.cursor is None or not self.running:
+                return refs
+            cursor = batch.cursor
 
     # -- sending ----------------------------------------------------------------------
 

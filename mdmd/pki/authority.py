@@ -26,10 +26,12 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.ssl import CertificateOptions
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from mdmd.pki import registry
 from mdmd.pki.ca import (
     CertificateAuthority,
+    RevokedEntries,
     PrivateKey,
     PublicKey,
     certificate_pem,
@@ -40,7 +42,7 @@ from mdmd.pki.ca import (
 from mdmd.pki.tls import DEFAULT_CIPHERS, server_options
 from mdmd.store.runner import StoreService
 
-__all__ = ["CAService", "CASettings", "IssuedClientCertificate", "write_private"]
+__all__ = ["CAService", "CASettings", "IssuedClientCertificate", "SignedCRL", "sign_crl", "write_private"]
 
 log = Logger()
 
@@ -151,8 +153,14 @@ class CAService(Service):
         self._tls: CertificateOptions | None = None
         self._server_certificate: x509.Certificate | None = None
         self._server_chain_root: x509.Certificate | None = None
-        self._crl_cache: tuple[tuple[int, ...], float, bytes] | None = None
+        self._crl: SignedCRL | None = None
         self._crl_number = 0
+        self._crl_entries = RevokedEntries()
+        self._crl_signing = False
+        #: the latest revision a request saw: a signing that lists less is followed by another
+        self._crl_wanted = 0
+        #: first requests waiting for a CRL at least as recent as the revision they read
+        self._crl_waiters: list[tuple[int, Deferred[bytes]]] = []
 
     # -- paths -------------------------------------------------------------------
 
@@ -355,25 +363,110 @@ class CAService(Service):
 
     def revoke(self, serial: int, reason: str = "unspecified") -> Deferred[registry.CertificateInfo]:
         """
-        Revoke an issued certificate; the CRL and the HTTPS resources see it at once.
+        Revoke an issued certificate: the HTTPS resources refuse it at once,
+        and the CRL of every node sharing the store lists it from its next
+        request (its revision moved).
         """
         return self._store.transact(registry.revoke, serial, reason, self._clock.seconds())
 
+    # -- the CRL --------------------------------------------------------------------
+
     async def crl_der(self) -> bytes:
         """
-        The current CRL, DER-encoded; re-signed when revocations change or it ages.
+        The current CRL, DER-encoded.
+
+        It is kept in memory while the store's revision of the revocations
+        (one small object, read per request) has not moved and it is younger
+        than half its lifetime. Otherwise it is signed again on the store's
+        threads, and the one we have is served until the new one is ready;
+        only a first request waits.
         """
-        authority = self._running()
-        revocations = await self._store.read(registry.revocations)
-        key = tuple(sorted(r.serial for r in revocations))
+        self._running()
+        revision = await self._store.read(registry.crl_revision)
+        self._crl_wanted = max(self._crl_wanted, revision)
+        served = self._crl
+        if served is not None and served.revision >= revision and not self._aging(served):
+            return served.der
+        if served is not None:
+            self._sign_crl()
+            return (self._crl or served).der  # the new one if it was signed at once
+        waiter: Deferred[bytes] = Deferred()
+        self._crl_waiters.append((revision, waiter))
+        self._sign_crl()
+        return await waiter
+
+    def _aging(self, crl: SignedCRL) -> bool:
+        return self._clock.seconds() >= crl.signed_at + self.settings.crl_lifetime.total_seconds() / 2
+
+    def _sign_crl(self) -> None:
+        """
+        Sign a CRL of the revocations as they are now, unless a signing is
+        under way (another follows it if it lists fewer than a request saw).
+        """
+        if self._crl_signing:
+            return
+        self._crl_signing = True
         now = self._clock.seconds()
-        cached = self._crl_cache
-        lifetime = self.settings.crl_lifetime
-        if cached is not None and cached[0] == key and now < cached[1] + lifetime.total_seconds() / 2:
-            return cached[2]
         # CRL numbers must increase; seconds since the epoch do, across restarts too.
         self._crl_number = max(int(now), self._crl_number + 1)
-        crl = authority.crl(revocations, number=self._crl_number, now=self.now(), lifetime=lifetime)
-        der = crl.public_bytes(serialization.Encoding.DER)
-        self._crl_cache = (key, now, der)
-        return der
+        signing = self._store.read(
+            sign_crl, self._running(), self._crl_entries, self._crl_number, now, self.settings.crl_lifetime
+        )
+        signing.addBoth(self._crl_signed)
+
+    def _crl_signed(self, result: SignedCRL | Failure) -> None:
+        self._crl_signing = False
+        waiters, self._crl_waiters = self._crl_waiters, []
+        if isinstance(result, Failure):
+            log.failure("signing the CRL failed", result)
+            for _, waiter in waiters:
+                waiter.errback(result)
+            return
+        if self._crl is None or result.revision >= self._crl.revision:
+            self._crl = result
+        log.info(
+            "CRL {number} signed: {count} revoked certificate(s), {size} bytes",
+            number=result.number,
+            count=result.entries,
+            size=len(result.der),
+        )
+        for revision, waiter in waiters:
+            if result.revision >= revision:
+                waiter.callback(result.der)
+            else:
+                self._crl_waiters.append((revision, waiter))
+        if self._crl.revision < self._crl_wanted:
+            self._sign_crl()
+
+
+@dataclass(frozen=True)
+class SignedCRL:
+    """
+    A CRL as served, and the revision of the revocations it lists.
+    """
+
+    revision: int
+    number: int
+    signed_at: float
+    entries: int
+    der: bytes
+
+
+def sign_crl(
+    root: registry.Root,
+    authority: CertificateAuthority,
+    entries: RevokedEntries,
+    number: int,
+    now: float,
+    lifetime: datetime.timedelta,
+) -> SignedCRL:
+    """
+    A unit of work that reads the revocations (with their revision, in one
+    snapshot) and signs their CRL.
+    """
+    revision = registry.crl_revision(root)
+    listed = entries(registry.revoked(root))
+    crl = authority.crl_of_entries(
+        listed, number, datetime.datetime.fromtimestamp(now, datetime.timezone.utc), lifetime
+    )
+    return SignedCRL(revision, number, now, len(listed), crl.public_bytes(serialization.Encoding.DER))

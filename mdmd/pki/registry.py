@@ -16,8 +16,7 @@ limit.
 
 from __future__ import annotations
 
-import datetime
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Iterator, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from mdmd.errors import SOAP_AUTHENTICATION, NotFound, PeerError
-from mdmd.pki.ca import REVOCATION_REASONS, Revocation, serial_hex, thumbprint
+from mdmd.pki.ca import REVOCATION_REASONS, RevokedRecord, serial_hex, thumbprint
 from mdmd.store.counters import Family
 from mdmd.store.migration import Pass
 from mdmd.store.models import IssuedCertificate
@@ -49,7 +48,8 @@ __all__ = [
     "VALID",
     "REVOKED",
     "RECOUNT",
-    "revocations",
+    "revoked",
+    "crl_revision",
     "check_client",
     "ClientCertificateRefused",
     "ClientIdentity",
@@ -180,6 +180,7 @@ def revoke(root: Root, serial: int, reason: str, now: float) -> CertificateInfo:
         record.revoked_at = now
         record.revocation_reason = reason
         root["revoked"][serial] = (now, reason)
+        root["crl_revision"].change(1)
     return _info(record)
 
 
@@ -347,15 +348,19 @@ def check_dm_client(
     return ClientIdentity(frozenset({check_client(root, certificate).device_id}), device_ca=False)
 
 
-def revocations(root: Root) -> list[Revocation]:
+def crl_revision(root: Root) -> int:
     """
-    Every revoked serial, for the CRL.
+    How often the revocations changed: a CRL signed at this revision is
+    current while it stays (one small object, cheap to read per request).
     """
-    return [
-        Revocation(
-            serial=serial,
-            revoked_at=datetime.datetime.fromtimestamp(when, datetime.timezone.utc),
-            reason=reason,
-        )
-        for serial, (when, reason) in root["revoked"].items()
-    ]
+    revision: int = root["crl_revision"]()
+    return revision
+
+
+def revoked(root: Root) -> Iterator[RevokedRecord]:
+    """
+    Every revocation as the store keeps it, in serial order (C{revoked} is
+    kept sorted): what the CRL lists.
+    """
+    for serial, (when, reason) in root["revoked"].items():
+        yield serial, when, reason

@@ -142,7 +142,8 @@ def _file(uri: str, parts: SplitResult) -> object:
     if not path:
         raise StoreURIError(f"{uri}: file URI needs a path")
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    storage = FileStorage(path)
+    # A pack leaves no Data.fs.old behind: packed daily, it would double the disk used.
+    storage = FileStorage(path, pack_keep_old=False)
     for name in restrict_modes(path):
         log.info("{file} was readable by others: now by its owner only", file=name)
     leftovers = truncated_leftovers(path)

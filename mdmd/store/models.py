@@ -14,6 +14,7 @@ from typing import Any
 
 from BTrees.IIBTree import IITreeSet
 from BTrees.IOBTree import IOBTree
+from BTrees.Length import Length
 from BTrees.OOBTree import OOBTree, OOTreeSet
 from persistent import Persistent
 
@@ -23,7 +24,8 @@ from persistent import Persistent
 #:  1. (no record) the containers up to issue 12
 #:  2. counters (L{mdmd.store.counters}), device member sets, the per-device
 #:     certificate index and the push-job index
-SCHEMA_VERSION = 2
+#:  3. due indexes: sessions by deadline, push jobs by expiry and by finish time
+SCHEMA_VERSION = 3
 
 
 class User(Persistent):
@@ -208,6 +210,10 @@ class DMSession(Persistent):
     """
 
     last_answer: dict[str, Any] | None = None
+    #: the slot of its entry in C{session_deadlines} (L{mdmd.store.due}): at
+    #: or before its deadline; None when it has none (or only one made for it
+    #: when the index was built)
+    due_slot: int | None = None
 
     def __init__(self, state: dict[str, Any]) -> None:
         self.state = state
@@ -338,6 +344,15 @@ class StoreSchema(Persistent):
 #: devices of each status and kind). C{cert_index} holds (device id, issued
 #: at, serial) of every certificate, C{push_index} (created at, device id,
 #: seq) of every push job kept: what operators' listings page through.
+#:
+#: Due indexes (L{mdmd.store.due}: entries (slot, *key), the slot a minute)
+#: let the sweepers read only what is due: C{session_deadlines} (slot, device
+#: id) files every session no later than its deadline; C{push_expiry}
+#: (slot, device id, seq) the jobs by their expiry; C{push_finished} the
+#: finished jobs by the time they finished. C{crl_revision} counts changes to
+#: C{revoked} (a conflict-free counter: a CRL cached by any node is current
+#: while it has not moved). C{upkeep} keeps facts about the store itself
+#: (name → plain value: when it was last packed).
 #: C{schema} is the L{StoreSchema}.
 ROOT_CONTAINERS: dict[str, Callable[[], Any]] = {
     "users": OOBTree,
@@ -356,6 +371,11 @@ ROOT_CONTAINERS: dict[str, Callable[[], Any]] = {
     "cert_index": OOTreeSet,
     "push_index": OOTreeSet,
     "schema": StoreSchema,
+    "session_deadlines": OOTreeSet,
+    "push_expiry": OOTreeSet,
+    "push_finished": OOTreeSet,
+    "crl_revision": Length,
+    "upkeep": OOBTree,
 }
 
 

@@ -32,8 +32,10 @@ class SynchronousStoreService(StoreService):
     """
 
     def __init__(self, uri: str, pool_size: int = 7, retries: int = 5, cache_size: int = 10000) -> None:
-        # No unit of work goes to a thread: the reactor is never asked for one.
-        super().__init__(uri, ThreadedMemoryReactor(), pool_size, retries, cache_size)
+        # No unit of work goes to a thread: the reactor is never asked for one,
+        # and upkeep (a pack) runs in its synchronous pool.
+        reactor = ThreadedMemoryReactor()
+        super().__init__(uri, reactor, pool_size, retries, cache_size, upkeep_pool=reactor.pool)
 
     def startService(self) -> None:
         self.store = Store(open_db(self.uri, self.pool_size, self.cache_size), self.retries)

@@ -788,6 +788,43 @@ class NoNotifierTests(AdminTestCase):
         self.assertIn("push notifications are not available", value["error"])
 
 
+class StorePackTests(AdminTestCase):
+    async def test_pack(self) -> None:
+        """
+        POST /v1/store/pack packs the store and answers, once done, what it
+        did; mdmctl store pack prints it (or its JSON).
+        """
+        code, out, _ = await self.mdmctl("store", "pack", "--days", "3", "--json")
+        self.assertEqual(json.loads(out)["days"], 3)
+        code, out, _ = await self.mdmctl("store", "pack", "--days", "1.5", "--json")
+        self.assertEqual(json.loads(out)["days"], 1.5)
+        code, out, err = await self.mdmctl("store", "pack")
+        self.assertEqual((code, err), (0, ""))
+        self.assertRegex(out, r"^store packed in [0-9.]+ s, keeping 1 day\(s\) of history: [0-9.]+ \S+ → [0-9.]+ \S+\n$")
+        code, _, report = await self.raw("POST", "/v1/store/pack", b'{"days": 0}')
+        self.assertEqual(code, 200)
+        self.assertEqual(report["days"], 0)
+        self.assertEqual(sorted(report), ["days", "seconds", "size_after", "size_before", "started_at"])
+
+    async def test_days_checked(self) -> None:
+        """
+        Days must be a number, 0 or more.
+        """
+        for body in (b'{"days": -1}', b'{"days": -0.5}', b'{"days": "x"}', b'{"days": true}'):
+            code, _, value = await self.raw("POST", "/v1/store/pack", body)
+            self.assertEqual(code, 400, body)
+            self.assertIn("days", value["error"])
+
+    async def test_refused_for_a_shared_store(self) -> None:
+        """
+        A store mdmd does not pack (a ZEO client) is refused with 409, saying who packs it.
+        """
+        self.patch(self.store, "uri", "zeo://127.0.0.1:8100")
+        code, out, err = await self.mdmctl("store", "pack")
+        self.assertEqual(code, 1)
+        self.assertIn("zeopack", err)
+
+
 class ManholePasswordTests(AdminTestCase):
     async def test_works_without_the_daemon(self) -> None:
         """

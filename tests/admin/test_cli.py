@@ -120,6 +120,15 @@ def _command(seq: int, status: int | None, statuses: list[tuple[str, int]], erro
 
 
 class PrintingTests(SynchronousTestCase):
+    def test_sizes(self) -> None:
+        """
+        Store sizes are shown in bytes, KiB, MiB or GiB.
+        """
+        self.assertEqual(
+            [cli._size(n) for n in (512, 2048, 5 * 1024**2 + 1, 3 * 1024**3, 4096 * 1024**3)],
+            ["512 bytes", "2.0 KiB", "5.0 MiB", "3.0 GiB", "4096.0 GiB"],
+        )
+
     def test_results_print_every_status(self) -> None:
         """
         mdmctl results shows every status code stored: a status of 0 (not a code,

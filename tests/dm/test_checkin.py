@@ -28,6 +28,7 @@ from mdmd.notify.provisioning_doc import DMServer
 from mdmd.pki import registry
 from mdmd.pki.ca import generate_rsa_key
 from mdmd.pki.registry import ClientCertificateRefused
+from mdmd.store import due
 from mdmd.syncml import auth
 from mdmd.syncml.codec import WBXML_CODEC, XML_CODEC
 from mdmd.syncml.model import Alert, Get, Item, Location, Meta, Status, SyncML
@@ -160,6 +161,24 @@ class CheckInTests(SynchronousTestCase):
         self.assertEqual(self.device("last_contact"), (20.0,))
         self.send(self.client.package1(), 80.0)
         self.assertEqual(self.device("last_contact"), (80.0,))
+
+    def test_session_filed_once(self) -> None:
+        """
+        A new session is filed in the deadline index at its deadline; the
+        next messages move the deadline on and leave the index as it is (the
+        sweeper moves the entry when it falls due).
+        """
+
+        def filed(root: Any) -> tuple[list[Any], Any, float]:
+            record = root["sessions"][DEVICE_ID]
+            return list(root["session_deadlines"]), record.due_slot, record.state["deadline"]
+
+        answer = self.send(self.client.package1(), 20.0)
+        slot = due.slot_of(20.0 + 1800.0)
+        self.assertEqual(self.store.read(filed), ([(slot, DEVICE_ID)], slot, 1820.0))
+        server = XML_CODEC.decode(answer.body)
+        self.send(self.client.reply(self.client.header_status(server)), 500.0)
+        self.assertEqual(self.store.read(filed), ([(slot, DEVICE_ID)], slot, 2300.0))
 
     def test_refused(self) -> None:
         """

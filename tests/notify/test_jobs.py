@@ -21,7 +21,10 @@ from mdmd.notify.provisioning_doc import Characteristic, DMServer, Parm, to_wbxm
 from mdmd.store.paging import PageRequest
 from mdmd.testing.devices import SERVER_NONCE, SERVER_SECRET, add_device
 from mdmd.testing.randomness import fixed_random
+from mdmd.store import due
 from mdmd.testing.store import memory_store_service
+
+from ..store.helpers import Tripwire
 
 from .cp import IMSI, MSISDN, add_classic_device
 from .helpers import job_record
@@ -342,6 +345,99 @@ LATE = (
 )
 
 
+def trap(root: Any, index: str, device_id: str, when: float) -> None:
+    """
+    A unit of work: a device whose push log must not be read, with one job
+    filed at C{when} in the due index C{index} (and open, for push_expiry).
+    """
+    root["pushes"][device_id] = Tripwire()
+    if index == "push_expiry":
+        root["push_open"][(device_id, 1)] = True
+    due.file(root[index], when, device_id, 1)
+
+
+class SweepTests(StoreTestCase):
+    """
+    The sweeps read the due indexes: only what is due, in bounded batches.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        for device_id in ("D1", "D2", "D3"):
+            self.run_(add_device, device_id)
+
+    def entries(self, index: str) -> list[tuple[Any, ...]]:
+        return self.read(lambda root: list(root[index]))
+
+    def test_expire_reads_only_due_jobs(self) -> None:
+        """
+        Expiry reads the jobs whose expiry passed, not the others (reading
+        one would fail), however many there are.
+        """
+        (job,) = self.enqueue("D1")
+        for n in range(30):
+            self.run_(trap, "push_expiry", f"LATER-{n:02}", 5000.0 + n)
+        self.store.db.cacheMinimize()
+        swept = self.run_(jobs.expire_due, 700.0)
+        self.assertEqual((swept.refs, swept.cursor), ((job.ref,), None))
+        self.assertEqual(len(self.entries("push_expiry")), 30)
+
+    def test_purge_reads_only_due_jobs(self) -> None:
+        """
+        A purge reads the jobs that finished before its time, not the others.
+        """
+        (job,) = self.enqueue("D1")
+        self.run_(jobs.expire, 700.0)
+        for n in range(30):
+            self.run_(trap, "push_finished", f"LATER-{n:02}", 5000.0 + n)
+        self.store.db.cacheMinimize()
+        swept = self.run_(jobs.purge_due, 800.0)
+        self.assertEqual((swept.refs, swept.cursor), ((job.ref,), None))
+        self.assertEqual(len(self.entries("push_finished")), 30)
+
+    def test_batches_bounded(self) -> None:
+        """
+        A batch takes at most its limit of entries, and says where the next starts.
+        """
+        self.enqueue("D1", "D2", "D3")
+        first = self.run_(jobs.expire_due, 700.0, 2)
+        self.assertEqual((first.refs, first.cursor), ((("D1", 1), ("D2", 1)), (12, "D2", 1)))
+        second = self.run_(jobs.expire_due, 700.0, 2, first.cursor)
+        self.assertEqual((second.refs, second.cursor), ((("D3", 1),), None))
+        first = self.run_(jobs.purge_due, 800.0, 2)
+        second = self.run_(jobs.purge_due, 800.0, 2, first.cursor)
+        self.assertEqual((len(first.refs), len(second.refs), second.cursor), (2, 1, None))
+        self.assertEqual(self.read(jobs.list_pushes), [])
+
+    def test_stale_entries_tolerated(self) -> None:
+        """
+        The expiry entry of a job answered meanwhile stays until it falls
+        due, then goes without the job being read; one made "due at once"
+        when the index was built is moved to the job's expiry.
+        """
+        (answered,) = self.enqueue("D1")
+        self.run_(jobs.answer_push, "D1", session_id_text(answered.info.session_id), 150.0)
+        (waiting,) = self.enqueue("D2", now=200.0)
+        self.run_(lambda root: root["push_expiry"].add((0, "D2", 1)))
+        self.assertEqual(self.entries("push_expiry"), [(0, "D2", 1), (12, "D1", 1), (14, "D2", 1)])
+        self.run_(lambda root: root["pushes"].__setitem__("D1", Tripwire()))
+        self.store.db.cacheMinimize()
+        self.assertEqual(self.run_(jobs.expire_due, 720.0).refs, ())
+        self.assertEqual(self.entries("push_expiry"), [(14, "D2", 1)])
+        self.assertEqual(self.run_(jobs.expire_due, 800.0).refs, (waiting.ref,))
+
+    def test_finished_indexed_when_finished(self) -> None:
+        """
+        A job is filed for the purge when it finishes, at that time.
+        """
+        (job,) = self.enqueue("D1")
+        self.assertEqual(self.entries("push_finished"), [])
+        self.run_(jobs.answer_push, "D1", session_id_text(job.info.session_id), 150.0)
+        self.assertEqual(self.entries("push_finished"), [(3, "D1", 1)])
+        self.assertEqual(self.run_(jobs.purge_due, 150.0).refs, ())
+        self.assertEqual(self.entries("push_finished"), [(3, "D1", 1)])
+
+
 class TransitionTests(SynchronousTestCase):
     def test_every_pair(self) -> None:
         """
@@ -620,6 +716,14 @@ class WnsJobTests(StoreTestCase):
         (sms,) = self.enqueue("D1")
         self.assertEqual((sms.info.route, sms.info.channel_uri, sms.info.seq), ("sms", "", 2))
         self.assertNotIn("route", self.read(job_record, "D1", 2))
+
+    def test_expires(self) -> None:
+        """
+        A WNS job is filed by its expiry like any job, and expires unanswered.
+        """
+        (job,) = self.run_(jobs.enqueue_wns, [("D1", self.URI)], SETTINGS, 100.0)
+        self.assertEqual(self.read(lambda root: list(root["push_expiry"])), [(12, "D1", 1)])
+        self.assertEqual(self.run_(jobs.expire_due, 700.0).refs, (job.ref,))
 
     def test_submitted_with_what_wns_said(self) -> None:
         """

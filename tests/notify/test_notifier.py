@@ -500,6 +500,22 @@ class SmppTests(SynchronousTestCase):
         rig.advance(3600.0)
         self.assertEqual(rig.store.store.read(jobs.list_pushes), [])
 
+    def test_sweeps_in_batches(self) -> None:
+        """
+        Expiry and purge go a batch per transaction until nothing more is due.
+        """
+        self.patch(jobs, "SWEEP_BATCH", 1)
+        rig = Rig()
+        for device_id in ("D1", "D2", "D3"):
+            rig.add(device_id)
+        rig.start()
+        rig.push("D1", "D2", "D3")
+        rig.advance(660.0)
+        assert rig.store.store is not None
+        self.assertEqual({i.state for i in rig.store.store.read(jobs.list_pushes)}, {jobs.EXPIRED})
+        rig.advance(7200.0)
+        self.assertEqual(rig.store.store.read(jobs.list_pushes), [])
+
     def test_refusal_names_devices(self) -> None:
         """
         A push for a device without a number fails with NotPushable; nothing is sent.

@@ -2,21 +2,30 @@
 Tests for L{mdmd.pki.authority}: key material on disk, issuance and revocation in the store.
 """
 
+import datetime
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from mdmd.pki import registry
+from mdmd.pki import authority, registry
+from mdmd.pki.authority import CAService, CASettings
 from mdmd.pki.ca import certificate_pem, generate_rsa_key, private_key_pem
-from mdmd.testing.store import memory_store_service
+from mdmd.testing.store import SynchronousStoreService, memory_store_service
+
+from ..servers import start_zeo
 
 from .helpers import mode, started_ca
+
+T = TypeVar("T")
 
 
 class FilesTests(SynchronousTestCase):
@@ -219,3 +228,168 @@ class IssueRevokeTests(SynchronousTestCase):
         )
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
         self.assertIn(": OK", result.stdout)
+
+
+class HeldStore(SynchronousStoreService):
+    """
+    A synchronous store that holds back the outcome of every CRL signing
+    until released, as a signing on the store's threads takes its time.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("memory:", pool_size=2)
+        self.held: list[tuple[Any, Deferred[Any]]] = []
+        self.signings = 0
+
+    def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
+        if fn is not authority.sign_crl:
+            return super().read(fn, *args, **kwargs)
+        self.signings += 1
+        signed = self.successResult(super().read(fn, *args, **kwargs))
+        held: Deferred[T] = Deferred()
+        self.held.append((signed, held))
+        return held
+
+    @staticmethod
+    def successResult(d: Deferred[T]) -> T:
+        results: list[T] = []
+        d.addCallback(results.append)
+        return results[0]
+
+    def release(self) -> None:
+        """
+        Let every signing held back finish.
+        """
+        held, self.held = self.held, []
+        for signed, waiting in held:
+            waiting.callback(signed)
+
+
+def crl_of(der: bytes) -> x509.CertificateRevocationList:
+    return x509.load_der_x509_crl(der)
+
+
+def crl_number(der: bytes) -> int:
+    number: int = crl_of(der).extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    return number
+
+
+class CRLTests(SynchronousTestCase):
+    """
+    The CRL: kept while the revocations' revision stays, signed again off the
+    reactor thread when it moves (the previous one served meanwhile), or when
+    it ages.
+    """
+
+    def setUp(self) -> None:
+        self.store = HeldStore()
+        self.store.startService()
+        self.addCleanup(self.store.stopService)
+        self.clock = Clock()
+        self.clock.advance(1_800_000_000)
+        directory = self.mktemp()
+        self.ca = CAService(
+            CASettings(state_dir=os.path.abspath(directory), hostnames=("localhost",), key_size=2048,
+                       crl_lifetime=datetime.timedelta(hours=2)),
+            self.store,
+            self.clock,
+        )
+        self.ca.startService()
+        self.addCleanup(self.ca.stopService)
+        self.key = generate_rsa_key(2048)
+
+    def crl(self) -> Deferred[bytes]:
+        return Deferred.fromCoroutine(self.ca.crl_der())
+
+    def revoked_serial(self) -> int:
+        issued = self.successResultOf(self.ca.issue(self.key.public_key(), "DEV-1"))
+        serial: int = issued.certificate.serial_number
+        self.successResultOf(self.ca.revoke(serial))
+        return serial
+
+    def test_first_request_waits(self) -> None:
+        """
+        The first request waits for the first signing; the next ones get it
+        from memory, with no signing.
+        """
+        first = self.crl()
+        self.assertNoResult(first)
+        self.store.release()
+        der = self.successResultOf(first)
+        self.assertEqual(self.successResultOf(self.crl()), der)
+        self.assertEqual(self.store.signings, 1)
+
+    def test_previous_served_while_signing(self) -> None:
+        """
+        After a revocation, requests get the previous CRL at once while the
+        new one is signed (once, however many requests come), then the new one.
+        """
+        self.crl()
+        self.store.release()
+        old = self.successResultOf(self.crl())
+        serial = self.revoked_serial()
+        self.assertEqual(self.successResultOf(self.crl()), old)
+        self.assertEqual(self.successResultOf(self.crl()), old)
+        self.assertEqual(self.store.signings, 2)
+        self.store.release()
+        new = self.successResultOf(self.crl())
+        self.assertIsNotNone(crl_of(new).get_revoked_certificate_by_serial_number(serial))
+        self.assertGreater(crl_number(new), crl_number(old))
+        self.assertEqual(self.store.signings, 2)
+
+    def test_revocation_during_signing(self) -> None:
+        """
+        A revocation while a signing is under way gets another signing after it.
+        """
+        self.crl()
+        self.store.release()
+        self.revoked_serial()
+        self.crl()
+        serial = self.revoked_serial()
+        self.crl()
+        self.store.release()
+        self.assertEqual(self.store.signings, 3)
+        self.store.release()
+        der = self.successResultOf(self.crl())
+        self.assertEqual(len(crl_of(der)), 2)
+        self.assertIsNotNone(crl_of(der).get_revoked_certificate_by_serial_number(serial))
+
+    def test_signed_again_when_aging(self) -> None:
+        """
+        A CRL half its lifetime old is signed again (nothing was revoked).
+        """
+        self.crl()
+        self.store.release()
+        old = self.successResultOf(self.crl())
+        self.clock.advance(3599)
+        self.assertEqual(self.successResultOf(self.crl()), old)
+        self.assertEqual(self.store.signings, 1)
+        self.clock.advance(1)
+        self.assertEqual(self.successResultOf(self.crl()), old)
+        self.store.release()
+        new_update, old_update = crl_of(self.successResultOf(self.crl())).next_update_utc, crl_of(old).next_update_utc
+        assert new_update is not None and old_update is not None
+        self.assertEqual(new_update - old_update, datetime.timedelta(hours=1))
+
+
+class SharedStoreCRLTests(SynchronousTestCase):
+    def test_revocation_by_another_node(self) -> None:
+        """
+        Two nodes sharing a ZEO store: a CRL cached by one is signed again
+        once the other revoked a certificate, and lists it.
+        """
+        port = start_zeo(self)
+        stores = [SynchronousStoreService(f"zeo://127.0.0.1:{port}", pool_size=2) for _ in range(2)]
+        for store in stores:
+            store.startService()
+            self.addCleanup(store.stopService)
+        first = started_ca(self, store=stores[0])
+        second = started_ca(self, store=stores[1], state_dir=first.settings.state_dir)
+        before = self.successResultOf(Deferred.fromCoroutine(second.crl_der()))
+        self.assertEqual(self.successResultOf(Deferred.fromCoroutine(second.crl_der())), before)
+        issued = self.successResultOf(first.issue(generate_rsa_key(2048).public_key(), "DEV-1"))
+        serial = issued.certificate.serial_number
+        self.successResultOf(first.revoke(serial))
+        after = self.successResultOf(Deferred.fromCoroutine(second.crl_der()))
+        self.assertIsNone(crl_of(before).get_revoked_certificate_by_serial_number(serial))
+        self.assertIsNotNone(crl_of(after).get_revoked_certificate_by_serial_number(serial))

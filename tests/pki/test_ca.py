@@ -19,6 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from mdmd.pki.ca import (
     CertificateAuthority,
     Revocation,
+    RevokedEntries,
     generate_rsa_key,
     parse_serial,
     serial_hex,
@@ -215,6 +216,31 @@ class CRLTests(SynchronousTestCase):
         self.assertIsNone(crl.get_revoked_certificate_by_serial_number(12))
         self.assertEqual(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number, 7)
         self.assertEqual(crl.next_update_utc, NOW + datetime.timedelta(days=7))
+
+
+    def test_entries_built_once(self) -> None:
+        """
+        RevokedEntries builds an entry once, from the revocation as the store
+        keeps it, and hands it out again for the next CRL; entries no longer
+        listed are forgotten; a CRL of them lists what crl() lists.
+        """
+        at = NOW.timestamp()
+        entries = RevokedEntries()
+        first = entries([(10, at, "keyCompromise"), (11, at, "unspecified")])
+        second = entries([(10, at, "keyCompromise"), (12, at, "unspecified")])
+        self.assertIs(second[0], first[0])
+        self.assertEqual([e.serial_number for e in second], [10, 12])
+        third = entries([(11, at, "unspecified")])
+        self.assertIsNot(third[0], first[1])
+        ca = make_ca()
+        lifetime = datetime.timedelta(days=1)
+        of_entries = ca.crl_of_entries(entries([(10, at, "keyCompromise"), (12, at, "unspecified")]), 1, NOW, lifetime)
+        direct = ca.crl([Revocation(10, NOW, "keyCompromise"), Revocation(12, NOW)], 1, NOW, lifetime)
+
+        def listed(crl: x509.CertificateRevocationList) -> list[tuple[int, datetime.datetime, list[x509.Extension[x509.ExtensionType]]]]:
+            return [(e.serial_number, e.revocation_date_utc, list(e.extensions)) for e in crl]
+
+        self.assertEqual(listed(of_entries), listed(direct))
 
 
 class SerialTests(SynchronousTestCase):

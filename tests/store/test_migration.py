@@ -18,6 +18,9 @@ from mdmd.store.runner import Store
 
 from ..logs import logged_events
 
+#: The layout before this mdmd's: the upgrade tests' stores run the last step alone.
+PREVIOUS = SCHEMA_VERSION - 1
+
 USERS = Family("test.users", ("enabled", "disabled"))
 
 
@@ -25,15 +28,19 @@ def _count_user(root: Any, key: str, user: User) -> None:
     USERS.add(root, "enabled" if user.enabled else "disabled")
 
 
-def _old_store(users: int) -> Store:
+def _old_store(users: int, version: int | None = None) -> Store:
     """
-    A store as an older mdmd left it: containers, users, no layout version.
+    A store as an older mdmd left it: containers, users, and no layout
+    version (version 1), or C{version}.
     """
     store = Store(open_db("memory:"), sleep=lambda seconds: None)
     store.initialize()
 
     def older(root: Any) -> None:
-        del root["schema"]
+        if version is None:
+            del root["schema"]
+        else:
+            root["schema"].version = version
         for n in range(users):
             root["users"][f"u{n:03}"] = User(f"u{n:03}", "h", 1.0)
 
@@ -93,7 +100,7 @@ class UpgradeTests(SynchronousTestCase):
         Every record is visited once, in batches of the given size (one
         transaction each); the store ends at the new version, counted.
         """
-        store = _old_store(25)
+        store = _old_store(25, PREVIOUS)
         transactions = []
         run = store.run
 
@@ -115,7 +122,7 @@ class UpgradeTests(SynchronousTestCase):
         An upgrade stopped halfway resumes after the last batch that
         committed: nothing is counted twice, nothing missed.
         """
-        store = _old_store(25)
+        store = _old_store(25, PREVIOUS)
         visited: list[str] = []
 
         def failing(root: Any, key: str, user: User) -> None:
@@ -134,7 +141,7 @@ class UpgradeTests(SynchronousTestCase):
         """
         The upgrade says what it does, each pass's count and time, and the total.
         """
-        store = _old_store(12)
+        store = _old_store(12, PREVIOUS)
         ticks = iter(range(0, 1000, 3))
         upgrade(store, schema(), batch=5, clock=lambda: float(next(ticks)))
         lines = [formatEvent(e) for e in self.logged if e.get("log_namespace") == migration.__name__]

@@ -4,17 +4,22 @@ Tests for L{mdmd.store.runner}.
 
 import os
 import stat
+from typing import Any
 
 from BTrees.OOBTree import OOBTree
 from twisted.internet import reactor
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from ZODB.fsIndex import fsIndex
 from ZODB.POSException import ConflictError
 
 from mdmd.store.db import open_db
 from mdmd.store.models import ROOT_CONTAINERS, SCHEMA_VERSION, User
 from mdmd.store.runner import ConflictRetriesExhausted, Root, Store, StoreService
+from mdmd.store.upkeep import PackInProgress, PackRefused, UpkeepSettings
+from mdmd.testing.reactor import SynchronousThreadPool, ThreadedMemoryReactor
 
 
 class StoreTests(SynchronousTestCase):
@@ -179,7 +184,12 @@ class StoreServiceUpgradeTests(SynchronousTestCase):
         uri = f"file://{path}/Data.fs"
         older = Store(open_db(uri))
         older.initialize()
-        older.run(lambda root: [root.__delitem__("schema"), root["users"].__setitem__("a", User("a", "h", 1.0))])
+        older.run(
+            lambda root: [
+                setattr(root["schema"], "version", SCHEMA_VERSION - 1),
+                root["users"].__setitem__("a", User("a", "h", 1.0)),
+            ]
+        )
         older.db.close()
         service = StoreService(uri, IReactorFromThreads(reactor), pool_size=1, schema=Schema((recounted,), (step,)))
         service.startService()
@@ -187,3 +197,127 @@ class StoreServiceUpgradeTests(SynchronousTestCase):
         assert service.store is not None
         self.assertEqual(service.store.read(recounted.counts), {"all": 1})
         self.assertEqual(service.store.read(lambda root: root["schema"].version), SCHEMA_VERSION)
+class QueuedPool(SynchronousThreadPool):
+    """
+    A thread pool whose calls wait until the test runs them (a pack that takes its time).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queued: list[tuple[Any, ...]] = []
+
+    def callInThreadWithCallback(self, onResult: Any, func: Any, *args: Any, **kw: Any) -> None:
+        self.queued.append((onResult, func, args, kw))
+
+    def run_queued(self) -> None:
+        queued, self.queued = self.queued, []
+        for onResult, func, args, kw in queued:
+            super().callInThreadWithCallback(onResult, func, *args, **kw)
+
+
+def packed(root: Root) -> Any:
+    return dict(root["upkeep"]).get("last_pack")
+
+
+class StoreUpkeepTests(SynchronousTestCase):
+    """
+    The store service packs the FileStorage on a schedule and on demand, and
+    saves its index, on its upkeep thread.
+    """
+
+    def setUp(self) -> None:
+        self.uri = f"file://{os.path.abspath(self.mktemp())}/Data.fs"
+        self.clock = Clock()
+        self.clock.advance(1_000_000)
+
+    def service(self, pool: SynchronousThreadPool | None = None, **settings: float) -> StoreService:
+        service = StoreService(
+            self.uri,
+            ThreadedMemoryReactor(),
+            pool_size=2,
+            upkeep=UpkeepSettings(**settings),
+            clock=self.clock,
+            upkeep_pool=pool or SynchronousThreadPool(),
+        )
+        service.startService()
+        self.addCleanup(lambda: service.running and service.stopService())
+        return service
+
+    def test_scheduled_pack(self) -> None:
+        """
+        A store is packed every pack_interval, counted from the last pack
+        (or from the first start), across restarts.
+        """
+        first = self.service(pack_interval=1000.0, index_save_interval=0.0)
+        self.clock.advance(600)
+        stopped = first.stopService()
+        assert stopped is not None
+        self.successResultOf(stopped)
+        second = self.service(pack_interval=1000.0, index_save_interval=0.0)
+        assert second.store is not None
+        self.clock.advance(399)
+        self.assertIsNone(second.store.read(packed))
+        self.clock.advance(1)
+        report = second.store.read(packed)
+        self.assertEqual((report["started_at"], report["days"]), (1_001_000.0, 1.0))
+        self.clock.advance(999)
+        self.assertEqual(second.store.read(packed)["started_at"], 1_001_000.0)
+        self.clock.advance(1)
+        self.assertEqual(second.store.read(packed)["started_at"], 1_002_000.0)
+
+    def test_pack_on_demand(self) -> None:
+        """
+        A pack on demand keeps the days asked for, reports sizes, and puts the
+        next scheduled pack a whole interval after it.
+        """
+        service = self.service(pack_interval=1000.0, index_save_interval=0.0)
+        assert service.store is not None
+        self.clock.advance(500)
+        report = self.successResultOf(service.pack(0))
+        self.assertEqual((report.days, report.started_at), (0, 1_000_500.0))
+        self.assertLessEqual(report.size_after, report.size_before)
+        self.clock.advance(999)
+        self.assertEqual(service.store.read(packed)["started_at"], 1_000_500.0)
+        self.clock.advance(1)
+        self.assertEqual(service.store.read(packed)["started_at"], 1_001_500.0)
+
+    def test_one_pack_at_a_time(self) -> None:
+        """
+        A pack asked for while one runs is refused; a stop waits for the one
+        under way before it closes the store.
+        """
+        pool = QueuedPool()
+        service = self.service(pool, pack_interval=0.0, index_save_interval=0.0)
+        running = service.pack()
+        self.failureResultOf(service.pack(), PackInProgress)
+        stopped = service.stopService()
+        assert stopped is not None
+        self.assertNoResult(stopped)
+        self.assertIsNotNone(service.store)
+        pool.run_queued()
+        self.successResultOf(running)
+        self.successResultOf(stopped)
+        self.assertIsNone(service.store)
+
+    def test_refused_for_shared_stores(self) -> None:
+        """
+        A ZEO or RelStorage store is not packed by mdmd: a pack is refused
+        with who packs it, and none is scheduled.
+        """
+        for uri, packer in (("zeo://127.0.0.1:1", "zeopack"), ("postgresql://u@h/d", "zodbpack")):
+            service = StoreService(uri, ThreadedMemoryReactor(), clock=self.clock)
+            failure = self.failureResultOf(service.pack(), PackRefused)
+            self.assertIn(packer, str(failure.value))
+
+    def test_index_saved_on_schedule(self) -> None:
+        """
+        The FileStorage index is saved every index_save_interval, up to the last commit.
+        """
+        service = self.service(pack_interval=0.0, index_save_interval=100.0)
+        assert service.store is not None
+        service.store.run(lambda root: root["users"].__setitem__("a", User("a", "h", 1.0)))
+        size = service.store.db.storage.getSize()
+        index = self.uri[len("file://"):] + ".index"
+        self.assertLess(fsIndex.load(index)["pos"], size)
+        self.clock.advance(100)
+        self.assertEqual(fsIndex.load(index)["pos"], size)
