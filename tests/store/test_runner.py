@@ -18,7 +18,15 @@ from ZODB.POSException import ConflictError
 
 from mdmd.store.db import open_db
 from mdmd.store.models import ROOT_CONTAINERS, User
-from mdmd.store.runner import ConflictRetriesExhausted, GroupCommit, GroupedUnit, Root, Store, StoreService
+from mdmd.store.runner import (
+    ConflictRetriesExhausted,
+    GroupCommit,
+    GroupedUnit,
+    GroupStats,
+    Root,
+    Store,
+    StoreService,
+)
 
 
 class StoreTests(SynchronousTestCase):
@@ -208,6 +216,7 @@ class GroupCommitTests(SynchronousTestCase):
         self.group.run([self.unit("a", broken), self.unit("b", _set("b", 2))])
         self.assertIsInstance(self.outcomes["a"].value, ValueError)
         self.assertEqual(self.values(), {"b": 2})
+        self.assertEqual(self.group.stats.again, 0)
 
     def test_persistent_result_refused(self) -> None:
         """
@@ -224,23 +233,49 @@ class GroupCommitTests(SynchronousTestCase):
 
     def test_transient_error_runs_the_unit_again_alone(self) -> None:
         """
-        A unit that meets a conflict while it runs is rolled back and run
-        again alone, after the group committed and delivered.
+        A unit that meets a conflict while it runs (here: in both runs of its
+        group) is rolled back and run again alone, after the group committed
+        and delivered.
         """
         attempts: list[int] = []
 
         def flaky(root: Root) -> int:
             attempts.append(1)
             root["values"]["b"] = len(attempts)
-            if len(attempts) == 1:
+            if len(attempts) <= 2:
                 raise ConflictError()
             return len(attempts)
 
         self.group.run([self.unit("a", _set("a", 1)), self.unit("b", flaky), self.unit("c", _set("c", 3))])
-        self.assertEqual(self.outcomes["b"], 2)
-        self.assertEqual(self.values(), {"a": 1, "b": 2, "c": 3})
+        self.assertEqual(self.outcomes["b"], 3)
+        self.assertEqual(self.values(), {"a": 1, "b": 3, "c": 3})
         self.assertEqual(self.events, ["commit", "deliver a", "deliver c", "commit", "deliver b"])
-        self.assertEqual(self.group.stats.alone, 1)
+        self.assertEqual((self.group.stats.again, self.group.stats.alone), (1, 1))
+
+    def test_group_runs_again_with_savepoints(self) -> None:
+        """
+        A group runs without savepoints until a unit fails after others
+        changed something; then it runs again from its start with them, and
+        what is delivered is the outcome of that second run.
+        """
+        runs: list[str] = []
+
+        def counted(name: str) -> Any:
+            def unit(root: Root) -> int:
+                runs.append(name)
+                root["values"][name] = runs.count(name)
+                if name == "b":
+                    raise ValueError("no")
+                return runs.count(name)
+
+            return unit
+
+        self.group.run([self.unit(name, counted(name)) for name in "abc"])
+        self.assertEqual(runs, ["a", "b", "a", "b", "c"])
+        self.assertEqual(self.outcomes["a"], 2)
+        self.assertIsInstance(self.outcomes["b"].value, ValueError)
+        self.assertEqual(self.values(), {"a": 2, "c": 1})
+        self.assertEqual(self.group.stats, GroupStats(units=3, groups=1, alone=0, again=1))
 
     def test_commit_conflict_runs_every_unit_alone(self) -> None:
         """
