@@ -838,14 +838,25 @@ def _response_header(work: _Work, authenticated: bool, with_commands: bool) -> S
     )
 
 
+#: The Alert 1222 a message may have to end with, and its size in each codec (a constant).
+_NEXT_MESSAGE = Alert(cmd_id="9999", data=str(int(AlertCode.NEXT_MESSAGE)))
+_NEXT_MESSAGE_SIZES: dict[str, int] = {}
+
+
 def _budget(work: _Work) -> int:
+    """
+    The bytes left for our commands once the envelope and the statuses are in.
+    """
     limit = work.state.max_msg_size or work.settings.default_max_msg_size
     header = _response_header(work, True, True)
-    used = max(work.codec.envelope_size(header, True), work.codec.envelope_size(header, False))
+    # With Final the envelope is larger (one more element): it bounds both endings.
+    used = work.codec.envelope_size(header, True)
     used += sum(work.codec.command_size(c) for c in work.statuses)
     # Room for an Alert 1222 we may have to add.
-    used += work.codec.command_size(Alert(cmd_id="9999", data="1222"))
-    return limit - used
+    alert = _NEXT_MESSAGE_SIZES.get(work.codec.name)
+    if alert is None:
+        alert = _NEXT_MESSAGE_SIZES[work.codec.name] = work.codec.command_size(_NEXT_MESSAGE)
+    return limit - used - alert
 
 
 def _send_commands(work: _Work, pending: Sequence[PendingCommand]) -> bool:
@@ -860,7 +871,6 @@ def _send_commands(work: _Work, pending: Sequence[PendingCommand]) -> bool:
         return False
     if any(not r.chunk for r in work.state.sent):
         return True  # wait for the statuses of what we already sent
-    budget = _budget(work)
     msg_id = str(work.state.next_msg_id)
     by_seq = {c.seq: c for c in pending}
     outgoing = work.state.outgoing
@@ -869,13 +879,14 @@ def _send_commands(work: _Work, pending: Sequence[PendingCommand]) -> bool:
         if command is None:
             work.move(SessionInput.SENDING_STOPPED)
         else:
-            return _send_chunk(work, command, outgoing.offset, budget, msg_id)
+            return _send_chunk(work, command, outgoing.offset, _budget(work), msg_id)
     answered = {e.seq for e in work.effects if isinstance(e, (CommandAnswered, CommandFailed))}
     view = [
         replace(c, state="done") if c.seq in answered else replace(c, state="queued") if c.seq in work.requeued else c
         for c in pending
     ]
     complete = True
+    budget: int | None = None  # measured once there is something to send (encoding it costs)
     for candidate in sendable(view, work.state.user_logged_in):
         refs: list[SentRef] = []
         mark = work.ids.mark()
@@ -886,6 +897,8 @@ def _send_commands(work: _Work, pending: Sequence[PendingCommand]) -> bool:
             work.ids.rewind(mark)
             work.effects.append(CommandFailed(candidate.seq, too_big))
             continue
+        if budget is None:
+            budget = _budget(work)
         if size <= budget:
             work.commands.append(built)
             work.sent.extend(refs)

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import astuple, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any, Final, TypeAlias, TypeVar
 
 from mdmd.dm.chunking import IncomingObject, OutgoingObject
@@ -325,7 +325,7 @@ class SessionState:
             "max_msg_size": self.max_msg_size,
             "max_obj_size": self.max_obj_size,
             "user_logged_in": self.user_logged_in,
-            "sent": [astuple(s) for s in self.sent],
+            "sent": [(s.msg_id, s.cmd_id, s.seq, s.path, s.verb, s.chunk) for s in self.sent],
             "answers": [(seq, a.statuses, a.results) for seq, a in self.answers],
             "last_client_msg_id": self.last_client_msg_id,
             "server_nonce": self.server_nonce,
