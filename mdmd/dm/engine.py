@@ -251,8 +251,7 @@ def handle(
         effects.append(NewSession(state.key, header.session_id))
     meta = header.meta
     if meta is not None:
-        state = replace(
-            state,
+        state = state.evolve(
             max_msg_size=meta.max_msg_size or state.max_msg_size,
             max_obj_size=meta.max_obj_size or state.max_obj_size,
         )
@@ -261,7 +260,7 @@ def handle(
     proof = Proof(header.cred, header.source.loc_name, hmac_header, body)
     verdict = authenticate(state, device.scheme, device.client, proof, settings.max_auth_failures, random)
     work.move(verdict.input)
-    work.state = replace(work.state, auth_failures=verdict.failures)
+    work.state = work.state.evolve(auth_failures=verdict.failures)
     if verdict.nonce is not None:
         work.effects.append(ClientNonce(verdict.nonce))
     work.statuses.append(
@@ -303,16 +302,15 @@ def handle(
     with_commands = any(not isinstance(c, Status) for c in answer)
     response = SyncML(header=_response_header(work, verdict.accepted, with_commands), body=answer, final=final)
     encoded = codec.encode(response)
-    new_state = replace(
-        work.state,
+    new_state = work.state.evolve(
         next_msg_id=state.next_msg_id + 1,
         deadline=now + settings.session_timeout,
         answers=tuple(sorted(work.answers.items())),
         last_client_msg_id=header.msg_id,
     )
     headers = response_headers(new_state, work.device.server, encoded, device.server_scheme)
-    new_state = replace(
-        new_state, server_cred_sent=response.header.cred is not None or _mac_owed(new_state, headers)
+    new_state = new_state.evolve(
+        server_cred_sent=response.header.cred is not None or _mac_owed(new_state, headers)
     )
     return Outcome(response, encoded, new_state, tuple(work.effects), headers)
 
@@ -452,7 +450,7 @@ def _client_event(work: _Work, alert: Alert) -> None:
         kind = item.meta.type if item.meta else None
         value = (data_text(item.data) or "").strip().lower()
         if kind == LOGIN_STATUS:
-            work.state = replace(work.state, user_logged_in=value == "user")
+            work.state = work.state.evolve(user_logged_in=value == "user")
             work.effects.append(LoginStatus(value))
 
 
@@ -542,7 +540,7 @@ def _client_status(work: _Work, status: Status) -> None:
     if ref is None:
         return  # a status for something we do not know (or already settled): nothing to do
     if ref.chunk and code == StatusCode.CHUNKED_ITEM_ACCEPTED:
-        work.state = replace(work.state, sent=tuple(r for r in work.state.sent if r != ref))
+        work.state = work.state.evolve(sent=tuple(r for r in work.state.sent if r != ref))
         return
     if work.server_refused and code in (StatusCode.INVALID_CREDENTIALS, StatusCode.MISSING_CREDENTIALS):
         _requeue(work, ref.seq, code)
@@ -587,7 +585,7 @@ def _next_session_nonce(work: _Work, status: Status) -> None:
     if nonce_per_message(work.state, work.device.server_scheme):
         work.device = replace(work.device, server=replace(work.device.server, nonce=nonce))
     elif work.state.server_nonce is None:
-        work.state = replace(work.state, server_nonce=work.device.server.nonce)
+        work.state = work.state.evolve(server_nonce=work.device.server.nonce)
 
 
 def _server_challenged(work: _Work, status: Status, code: StatusCode | None) -> None:
@@ -605,9 +603,9 @@ def _server_challenged(work: _Work, status: Status, code: StatusCode | None) -> 
     if nonce is not None:
         work.effects.append(ServerNonce(nonce))
         work.device = replace(work.device, server=replace(work.device.server, nonce=nonce))
-        work.state = replace(work.state, server_nonce=None)
+        work.state = work.state.evolve(server_nonce=None)
     refusals = work.state.server_refusals + (1 if sent else 0)
-    work.state = replace(work.state, server_refusals=refusals)
+    work.state = work.state.evolve(server_refusals=refusals)
     if refusals > work.settings.max_auth_failures:
         work.move(SessionInput.GIVE_UP)
         return
@@ -638,7 +636,7 @@ def _requeue(work: _Work, seq: int, code: int) -> None:
     """
     Our command C{seq} was refused for want of our credential: forget this attempt, send it again.
     """
-    work.state = replace(work.state, sent=tuple(r for r in work.state.sent if r.seq != seq))
+    work.state = work.state.evolve(sent=tuple(r for r in work.state.sent if r.seq != seq))
     work.answers.pop(seq, None)
     work.touched.discard(seq)
     outgoing = work.state.outgoing
@@ -759,7 +757,7 @@ def _complete_answers(work: _Work) -> None:
         if still_sending or receiving:
             continue
         del work.answers[seq]
-        work.state = replace(work.state, sent=tuple(r for r in work.state.sent if r.seq != seq))
+        work.state = work.state.evolve(sent=tuple(r for r in work.state.sent if r.seq != seq))
         work.effects.append(CommandAnswered(seq, _outcome(code), code, answer.statuses, answer.results))
 
 
@@ -902,7 +900,7 @@ def _send_commands(work: _Work, pending: Sequence[PendingCommand]) -> bool:
         if size <= budget:
             work.commands.append(built)
             work.sent.extend(refs)
-            work.state = replace(work.state, sent=work.state.sent + tuple(refs))
+            work.state = work.state.evolve(sent=work.state.sent + tuple(refs))
             work.effects.append(CommandSent(candidate.seq, work.state.key, msg_id, refs[0].cmd_id))
             budget -= size
             continue
@@ -932,7 +930,7 @@ def _send_chunk(work: _Work, command: PendingCommand, offset: int, budget: int, 
     ref = replace(refs[0], chunk=piece.sending is not None)
     work.commands.append(piece.command)
     work.sent.append(ref)
-    work.state = replace(work.state, sent=work.state.sent + (ref,))
+    work.state = work.state.evolve(sent=work.state.sent + (ref,))
     if piece.sending is None:
         work.move(SessionInput.SENDING_STOPPED)
     else:
