@@ -42,7 +42,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from mdmd import config as mdmd_config  # noqa: E402
 from mdmd.admin.cli import AdminClient  # noqa: E402
-from mdmd.testing.daemon import DaemonProcess  # noqa: E402
+from mdmd.testing.daemon import DaemonProcess, script  # noqa: E402
 from mdmd.testing.dmclient import DMClient, windows_dm_client, windows_post  # noqa: E402
 from mdmd.testing.windows.device import WindowsDevice  # noqa: E402
 
@@ -63,6 +63,15 @@ def peak_rss_kib(pid: int) -> int:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1])
     return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """
+    The user and system CPU time a process has used so far.
+    """
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rsa_sign_rate() -> float:
@@ -180,23 +189,26 @@ class Bench:
 
     async def run(self) -> None:
         args = self.args
-        print(f"rsa-2048 sign rate on this machine: {rsa_sign_rate():.0f}/s (one core)")
+        print(f"rsa-2048 sign rate on this machine: {rsa_sign_rate():.0f}/s (one core); "
+              f"load average {os.getloadavg()[0]:.2f}")
         print(f"setting up: daemon + {args.devices} enrolled devices ...", flush=True)
         await self.setup()
         # a warm-up session per device (TLS connections opened, caches filled)
         await self.check_ins(record=False)
-        total_elapsed, all_latencies, total_messages, sessions = 0.0, [], 0, 0
+        total_elapsed, all_latencies, total_messages, sessions, daemon_cpu = 0.0, [], 0, 0, 0.0
         profiler = None
         if args.profile:
             profiler = subprocess.Popen(
-                ["py-spy", "record", "--nonblocking", "--gil", "--format", "raw", "--rate", "250", "-o", args.profile,
+                [script("py-spy"), "record", "--nonblocking", "--gil", "--format", "raw", "--rate", "250", "-o", args.profile,
                  "-p", str(self.daemon.pid)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
             await task.deferLater(reactor, 1.0, lambda: None)
         for round_number in range(args.rounds):
             await deferToThread(self.enqueue, round_number)
+            cpu_before = cpu_seconds(self.daemon.pid)
             elapsed, latencies, messages, count = await self.check_ins(record=round_number == 0)
+            daemon_cpu += cpu_seconds(self.daemon.pid) - cpu_before
             total_elapsed += elapsed
             all_latencies += latencies
             total_messages += messages
@@ -215,6 +227,8 @@ class Bench:
             f"{sessions / total_elapsed:.0f} sessions/s, p50 {percentile(all_latencies, 50) * 1000:.1f} ms, "
             f"p99 {percentile(all_latencies, 99) * 1000:.1f} ms, peak RSS {rss / 1024:.0f} MiB"
         )
+        print(f"          daemon CPU {daemon_cpu / total_messages * 1000:.2f} ms a message "
+              f"({daemon_cpu / total_elapsed * 100:.0f}% of a core)")
         elapsed, latencies, messages = await self.baseline()
         baseline_rate = messages / elapsed
         print(

@@ -12,7 +12,7 @@ decodes the request, runs this unit and writes its answer once it committed.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -54,7 +54,7 @@ from mdmd.store.models import CommandQueue, Device, DMSession
 from mdmd.syncml.codec import Codec
 from mdmd.syncml.model import SyncML
 
-__all__ = ["DMSettings", "DeviceRefused", "Exchanged", "exchange"]
+__all__ = ["DMSettings", "DeviceRefused", "Exchanged", "apply_effects", "exchange"]
 
 Root = MutableMapping[str, Any]
 
@@ -210,7 +210,7 @@ def exchange(
         hmac_header=hmac_header,
         random=random,
     )
-    _apply(_Applying(root, device, queue, now, notes, message.header.session_id), outcome.effects)
+    apply_effects(root, device, queue, outcome.effects, now, message.header.session_id, notes)
     if _authenticates(state, outcome.state):
         for job in answer_bootstrap(root, device_id, outcome.state.started_at, now):
             notes.append(("{device_id}: authenticated session ends bootstrap #{seq}", {"seq": job.seq}))
@@ -383,15 +383,26 @@ _EFFECTS: dict[type, Callable[[_Applying, Any], None]] = {
 }
 
 
-def _apply(work: _Applying, effects: tuple[Effect, ...]) -> None:
+def apply_effects(
+    root: Root,
+    device: Device,
+    queue: CommandQueue,
+    effects: Iterable[Effect],
+    now: float,
+    session_id: str = "",
+    notes: list[tuple[str, dict[str, Any]]] | None = None,
+) -> list[tuple[str, dict[str, Any]]]:
     """
-    Apply the engine's effects, in order, each through its handler in L{_EFFECTS}.
+    Apply the engine's effects to the device's records, in order, each
+    through its handler in L{_EFFECTS}; return the notes to log (appended to C{notes}).
     """
+    work = _Applying(root, device, queue, now, [] if notes is None else notes, session_id)
     for effect in effects:
         applier = _EFFECTS.get(type(effect))
         if applier is None:
             raise TypeError(f"no handler for the session effect {effect!r}")
         applier(work, effect)
+    return work.notes
 
 
 _MISSING = object()
