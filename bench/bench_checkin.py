@@ -77,6 +77,15 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[index]
 
 
+def cpu_seconds(pid: int) -> float:
+    """
+    The user and system CPU time a process has used so far.
+    """
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def proc_status_kib(pid: int, field_name: str) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -383,7 +392,9 @@ class DaemonBench:
             if warmup:
                 await self.sessions(warmup, url)
                 used += warmup
+            cpu = cpu_seconds(self.daemon.pid)
             elapsed, latencies, messages = await self.sessions(drawn, url)
+            cpu = cpu_seconds(self.daemon.pid) - cpu
             used += drawn
         finally:
             sampler.stop()
@@ -395,6 +406,7 @@ class DaemonBench:
         print(f"          {messages} messages in {elapsed:.2f} s: {rate:.0f} messages/s, "
               f"{len(drawn) / elapsed:.0f} sessions/s, p50 {percentile(latencies, 50) * 1000:.1f} ms, "
               f"p99 {percentile(latencies, 99) * 1000:.1f} ms; RSS peak {self.rss_peak / 1024:.0f} MiB (VmHWM {hwm / 1024:.0f} MiB)")
+        print(f"          daemon CPU {cpu / messages * 1000:.2f} ms a message ({cpu / elapsed * 100:.0f}% of a core)")
         if args.baseline:
             server = subprocess.Popen(
                 [sys.executable, os.path.join(HERE, "baseline_dm_server.py"), self.fleet.state_dir],

@@ -25,7 +25,7 @@ from twisted.logger import Logger
 
 from mdmd.devices.lifecycle import DeviceStatus
 from mdmd.dm import queue as dm_queue
-from mdmd.dm.commands import parse_spec
+from mdmd.dm.commands import CommandSpec, parse_spec
 from mdmd.enroll import devices
 from mdmd.enroll.discovery import DiscoveryAnswer, discover_response, negotiate_version, parse_discover
 from mdmd.enroll.provisioning import (
@@ -159,6 +159,8 @@ class EnrollmentService(Service):
         self._https_port = https_port
         self.random_bytes = random_bytes
         self._issuing_slots = DeferredSemaphore(settings.issuing_concurrency)
+        #: the inventory Gets every enrollment queues, parsed once
+        self._inventory = tuple(parse_spec({"verb": "Get", "target": uri}) for uri in settings.inventory)
         self._urls: URLs | None = None
         self._account: DMAccount | None = None
         self._root: bytes | None = None
@@ -278,14 +280,14 @@ class EnrollmentService(Service):
         try:
             try:
                 enrolled = await self._issuing(
-                    _confirm_and_enroll, principal, facts, csr.public_key, credentials, now, self.settings.inventory
+                    _confirm_and_enroll, principal, facts, csr.public_key, credentials, now, self._inventory
                 )
             except StaleCredentials:
                 # the remembered check no longer holds: check the credential afresh, once
                 principal = await self.authenticate(soap, request, remembered=False)
                 facts = replace(facts, user=principal.user)
                 enrolled = await self._issuing(
-                    _confirm_and_enroll, principal, facts, csr.public_key, credentials, now, self.settings.inventory
+                    _confirm_and_enroll, principal, facts, csr.public_key, credentials, now, self._inventory
                 )
         except devices.DeviceOwnedByAnotherUser as e:
             raise AuthorizationFault(str(e)) from None
@@ -378,11 +380,13 @@ class EnrollmentService(Service):
         C{ca.transact_issuing}, at most C{settings.issuing_concurrency} at a time.
 
         Every enrollment inserts into the same two BTrees (devices and
-        certificates); run side by side, they conflict on bucket splits and
-        are retried whole, signing again (16% of enrollments at 32 devices
-        at a time, in the benchmark). With an embedded store, whose commits
-        are serialized anyway, one at a time costs nothing; with a shared
-        store, whose round trips are slower, the connection pool's worth.
+        certificates). Its unit of work is committed in a group with the
+        other short units waiting (DM messages, other enrollments), run in
+        turn on one connection, so enrollments no longer conflict with each
+        other there; the limit keeps their signatures (made in the committer,
+        between DM messages) from holding up a group for long with the
+        embedded store, and allows the connection pool's worth with a shared
+        one, where units committed by other nodes can still conflict.
         """
         return self._issuing_slots.run(self.ca.transact_issuing, fn, *args)
 
@@ -440,7 +444,7 @@ def _confirm_and_enroll(
     public_key: pkcs.PublicKey,
     credentials: DMCredentials,
     now: float,
-    inventory: tuple[str, ...] = (),
+    inventory: tuple[CommandSpec, ...] = (),
 ) -> devices.Enrolled:
     """
     One unit of work: confirm the principal, then sign, record and enroll,
@@ -448,6 +452,6 @@ def _confirm_and_enroll(
     """
     user = principal.confirm(root)
     enrolled = devices.enroll(root, issue, replace(facts, user=user), public_key, credentials, now)
-    for uri in inventory:
-        dm_queue.enqueue(root, [facts.device_id], parse_spec({"verb": "Get", "target": uri}), now)
+    for spec in inventory:
+        dm_queue.enqueue(root, [facts.device_id], spec, now)
     return enrolled
