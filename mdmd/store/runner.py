@@ -315,8 +315,13 @@ class _Committer:
 
     def submit(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Deferred[T]:
         result: Deferred[T] = Deferred()
+        delivered = False
 
         def deliver(outcome: Any) -> None:
+            nonlocal delivered
+            if delivered:
+                return
+            delivered = True
             fire = result.errback if isinstance(outcome, Failure) else result.callback
             self._reactor.callFromThread(fire, outcome)
 
@@ -335,7 +340,14 @@ class _Committer:
                 if not self._waiting:
                     break
                 units = [self._waiting.popleft() for _ in range(min(self._limit, len(self._waiting)))]
-            self._group.run(units)
+            try:
+                self._group.run(units)
+            except Exception:
+                # our bug or a storage gone wrong: no unit may wait for ever
+                failure = Failure()
+                log.failure("the group committer failed", failure)
+                for unit in units:
+                    unit.deliver(failure)
         self._group.close()
 
     def stop(self) -> None:

@@ -425,6 +425,35 @@ class StoreServiceTests(TestCase):
         self.addCleanup(store.db.close)
         self.assertEqual(store.read(lambda root: sorted(root["users"])), ["0", "1", "2", "3", "4"])
 
+    def test_committer_failure_fails_the_group(self) -> Deferred[Any]:
+        """
+        If running a group fails outside any unit (here: the committer's
+        connection is gone), every unit of it fails instead of waiting for
+        ever, and the committer goes on with the next group.
+        """
+        service = StoreService("memory:", IReactorFromThreads(reactor), pool_size=2)
+        service.startService()
+        self.addCleanup(service.stopService)
+        assert service._committer is not None
+        group = service._committer._group
+        original = group.run
+        calls: list[int] = []
+
+        def broken(units: Any) -> None:
+            calls.append(len(units))
+            if len(calls) == 1:
+                raise RuntimeError("the storage went away")
+            original(units)
+
+        group.run = broken  # type: ignore[method-assign]  # a failure injected in the test
+        first = self.assertFailure(service.transact_grouped(lambda root: 1), RuntimeError)
+
+        def then(_: Any) -> Deferred[Any]:
+            self.flushLoggedErrors(RuntimeError)
+            return service.transact_grouped(lambda root: 2).addCallback(self.assertEqual, 2)
+
+        return first.addCallback(then)
+
     def test_grouped_not_running(self) -> None:
         """
         Grouped work submitted to a stopped service fails at once.
