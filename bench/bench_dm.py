@@ -27,7 +27,9 @@ for the run, on a FileStorage of its own), ``--postgresql`` (RelStorage on a
 PostgreSQL cluster started for the run, fsync on) or ``--store URI`` says
 otherwise; the CPU time of the store's server is then printed too.
 
-    .venv/bin/python bench/bench_dm.py [--devices 100] [--rounds 5] [--commands 4] [--paced 200] [--zeo | --postgresql]
+    .venv/bin/python bench/bench_dm.py [--devices 100] [--rounds 5] [--commands 4] [--paced 200] [--zeo | --postgresql | --state-dir DIR]
+A populated state directory (``bench/populate.py``) is used with
+``--state-dir`` (kept afterwards; the devices enrolled on top).
 """
 
 from __future__ import annotations
@@ -196,7 +198,12 @@ class Bench:
             self.postgresql = PostgreSQL()
             store = self.postgresql.start()
         config = "[dm]\ninventory =\n" + (f"[store]\nuri = {store}\n" if store else "")
-        self.daemon = DaemonProcess(config=config, twistd_args=profile)
+        # on a populated state directory (bench/populate.py), kept afterwards; else a fresh one
+        self.daemon = DaemonProcess(
+            state_dir=os.path.abspath(args.state_dir) if args.state_dir else "",
+            config=config,
+            twistd_args=profile,
+        )
         self.devices: list[WindowsDevice] = []
         self.clients: list[DMClient] = []
         self.recorded: dict[int, list[tuple[bytes, str]]] = {}
@@ -204,7 +211,7 @@ class Bench:
     async def setup(self) -> None:
         await deferToThread(self.daemon.start)
         added = await deferToThread(self.daemon.mdmctl, "user", "add", "bench@example.com", stdin="bench-pw\n")
-        assert added.returncode == 0, added.stderr
+        assert added.returncode == 0 or "exists" in added.stderr, added.stderr  # (a populated store may have it)
         root = self.daemon.ca_certificate()
         keys = [rsa.generate_private_key(65537, 2048) for _ in range(self.args.devices)]
         url = self.daemon.discovery_url
@@ -294,26 +301,29 @@ class Bench:
 
     async def run(self) -> None:
         args = self.args
-        print(f"rsa-2048 sign rate on this machine: {rsa_sign_rate():.0f}/s (one core)")
+        print(f"rsa-2048 sign rate on this machine: {rsa_sign_rate():.0f}/s (one core); "
+              f"load average {os.getloadavg()[0]:.2f}")
         print(f"setting up: daemon + {args.devices} enrolled devices ...", flush=True)
         await self.setup()
         # a warm-up session per device (TLS connections opened, caches filled)
         await self.check_ins(record=False)
-        total_elapsed, all_latencies, total_messages, sessions = 0.0, [], 0, 0
-        cpu_before = cpu_seconds(self.daemon.pid)
+        total_elapsed, all_latencies, total_messages, sessions, daemon_cpu = 0.0, [], 0, 0, 0.0
+        cpu_start = cpu_seconds(self.daemon.pid)
         server_before = self.server_cpu()
         size_before = self.store_size()
         profiler = None
         if args.profile:
             profiler = subprocess.Popen(
-                ["py-spy", "record", "--nonblocking", "--gil", "--format", "raw", "--rate", "250", "-o", args.profile,
+                [script("py-spy"), "record", "--nonblocking", "--gil", "--format", "raw", "--rate", "250", "-o", args.profile,
                  "-p", str(self.daemon.pid)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
             await task.deferLater(reactor, 1.0, lambda: None)
         for round_number in range(args.rounds):
             await deferToThread(self.enqueue, round_number)
+            cpu_before = cpu_seconds(self.daemon.pid)
             elapsed, latencies, messages, count = await self.check_ins(record=round_number == 0)
+            daemon_cpu += cpu_seconds(self.daemon.pid) - cpu_before
             total_elapsed += elapsed
             all_latencies += latencies
             total_messages += messages
@@ -322,7 +332,7 @@ class Bench:
             profiler.send_signal(2)
             profiler.wait()
             print(f"daemon profile (py-spy, collapsed stacks): {args.profile}")
-        cpu = cpu_seconds(self.daemon.pid) - cpu_before
+        cpu = cpu_seconds(self.daemon.pid) - cpu_start
         server_cpu = self.server_cpu() - server_before
         growth = self.store_size() - size_before
         rss = peak_rss_kib(self.daemon.pid)
@@ -336,7 +346,8 @@ class Bench:
             f"p99 {percentile(all_latencies, 99) * 1000:.1f} ms, peak RSS {rss / 1024:.0f} MiB"
         )
         print(
-            f"          store {describe(self.daemon_store())}: daemon CPU {cpu / total_messages * 1000:.2f} ms per message"
+            f"          store {describe(self.daemon_store())}: daemon CPU {cpu / total_messages * 1000:.2f} ms per message "
+            f"({daemon_cpu / total_elapsed * 100:.0f}% of a core while checking in)"
             + (
                 f", its server's CPU {server_cpu / total_messages * 1000:.2f} ms per message"
                 if self.zeo is not None or self.postgresql is not None
@@ -384,7 +395,10 @@ class Bench:
         return mdmd_config.load(self.daemon.config_path).store_uri
 
     def cleanup(self) -> None:
-        self.daemon.cleanup()
+        if self.args.state_dir:
+            self.daemon.stop()
+        else:
+            self.daemon.cleanup()
         if self.zeo is not None:
             self.zeo.terminate()
             self.zeo.wait()
@@ -407,6 +421,9 @@ def main() -> None:
         "--postgresql", action="store_true", help="the store in RelStorage on a PostgreSQL cluster started for the run"
     )
     stores.add_argument("--store", default="", help="the daemon's [store] uri (default: its FileStorage)")
+    stores.add_argument(
+        "--state-dir", help="run on this populated state directory (bench/populate.py), the devices enrolled on top; kept"
+    )
     args = parser.parse_args()
     bench = Bench(args)
     failed = False

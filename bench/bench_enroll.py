@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import time
 import uuid
 from typing import Any
@@ -28,7 +29,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from twisted.internet import defer, task
 
-from mdmd.testing.daemon import DaemonProcess
+from mdmd.testing.daemon import DaemonProcess, script
 from mdmd.testing.windows.csr import modern_csr
 from mdmd.testing.windows.device import WindowsDevice
 
@@ -119,10 +120,21 @@ async def run(reactor: Any, options: argparse.Namespace) -> None:
             return latencies
 
         await drive(requests[: options.warmup])
+        spy = None
+        if options.spy:
+            spy = subprocess.Popen(
+                [script("py-spy"), "record", "--nonblocking", "--gil", "--format", "raw", "--rate", "250",
+                 "-o", options.spy, "-p", str(pid)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            await task.deferLater(reactor, 1.0, lambda: None)
         cpu_before, client_before = process_cpu(pid), time.process_time()
         started = time.perf_counter()
         latencies = await drive(requests[options.warmup :])
         elapsed = time.perf_counter() - started
+        if spy is not None:
+            spy.send_signal(2)
+            spy.wait()
         cpu = process_cpu(pid) - cpu_before
         client_cpu = time.process_time() - client_before
         rss = peak_rss_mib(pid)
@@ -135,6 +147,7 @@ async def run(reactor: Any, options: argparse.Namespace) -> None:
         f"daemon; load average {load[0]:.1f} before, {os.getloadavg()[0]:.1f} after"
     )
     print(f"RSA-2048 signing:   {sign_rate:,.0f} signatures/s on one core (cryptography, same run)")
+    print(f"ratio:              {rate / sign_rate:.3f} enrollments per RSA-2048 signature")
     print(f"prepared:           {options.keys} device keys, {len(requests)} requests in {prepared:.1f}s (not timed)")
     print(f"enrollments:        {len(latencies)} in {elapsed:.2f}s, {options.concurrency} devices at a time")
     print(f"throughput:         {rate:,.1f} enrollments/s (GET + Discover + GetPolicies + RST, one new TLS connection each)")
@@ -163,6 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=50, help="untimed enrollments first (default 50)")
     parser.add_argument("--config", default="", help="extra INI text for the daemon's configuration")
     parser.add_argument("--profile", default="", help="profile the daemon with cProfile into this file")
+    parser.add_argument("--spy", default="", help="record the daemon with py-spy into this file (collapsed stacks)")
     parser.add_argument(
         "--hostname", default="localhost", help="the daemon's public host name, which devices resolve (default localhost)"
     )

@@ -13,7 +13,7 @@ decodes the request, runs this unit and writes its answer once it committed.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -61,7 +61,7 @@ from mdmd.store.models import CommandQueue, Device, DMSession
 from mdmd.syncml.codec import Codec
 from mdmd.syncml.model import SyncML
 
-__all__ = ["DMSettings", "DeviceRefused", "Exchanged", "exchange"]
+__all__ = ["DMSettings", "DeviceRefused", "Exchanged", "apply_effects", "exchange"]
 
 Root = MutableMapping[str, Any]
 
@@ -234,7 +234,7 @@ def exchange(
         notes.append(("{device_id}: message {msg_id} of session {session_id} resent: our answer again",
                       {"msg_id": message.header.msg_id, "session_id": message.header.session_id}))
         return Exchanged(outcome.body, outcome.headers, device_id, tuple(notes))
-    _apply(_Applying(root, device, queue, now, notes, message.header.session_id), outcome.effects)
+    apply_effects(root, device, queue, outcome.effects, now, message.header.session_id, notes)
     if _authenticates(state, outcome.state):
         for job in answer_session(root, device_id, outcome.state.started_at, now):
             notes.append((_SESSION_ANSWERS[job.kind, job.route], {"seq": job.seq}))
@@ -446,15 +446,26 @@ _EFFECTS: dict[type, Callable[[_Applying, Any], None]] = {
 }
 
 
-def _apply(work: _Applying, effects: tuple[Effect, ...]) -> None:
+def apply_effects(
+    root: Root,
+    device: Device,
+    queue: CommandQueue,
+    effects: Iterable[Effect],
+    now: float,
+    session_id: str = "",
+    notes: list[tuple[str, dict[str, Any]]] | None = None,
+) -> list[tuple[str, dict[str, Any]]]:
     """
-    Apply the engine's effects, in order, each through its handler in L{_EFFECTS}.
+    Apply the engine's effects to the device's records, in order, each
+    through its handler in L{_EFFECTS}; return the notes to log (appended to C{notes}).
     """
+    work = _Applying(root, device, queue, now, [] if notes is None else notes, session_id)
     for effect in effects:
         applier = _EFFECTS.get(type(effect))
         if applier is None:
             raise TypeError(f"no handler for the session effect {effect!r}")
         applier(work, effect)
+    return work.notes
 
 
 _MISSING = object()

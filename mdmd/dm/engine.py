@@ -281,8 +281,7 @@ def handle(
         effects.append(NewSession(state.key, header.session_id))
     meta = header.meta
     if meta is not None:
-        state = replace(
-            state,
+        state = state.evolve(
             max_msg_size=meta.max_msg_size or state.max_msg_size,
             max_obj_size=meta.max_obj_size or state.max_obj_size,
         )
@@ -297,7 +296,7 @@ def handle(
         code, chal, accepted = StatusCode.FORBIDDEN, None, False
     else:
         work.move(verdict.input)
-        work.state = replace(work.state, auth_failures=verdict.failures)
+        work.state = work.state.evolve(auth_failures=verdict.failures)
         if verdict.nonce is not None:
             work.effects.append(ClientNonce(verdict.nonce))
         code, chal, accepted = verdict.code, verdict.chal, verdict.accepted
@@ -345,16 +344,15 @@ def handle(
     with_commands = any(not isinstance(c, Status) for c in answer)
     response = SyncML(header=_response_header(work, accepted, with_commands), body=answer, final=final)
     encoded = codec.encode(response)
-    new_state = replace(
-        work.state,
+    new_state = work.state.evolve(
         next_msg_id=state.next_msg_id + 1,
         deadline=now + settings.session_timeout,
         answers=tuple(sorted(work.answers.items())),
         last_client_msg_id=header.msg_id,
     )
     headers = response_headers(new_state, work.device.server, encoded, device.server_scheme)
-    new_state = replace(
-        new_state, server_cred_sent=response.header.cred is not None or _mac_owed(new_state, headers)
+    new_state = new_state.evolve(
+        server_cred_sent=response.header.cred is not None or _mac_owed(new_state, headers)
     )
     kept = None
     if new_state.phase in _GOING_ON:
@@ -560,7 +558,7 @@ def _client_event(work: _Work, alert: Alert) -> None:
         meta = item.meta or Meta()
         if meta.type == LOGIN_STATUS:
             value = (_text(item.data) or "").strip().lower()
-            work.state = replace(work.state, user_logged_in=value == "user")
+            work.state = work.state.evolve(user_logged_in=value == "user")
             work.effects.append(LoginStatus(value))
             continue
         work.effects.append(ClientEvent(**_event_fields(alert, item, meta)))
@@ -660,7 +658,7 @@ def _client_status(work: _Work, status: Status) -> None:
     if ref is None:
         return  # a status for something we do not know (or already settled): nothing to do
     if ref.chunk and code == StatusCode.CHUNKED_ITEM_ACCEPTED:
-        work.state = replace(work.state, sent=tuple(r for r in work.state.sent if r != ref))
+        work.state = work.state.evolve(sent=tuple(r for r in work.state.sent if r != ref))
         return
     if work.server_refused and code in (StatusCode.INVALID_CREDENTIALS, StatusCode.MISSING_CREDENTIALS):
         _requeue(work, ref.seq, code)
@@ -707,7 +705,7 @@ def _next_session_nonce(work: _Work, status: Status) -> None:
     if nonce_per_message(work.state, work.device.server_scheme):
         work.device = replace(work.device, server=replace(work.device.server, nonce=nonce))
     elif work.state.server_nonce is None:
-        work.state = replace(work.state, server_nonce=work.device.server.nonce)
+        work.state = work.state.evolve(server_nonce=work.device.server.nonce)
 
 
 def _server_challenged(work: _Work, status: Status, code: StatusCode | None) -> None:
@@ -725,9 +723,9 @@ def _server_challenged(work: _Work, status: Status, code: StatusCode | None) -> 
     if nonce is not None:
         work.effects.append(ServerNonce(nonce))
         work.device = replace(work.device, server=replace(work.device.server, nonce=nonce))
-        work.state = replace(work.state, server_nonce=None)
+        work.state = work.state.evolve(server_nonce=None)
     refusals = work.state.server_refusals + (1 if sent else 0)
-    work.state = replace(work.state, server_refusals=refusals)
+    work.state = work.state.evolve(server_refusals=refusals)
     if refusals > work.settings.max_auth_failures or work.state.phase is not Phase.OPEN:
         work.move(SessionInput.GIVE_UP)
         return
@@ -758,7 +756,7 @@ def _requeue(work: _Work, seq: int, code: int) -> None:
     """
     Our command C{seq} was refused for want of our credential: forget this attempt, send it again.
     """
-    work.state = replace(work.state, sent=tuple(r for r in work.state.sent if r.seq != seq))
+    work.state = work.state.evolve(sent=tuple(r for r in work.state.sent if r.seq != seq))
     work.answers.pop(seq, None)
     work.touched.discard(seq)
     outgoing = work.state.outgoing
@@ -875,7 +873,7 @@ def _complete_answers(work: _Work) -> None:
         if still_sending or receiving:
             continue
         del work.answers[seq]
-        work.state = replace(work.state, sent=tuple(r for r in work.state.sent if r.seq != seq))
+        work.state = work.state.evolve(sent=tuple(r for r in work.state.sent if r.seq != seq))
         work.effects.append(
             CommandAnswered(seq, answered_state(code).value, code, answer.statuses, answer.results)
         )
@@ -958,14 +956,25 @@ def _response_header(work: _Work, authenticated: bool, with_commands: bool) -> S
     )
 
 
+#: The Alert 1222 a message may have to end with, and its size in each codec (a constant).
+_NEXT_MESSAGE = Alert(cmd_id="9999", data=str(int(AlertCode.NEXT_MESSAGE)))
+_NEXT_MESSAGE_SIZES: dict[str, int] = {}
+
+
 def _budget(work: _Work) -> int:
+    """
+    The bytes left for our commands once the envelope and the statuses are in.
+    """
     limit = work.state.max_msg_size or work.settings.default_max_msg_size
     header = _response_header(work, True, True)
-    used = max(work.codec.envelope_size(header, True), work.codec.envelope_size(header, False))
+    # With Final the envelope is larger (one more element): it bounds both endings.
+    used = work.codec.envelope_size(header, True)
     used += sum(work.codec.command_size(c) for c in work.statuses)
     # Room for an Alert 1222 we may have to add.
-    used += work.codec.command_size(Alert(cmd_id="9999", data="1222"))
-    return limit - used
+    alert = _NEXT_MESSAGE_SIZES.get(work.codec.name)
+    if alert is None:
+        alert = _NEXT_MESSAGE_SIZES[work.codec.name] = work.codec.command_size(_NEXT_MESSAGE)
+    return limit - used - alert
 
 
 def _send_commands(work: _Work, pending: Sequence[PendingCommand]) -> bool:
@@ -980,7 +989,6 @@ def _send_commands(work: _Work, pending: Sequence[PendingCommand]) -> bool:
         return False
     if any(not r.chunk for r in work.state.sent):
         return True  # wait for the statuses of what we already sent
-    budget = _budget(work)
     msg_id = str(work.state.next_msg_id)
     by_seq = {c.seq: c for c in pending}
     outgoing = work.state.outgoing
@@ -989,13 +997,14 @@ def _send_commands(work: _Work, pending: Sequence[PendingCommand]) -> bool:
         if command is None:
             work.move(SessionInput.SENDING_STOPPED)
         else:
-            return _send_chunk(work, command, outgoing.offset, budget, msg_id)
+            return _send_chunk(work, command, outgoing.offset, _budget(work), msg_id)
     answered = {e.seq for e in work.effects if isinstance(e, (CommandAnswered, CommandFailed))}
     view = [
         replace(c, state="done") if c.seq in answered else replace(c, state="queued") if c.seq in work.requeued else c
         for c in pending
     ]
     complete = True
+    budget: int | None = None  # measured once there is something to send (encoding it costs)
     for candidate in sendable(view, work.state.user_logged_in):
         refs: list[SentRef] = []
         mark = work.ids.mark()
@@ -1006,10 +1015,12 @@ def _send_commands(work: _Work, pending: Sequence[PendingCommand]) -> bool:
             work.ids.rewind(mark)
             work.effects.append(CommandFailed(candidate.seq, too_big))
             continue
+        if budget is None:
+            budget = _budget(work)
         if size <= budget:
             work.commands.append(built)
             work.sent.extend(refs)
-            work.state = replace(work.state, sent=work.state.sent + tuple(refs))
+            work.state = work.state.evolve(sent=work.state.sent + tuple(refs))
             work.effects.append(CommandSent(candidate.seq, work.state.key, msg_id, refs[0].cmd_id))
             budget -= size
             continue
@@ -1039,7 +1050,7 @@ def _send_chunk(work: _Work, command: PendingCommand, offset: int, budget: int, 
     ref = replace(refs[0], chunk=piece.sending is not None)
     work.commands.append(piece.command)
     work.sent.append(ref)
-    work.state = replace(work.state, sent=work.state.sent + (ref,))
+    work.state = work.state.evolve(sent=work.state.sent + (ref,))
     if piece.sending is None:
         work.move(SessionInput.SENDING_STOPPED)
     else:

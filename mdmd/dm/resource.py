@@ -3,8 +3,9 @@ The OMA DM endpoint (C{/ManagementServer/MDM.svc}): a thin adapter around a chec
 
 Each POST is decoded with the codec its Content-Type names, then one unit of
 work, L{mdmd.dm.checkin.exchange}, runs the message through the session
-engine and the store. The answer goes back, in the request's encoding, only
-after that transaction committed.
+engine and the store, committed in a group with the other messages waiting
+(L{StoreService.transact_grouped}). The answer goes back, in the request's
+encoding, only after that group's commit.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class ManagementResource(AsyncResource):
         message = codec.decode(body)
         request.device_id = message.header.source.loc_uri
         hmac_header = request.getHeader(b"x-syncml-hmac")
-        result = await self._store.transact(
+        result = await self._store.transact_grouped(
             exchange,
             peer_certificate(request),
             message,

@@ -25,7 +25,7 @@ from twisted.logger import Logger
 
 from mdmd.devices.lifecycle import DeviceStatus
 from mdmd.dm import queue as dm_queue
-from mdmd.dm.commands import parse_spec
+from mdmd.dm.commands import CommandSpec, parse_spec
 from mdmd.enroll import devices
 from mdmd.enroll.discovery import DiscoveryAnswer, discover_response, negotiate_version, parse_discover
 from mdmd.enroll.provisioning import (
@@ -161,6 +161,8 @@ class EnrollmentService(Service):
         self._https_port = https_port
         self.random_bytes = random_bytes
         self._issuing_slots = DeferredSemaphore(settings.issuing_concurrency)
+        #: the inventory Gets every enrollment queues, parsed once
+        self._inventory = tuple(parse_spec({"verb": "Get", "target": uri}) for uri in settings.inventory)
         self._urls: URLs | None = None
         self._account: DMAccount | None = None
         self._roots: tuple[bytes, ...] | None = None
@@ -277,7 +279,7 @@ class EnrollmentService(Service):
         try:
             try:
                 enrolled = await self._issuing(
-                    _confirm_and_enroll, principal, facts, csr.public_key, credentials, now, self.settings.inventory,
+                    _confirm_and_enroll, principal, facts, csr.public_key, credentials, now, self._inventory,
                     self.settings.account.push_pfn,
                 )
             except StaleCredentials:
@@ -285,7 +287,7 @@ class EnrollmentService(Service):
                 principal = await self.authenticate(soap, request, remembered=False)
                 facts = replace(facts, user=principal.user)
                 enrolled = await self._issuing(
-                    _confirm_and_enroll, principal, facts, csr.public_key, credentials, now, self.settings.inventory,
+                    _confirm_and_enroll, principal, facts, csr.public_key, credentials, now, self._inventory,
                     self.settings.account.push_pfn,
                 )
         except devices.DeviceOwnedByAnotherUser as e:
@@ -381,11 +383,13 @@ class EnrollmentService(Service):
         C{ca.transact_issuing}, at most C{settings.issuing_concurrency} at a time.
 
         Every enrollment inserts into the same two BTrees (devices and
-        certificates); run side by side, they conflict on bucket splits and
-        are retried whole, signing again (16% of enrollments at 32 devices
-        at a time, in the benchmark). With an embedded store, whose commits
-        are serialized anyway, one at a time costs nothing; with a shared
-        store, whose round trips are slower, the connection pool's worth.
+        certificates). Its unit of work is committed in a group with the
+        other short units waiting (DM messages, other enrollments), run in
+        turn on one connection, so enrollments no longer conflict with each
+        other there; the limit keeps their signatures (made in the committer,
+        between DM messages) from holding up a group for long with the
+        embedded store, and allows the connection pool's worth with a shared
+        one, where units committed by other nodes can still conflict.
         """
         return self._issuing_slots.run(self.ca.transact_issuing, fn, *args)
 
@@ -454,7 +458,7 @@ def _confirm_and_enroll(
     public_key: pkcs.PublicKey,
     credentials: DMCredentials,
     now: float,
-    inventory: tuple[str, ...] = (),
+    inventory: tuple[CommandSpec, ...] = (),
     push_pfn: str = "",
 ) -> devices.Enrolled:
     """
@@ -465,8 +469,8 @@ def _confirm_and_enroll(
     """
     user = principal.confirm(root)
     enrolled = devices.enroll(root, issue, replace(facts, user=user), public_key, credentials, now)
-    for uri in inventory:
-        dm_queue.enqueue_once(root, facts.device_id, parse_spec({"verb": "Get", "target": uri}), now)
+    for spec in inventory:
+        dm_queue.enqueue_once(root, facts.device_id, spec, now)
     if push_pfn:
         channels.provisioned(root["devices"][facts.device_id], push_pfn, now)
     return enrolled

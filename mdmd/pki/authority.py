@@ -342,8 +342,10 @@ class CAService(Service):
 
         Whatever else C{fn} changes (a device record, say) commits together
         with the certificate record or not at all, so a failed unit leaves no
-        orphan certificate. Signing happens on the store's threads, off the
-        reactor; a retried unit signs again (with a new serial).
+        orphan certificate. The unit is committed in a group with the other
+        short units waiting (L{StoreService.transact_grouped}); signing
+        happens on the store's committer thread, off the reactor; a unit run
+        again signs again (with a new serial).
         """
         authority = self._running()
         lifetime = lifetime or self.settings.client_lifetime
@@ -359,7 +361,7 @@ class CAService(Service):
 
             return fn(root, issue, *args)
 
-        return self._store.transact(unit, *args)
+        return self._store.transact_grouped(unit, *args)
 
     def revoke(self, serial: int, reason: str = "unspecified") -> Deferred[registry.CertificateInfo]:
         """

@@ -275,12 +275,19 @@ def check_client(root: Root, certificate: x509.Certificate) -> CertificateInfo:
 
     @raise ClientCertificateRefused: naming what is wrong.
     """
+    return _check_issued(root, certificate, certificate.public_bytes(serialization.Encoding.DER))
+
+
+def _check_issued(root: Root, certificate: x509.Certificate, der: bytes) -> CertificateInfo:
+    """
+    L{check_client}, given the certificate's DER (encoding it costs: a DM message does it once).
+    """
     record = root["certs"].get(certificate.serial_number)
     if record is None:
         raise ClientCertificateRefused(
             f"certificate {serial_hex(certificate.serial_number)} was not issued by this server"
         )
-    if record.der != certificate.public_bytes(serialization.Encoding.DER):
+    if record.der != der:
         raise ClientCertificateRefused(
             f"certificate {serial_hex(record.serial)} does not match the one we issued"
         )
@@ -342,10 +349,11 @@ def check_dm_client(
     @raise ClientCertificateRefused: naming what is wrong.
     """
     record = root["certs"].get(certificate.serial_number)
-    ours = record is not None and record.der == certificate.public_bytes(serialization.Encoding.DER)
+    der = certificate.public_bytes(serialization.Encoding.DER)
+    ours = record is not None and record.der == der
     if not ours and any(_issued_by(certificate, authority) for authority in device_cas):
         return ClientIdentity(certificate_names(certificate), device_ca=True)
-    return ClientIdentity(frozenset({check_client(root, certificate).device_id}), device_ca=False)
+    return ClientIdentity(frozenset({_check_issued(root, certificate, der).device_id}), device_ca=False)
 
 
 def crl_revision(root: Root) -> int:

@@ -13,9 +13,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.python.failure import Failure
 
 from mdmd.store.db import open_db
-from mdmd.store.runner import Store, StoreService
+from mdmd.store.runner import GroupCommit, GroupedUnit, Store, StoreService
 from mdmd.testing.reactor import ThreadedMemoryReactor
 
 __all__ = ["SynchronousStoreService", "memory_store_service"]
@@ -36,14 +37,19 @@ class SynchronousStoreService(StoreService):
         # and upkeep (a pack) runs in its synchronous pool.
         reactor = ThreadedMemoryReactor()
         super().__init__(uri, reactor, pool_size, retries, cache_size, upkeep_pool=reactor.pool)
+        self._group: GroupCommit | None = None
 
     def startService(self) -> None:
-        self.store = Store(open_db(self.uri, self.pool_size, self.cache_size), self.retries)
+        self.store = Store(open_db(self.uri, self.pool_size + 1, self.cache_size), self.retries)
         self.store.initialize()
+        self._group = GroupCommit(self.store)
         self.running = 1
 
     def stopService(self) -> None:
         self.running = 0
+        if self._group is not None:
+            self._group.close()
+            self._group = None
         if self.store is not None:
             self.store.db.close()
             self.store = None
@@ -58,6 +64,17 @@ class SynchronousStoreService(StoreService):
         if self.store is None:
             raise RuntimeError("the store service is not running")
         return self._call(self.store.run, fn, *args, **kwargs)
+
+    def transact_grouped(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
+        """
+        The unit runs as a group of its own, through the real L{GroupCommit}.
+        """
+        if self._group is None:
+            raise RuntimeError("the store service is not running")
+        outcomes: list[Any] = []
+        self._group.run([GroupedUnit(fn, args, kwargs, outcomes.append)])
+        (outcome,) = outcomes
+        return fail(outcome) if isinstance(outcome, Failure) else succeed(outcome)
 
     def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
         if self.store is None:

@@ -204,8 +204,9 @@ class CheckInTests(SynchronousTestCase):
         self.assertEqual(set(checkin._EFFECTS), EFFECTS)
 
         def unknown(root: Any) -> None:
-            work = checkin._Applying(root, root["devices"][DEVICE_ID], queue.queue_of(root, DEVICE_ID), 1.0)
-            checkin._apply(work, (effects.Unenrolled(), object()))
+            checkin.apply_effects(
+                root, root["devices"][DEVICE_ID], queue.queue_of(root, DEVICE_ID), (effects.Unenrolled(), object()), 1.0
+            )
 
         with self.assertRaises(TypeError) as caught:
             self.store.run(unknown)

@@ -293,6 +293,28 @@ class LastAnswerTests(SynchronousTestCase):
         self.assertIsNone(h.outcomes[-1].last)
 
 
+class EvolveTests(SynchronousTestCase):
+    def test_same_as_replace(self) -> None:
+        """
+        C{evolve} makes the same state as C{dataclasses.replace}, and leaves the original alone.
+        """
+        state = in_phase(Phase.OPEN)
+        changes = {"next_msg_id": 7, "phase": Phase.ENDED, "sent": ()}
+        evolved = state.evolve(**changes)
+        self.assertEqual(evolved, replace(state, **changes))
+        self.assertEqual(hash(evolved), hash(replace(state, **changes)))
+        self.assertEqual(state, in_phase(Phase.OPEN))
+        self.assertEqual({f.name: getattr(evolved, f.name) for f in fields(SessionState)}, {
+            f.name: getattr(replace(state, **changes), f.name) for f in fields(SessionState)
+        })
+
+    def test_unknown_field(self) -> None:
+        """
+        A name that is not a field is refused, as by C{dataclasses.replace}.
+        """
+        self.assertRaises(TypeError, in_phase(Phase.OPEN).evolve, nxt_msg_id=7)
+
+
 class SerialisationTests(SynchronousTestCase):
     def test_round_trip(self) -> None:
         """

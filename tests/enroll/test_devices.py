@@ -240,7 +240,9 @@ class ReEnrollmentInventoryTests(SynchronousTestCase):
         from mdmd.enroll.policies import Principal
 
         principal = Principal("alice", "OnPremise", "alice@example.com", lambda root: "alice")
-        inventory = ("./DevDetail/SwV", "./DevDetail/OEM")
+        from mdmd.dm.commands import parse_spec
+
+        inventory = tuple(parse_spec({"verb": "Get", "target": uri}) for uri in ("./DevDetail/SwV", "./DevDetail/OEM"))
         self.successResultOf(
             self.ca.transact_issuing(
                 _confirm_and_enroll, principal, facts(), KEY.public_key(), credentials(), self.now, inventory

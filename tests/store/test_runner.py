@@ -4,20 +4,33 @@ Tests for L{mdmd.store.runner}.
 
 import os
 import stat
+import threading
 from typing import Any
 
+import ZODB
 from BTrees.OOBTree import OOBTree
+from persistent.mapping import PersistentMapping
 from twisted.internet import reactor
 from twisted.internet.interfaces import IReactorFromThreads
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from ZODB.fsIndex import fsIndex
+from ZODB.MappingStorage import MappingStorage
 from ZODB.POSException import ConflictError
 
 from mdmd.store.db import open_db
 from mdmd.store.models import ROOT_CONTAINERS, SCHEMA_VERSION, User
-from mdmd.store.runner import ConflictRetriesExhausted, Root, Store, StoreService
+from mdmd.store.runner import (
+    ConflictRetriesExhausted,
+    GroupCommit,
+    GroupedUnit,
+    GroupStats,
+    Root,
+    Store,
+    StoreService,
+)
 from mdmd.store.upkeep import PackInProgress, PackRefused, UpkeepSettings
 from mdmd.testing.reactor import SynchronousThreadPool, ThreadedMemoryReactor
 
@@ -107,6 +120,214 @@ class StoreTests(SynchronousTestCase):
         self.assertRaises(TypeError, self.store.run, lambda root: root["users"]["a"])
 
 
+class _RecordingStorage(MappingStorage):
+    """
+    A storage that notes in C{events} when a transaction has been committed.
+    """
+
+    def __init__(self, events: list[str]) -> None:
+        super().__init__()
+        self.events = events
+
+    def tpc_finish(self, transaction: Any, func: Any = lambda tid: None) -> Any:
+        tid = super().tpc_finish(transaction, func)
+        self.events.append("commit")
+        return tid
+
+
+def _set(name: str, value: Any, result: Any = None) -> Any:
+    """
+    A unit of work that sets C{root["values"][name]} and returns C{result}.
+    """
+
+    def unit(root: Root) -> Any:
+        root["values"][name] = value
+        return result
+
+    return unit
+
+
+class GroupCommitTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.events: list[str] = []
+        self.store = Store(ZODB.DB(_RecordingStorage(self.events)), retries=3, sleep=lambda seconds: None)
+        self.store.run(lambda root: root.__setitem__("values", PersistentMapping()))
+        self.events.clear()
+        self.group = GroupCommit(self.store)
+        self.addCleanup(self.group.close)
+        self.outcomes: dict[str, Any] = {}
+
+    def unit(self, name: str, fn: Any) -> GroupedUnit:
+        """
+        A grouped unit whose outcome is noted under C{name} (and in the events).
+        """
+
+        def deliver(outcome: Any) -> None:
+            self.events.append(f"deliver {name}")
+            self.outcomes[name] = outcome
+
+        return GroupedUnit(fn, (), {}, deliver)
+
+    def values(self) -> dict[str, Any]:
+        return self.store.read(lambda root: dict(root["values"]))
+
+    def test_one_commit_then_every_outcome(self) -> None:
+        """
+        The units of a group are committed in one transaction, and their
+        outcomes are delivered only after that commit.
+        """
+        self.group.run([self.unit(n, _set(n, i, result=i)) for i, n in enumerate("abc")])
+        self.assertEqual(self.events, ["commit", "deliver a", "deliver b", "deliver c"])
+        self.assertEqual(self.outcomes, {"a": 0, "b": 1, "c": 2})
+        self.assertEqual(self.values(), {"a": 0, "b": 1, "c": 2})
+
+    def test_units_see_the_units_before_them(self) -> None:
+        """
+        Units run in order, each seeing what the earlier units of its group changed.
+        """
+
+        def double(root: Root) -> int:
+            root["values"]["n"] = root["values"]["n"] * 2
+            return int(root["values"]["n"])
+
+        self.group.run([self.unit("set", _set("n", 3)), self.unit("double", double), self.unit("again", double)])
+        self.assertEqual((self.outcomes["double"], self.outcomes["again"]), (6, 12))
+        self.assertEqual(self.values(), {"n": 12})
+
+    def test_failing_unit_rolled_back_alone(self) -> None:
+        """
+        A unit that raises after changing things is rolled back to its
+        savepoint: its error is its outcome, the others' changes commit.
+        """
+
+        def broken(root: Root) -> None:
+            root["values"]["b"] = "half done"
+            raise ValueError("no")
+
+        self.group.run([self.unit("a", _set("a", 1)), self.unit("b", broken), self.unit("c", _set("c", 3))])
+        self.assertIsInstance(self.outcomes["b"], Failure)
+        self.assertIsInstance(self.outcomes["b"].value, ValueError)
+        self.assertEqual(self.values(), {"a": 1, "c": 3})
+        self.assertEqual(self.events, ["commit", "deliver a", "deliver b", "deliver c"])
+
+    def test_failing_first_unit(self) -> None:
+        """
+        The first unit (run without a savepoint) failing leaves nothing of it and lets the others commit.
+        """
+
+        def broken(root: Root) -> None:
+            root["values"]["a"] = "half done"
+            raise ValueError("no")
+
+        self.group.run([self.unit("a", broken), self.unit("b", _set("b", 2))])
+        self.assertIsInstance(self.outcomes["a"].value, ValueError)
+        self.assertEqual(self.values(), {"b": 2})
+        self.assertEqual(self.group.stats.again, 0)
+
+    def test_persistent_result_refused(self) -> None:
+        """
+        A unit returning a persistent object fails alone, as with L{Store.run}.
+        """
+
+        def leaky(root: Root) -> Any:
+            root["values"]["b"] = 2
+            return root["values"]
+
+        self.group.run([self.unit("a", _set("a", 1)), self.unit("b", leaky)])
+        self.assertIsInstance(self.outcomes["b"].value, TypeError)
+        self.assertEqual(self.values(), {"a": 1})
+
+    def test_transient_error_runs_the_unit_again_alone(self) -> None:
+        """
+        A unit that meets a conflict while it runs (here: in both runs of its
+        group) is rolled back and run again alone, after the group committed
+        and delivered.
+        """
+        attempts: list[int] = []
+
+        def flaky(root: Root) -> int:
+            attempts.append(1)
+            root["values"]["b"] = len(attempts)
+            if len(attempts) <= 2:
+                raise ConflictError()
+            return len(attempts)
+
+        self.group.run([self.unit("a", _set("a", 1)), self.unit("b", flaky), self.unit("c", _set("c", 3))])
+        self.assertEqual(self.outcomes["b"], 3)
+        self.assertEqual(self.values(), {"a": 1, "b": 3, "c": 3})
+        self.assertEqual(self.events, ["commit", "deliver a", "deliver c", "commit", "deliver b"])
+        self.assertEqual((self.group.stats.again, self.group.stats.alone), (1, 1))
+
+    def test_group_runs_again_with_savepoints(self) -> None:
+        """
+        A group runs without savepoints until a unit fails after others
+        changed something; then it runs again from its start with them, and
+        what is delivered is the outcome of that second run.
+        """
+        runs: list[str] = []
+
+        def counted(name: str) -> Any:
+            def unit(root: Root) -> int:
+                runs.append(name)
+                root["values"][name] = runs.count(name)
+                if name == "b":
+                    raise ValueError("no")
+                return runs.count(name)
+
+            return unit
+
+        self.group.run([self.unit(name, counted(name)) for name in "abc"])
+        self.assertEqual(runs, ["a", "b", "a", "b", "c"])
+        self.assertEqual(self.outcomes["a"], 2)
+        self.assertIsInstance(self.outcomes["b"].value, ValueError)
+        self.assertEqual(self.values(), {"a": 2, "c": 1})
+        self.assertEqual(self.group.stats, GroupStats(units=3, groups=1, alone=0, again=1))
+
+    def test_commit_conflict_runs_every_unit_alone(self) -> None:
+        """
+        When the group's commit conflicts with another connection's, every
+        unit runs again alone: each one's change lands once, on top of the
+        other writer's, and only then is its outcome delivered.
+        """
+        self.store.run(_set("n", 0))
+        self.events.clear()
+        seen: list[int] = []
+
+        def increment(root: Root) -> int:
+            value = int(root["values"]["n"])
+            seen.append(value)
+            if len(seen) == 2:
+                # another connection commits a change to the same object meanwhile
+                Store(self.store.db, retries=0).run(lambda r: r["values"].__setitem__("n", r["values"]["n"] + 100))
+            root["values"]["n"] = value + 1
+            return value + 1
+
+        self.group.run([self.unit(name, increment) for name in "abc"])
+        self.assertEqual(self.values(), {"n": 103})
+        self.assertEqual(self.outcomes, {"a": 101, "b": 102, "c": 103})
+        # the other writer's commit, the group's (failed) attempt delivers nothing, then one commit per unit
+        self.assertEqual(
+            self.events, ["commit", "commit", "deliver a", "commit", "deliver b", "commit", "deliver c"]
+        )
+        self.assertEqual((self.group.stats.groups, self.group.stats.alone), (1, 3))
+
+    def test_unit_that_cannot_be_stored_fails_alone(self) -> None:
+        """
+        A unit whose changes cannot be stored (here: not picklable) makes its
+        group fail; run alone, it fails and the others commit.
+        """
+
+        def unpicklable(root: Root) -> None:
+            root["values"]["b"] = lambda: None
+
+        self.group.run([self.unit("a", _set("a", 1)), self.unit("b", unpicklable), self.unit("c", _set("c", 3))])
+        self.assertIsInstance(self.outcomes["b"], Failure)
+        self.assertEqual((self.outcomes["a"], self.outcomes["c"]), (None, None))
+        self.assertEqual(self.values(), {"a": 1, "c": 3})
+        self.assertNotIn("deliver a", self.events[: self.events.index("commit")])
+        self.flushLoggedErrors()
+
+
 class StoreServiceTests(TestCase):
     def test_survives_restart(self) -> Deferred[None]:
         """
@@ -168,6 +389,100 @@ class StoreServiceTests(TestCase):
         service = StoreService("memory:", IReactorFromThreads(reactor))
         self.assertRaises(RuntimeError, service.transact, lambda root: None)
 
+    def test_grouped_units_share_commits(self) -> Deferred[None]:
+        """
+        Grouped units waiting together are committed as one group, and each
+        Deferred fires (on the reactor thread) with its own result.
+        """
+        service = StoreService("memory:", IReactorFromThreads(reactor), pool_size=2)
+        service.startService()
+        self.addCleanup(service.stopService)
+        service.transact_grouped(lambda root: root.__setitem__("values", PersistentMapping()))
+        gate = threading.Event()
+
+        def first(root: Root) -> str:
+            gate.wait(10)  # the others queue up meanwhile
+            return threading.current_thread().name
+
+        waiting = [service.transact_grouped(first)]
+        waiting += [service.transact_grouped(_set(str(i), i, result=i)) for i in range(10)]
+        gate.set()
+
+        def check(results: list[Any]) -> Deferred[dict[str, Any]]:
+            self.assertEqual(results[0], "mdmd-group-commit")
+            self.assertEqual(results[1:], list(range(10)))
+            assert service._committer is not None
+            self.assertLessEqual(service._committer.stats().groups, 3)
+            return service.read(lambda root: dict(root["values"]))
+
+        d = gatherResults(waiting).addCallback(check)
+        d.addCallback(self.assertEqual, {str(i): i for i in range(10)})
+        return d
+
+    def test_grouped_failure(self) -> Deferred[None]:
+        """
+        A grouped unit's error fails its Deferred.
+        """
+        service = StoreService("memory:", IReactorFromThreads(reactor), pool_size=2)
+        service.startService()
+        self.addCleanup(service.stopService)
+
+        def broken(root: Root) -> None:
+            raise ValueError("no")
+
+        return self.assertFailure(service.transact_grouped(broken), ValueError)
+
+    def test_stop_runs_what_waits(self) -> None:
+        """
+        Stopping the service commits the grouped units still waiting before the database closes.
+        """
+        path = self.mktemp()
+        uri = f"file://{path}/Data.fs"
+        service = StoreService(uri, IReactorFromThreads(reactor), pool_size=2)
+        service.startService()
+        for i in range(5):
+            service.transact_grouped(lambda root, i=i: root["users"].__setitem__(str(i), User(str(i), "h", 1.0)))
+        service.stopService()
+        store = Store(open_db(uri))
+        self.addCleanup(store.db.close)
+        self.assertEqual(store.read(lambda root: sorted(root["users"])), ["0", "1", "2", "3", "4"])
+
+    def test_committer_failure_fails_the_group(self) -> Deferred[Any]:
+        """
+        If running a group fails outside any unit (here: the committer's
+        connection is gone), every unit of it fails instead of waiting for
+        ever, and the committer goes on with the next group.
+        """
+        service = StoreService("memory:", IReactorFromThreads(reactor), pool_size=2)
+        service.startService()
+        self.addCleanup(service.stopService)
+        assert service._committer is not None
+        group = service._committer._group
+        original = group.run
+        calls: list[int] = []
+
+        def broken(units: Any) -> None:
+            calls.append(len(units))
+            if len(calls) == 1:
+                raise RuntimeError("the storage went away")
+            original(units)
+
+        group.run = broken  # type: ignore[method-assign]  # a failure injected in the test
+        first = self.assertFailure(service.transact_grouped(lambda root: 1), RuntimeError)
+
+        def then(_: Any) -> Deferred[Any]:
+            self.flushLoggedErrors(RuntimeError)
+            return service.transact_grouped(lambda root: 2).addCallback(self.assertEqual, 2)
+
+        return first.addCallback(then)
+
+    def test_grouped_not_running(self) -> None:
+        """
+        Grouped work submitted to a stopped service fails at once.
+        """
+        service = StoreService("memory:", IReactorFromThreads(reactor))
+        self.assertRaises(RuntimeError, service.transact_grouped, lambda root: None)
+
 
 class StoreServiceUpgradeTests(SynchronousTestCase):
     def test_upgraded_before_serving(self) -> None:
@@ -184,12 +499,12 @@ class StoreServiceUpgradeTests(SynchronousTestCase):
         uri = f"file://{path}/Data.fs"
         older = Store(open_db(uri))
         older.initialize()
-        older.run(
-            lambda root: [
-                setattr(root["schema"], "version", SCHEMA_VERSION - 1),
-                root["users"].__setitem__("a", User("a", "h", 1.0)),
-            ]
-        )
+
+        def previous_layout(root: Root) -> None:
+            root["schema"].version = SCHEMA_VERSION - 1
+            root["users"]["a"] = User("a", "h", 1.0)
+
+        older.run(previous_layout)
         older.db.close()
         service = StoreService(uri, IReactorFromThreads(reactor), pool_size=1, schema=Schema((recounted,), (step,)))
         service.startService()

@@ -137,6 +137,60 @@ class _StoreServiceContract(_MixinBase):
         self.assertEqual(await service.read(_add_user, "alice"), "alice")
         self.assertEqual(await service.read(_user_names), [])
 
+    async def test_grouped_commits(self) -> None:
+        """
+        C{transact_grouped} runs C{fn(root, *args, **kwargs)}, gives its
+        value and commits what it changed, as C{transact} does.
+        """
+        service = self.started()
+        self.assertEqual(await service.transact_grouped(_add_user, "alice", created_at=5.0), "alice")
+        self.assertEqual(await service.read(lambda root: root["users"]["alice"].created_at), 5.0)
+
+    async def test_grouped_failure_aborts(self) -> None:
+        """
+        A grouped unit that raises fails its Deferred and leaves nothing behind.
+        """
+        service = self.started()
+
+        def broken(root: Any) -> None:
+            _add_user(root, "alice")
+            raise ValueError("no")
+
+        with self.assertRaises(ValueError):
+            await service.transact_grouped(broken)
+        self.assertEqual(await service.read(_user_names), [])
+
+    async def test_grouped_conflict_retried(self) -> None:
+        """
+        A grouped unit that conflicts is run again (alone, as C{transact} would).
+        """
+        service = self.started()
+        attempts: list[int] = []
+
+        def flaky(root: Any) -> int:
+            attempts.append(1)
+            _add_user(root, "alice", float(len(attempts)))
+            if len(attempts) < 2:
+                raise ConflictError()
+            return len(attempts)
+
+        self.assertEqual(await service.transact_grouped(flaky), 2)
+        self.assertEqual(await service.read(lambda root: root["users"]["alice"].created_at), 2.0)
+
+    async def test_grouped_persistent_result_refused(self) -> None:
+        """
+        A grouped unit's persistent result is refused as C{transact} refuses it.
+        """
+        service = self.started()
+
+        def leaky(root: Any) -> User:
+            _add_user(root, "alice")
+            return root["users"]["alice"]
+
+        with self.assertRaises(TypeError):
+            await service.transact_grouped(leaky)
+        self.assertEqual(await service.read(_user_names), [])
+
     async def test_survives_restart(self) -> None:
         """
         What a unit committed to a file store is there after the service restarts.
@@ -155,10 +209,12 @@ class _StoreServiceContract(_MixinBase):
         """
         service = self.make_service()
         self.assertRaises(RuntimeError, service.transact, _add_user, "alice")
+        self.assertRaises(RuntimeError, service.transact_grouped, _add_user, "alice")
         self.assertRaises(RuntimeError, service.read, _user_names)
         service.startService()
         service.stopService()
         self.assertRaises(RuntimeError, service.transact, _add_user, "alice")
+        self.assertRaises(RuntimeError, service.transact_grouped, _add_user, "alice")
         self.assertRaises(RuntimeError, service.read, _user_names)
 
 
