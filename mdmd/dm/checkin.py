@@ -18,10 +18,12 @@ from typing import Any
 
 from cryptography import x509
 
+from mdmd.desired import reconciler as desired
 from mdmd.devices import accounts, lifecycle
 from mdmd.devices.accounts import DeviceKind
 from mdmd.dm import queue as dm_queue
 from mdmd.dm.commands import CommandSpec
+from mdmd.dm.csp import LAWMO_STATE
 from mdmd.dm.effects import (
     ClientNonce,
     CommandAnswered,
@@ -96,6 +98,8 @@ class DMSettings:
     #: The device kinds we authenticate ourselves to in the first reply of
     #: every session, unasked (L{Settings.send_server_credential}).
     send_server_credential: frozenset[DeviceKind] = frozenset({DeviceKind.OMADM})
+    #: desired state: the verification interval, the server id of $SERVER_ID
+    profiles: desired.ProfileSettings = desired.ProfileSettings()
 
     def session_for(self, kind: DeviceKind) -> Settings:
         """
@@ -187,11 +191,13 @@ def exchange(
     state = SessionState.from_dict(record.state) if record is not None else None
     queue = dm_queue.queue_of(root, device_id)
     notes: list[tuple[str, dict[str, Any]]] = []
-    if starts_new_session(message, state, now):
+    new_session = starts_new_session(message, state, now)
+    if new_session:
         requeued = dm_queue.requeue_unanswered(queue, now)
         if requeued:
             notes.append(("{device_id}: {count} unanswered command(s) back in the queue",
                           {"count": len(requeued)}))
+    notes += desired.before_message(root, device, queue, now, settings.profiles, new_session)
     pending = []
     for command in dm_queue.pending_commands(queue):
         pending.append(PendingCommand(command.seq, CommandSpec.from_json(command.spec), command.state))
@@ -211,6 +217,8 @@ def exchange(
         random=random,
     )
     _apply(_Applying(root, device, queue, now, notes, message.header.session_id), outcome.effects)
+    moved = [effect.seq for effect in outcome.effects if isinstance(effect, _COMMAND_EFFECTS)]
+    notes += desired.after_message(root, device, queue, moved, now, settings.profiles)
     if _authenticates(state, outcome.state):
         for job in answer_bootstrap(root, device_id, outcome.state.started_at, now):
             notes.append(("{device_id}: authenticated session ends bootstrap #{seq}", {"seq": job.seq}))
@@ -277,6 +285,7 @@ def _server_nonce(work: _Applying, effect: ServerNonce) -> None:
 def _devinfo(work: _Applying, effect: DevInfoReported) -> None:
     if dict(effect.values) != work.device.devinfo:
         work.device.devinfo = dict(effect.values)
+        desired.facts_changed(work.root, work.device)
 
 
 def _login_status(work: _Applying, effect: LoginStatus) -> None:
@@ -291,6 +300,7 @@ def _generic_alert(work: _Applying, effect: GenericAlert) -> None:
 
 def _unenrolled(work: _Applying, effect: Unenrolled) -> None:
     lifecycle.unenroll(work.root, work.device, work.now)
+    desired.forget(work.root, work.device.device_id)
     work.note("{device_id}: the user unenrolled the device; its certificate is revoked")
 
 
@@ -303,7 +313,8 @@ def _command_answered(work: _Applying, effect: CommandAnswered) -> None:
     dm_queue.mark_answered(
         work.queue, effect.seq, effect.state, effect.status, effect.statuses, effect.results, work.now
     )
-    _inventory(work.device, effect.results)
+    if _inventory(work.device, effect.results):
+        desired.facts_changed(work.root, work.device)
 
 
 def _command_failed(work: _Applying, effect: CommandFailed) -> None:
@@ -361,6 +372,9 @@ def _server_initiated(work: _Applying, effect: ServerInitiated) -> None:
         )
 
 
+#: The effects that move one of our commands (desired state follows its own).
+_COMMAND_EFFECTS = (CommandSent, CommandAnswered, CommandFailed, CommandRequeued)
+
 #: What each kind of effect does to the store. The handlers differ in the
 #: effect type they take, so the table's values are typed loosely.
 _EFFECTS: dict[type, Callable[[_Applying, Any], None]] = {
@@ -397,15 +411,18 @@ def _apply(work: _Applying, effects: tuple[Effect, ...]) -> None:
 _MISSING = object()
 
 
-def _inventory(device: Device, results: tuple[dict[str, Any], ...]) -> None:
+def _inventory(device: Device, results: tuple[dict[str, Any], ...]) -> bool:
     """
-    Keep the latest value of every DevInfo/DevDetail node the device reported.
+    Keep the latest value of every DevInfo/DevDetail node (and the LAWMO
+    state) the device reported; return whether any changed.
     """
     found = {
         r["source"]: r.get("data")
         for r in results
-        if r.get("source", "") and r["source"].startswith(("./DevDetail/", "./DevInfo/"))
+        if r.get("source", "") and r["source"].startswith(("./DevDetail/", "./DevInfo/", LAWMO_STATE))
     }
     current = device.inventory or {}
     if any(current.get(uri, _MISSING) != value for uri, value in found.items()):
         device.inventory = {**current, **found}
+        return True
+    return False
