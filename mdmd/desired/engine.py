@@ -31,7 +31,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
-from mdmd.desired.convergence import ASSIGNED, ProfileEvent, ProfileState, next_state
+from mdmd.desired.convergence import ASSIGNED, ProfileEvent, ProfileState, allows, next_state
 from mdmd.desired.profiles import PlannedStep, describe
 from mdmd.desired.values import same_value
 from mdmd.dm.commands import CommandSpec, ItemSpec
@@ -290,7 +290,7 @@ def _aggregate(record: Applied) -> ProfileState:
         return _S.FAILED
     if all(p == Phase.VERIFIED.value for p in phases):
         return _S.VERIFIED
-    if record.drifted:
+    if record.drifted and ProfileState(record.state) in (_S.VERIFIED, _S.DRIFTED):
         return _S.DRIFTED
     if all(p in (Phase.APPLIED.value, Phase.VERIFIED.value) for p in phases):
         return _S.VERIFYING
@@ -312,13 +312,23 @@ _EVENT_TO: Final[Mapping[ProfileState, ProfileEvent]] = {
 def _settle(record: Applied, now: float) -> Applied:
     """
     Move an assigned record to the state its steps add up to (through the table).
+
+    A record whose state does not lead there (one older code left, or
+    damaged) starts over from pending first, through the table too.
     """
     current = ProfileState(record.state)
     if current not in ASSIGNED:
         return record
     target = _aggregate(record)
-    if target is current or target is _S.PENDING:
+    if target is current:
         return record
+    if target is _S.PENDING or not allows(current, _EVENT_TO[target]):
+        restarted = _move(record, _E.ASSIGN, record.profile, record.version, now)
+        assert restarted is not None
+        record = replace(restarted, drifted=False)
+        target = _aggregate(record)
+        if target is _S.PENDING:
+            return record
     moved = _move(record, _EVENT_TO[target], record.profile, record.version, now)
     assert moved is not None
     if target is _S.VERIFIED:
@@ -464,7 +474,7 @@ def _maintain(plan: Plan, record: Applied, flying: set[Ticket], plans: Plans, no
     if verify and ProfileState(record.state) is _S.FAILED:
         moved = _move(record, _E.ASSIGN, name, version, now)
         assert moved is not None
-        changed = replace(_event(moved, now, "retry", failure=record.failure), failure=None)
+        changed = replace(_event(moved, now, "retry", failure=record.failure), failure=None, drifted=False)
         fresh = []
         for step, planned in zip(changed.steps, steps):
             fresh.append(_fresh_step(planned) if step.phase == Phase.FAILED.value else step)
@@ -479,6 +489,10 @@ def _maintain(plan: Plan, record: Applied, flying: set[Ticket], plans: Plans, no
             changed = _set_step(changed, index, replace(step, phase=Phase.QUEUED.value, left=(), digest=planned.digest))
             plan.queue.extend(_apply_commands(name, version, index, planned))
         elif phase is Phase.APPLIED:
+            if not step.left:
+                # nothing outstanding recorded: read every value back again
+                step = replace(step, left=tuple(range(len(planned.readbacks))), phase=Phase.APPLIED.value if planned.readbacks else Phase.VERIFIED.value)
+                changed = _set_step(changed, index, step)
             for part in step.left:
                 if (Role.CHECK.value, index, part) not in tickets and part < len(planned.readbacks):
                     ticket = Ticket(name, version, Role.CHECK.value, index, part)
@@ -488,8 +502,9 @@ def _maintain(plan: Plan, record: Applied, flying: set[Ticket], plans: Plans, no
                 if (Role.VERIFY.value, index, part) not in tickets:
                     ticket = Ticket(name, version, Role.VERIFY.value, index, part)
                     plan.queue.append(ToQueue(ticket, _get(readback.target)))
-    if changed is not record:
-        plan.records[name] = _settle(changed, now)
+    settled = _settle(changed, now)
+    if settled != record:
+        plan.records[name] = settled
 
 
 def _unwanted(plan: Plan, record: Applied, flying: set[Ticket], plans: Plans, now: float) -> None:
@@ -506,6 +521,9 @@ def _unwanted(plan: Plan, record: Applied, flying: set[Ticket], plans: Plans, no
             if phase in ("queued", "sent") and index not in pending:
                 ticket = Ticket(name, record.version, Role.REVERT.value, index)
                 plan.queue.append(ToQueue(ticket, CommandSpec("Delete", items=(ItemSpec(target),))))
+        finished = _finish_removal(record, now)
+        if finished is not record:
+            plan.records[name] = finished
         return
     _cancel_profile(plan, flying, name, _SETTING_ROLES)
     steps = plans(name, record.version)

@@ -202,7 +202,7 @@ class _Problems(list[str]):
 
 #: The children a command and an item may have (anything else is a mistake worth reporting).
 _COMMAND_CHILDREN: Final = frozenset({"CmdID", "Meta", "Item", "NoResp", "Cred"})
-_GROUP_CHILDREN: Final = frozenset({"CmdID", "Meta", "NoResp", *STEP_VERBS})
+_GROUP_CHILDREN: Final = frozenset({"CmdID", "Meta", "NoResp", "Get", "Copy", *STEP_VERBS})
 _ITEM_CHILDREN: Final = frozenset({"Target", "Source", "Meta", "Data"})
 
 
@@ -226,7 +226,7 @@ def _command(element: etree._Element, problems: _Problems, inherited: Mapping[st
             if name not in _GROUP_CHILDREN:
                 problems.add(child.sourceline, f"<{verb}> cannot hold <{name}>")
                 continue
-            if name in STEP_VERBS:
+            if name in (*STEP_VERBS, "Get", "Copy"):
                 command = _command(child, problems, meta)
                 if command is not None:
                     children.append(command)
