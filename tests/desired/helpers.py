@@ -1,5 +1,7 @@
 """
-Driving the reconciliation engine against an emulated device, without a store.
+Driving desired state against emulated devices: the engine alone, without a
+store (L{Driver}), and devices checking in through the real unit of work on
+a store in memory (L{Fleet}).
 
 L{Driver} plays the check-in's part: it keeps a device's records and the
 commands of ours in its queue, reconciles, "sends" what is queued to a
@@ -15,10 +17,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from twisted.internet.defer import Deferred, ensureDeferred
+
 from mdmd.desired.convergence import ProfileState
 from mdmd.desired.engine import Answer, Applied, Desired, Plan, Role, Ticket, observe, reconcile
 from mdmd.desired.profiles import PlannedStep, Step, parse_profile, plan
+from mdmd.desired.reconciler import ProfileSettings
+from mdmd.dm.checkin import DMSettings, exchange
 from mdmd.dm.commands import CommandSpec
+from mdmd.store.runner import Store
+from mdmd.syncml.codec import XML_CODEC
+from mdmd.testing.devices import CLIENT_NONCE, CLIENT_SECRET, add_device
+from mdmd.testing.dmclient import DMClient, SessionLog
 from mdmd.testing.windows.tree import SettingsTree
 
 DEVICE_VALUES = {"DEVICE_ID": "D1", "ENROLLED_USER": "bob@example.com"}
@@ -174,3 +184,44 @@ VERIFIED = ProfileState.VERIFIED.value
 
 def as_dict(records: Mapping[str, Applied]) -> dict[str, Any]:
     return {name: record.as_dict() for name, record in records.items()}
+
+
+# -- check-ins against a real store in memory ---------------------------------------------------------
+
+CHECKIN_SETTINGS = DMSettings(require_client_certificate=False, profiles=ProfileSettings(verify_interval=3600.0, server_id="mdmd"))
+
+
+@dataclass
+class Fleet:
+    """
+    Devices in a store that check in through the real unit of work (L{exchange}), in memory.
+    """
+
+    store: Store
+    now: float = 1000.0
+    settings: DMSettings = CHECKIN_SETTINGS
+    clients: dict[str, DMClient] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, device_id: str, kind: str = "windows", **tree: str) -> DMClient:
+        self.store.run(add_device, device_id, kind=kind)
+        client = DMClient(device_id, "https://mdm.example/", "device-name", CLIENT_SECRET, CLIENT_NONCE, tree=dict(tree), settings=SettingsTree())
+        self.clients[device_id] = client
+        return client
+
+    def session(self, device_id: str) -> SessionLog:
+        client = self.clients[device_id]
+
+        async def post(body: bytes, content_type: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+            message = XML_CODEC.decode(body)
+            result = self.store.run(exchange, None, message, XML_CODEC, body, None, self.now, self.settings)
+            self.notes += [text.format(device_id=result.device_id, **fields) for text, fields in result.notes]
+            return 200, {"content-type": XML_CODEC.content_type}, result.body
+
+        done: list[Any] = []
+        d: Deferred[SessionLog] = ensureDeferred(client.session(post))
+        d.addBoth(done.append)
+        (log,) = done
+        if not isinstance(log, SessionLog):
+            log.raiseException()
+        return log
