@@ -22,6 +22,7 @@ from cryptography import x509
 from mdmd import config as mdmd_config
 from mdmd.admin.idempotency import IdempotencySettings
 from mdmd.config import Config, ConfigErrors, ListenAddress
+from mdmd.desired.reconciler import ProfileSettings
 from mdmd.devices.accounts import DeviceKind
 from mdmd.devices.registration import RegistrationSettings
 from mdmd.dm import effects as dm_effects
@@ -326,6 +327,11 @@ def _dm(config: Config, device_cas: tuple[x509.Certificate, ...]) -> DMSettings:
         require_client_certificate_omadm=dm.require_client_certificate_omadm,
         device_cas=device_cas,
         send_server_credential=frozenset(DeviceKind(kind) for kind in dm.send_server_credential),
+        profiles=ProfileSettings(
+            verify_interval=float(config.profiles.verify_interval),
+            server_id=config.enrollment.provider_id,
+            push_batch=config.profiles.push_batch,
+        ),
     )
 
 
