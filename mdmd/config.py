@@ -809,7 +809,7 @@ class ProfilesSection:
 
     verify_interval: int = _option(
         86400,
-        _int(60, 366 * 86400),
+        _int(1, 366 * 86400),
         "Seconds between two read-backs of a device's verified profile values, done in its "
         "first session after that: a value changed on the device is applied again (and the "
         "drift recorded), a failed profile version is tried again.",
