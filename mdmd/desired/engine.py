@@ -90,6 +90,14 @@ class Phase(enum.Enum):
     DRIFTED = "drifted"
 
 
+# The phases' stored values, spelled once for the hot paths (an enum member's .value is a property call).
+_QUEUED: Final = Phase.QUEUED.value
+_SENT: Final = Phase.SENT.value
+_APPLIED: Final = Phase.APPLIED.value
+_VERIFIED: Final = Phase.VERIFIED.value
+_FAILED: Final = Phase.FAILED.value
+_DRIFTED: Final = Phase.DRIFTED.value
+
 #: Phases in which the device may hold what the step set (so a removal undoes it).
 _WROTE: Final = frozenset({Phase.SENT.value, Phase.APPLIED.value, Phase.VERIFIED.value, Phase.DRIFTED.value})
 
@@ -286,15 +294,15 @@ def _move(record: Applied | None, event: ProfileEvent, profile: str, version: in
 
 def _aggregate(record: Applied) -> ProfileState:
     phases = [s.phase for s in record.steps]
-    if Phase.FAILED.value in phases:
+    if _FAILED in phases:
         return _S.FAILED
-    if all(p == Phase.VERIFIED.value for p in phases):
+    if all(p == _VERIFIED for p in phases):
         return _S.VERIFIED
     if record.drifted and ProfileState(record.state) in (_S.VERIFIED, _S.DRIFTED):
         return _S.DRIFTED
-    if all(p in (Phase.APPLIED.value, Phase.VERIFIED.value) for p in phases):
+    if all(p in (_APPLIED, _VERIFIED) for p in phases):
         return _S.VERIFYING
-    if any(p in (Phase.SENT.value, Phase.APPLIED.value, Phase.VERIFIED.value) for p in phases):
+    if any(p in (_SENT, _APPLIED, _VERIFIED) for p in phases):
         return _S.SENT
     return _S.PENDING
 
@@ -340,13 +348,31 @@ def _settle(record: Applied, now: float) -> Applied:
 
 def _failure(record: Applied) -> dict[str, Any] | None:
     for index, step in enumerate(record.steps):
-        if step.phase == Phase.FAILED.value:
+        if step.phase == _FAILED:
             return {"step": index, "command": step.command, "status": step.status, "error": step.error}
     return None
 
 
 def _set_step(record: Applied, index: int, step: StepRecord) -> Applied:
-    return replace(record, steps=record.steps[:index] + (step,) + record.steps[index + 1 :])
+    """
+    The record with one step changed (built directly: a check-in changes
+    every step of a profile twice, and dataclasses.replace is slow).
+    """
+    steps = record.steps[:index] + (step,) + record.steps[index + 1 :]
+    return Applied(
+        record.profile, record.version, record.state, steps, record.drifted, record.failure, record.reverts,
+        record.retained, record.events, record.updated_at, record.verified_at,
+    )
+
+
+def _step(step: StepRecord, phase: str, left: tuple[int, ...] | None = None, wrote: bool | None = None) -> StepRecord:
+    """
+    C{step} in another phase (and with other read-backs outstanding, or written).
+    """
+    return StepRecord(
+        phase, step.digest, step.left if left is None else left, step.wrote if wrote is None else wrote,
+        step.status, step.command, step.error,
+    )
 
 
 def _get(target: str) -> CommandSpec:
@@ -366,8 +392,8 @@ def _apply_commands(profile: str, version: int, index: int, step: PlannedStep) -
 
 def _fresh_step(planned: PlannedStep) -> StepRecord:
     if planned.command is None:
-        return StepRecord(Phase.FAILED.value, error=planned.error)
-    return StepRecord(Phase.QUEUED.value, planned.digest)
+        return StepRecord(_FAILED, error=planned.error)
+    return StepRecord(_QUEUED, planned.digest)
 
 
 # -- reconcile ------------------------------------------------------------------------------------
@@ -413,6 +439,7 @@ def _cancel_profile(plan: Plan, flying: set[Ticket], profile: str, roles: Collec
 
 
 _SETTING_ROLES: Final = (Role.APPLY.value, Role.CHECK.value, Role.VERIFY.value)
+_ASSIGNED_VALUES: Final = frozenset(state.value for state in ASSIGNED)
 
 
 def _assign(plan: Plan, record: Applied | None, wanted: Desired, flying: set[Ticket], plans: Plans, now: float) -> None:
@@ -428,7 +455,7 @@ def _assign(plan: Plan, record: Applied | None, wanted: Desired, flying: set[Tic
     carried: dict[str, StepRecord] = {}
     old_plan: tuple[PlannedStep, ...] | None = None
     if record is not None and ProfileState(record.state) in ASSIGNED:
-        carried = {s.digest: s for s in record.steps if s.phase == Phase.VERIFIED.value and s.digest}
+        carried = {s.digest: s for s in record.steps if s.phase == _VERIFIED and s.digest}
         old_plan = plans(name, record.version)
     moved = _move(record, _E.ASSIGN, name, wanted.version, now)
     assert moved is not None
@@ -456,7 +483,7 @@ def _assign(plan: Plan, record: Applied | None, wanted: Desired, flying: set[Tic
                     plan.queue.append(ToQueue(ticket, CommandSpec("Delete", items=(ItemSpec(reversal.target),))))
                     index += 1
     for index, (step, planned) in enumerate(zip(new.steps, steps)):
-        if step.phase == Phase.QUEUED.value:
+        if step.phase == _QUEUED:
             plan.queue.extend(_apply_commands(name, wanted.version, index, planned))
     plan.records[name] = _settle(new, now)
 
@@ -477,7 +504,7 @@ def _maintain(plan: Plan, record: Applied, flying: set[Ticket], plans: Plans, no
         changed = replace(_event(moved, now, "retry", failure=record.failure), failure=None, drifted=False)
         fresh = []
         for step, planned in zip(changed.steps, steps):
-            fresh.append(_fresh_step(planned) if step.phase == Phase.FAILED.value else step)
+            fresh.append(_fresh_step(planned) if step.phase == _FAILED else step)
         changed = replace(changed, steps=tuple(fresh))
     tickets = {(t.role, t.index, t.part) for t in flying if t.profile == name and t.version == version}
     for index, (step, planned) in enumerate(zip(changed.steps, steps)):
@@ -486,12 +513,12 @@ def _maintain(plan: Plan, record: Applied, flying: set[Ticket], plans: Plans, no
             if planned.command is None:
                 changed = _set_step(changed, index, _fresh_step(planned))
                 continue
-            changed = _set_step(changed, index, replace(step, phase=Phase.QUEUED.value, left=(), digest=planned.digest))
+            changed = _set_step(changed, index, replace(step, phase=_QUEUED, left=(), digest=planned.digest))
             plan.queue.extend(_apply_commands(name, version, index, planned))
         elif phase is Phase.APPLIED:
             if not step.left:
                 # nothing outstanding recorded: read every value back again
-                step = replace(step, left=tuple(range(len(planned.readbacks))), phase=Phase.APPLIED.value if planned.readbacks else Phase.VERIFIED.value)
+                step = replace(step, left=tuple(range(len(planned.readbacks))), phase=_APPLIED if planned.readbacks else _VERIFIED)
                 changed = _set_step(changed, index, step)
             for part in step.left:
                 if (Role.CHECK.value, index, part) not in tickets and part < len(planned.readbacks):
@@ -570,17 +597,23 @@ def observe(applied: Mapping[str, Applied], answers: Sequence[Answer], plans: Pl
     Move the records by what became of their commands (answers in queue order).
     """
     plan = Plan()
-    records: dict[str, Applied | None] = dict(applied)
+    records = dict(applied)
     for answer in answers:
         ticket = answer.ticket
         record = records.get(ticket.profile)
         if record is None:
             continue
-        handler = _OBSERVERS[Role(ticket.role)]
-        updated = handler(plan, record, answer, plans, now)
+        updated = _OBSERVERS[ticket.role](plan, record, answer, plans, now)
         if updated is not record:
             records[ticket.profile] = updated
             plan.records[ticket.profile] = updated
+    # each changed record moves once, to where its steps (or its removal) now stand
+    for name, record in list(plan.records.items()):
+        assert record is not None
+        if ProfileState(record.state) is _S.REMOVING:
+            plan.records[name] = _finish_removal(record, now)
+        else:
+            plan.records[name] = _settle(record, now)
     return plan
 
 
@@ -588,7 +621,7 @@ def _current(record: Applied, ticket: Ticket) -> bool:
     """
     Whether an answer is about the record as it is (not a version since replaced, nor a profile being removed).
     """
-    return ticket.version == record.version and ProfileState(record.state) in ASSIGNED and ticket.index < len(record.steps)
+    return ticket.version == record.version and record.state in _ASSIGNED_VALUES and ticket.index < len(record.steps)
 
 
 def _failing_member(spec: CommandSpec, statuses: tuple[tuple[str, int], ...]) -> str:
@@ -616,25 +649,25 @@ def _observe_apply(plan: Plan, record: Applied, answer: Answer, plans: Plans, no
     if not _current(record, ticket):
         return record
     step = record.steps[ticket.index]
-    if step.phase not in (Phase.QUEUED.value, Phase.SENT.value):
+    if step.phase not in (_QUEUED, _SENT):
         return record
     planned = _planned(plans, ticket)
     if answer.state == "sent":
-        if step.phase == Phase.SENT.value:
+        if step.phase == _SENT:
             return record
-        updated = replace(step, phase=Phase.SENT.value)
+        updated = _step(step, _SENT)
     elif answer.state == "done" or (answer.status in _AS_GOOD_AS_DONE and planned is not None and planned.readbacks):
         if planned is not None and planned.readbacks:
-            updated = replace(step, phase=Phase.APPLIED.value, left=tuple(range(len(planned.readbacks))), wrote=True)
+            updated = _step(step, _APPLIED, tuple(range(len(planned.readbacks))), True)
         else:
-            updated = replace(step, phase=Phase.VERIFIED.value, left=(), wrote=True)
+            updated = _step(step, _VERIFIED, (), True)
     else:
         what = _failing_member(planned.command, answer.statuses) if planned is not None and planned.command else "the command"
         reason = f"answered {answer.status}" if answer.status is not None else (answer.error or "not sent")
-        updated = replace(step, phase=Phase.FAILED.value, status=answer.status, command=what, error=f"{what}: {reason}")
+        updated = replace(step, phase=_FAILED, status=answer.status, command=what, error=f"{what}: {reason}")
         plan.notes.append(("{device_id}: profile {profile} v{version}: {what} {reason}",
                            {"profile": record.profile, "version": record.version, "what": what, "reason": reason}))
-    return _settle(_set_step(record, ticket.index, updated), now)
+    return _set_step(record, ticket.index, updated)
 
 
 def _planned(plans: Plans, ticket: Ticket) -> PlannedStep | None:
@@ -674,19 +707,19 @@ def _observe_check(plan: Plan, record: Applied, answer: Answer, plans: Plans, no
         return record
     step = record.steps[ticket.index]
     planned = _planned(plans, ticket)
-    if step.phase != Phase.APPLIED.value or ticket.part not in step.left or planned is None or ticket.part >= len(planned.readbacks):
+    if step.phase != _APPLIED or ticket.part not in step.left or planned is None or ticket.part >= len(planned.readbacks):
         return record
     good, why = _matches(planned, ticket.part, answer)
     if good:
         left = tuple(p for p in step.left if p != ticket.part)
-        updated = replace(step, left=left, phase=Phase.APPLIED.value if left else Phase.VERIFIED.value)
+        updated = _step(step, _APPLIED if left else _VERIFIED, left)
     else:
         status = answer.status if answer.state != "done" else None
         command = f"Get {planned.readbacks[ticket.part].target}"
-        updated = replace(step, phase=Phase.FAILED.value, left=(), status=status, command=command, error=why)
+        updated = replace(step, phase=_FAILED, left=(), status=status, command=command, error=why)
         plan.notes.append(("{device_id}: profile {profile} v{version} not verified: {why}",
                            {"profile": record.profile, "version": record.version, "why": why}))
-    return _settle(_set_step(record, ticket.index, updated), now)
+    return _set_step(record, ticket.index, updated)
 
 
 #: Read-back statuses that say the value is gone (it drifted), not that reading failed.
@@ -699,7 +732,7 @@ def _observe_verify(plan: Plan, record: Applied, answer: Answer, plans: Plans, n
         return record
     step = record.steps[ticket.index]
     planned = _planned(plans, ticket)
-    if step.phase != Phase.VERIFIED.value or planned is None or ticket.part >= len(planned.readbacks):
+    if step.phase != _VERIFIED or planned is None or ticket.part >= len(planned.readbacks):
         return record
     good, why = _matches(planned, ticket.part, answer)
     if good:
@@ -710,11 +743,10 @@ def _observe_verify(plan: Plan, record: Applied, answer: Answer, plans: Plans, n
     plan.notes.append(("{device_id}: profile {profile} v{version} drifted: {why}; applied again",
                        {"profile": record.profile, "version": record.version, "why": why}))
     drifted = _event(record, now, "drift", detail=why)
-    drifted = replace(_set_step(drifted, ticket.index, replace(step, phase=Phase.DRIFTED.value)), drifted=True)
-    return _settle(drifted, now)
+    return replace(_set_step(drifted, ticket.index, replace(step, phase=_DRIFTED)), drifted=True)
 
 
-def _observe_revert(plan: Plan, record: Applied, answer: Answer, plans: Plans, now: float) -> Applied | None:
+def _observe_revert(plan: Plan, record: Applied, answer: Answer, plans: Plans, now: float) -> Applied:
     ticket = answer.ticket
     removing = ProfileState(record.state) is _S.REMOVING and ticket.version == record.version
     if not removing:
@@ -738,12 +770,13 @@ def _observe_revert(plan: Plan, record: Applied, answer: Answer, plans: Plans, n
     if new_phase == "failed":
         why = f"answered {answer.status}" if answer.status is not None else (answer.error or "not sent")
         updated = replace(updated, retained=updated.retained + (f"{target}: its Delete {why}",))
-    return _finish_removal(updated, now)
+    return updated
 
 
-_OBSERVERS: Final[Mapping[Role, Callable[[Plan, Applied, Answer, Plans, float], Applied | None]]] = {
-    Role.APPLY: _observe_apply,
-    Role.CHECK: _observe_check,
-    Role.VERIFY: _observe_verify,
-    Role.REVERT: _observe_revert,
+#: What an answer does, by the role (its stored value) of its command.
+_OBSERVERS: Final[Mapping[str, Callable[[Plan, Applied, Answer, Plans, float], Applied]]] = {
+    Role.APPLY.value: _observe_apply,
+    Role.CHECK.value: _observe_check,
+    Role.VERIFY.value: _observe_verify,
+    Role.REVERT.value: _observe_revert,
 }

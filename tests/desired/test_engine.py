@@ -378,7 +378,7 @@ def starting_records(draw: st.DrawFn, catalogue: Catalogue) -> dict[str, Applied
             StepRecord(draw(phases), p.digest, tuple(range(len(p.readbacks))) if draw(st.booleans()) else (), draw(st.booleans()))
             for p in planned
         )
-        reverts = ()
+        reverts: tuple[tuple[str, str], ...] = ()
         if state == ProfileState.REMOVING.value:
             reverts = tuple((r.target, draw(st.sampled_from(["queued", "sent", "done"])))
                             for p in planned for r in p.reversals if r.delete)
