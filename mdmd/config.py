@@ -1031,6 +1031,26 @@ class LimitsSection:
 
 
 @dataclass(frozen=True)
+class ProfilesSection:
+    """[profiles]: desired state: profiles assigned to groups, applied, verified and kept."""
+
+    verify_interval: int = _option(
+        86400,
+        _int(1, 366 * 86400),
+        "Seconds between two read-backs of a device's verified profile values, done in its "
+        "first session after that: a value changed on the device is applied again (and the "
+        "drift recorded), a failed profile version is tried again.",
+    )
+    push_batch: int = _option(
+        500,
+        _int(1, 10000),
+        "How many devices one unit of work wakes when an assignment asks for a push "
+        "(mdmctl profile assign --push): the group's members are read and pushed in pages of "
+        "this size on the store's threads, after the assignment was answered.",
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     """
     A whole, validated configuration. Paths are absolute.
@@ -1048,6 +1068,7 @@ class Config:
     wns: WnsSection = field(default_factory=WnsSection)
     manhole: ManholeSection = field(default_factory=ManholeSection)
     limits: LimitsSection = field(default_factory=LimitsSection)
+    profiles: ProfilesSection = field(default_factory=ProfilesSection)
 
     @property
     def state_dir(self) -> str:

@@ -20,7 +20,7 @@ with the traceback.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 __all__ = [
     "AnsweredError",
@@ -70,6 +70,13 @@ class AnsweredError(Exception):
     #: describes our internals; None for an error whose message is for the
     #: peer (every L{PeerError}: it names the peer's mistake)
     public_message: ClassVar[str | None] = "internal server error; the details are in the server's log"
+
+    @property
+    def details(self) -> dict[str, Any]:
+        """
+        More for the peer than the message: fields the admin API adds to its JSON answer.
+        """
+        return {}
 
 
 class PeerError(AnsweredError):

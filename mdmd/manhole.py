@@ -48,7 +48,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from mdmd.desired import actions as device_actions
+from mdmd.desired import catalog
+from mdmd.desired import report as compliance
+from mdmd.desired.profiles import parse_profile
 from mdmd.devices import records, registration
+from mdmd.dm.csp import DeviceAction
 from mdmd.dm import queue as dm_queue
 from mdmd.dm.commands import parse_spec
 from mdmd.dm.sweeper import dm_facts
@@ -376,6 +381,78 @@ def namespace(tree: IServiceCollection, config: Settings | None, reactor: Any, n
         """The SMPP link and the push counts."""
         return notifier.status()
 
+    def groups() -> Deferred[list[dict[str, Any]]]:
+        """Every group (built-in, static, rule) with its members and profiles."""
+        return store.read(catalog.list_groups).addCallback(lambda found: [g.as_json() for g in found])
+
+    def add_group(name: str, *device_ids: str, rule: str | None = None, description: str = "") -> Deferred[dict[str, Any]]:
+        """A static group with these members, or a rule group: add_group("w11", rule="DevDetail/SwV >= 10.0.22000")."""
+        return store.transact(catalog.add_group, name, rule, description, list(device_ids), reactor.seconds()).addCallback(
+            lambda info: info.as_json()
+        )
+
+    def add_members(name: str, *device_ids: str) -> Deferred[dict[str, Any]]:
+        """Add devices to a static group."""
+        return store.transact(catalog.add_members, name, list(device_ids)).addCallback(lambda r: {**r[0].as_json(), "added": r[1]})
+
+    def remove_members(name: str, *device_ids: str) -> Deferred[dict[str, Any]]:
+        """Remove devices from a static group."""
+        return store.transact(catalog.remove_members, name, list(device_ids)).addCallback(lambda r: {**r[0].as_json(), "removed": r[1]})
+
+    def profiles() -> Deferred[list[dict[str, Any]]]:
+        """Every profile with its groups and device counts."""
+        return store.read(catalog.list_profiles).addCallback(lambda found: [p.as_json() for p in found])
+
+    def add_profile(name: str, source: str, description: str = "") -> Deferred[dict[str, Any]]:
+        """A new profile from SyncML command fragments (the text of a profile file)."""
+        steps = parse_profile(source.encode("utf-8"))
+        return store.transact(catalog.add_profile, name, steps, source, description, reactor.seconds()).addCallback(
+            lambda info: info.as_json()
+        )
+
+    def edit_profile(name: str, source: str, description: str | None = None) -> Deferred[dict[str, Any]]:
+        """A new version of a profile: its devices converge on it."""
+        steps = parse_profile(source.encode("utf-8"))
+        return store.transact(catalog.edit_profile, name, steps, source, description, reactor.seconds()).addCallback(
+            lambda info: info.as_json()
+        )
+
+    def remove_profile(name: str) -> Deferred[dict[str, Any]]:
+        """Remove a profile: devices undo it at their next check-in."""
+        return store.transact(catalog.remove_profile, name, reactor.seconds()).addCallback(lambda info: info.as_json())
+
+    def assign(name: str, group: str) -> Deferred[dict[str, Any]]:
+        """Assign a profile to a group (its devices converge at their next check-in)."""
+        return store.transact(catalog.assign, name, group, reactor.seconds()).addCallback(lambda info: info.as_json())
+
+    def unassign(name: str, group: str) -> Deferred[dict[str, Any]]:
+        """Unassign a profile from a group (its devices undo it)."""
+        return store.transact(catalog.unassign, name, group, reactor.seconds()).addCallback(lambda info: info.as_json())
+
+    def report(device_id: str | None = None) -> Deferred[dict[str, Any]]:
+        """Compliance: per profile, devices per state; or one device's profiles."""
+        if device_id is not None:
+            return store.read(compliance.device_profiles, device_id)
+        return store.read(compliance.report)
+
+    def action(device_id: str, name: str) -> Deferred[dict[str, Any]]:
+        """Queue a device action: "wipe", "wipe-protected", "lock", "unlock", "reboot", ..."""
+        return store.transact(device_actions.request, device_id, DeviceAction(name), reactor.seconds()).addCallback(
+            lambda info: info.as_json()
+        )
+
+    def wipe(device_id: str, protected: bool = False) -> Deferred[dict[str, Any]]:
+        """Erase a device (RemoteWipe doWipe, or doWipeProtected; LAWMO Wipe)."""
+        return action(device_id, "wipe-protected" if protected else "wipe")
+
+    def lock(device_id: str) -> Deferred[dict[str, Any]]:
+        """Lock a device's screen (RemoteLock; LAWMO FullyLock)."""
+        return action(device_id, "lock")
+
+    def reboot(device_id: str) -> Deferred[dict[str, Any]]:
+        """Reboot a Windows device (Reboot CSP RebootNow)."""
+        return action(device_id, "reboot")
+
     return {
         "whoami": name,
         "tree": tree,
@@ -394,4 +471,19 @@ def namespace(tree: IServiceCollection, config: Settings | None, reactor: Any, n
         "bootstrap_document": bootstrap_document,
         "pushes": pushes,
         "status": status,
+        "groups": groups,
+        "add_group": add_group,
+        "add_members": add_members,
+        "remove_members": remove_members,
+        "profiles": profiles,
+        "add_profile": add_profile,
+        "edit_profile": edit_profile,
+        "remove_profile": remove_profile,
+        "assign": assign,
+        "unassign": unassign,
+        "report": report,
+        "wipe": wipe,
+        "lock": lock,
+        "reboot": reboot,
+        "action": action,
     }

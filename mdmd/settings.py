@@ -23,6 +23,7 @@ from cryptography import x509
 from mdmd import config as mdmd_config
 from mdmd.admin.idempotency import IdempotencySettings
 from mdmd.config import Config, ConfigErrors, ListenAddress
+from mdmd.desired.reconciler import ProfileSettings
 from mdmd.devices.accounts import DeviceKind
 from mdmd.devices.registration import RegistrationSettings
 from mdmd.dm import effects as dm_effects
@@ -418,6 +419,11 @@ def _dm(config: Config, device_cas: tuple[x509.Certificate, ...]) -> DMSettings:
             )
             if wns.enabled
             else None
+        ),
+        profiles=ProfileSettings(
+            verify_interval=float(config.profiles.verify_interval),
+            server_id=config.enrollment.provider_id,
+            push_batch=config.profiles.push_batch,
         ),
     )
 

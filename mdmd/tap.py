@@ -456,6 +456,7 @@ def build(settings: Settings, reactor: Reactor) -> MdmdService:
         registration=settings.registration,
         idempotency=settings.admin.idempotency,
         user_policy=settings.admin.users,
+        profiles=settings.dm.profiles,
     )
     admin_site = MdmdSite(api, clock=reactor, max_body=MAX_BODY, name="admin")
     admin = _LocalListener(reactor, settings.admin.listen)

@@ -26,6 +26,8 @@ from twisted.web.test.requesthelper import DummyChannel
 import mdmd
 from mdmd import errors
 from mdmd.admin.api import AdminAPI, AdminToken
+from mdmd.desired.profiles import InvalidProfile
+from mdmd.devices.registration import ImportRefused, RowProblem
 from mdmd.dm.resource import ManagementResource
 from mdmd.enroll import soap
 from mdmd.enroll.resource import SoapEndpoint
@@ -68,10 +70,20 @@ def answered_error_classes() -> list[type[AnsweredError]]:
     return found
 
 
+#: Errors made of structured problems rather than a message, with an example of each.
+STRUCTURED: dict[type[AnsweredError], Any] = {
+    ImportRefused: lambda cls: cls([RowProblem(0, "detail-42", "bad row")]),
+    InvalidProfile: lambda cls: cls(["line 1: detail-42"]),
+}
+
+
 def instance(cls: type[AnsweredError]) -> AnsweredError:
     """
     An instance of C{cls} with a recognisable message (some take two arguments).
     """
+    for base, make in STRUCTURED.items():
+        if issubclass(cls, base):
+            return make(cls)
     error = cls("detail-42")
     try:
         str(error)
@@ -229,7 +241,7 @@ class DeclaredAnswerTests(Surfaces):
             request = self.admin(error)
             self.assertEqual(request.code, cls.http_status, cls)
             self.assertEqual(request.header(b"content-type"), b"application/json", cls)
-            expected: dict[str, Any] = {"error": answer_text(error)}
+            expected: dict[str, Any] = {"error": answer_text(error), **error.details}
             if cls.retry_after is not None:
                 expected["retry_after"] = cls.retry_after
             self.assertEqual(json.loads(request.body), expected, cls)

@@ -22,6 +22,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from mdmd import settings
+from mdmd.dm.csp import UnsupportedAction
 from mdmd.enroll.users import verify_password
 from mdmd.manhole import ManholePasswordDB, manhole_factory, namespace, set_password, validate_login_name
 from mdmd.notify.bootstrap import InvalidPin
@@ -197,6 +198,28 @@ class NamespaceTests(SynchronousTestCase):
         self.assertIn('<parm name="APPID" value="w7"/>', text)
         self.assertIn('<parm name="AAUTHLEVEL" value="APPSRV"/>', text)
 
+    def test_desired_state_helpers(self) -> None:
+        """
+        The desired-state verbs: a profile, a static group, an assignment,
+        the report, and device actions (refused where the device cannot).
+        """
+        ns = namespace(self.tree, None, Clock(), "alice")
+        source = (
+            "<Replace><Item><Target><LocURI>./Device/Vendor/MSFT/Policy/Config/Camera/AllowCamera</LocURI></Target>"
+            "<Meta><Format>int</Format></Meta><Data>0</Data></Item></Replace>"
+        )
+        self.assertEqual(self.result(ns["add_profile"]("camera", source))["latest"], 1)
+        self.assertEqual(self.result(ns["edit_profile"]("camera", source.replace(">0<", ">1<")))["latest"], 2)
+        self.assertEqual(self.result(ns["add_group"]("lab", "D1"))["members"], 1)
+        self.assertEqual(self.result(ns["assign"]("camera", "lab"))["groups"], ["lab"])
+        self.assertEqual([p["name"] for p in self.result(ns["profiles"]())], ["camera"])
+        self.assertEqual([g["name"] for g in self.result(ns["groups"]())][-1], "lab")
+        self.assertEqual(self.result(ns["report"]())["profiles"][0]["groups"], ["lab"])
+        self.assertEqual(self.result(ns["report"]("D1"))["profiles"], [])
+        self.assertEqual(self.result(ns["wipe"]("D1"))["node"], "./Device/Vendor/MSFT/RemoteWipe/doWipe")
+        self.assertIsInstance(self.failureResultOf(ns["reboot"]("D1")).value, UnsupportedAction)
+        self.assertEqual(self.result(ns["unassign"]("camera", "lab"))["groups"], [])
+        self.assertIsNotNone(self.result(ns["remove_profile"]("camera"))["removed_at"])
 
     def test_registering(self) -> None:
         """

@@ -44,7 +44,9 @@ from urllib.parse import unquote
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from twisted.internet.interfaces import IReactorThreads, IReactorTime
+from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
 from twisted.web.server import Request
 
 import mdmd
@@ -56,9 +58,15 @@ from mdmd.devices import lifecycle
 from mdmd.devices.accounts import DeviceKind
 from mdmd.devices.lifecycle import DeviceStatus
 from mdmd.enroll import users
+from mdmd.desired import actions as device_actions
+from mdmd.desired import catalog, report
+from mdmd.desired.profiles import MAX_PROFILE, Step, parse_profile
+from mdmd.desired.reconciler import ProfileSettings
+from mdmd.desired.wake import Woken, wake_group
 from mdmd.errors import AnsweredError, PeerError
 from mdmd.dm import queue as dm_queue
 from mdmd.dm.command_state import CommandState
+from mdmd.dm.csp import DeviceAction
 from mdmd.dm.commands import PENDING, CommandSpec, parse_spec
 from mdmd.dm.sweeper import dm_facts
 from mdmd.migrations import FAMILIES
@@ -100,6 +108,12 @@ MAX_JSON_BODY: Final = 64 * 1024
 MAX_IMPORT_BODY: Final = 8 * 1024 * 1024
 #: The largest request body the admin listener takes (its site's cap).
 MAX_BODY: Final = MAX_IMPORT_BODY
+#: The largest profile upload: its source (at most MAX_PROFILE) as a JSON string, escapes included.
+MAX_PROFILE_BODY: Final = min(2 * MAX_PROFILE, MAX_BODY)
+#: Actions that erase the device: the request must confirm them.
+DESTRUCTIVE: Final = frozenset({DeviceAction.WIPE, DeviceAction.WIPE_PROTECTED, DeviceAction.WIPE_KEEP_PROVISIONING, DeviceAction.FACTORY_RESET})
+
+log = Logger()
 
 Handler = Callable[..., Awaitable[tuple[int, Any]]]
 T = TypeVar("T")
@@ -270,8 +284,12 @@ class AdminAPI(AsyncResource):
         random: Callable[[int], bytes] = os.urandom,
         idempotency: IdempotencySettings = IdempotencySettings(),
         user_policy: users.UserPolicy = users.UserPolicy(),
+        profiles: ProfileSettings = ProfileSettings(),
     ) -> None:
         super().__init__()
+        self.profiles = profiles
+        #: group wake-ups under way (see L{_wake})
+        self._wakes: set[Deferred[Woken]] = set()
         self.idempotency = idempotency
         self.user_policy = user_policy
         self.notifier = notifier
@@ -371,9 +389,7 @@ class AdminAPI(AsyncResource):
         value: dict[str, Any] = {"error": message}
         if error.retry_after is not None:
             value["retry_after"] = error.retry_after
-        details = getattr(error, "details", None)
-        if isinstance(details, dict):
-            value.update(details)
+        value.update(error.details)
         return encode(value), JSON
 
     @staticmethod
@@ -905,3 +921,207 @@ class AdminAPI(AsyncResource):
             raise ApiError("field 'days' must be a number of days, 0 or more")
         report = await self.store.pack(days)
         return 200, report.as_json()
+
+    # -- desired state: groups, profiles, assignments, compliance, device actions ------------
+
+    def _wake(self, group: str) -> dict[str, Any]:
+        """
+        Start waking a group's devices, page by page on the store's threads (after the answer).
+        """
+        notifier = self._notifier()
+        done: Deferred[Woken] = Deferred.fromCoroutine(wake_group(self.store, notifier, group, self.profiles.push_batch))
+        self._wakes.add(done)
+
+        def finished(result: Any) -> Any:
+            self._wakes.discard(done)
+            return result
+
+        done.addBoth(finished).addErrback(lambda f: log.failure("waking group {group}", f, group=group))
+        return {"group": group, "batch": self.profiles.push_batch, "started": True}
+
+    @route("GET", "/v1/groups")
+    async def list_groups(self, request: Request) -> tuple[int, Any]:
+        found = await self.store.read(catalog.list_groups)
+        return 200, {"groups": [g.as_json() for g in found]}
+
+    @route("POST", "/v1/groups", creates=True)
+    async def add_group(self, request: Request, key: IdempotencyKey | None) -> tuple[int, Any]:
+        """
+        A static group (C{devices}: its first members) or a rule group (C{rule}).
+        """
+        body = self.body(request)
+        self._fields(body, "name", "rule", "description", "devices")
+        devices_ = self._device_ids(body, required=False)
+        return await self._create(
+            key,
+            catalog.add_group,
+            self.field(body, "name"),
+            self.field(body, "rule", required=False),
+            self.field(body, "description", required=False) or "",
+            devices_,
+            self._clock.seconds(),
+            answer=lambda info: (201, info.as_json()),
+        )
+
+    @route("GET", "/v1/groups/{name}")
+    async def show_group(self, request: Request, name: str) -> tuple[int, Any]:
+        after = self._arg(request, "after")
+        return 200, await self.store.read(catalog.show_group, name, after, self._page_request(request).limit)
+
+    @route("DELETE", "/v1/groups/{name}")
+    async def remove_group(self, request: Request, name: str) -> tuple[int, Any]:
+        info = await self.store.transact(catalog.remove_group, name, self._clock.seconds())
+        return 200, info.as_json()
+
+    @route("POST", "/v1/groups/{name}/members")
+    async def add_group_members(self, request: Request, name: str) -> tuple[int, Any]:
+        info, changed = await self.store.transact(catalog.add_members, name, self._device_ids(self.body(request)))
+        return 200, {**info.as_json(), "added": changed}
+
+    @route("POST", "/v1/groups/{name}/members:remove")
+    async def remove_group_members(self, request: Request, name: str) -> tuple[int, Any]:
+        info, changed = await self.store.transact(catalog.remove_members, name, self._device_ids(self.body(request)))
+        return 200, {**info.as_json(), "removed": changed}
+
+    @route("GET", "/v1/profiles")
+    async def list_profiles(self, request: Request) -> tuple[int, Any]:
+        found = await self.store.read(catalog.list_profiles)
+        return 200, {"profiles": [p.as_json() for p in found]}
+
+    async def _profile_source(self, request: Request) -> tuple[dict[str, Any], str, tuple[Step, ...]]:
+        """
+        A profile's JSON body and its source, parsed off the reactor thread.
+        """
+        body = await self._in_thread(self._object, self._raw_body(request, MAX_PROFILE_BODY))
+        source = self.field(body, "source")
+        steps = await self._in_thread(parse_profile, source.encode("utf-8"))
+        return body, source, steps
+
+    @route("POST", "/v1/profiles", creates=True)
+    async def add_profile(self, request: Request, key: IdempotencyKey | None) -> tuple[int, Any]:
+        """
+        A new profile: C{name}, C{source} (SyncML command fragments), C{description}.
+        """
+        body, source, steps = await self._profile_source(request)
+        self._fields(body, "name", "source", "description")
+        return await self._create(
+            key,
+            catalog.add_profile,
+            self.field(body, "name"),
+            steps,
+            source,
+            self.field(body, "description", required=False) or "",
+            self._clock.seconds(),
+            answer=lambda info: (201, info.as_json()),
+        )
+
+    @route("POST", "/v1/profiles/{name}/versions", creates=True)
+    async def edit_profile(self, request: Request, name: str, key: IdempotencyKey | None) -> tuple[int, Any]:
+        """
+        A new version of a profile (C{source}, optionally a new C{description}).
+        """
+        body, source, steps = await self._profile_source(request)
+        self._fields(body, "source", "description")
+        return await self._create(
+            key,
+            catalog.edit_profile,
+            name,
+            steps,
+            source,
+            self.field(body, "description", required=False),
+            self._clock.seconds(),
+            answer=lambda info: (201, info.as_json()),
+        )
+
+    @route("GET", "/v1/profiles/{name}")
+    async def show_profile(self, request: Request, name: str) -> tuple[int, Any]:
+        raw = self._arg(request, "version")
+        if raw is not None and not _NUMBER.fullmatch(raw):
+            raise ApiError("version must be a whole number")
+        return 200, await self.store.read(catalog.show_profile, name, int(raw) if raw else None)
+
+    @route("DELETE", "/v1/profiles/{name}")
+    async def remove_profile(self, request: Request, name: str) -> tuple[int, Any]:
+        info = await self.store.transact(catalog.remove_profile, name, self._clock.seconds())
+        return 200, info.as_json()
+
+    @route("POST", "/v1/profiles/{name}/assignments")
+    async def assign_profile(self, request: Request, name: str) -> tuple[int, Any]:
+        """
+        Assign a profile to a group (O(1): its devices converge at their next
+        check-in); C{push}: also wake the group's devices, in pages, after answering.
+        """
+        body = self.body(request)
+        self._fields(body, "group", "push")
+        group = self.field(body, "group")
+        push = self.field(body, "push", bool, required=False) or False
+        if push:
+            self._notifier()
+        info = await self.store.transact(catalog.assign, name, group, self._clock.seconds())
+        value = info.as_json()
+        if push:
+            value["push"] = self._wake(group)
+        return 200, value
+
+    @route("DELETE", "/v1/profiles/{name}/assignments/{group}")
+    async def unassign_profile(self, request: Request, name: str, group: str) -> tuple[int, Any]:
+        info = await self.store.transact(catalog.unassign, name, group, self._clock.seconds())
+        return 200, info.as_json()
+
+    @route("GET", "/v1/profiles/{name}/status")
+    async def profile_status(self, request: Request, name: str) -> tuple[int, Any]:
+        state = self._arg(request, "state")
+        after = self._arg(request, "after")
+        return 200, await self.store.read(report.profile_status, name, state, after, self._page_request(request).limit)
+
+    @route("GET", "/v1/report")
+    async def compliance_report(self, request: Request) -> tuple[int, Any]:
+        return 200, await self.store.read(report.report, self._page_request(request).limit)
+
+    @route("GET", "/v1/devices/{device_id}/profiles")
+    async def device_profiles(self, request: Request, device_id: str) -> tuple[int, Any]:
+        return 200, await self.store.read(report.device_profiles, device_id)
+
+    @route("POST", "/v1/devices/{device_id}/actions", creates=True)
+    async def device_action(self, request: Request, device_id: str, key: IdempotencyKey | None) -> tuple[int, Any]:
+        """
+        Wipe, lock, unlock or reboot a device: C{action} (see L{DeviceAction}),
+        C{confirm} true for a wipe or reset, C{push} to wake it now.
+        """
+        body = self.body(request)
+        self._fields(body, "action", "confirm", "push", "via")
+        raw = self.field(body, "action")
+        try:
+            action = DeviceAction(raw)
+        except ValueError:
+            raise ApiError(f"unknown action {raw!r} (actions: {', '.join(a.value for a in DeviceAction)})") from None
+        if action in DESTRUCTIVE and self.field(body, "confirm", bool, required=False) is not True:
+            raise ApiError(f"{action.value} erases the device: confirm it with \"confirm\": true")
+        push = self.field(body, "push", bool, required=False) or False
+        via = self._via(body)
+        status, value = await self._create(
+            key, device_actions.request, device_id, action, self._clock.seconds(), answer=lambda info: (201, info.as_json())
+        )
+        if push:
+            try:
+                value = {**value, "push": (await self._push(None, [device_id], via))[1]}
+            except AnsweredError as e:
+                value = {**value, "push": {"error": str(e)}}
+        return status, value
+
+    @route("GET", "/v1/devices/{device_id}/actions")
+    async def list_device_actions(self, request: Request, device_id: str) -> tuple[int, Any]:
+        found = await self.store.read(device_actions.list_actions, device_id)
+        return 200, {"actions": [a.as_json() for a in found]}
+
+    @staticmethod
+    def _fields(body: dict[str, Any], *known: str) -> None:
+        unknown = sorted(set(body) - set(known))
+        if unknown:
+            raise ApiError(f"unknown field {unknown[0]!r} (fields: {', '.join(known)})")
+
+    def _device_ids(self, body: dict[str, Any], required: bool = True) -> list[str]:
+        device_ids = self.field(body, "devices", list, required=required) or []
+        if (required and not device_ids) or not all(isinstance(d, str) and d for d in device_ids):
+            raise ApiError("'devices' must be a non-empty list of device ids")
+        return device_ids

@@ -1350,6 +1350,258 @@ def cmd_store_pack(client: AdminClient, args: argparse.Namespace, out: Any) -> N
     )
 
 
+# -- desired state ----------------------------------------------------------------------------
+
+
+def _group_path(name: str, suffix: str = "") -> str:
+    return f"/v1/groups/{quote(name, safe='')}{suffix}"
+
+
+def _profile_path(name: str, suffix: str = "") -> str:
+    return f"/v1/profiles/{quote(name, safe='')}{suffix}"
+
+
+def cmd_group_list(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
+    found = client.request("GET", "/v1/groups")["groups"]
+    if args.json:
+        _print_json(found, out)
+        return
+    _table(
+        [
+            [g["name"], g["kind"], "-" if g["members"] is None else str(g["members"]), ", ".join(g["profiles"]) or "-",
+             g["rule"] or g["description"] or "-"]
+            for g in found
+        ],
+        ["GROUP", "KIND", "MEMBERS", "PROFILES", "RULE / DESCRIPTION"],
+        out,
+    )
+
+
+def cmd_group_show(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
+    query = f"?limit={args.limit}" + (f"&after={quote(args.after, safe='')}" if args.after else "")
+    group = client.request("GET", _group_path(args.name, query))
+    if args.json:
+        _print_json(group, out)
+        return
+    print(f"group {group['name']} ({group['kind']}): {group['rule'] or group['description'] or ''}".rstrip(": "), file=out)
+    members = "every device of its kind" if group["members"] is None else str(group["members"])
+    print(f"members:  {members}", file=out)
+    print(f"profiles: {', '.join(group['profiles']) or '-'}", file=out)
+    page = group["member_page"]
+    for device_id in page["devices"]:
+        print(f"  {device_id}", file=out)
+    if page["next"]:
+        print(f"(more: --after {page['next']})", file=out)
+
+
+def cmd_group_add(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
+    exists = any(g["name"] == args.name for g in client.request("GET", "/v1/groups")["groups"])
+    if exists and args.devices and args.rule is None:
+        group = client.request("POST", _group_path(args.name, "/members"), {"devices": args.devices})
+        print(f"added {group['added']} device(s) to group {args.name} ({group['members']} members)", file=out)
+        return
+    body: dict[str, Any] = {"name": args.name, "devices": args.devices}
+    if args.rule is not None:
+        body["rule"] = args.rule
+    if args.description:
+        body["description"] = args.description
+    group = client.request("POST", "/v1/groups", body)
+    what = f"rule {group['rule']}" if group["rule"] else f"{group['members']} member(s)"
+    print(f"created group {group['name']}: {what}", file=out)
+
+
+def cmd_group_remove(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
+    if args.devices:
+        group = client.request("POST", _group_path(args.name, "/members:remove"), {"devices": args.devices})
+        print(f"removed {group['removed']} device(s) from group {args.name} ({group['members']} members)", file=out)
+        return
+    group = client.request("DELETE", _group_path(args.name))
+    print(f"removed group {group['name']}; its members undo its profiles at their next check-in", file=out)
+
+
+def _read_profile(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as e:
+        raise CommandError(f"cannot read {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise CommandError(f"{path} is not UTF-8 text") from None
+
+
+def _profile_request(client: AdminClient, path: str, body: dict[str, Any], file: str) -> Any:
+    try:
+        return client.request("POST", path, body)
+    except CommandError as e:
+        problems = e.details.get("problems")
+        if problems:
+            raise CommandError(f"{file}: {len(problems)} problem(s); nothing was changed", [f"{file}: {p}" for p in problems]) from None
+        raise
+
+
+def cmd_profile_add(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
+    body = {"name": args.name, "source": _read_profile(args.file), "description": args.description or ""}
+    profile = _profile_request(client, "/v1/profiles", body, args.file)
+    print(f"added profile {profile['name']} (version {profile['latest']})", file=out)
+
+
+def cmd_profile_edit(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
+    body: dict[str, Any] = {"source": _read_profile(args.file)}
+    if args.description is not None:
+        body["description"] = args.description
+    profile = _profile_request(client, _profile_path(args.name, "/versions"), body, args.file)
+    assigned = f"; devices of {', '.join(profile['groups'])} converge on it" if profile["groups"] else ""
+    print(f"profile {profile['name']} is at version {profile['latest']}{assigned}", file=out)
+
+
+def _state_counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {state}" for state, n in counts.items() if n) or "no devices"
+
+
+def cmd_profile_list(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
+    found = client.request("GET", "/v1/profiles")["profiles"]
+    if args.json:
+        _print_json(found, out)
+        return
+    _table(
+        [[p["name"], str(p["latest"]), ", ".join(p["groups"]) or "-", _state_counts(p["counts"]), p["description"] or ""]
+         for p in found],
+        ["PROFILE", "VERSION", "GROUPS", "DEVICES", "DESCRIPTION"],
+        out,
+    )
+
+
+def cmd_profile_show(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
+    profile = client.request("GET", _profile_path(args.name, f"?version={args.version}" if args.version else ""))
+    if args.json:
+        _print_json(profile, out)
+        return
+    version = profile["version"]
+    print(f"profile {profile['name']}: {profile['description'] or '-'}", file=out)
+    print(f"version:  {version['version']} of {profile['latest']} ({_when(version['created_at'])})", file=out)
+    print(f"groups:   {', '.join(profile['groups']) or '-'}", file=out)
+    print(f"devices:  {_state_counts(profile['counts'])}", file=out)
+    print("", file=out)
+    print(version["source"].rstrip("\n"), file=out)
+
+
+def cmd_profile_remove(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
+    profile = client.request("DELETE", _profile_path(args.name))
+    print(f"removed profile {profile['name']}; devices undo it at their next check-in", file=out)
+
+
+def cmd_profile_assign(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
+    profile = client.request("POST", _profile_path(args.name, "/assignments"), {"group": args.group, "push": args.push})
+    print(f"assigned profile {profile['name']} to group {args.group}: its devices converge at their next check-in", file=out)
+    push = profile.get("push")
+    if push:
+        print(f"waking group {push['group']} in batches of {push['batch']} (see the daemon's log)", file=out)
+
+
+def cmd_profile_unassign(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
+    client.request("DELETE", _profile_path(args.name, f"/assignments/{quote(args.group, safe='')}"))
+    print(f"unassigned profile {args.name} from group {args.group}: its devices undo it at their next check-in", file=out)
+
+
+def _failure_text(device: dict[str, Any]) -> str:
+    failure = device.get("failure")
+    if failure:
+        status = f" ({failure['status']})" if failure.get("status") is not None else ""
+        return f"{failure.get('error') or failure.get('command')}{status}"
+    return "; ".join(device.get("retained") or ()) or ""
+
+
+def cmd_profile_status(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
+    query = f"?limit={args.limit}"
+    if args.state:
+        query += f"&state={quote(args.state, safe='')}"
+    if args.after:
+        query += f"&after={quote(args.after, safe='')}"
+    status = client.request("GET", _profile_path(args.name, "/status" + query))
+    if args.json:
+        _print_json(status, out)
+        return
+    print(f"profile {status['profile']} (version {status['version']}): {_state_counts(status['counts'])}", file=out)
+    _table(
+        [[d["device_id"], d["state"], str(d["version"] or "-"), _failure_text(d)] for d in status["devices"]],
+        ["DEVICE", "STATE", "VERSION", "FAILURE / RETAINED"],
+        out,
+    )
+    if status["next"]:
+        print(f"(more: --after {status['next']})", file=out)
+    elif status["more"]:
+        print("(more: ask for one --state at a time to page)", file=out)
+
+
+def cmd_report(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
+    if args.device:
+        found = client.request("GET", _device_path(args.device, "/profiles"))
+        if args.json:
+            _print_json(found, out)
+            return
+        _table(
+            [[p["profile"], str(p["version"]), p["state"], _failure_text(p), _when(p["verified_at"])] for p in found["profiles"]],
+            ["PROFILE", "VERSION", "STATE", "FAILURE / RETAINED", "VERIFIED"],
+            out,
+        )
+        return
+    found = client.request("GET", f"/v1/report?limit={args.limit}")
+    if args.json:
+        _print_json(found, out)
+        return
+    rows = []
+    for p in found["profiles"]:
+        counts = p["counts"]
+        rows.append(
+            [p["profile"], str(p["version"]), ", ".join(p["groups"]) or "-", str(counts["verified"]),
+             str(counts["pending"] + counts["sent"] + counts["verifying"]), str(counts["failed"]),
+             str(counts["drifted"]), str(counts["removing"]), str(counts["retained"])]
+        )
+    _table(rows, ["PROFILE", "VERSION", "GROUPS", "VERIFIED", "PENDING", "FAILED", "DRIFTED", "REMOVING", "RETAINED"], out)
+    if found["not_verified"]:
+        print("", file=out)
+        print("not verified:", file=out)
+        _table([[n["device_id"], n["profile"], n["state"]] for n in found["not_verified"]], ["DEVICE", "PROFILE", "STATE"], out)
+        if found["more"]:
+            print("(more: mdmctl profile status PROFILE --state STATE)", file=out)
+
+
+def _device_action(action: str, variants: dict[str, str] | None = None) -> Command:
+    def command(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
+        chosen = action
+        for option, name in (variants or {}).items():
+            if getattr(args, option, False):
+                chosen = name
+        body: dict[str, Any] = {"action": chosen, "push": args.push}
+        if action == "wipe":
+            if not args.yes:
+                raise CommandError(f"{chosen} erases {args.device}: say --yes to confirm")
+            body["confirm"] = True
+        result = client.request("POST", _device_path(args.device, "/actions"), body)
+        if args.json:
+            _print_json(result, out)
+            return
+        print(f"queued {result['action']} of {result['device_id']} (command {result['seq']}: Exec {result['node']})", file=out)
+        push = result.get("push")
+        if push:
+            print(f"push: {push['error']}" if "error" in push else "push: sent", file=out)
+
+    return command
+
+
+def cmd_device_actions(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
+    found = client.request("GET", _device_path(args.device, "/actions"))["actions"]
+    if args.json:
+        _print_json(found, out)
+        return
+    _table(
+        [[str(a["seq"]), a["action"], a["state"], "-" if a["status"] is None else str(a["status"]),
+          _when(a["requested_at"]), _when(a["updated_at"]), a["error"] or ""] for a in found],
+        ["SEQ", "ACTION", "STATE", "STATUS", "REQUESTED", "UPDATED", "ERROR"],
+        out,
+    )
+
+
 def cmd_manhole_password(config: mdmd_config.Config, args: argparse.Namespace, out: Any) -> None:
     from mdmd.manhole import set_password, validate_login_name
 
@@ -1612,6 +1864,87 @@ def build_parser() -> argparse.ArgumentParser:
     device_import.add_argument(
         "--dry-run", action="store_true", help="check every row and say what would be done; import nothing"
     )
+
+    for verb_name, run, text in (
+        ("wipe", _device_action("wipe", {"protected": "wipe-protected", "keep_provisioning": "wipe-keep-provisioning",
+                                          "factory_reset": "factory-reset"}),
+         "erase a device (Windows: RemoteWipe doWipe; classic: LAWMO Wipe); --yes is required"),
+        ("lock", _device_action("lock", {"partial": "partial-lock"}),
+         "lock a device's screen (Windows: RemoteLock, needs a PIN set; classic: LAWMO FullyLock)"),
+        ("unlock", _device_action("unlock"), "unlock a classic OMA DM device (LAWMO UnLock; Windows has none)"),
+        ("reboot", _device_action("reboot"), "reboot a Windows device (Reboot CSP RebootNow)"),
+    ):
+        sub = add(device_commands, verb_name, run, text, listing=True)
+        sub.add_argument("device", help="the DeviceID")
+        sub.add_argument("--push", action="store_true", help="wake the device now (else at its next check-in)")
+        if verb_name == "wipe":
+            sub.add_argument("--yes", action="store_true", help="confirm: the device is erased")
+            kinds = sub.add_mutually_exclusive_group()
+            kinds.add_argument("--protected", action="store_true",
+                               help="Windows doWipeProtected: also cleans the drive (may leave some devices unable to boot)")
+            kinds.add_argument("--keep-provisioning", action="store_true",
+                               help="Windows doWipePersistProvisionedData: provisioning data is kept and applied again")
+            kinds.add_argument("--factory-reset", action="store_true", help="classic devices: LAWMO FactoryReset")
+        if verb_name == "lock":
+            sub.add_argument("--partial", action="store_true", help="classic devices: LAWMO PartiallyLock")
+    add(device_commands, "actions", cmd_device_actions, "list a device's actions and their outcome",
+        listing=True).add_argument("device", help="the DeviceID")
+
+    group = commands.add_parser("group", help="manage groups of devices (static or by rule)")
+    group_commands = group.add_subparsers(dest="group_command", metavar="ACTION", parser_class=_Parser)
+    group_commands.required = True
+    add(group_commands, "list", cmd_group_list, "list groups: built-in (all, windows, omadm), static and rule groups",
+        listing=True)
+    group_show = add(group_commands, "show", cmd_group_show, "show a group and a page of its members", listing=True)
+    group_show.add_argument("name")
+    group_show.add_argument("--limit", type=int, default=100, help="members per page")
+    group_show.add_argument("--after", help="the page after this DeviceID")
+    group_add = add(
+        group_commands, "add", cmd_group_add,
+        "make a static group (with DEVICEs as members), add DEVICEs to one, or make a rule group (--rule)",
+    )
+    group_add.add_argument("name")
+    group_add.add_argument("devices", nargs="*", metavar="DEVICE")
+    group_add.add_argument("--rule", help='a rule over inventory facts, e.g. "DevDetail/SwV >= 10.0.22000"')
+    group_add.add_argument("--description")
+    group_remove = add(group_commands, "remove", cmd_group_remove, "remove DEVICEs from a static group, or the group itself")
+    group_remove.add_argument("name")
+    group_remove.add_argument("devices", nargs="*", metavar="DEVICE")
+
+    profile = commands.add_parser("profile", help="manage profiles (SyncML commands devices are to have)")
+    profile_commands = profile.add_subparsers(dest="profile_command", metavar="ACTION", parser_class=_Parser)
+    profile_commands.required = True
+    for verb_name, run, text in (
+        ("add", cmd_profile_add, "add a profile from a file of SyncML command fragments (Replace, Add, Exec, Delete, Atomic)"),
+        ("edit", cmd_profile_edit, "make a new version of a profile from a file: its devices converge on it"),
+    ):
+        sub = add(profile_commands, verb_name, run, text)
+        sub.add_argument("name")
+        sub.add_argument("file")
+        sub.add_argument("--description")
+    add(profile_commands, "list", cmd_profile_list, "list profiles with their groups and device counts", listing=True)
+    show = add(profile_commands, "show", cmd_profile_show, "show a profile and its source", listing=True)
+    show.add_argument("name")
+    show.add_argument("--version", type=int, help="an older version")
+    add(profile_commands, "remove", cmd_profile_remove, "remove a profile: devices undo it").add_argument("name")
+    for verb_name, run, text in (
+        ("assign", cmd_profile_assign, "assign a profile to a group (its devices get it at their next check-in)"),
+        ("unassign", cmd_profile_unassign, "unassign a profile from a group (its devices undo it)"),
+    ):
+        sub = add(profile_commands, verb_name, run, text)
+        sub.add_argument("name")
+        sub.add_argument("--group", required=True)
+        if verb_name == "assign":
+            sub.add_argument("--push", action="store_true", help="also wake the group's devices now (in batches)")
+    status = add(profile_commands, "status", cmd_profile_status, "a profile's devices and their state", listing=True)
+    status.add_argument("name")
+    status.add_argument("--state", choices=("pending", "sent", "verifying", "verified", "failed", "drifted", "removing", "retained"))
+    status.add_argument("--limit", type=int, default=100)
+    status.add_argument("--after", help="the page after this DeviceID (with --state)")
+    report = add(commands, "report", cmd_report, "compliance: per profile, devices per state; devices not verified",
+                 listing=True)
+    report.add_argument("--device", help="one device's profiles")
+    report.add_argument("--limit", type=int, default=100, help="devices not verified listed at most")
 
     cmd = add(
         commands,

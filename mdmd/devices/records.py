@@ -22,6 +22,7 @@ from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+from mdmd.desired import reconciler as desired
 from mdmd.devices import accounts, lifecycle
 from mdmd.errors import NotFound
 from mdmd.pki.ca import serial_hex
@@ -237,4 +238,5 @@ def remove(root: Root, device_id: str, now: float) -> DeviceInfo:
     """
     device = device_record(root, device_id)
     lifecycle.remove(root, device, now)
+    desired.forget(root, device_id)
     return device_info(device)

@@ -19,11 +19,13 @@ from typing import Any
 
 from cryptography import x509
 
+from mdmd.desired import reconciler as desired
 from mdmd.devices import accounts, lifecycle
 from mdmd.devices.accounts import DeviceKind
 from mdmd.dm import queue as dm_queue
 from mdmd.dm.command_state import IN_FLIGHT, CommandState
 from mdmd.dm.commands import CommandSpec
+from mdmd.dm.csp import LAWMO_STATE
 from mdmd.dm.effects import (
     ClientEvent,
     ClientNonce,
@@ -105,6 +107,8 @@ class DMSettings:
     #: The device kinds we authenticate ourselves to in the first reply of
     #: every session, unasked (L{Settings.send_server_credential}).
     send_server_credential: frozenset[DeviceKind] = frozenset({DeviceKind.OMADM})
+    #: desired state: the verification interval, the server id of $SERVER_ID
+    profiles: desired.ProfileSettings = desired.ProfileSettings()
 
     def session_for(self, kind: DeviceKind) -> Settings:
         """
@@ -201,7 +205,8 @@ def exchange(
         last = LastAnswer.from_dict(record.last_answer)
     queue = dm_queue.queue_of(root, device_id)
     notes: list[tuple[str, dict[str, Any]]] = []
-    if starts_new_session(message, state, now, last, body, hmac_header):
+    new_session = starts_new_session(message, state, now, last, body, hmac_header)
+    if new_session:
         requeued = dm_queue.requeue_unanswered(root, queue, now)
         if requeued:
             notes.append(("{device_id}: {count} unanswered command(s) back in the queue",
@@ -209,6 +214,7 @@ def exchange(
         if settings.push_channel is not None:
             for target in channels.plan(root, device, queue, settings.push_channel, now):
                 notes.append(("{device_id}: queued {target} (WNS channel)", {"target": target}))
+    notes += desired.before_message(root, device, queue, now, settings.profiles, new_session)
     pending = []
     for command in dm_queue.pending_commands(queue):
         if CommandState(command.state) not in IN_FLIGHT:
@@ -235,6 +241,8 @@ def exchange(
                       {"msg_id": message.header.msg_id, "session_id": message.header.session_id}))
         return Exchanged(outcome.body, outcome.headers, device_id, tuple(notes))
     apply_effects(root, device, queue, outcome.effects, now, message.header.session_id, notes)
+    moved = [effect.seq for effect in outcome.effects if isinstance(effect, _COMMAND_EFFECTS)]
+    notes += desired.after_message(root, device, queue, moved, now, settings.profiles)
     if _authenticates(state, outcome.state):
         for job in answer_session(root, device_id, outcome.state.started_at, now):
             notes.append((_SESSION_ANSWERS[job.kind, job.route], {"seq": job.seq}))
@@ -312,6 +320,7 @@ def _server_nonce(work: _Applying, effect: ServerNonce) -> None:
 def _devinfo(work: _Applying, effect: DevInfoReported) -> None:
     if dict(effect.values) != work.device.devinfo:
         work.device.devinfo = dict(effect.values)
+        desired.facts_changed(work.root, work.device)
 
 
 def _login_status(work: _Applying, effect: LoginStatus) -> None:
@@ -341,6 +350,7 @@ def _client_event(work: _Applying, effect: ClientEvent) -> None:
 
 def _unenrolled(work: _Applying, effect: Unenrolled) -> None:
     lifecycle.unenroll(work.root, work.device, work.now)
+    desired.forget(work.root, work.device.device_id)
     work.note("{device_id}: the user unenrolled the device; its certificate is revoked")
     closed = dm_queue.close_pending(work.root, work.queue, UNENROLLED_REASON, work.now)
     if closed:
@@ -360,7 +370,8 @@ def _command_answered(work: _Applying, effect: CommandAnswered) -> None:
     dm_queue.mark_answered(
         work.root, work.queue, effect.seq, effect.state, effect.status, effect.statuses, effect.results, work.now
     )
-    _inventory(work.device, effect.results)
+    if _inventory(work.device, effect.results):
+        desired.facts_changed(work.root, work.device)
     if effect.state == CommandState.HALTED.value:
         work.note("{device_id}: command {seq} answered 214: no more commands in this session", seq=effect.seq)
     command = work.queue.commands[effect.seq]
@@ -422,6 +433,9 @@ def _server_initiated(work: _Applying, effect: ServerInitiated) -> None:
         )
 
 
+#: The effects that move one of our commands (desired state follows its own).
+_COMMAND_EFFECTS = (CommandSent, CommandAnswered, CommandFailed, CommandRequeued)
+
 #: What each kind of effect does to the store. The handlers differ in the
 #: effect type they take, so the table's values are typed loosely.
 _EFFECTS: dict[type, Callable[[_Applying, Any], None]] = {
@@ -471,15 +485,18 @@ def apply_effects(
 _MISSING = object()
 
 
-def _inventory(device: Device, results: tuple[dict[str, Any], ...]) -> None:
+def _inventory(device: Device, results: tuple[dict[str, Any], ...]) -> bool:
     """
-    Keep the latest value of every DevInfo/DevDetail node the device reported.
+    Keep the latest value of every DevInfo/DevDetail node (and the LAWMO
+    state) the device reported; return whether any changed.
     """
     found = {
         r["source"]: r.get("data")
         for r in results
-        if r.get("source", "") and r["source"].startswith(("./DevDetail/", "./DevInfo/"))
+        if r.get("source", "") and r["source"].startswith(("./DevDetail/", "./DevInfo/", LAWMO_STATE))
     }
     current = device.inventory or {}
     if any(current.get(uri, _MISSING) != value for uri, value in found.items()):
         device.inventory = {**current, **found}
+        return True
+    return False

@@ -329,6 +329,82 @@ class StoreSchema(Persistent):
     upgrading: tuple[int, int, bool, Any] | None = None
 
 
+class Profile(Persistent):
+    """
+    A named, versioned set of SyncML commands that devices are to have
+    (L{mdmd.desired}): its versions (each a L{ProfileVersion}, never changed
+    once made) and the groups it is assigned to.
+
+    A removed profile stays as a tombstone (C{removed_at} set, no groups) so
+    that devices that had one of its versions can still be told how to undo
+    it; adding the name again revives it with a newer version.
+    """
+
+    description = ""
+    #: when it was removed (None: it is in use)
+    removed_at: float | None = None
+
+    def __init__(self, name: str, created_at: float) -> None:
+        self.name = name
+        self.created_at = created_at
+        self.updated_at = created_at
+        #: the number of the latest version (versions count from 1)
+        self.latest = 0
+        self.versions = IOBTree()
+        #: the groups it is assigned to (replaced whole)
+        self.groups: tuple[str, ...] = ()
+
+
+class ProfileVersion(Persistent):
+    """
+    One version of a profile: its validated steps (plain JSON, variables
+    unexpanded, see L{mdmd.desired.profiles.Step}) and the file they came from.
+    """
+
+    def __init__(self, version: int, steps: tuple[dict[str, Any], ...], source: str, created_at: float) -> None:
+        self.version = version
+        self.steps = steps
+        self.source = source
+        self.created_at = created_at
+
+
+class DeviceGroup(Persistent):
+    """
+    A group of devices an operator made: static (members added and removed
+    by name) or by rule (C{rule}: the canonical text of a
+    L{mdmd.desired.rules.Rule}; members kept as devices are evaluated).
+    The built-in groups (all, windows, omadm) have no record.
+    """
+
+    description = ""
+
+    def __init__(self, name: str, created_at: float, rule: str = "") -> None:
+        self.name = name
+        self.created_at = created_at
+        self.rule = rule
+        self.members = OOTreeSet()
+
+
+class DesiredState(Persistent):
+    """
+    What one device has of its profiles (L{mdmd.desired.reconciler}).
+
+    C{profiles}: profile name → the engine's record as plain builtins
+    (L{mdmd.desired.engine.Applied.as_dict}); C{inflight}: command sequence
+    number → the ticket of a command of ours still in the device's queue.
+    Both are replaced whole when they change.
+    """
+
+    #: the desired-state revision this device last reconciled against (-1: never, or its facts changed since)
+    revision = -1
+    #: when its verified values are read back next (None: nothing to verify)
+    next_verify: float | None = None
+
+    def __init__(self) -> None:
+        self.profiles: dict[str, dict[str, Any]] = {}
+        self.inflight: dict[int, tuple[Any, ...]] = {}
+
+
 #: The containers under the ZODB root, created on first open. Keys of C{certs}
 #: and C{revoked} are certificate serial numbers (int); of C{users}, the
 #: case-folded user name; of C{devices}, the DeviceID as the device sent it;
@@ -354,6 +430,15 @@ class StoreSchema(Persistent):
 #: while it has not moved). C{upkeep} keeps facts about the store itself
 #: (name → plain value: when it was last packed).
 #: C{schema} is the L{StoreSchema}.
+#:
+#: Desired state (L{mdmd.desired}): C{profiles} (name → L{Profile}), C{groups}
+#: (name → L{DeviceGroup}), C{assignments} (group name → the tuple of profile
+#: names assigned to it, built-in groups included), C{desired} (device id →
+#: L{DesiredState}), C{desired_index} ((profile, state, device id) of every
+#: device × profile record), C{desired_revision} (a counter moved by every
+#: change of what devices are to have), C{desired_counts} ((kind, ...) →
+#: count, see L{mdmd.desired.tally}), C{device_actions} ((device id, command
+#: seq) → the action a command carries out).
 ROOT_CONTAINERS: dict[str, Callable[[], Any]] = {
     "users": OOBTree,
     "certs": OOBTree,
@@ -376,6 +461,14 @@ ROOT_CONTAINERS: dict[str, Callable[[], Any]] = {
     "push_finished": OOTreeSet,
     "crl_revision": Length,
     "upkeep": OOBTree,
+    "profiles": OOBTree,
+    "groups": OOBTree,
+    "assignments": OOBTree,
+    "desired": OOBTree,
+    "desired_index": OOTreeSet,
+    "desired_revision": Length,
+    "desired_counts": OOBTree,
+    "device_actions": OOBTree,
 }
 
 

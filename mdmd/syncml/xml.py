@@ -31,7 +31,7 @@ from mdmd.syncml._dtd import MAX_DEPTH, NAMESPACES, Node, build_message, write_c
 from mdmd.syncml.model import Command, Data, SyncHdr, SyncML, SyncMLDecodeError, SyncMLEncodeError
 from mdmd.xmlparser import MalformedXML, parse
 
-__all__ = ["CONTENT_TYPE", "decode", "encode", "envelope_size", "command_size"]
+__all__ = ["CONTENT_TYPE", "decode", "encode", "envelope_size", "command_size", "inner_xml"]
 
 CONTENT_TYPE = "application/vnd.syncml.dm+xml"
 
@@ -206,7 +206,7 @@ def _tree(root: etree._Element) -> Node:
         tag = element.tag
         name = tag[tag.rfind("}") + 1 :]
         if name == "Data" and len(element):
-            node: Node = (name, [], _inner_xml(element))
+            node: Node = (name, [], inner_xml(element))
             walker.skip_subtree()
         else:
             node = (name, [], element.text)
@@ -220,7 +220,7 @@ def _tree(root: etree._Element) -> Node:
     return current
 
 
-def _inner_xml(element: etree._Element) -> str:
+def inner_xml(element: etree._Element) -> str:
     """
     The content of a C{Data} holding child elements, serialized as XML text.
 

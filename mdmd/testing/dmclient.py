@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from mdmd.syncml import auth
 from mdmd.syncml.codec import XML_CODEC, Codec, codec_for_content_type, reassemble
+from mdmd.testing.windows.tree import SettingsTree
 from mdmd.syncml.model import (
     Add,
     Alert,
@@ -159,6 +160,9 @@ class DMClient:
     status_for: dict[str, int] = field(default_factory=dict)
     lose: frozenset[int] = frozenset()
     events: list[Alert] = field(default_factory=list)
+    #: a Windows-like tree that carries out item commands instead of C{tree}
+    #: (settings keep their formats; 404, 405, 418 as Windows answers them)
+    settings: SettingsTree | None = None
     clock: Callable[[], float] | None = None
     #: every command carried out, in order, across sessions (what crash tests audit)
     journal: list[Execution] = field(default_factory=list)
@@ -177,6 +181,10 @@ class DMClient:
         self.tree.setdefault("./DevInfo/Lang", "en-US")
         self.tree.setdefault("./DevDetail/SwV", "10.0.26100.2314")
         self.tree.setdefault("./DevDetail/OEM", "mdmd emulator")
+        if self.settings is not None:
+            for uri, value in self.tree.items():
+                if uri.startswith(("./DevInfo/", "./DevDetail/")):
+                    self.settings.values.setdefault(uri, value)
 
     # -- messages -------------------------------------------------------------------
 
@@ -277,6 +285,26 @@ class DMClient:
         if forced is not None:
             status(forced)
             self._halted = forced == 214
+            return
+        if self.settings is not None and not isinstance(command, Copy):
+            targets = [i.target.loc_uri for i in items if i.target]
+            code, read = self.settings.execute(
+                command.name, [(i.target.loc_uri, data_text(i.data), i.meta.format if i.meta else None) for i in items if i.target]
+            )
+            status(code, result=read[0][1] if len(read) == 1 else None)
+            if read:
+                # Results name each node as the server wrote it
+                results.append(
+                    Results(
+                        cmd_id=str(next(ids)),
+                        msg_ref=server.header.msg_id,
+                        cmd_ref=command.cmd_id,
+                        items=tuple(
+                            Item(source=Location(loc_uri=uri), meta=Meta(format=format), data=value)
+                            for uri, (_, value, format) in zip(targets, read)
+                        ),
+                    )
+                )
             return
         if isinstance(command, Get):
             found = [(i.target.loc_uri, self._read(i.target.loc_uri)) for i in items if i.target]

@@ -1669,3 +1669,167 @@ class StatusCountsTests(SynchronousTestCase):
         Status loads as many objects for 500 devices as for 5: counters only.
         """
         self.assertEqual(self.loads(500), self.loads(5))
+CAMERA_PROFILE = """<?xml version="1.0" encoding="UTF-8"?>
+<!-- Camera/AllowCamera: 0 turns the camera off -->
+<Replace>
+  <CmdID>1</CmdID>
+  <Item>
+    <Target><LocURI>./Device/Vendor/MSFT/Policy/Config/Camera/AllowCamera</LocURI></Target>
+    <Meta><Format xmlns="syncml:metinf">int</Format></Meta>
+    <Data>0</Data>
+  </Item>
+</Replace>
+"""
+
+
+class DesiredStateAPITests(AdminTestCase):
+    """
+    Groups, profiles, assignments, compliance and device actions through mdmctl and the API.
+    """
+
+    def make_notifier(self):
+        from twisted.internet.task import Clock
+
+        from mdmd.notify.jobs import PushSettings
+        from mdmd.notify.notifier import Notifier
+        from mdmd.notify.spool import SpoolTransport
+
+        self.spool = os.path.join(self.state_dir, "spool")
+        notifier = Notifier(self.store, PushSettings(), Clock(), transport=SpoolTransport(self.spool))
+        notifier.startService()
+        self.addCleanup(notifier.stopService)
+        return notifier
+
+    def api_options(self) -> dict[str, Any]:
+        from mdmd.desired.reconciler import ProfileSettings
+
+        return {"profiles": ProfileSettings(push_batch=2)}
+
+    def write(self, name: str, text: str) -> str:
+        path = os.path.join(self.state_dir, name)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    async def ok(self, *argv: str) -> str:
+        code, out, err = await self.mdmctl(*argv)
+        self.assertEqual(code, 0, err)
+        return out
+
+    async def devices(self, *device_ids: str) -> None:
+        from mdmd.testing.devices import add_device
+
+        for device_id in device_ids:
+            await self.store.transact(add_device, device_id)
+
+    async def test_profile_lifecycle(self) -> None:
+        """
+        mdmctl profile add, list, show, edit (a new version), assign, status, unassign, remove.
+        """
+        await self.devices("D1")
+        path = self.write("camera.xml", CAMERA_PROFILE)
+        self.assertIn("added profile camera (version 1)", await self.ok("profile", "add", "camera", path, "--description", "no camera"))
+        (listed,) = json.loads(await self.ok("profile", "list", "--json"))
+        self.assertEqual((listed["name"], listed["latest"], listed["description"]), ("camera", 1, "no camera"))
+        shown = await self.ok("profile", "show", "camera")
+        self.assertIn("<Data>0</Data>", shown)
+        self.assertIn("version:  1 of 1", shown)
+        self.assertIn("version 2", await self.ok("profile", "edit", "camera", self.write("v2.xml", CAMERA_PROFILE.replace(">0<", ">1<"))))
+        self.assertIn("converge at their next check-in", await self.ok("profile", "assign", "camera", "--group", "windows"))
+        self.assertEqual(json.loads(await self.ok("profile", "show", "camera", "--version", "1", "--json"))["version"]["version"], 1)
+        status = json.loads(await self.ok("profile", "status", "camera", "--json"))
+        self.assertEqual((status["version"], status["devices"]), (2, []))
+        self.assertEqual(json.loads(await self.ok("group", "list", "--json"))[1]["profiles"], ["camera"])
+        await self.ok("profile", "unassign", "camera", "--group", "windows")
+        self.assertIn("removed profile camera", await self.ok("profile", "remove", "camera"))
+        self.assertEqual(json.loads(await self.ok("profile", "list", "--json")), [])
+
+    async def test_bad_profile_every_problem(self) -> None:
+        """
+        A bad profile file is refused with each problem on its own line, with the file and its line number.
+        """
+        path = self.write("bad.xml", "<Replace><Item><Target><LocURI>./A/$NOPE</LocURI></Target></Item></Replace>\n"
+                          "<Get><Item><Target><LocURI>./B</LocURI></Target></Item></Get>\n")
+        code, out, err = await self.mdmctl("profile", "add", "bad", path)
+        self.assertEqual(code, 1)
+        lines = err.splitlines()
+        self.assertTrue(lines[0].startswith(f"{path}: line 1: unknown variable $NOPE"), lines)
+        self.assertTrue(lines[1].startswith(f"{path}: line 2: <Get>"), lines)
+        self.assertIn("2 problem(s); nothing was changed", lines[2])
+        status, _, body = await self.raw("POST", "/v1/profiles", json.dumps({"name": "bad", "source": "<x/>"}).encode())
+        self.assertEqual(status, 400)
+        self.assertEqual(len(body["problems"]), 1)
+
+    async def test_groups(self) -> None:
+        """
+        Static groups (made with members, added to, removed from), rule groups, list, show, remove.
+        """
+        await self.devices("D1", "D2")
+        self.assertIn("created group lab: 1 member(s)", await self.ok("group", "add", "lab", "D1"))
+        self.assertIn("added 1 device(s) to group lab (2 members)", await self.ok("group", "add", "lab", "D2"))
+        self.assertIn("removed 1 device(s)", await self.ok("group", "remove", "lab", "D1"))
+        self.assertIn("created group w11: rule ./DevDetail/SwV >= 10.0.22000",
+                      await self.ok("group", "add", "w11", "--rule", "DevDetail/SwV >= 10.0.22000"))
+        shown = json.loads(await self.ok("group", "show", "lab", "--json"))
+        self.assertEqual((shown["members"], shown["member_page"]["devices"]), (1, ["D2"]))
+        table = await self.ok("group", "list")
+        self.assertIn("w11", table)
+        self.assertIn("built-in", table)
+        code, _, err = await self.mdmctl("group", "add", "w11", "D1")
+        self.assertEqual(code, 1)
+        self.assertIn("its rule decides its members", err)
+        code, _, err = await self.mdmctl("group", "add", "bad", "--rule", "serial = 1")
+        self.assertIn("unknown fact", err)
+        self.assertIn("removed group lab", await self.ok("group", "remove", "lab"))
+
+    async def test_report(self) -> None:
+        """
+        The report counts devices per state per profile, and lists one device's profiles.
+        """
+        await self.devices("D1")
+        await self.ok("profile", "add", "camera", self.write("camera.xml", CAMERA_PROFILE))
+        found = json.loads(await self.ok("report", "--json"))
+        self.assertEqual(found["profiles"][0]["counts"]["verified"], 0)
+        self.assertIn("PROFILE", await self.ok("report"))
+        self.assertEqual(json.loads(await self.ok("report", "--device", "D1", "--json"))["profiles"], [])
+        code, _, err = await self.mdmctl("report", "--device", "nobody")
+        self.assertEqual(code, 1)
+
+    async def test_device_actions(self) -> None:
+        """
+        A wipe needs --yes; it is queued and listed; a reboot of a device whose
+        Windows version is unknown is refused (409) with the reason.
+        """
+        await self.devices("D1")
+        code, _, err = await self.mdmctl("device", "wipe", "D1")
+        self.assertEqual(code, 1)
+        self.assertIn("--yes", err)
+        self.assertIn("queued wipe of D1", await self.ok("device", "wipe", "D1", "--yes"))
+        code, _, err = await self.mdmctl("device", "reboot", "D1")
+        self.assertEqual(code, 1)
+        self.assertIn("Windows 10 1607", err)
+        (action,) = json.loads(await self.ok("device", "actions", "D1", "--json"))
+        self.assertEqual((action["action"], action["state"]), ("wipe", "queued"))
+        status, _, body = await self.raw("POST", "/v1/devices/D1/actions", json.dumps({"action": "wipe"}).encode())
+        self.assertEqual(status, 400)
+        self.assertIn("confirm", body["error"])
+        status, _, _ = await self.raw("POST", "/v1/devices/D1/actions", json.dumps({"action": "reboot"}).encode())
+        self.assertEqual(status, 409)
+
+    async def test_assign_with_push(self) -> None:
+        """
+        An assignment with --push is answered at once and wakes the group's
+        pushable members afterwards, a page at a time.
+        """
+        await self.devices("D1", "D2", "D3")
+        await self.ok("profile", "add", "camera", self.write("camera.xml", CAMERA_PROFILE))
+        out = await self.ok("profile", "assign", "camera", "--group", "all", "--push")
+        self.assertIn("waking group all in batches of 2", out)
+        from mdmd.notify import jobs
+
+        for _ in range(100):
+            found = await self.store.read(jobs.list_pushes, None, 10)
+            if len(found) == 3:
+                break
+            await deferLater(reactor, 0.02, lambda: None)
+        self.assertEqual(sorted(j.device_id for j in found), ["D1", "D2", "D3"])
