@@ -814,6 +814,14 @@ def cmd_device_show(client: AdminClient, args: argparse.Namespace, out: Any) -> 
             f"{_when(event['time'])}",
             file=out,
         )
+    failures = (device.get("dm") or {}).get("login_failures")
+    if failures:
+        locked = failures.get("locked_until") or 0
+        lockout = f", refused until {_when(locked)}" if locked > time.time() else ""
+        print(
+            f"{'failed logins:':<22} {failures['count']}, the last {_when(failures['last'])}{lockout}",
+            file=out,
+        )
     alerts = list((device.get("dm") or {}).get("alerts") or ())[-SHOWN_ALERTS:]
     for label, alert in zip(["device events:"] + [""] * len(alerts), alerts):
         print(f"{label:<22} {_alert_text(alert)}", file=out)

@@ -22,9 +22,12 @@ from cryptography import x509
 from mdmd.devices import accounts, lifecycle
 from mdmd.devices.accounts import DeviceKind
 from mdmd.dm import queue as dm_queue
+from mdmd.dm.authentication import LoginFailures
 from mdmd.dm.command_state import IN_FLIGHT, CommandState
 from mdmd.dm.commands import CommandSpec
 from mdmd.dm.effects import (
+    AuthenticationFailed,
+    AuthenticationLocked,
     ClientEvent,
     ClientNonce,
     CommandAnswered,
@@ -37,6 +40,7 @@ from mdmd.dm.effects import (
     GenericAlert,
     HeaderRefused,
     HeaderStatusInvalid,
+    LoginFailuresCleared,
     LoginStatus,
     MessageRefused,
     NewSession,
@@ -134,6 +138,7 @@ def _device_auth(device: Device) -> DeviceAuth:
         server=account.server,
         scheme=account.client_auth,
         server_scheme=account.server_auth,
+        failures=LoginFailures.from_dict(device.dm_login_failures),
     )
 
 
@@ -306,6 +311,36 @@ def _server_nonce(work: _Applying, effect: ServerNonce) -> None:
     work.device.dm_server_nonce = effect.nonce
 
 
+def _authentication_failed(work: _Applying, effect: AuthenticationFailed) -> None:
+    failures = effect.failures
+    work.device.dm_login_failures = failures.to_dict()
+    work.note(
+        "{device_id}: authentication failed ({code}, {scheme}), {count} failure(s) lately",
+        scheme=effect.scheme.value,
+        code=effect.code,
+        count=failures.count,
+    )
+    if failures.locked_until:
+        work.note(
+            "{device_id}: too many failed authentications ({count}): refused for {seconds:.0f} s",
+            scheme=effect.scheme.value,
+            count=failures.count,
+            seconds=failures.locked_until - work.now,
+        )
+
+
+def _authentication_locked(work: _Applying, effect: AuthenticationLocked) -> None:
+    work.note(
+        "{device_id}: message refused (417) unread: {count} failed authentications, locked out {seconds:.0f} s more",
+        count=effect.failures.count,
+        seconds=effect.failures.locked_until - work.now,
+    )
+
+
+def _login_failures_cleared(work: _Applying, effect: LoginFailuresCleared) -> None:
+    work.device.dm_login_failures = None
+
+
 def _devinfo(work: _Applying, effect: DevInfoReported) -> None:
     if dict(effect.values) != work.device.devinfo:
         work.device.devinfo = dict(effect.values)
@@ -425,6 +460,9 @@ _EFFECTS: dict[type, Callable[[_Applying, Any], None]] = {
     NewSession: _new_session,
     ClientNonce: _client_nonce,
     ServerNonce: _server_nonce,
+    AuthenticationFailed: _authentication_failed,
+    AuthenticationLocked: _authentication_locked,
+    LoginFailuresCleared: _login_failures_cleared,
     DevInfoReported: _devinfo,
     LoginStatus: _login_status,
     GenericAlert: _generic_alert,

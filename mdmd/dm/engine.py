@@ -49,6 +49,8 @@ from typing import Any, Final
 from mdmd.dm import chunking
 from mdmd.dm.authentication import (
     HeaderVerdict,
+    LoginFailures,
+    Verdict,
     Proof,
     authenticate,
     header_verdict,
@@ -60,6 +62,8 @@ from mdmd.dm.authentication import (
 from mdmd.dm.command_state import answered_state
 from mdmd.dm.commands import CommandSpec, sendable
 from mdmd.dm.effects import (
+    AuthenticationFailed,
+    AuthenticationLocked,
     ClientEvent,
     ClientNonce,
     CommandAnswered,
@@ -72,6 +76,7 @@ from mdmd.dm.effects import (
     GenericAlert,
     HeaderRefused,
     HeaderStatusInvalid,
+    LoginFailuresCleared,
     LoginStatus,
     MessageRefused,
     NewSession,
@@ -289,7 +294,17 @@ def handle(
     work = _Work(state, device, message, codec, settings, effects=effects, answers=dict(state.answers))
 
     proof = Proof(header.cred, header.source.loc_name, hmac_header, body)
-    verdict = authenticate(state, device.scheme, device.client, proof, settings.max_auth_failures, random)
+    verdict = authenticate(
+        state,
+        device.scheme,
+        device.client,
+        proof,
+        settings.max_auth_failures,
+        random,
+        recent_failures=device.failures.recent(now, settings.auth_lockout),
+        locked=device.failures.locked(now),
+    )
+    work.effects.extend(_login_effects(verdict, device.failures, now, settings))
     refusal = _out_of_step(message, state, last) if verdict.accepted else None
     if refusal is not None:
         work.move(SessionInput.OUT_OF_STEP)
@@ -364,6 +379,22 @@ def handle(
 
 #: The phases of a session that can take another message (and so a resend).
 _GOING_ON: Final = (Phase.CHALLENGED, Phase.OPEN)
+
+def _login_effects(verdict: Verdict, failures: LoginFailures, now: float, settings: Settings) -> tuple[Effect, ...]:
+    """
+    What the device record keeps of this message's authentication: a failure
+    counted (the lockout it begins past the limit), a refusal while locked
+    out, or its failures forgotten once it authenticated.
+    """
+    if verdict.locked:
+        return (AuthenticationLocked(failures),)
+    if verdict.failed is not None:
+        until = now + settings.auth_lockout if verdict.input is SessionInput.GIVE_UP else 0.0
+        return (AuthenticationFailed(verdict.failed, int(verdict.code), LoginFailures(verdict.failures, now, until)),)
+    if verdict.accepted and failures.count and verdict.input is not SessionInput.ALREADY_AUTHENTICATED:
+        return (LoginFailuresCleared(),)
+    return ()
+
 
 def _echo(text: str) -> str:
     """

@@ -205,6 +205,33 @@ class PrintingTests(SynchronousTestCase):
         self.assertIn(f"{'':<22} '401' (refused) in session 2, 1970-01-01 00:01:00Z", lines)
 
 
+    def test_device_show_prints_failed_logins(self) -> None:
+        """
+        mdmctl device show says how often the device failed to authenticate lately,
+        and until when it is refused while it is.
+        """
+        device = {
+            "device_id": "D", "device_name": "", "status": "enrolled", "user": "", "auth_policy": "",
+            "enrollment_type": "", "device_type": "", "os_version": "", "os_edition": "",
+            "application_version": "", "hw_dev_id": "", "mac_addresses": [], "enrollment_count": 0,
+            "first_enrolled_at": 0.0, "enrolled_at": 0.0, "renewed_at": None, "removed_at": None,
+            "last_contact": None, "certificate": None, "push": None, "kind": "omadm",
+            "account": {
+                "server_id": "", "effective_server_id": "mdmd", "client_certificate": "default",
+                "certificate_required": False, "client_auth": "digest", "client_name": "D",
+                "client_secret": "set", "client_nonce": "AQ==", "server_auth": "digest",
+                "server_name": "mdmd", "server_secret": "set", "server_nonce": "Ag==", "imsi": "",
+            },
+            "dm": {"login_failures": {"count": 4, "last": 60.0, "locked_until": 4e9}},
+        }
+        out = io.StringIO()
+        cli.cmd_device_show(_FakeClient({"/v1/devices/D": device}), argparse.Namespace(device="D", json=False), out)  # type: ignore[arg-type]
+        self.assertIn(
+            "failed logins:         4, the last 1970-01-01 00:01:00Z, refused until 2096-10-02 07:06:40Z",
+            out.getvalue().splitlines(),
+        )
+
+
 class RetryTests(SynchronousTestCase):
     """
     How AdminClient retries, with the exchange and time replaced.

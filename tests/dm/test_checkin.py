@@ -195,6 +195,70 @@ class CheckInTests(SynchronousTestCase):
         self.assertEqual(self.device("status"), ("enrolled",))
 
 
+class FailedLoginTests(SynchronousTestCase):
+    """
+    Failed DM authentications are logged and kept on the device record, and limited across sessions.
+    """
+
+    def setUp(self) -> None:
+        service = memory_store_service()
+        self.addCleanup(service.stopService)
+        assert service.store is not None
+        self.store = service.store
+        self.store.run(add_device, DEVICE_ID)
+        self.settings = replace(SETTINGS, session=effects.Settings(max_auth_failures=2, auth_lockout=600.0))
+
+    def send(self, session_id: str, secret: str, now: float) -> tuple[str, Any]:
+        client = Client(session_id=session_id)
+        client.device = replace(client.device, client=replace(client.device.client, secret=secret))
+        client.nonce = self.store.read(lambda root: root["devices"][DEVICE_ID].dm_client_nonce)
+        message = client.package1()
+        result = self.store.run(exchange, None, message, XML_CODEC, XML_CODEC.encode(message), None, now, self.settings)
+        return XML_CODEC.decode(result.body).body[0].data, result
+
+    def record(self) -> Any:
+        return self.store.read(lambda root: root["devices"][DEVICE_ID].dm_login_failures)
+
+    def test_logged_and_recorded(self) -> None:
+        """
+        Every failure is a note with its scheme and count and is kept on the
+        device record (shown by dm_facts); past the limit the device is refused
+        for the lockout, a note says so, and the device's nonce stays as it was.
+        """
+        answers = []
+        for n, session_id in enumerate("ABCD"):
+            code, result = self.send(session_id, "wrong", 20.0 + n)
+            answers.append(code)
+            if n == 0:
+                self.assertIn(
+                    ("{device_id}: authentication failed ({code}, {scheme}), {count} failure(s) lately",
+                     {"scheme": "digest", "code": 401, "count": 1}),
+                    result.notes,
+                )
+        self.assertEqual(answers, ["401", "401", "401", "417"])
+        self.assertEqual(self.record(), {"count": 3, "last": 22.0, "locked_until": 622.0})
+        self.assertIn(
+            ("{device_id}: message refused (417) unread: {count} failed authentications, locked out {seconds:.0f} s more",
+             {"count": 3, "seconds": 599.0}),
+            result.notes,
+        )
+        nonce = self.store.read(lambda root: root["devices"][DEVICE_ID].dm_client_nonce)
+        self.assertEqual(self.send("E", "wrong", 30.0)[0], "417")
+        self.assertEqual(self.store.read(lambda root: root["devices"][DEVICE_ID].dm_client_nonce), nonce)
+        facts = self.store.read(dm_facts, DEVICE_ID)
+        self.assertEqual(facts["login_failures"]["count"], 3)
+
+    def test_cleared_by_a_success(self) -> None:
+        """
+        The right credentials after a failure clear the record.
+        """
+        self.assertEqual(self.send("A", "wrong", 20.0)[0], "401")
+        self.assertEqual(self.record()["count"], 1)
+        self.assertEqual(self.send("B", CLIENT_SECRET, 21.0)[0], "212")
+        self.assertIsNone(self.record())
+        self.assertIsNone(self.store.read(dm_facts, DEVICE_ID)["login_failures"])
+
+
 CLASSIC = "IMEI:490154203237518"
 
 
