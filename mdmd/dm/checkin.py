@@ -113,7 +113,11 @@ class DMSettings:
         """
         The engine's settings for a device of this kind.
         """
-        return replace(self.session, send_server_credential=kind in self.send_server_credential)
+        return replace(
+            self.session,
+            send_server_credential=kind in self.send_server_credential,
+            explicit_items=kind is DeviceKind.OMADM,
+        )
     #: with WNS: what Windows devices' push channels need (queued at new sessions)
     push_channel: ChannelSettings | None = None
 

@@ -84,6 +84,10 @@ class Settings:
     #: commands) unasked, as OMA DM devices require; otherwise only once the
     #: device challenges us. The adapter sets it per device kind.
     send_server_credential: bool = False
+    #: Whether Add and Replace items always carry Meta/Format (chr unless
+    #: given) and a Data element (empty unless given), the OMA DM defaults
+    #: spelt out: libdmclient crashes without them. The adapter sets it per device kind.
+    explicit_items: bool = False
 
 
 @dataclass(frozen=True)

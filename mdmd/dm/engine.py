@@ -934,39 +934,56 @@ _GROUP_VERBS: Final[Mapping[str, type[Atomic] | type[SequenceCommand]]] = {
 }
 
 
-def _build(spec: CommandSpec, ids: _Ids, seq: int, path: str, refs: list[SentRef], msg_id: str) -> Command:
+#: The verbs whose items always carry Meta/Format and Data for a device that
+#: wants them spelt out (L{Settings.explicit_items}).
+_VALUE_VERBS: Final = frozenset({"Add", "Replace"})
+#: The format OMA DM takes when an item names none.
+_DEFAULT_FORMAT: Final = "chr"
+
+
+def _build(
+    spec: CommandSpec, ids: _Ids, seq: int, path: str, refs: list[SentRef], msg_id: str, explicit: bool = False
+) -> Command:
     """
     The command for C{spec}, CmdIDs from C{ids}; a L{SentRef} per command and member goes to C{refs}.
     """
     group = _GROUP_VERBS.get(spec.verb)
     if group is None:
-        return _build_items(spec, ids, seq, path, refs, msg_id)
+        return _build_items(spec, ids, seq, path, refs, msg_id, explicit)
     cmd_id = ids()
     refs.append(SentRef(msg_id, cmd_id, seq, path, spec.verb))
     children = tuple(
-        _build(child, ids, seq, f"{path}.{i}" if path else str(i), refs, msg_id)
+        _build(child, ids, seq, f"{path}.{i}" if path else str(i), refs, msg_id, explicit)
         for i, child in enumerate(spec.commands, 1)
     )
     return group(cmd_id=cmd_id, commands=children)
 
 
 def _build_items(
-    spec: CommandSpec, ids: _Ids, seq: int, path: str, refs: list[SentRef], msg_id: str
+    spec: CommandSpec, ids: _Ids, seq: int, path: str, refs: list[SentRef], msg_id: str, explicit: bool = False
 ) -> ItemCommand:
+    """
+    The item command for C{spec}. With C{explicit}, an Add or Replace item
+    spells out the OMA DM defaults (Format chr, an empty Data): libdmclient
+    crashes on an item without them.
+    """
     cmd_id = ids()
     refs.append(SentRef(msg_id, cmd_id, seq, path, spec.verb))
-    items = tuple(
-        Item(
-            target=Location(loc_uri=item.target),
-            source=Location(loc_uri=item.source) if item.source else None,
-            meta=Meta(format=item.format, type=item.type) if (item.format or item.type) else None,
-            data=item.data,
+    spelt = explicit and spec.verb in _VALUE_VERBS
+    items = []
+    for item in spec.items:
+        fmt = item.format or (_DEFAULT_FORMAT if spelt else None)
+        items.append(
+            Item(
+                target=Location(loc_uri=item.target),
+                source=Location(loc_uri=item.source) if item.source else None,
+                meta=Meta(format=fmt, type=item.type) if (fmt or item.type) else None,
+                data="" if spelt and item.data is None else item.data,
+            )
         )
-        for item in spec.items
-    )
     if spec.verb == "Exec" and spec.correlator is not None:
-        return Exec(cmd_id=cmd_id, items=items, correlator=spec.correlator)
-    return _ITEM_VERBS[spec.verb](cmd_id=cmd_id, items=items)
+        return Exec(cmd_id=cmd_id, items=tuple(items), correlator=spec.correlator)
+    return _ITEM_VERBS[spec.verb](cmd_id=cmd_id, items=tuple(items))
 
 
 def _response_header(work: _Work, authenticated: bool, with_commands: bool) -> SyncHdr:
@@ -1030,7 +1047,7 @@ def _send_commands(work: _Work, pending: Sequence[PendingCommand]) -> bool:
     for candidate in sendable(view, work.state.user_logged_in):
         refs: list[SentRef] = []
         mark = work.ids.mark()
-        built = _build(candidate.spec, work.ids, candidate.seq, "", refs, msg_id)
+        built = _build(candidate.spec, work.ids, candidate.seq, "", refs, msg_id, work.settings.explicit_items)
         size = work.codec.command_size(built)
         too_big = chunking.too_big(candidate.spec, work.state.max_obj_size)
         if too_big:
@@ -1061,7 +1078,7 @@ def _send_chunk(work: _Work, command: PendingCommand, offset: int, budget: int, 
     Send the chunk of C{command} that starts at C{offset}; return whether it was the last.
     """
     refs: list[SentRef] = []
-    whole = _build_items(command.spec, work.ids, command.seq, "", refs, msg_id)
+    whole = _build_items(command.spec, work.ids, command.seq, "", refs, msg_id, work.settings.explicit_items)
     piece = chunking.next_piece(work.codec, whole, command.seq, offset, budget)
     if piece is None:
         work.move(SessionInput.SENDING_STOPPED)

@@ -436,6 +436,32 @@ class ClassicDeviceTests(SynchronousTestCase):
         self.store.run(exchange, None, answer, XML_CODEC, XML_CODEC.encode(answer), None, 11.0, SETTINGS)
         ((event,),) = self.record(DEVICE_ID, "header_events")
         self.assertEqual((event["event"], event["status"]), ("challenged", "407"))
+
+    def test_add_and_replace_spelt_out(self) -> None:
+        """
+        A classic device gets Add and Replace items with Meta/Format (chr when
+        none was given) and Data (empty when none was given), which the emulated
+        libdmclient needs (it crashes without them); a Windows device gets them as given.
+        """
+        device = self.add(CLASSIC)
+        specs = (
+            {"verb": "Add", "target": "./Vendor/memory/new"},
+            {"verb": "Replace", "target": "./Vendor/memory/setting", "data": "on"},
+            {"verb": "Replace", "target": "./Vendor/memory/setting", "data": "7", "format": "int"},
+        )
+        self.queue(CLASSIC, *specs)
+        results = self.converse(device, device.start())
+        sent = [c for c in XML_CODEC.decode(results[0].body).body if not isinstance(c, Status)]
+        self.assertEqual(
+            [(c.items[0].meta.format, c.items[0].data) for c in sent], [("chr", ""), ("chr", "on"), ("int", "7")]
+        )
+        self.assertEqual([s for s, _, _ in self.commands(CLASSIC)], ["done"] * 3)
+        self.store.run(add_device, DEVICE_ID)
+        self.queue(DEVICE_ID, *specs[:2])
+        message = Client(session_id="W").package1()
+        reply = XML_CODEC.decode(self.store.run(exchange, None, message, XML_CODEC, XML_CODEC.encode(message), None, 10.0, SETTINGS).body)
+        sent = [c for c in reply.body if not isinstance(c, Status)]
+        self.assertEqual([(c.items[0].meta, c.items[0].data) for c in sent], [(None, None), (None, "on")])
 class BootstrapAnsweredTests(SynchronousTestCase):
     """
     A bootstrap job ends with the first message that authenticates the

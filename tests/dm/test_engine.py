@@ -283,6 +283,63 @@ class SessionTests(SynchronousTestCase):
         self.assertEqual(len(h.effects(NewSession)), 1)
 
 
+class ExplicitItemTests(SynchronousTestCase):
+    """
+    Settings.explicit_items: Add and Replace items spell out Format chr and an empty Data.
+    """
+
+    def sent(self, *specs: dict, explicit: bool) -> list:
+        h = Harness(*specs, settings=Settings(explicit_items=explicit))
+        return commands(h.send(h.client.package1()))
+
+    def test_defaults_spelt_out(self) -> None:
+        """
+        Add and Replace (in an Atomic too) get Format chr and Data "" when none
+        were given; a given format or value is kept; Get, Delete and Exec are as given.
+        """
+        sent = self.sent(
+            {"verb": "Add", "target": "./Vendor/A"},
+            {"verb": "Replace", "target": "./Vendor/B", "data": "x"},
+            {"verb": "Replace", "target": "./Vendor/C", "data": "1", "format": "int", "type": "text/plain"},
+            {"verb": "Atomic", "commands": [{"verb": "Add", "target": "./Vendor/D"}]},
+            {"verb": "Get", "target": "./Vendor/E"},
+            {"verb": "Exec", "target": "./Vendor/F"},
+            {"verb": "Delete", "target": "./Vendor/G"},
+            explicit=True,
+        )
+        items = [(c.items[0].meta, c.items[0].data) for c in sent if not isinstance(c, model.Atomic)]
+        self.assertEqual(
+            items,
+            [
+                (Meta(format="chr"), ""),
+                (Meta(format="chr"), "x"),
+                (Meta(format="int", type="text/plain"), "1"),
+                (None, None),
+                (None, None),
+                (None, None),
+            ],
+        )
+        (atomic,) = [c for c in sent if isinstance(c, model.Atomic)]
+        self.assertEqual((atomic.commands[0].items[0].meta, atomic.commands[0].items[0].data), (Meta(format="chr"), ""))
+
+    def test_as_given_otherwise(self) -> None:
+        """
+        Without the setting (Windows), an item carries only what the operator gave.
+        """
+        sent = self.sent({"verb": "Add", "target": "./Vendor/A"}, explicit=False)
+        self.assertEqual((sent[0].items[0].meta, sent[0].items[0].data), (None, None))
+
+    def test_chunks_keep_the_format(self) -> None:
+        """
+        A large Replace without a format goes in chunks whose first carries Format chr.
+        """
+        h = Harness({"verb": "Replace", "target": "./Vendor/Big", "data": "q" * 3000}, settings=Settings(explicit_items=True))
+        h.client.max_msg_size = 2000
+        (first,) = commands(h.send(h.client.package1()))
+        self.assertTrue(first.items[0].more_data)
+        self.assertEqual(first.items[0].meta.format, "chr")
+
+
 class WindowsCaptureTests(SynchronousTestCase):
     def test_windows_shaped_package1(self) -> None:
         """
