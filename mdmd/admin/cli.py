@@ -1245,7 +1245,7 @@ def _command_rows(found: list[dict[str, Any]], with_results: bool) -> list[list[
     for c in found:
         row = [str(c["seq"]), c["state"], c["spec"]["verb"], _targets(c["spec"])]
         if with_results:
-            first = c["results"][0]["data"] if c["results"] else (c["error"] or "")
+            first = c["results"][0]["data"] if c["results"] else (c["error"] or c.get("note") or "")
             row += [_status_codes(c), (first or "")[:40].replace("\n", " ")]
         row.append(_when(c["updated_at"]))
         rows.append(row)

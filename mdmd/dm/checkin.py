@@ -394,8 +394,18 @@ def _command_sent(work: _Applying, effect: CommandSent) -> None:
 
 def _command_answered(work: _Applying, effect: CommandAnswered) -> None:
     dm_queue.mark_answered(
-        work.root, work.queue, effect.seq, effect.state, effect.status, effect.statuses, effect.results, work.now
+        work.root,
+        work.queue,
+        effect.seq,
+        effect.state,
+        effect.status,
+        effect.statuses,
+        effect.results,
+        work.now,
+        effect.note,
     )
+    if effect.note is not None:
+        work.note("{device_id}: command {seq} answered {status}: {note}", seq=effect.seq, status=effect.status, note=effect.note)
     _inventory(work.device, effect.results)
     if effect.state == CommandState.HALTED.value:
         work.note("{device_id}: command {seq} answered 214: no more commands in this session", seq=effect.seq)

@@ -289,6 +289,8 @@ class CommandAnswered:
     status: int
     statuses: tuple[tuple[str, int], ...]
     results: tuple[ResultValue, ...]
+    #: What to know about how it was answered (a group settled without its own status).
+    note: str | None = None
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,7 @@ from mdmd.dm.authentication import (
     response_headers,
     server_cred,
 )
-from mdmd.dm.command_state import answered_state
+from mdmd.dm.command_state import answered_state, group_status
 from mdmd.dm.commands import CommandSpec, sendable
 from mdmd.dm.effects import (
     AuthenticationFailed,
@@ -891,14 +891,24 @@ def _complete_answers(work: _Work) -> None:
 
     A command is answered once its own status has come; a Get that
     succeeded also waits for its Results unless they are still arriving
-    in chunks.
+    in chunks. A group (Atomic, Sequence) whose members all have their
+    status when the device's package ends, but not the group itself
+    (libdmclient never answers an Atomic), is answered from its members'
+    (L{group_status}) with a note, rather than sent and executed again.
     """
-    for seq in sorted(work.touched):
+    candidates = set(work.answers) if work.message.final else work.touched
+    for seq in sorted(candidates):
         answer = work.answers[seq]
         top = [code for path, code in answer.statuses if path == ""]
-        if not top:
-            continue
-        code = top[-1]
+        note = None
+        if top:
+            code = top[-1]
+        else:
+            group = _unanswered_group(work, seq, answer)
+            if group is None:
+                continue
+            code = group_status(c for _, c in answer.statuses)
+            note = f"the device sent no status for the {group} itself: answered from its members' statuses"
         outgoing = work.state.outgoing
         still_sending = outgoing is not None and outgoing.seq == seq
         incoming = work.state.incoming
@@ -908,8 +918,25 @@ def _complete_answers(work: _Work) -> None:
         del work.answers[seq]
         work.state = replace(work.state, sent=tuple(r for r in work.state.sent if r.seq != seq))
         work.effects.append(
-            CommandAnswered(seq, answered_state(code).value, code, answer.statuses, answer.results)
+            CommandAnswered(seq, answered_state(code).value, code, answer.statuses, answer.results, note)
         )
+
+
+def _unanswered_group(work: _Work, seq: int, answer: Answer) -> str | None:
+    """
+    The verb of C{seq} if it is a group whose every member (at any depth) has
+    its status in C{answer}, at the end of the device's package; else None.
+    """
+    if not work.message.final:
+        return None
+    refs = [r for r in work.state.sent if r.seq == seq]
+    verbs = {r.path: r.verb for r in refs}
+    group = verbs.get("")
+    if group not in _GROUP_VERBS:
+        return None
+    members = {r.path for r in refs if r.path and r.verb not in _GROUP_VERBS}
+    answered = {path for path, _ in answer.statuses}
+    return group if members and members <= answered else None
 
 
 def _refs_for(work: _Work, incoming: chunking.IncomingObject) -> Iterator[SentRef]:

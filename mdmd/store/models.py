@@ -186,6 +186,10 @@ class QueuedCommand(Persistent):
         self.results: tuple[dict[str, Any], ...] = ()
         self.error: str | None = None
 
+    #: how it was answered, where that needs saying (a group the device
+    #: answered member by member but not as a whole); None for most
+    note: str | None = None
+
 
 class CommandQueue(Persistent):
     """

@@ -437,6 +437,25 @@ class ClassicDeviceTests(SynchronousTestCase):
         ((event,),) = self.record(DEVICE_ID, "header_events")
         self.assertEqual((event["event"], event["status"]), ("challenged", "407"))
 
+    def test_atomic_without_its_own_status(self) -> None:
+        """
+        The emulated libdmclient answers an Atomic's members only: the command is
+        done, with the note kept on its record and logged, and not sent again.
+        """
+        device = self.add(CLASSIC)
+        self.queue(
+            CLASSIC,
+            {"verb": "Atomic", "commands": [{"verb": "Replace", "target": "./Vendor/memory/setting", "data": "on", "format": "chr"}]},
+        )
+        results = self.converse(device, device.start())
+        command = self.store.read(queue.get_command, CLASSIC, 1)
+        note = "the device sent no status for the Atomic itself: answered from its members' statuses"
+        self.assertEqual((command.state, command.status, command.statuses, command.note), ("done", 200, (("1", 200),), note))
+        notes = [(text, fields) for result in results for text, fields in result.notes]
+        self.assertIn(("{device_id}: command {seq} answered {status}: {note}", {"seq": 1, "status": 200, "note": note}), notes)
+        self.converse(device, device.start(2))
+        self.assertEqual(device.log.executed, [])
+
     def test_add_and_replace_spelt_out(self) -> None:
         """
         A classic device gets Add and Replace items with Meta/Format (chr when
