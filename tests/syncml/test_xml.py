@@ -12,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from mdmd.errors import PeerError
 from mdmd.syncml import xml
 from mdmd.syncml.model import (
+    Results,
     Alert,
     Atomic,
     Chal,
@@ -435,7 +436,9 @@ class ControlCharacterTests(SynchronousTestCase):
             b"<Results><CmdID>3</CmdID><MsgRef>1</MsgRef><CmdRef>4</CmdRef><Item><Source><LocURI>./a</LocURI>"
             b"</Source><Data>" + data + b"</Data></Item></Results><Final/>"
         )
-        return xml.decode(_doc(body)).body[0].items[0].data  # type: ignore[union-attr]  # a Results
+        results = xml.decode(_doc(body)).body[0]
+        assert isinstance(results, Results)
+        return results.items[0].data
 
     def test_nul_dropped(self) -> None:
         """
