@@ -26,7 +26,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import IO, Any, NoReturn
+from typing import IO, Any, Final, NoReturn
 from urllib.parse import quote, urlencode
 
 from mdmd import __version__
@@ -249,6 +249,19 @@ def _alive(pid: object) -> bool:
 
 # --- output ------------------------------------------------------------------
 
+#: C0 controls, DEL and C1 controls, each as repr() spells it (\x1b, \n, \x85).
+_CONTROLS: Final = {c: repr(chr(c))[1:-1] for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+
+
+def _printable(value: object) -> str:
+    """
+    C{value} as text fit for a terminal: control characters escaped as repr()
+    does, so that what a device sent (a result, a name, an event) cannot move
+    the cursor, recolour or retitle the operator's terminal, or break a table.
+    Every text output goes through it; --json and --jsonl do not need it.
+    """
+    return str(value).translate(_CONTROLS)
+
 
 def _when(seconds: float | None) -> str:
     if seconds is None:
@@ -280,6 +293,7 @@ class _Table:
     def rows(self, rows: Sequence[Sequence[str]], headers: Sequence[str] | None = None) -> None:
         if not rows:
             return
+        rows = [[_printable(cell) for cell in row] for row in rows]
         if self._widths is None:
             headers = headers if headers is not None else self._layout(rows)[0]
             self._widths = [len(h) for h in headers]
@@ -309,7 +323,7 @@ def _fields(record: dict[str, Any], keys: Sequence[str], width: int, out: Any, t
     """
     for key in keys:
         value = _when(record.get(key)) if times else record.get(key) or "-"
-        print(f"{key + ':':<{width}} {value}", file=out)
+        print(f"{key + ':':<{width}} {_printable(value)}", file=out)
 
 
 def _print_json(value: Any, out: Any) -> None:
@@ -760,15 +774,15 @@ def _account_lines(device: dict[str, Any], out: Any) -> None:
     needed = "required" if account["certificate_required"] else "optional"
     if certificate == "default":
         certificate = f"{needed} (the default for {device['kind']} devices)"
-    print(f"{'server_id:':<22} {server_id}", file=out)
+    print(f"{'server_id:':<22} {_printable(server_id)}", file=out)
     for side in ("client", "server"):
         print(
-            f"{side + '_auth:':<22} {account[side + '_auth']}, name {account[side + '_name']}, "
+            f"{side + '_auth:':<22} {account[side + '_auth']}, name {_printable(account[side + '_name'])}, "
             f"secret {account[side + '_secret']}",
             file=out,
         )
         print(f"{side + '_nonce:':<22} {account[side + '_nonce']}", file=out)
-    print(f"{'imsi:':<22} {account['imsi'] or '-'}", file=out)
+    print(f"{'imsi:':<22} {_printable(account['imsi'] or '-')}", file=out)
     print(f"{'client_certificate:':<22} {certificate}", file=out)
 
 
@@ -783,7 +797,7 @@ def cmd_device_show(client: AdminClient, args: argparse.Namespace, out: Any) -> 
     )
     _fields(device, facts, 22, out)
     print(f"{'kind:':<22} {device['kind']}", file=out)
-    print(f"{'mac_addresses:':<22} {', '.join(device['mac_addresses']) or '-'}", file=out)
+    print(f"{'mac_addresses:':<22} {_printable(', '.join(device['mac_addresses']) or '-')}", file=out)
     print(f"{'enrollments:':<22} {device['enrollment_count']}", file=out)
     times = ("first_enrolled_at", "enrolled_at", "renewed_at", "removed_at", "last_contact")
     _fields(device, times, 22, out, times=True)
@@ -800,7 +814,7 @@ def cmd_device_show(client: AdminClient, args: argparse.Namespace, out: Any) -> 
     _account_lines(device, out)
     push = device.get("push") or {}
     source = f" (from the {push['msisdn_source']})" if push.get("msisdn_source") == "enrollment" else ""
-    print(f"{'msisdn:':<22} {push.get('msisdn') or '-'}{source}", file=out)
+    print(f"{'msisdn:':<22} {_printable(push.get('msisdn') or '-')}{source}", file=out)
     wns = device.get("wns")
     if wns and (wns["pfn"] or wns["pfn_error"] or wns["uri"] or wns["status"] is not None):
         _wns_channel(wns, out)
@@ -810,7 +824,7 @@ def cmd_device_show(client: AdminClient, args: argparse.Namespace, out: Any) -> 
     events = (device.get("dm") or {}).get("header_events") or ()
     for label, event in zip(["our SyncHdr answered:"] + [""] * len(events), events):
         print(
-            f"{label:<22} {event['status']!r} ({event['event']}) in session {event['session_id']}, "
+            f"{label:<22} {event['status']!r} ({event['event']}) in session {_printable(event['session_id'])}, "
             f"{_when(event['time'])}",
             file=out,
         )
@@ -838,7 +852,7 @@ def _alert_text(alert: dict[str, Any]) -> str:
     data = alert.get("data")
     shown = "-" if data is None else repr(data if len(data) <= 60 else data[:57] + "...")
     where = f" from {alert['source']}" if alert.get("source") else ""
-    return f"{alert.get('alert', '1226')} {alert.get('type') or '-'} {shown}{where}, {_when(alert['time'])}"
+    return _printable(f"{alert.get('alert', '1226')} {alert.get('type') or '-'} {shown}{where}, {_when(alert['time'])}")
 
 
 # -- DM accounts: registering, editing, importing -------------------------------------------
@@ -952,11 +966,11 @@ def _wns_channel(wns: dict[str, Any], out: Any) -> None:
     pfn = f"{wns['pfn']} (set at {wns['pfn_via']})" if wns["pfn"] else "-"
     if wns["pfn_error"]:
         pfn += f"; refused: {wns['pfn_error']}"
-    print(f"{'wns pfn:':<22} {pfn}", file=out)
+    print(f"{'wns pfn:':<22} {_printable(pfn)}", file=out)
     if wns["uri"]:
         age = wns["age_seconds"] or 0.0
         print(
-            f"{'wns channel:':<22} {wns['uri']} (read {_when(wns['read_at'])}, {age / 86400:.1f} days old, "
+            f"{'wns channel:':<22} {_printable(wns['uri'])} (read {_when(wns['read_at'])}, {age / 86400:.1f} days old, "
             f"expires {_when(wns['expires_at'])})",
             file=out,
         )
@@ -1709,8 +1723,8 @@ def main(argv: Sequence[str] | None = None, out: Any = None, err: Any = None) ->
         out.flush()
     except CommandError as e:
         for line in e.lines:
-            print(line, file=err)
-        print(f"mdmctl: {e}", file=err)
+            print(_printable(line), file=err)
+        print(f"mdmctl: {_printable(e)}", file=err)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
