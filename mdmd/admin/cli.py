@@ -1318,11 +1318,13 @@ def cmd_push(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
         )
         _list(client, args, out, path, "jobs", layout, default=50, what="jobs", latest=True)
         return
-    via = {"via": args.via} if args.via else {}
+    options: dict[str, Any] = {"via": args.via} if args.via else {}
+    if getattr(args, "default_nonce", False):
+        options["default_nonce"] = True
     if len(targets) == 1:
-        result = client.request("POST", _device_path(targets[0], "/pushes"), via or None)
+        result = client.request("POST", _device_path(targets[0], "/pushes"), options or None)
     else:
-        result = client.request("POST", "/v1/pushes", {"devices": targets, **via})
+        result = client.request("POST", "/v1/pushes", {"devices": targets, **options})
     if args.json:
         _print_json(result, out)
         return
@@ -1660,7 +1662,7 @@ def build_parser() -> argparse.ArgumentParser:
         listing=True,
     )
     push.usage = (
-        "mdmctl push [--json] [--via auto|wns|sms|both] DEVICE [DEVICE ...]\n"
+        "mdmctl push [--json] [--via auto|wns|sms|both] [--default-nonce] DEVICE [DEVICE ...]\n"
         "       mdmctl push status [--json] [--limit N] [DEVICE]"
     )
     push.add_argument(
@@ -1677,6 +1679,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="push status: only jobs in this state",
     )
     push.add_argument("--kind", choices=("notification", "bootstrap"), help="push status: only jobs of this kind")
+    push.add_argument(
+        "--default-nonce", action="store_true",
+        help="sign package #0 with the default nonce 0x00000000 (and store it as the device's server nonce): "
+        "for a device whose server nonce is out of step, which refuses every push signed with ours",
+    )
     _paged_arguments(push, None)
 
     console = add(
