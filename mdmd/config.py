@@ -631,7 +631,19 @@ class DMSection:
         "announced as MaxObjSize.",
     )
     max_auth_failures: int = _option(
-        3, _int(1, 100), "Failed authentications after which a session is ended."
+        3,
+        _int(1, 100),
+        "Failed authentications of one device answered with a new challenge, counted across "
+        "its sessions whatever their SessionID; the next failure ends the session and refuses "
+        "the device for auth_lockout seconds. Every failure is logged and kept on the device "
+        "record (mdmctl device show); a successful authentication clears the count.",
+    )
+    auth_lockout: int = _option(
+        900,
+        _int(1, 86400),
+        "Seconds a device that failed authentication more than max_auth_failures times is "
+        "refused (SyncML 417 Retry later, no challenge, its right credentials too). After as "
+        "long without a failure its count starts afresh.",
     )
     require_client_certificate_windows: bool = _option(
         True,

@@ -356,9 +356,11 @@ def namespace(tree: IServiceCollection, config: Settings | None, reactor: Any, n
             lambda edited: edited.as_json()
         )
 
-    def push(*device_ids: str) -> Deferred[list[dict[str, Any]]]:
-        """Wake devices now (package #0 over SMS, or to the spool)."""
-        return notifier.push(list(device_ids)).addCallback(lambda infos: [i.as_json() for i in infos])
+    def push(*device_ids: str, default_nonce: bool = False) -> Deferred[list[dict[str, Any]]]:
+        """Wake devices now (package #0 over SMS, or to the spool); default_nonce=True signs with 0x00000000."""
+        return notifier.push(list(device_ids), default_nonce=default_nonce).addCallback(
+            lambda infos: [i.as_json() for i in infos]
+        )
 
     def bootstrap(device_id: str, userpin: str | None = None) -> Deferred[dict[str, Any]]:
         """Send a classic device its DM account: NETWPIN, or with userpin= a USERPIN."""

@@ -404,6 +404,7 @@ def _dm(config: Config, device_cas: tuple[x509.Certificate, ...]) -> DMSettings:
             default_max_msg_size=dm.max_message_size,
             max_obj_size=dm.max_object_size,
             max_auth_failures=dm.max_auth_failures,
+            auth_lockout=float(dm.auth_lockout),
         ),
         require_client_certificate=dm.require_client_certificate_windows,
         require_client_certificate_omadm=dm.require_client_certificate_omadm,

@@ -831,11 +831,13 @@ class AdminAPI(AsyncResource):
 
         return also
 
-    async def _push(self, key: IdempotencyKey | None, device_ids: list[str], via: Via) -> tuple[int, Any]:
+    async def _push(
+        self, key: IdempotencyKey | None, device_ids: list[str], via: Via, default_nonce: bool = False
+    ) -> tuple[int, Any]:
         notifier = self._notifier()
         link = notifier.link
         also = self._remembered(key, lambda created: (201, {"jobs": [j.info.as_json() for j in created], "link": link}))
-        infos = await notifier.push(device_ids, also, via=via)
+        infos = await notifier.push(device_ids, also, via=via, default_nonce=default_nonce)
         return 201, {"jobs": [i.as_json() for i in infos], "link": notifier.link}
 
     def _via(self, body: dict[str, Any]) -> Via:
@@ -844,11 +846,19 @@ class AdminAPI(AsyncResource):
         """
         return parse_via(self.field(body, "via", str, required=False))
 
+    def _default_nonce(self, body: dict[str, Any]) -> bool:
+        """
+        The optional C{default_nonce}: sign package #0 with the default nonce
+        (a device whose server nonce is out of step refuses it signed with ours).
+        """
+        return bool(self.field(body, "default_nonce", bool, required=False))
+
     @route("POST", "/v1/devices/{device_id}/pushes", creates=True)
     async def push_device(self, request: Request, device_id: str, key: IdempotencyKey | None) -> tuple[int, Any]:
-        via = self._via(self.body(request))
+        body = self.body(request)
+        via = self._via(body)
         await self._known_device(device_id)
-        return await self._push(key, [device_id], via)
+        return await self._push(key, [device_id], via, self._default_nonce(body))
 
     @route("POST", "/v1/pushes", creates=True)
     async def push_devices(self, request: Request, key: IdempotencyKey | None) -> tuple[int, Any]:
@@ -856,7 +866,7 @@ class AdminAPI(AsyncResource):
         device_ids = self.field(body, "devices", list)
         if not device_ids or not all(isinstance(d, str) and d for d in device_ids):
             raise ApiError("'devices' must be a non-empty list of device ids")
-        return await self._push(key, device_ids, self._via(body))
+        return await self._push(key, device_ids, self._via(body), self._default_nonce(body))
 
     @route("POST", "/v1/devices/{device_id}/bootstrap", creates=True)
     async def bootstrap_device(self, request: Request, device_id: str, key: IdempotencyKey | None) -> tuple[int, Any]:

@@ -26,7 +26,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import IO, Any, NoReturn
+from typing import IO, Any, Final, NoReturn
 from urllib.parse import quote, urlencode
 
 from mdmd import __version__
@@ -255,6 +255,19 @@ def _alive(pid: object) -> bool:
 
 # --- output ------------------------------------------------------------------
 
+#: C0 controls, DEL and C1 controls, each as repr() spells it (\x1b, \n, \x85).
+_CONTROLS: Final = {c: repr(chr(c))[1:-1] for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+
+
+def _printable(value: object) -> str:
+    """
+    C{value} as text fit for a terminal: control characters escaped as repr()
+    does, so that what a device sent (a result, a name, an event) cannot move
+    the cursor, recolour or retitle the operator's terminal, or break a table.
+    Every text output goes through it; --json and --jsonl do not need it.
+    """
+    return str(value).translate(_CONTROLS)
+
 
 def _when(seconds: float | None) -> str:
     if seconds is None:
@@ -286,6 +299,7 @@ class _Table:
     def rows(self, rows: Sequence[Sequence[str]], headers: Sequence[str] | None = None) -> None:
         if not rows:
             return
+        rows = [[_printable(cell) for cell in row] for row in rows]
         if self._widths is None:
             headers = headers if headers is not None else self._layout(rows)[0]
             self._widths = [len(h) for h in headers]
@@ -315,7 +329,7 @@ def _fields(record: dict[str, Any], keys: Sequence[str], width: int, out: Any, t
     """
     for key in keys:
         value = _when(record.get(key)) if times else record.get(key) or "-"
-        print(f"{key + ':':<{width}} {value}", file=out)
+        print(f"{key + ':':<{width}} {_printable(value)}", file=out)
 
 
 def _print_json(value: Any, out: Any) -> None:
@@ -766,15 +780,15 @@ def _account_lines(device: dict[str, Any], out: Any) -> None:
     needed = "required" if account["certificate_required"] else "optional"
     if certificate == "default":
         certificate = f"{needed} (the default for {device['kind']} devices)"
-    print(f"{'server_id:':<22} {server_id}", file=out)
+    print(f"{'server_id:':<22} {_printable(server_id)}", file=out)
     for side in ("client", "server"):
         print(
-            f"{side + '_auth:':<22} {account[side + '_auth']}, name {account[side + '_name']}, "
+            f"{side + '_auth:':<22} {account[side + '_auth']}, name {_printable(account[side + '_name'])}, "
             f"secret {account[side + '_secret']}",
             file=out,
         )
         print(f"{side + '_nonce:':<22} {account[side + '_nonce']}", file=out)
-    print(f"{'imsi:':<22} {account['imsi'] or '-'}", file=out)
+    print(f"{'imsi:':<22} {_printable(account['imsi'] or '-')}", file=out)
     print(f"{'client_certificate:':<22} {certificate}", file=out)
 
 
@@ -789,7 +803,7 @@ def cmd_device_show(client: AdminClient, args: argparse.Namespace, out: Any) -> 
     )
     _fields(device, facts, 22, out)
     print(f"{'kind:':<22} {device['kind']}", file=out)
-    print(f"{'mac_addresses:':<22} {', '.join(device['mac_addresses']) or '-'}", file=out)
+    print(f"{'mac_addresses:':<22} {_printable(', '.join(device['mac_addresses']) or '-')}", file=out)
     print(f"{'enrollments:':<22} {device['enrollment_count']}", file=out)
     times = ("first_enrolled_at", "enrolled_at", "renewed_at", "removed_at", "last_contact")
     _fields(device, times, 22, out, times=True)
@@ -806,7 +820,7 @@ def cmd_device_show(client: AdminClient, args: argparse.Namespace, out: Any) -> 
     _account_lines(device, out)
     push = device.get("push") or {}
     source = f" (from the {push['msisdn_source']})" if push.get("msisdn_source") == "enrollment" else ""
-    print(f"{'msisdn:':<22} {push.get('msisdn') or '-'}{source}", file=out)
+    print(f"{'msisdn:':<22} {_printable(push.get('msisdn') or '-')}{source}", file=out)
     wns = device.get("wns")
     if wns and (wns["pfn"] or wns["pfn_error"] or wns["uri"] or wns["status"] is not None):
         _wns_channel(wns, out)
@@ -816,8 +830,16 @@ def cmd_device_show(client: AdminClient, args: argparse.Namespace, out: Any) -> 
     events = (device.get("dm") or {}).get("header_events") or ()
     for label, event in zip(["our SyncHdr answered:"] + [""] * len(events), events):
         print(
-            f"{label:<22} {event['status']!r} ({event['event']}) in session {event['session_id']}, "
+            f"{label:<22} {event['status']!r} ({event['event']}) in session {_printable(event['session_id'])}, "
             f"{_when(event['time'])}",
+            file=out,
+        )
+    failures = (device.get("dm") or {}).get("login_failures")
+    if failures:
+        locked = failures.get("locked_until") or 0
+        lockout = f", refused until {_when(locked)}" if locked > time.time() else ""
+        print(
+            f"{'failed logins:':<22} {failures['count']}, the last {_when(failures['last'])}{lockout}",
             file=out,
         )
     alerts = list((device.get("dm") or {}).get("alerts") or ())[-SHOWN_ALERTS:]
@@ -836,7 +858,7 @@ def _alert_text(alert: dict[str, Any]) -> str:
     data = alert.get("data")
     shown = "-" if data is None else repr(data if len(data) <= 60 else data[:57] + "...")
     where = f" from {alert['source']}" if alert.get("source") else ""
-    return f"{alert.get('alert', '1226')} {alert.get('type') or '-'} {shown}{where}, {_when(alert['time'])}"
+    return _printable(f"{alert.get('alert', '1226')} {alert.get('type') or '-'} {shown}{where}, {_when(alert['time'])}")
 
 
 # -- DM accounts: registering, editing, importing -------------------------------------------
@@ -950,11 +972,11 @@ def _wns_channel(wns: dict[str, Any], out: Any) -> None:
     pfn = f"{wns['pfn']} (set at {wns['pfn_via']})" if wns["pfn"] else "-"
     if wns["pfn_error"]:
         pfn += f"; refused: {wns['pfn_error']}"
-    print(f"{'wns pfn:':<22} {pfn}", file=out)
+    print(f"{'wns pfn:':<22} {_printable(pfn)}", file=out)
     if wns["uri"]:
         age = wns["age_seconds"] or 0.0
         print(
-            f"{'wns channel:':<22} {wns['uri']} (read {_when(wns['read_at'])}, {age / 86400:.1f} days old, "
+            f"{'wns channel:':<22} {_printable(wns['uri'])} (read {_when(wns['read_at'])}, {age / 86400:.1f} days old, "
             f"expires {_when(wns['expires_at'])})",
             file=out,
         )
@@ -1243,7 +1265,7 @@ def _command_rows(found: list[dict[str, Any]], with_results: bool) -> list[list[
     for c in found:
         row = [str(c["seq"]), c["state"], c["spec"]["verb"], _targets(c["spec"])]
         if with_results:
-            first = c["results"][0]["data"] if c["results"] else (c["error"] or "")
+            first = c["results"][0]["data"] if c["results"] else (c["error"] or c.get("note") or "")
             row += [_status_codes(c), (first or "")[:40].replace("\n", " ")]
         row.append(_when(c["updated_at"]))
         rows.append(row)
@@ -1302,11 +1324,13 @@ def cmd_push(client: AdminClient, args: argparse.Namespace, out: Any) -> None:
         )
         _list(client, args, out, path, "jobs", layout, default=50, what="jobs", latest=True)
         return
-    via = {"via": args.via} if args.via else {}
+    options: dict[str, Any] = {"via": args.via} if args.via else {}
+    if getattr(args, "default_nonce", False):
+        options["default_nonce"] = True
     if len(targets) == 1:
-        result = client.request("POST", _device_path(targets[0], "/pushes"), via or None)
+        result = client.request("POST", _device_path(targets[0], "/pushes"), options or None)
     else:
-        result = client.request("POST", "/v1/pushes", {"devices": targets, **via})
+        result = client.request("POST", "/v1/pushes", {"devices": targets, **options})
     if args.json:
         _print_json(result, out)
         return
@@ -2003,7 +2027,7 @@ def build_parser() -> argparse.ArgumentParser:
         listing=True,
     )
     push.usage = (
-        "mdmctl push [--json] [--via auto|wns|sms|both] DEVICE [DEVICE ...]\n"
+        "mdmctl push [--json] [--via auto|wns|sms|both] [--default-nonce] DEVICE [DEVICE ...]\n"
         "       mdmctl push status [--json] [--limit N] [DEVICE]"
     )
     push.add_argument(
@@ -2020,6 +2044,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="push status: only jobs in this state",
     )
     push.add_argument("--kind", choices=("notification", "bootstrap"), help="push status: only jobs of this kind")
+    push.add_argument(
+        "--default-nonce", action="store_true",
+        help="sign package #0 with the default nonce 0x00000000 (and store it as the device's server nonce): "
+        "for a device whose server nonce is out of step, which refuses every push signed with ours",
+    )
     _paged_arguments(push, None)
 
     store = commands.add_parser("store", help="look after the store")
@@ -2079,8 +2108,8 @@ def main(argv: Sequence[str] | None = None, out: Any = None, err: Any = None) ->
         out.flush()
     except CommandError as e:
         for line in e.lines:
-            print(line, file=err)
-        print(f"mdmctl: {e}", file=err)
+            print(_printable(line), file=err)
+        print(f"mdmctl: {_printable(e)}", file=err)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130

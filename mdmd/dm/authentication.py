@@ -15,6 +15,13 @@ it (from its first reply where the device's kind says so, or once the device
 challenges us, until it answers 212), or our MAC of every answer
 (L{response_headers}). L{header_verdict} reads what the device answered to
 our SyncHdr.
+
+Failed attempts count per device as well as per session (L{LoginFailures},
+kept on the device record): a client that starts session after session,
+whatever its SessionID, is still stopped once it has failed more than
+C{max_failures} times, and refused without a look at its proof (417 Retry
+later, no challenge, so no nonce minted) until C{lockout} seconds have
+passed since its last failure.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from mdmd.syncml.model import Chal, Cred, Meta, Status
 __all__ = [
     "AuthScheme",
     "Credentials",
+    "LoginFailures",
     "Proof",
     "SchemeRules",
     "SCHEMES",
@@ -67,6 +75,41 @@ class Credentials:
     name: str
     secret: str
     nonce: bytes
+
+
+@dataclass(frozen=True)
+class LoginFailures:
+    """
+    A device's failed authentications, across its sessions: how many, and when the latest was.
+
+    The count starts afresh after C{lockout} seconds without a failure, and
+    when the device authenticates (it knows its secret: what failed were
+    stale nonces). Stored on the device record as plain builtins
+    (L{to_dict}, L{from_dict}).
+    """
+
+    count: int = 0
+    last: float = 0.0
+    #: Refused until then (0: not locked out); set by the failure that went over the limit.
+    locked_until: float = 0.0
+
+    def recent(self, now: float, lockout: float) -> int:
+        """
+        The failures that still count at C{now}.
+        """
+        return self.count if now - self.last < lockout else 0
+
+    def locked(self, now: float) -> bool:
+        return now < self.locked_until
+
+    def to_dict(self) -> dict[str, float]:
+        return {"count": self.count, "last": self.last, "locked_until": self.locked_until}
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, float] | None) -> LoginFailures:
+        if not record:
+            return cls()
+        return cls(int(record.get("count", 0)), float(record.get("last", 0.0)), float(record.get("locked_until", 0.0)))
 
 
 @dataclass(frozen=True)
@@ -184,6 +227,10 @@ class Verdict:
     chal: Chal | None = None
     #: The nonce C{chal} gives the device for its next credential (store it).
     nonce: bytes | None = None
+    #: The scheme whose proof was missing or wrong (None: accepted, or locked out).
+    failed: AuthScheme | None = None
+    #: Refused unread: the device failed too often lately (L{LoginFailures}).
+    locked: bool = False
 
     @property
     def accepted(self) -> bool:
@@ -200,6 +247,8 @@ def authenticate(
     proof: Proof,
     max_failures: int,
     random: Callable[[int], bytes],
+    recent_failures: int = 0,
+    locked: bool = False,
 ) -> Verdict:
     """
     Check one message of a device enrolled with C{scheme} and credentials C{client}.
@@ -208,54 +257,61 @@ def authenticate(
     the device's scheme; once a session uses HMAC, every message must. A
     session authenticated by a credential needs no more. Otherwise the Cred
     must be of the device's scheme. A failure answers 401 (bad) or 407
-    (missing) with a challenge, until more than C{max_failures} in a session.
+    (missing) with a challenge, until more than C{max_failures} in the
+    session or lately on the device (C{recent_failures}, L{LoginFailures}).
+    A device C{locked} out is answered 417 unread, but in a session it
+    authenticated before the lockout.
     """
+    if locked and state.authentication is Authentication.NONE:
+        return Verdict(StatusCode.RETRY_LATER, SessionInput.GIVE_UP, state.auth_failures, locked=True)
+    limit = _Limit(max_failures, recent_failures, random)
     if proof.hmac_header is not None:
-        return _check(state, AuthScheme.HMAC, client, proof, max_failures, random)
+        return _check(state, AuthScheme.HMAC, client, proof, limit)
     if state.authentication is Authentication.HMAC:
-        return _refuse(state, StatusCode.MISSING_CREDENTIALS, AuthScheme.HMAC, max_failures, random)
+        return _refuse(state, StatusCode.MISSING_CREDENTIALS, AuthScheme.HMAC, limit)
     if state.authentication is Authentication.CREDENTIAL:
         return Verdict(StatusCode.OK, SessionInput.ALREADY_AUTHENTICATED, state.auth_failures)
     if proof.cred is None:
-        return _refuse(state, StatusCode.MISSING_CREDENTIALS, scheme, max_failures, random)
+        return _refuse(state, StatusCode.MISSING_CREDENTIALS, scheme, limit)
     meta_type = proof.cred.meta.type if proof.cred.meta is not None else None
     if _CRED_SCHEMES.get(meta_type or "") is not scheme:
-        return _refuse(state, StatusCode.INVALID_CREDENTIALS, scheme, max_failures, random)
-    return _check(state, scheme, client, proof, max_failures, random)
+        return _refuse(state, StatusCode.INVALID_CREDENTIALS, scheme, limit)
+    return _check(state, scheme, client, proof, limit)
 
 
-def _check(
-    state: SessionState,
-    scheme: AuthScheme,
-    client: Credentials,
-    proof: Proof,
-    max_failures: int,
-    random: Callable[[int], bytes],
-) -> Verdict:
+@dataclass(frozen=True)
+class _Limit:
+    """
+    What a failure is counted against: the limit, the device's failures lately, and the nonce source.
+    """
+
+    max_failures: int
+    recent_failures: int
+    random: Callable[[int], bytes]
+
+
+def _check(state: SessionState, scheme: AuthScheme, client: Credentials, proof: Proof, limit: _Limit) -> Verdict:
     rules = SCHEMES[scheme]
     try:
         ok = rules.verify(proof, client)
     except auth.AuthError:
         ok = False
     if not ok:
-        return _refuse(state, StatusCode.INVALID_CREDENTIALS, scheme, max_failures, random)
+        return _refuse(state, StatusCode.INVALID_CREDENTIALS, scheme, limit)
     failures = 0 if rules.resets_failures else state.auth_failures
-    chal, nonce = challenge(scheme, random) if rules.nonce else (None, None)
+    chal, nonce = challenge(scheme, limit.random) if rules.nonce else (None, None)
     return Verdict(rules.accepted, rules.input, failures, chal, nonce)
 
 
-def _refuse(
-    state: SessionState,
-    code: StatusCode,
-    scheme: AuthScheme,
-    max_failures: int,
-    random: Callable[[int], bytes],
-) -> Verdict:
-    failures = state.auth_failures + 1
-    if failures > max_failures:
-        return Verdict(code, SessionInput.GIVE_UP, failures)
-    chal, nonce = challenge(scheme, random)
-    return Verdict(code, SessionInput.REFUSED, failures, chal, nonce)
+def _refuse(state: SessionState, code: StatusCode, scheme: AuthScheme, limit: _Limit) -> Verdict:
+    """
+    A failure: challenged again, or (past the limit, in this session or on the device lately) given up, unchallenged.
+    """
+    failures = max(state.auth_failures, limit.recent_failures) + 1
+    if failures > limit.max_failures:
+        return Verdict(code, SessionInput.GIVE_UP, failures, failed=scheme)
+    chal, nonce = challenge(scheme, limit.random)
+    return Verdict(code, SessionInput.REFUSED, failures, chal, nonce, failed=scheme)
 
 
 def challenge(scheme: AuthScheme, random: Callable[[int], bytes]) -> tuple[Chal, bytes | None]:

@@ -23,10 +23,13 @@ from mdmd.desired import reconciler as desired
 from mdmd.devices import accounts, lifecycle
 from mdmd.devices.accounts import DeviceKind
 from mdmd.dm import queue as dm_queue
+from mdmd.dm.authentication import LoginFailures
 from mdmd.dm.command_state import IN_FLIGHT, CommandState
 from mdmd.dm.commands import CommandSpec
 from mdmd.dm.csp import LAWMO_STATE
 from mdmd.dm.effects import (
+    AuthenticationFailed,
+    AuthenticationLocked,
     ClientEvent,
     ClientNonce,
     CommandAnswered,
@@ -39,6 +42,7 @@ from mdmd.dm.effects import (
     GenericAlert,
     HeaderRefused,
     HeaderStatusInvalid,
+    LoginFailuresCleared,
     LoginStatus,
     MessageRefused,
     NewSession,
@@ -114,7 +118,11 @@ class DMSettings:
         """
         The engine's settings for a device of this kind.
         """
-        return replace(self.session, send_server_credential=kind in self.send_server_credential)
+        return replace(
+            self.session,
+            send_server_credential=kind in self.send_server_credential,
+            explicit_items=kind is DeviceKind.OMADM,
+        )
     #: with WNS: what Windows devices' push channels need (queued at new sessions)
     push_channel: ChannelSettings | None = None
 
@@ -139,6 +147,7 @@ def _device_auth(device: Device) -> DeviceAuth:
         server=account.server,
         scheme=account.client_auth,
         server_scheme=account.server_auth,
+        failures=LoginFailures.from_dict(device.dm_login_failures),
     )
 
 
@@ -317,6 +326,36 @@ def _server_nonce(work: _Applying, effect: ServerNonce) -> None:
     work.device.dm_server_nonce = effect.nonce
 
 
+def _authentication_failed(work: _Applying, effect: AuthenticationFailed) -> None:
+    failures = effect.failures
+    work.device.dm_login_failures = failures.to_dict()
+    work.note(
+        "{device_id}: authentication failed ({code}, {scheme}), {count} failure(s) lately",
+        scheme=effect.scheme.value,
+        code=effect.code,
+        count=failures.count,
+    )
+    if failures.locked_until:
+        work.note(
+            "{device_id}: too many failed authentications ({count}): refused for {seconds:.0f} s",
+            scheme=effect.scheme.value,
+            count=failures.count,
+            seconds=failures.locked_until - work.now,
+        )
+
+
+def _authentication_locked(work: _Applying, effect: AuthenticationLocked) -> None:
+    work.note(
+        "{device_id}: message refused (417) unread: {count} failed authentications, locked out {seconds:.0f} s more",
+        count=effect.failures.count,
+        seconds=effect.failures.locked_until - work.now,
+    )
+
+
+def _login_failures_cleared(work: _Applying, effect: LoginFailuresCleared) -> None:
+    work.device.dm_login_failures = None
+
+
 def _devinfo(work: _Applying, effect: DevInfoReported) -> None:
     if dict(effect.values) != work.device.devinfo:
         work.device.devinfo = dict(effect.values)
@@ -368,8 +407,18 @@ def _command_sent(work: _Applying, effect: CommandSent) -> None:
 
 def _command_answered(work: _Applying, effect: CommandAnswered) -> None:
     dm_queue.mark_answered(
-        work.root, work.queue, effect.seq, effect.state, effect.status, effect.statuses, effect.results, work.now
+        work.root,
+        work.queue,
+        effect.seq,
+        effect.state,
+        effect.status,
+        effect.statuses,
+        effect.results,
+        work.now,
+        effect.note,
     )
+    if effect.note is not None:
+        work.note("{device_id}: command {seq} answered {status}: {note}", seq=effect.seq, status=effect.status, note=effect.note)
     if _inventory(work.device, effect.results):
         desired.facts_changed(work.root, work.device)
     if effect.state == CommandState.HALTED.value:
@@ -442,6 +491,9 @@ _EFFECTS: dict[type, Callable[[_Applying, Any], None]] = {
     NewSession: _new_session,
     ClientNonce: _client_nonce,
     ServerNonce: _server_nonce,
+    AuthenticationFailed: _authentication_failed,
+    AuthenticationLocked: _authentication_locked,
+    LoginFailuresCleared: _login_failures_cleared,
     DevInfoReported: _devinfo,
     LoginStatus: _login_status,
     GenericAlert: _generic_alert,

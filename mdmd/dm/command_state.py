@@ -23,6 +23,8 @@ device runs it on its own and, for the CSPs that do (see
 L{mdmd.dm.completions}), reports the outcome later in an alert, which moves
 it on; 214 (operation cancelled) that the device completed it and processes
 no more of our commands in that session; 215 that it did not execute it.
+A group the device answered member by member but not as a whole is
+settled from its members' statuses (L{group_status}) rather than sent again.
 Pure: the store's records keep the plain string value of a
 L{CommandState}; L{mdmd.dm.queue} applies the table.
 """
@@ -30,7 +32,7 @@ L{CommandState}; L{mdmd.dm.queue} applies the table.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Final
 
 from mdmd.syncml.codes import StatusCode
@@ -47,6 +49,7 @@ __all__ = [
     "next_state",
     "answer_event",
     "answered_state",
+    "group_status",
 ]
 
 
@@ -179,3 +182,16 @@ def answered_state(status: int) -> CommandState:
     The state a sent command moves to when the device answers it with C{status}.
     """
     return next_state(_S.SENT, answer_event(status))
+
+
+def group_status(member_statuses: Iterable[int]) -> int:
+    """
+    The status a group (Atomic, Sequence) is recorded with when the device
+    answered each of its members but never the group itself (libdmclient
+    sends no Status for an Atomic): its first member's that did not simply
+    succeed, else 200.
+    """
+    for status in member_statuses:
+        if answer_event(status) is not _E.SUCCEED:
+            return status
+    return int(StatusCode.OK)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Union
 
-from mdmd.dm.authentication import AuthScheme, Credentials
+from mdmd.dm.authentication import AuthScheme, Credentials, LoginFailures
 from mdmd.dm.commands import CommandSpec
 from mdmd.dm.state import ResultValue
 
@@ -25,6 +25,9 @@ __all__ = [
     "NewSession",
     "ClientNonce",
     "ServerNonce",
+    "AuthenticationFailed",
+    "AuthenticationLocked",
+    "LoginFailuresCleared",
     "DevInfoReported",
     "LoginStatus",
     "GenericAlert",
@@ -62,6 +65,8 @@ class DeviceAuth:
     server: Credentials
     scheme: AuthScheme = AuthScheme.DIGEST
     server_scheme: AuthScheme = AuthScheme.DIGEST
+    #: its failed authentications lately, whatever the session (the device record's)
+    failures: LoginFailures = LoginFailures()
 
 
 @dataclass(frozen=True)
@@ -71,11 +76,18 @@ class Settings:
     default_max_msg_size: int = 524288
     #: The largest object we accept from a device (announced in our SyncHdr Meta).
     max_obj_size: int = 4 * 1024 * 1024
+    #: Failed authentications of a device, in a session or across sessions
+    #: (L{LoginFailures}), after which it is refused for C{auth_lockout} seconds.
     max_auth_failures: int = 3
+    auth_lockout: float = 900.0
     #: Whether our credential goes in the first reply of every session (with
     #: commands) unasked, as OMA DM devices require; otherwise only once the
     #: device challenges us. The adapter sets it per device kind.
     send_server_credential: bool = False
+    #: Whether Add and Replace items always carry Meta/Format (chr unless
+    #: given) and a Data element (empty unless given), the OMA DM defaults
+    #: spelt out: libdmclient crashes without them. The adapter sets it per device kind.
+    explicit_items: bool = False
 
 
 @dataclass(frozen=True)
@@ -122,6 +134,34 @@ class ServerNonce:
     """
 
     nonce: bytes
+
+
+@dataclass(frozen=True)
+class AuthenticationFailed:
+    """
+    The device's proof (C{scheme}) was missing (407) or wrong (401): its failures
+    now (store them); C{failures.locked_until} is set once they went over the limit.
+    """
+
+    scheme: AuthScheme
+    code: int
+    failures: LoginFailures
+
+
+@dataclass(frozen=True)
+class AuthenticationLocked:
+    """
+    A message refused unread (417) because the device failed too often lately.
+    """
+
+    failures: LoginFailures
+
+
+@dataclass(frozen=True)
+class LoginFailuresCleared:
+    """
+    The device authenticated: its failures lately are forgotten.
+    """
 
 
 @dataclass(frozen=True)
@@ -249,6 +289,8 @@ class CommandAnswered:
     status: int
     statuses: tuple[tuple[str, int], ...]
     results: tuple[ResultValue, ...]
+    #: What to know about how it was answered (a group settled without its own status).
+    note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -275,6 +317,9 @@ Effect = Union[
     NewSession,
     ClientNonce,
     ServerNonce,
+    AuthenticationFailed,
+    AuthenticationLocked,
+    LoginFailuresCleared,
     DevInfoReported,
     LoginStatus,
     GenericAlert,

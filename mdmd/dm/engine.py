@@ -49,6 +49,8 @@ from typing import Any, Final
 from mdmd.dm import chunking
 from mdmd.dm.authentication import (
     HeaderVerdict,
+    LoginFailures,
+    Verdict,
     Proof,
     authenticate,
     header_verdict,
@@ -57,9 +59,11 @@ from mdmd.dm.authentication import (
     response_headers,
     server_cred,
 )
-from mdmd.dm.command_state import answered_state
+from mdmd.dm.command_state import answered_state, group_status
 from mdmd.dm.commands import CommandSpec, sendable
 from mdmd.dm.effects import (
+    AuthenticationFailed,
+    AuthenticationLocked,
     ClientEvent,
     ClientNonce,
     CommandAnswered,
@@ -72,6 +76,7 @@ from mdmd.dm.effects import (
     GenericAlert,
     HeaderRefused,
     HeaderStatusInvalid,
+    LoginFailuresCleared,
     LoginStatus,
     MessageRefused,
     NewSession,
@@ -288,7 +293,17 @@ def handle(
     work = _Work(state, device, message, codec, settings, effects=effects, answers=dict(state.answers))
 
     proof = Proof(header.cred, header.source.loc_name, hmac_header, body)
-    verdict = authenticate(state, device.scheme, device.client, proof, settings.max_auth_failures, random)
+    verdict = authenticate(
+        state,
+        device.scheme,
+        device.client,
+        proof,
+        settings.max_auth_failures,
+        random,
+        recent_failures=device.failures.recent(now, settings.auth_lockout),
+        locked=device.failures.locked(now),
+    )
+    work.effects.extend(_login_effects(verdict, device.failures, now, settings))
     refusal = _out_of_step(message, state, last) if verdict.accepted else None
     if refusal is not None:
         work.move(SessionInput.OUT_OF_STEP)
@@ -362,6 +377,22 @@ def handle(
 
 #: The phases of a session that can take another message (and so a resend).
 _GOING_ON: Final = (Phase.CHALLENGED, Phase.OPEN)
+
+def _login_effects(verdict: Verdict, failures: LoginFailures, now: float, settings: Settings) -> tuple[Effect, ...]:
+    """
+    What the device record keeps of this message's authentication: a failure
+    counted (the lockout it begins past the limit), a refusal while locked
+    out, or its failures forgotten once it authenticated.
+    """
+    if verdict.locked:
+        return (AuthenticationLocked(failures),)
+    if verdict.failed is not None:
+        until = now + settings.auth_lockout if verdict.input is SessionInput.GIVE_UP else 0.0
+        return (AuthenticationFailed(verdict.failed, int(verdict.code), LoginFailures(verdict.failures, now, until)),)
+    if verdict.accepted and failures.count and verdict.input is not SessionInput.ALREADY_AUTHENTICATED:
+        return (LoginFailuresCleared(),)
+    return ()
+
 
 def _echo(text: str) -> str:
     """
@@ -858,14 +889,24 @@ def _complete_answers(work: _Work) -> None:
 
     A command is answered once its own status has come; a Get that
     succeeded also waits for its Results unless they are still arriving
-    in chunks.
+    in chunks. A group (Atomic, Sequence) whose members all have their
+    status when the device's package ends, but not the group itself
+    (libdmclient never answers an Atomic), is answered from its members'
+    (L{group_status}) with a note, rather than sent and executed again.
     """
-    for seq in sorted(work.touched):
+    candidates = set(work.answers) if work.message.final else work.touched
+    for seq in sorted(candidates):
         answer = work.answers[seq]
         top = [code for path, code in answer.statuses if path == ""]
-        if not top:
-            continue
-        code = top[-1]
+        note = None
+        if top:
+            code = top[-1]
+        else:
+            group = _unanswered_group(work, seq, answer)
+            if group is None:
+                continue
+            code = group_status(c for _, c in answer.statuses)
+            note = f"the device sent no status for the {group} itself: answered from its members' statuses"
         outgoing = work.state.outgoing
         still_sending = outgoing is not None and outgoing.seq == seq
         incoming = work.state.incoming
@@ -875,8 +916,25 @@ def _complete_answers(work: _Work) -> None:
         del work.answers[seq]
         work.state = work.state.evolve(sent=tuple(r for r in work.state.sent if r.seq != seq))
         work.effects.append(
-            CommandAnswered(seq, answered_state(code).value, code, answer.statuses, answer.results)
+            CommandAnswered(seq, answered_state(code).value, code, answer.statuses, answer.results, note)
         )
+
+
+def _unanswered_group(work: _Work, seq: int, answer: Answer) -> str | None:
+    """
+    The verb of C{seq} if it is a group whose every member (at any depth) has
+    its status in C{answer}, at the end of the device's package; else None.
+    """
+    if not work.message.final:
+        return None
+    refs = [r for r in work.state.sent if r.seq == seq]
+    verbs = {r.path: r.verb for r in refs}
+    group = verbs.get("")
+    if group not in _GROUP_VERBS:
+        return None
+    members = {r.path for r in refs if r.path and r.verb not in _GROUP_VERBS}
+    answered = {path for path, _ in answer.statuses}
+    return group if members and members <= answered else None
 
 
 def _refs_for(work: _Work, incoming: chunking.IncomingObject) -> Iterator[SentRef]:
@@ -901,39 +959,56 @@ _GROUP_VERBS: Final[Mapping[str, type[Atomic] | type[SequenceCommand]]] = {
 }
 
 
-def _build(spec: CommandSpec, ids: _Ids, seq: int, path: str, refs: list[SentRef], msg_id: str) -> Command:
+#: The verbs whose items always carry Meta/Format and Data for a device that
+#: wants them spelt out (L{Settings.explicit_items}).
+_VALUE_VERBS: Final = frozenset({"Add", "Replace"})
+#: The format OMA DM takes when an item names none.
+_DEFAULT_FORMAT: Final = "chr"
+
+
+def _build(
+    spec: CommandSpec, ids: _Ids, seq: int, path: str, refs: list[SentRef], msg_id: str, explicit: bool = False
+) -> Command:
     """
     The command for C{spec}, CmdIDs from C{ids}; a L{SentRef} per command and member goes to C{refs}.
     """
     group = _GROUP_VERBS.get(spec.verb)
     if group is None:
-        return _build_items(spec, ids, seq, path, refs, msg_id)
+        return _build_items(spec, ids, seq, path, refs, msg_id, explicit)
     cmd_id = ids()
     refs.append(SentRef(msg_id, cmd_id, seq, path, spec.verb))
     children = tuple(
-        _build(child, ids, seq, f"{path}.{i}" if path else str(i), refs, msg_id)
+        _build(child, ids, seq, f"{path}.{i}" if path else str(i), refs, msg_id, explicit)
         for i, child in enumerate(spec.commands, 1)
     )
     return group(cmd_id=cmd_id, commands=children)
 
 
 def _build_items(
-    spec: CommandSpec, ids: _Ids, seq: int, path: str, refs: list[SentRef], msg_id: str
+    spec: CommandSpec, ids: _Ids, seq: int, path: str, refs: list[SentRef], msg_id: str, explicit: bool = False
 ) -> ItemCommand:
+    """
+    The item command for C{spec}. With C{explicit}, an Add or Replace item
+    spells out the OMA DM defaults (Format chr, an empty Data): libdmclient
+    crashes on an item without them.
+    """
     cmd_id = ids()
     refs.append(SentRef(msg_id, cmd_id, seq, path, spec.verb))
-    items = tuple(
-        Item(
-            target=Location(loc_uri=item.target),
-            source=Location(loc_uri=item.source) if item.source else None,
-            meta=Meta(format=item.format, type=item.type) if (item.format or item.type) else None,
-            data=item.data,
+    spelt = explicit and spec.verb in _VALUE_VERBS
+    items = []
+    for item in spec.items:
+        fmt = item.format or (_DEFAULT_FORMAT if spelt else None)
+        items.append(
+            Item(
+                target=Location(loc_uri=item.target),
+                source=Location(loc_uri=item.source) if item.source else None,
+                meta=Meta(format=fmt, type=item.type) if (fmt or item.type) else None,
+                data="" if spelt and item.data is None else item.data,
+            )
         )
-        for item in spec.items
-    )
     if spec.verb == "Exec" and spec.correlator is not None:
-        return Exec(cmd_id=cmd_id, items=items, correlator=spec.correlator)
-    return _ITEM_VERBS[spec.verb](cmd_id=cmd_id, items=items)
+        return Exec(cmd_id=cmd_id, items=tuple(items), correlator=spec.correlator)
+    return _ITEM_VERBS[spec.verb](cmd_id=cmd_id, items=tuple(items))
 
 
 def _response_header(work: _Work, authenticated: bool, with_commands: bool) -> SyncHdr:
@@ -1008,7 +1083,7 @@ def _send_commands(work: _Work, pending: Sequence[PendingCommand]) -> bool:
     for candidate in sendable(view, work.state.user_logged_in):
         refs: list[SentRef] = []
         mark = work.ids.mark()
-        built = _build(candidate.spec, work.ids, candidate.seq, "", refs, msg_id)
+        built = _build(candidate.spec, work.ids, candidate.seq, "", refs, msg_id, work.settings.explicit_items)
         size = work.codec.command_size(built)
         too_big = chunking.too_big(candidate.spec, work.state.max_obj_size)
         if too_big:
@@ -1041,7 +1116,7 @@ def _send_chunk(work: _Work, command: PendingCommand, offset: int, budget: int, 
     Send the chunk of C{command} that starts at C{offset}; return whether it was the last.
     """
     refs: list[SentRef] = []
-    whole = _build_items(command.spec, work.ids, command.seq, "", refs, msg_id)
+    whole = _build_items(command.spec, work.ids, command.seq, "", refs, msg_id, work.settings.explicit_items)
     piece = chunking.next_piece(work.codec, whole, command.seq, offset, budget)
     if piece is None:
         work.move(SessionInput.SENDING_STOPPED)

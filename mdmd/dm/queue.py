@@ -129,6 +129,7 @@ class CommandInfo:
     statuses: tuple[tuple[str, int], ...]
     results: tuple[dict[str, Any], ...]
     error: str | None
+    note: str | None = None
 
     @property
     def command(self) -> CommandSpec:
@@ -161,6 +162,7 @@ def info(device_id: str, command: QueuedCommand) -> CommandInfo:
         statuses=command.statuses,
         results=command.results,
         error=command.error,
+        note=command.note,
     )
 
 
@@ -337,15 +339,19 @@ def mark_answered(
     statuses: tuple[tuple[str, int], ...],
     results: tuple[dict[str, Any], ...],
     now: float,
+    note: str | None = None,
 ) -> None:
     """
     The device answered: C{state} is the engine's verdict (done, failed,
-    accepted, halted, not-executed: L{command_state.answered_state}).
+    accepted, halted, not-executed: L{command_state.answered_state});
+    C{note}, if any, says how.
     """
     command = queue.commands[seq]
     command.status = status
     command.statuses = statuses
     command.results = results
+    if note is not None or command.note is not None:
+        command.note = note
     _move(root, queue, command, _VERDICTS[state], now)
 
 

@@ -164,6 +164,7 @@ def dm_facts(root: Root, device_id: str) -> dict[str, Any] | None:
         "login_status": device.login_status,
         "alerts": list(device.alerts),
         "header_events": list(device.header_events),
+        "login_failures": dict(device.dm_login_failures) if device.dm_login_failures else None,
         "commands": counts,
         "session": None
         if session is None

@@ -91,7 +91,7 @@ from mdmd.devices.accounts import DeviceKind
 from mdmd.devices.records import UnknownDevice
 from mdmd.errors import Conflict, NotFound, PeerError
 from mdmd.notify.bootstrap import BootstrapPin, InvalidImsi, Sec, bootstrap_segments
-from mdmd.notify.pkg0 import DEFAULT_VERSION, UIMode, build_package0, session_id_text, session_ids_for
+from mdmd.notify.pkg0 import DEFAULT_NONCE, DEFAULT_VERSION, UIMode, build_package0, session_id_text, session_ids_for
 from mdmd.notify.provisioning_doc import (
     BootstrapAccount,
     DMCredential,
@@ -692,11 +692,18 @@ def enqueue(
     settings: PushSettings,
     now: float,
     random: Callable[[int], bytes] = os.urandom,
+    default_nonce: bool = False,
 ) -> list[OutgoingPush]:
     """
     Build and store one push job per device, in state queued.
 
     Every device is checked first; if any cannot be woken, nothing is queued.
+
+    With C{default_nonce}, package #0 is signed with L{DEFAULT_NONCE}, for a
+    device whose server nonce is out of step with ours (it refuses every
+    package signed with ours); a device that accepts it holds that nonce
+    from then on (OMA DM Notification §6.2), and so does its record here,
+    so that the session it opens checks our credential with it.
 
     @raise NotPushable: naming every device that is unknown, not enrolled,
         without an MSISDN or without DM server credentials.
@@ -730,6 +737,8 @@ def enqueue(
         seq = log.next_seq
         log.next_seq = seq + 1
         session_id = _new_session_id(root, device_id, random)
+        if default_nonce:
+            device.dm_server_nonce = DEFAULT_NONCE
         package0 = build_package0(
             server_id=server_id_of(device, settings),
             name=device.dm_server_name,

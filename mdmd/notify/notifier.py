@@ -164,32 +164,45 @@ class Notifier(Service):
     # -- for the admin API and the manhole ---------------------------------------
 
     def push(
-        self, device_ids: Sequence[str], also: Also | None = None, via: Via = Via.AUTO
+        self, device_ids: Sequence[str], also: Also | None = None, via: Via = Via.AUTO, default_nonce: bool = False
     ) -> Deferred[list[PushInfo]]:
         """
         Wake these devices: one job each per route C{via} picks, handed to
         the route's transport. A job the transport settles at once (the
         spool writes it) is answered as recorded after that; any other as
         queued. C{also(root, jobs)} runs in the transaction that queues them
-        (to record the request with them).
+        (to record the request with them). C{default_nonce}: package #0 signed
+        with the default nonce, to reach a device whose nonce is out of step.
 
         @raise jobs.NotPushable: (in the Deferred) naming the devices that
             cannot be woken; then nothing is queued.
         """
-        return Deferred.fromCoroutine(self._push(list(device_ids), via, also))
+        return Deferred.fromCoroutine(self._push(list(device_ids), via, also, default_nonce))
 
     def _enqueue(
-        self, device_ids: list[str], via: Via, fallback_of: int | None = None, also: Also | None = None
+        self,
+        device_ids: list[str],
+        via: Via,
+        fallback_of: int | None = None,
+        also: Also | None = None,
+        default_nonce: bool = False,
     ) -> Deferred[list[OutgoingPush]]:
         queue = partial(
-            routes.enqueue, via=via, routes=self.routes.configured, hosts=self.routes.hosts, fallback_of=fallback_of
+            routes.enqueue,
+            via=via,
+            routes=self.routes.configured,
+            hosts=self.routes.hosts,
+            fallback_of=fallback_of,
+            default_nonce=default_nonce,
         )
         return self._write(
             _queue_and, queue, also, device_ids, self.settings, self.clock.seconds(), self._random
         )
 
-    async def _push(self, device_ids: list[str], via: Via, also: Also | None) -> list[PushInfo]:
-        created = await self._enqueue(device_ids, via, also=also)
+    async def _push(
+        self, device_ids: list[str], via: Via, also: Also | None, default_nonce: bool = False
+    ) -> list[PushInfo]:
+        created = await self._enqueue(device_ids, via, also=also, default_nonce=default_nonce)
         results = []
         for job in created:
             self._queued(job)

@@ -30,6 +30,12 @@ servers send 12 on the reading that it means "DM 1.2"; a client that checks
 strictly drops such a trigger without a word. So the default here is 11, for
 DM 1.2 devices, and it stays a parameter for the device families that want
 something else.
+
+B{Default nonce.} A device whose server nonce is out of step with ours
+refuses every package #0; §6.2 has it retry the digest with the default nonce
+C{0x00000000}, and on success use that nonce in the session it opens.
+L{DEFAULT_NONCE} is its form in libdmclient (the ten characters); a device
+that wants four zero octets gets them by setting its server nonce (AAAAAA==).
 """
 
 from __future__ import annotations
@@ -41,11 +47,13 @@ import hmac
 import string
 import struct
 from dataclasses import dataclass
+from typing import Final
 
 from mdmd.errors import PeerError
 from mdmd.syncml.auth import credential_hash
 
 __all__ = [
+    "DEFAULT_NONCE",
     "DEFAULT_VERSION",
     "Initiator",
     "MalformedPackage0",
@@ -57,6 +65,10 @@ __all__ = [
     "session_id_text",
     "session_ids_for",
 ]
+
+#: The nonce a device falls back to when our digest does not match its stored
+#: server nonce (OMA DM Notification §6.2), as libdmclient spells it.
+DEFAULT_NONCE: Final = b"0x00000000"
 
 #: Notification version for DM 1.2 devices (see the module docstring).
 DEFAULT_VERSION = 11

@@ -159,11 +159,14 @@ def enqueue(
     routes: frozenset[Route] = frozenset({Route.SMS}),
     hosts: Sequence[str] = channels.DEFAULT_HOSTS,
     fallback_of: int | None = None,
+    default_nonce: bool = False,
 ) -> list[OutgoingPush]:
     """
     Queue the jobs a push C{via} makes, over the C{routes} configured: each
     device by the routes L{choose} picks (the SMS jobs through
     L{jobs.enqueue}, the WNS jobs through L{jobs.enqueue_wns}).
+
+    C{default_nonce}: package #0 signed with the default nonce (L{jobs.enqueue}).
 
     @raise NotPushable: naming every device that cannot be woken so (and why);
         then nothing is queued.
@@ -196,7 +199,7 @@ def enqueue(
     created: list[OutgoingPush] = []
     if by_sms:
         try:
-            created += [_fallback(root, job, fallback_of) for job in jobs.enqueue(root, by_sms, settings, now, random)]
+            created += [_fallback(root, job, fallback_of) for job in jobs.enqueue(root, by_sms, settings, now, random, default_nonce)]
         except NotPushable as e:
             problems.append(str(e))
     if problems:

@@ -146,6 +146,9 @@ class Device(Persistent):
     #: the most recent answers to our SyncHdr other than an acceptance (an invalid
     #: status, a refusal of our credential, an error), oldest first
     header_events: tuple[dict[str, Any], ...] = ()
+    #: its failed DM authentications lately, across sessions ({"count", "last",
+    #: "locked_until"}: L{mdmd.dm.authentication.LoginFailures}); None: none
+    dm_login_failures: dict[str, float] | None = None
     unenrolled_at: float | None = None
     #: (SessionID, time) of the last session that answered a notification (Alert 1200)
     last_server_initiated: tuple[str, float] | None = None
@@ -184,6 +187,10 @@ class QueuedCommand(Persistent):
         self.statuses: tuple[tuple[str, int], ...] = ()  # (command path, code) of every (sub)command
         self.results: tuple[dict[str, Any], ...] = ()
         self.error: str | None = None
+
+    #: how it was answered, where that needs saying (a group the device
+    #: answered member by member but not as a whole); None for most
+    note: str | None = None
 
 
 class CommandQueue(Persistent):

@@ -14,7 +14,9 @@ Encoding is compact (the Windows DM client aborts on whitespace between
 tags), UTF-8 without an XML declaration, root C{xmlns="SYNCML:SYNCML1.2"}
 (C{1.1} when the header says C{VerDTD 1.1}), C{xmlns="syncml:metinf"} on
 each C{Meta} child, children in DTD order, and C{Data} always escaped text,
-never CDATA (Windows mis-reads CDATA around nested documents). XML cannot
+never CDATA (Windows mis-reads CDATA around nested documents). Decoding
+forgives the C0 control characters XML forbids (L{lenient}): libdmclient
+ends values with a NUL. XML cannot
 carry opaque bytes: C{bytes} Data must be UTF-8 text or encoding fails;
 binary values go as base64 text with Meta Format C{b64}, which is the
 session engine's choice, not the codec's.
@@ -31,7 +33,7 @@ from mdmd.syncml._dtd import MAX_DEPTH, NAMESPACES, Node, build_message, write_c
 from mdmd.syncml.model import Command, Data, SyncHdr, SyncML, SyncMLDecodeError, SyncMLEncodeError
 from mdmd.xmlparser import MalformedXML, parse
 
-__all__ = ["CONTENT_TYPE", "decode", "encode", "envelope_size", "command_size", "inner_xml"]
+__all__ = ["CONTENT_TYPE", "decode", "encode", "envelope_size", "command_size", "inner_xml", "lenient"]
 
 CONTENT_TYPE = "application/vnd.syncml.dm+xml"
 
@@ -174,12 +176,40 @@ _DOCTYPE = re.compile(
 )
 
 
+#: The C0 control characters XML 1.0 forbids (all but tab, LF and CR) but for
+#: NUL: a byte of its own in UTF-8 (never part of a longer sequence).
+_ILLEGAL_CONTROLS = re.compile(rb"[\x01-\x08\x0b\x0c\x0e-\x1f]")
+#: Byte order marks (and the first bytes without one) of documents in UTF-16 or
+#: UTF-32, where a 0x00 byte is part of a character.
+_WIDE_ENCODINGS = (b"\xff\xfe", b"\xfe\xff", b"\x00\x00", b"<\x00", b"\x00<")
+
+
+def lenient(data: bytes) -> bytes:
+    """
+    C{data} with the C0 control characters XML forbids made harmless: NUL
+    dropped (libdmclient sends C strings with their terminating NUL in
+    values), the others replaced by U+FFFD. Without this one such character
+    would lose the whole message: its statuses, results and our nonce.
+
+    A UTF-16 or UTF-32 document is left as it is (its zero bytes are characters).
+    """
+    if data.startswith(_WIDE_ENCODINGS):
+        return data
+    if b"\x00" in data:
+        data = data.replace(b"\x00", b"")
+    return _ILLEGAL_CONTROLS.sub("\ufffd".encode(), data)
+
+
 def decode(data: bytes) -> SyncML:
     """
     The model of an XML SyncML message.
 
+    The peer's bytes are made L{lenient} first; the parser stays as strict as
+    ever (no DTD, no entities).
+
     @raise SyncMLDecodeError: if C{data} is not well-formed XML or not a SyncML message.
     """
+    data = lenient(data)
     if b"<!DOCTYPE" in data[:1024]:
         match = _DOCTYPE.match(data)
         if match:

@@ -33,6 +33,7 @@ from mdmd.admin.cli import AdminClient, CommandError
 from mdmd.devices.registration import COLUMNS, RegistrationSettings
 from mdmd.enroll import users
 from mdmd.errors import InternalError
+from mdmd.notify.pkg0 import DEFAULT_NONCE
 from mdmd.pki.ca import generate_rsa_key, serial_hex
 from mdmd.site import MdmdSite
 from mdmd.store.runner import ConflictRetriesExhausted
@@ -511,6 +512,20 @@ class PushAPITests(AdminTestCase):
         status = await self.call("GET", "/v1/status")
         self.assertEqual(status["push"]["link"]["state"], "not configured")
         self.assertEqual(status["push"]["counts"]["submitted"], 1)
+
+    async def test_push_with_the_default_nonce(self) -> None:
+        """
+        "default_nonce": true signs package #0 with the default nonce, which
+        becomes the device's server nonce; a value that is not a boolean is refused.
+        """
+        await enroll_device(self, "DEV-1")
+        await self.call("PATCH", "/v1/devices/DEV-1", {"msisdn": "+491701234567"})
+        await self.call("POST", "/v1/devices/DEV-1/pushes", {"default_nonce": True})
+        nonce = await self.store.read(lambda root: root["devices"]["DEV-1"].dm_server_nonce)
+        self.assertEqual(nonce, DEFAULT_NONCE)
+        with self.assertRaises(CommandError) as caught:
+            await self.call("POST", "/v1/pushes", {"devices": ["DEV-1"], "default_nonce": "yes"})
+        self.assertIn("field 'default_nonce' must be a bool", str(caught.exception))
 
     async def test_mdmctl_push_verbs(self) -> None:
         """

@@ -214,6 +214,99 @@ class PrintingTests(SynchronousTestCase):
         self.assertIn(f"{'':<22} '401' (refused) in session 2, 1970-01-01 00:01:00Z", lines)
 
 
+    def test_device_show_prints_failed_logins(self) -> None:
+        """
+        mdmctl device show says how often the device failed to authenticate lately,
+        and until when it is refused while it is.
+        """
+        device = {
+            "device_id": "D", "device_name": "", "status": "enrolled", "user": "", "auth_policy": "",
+            "enrollment_type": "", "device_type": "", "os_version": "", "os_edition": "",
+            "application_version": "", "hw_dev_id": "", "mac_addresses": [], "enrollment_count": 0,
+            "first_enrolled_at": 0.0, "enrolled_at": 0.0, "renewed_at": None, "removed_at": None,
+            "last_contact": None, "certificate": None, "push": None, "kind": "omadm",
+            "account": {
+                "server_id": "", "effective_server_id": "mdmd", "client_certificate": "default",
+                "certificate_required": False, "client_auth": "digest", "client_name": "D",
+                "client_secret": "set", "client_nonce": "AQ==", "server_auth": "digest",
+                "server_name": "mdmd", "server_secret": "set", "server_nonce": "Ag==", "imsi": "",
+            },
+            "dm": {"login_failures": {"count": 4, "last": 60.0, "locked_until": 4e9}},
+        }
+        out = io.StringIO()
+        cli.cmd_device_show(_FakeClient({"/v1/devices/D": device}), argparse.Namespace(device="D", json=False), out)  # type: ignore[arg-type]
+        self.assertIn(
+            "failed logins:         4, the last 1970-01-01 00:01:00Z, refused until 2096-10-02 07:06:40Z",
+            out.getvalue().splitlines(),
+        )
+
+
+class TerminalSafetyTests(SynchronousTestCase):
+    """
+    What a device sent is printed with its control characters escaped (text output only).
+    """
+
+    HOSTILE = "red\x1b[31mRED\x1b[0m\x07bell\x00"
+
+    def test_printable(self) -> None:
+        """
+        C0 controls, DEL and C1 controls are escaped as repr() spells them; other text is kept.
+        """
+        self.assertEqual(cli._printable(self.HOSTILE), "red\\x1b[31mRED\\x1b[0m\\x07bell\\x00")
+        self.assertEqual(cli._printable("a\nb\tc\x7f\x85\x9f"), "a\\nb\\tc\\x7f\\x85\\x9f")
+        self.assertEqual(cli._printable("é ü € 中 \xa0"), "é ü € 中 \xa0")
+
+    def results(self, json: bool) -> str:
+        command = _command(1, 200, [("", 200)])
+        command["results"] = [{"source": "./N1", "data": self.HOSTILE}]
+        out = io.StringIO()
+        client = _FakeClient({"/v1/devices/D/results": {"commands": [command]}})
+        cli.cmd_results(client, argparse.Namespace(device="D", limit=0, json=json), out)  # type: ignore[arg-type]
+        return out.getvalue()
+
+    def test_results(self) -> None:
+        """
+        mdmctl results shows a hostile value escaped, its columns in line; --json keeps it as it is.
+        """
+        text = self.results(json=False)
+        self.assertNotIn("\x1b", text)
+        self.assertNotIn("\x00", text)
+        header, row = text.splitlines()
+        self.assertIn("red\\x1b[31mRED", row)
+        self.assertEqual(row.rindex("1970"), header.index("UPDATED"))
+        self.assertEqual(json.loads(self.results(json=True))[0]["results"][0]["data"], self.HOSTILE)
+
+    def test_device_show(self) -> None:
+        """
+        mdmctl device show escapes what the device reported (its name, its events' sessions and types).
+        """
+        device = {
+            "device_id": "D", "device_name": self.HOSTILE, "status": "enrolled", "user": "", "auth_policy": "",
+            "enrollment_type": "", "device_type": "", "os_version": "\x9b2J", "os_edition": "",
+            "application_version": "", "hw_dev_id": "", "mac_addresses": [], "enrollment_count": 0,
+            "first_enrolled_at": 0.0, "enrolled_at": 0.0, "renewed_at": None, "removed_at": None,
+            "last_contact": None, "certificate": None, "push": None, "kind": "omadm",
+            "account": {
+                "server_id": "", "effective_server_id": "mdmd", "client_certificate": "default",
+                "certificate_required": False, "client_auth": "digest", "client_name": "D",
+                "client_secret": "set", "client_nonce": "AQ==", "server_auth": "digest",
+                "server_name": "mdmd", "server_secret": "set", "server_nonce": "Ag==", "imsi": "",
+            },
+            "dm": {
+                "header_events": [{"time": 0.0, "session_id": "\x1b]0;owned\x07", "event": "invalid", "status": "0"}],
+                "alerts": [{"time": 0.0, "type": "urn:\x1bx", "format": "chr", "mark": None, "source": None, "data": "1", "correlator": None}],
+            },
+        }
+        out = io.StringIO()
+        cli.cmd_device_show(_FakeClient({"/v1/devices/D": device}), argparse.Namespace(device="D", json=False), out)  # type: ignore[arg-type]
+        text = out.getvalue()
+        self.assertFalse(any(ord(c) < 0x20 and c != "\n" or 0x7F <= ord(c) < 0xA0 for c in text), text)
+        self.assertIn("red\\x1b[31mRED", text)
+        self.assertIn("\\x9b2J", text)
+        self.assertIn("in session \\x1b]0;owned\\x07", text)
+        self.assertIn("urn:\\x1bx", text)
+
+
 class RetryTests(SynchronousTestCase):
     """
     How AdminClient retries, with the exchange and time replaced.

@@ -9,13 +9,16 @@ from dataclasses import dataclass, field, replace
 
 from mdmd.dm.authentication import AuthScheme, Credentials
 from mdmd.dm.commands import parse_spec
+from mdmd.dm.authentication import LoginFailures
 from mdmd.dm.effects import (
+    AuthenticationFailed,
     ClientNonce,
     CommandAnswered,
     CommandFailed,
     CommandRequeued,
     CommandSent,
     DeviceAuth,
+    LoginFailuresCleared,
     PendingCommand,
     ServerNonce,
     Settings,
@@ -229,6 +232,10 @@ class Harness:
                 self.client.nonce = effect.nonce
             elif isinstance(effect, ServerNonce):
                 self.device = replace(self.device, server=replace(self.device.server, nonce=effect.nonce))
+            elif isinstance(effect, AuthenticationFailed):
+                self.device = replace(self.device, failures=effect.failures)
+            elif isinstance(effect, LoginFailuresCleared):
+                self.device = replace(self.device, failures=LoginFailures())
             elif isinstance(effect, CommandSent):
                 self.records[effect.seq].update(state="sent", sent_in=effect.session_key)
             elif isinstance(effect, CommandAnswered):

@@ -14,6 +14,7 @@ from mdmd.dm.authentication import (
     AuthScheme,
     Credentials,
     HeaderVerdict,
+    LoginFailures,
     Proof,
     Verdict,
     authenticate,
@@ -25,7 +26,15 @@ from mdmd.dm.authentication import (
     server_cred,
     server_nonce,
 )
-from mdmd.dm.effects import HeaderRefused, ServerNonce, Settings
+from mdmd.dm.effects import (
+    AuthenticationFailed,
+    AuthenticationLocked,
+    ClientNonce,
+    HeaderRefused,
+    LoginFailuresCleared,
+    ServerNonce,
+    Settings,
+)
 from mdmd.dm.state import Authentication, Phase, ServerCredential, SessionInput, SessionState
 from mdmd.syncml import auth
 from mdmd.syncml.codec import XML_CODEC
@@ -325,6 +334,129 @@ class AuthenticateTests(SynchronousTestCase):
         verdict = self.check(_state(failures=3), AuthScheme.DIGEST, Proof(None, None, None, b""))
         self.assertEqual((verdict.input, verdict.chal, verdict.failures), (SessionInput.GIVE_UP, None, 4))
         self.assertFalse(verdict.accepted)
+
+
+    def test_recent_failures_count(self) -> None:
+        """
+        The device's failures lately count with the session's: a new session of
+        a device that failed 3 times lately gives up at its first failure.
+        """
+        verdict = authenticate(_state(), AuthScheme.DIGEST, CLIENT, _md5_proof(b"stale"), 3, _random, recent_failures=3)
+        self.assertEqual((verdict.code, verdict.input, verdict.chal, verdict.failures), (401, SessionInput.GIVE_UP, None, 4))
+        self.assertIs(verdict.failed, AuthScheme.DIGEST)
+        verdict = authenticate(_state(), AuthScheme.DIGEST, CLIENT, _md5_proof(b"stale"), 3, _random, recent_failures=1)
+        self.assertEqual((verdict.input, verdict.failures, verdict.nonce), (SessionInput.REFUSED, 2, b"\x33" * 16))
+
+    def test_locked_out(self) -> None:
+        """
+        A device locked out is answered 417 without a look at its proof (the right
+        one too) and without a challenge or a nonce; a session it authenticated
+        before goes on.
+        """
+        verdict = authenticate(_state(), AuthScheme.DIGEST, CLIENT, _md5_proof(), 3, _random, locked=True)
+        self.assertEqual(
+            (verdict.code, verdict.input, verdict.chal, verdict.nonce, verdict.locked, verdict.failed),
+            (417, SessionInput.GIVE_UP, None, None, True, None),
+        )
+        self.assertFalse(verdict.accepted)
+        verdict = authenticate(_state(Authentication.CREDENTIAL), AuthScheme.DIGEST, CLIENT, Proof(None, None, None, b""), 3, _random, locked=True)
+        self.assertEqual((verdict.code, verdict.locked), (200, False))
+
+
+class LoginFailuresTests(SynchronousTestCase):
+    def test_window(self) -> None:
+        """
+        Failures count until the device went C{lockout} seconds without one; a
+        lockout holds until its end.
+        """
+        failures = LoginFailures(4, NOW, NOW + 900)
+        self.assertEqual((failures.recent(NOW + 899, 900), failures.recent(NOW + 900, 900)), (4, 0))
+        self.assertEqual((failures.locked(NOW + 899), failures.locked(NOW + 900)), (True, False))
+        self.assertFalse(LoginFailures(2, NOW).locked(NOW))
+
+    def test_plain_record(self) -> None:
+        """
+        Stored as a dict of plain numbers, read back the same; no record is no failures.
+        """
+        failures = LoginFailures(2, NOW, 0.0)
+        self.assertEqual(failures.to_dict(), {"count": 2, "last": NOW, "locked_until": 0.0})
+        self.assertEqual(LoginFailures.from_dict(failures.to_dict()), failures)
+        self.assertEqual(LoginFailures.from_dict(None), LoginFailures())
+
+
+class FailedLoginsAcrossSessionsTests(SynchronousTestCase):
+    """
+    max_auth_failures holds per device, however often the client starts a session again.
+    """
+
+    def impostor(self, h: Harness) -> None:
+        h.client.device = replace(h.client.device, client=replace(h.client.device.client, secret="wrong"))
+
+    def test_new_session_ids_do_not_reset_the_count(self) -> None:
+        """
+        A client that starts a new session (new SessionID, package 1 again) after
+        every refusal is challenged max_auth_failures times in all, then refused:
+        each failure is reported with its scheme and count, and beyond the
+        limit no nonce is minted and the message is answered 417 unread.
+        """
+        h = Harness(REPLACE, settings=Settings(max_auth_failures=2, auth_lockout=600.0))
+        self.impostor(h)
+        codes = []
+        for session_id in "ABCDEF":
+            h.client.session_id = session_id
+            reply = h.send(h.client.package1())
+            codes.append((statuses(reply)[0].data, statuses(reply)[0].chal is not None))
+        self.assertEqual(codes, [("401", True), ("401", True), ("401", False)] + [("417", False)] * 3)
+        failed = h.all_effects(AuthenticationFailed)
+        self.assertEqual([(f.scheme, f.code, f.failures.count) for f in failed], [(AuthScheme.DIGEST, 401, n) for n in (1, 2, 3)])
+        self.assertEqual([f.failures.locked_until for f in failed], [0.0, 0.0, NOW + 2 + 600])
+        self.assertEqual(len(h.all_effects(ClientNonce)), 2)
+        self.assertEqual(len(h.all_effects(AuthenticationLocked)), 3)
+        self.assertEqual(commands(reply), [])
+        self.assertEqual({s.data for s in statuses(reply)}, {"417"})
+
+    def test_same_session_id(self) -> None:
+        """
+        The same holds for a client that sends package 1 again and again under one SessionID.
+        """
+        h = Harness(settings=Settings(max_auth_failures=2))
+        self.impostor(h)
+        for _ in range(5):
+            reply = h.send(h.client.package1())
+        self.assertEqual(statuses(reply)[0].data, "417")
+        self.assertEqual(len(h.all_effects(AuthenticationFailed)), 3)
+
+    def test_right_credentials_refused_until_the_lockout_ends(self) -> None:
+        """
+        While locked out, the right credentials are refused too; after the lockout they are accepted.
+        """
+        h = Harness(REPLACE, settings=Settings(max_auth_failures=1, auth_lockout=600.0))
+        right = h.client.device
+        self.impostor(h)
+        h.send(h.client.package1())
+        h.send(h.client.package1())
+        h.client.device = right
+        h.client.session_id = "E"
+        self.assertEqual(statuses(h.send(h.client.package1()))[0].data, "417")
+        h.now += 600
+        h.client.session_id = "F"
+        reply = h.send(h.client.package1())
+        self.assertEqual(statuses(reply)[0].data, "212")
+        self.assertEqual(len(commands(reply)), 1)
+
+    def test_success_clears_the_count(self) -> None:
+        """
+        A device that authenticates (after a stale nonce, say) has its failures forgotten.
+        """
+        h = Harness(settings=Settings(max_auth_failures=1))
+        h.client.nonce = b"stale"
+        reply = h.send(h.client.package1())
+        self.assertEqual(statuses(reply)[0].data, "401")
+        self.assertEqual(h.device.failures.count, 1)
+        reply = h.send(h.client.package1())
+        self.assertEqual(statuses(reply)[0].data, "212")
+        self.assertEqual(h.effects(LoginFailuresCleared), [LoginFailuresCleared()])
+        self.assertEqual(h.device.failures, LoginFailures())
 
 
 class ServerCredentialTests(SynchronousTestCase):

@@ -215,6 +215,70 @@ class CheckInTests(SynchronousTestCase):
         self.assertEqual(self.device("status"), ("enrolled",))
 
 
+class FailedLoginTests(SynchronousTestCase):
+    """
+    Failed DM authentications are logged and kept on the device record, and limited across sessions.
+    """
+
+    def setUp(self) -> None:
+        service = memory_store_service()
+        self.addCleanup(service.stopService)
+        assert service.store is not None
+        self.store = service.store
+        self.store.run(add_device, DEVICE_ID)
+        self.settings = replace(SETTINGS, session=effects.Settings(max_auth_failures=2, auth_lockout=600.0))
+
+    def send(self, session_id: str, secret: str, now: float) -> tuple[str, Any]:
+        client = Client(session_id=session_id)
+        client.device = replace(client.device, client=replace(client.device.client, secret=secret))
+        client.nonce = self.store.read(lambda root: root["devices"][DEVICE_ID].dm_client_nonce)
+        message = client.package1()
+        result = self.store.run(exchange, None, message, XML_CODEC, XML_CODEC.encode(message), None, now, self.settings)
+        return XML_CODEC.decode(result.body).body[0].data, result
+
+    def record(self) -> Any:
+        return self.store.read(lambda root: root["devices"][DEVICE_ID].dm_login_failures)
+
+    def test_logged_and_recorded(self) -> None:
+        """
+        Every failure is a note with its scheme and count and is kept on the
+        device record (shown by dm_facts); past the limit the device is refused
+        for the lockout, a note says so, and the device's nonce stays as it was.
+        """
+        answers = []
+        for n, session_id in enumerate("ABCD"):
+            code, result = self.send(session_id, "wrong", 20.0 + n)
+            answers.append(code)
+            if n == 0:
+                self.assertIn(
+                    ("{device_id}: authentication failed ({code}, {scheme}), {count} failure(s) lately",
+                     {"scheme": "digest", "code": 401, "count": 1}),
+                    result.notes,
+                )
+        self.assertEqual(answers, ["401", "401", "401", "417"])
+        self.assertEqual(self.record(), {"count": 3, "last": 22.0, "locked_until": 622.0})
+        self.assertIn(
+            ("{device_id}: message refused (417) unread: {count} failed authentications, locked out {seconds:.0f} s more",
+             {"count": 3, "seconds": 599.0}),
+            result.notes,
+        )
+        nonce = self.store.read(lambda root: root["devices"][DEVICE_ID].dm_client_nonce)
+        self.assertEqual(self.send("E", "wrong", 30.0)[0], "417")
+        self.assertEqual(self.store.read(lambda root: root["devices"][DEVICE_ID].dm_client_nonce), nonce)
+        facts = self.store.read(dm_facts, DEVICE_ID)
+        self.assertEqual(facts["login_failures"]["count"], 3)
+
+    def test_cleared_by_a_success(self) -> None:
+        """
+        The right credentials after a failure clear the record.
+        """
+        self.assertEqual(self.send("A", "wrong", 20.0)[0], "401")
+        self.assertEqual(self.record()["count"], 1)
+        self.assertEqual(self.send("B", CLIENT_SECRET, 21.0)[0], "212")
+        self.assertIsNone(self.record())
+        self.assertIsNone(self.store.read(dm_facts, DEVICE_ID)["login_failures"])
+
+
 CLASSIC = "IMEI:490154203237518"
 
 
@@ -392,6 +456,51 @@ class ClassicDeviceTests(SynchronousTestCase):
         self.store.run(exchange, None, answer, XML_CODEC, XML_CODEC.encode(answer), None, 11.0, SETTINGS)
         ((event,),) = self.record(DEVICE_ID, "header_events")
         self.assertEqual((event["event"], event["status"]), ("challenged", "407"))
+
+    def test_atomic_without_its_own_status(self) -> None:
+        """
+        The emulated libdmclient answers an Atomic's members only: the command is
+        done, with the note kept on its record and logged, and not sent again.
+        """
+        device = self.add(CLASSIC)
+        self.queue(
+            CLASSIC,
+            {"verb": "Atomic", "commands": [{"verb": "Replace", "target": "./Vendor/memory/setting", "data": "on", "format": "chr"}]},
+        )
+        results = self.converse(device, device.start())
+        command = self.store.read(queue.get_command, CLASSIC, 1)
+        note = "the device sent no status for the Atomic itself: answered from its members' statuses"
+        self.assertEqual((command.state, command.status, command.statuses, command.note), ("done", 200, (("1", 200),), note))
+        notes = [(text, fields) for result in results for text, fields in result.notes]
+        self.assertIn(("{device_id}: command {seq} answered {status}: {note}", {"seq": 1, "status": 200, "note": note}), notes)
+        self.converse(device, device.start(2))
+        self.assertEqual(device.log.executed, [])
+
+    def test_add_and_replace_spelt_out(self) -> None:
+        """
+        A classic device gets Add and Replace items with Meta/Format (chr when
+        none was given) and Data (empty when none was given), which the emulated
+        libdmclient needs (it crashes without them); a Windows device gets them as given.
+        """
+        device = self.add(CLASSIC)
+        specs = (
+            {"verb": "Add", "target": "./Vendor/memory/new"},
+            {"verb": "Replace", "target": "./Vendor/memory/setting", "data": "on"},
+            {"verb": "Replace", "target": "./Vendor/memory/setting", "data": "7", "format": "int"},
+        )
+        self.queue(CLASSIC, *specs)
+        results = self.converse(device, device.start())
+        sent = [c for c in XML_CODEC.decode(results[0].body).body if not isinstance(c, Status)]
+        self.assertEqual(
+            [(c.items[0].meta.format, c.items[0].data) for c in sent], [("chr", ""), ("chr", "on"), ("int", "7")]
+        )
+        self.assertEqual([s for s, _, _ in self.commands(CLASSIC)], ["done"] * 3)
+        self.store.run(add_device, DEVICE_ID)
+        self.queue(DEVICE_ID, *specs[:2])
+        message = Client(session_id="W").package1()
+        reply = XML_CODEC.decode(self.store.run(exchange, None, message, XML_CODEC, XML_CODEC.encode(message), None, 10.0, SETTINGS).body)
+        sent = [c for c in reply.body if not isinstance(c, Status)]
+        self.assertEqual([(c.items[0].meta, c.items[0].data) for c in sent], [(None, None), (None, "on")])
 class BootstrapAnsweredTests(SynchronousTestCase):
     """
     A bootstrap job ends with the first message that authenticates the

@@ -94,3 +94,15 @@ class AnswerTests(SynchronousTestCase):
         self.assertNotIn(ACCEPTED, command_state.IN_FLIGHT)
         self.assertEqual(command_state.IN_FLIGHT, {QUEUED, SENT})
         self.assertEqual(command_state.FINISHED, {DONE, FAILED, CANCELLED, HALTED, NOT_EXECUTED})
+
+
+class GroupStatusTests(SynchronousTestCase):
+    def test_from_members(self) -> None:
+        """
+        A group answered only member by member: 200 when every member simply
+        succeeded, else the first member status that did not (an error, 202, 214, 215).
+        """
+        self.assertEqual(command_state.group_status([200, 201, 200]), 200)
+        self.assertEqual(command_state.group_status([200, 404, 500]), 404)
+        self.assertEqual(command_state.group_status([215, 200]), 215)
+        self.assertEqual(command_state.group_status([202]), 202)

@@ -283,6 +283,144 @@ class SessionTests(SynchronousTestCase):
         self.assertEqual(len(h.effects(NewSession)), 1)
 
 
+class GroupWithoutStatusTests(SynchronousTestCase):
+    """
+    A group the device answered member by member but not as a whole (libdmclient's Atomic).
+    """
+
+    ATOMIC = {
+        "verb": "Atomic",
+        "commands": [
+            {"verb": "Replace", "target": "./Vendor/memory/setting", "data": "on", "format": "chr"},
+            {"verb": "Add", "target": "./Vendor/memory/new", "data": "1", "format": "chr"},
+        ],
+    }
+
+    def test_atomic_answered_from_its_members(self) -> None:
+        """
+        The emulated classic device answers an Atomic's members only: the Atomic
+        is recorded answered (200, its members' statuses, a note), not sent again
+        in the next session.
+        """
+        h = Harness(self.ATOMIC, settings=OWING)
+        device = classic_device(h)
+        h.converse(device, device.start())
+        record = h.records[1]
+        self.assertEqual((record["state"], record["status"]), ("done", 200))
+        self.assertEqual(record["statuses"], (("1", 200), ("2", 200)))
+        self.assertEqual([(verb, code) for verb, _, code in device.log.executed], [("Replace", 200), ("Add", 200)])
+        (answered,) = h.all_effects(CommandAnswered)
+        self.assertEqual(
+            answered.note, "the device sent no status for the Atomic itself: answered from its members' statuses"
+        )
+        log = h.converse(device, device.start(2))
+        self.assertEqual(log.executed, [])  # nothing sent again
+        self.assertEqual(h.records[1]["state"], "done")
+
+    def test_failed_member(self) -> None:
+        """
+        A member that failed makes the group's recorded status its own (the group failed).
+        """
+        h = Harness(self.ATOMIC)
+        reply = h.send(h.client.package1())
+        (atomic,) = commands(reply)
+        client = h.client
+        client.cmd_ids = itertools.count(1)
+        answer = client.reply(
+            client.header_status(reply),
+            client.status_for(reply, atomic.commands[0], 200),
+            client.status_for(reply, atomic.commands[1], 404),
+        )
+        h.send(answer)
+        self.assertEqual((h.records[1]["state"], h.records[1]["status"]), ("failed", 404))
+
+    def test_waits_for_the_end_of_the_package(self) -> None:
+        """
+        Members answered in a message that does not end the device's package:
+        the group's own status may still come, and it wins.
+        """
+        h = Harness({"verb": "Sequence", "commands": [{"verb": "Exec", "target": "./test/execute"}]})
+        reply = h.send(h.client.package1())
+        (sequence,) = commands(reply)
+        client = h.client
+        client.cmd_ids = itertools.count(1)
+        h.send(client.reply(client.header_status(reply), client.status_for(reply, sequence.commands[0], 200), final=False))
+        self.assertEqual(h.records[1]["state"], "sent")
+        client.cmd_ids = itertools.count(1)
+        h.send(client.reply(client.status_for(reply, sequence, 215)))
+        self.assertEqual((h.records[1]["state"], h.records[1]["status"]), ("not-executed", 215))
+        self.assertEqual(h.all_effects(CommandAnswered)[0].note, None)
+
+    def test_not_all_members_answered(self) -> None:
+        """
+        A group with a member still unanswered is not settled.
+        """
+        h = Harness(self.ATOMIC)
+        reply = h.send(h.client.package1())
+        (atomic,) = commands(reply)
+        client = h.client
+        client.cmd_ids = itertools.count(1)
+        h.send(client.reply(client.header_status(reply), client.status_for(reply, atomic.commands[0], 200)))
+        self.assertEqual(h.records[1]["state"], "sent")
+
+
+class ExplicitItemTests(SynchronousTestCase):
+    """
+    Settings.explicit_items: Add and Replace items spell out Format chr and an empty Data.
+    """
+
+    def sent(self, *specs: dict, explicit: bool) -> list:
+        h = Harness(*specs, settings=Settings(explicit_items=explicit))
+        return commands(h.send(h.client.package1()))
+
+    def test_defaults_spelt_out(self) -> None:
+        """
+        Add and Replace (in an Atomic too) get Format chr and Data "" when none
+        were given; a given format or value is kept; Get, Delete and Exec are as given.
+        """
+        sent = self.sent(
+            {"verb": "Add", "target": "./Vendor/A"},
+            {"verb": "Replace", "target": "./Vendor/B", "data": "x"},
+            {"verb": "Replace", "target": "./Vendor/C", "data": "1", "format": "int", "type": "text/plain"},
+            {"verb": "Atomic", "commands": [{"verb": "Add", "target": "./Vendor/D"}]},
+            {"verb": "Get", "target": "./Vendor/E"},
+            {"verb": "Exec", "target": "./Vendor/F"},
+            {"verb": "Delete", "target": "./Vendor/G"},
+            explicit=True,
+        )
+        items = [(c.items[0].meta, c.items[0].data) for c in sent if not isinstance(c, model.Atomic)]
+        self.assertEqual(
+            items,
+            [
+                (Meta(format="chr"), ""),
+                (Meta(format="chr"), "x"),
+                (Meta(format="int", type="text/plain"), "1"),
+                (None, None),
+                (None, None),
+                (None, None),
+            ],
+        )
+        (atomic,) = [c for c in sent if isinstance(c, model.Atomic)]
+        self.assertEqual((atomic.commands[0].items[0].meta, atomic.commands[0].items[0].data), (Meta(format="chr"), ""))
+
+    def test_as_given_otherwise(self) -> None:
+        """
+        Without the setting (Windows), an item carries only what the operator gave.
+        """
+        sent = self.sent({"verb": "Add", "target": "./Vendor/A"}, explicit=False)
+        self.assertEqual((sent[0].items[0].meta, sent[0].items[0].data), (None, None))
+
+    def test_chunks_keep_the_format(self) -> None:
+        """
+        A large Replace without a format goes in chunks whose first carries Format chr.
+        """
+        h = Harness({"verb": "Replace", "target": "./Vendor/Big", "data": "q" * 3000}, settings=Settings(explicit_items=True))
+        h.client.max_msg_size = 2000
+        (first,) = commands(h.send(h.client.package1()))
+        self.assertTrue(first.items[0].more_data)
+        self.assertEqual(first.items[0].meta.format, "chr")
+
+
 class WindowsCaptureTests(SynchronousTestCase):
     def test_windows_shaped_package1(self) -> None:
         """

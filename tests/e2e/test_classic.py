@@ -25,7 +25,7 @@ from mdmd.notify.wap import parse_wsp_push, reassemble
 from mdmd.syncml.codec import DS_WBXML_CODEC, DS_XML_CODEC, Codec
 from mdmd.testing.daemon import DaemonProcess
 from mdmd.testing.devices import CLIENT_NONCE, CLIENT_SECRET, SERVER_NONCE, SERVER_SECRET
-from mdmd.testing.omadm import AccountCredential, DMAccount, HTTPSPoster, OMADMDevice, run_session
+from mdmd.testing.omadm import AccountCredential, DMAccount, HTTPSPoster, OMADMDevice, Package0Refused, run_session
 
 DEVICE = "IMEI:490154203237518"
 MSISDN = "+491701234567"
@@ -167,6 +167,33 @@ class ClassicDeviceEndToEndTests(TestCase):
         jobs = json.loads(await self.ok("push", "status", DEVICE, "--json"))
         self.assertEqual((jobs[-1]["state"], jobs[-1]["session_id"]), ("answered", document["session_id"]))
         self.assertIn(f"session {document['session_id']} answers push #1", self.daemon.log())
+
+
+    async def test_push_after_the_nonces_went_out_of_step(self) -> None:
+        """
+        The device holds another server nonce than ours: it refuses package #0
+        signed with ours; mdmctl push --default-nonce signs it with 0x00000000,
+        which the device accepts; the session it opens authenticates both ways
+        (the device's Cred made with the default nonce is challenged once),
+        runs the queued Get, and answers the push.
+        """
+        self.device.account.server.nonce = b"out of step"
+        await self.ok("cmd", DEVICE, "get", "./DevDetail/SwV")
+
+        def package0(out: str) -> bytes:
+            with open(out.strip().rsplit("written to ", 1)[1]) as f:
+                document = json.load(f)
+            _, _, datagram = reassemble([bytes.fromhex(s["short_message"]) for s in document["segments"]])
+            return parse_wsp_push(datagram).body
+
+        with self.assertRaises(Package0Refused):
+            self.device.start_from_package0(package0(await self.ok("push", DEVICE)))
+        first = self.device.start_from_package0(package0(await self.ok("push", DEVICE, "--default-nonce")))
+        log = await run_session(self.device, self.post, first)
+        self.assertIn(True, log.checks)
+        self.assertEqual(log.executed, [("Get", "./DevDetail/SwV", 200)])
+        jobs = json.loads(await self.ok("push", "status", DEVICE, "--json"))
+        self.assertEqual([job["state"] for job in jobs], ["submitted", "answered"])
 
 
 class ClassicDeviceWBXMLEndToEndTests(ClassicDeviceEndToEndTests):

@@ -13,7 +13,7 @@ from mdmd.devices.records import UnknownDevice
 from mdmd.notify import jobs
 from mdmd.notify.bootstrap import BootstrapPin, Sec, netwpin_key, parse_bootstrap_push
 from mdmd.notify.jobs import InvalidMsisdn, NotPushable, PushSettings
-from mdmd.notify.pkg0 import UIMode, parse_package0, session_id_text
+from mdmd.notify.pkg0 import DEFAULT_NONCE, UIMode, parse_package0, session_id_text
 from mdmd.notify.smpp_session import Address
 from mdmd.notify.smpp_pdu import MessageState
 from mdmd.notify.wap import IEI_CONCAT_16BIT, parse_wsp_push, reassemble, split_udh
@@ -101,6 +101,21 @@ class EnqueueTests(StoreTestCase):
             ("mdmd", 0x1A2B, 11, UIMode.BACKGROUND),
         )
         self.assertEqual(job.info.as_json()["session_id"], "1A2B")
+
+    def test_default_nonce(self) -> None:
+        """
+        On request package #0 is signed with the default nonce (libdmclient's
+        "0x00000000"), which becomes the device's server nonce: a device that
+        accepts the package holds it from then on.
+        """
+        self.run_(add_device, "D1")
+        (job,) = self.run_(jobs.enqueue, ["D1"], SETTINGS, 100.0, fixed_random(), True)
+        _, _, datagram = reassemble([job.segments[0].short_message])
+        package0 = parse_package0(parse_wsp_push(datagram).body)
+        self.assertEqual(DEFAULT_NONCE, b"0x00000000")
+        self.assertTrue(package0.verify(SERVER_SECRET, DEFAULT_NONCE))
+        self.assertFalse(package0.verify(SERVER_SECRET, SERVER_NONCE))
+        self.assertEqual(self.run_(lambda root: root["devices"]["D1"].dm_server_nonce), DEFAULT_NONCE)
 
     def test_settings(self) -> None:
         """

@@ -12,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from mdmd.errors import PeerError
 from mdmd.syncml import xml
 from mdmd.syncml.model import (
+    Results,
     Alert,
     Atomic,
     Chal,
@@ -423,6 +424,52 @@ class TolerantDecodeTests(SynchronousTestCase):
         )
         self.assertEqual(a, b)
         self.assertEqual(a.body[0], Alert(cmd_id="2", data="1226", correlator="c"))
+
+
+class ControlCharacterTests(SynchronousTestCase):
+    """
+    C0 control characters XML forbids, in a device's message (libdmclient ends values with NUL).
+    """
+
+    def results(self, data: bytes) -> object:
+        body = (
+            b"<Results><CmdID>3</CmdID><MsgRef>1</MsgRef><CmdRef>4</CmdRef><Item><Source><LocURI>./a</LocURI>"
+            b"</Source><Data>" + data + b"</Data></Item></Results><Final/>"
+        )
+        results = xml.decode(_doc(body)).body[0]
+        assert isinstance(results, Results)
+        return results.items[0].data
+
+    def test_nul_dropped(self) -> None:
+        """
+        A NUL (a C string's end) is dropped: the message decodes, the value is what the device meant.
+        """
+        self.assertEqual(self.results(b"leaf\x00"), "leaf")
+        self.assertEqual(self.results(b"a\x00b\x00"), "ab")
+
+    def test_other_controls_replaced(self) -> None:
+        """
+        Other forbidden C0 controls (ESC, BEL, form feed...) become U+FFFD; tab, LF and CR stay.
+        """
+        self.assertEqual(self.results(b"red\x1b[31m\x07\x0c"), "red\ufffd[31m\ufffd\ufffd")
+        self.assertEqual(self.results(b"a\tb\nc"), "a\tb\nc")
+
+    def test_lenient(self) -> None:
+        """
+        Bytes are changed only where they must be; UTF-16 documents are left alone.
+        """
+        self.assertEqual(xml.lenient(b"<a>\xc3\xa9</a>"), b"<a>\xc3\xa9</a>")
+        self.assertEqual(xml.lenient(b"<a>\x00\x01</a>"), b"<a>\xef\xbf\xbd</a>")
+        wide = "<a/>".encode("utf-16")
+        self.assertEqual(xml.lenient(wide), wide)
+
+    def test_parser_still_strict(self) -> None:
+        """
+        A character reference to NUL, and a DOCTYPE with entities, are still refused.
+        """
+        self.assertRaises(SyncMLDecodeError, self.results, b"&#0;")
+        doc = b'<!DOCTYPE SyncML [<!ENTITY a "x\x00">]>' + _doc(b"")
+        assert_refused(self, xml.decode, doc, "document type")
 
 
 class DecodeErrorTests(SynchronousTestCase):
