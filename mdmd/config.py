@@ -15,6 +15,7 @@ import configparser
 import dataclasses
 import decimal
 import ipaddress
+import math
 import os
 import re
 import socket
@@ -101,14 +102,22 @@ def _int(minimum: int | None = None, maximum: int | None = None) -> Callable[[st
     return parse
 
 
-def _float(minimum: float | None = None) -> Callable[[str], float]:
+#: The most days of history a pack may keep (ten years): further back is before any store.
+MAX_PACK_KEEP_DAYS = 3650.0
+
+
+def _float(minimum: float | None = None, maximum: float | None = None) -> Callable[[str], float]:
     def parse(raw: str) -> float:
         try:
             value = float(raw.strip())
         except ValueError:
             raise ValueError(f"expected a number, got {raw.strip()!r}") from None
+        if not math.isfinite(value):
+            raise ValueError(f"expected a finite number, got {raw.strip()!r}")
         if minimum is not None and value < minimum:
             raise ValueError(f"must be at least {minimum}")
+        if maximum is not None and value > maximum:
+            raise ValueError(f"must be at most {maximum}")
         return value
 
     return parse
@@ -441,7 +450,7 @@ class StoreSection:
     )
     pack_keep_days: float = _option(
         1.0,
-        _float(0),
+        _float(0, MAX_PACK_KEEP_DAYS),
         "Days of history a pack keeps (older revisions of changed records go); fractions "
         "are fine (0.25: six hours). Each day of history costs disk: about what a day of "
         "check-ins writes.",

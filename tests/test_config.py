@@ -95,6 +95,17 @@ class LoadTests(ConfigTestCase):
         ):
             self.assertIn(expected, joined)
 
+    def test_numbers_finite_and_bounded(self) -> None:
+        """
+        A number option refuses NaN and infinity, and a value past its bound.
+        """
+        for raw, expected in (
+            ("nan", "[store] pack_keep_days: expected a finite number, got 'nan'"),
+            ("inf", "[store] pack_keep_days: expected a finite number, got 'inf'"),
+            ("3651", "[store] pack_keep_days: must be at most 3650.0"),
+        ):
+            self.assertEqual(self.errors(f"[server]\nhostname = x\n[store]\npack_keep_days = {raw}\n"), expected)
+
     def test_certificate_files_checked(self) -> None:
         """
         An operator certificate needs its key, and both files must exist.

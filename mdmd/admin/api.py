@@ -69,6 +69,7 @@ from mdmd.dm.command_state import CommandState
 from mdmd.dm.csp import DeviceAction
 from mdmd.dm.commands import PENDING, CommandSpec, parse_spec
 from mdmd.dm.sweeper import dm_facts
+from mdmd.config import MAX_PACK_KEEP_DAYS
 from mdmd.migrations import FAMILIES
 from mdmd.notify import channels
 from mdmd.notify import jobs as push_jobs
@@ -927,8 +928,12 @@ class AdminAPI(AsyncResource):
         RelStorage) or while a pack runs.
         """
         days = self.body(request).get("days")
-        if days is not None and (isinstance(days, bool) or not isinstance(days, (int, float)) or days < 0):
-            raise ApiError("field 'days' must be a number of days, 0 or more")
+        if days is not None and (
+            isinstance(days, bool)
+            or not isinstance(days, (int, float))
+            or not 0 <= days <= MAX_PACK_KEEP_DAYS  # NaN fails too
+        ):
+            raise ApiError(f"field 'days' must be a number of days, 0 to {MAX_PACK_KEEP_DAYS:g}")
         report = await self.store.pack(days)
         return 200, report.as_json()
 

@@ -531,8 +531,18 @@ class StoreService(Service):
 
     @staticmethod
     def _pack(store: Store, days: float, now: float) -> PackReport:
-        report = upkeep.pack(store.db, days, now)
-        store.run(_record_pack, report.as_json())
+        point = upkeep.pack_point(days, now)
+        packed_to = store.read(_packed_to)
+        if packed_to is not None and point <= packed_to:
+            # Nothing older than the last pack's point is left to drop (a
+            # FileStorage would say so in its log; a memory store refuses).
+            size = store.db.storage.getSize()
+            log.info("the store was packed to a later point already: nothing to pack")
+            report = PackReport(days, now, 0.0, size, size)
+        else:
+            report = upkeep.pack(store.db, days, now)
+            packed_to = point
+        store.run(_record_pack, report.as_json(), packed_to)
         return report
 
     def _packed(self, result: PackReport | Failure) -> PackReport | Failure:
@@ -638,6 +648,18 @@ def _pack_baseline(root: Root, now: float) -> float:
     return packed_at
 
 
-def _record_pack(root: Root, report: dict[str, Any]) -> None:
+def _packed_to(root: Root) -> float | None:
+    """
+    The point the store was packed to (revisions before it are gone), if it ever was.
+    """
+    point: float | None = root["upkeep"].get("packed_to")
+    last = root["upkeep"].get("last_pack")
+    if point is None and last is not None:  # recorded before packed_to was
+        point = upkeep.pack_point(last["days"], last["started_at"])
+    return point
+
+
+def _record_pack(root: Root, report: dict[str, Any], packed_to: float) -> None:
     root["upkeep"]["packed_at"] = report["started_at"]
     root["upkeep"]["last_pack"] = report
+    root["upkeep"]["packed_to"] = packed_to

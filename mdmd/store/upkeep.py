@@ -42,6 +42,7 @@ __all__ = [
     "PackReport",
     "UpkeepSettings",
     "pack",
+    "pack_point",
     "pack_refusal",
     "save_index",
 ]
@@ -118,6 +119,13 @@ class PackReport:
         }
 
 
+def pack_point(days: float, now: float) -> float:
+    """
+    The time a pack keeping C{days} of history at C{now} drops revisions before.
+    """
+    return now - days * _DAY
+
+
 def pack(
     db: ZODB.DB, days: float, now: float, timer: Callable[[], float] = time.monotonic
 ) -> PackReport:
@@ -128,7 +136,7 @@ def pack(
     storage = db.storage
     size_before = storage.getSize()
     started = timer()
-    db.pack(t=now, days=days)
+    db.pack(t=pack_point(days, now))
     return PackReport(days, now, timer() - started, size_before, storage.getSize())
 
 

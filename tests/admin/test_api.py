@@ -823,9 +823,17 @@ class StorePackTests(AdminTestCase):
 
     async def test_days_checked(self) -> None:
         """
-        Days must be a number, 0 or more.
+        Days must be a finite number, 0 to ten years (further back than any store).
         """
-        for body in (b'{"days": -1}', b'{"days": -0.5}', b'{"days": "x"}', b'{"days": true}'):
+        for body in (
+            b'{"days": -1}',
+            b'{"days": -0.5}',
+            b'{"days": "x"}',
+            b'{"days": true}',
+            b'{"days": 3651}',
+            b'{"days": NaN}',
+            b'{"days": 1e999}',
+        ):
             code, _, value = await self.raw("POST", "/v1/store/pack", body)
             self.assertEqual(code, 400, body)
             self.assertIn("days", value["error"])

@@ -596,6 +596,22 @@ class StoreUpkeepTests(SynchronousTestCase):
         self.clock.advance(1)
         self.assertEqual(service.store.read(packed)["started_at"], 1_001_500.0)
 
+    def test_redundant_pack(self) -> None:
+        """
+        A pack keeping more history than the last one reached drops nothing
+        and says so; it counts as a pack for the schedule, and the point the
+        store was packed to stays.
+        """
+        service = self.service(pack_interval=0.0, index_save_interval=0.0)
+        assert service.store is not None
+        first = self.successResultOf(service.pack(0))
+        service.store.run(lambda root: root["users"].__setitem__("b", User("b", "h", 1.0)))
+        self.clock.advance(60)
+        again = self.successResultOf(service.pack(1))
+        self.assertEqual((again.seconds, again.size_before), (0.0, again.size_after))
+        self.assertEqual(service.store.read(packed)["started_at"], again.started_at)
+        self.assertEqual(service.store.read(lambda root: root["upkeep"]["packed_to"]), first.started_at)
+
     def test_one_pack_at_a_time(self) -> None:
         """
         A pack asked for while one runs is refused; a stop waits for the one

@@ -143,6 +143,13 @@ def target() -> Target:
 _DEVICE = "IMEI:490154203237518"
 
 
+#: A one-setting profile (Policy CSP Camera/AllowCamera).
+_PROFILE = (
+    "<Replace><CmdID>1</CmdID><Item><Target><LocURI>./Device/Vendor/MSFT/Policy/Config/Camera/AllowCamera"
+    '</LocURI></Target><Meta><Format xmlns="syncml:metinf">int</Format></Meta><Data>0</Data></Item></Replace>'
+)
+
+
 def _request(method: str, path: str, body: Any = None) -> bytes:
     return f"{method} {path}\n".encode() + (b"" if body is None else json.dumps(body).encode())
 
@@ -183,4 +190,24 @@ def generate_seeds() -> dict[str, bytes]:
         "results": _request("GET", f"/v1/devices/{_DEVICE}/results?limit=5"),
         "list-pushes": _request("GET", "/v1/pushes?limit=5&state=queued&device=x"),
         "list-devices": _request("GET", "/v1/devices?kind=omadm"),
+        "page-devices": _request(
+            "GET", "/v1/devices?status=enrolled&limit=2&order=desc&contact_before=1800000000&cursor=WyJ4Il0"
+        ),
+        "page-certificates": _request("GET", f"/v1/certs?device={_DEVICE}&status=valid&limit=3"),
+        "page-users": _request("GET", "/v1/users?limit=1&order=desc"),
+        "status": _request("GET", "/v1/status"),
+        "pack": _request("POST", "/v1/store/pack", {"days": 0.25}),
+        "add-group": _request("POST", "/v1/groups", {"name": "lab", "devices": [_DEVICE], "description": "the lab"}),
+        "add-rule-group": _request("POST", "/v1/groups", {"name": "new", "rule": "DevDetail/SwV >= 10.0.22000"}),
+        "group-members": _request("POST", "/v1/groups/lab/members", {"devices": [_DEVICE, "IMEI:1"]}),
+        "show-group": _request("GET", "/v1/groups/lab?limit=1&after=A"),
+        "add-profile": _request(
+            "POST", "/v1/profiles", {"name": "camera", "source": _PROFILE, "description": "camera off"}
+        ),
+        "edit-profile": _request("POST", "/v1/profiles/camera/versions", {"source": _PROFILE.replace(">0<", ">1<")}),
+        "assign-profile": _request("POST", "/v1/profiles/camera/assignments", {"group": "lab", "push": False}),
+        "profile-status": _request("GET", "/v1/profiles/camera/status?state=failed&limit=5"),
+        "show-profile": _request("GET", "/v1/profiles/camera?version=1"),
+        "report": _request("GET", "/v1/report?limit=3"),
+        "device-action": _request("POST", f"/v1/devices/{_DEVICE}/actions", {"action": "wipe", "confirm": True}),
     }
