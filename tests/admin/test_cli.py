@@ -398,7 +398,7 @@ class ListingTests(SynchronousTestCase):
         """
         push status and results with a limit show the newest records, oldest first.
         """
-        jobs = [
+        jobs: list[dict[str, Any]] = [
             {"device_id": "D", "seq": n, "state": "submitted", "session_id": None, "msisdn": "+1555",
              "kind": "notification", "via": None, "spool_file": None, "message_ids": [], "created_at": 0.0,
              "updated_at": 0.0, "error": None}

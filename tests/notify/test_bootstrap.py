@@ -100,9 +100,9 @@ class KeyTests(SynchronousTestCase):
             self.assertEqual(str(caught.exception), "a USERPIN is 4 to 16 decimal digits")
         with self.assertRaises(InvalidPin):
             BootstrapPin.user(1234)  # type: ignore[arg-type]
-        pin = BootstrapPin.user("98765432")
-        self.assertNotIn("98765432", repr(pin))
-        self.assertIn("USERPIN", repr(pin))
+        user_pin = BootstrapPin.user("98765432")
+        self.assertNotIn("98765432", repr(user_pin))
+        self.assertIn("USERPIN", repr(user_pin))
 
     def test_other_sec_values_not_sent(self) -> None:
         """
