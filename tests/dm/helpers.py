@@ -27,11 +27,15 @@ from mdmd.syncml import auth
 from mdmd.syncml.codec import DS_XML_CODEC, XML_CODEC, Codec
 from mdmd.testing.omadm import AccountCredential, DMAccount, OMADMDevice, SessionLog
 from mdmd.syncml.model import (
+    Add,
     Alert,
     Chal,
     Command,
+    Copy,
     Cred,
     Data,
+    Delete,
+    Exec,
     Get,
     Item,
     Location,
@@ -179,7 +183,7 @@ class Harness:
         self.client = Client(device=self.device)
         self.codec = codec
         self.settings = settings
-        self.state: SessionState | None = None
+        self._state: SessionState | None = None
         self.commands = {c.seq: c for c in pending(*specs)}
         self.records: dict[int, dict[str, Any]] = {seq: {"state": "queued"} for seq in self.commands}
         self.now = NOW
@@ -188,6 +192,18 @@ class Harness:
         self.last_answer: LastAnswer | None = None
         #: Every message sent, as bytes, with its x-syncml-hmac header.
         self.sent_raw: list[tuple[bytes, str | None]] = []
+
+    @property
+    def state(self) -> SessionState:
+        """
+        The session's state after the last message (there is none before the first).
+        """
+        assert self._state is not None, "no message sent yet"
+        return self._state
+
+    @state.setter
+    def state(self, value: SessionState) -> None:
+        self._state = value
 
     def resend(self, back: int = 1) -> SyncML:
         """
@@ -208,7 +224,7 @@ class Harness:
         body = raw
         self.sent_raw.append((raw, hmac_header))
         message = self.codec.decode(raw)
-        if starts_new_session(message, self.state, self.now, self.last_answer, body, hmac_header):
+        if starts_new_session(message, self._state, self.now, self.last_answer, body, hmac_header):
             for record in self.records.values():  # the adapter's requeue_unanswered
                 if record["state"] == "sent":
                     record["state"] = "queued"
@@ -221,7 +237,7 @@ class Harness:
             message,
             self.codec,
             device=self.device,
-            state=self.state,
+            state=self._state,
             commands=pending_commands,
             now=self.now,
             settings=self.settings,
@@ -341,6 +357,27 @@ def classic_device(
         ),
     )
     return OMADMDevice(DEVICE_ID, account, random=counting_random(), codec=codec, rotate=rotate)
+
+
+#: The commands that carry items (each names its node in its items' Target).
+ITEM_COMMANDS = (Add, Copy, Delete, Exec, Get, Replace)
+
+
+def first_item(command: Command) -> Item:
+    """
+    The first item of C{command}, which must be an item command (L{ITEM_COMMANDS}).
+    """
+    assert isinstance(command, ITEM_COMMANDS), command
+    return command.items[0]
+
+
+def target_uri(command: Command) -> str:
+    """
+    The node C{command} acts on: its first item's Target.
+    """
+    target = first_item(command).target
+    assert target is not None, command
+    return target.loc_uri
 
 
 def counting_random() -> Callable[[int], bytes]:

@@ -43,6 +43,7 @@ from mdmd.syncml.model import (
     Chal,
     Command,
     Copy,
+    Cred,
     Delete,
     Exec,
     Get,
@@ -53,7 +54,9 @@ from mdmd.syncml.model import (
     Sequence,
     Status,
 )
+from mdmd.testing.omadm import AccountCredential
 
+from ..narrowing import narrowed
 from .helpers import DEVICE_ID, GET_SWV, NOW, REPLACE, SERVER_URL, Harness, classic_device, commands, pending, statuses
 
 
@@ -71,7 +74,7 @@ class Package1Tests(SynchronousTestCase):
             (first.cmd_id, first.msg_ref, first.cmd_ref, first.cmd, first.data, first.target_refs, first.source_refs),
             ("1", "1", "0", "SyncHdr", "212", (SERVER_URL,), (DEVICE_ID,)),
         )
-        nonce = auth.decode_nonce(first.chal.meta.next_nonce)
+        nonce = auth.decode_nonce(narrowed(Chal, first.chal).meta.next_nonce)
         self.assertEqual(h.effects(ClientNonce), [ClientNonce(nonce)])
         self.assertEqual([(s.cmd_ref, s.cmd, s.data) for s in statuses(reply)[1:]], [("2", "Alert", "200"), ("3", "Alert", "200"), ("4", "Replace", "200")])
         sent = commands(reply)
@@ -181,11 +184,11 @@ class RuleTests(SynchronousTestCase):
         user = {"verb": "Replace", "target": "./User/Vendor/MSFT/Policy/Config/X", "data": "1"}
         h = Harness(user, REPLACE)
         reply = h.send(h.client.package1(login="others"))
-        self.assertEqual([c.items[0].target.loc_uri for c in commands(reply)], [REPLACE["target"]])
+        self.assertEqual([target_uri(c) for c in commands(reply)], [REPLACE["target"]])
         h.send(h.answer_all(reply))
         h.client.session_id = "E"
         reply = h.send(h.client.package1(login="user"))
-        self.assertEqual([c.items[0].target.loc_uri for c in commands(reply)], [user["target"]])
+        self.assertEqual([target_uri(c) for c in commands(reply)], [user["target"]])
 
     def test_strict_order(self) -> None:
         """
@@ -463,7 +466,7 @@ class ServerAuthenticationTests(SynchronousTestCase):
         """
         h = Harness(GET_SWV, settings=OWING)
         reply = h.send(h.client.package1())
-        self.assertEqual((reply.header.cred.meta.type, reply.header.cred.data), ("syncml:auth-md5", self.md5(b"\x02" * 16)))
+        self.assertEqual((narrowed(Meta, narrowed(Cred, reply.header.cred).meta).type, narrowed(Cred, reply.header.cred).data), ("syncml:auth-md5", self.md5(b"\x02" * 16)))
         self.assertEqual((h.state.server_credential, h.state.server_cred_sent), (ServerCredential.OWED, True))
 
     def test_not_unasked_by_default(self) -> None:
@@ -483,7 +486,7 @@ class ServerAuthenticationTests(SynchronousTestCase):
         h = Harness(GET_SWV, settings=OWING)
         h.device = replace(h.device, server_scheme=AuthScheme.BASIC)
         reply = h.send(h.client.package1())
-        self.assertEqual((reply.header.cred.meta.type, reply.header.cred.data), ("syncml:auth-basic", auth.basic_cred_data("mdmd", "server-secret")))
+        self.assertEqual((narrowed(Meta, narrowed(Cred, reply.header.cred).meta).type, narrowed(Cred, reply.header.cred).data), ("syncml:auth-basic", auth.basic_cred_data("mdmd", "server-secret")))
         h = Harness(GET_SWV, settings=OWING)
         h.device = replace(h.device, server_scheme=AuthScheme.HMAC)
         reply = h.send(h.client.package1())
@@ -503,7 +506,7 @@ class ServerAuthenticationTests(SynchronousTestCase):
         reply = h.send(c.package1())
         h.queue(REPLACE)
         reply = h.send(h.answer_all(reply))
-        self.assertEqual(reply.header.cred.data, self.md5(b"\x02" * 16))
+        self.assertEqual(narrowed(Cred, reply.header.cred).data, self.md5(b"\x02" * 16))
         self.assertIs(h.state.server_credential, ServerCredential.OWED)
         h.queue(EXEC)
         c.cmd_ids = itertools.count(1)
@@ -547,11 +550,11 @@ class ServerAuthenticationTests(SynchronousTestCase):
         reply = h.send(c.reply(c.header_status(reply, 200, _chal(new)), c.status_for(reply, get, 200), c.results_for(reply, get, "./DevDetail/SwV", "1")))
         self.assertEqual(h.effects(ServerNonce), [ServerNonce(new)])
         self.assertEqual(h.state.server_nonce, b"\x02" * 16)
-        self.assertEqual(reply.header.cred.data, self.md5(b"\x02" * 16))
+        self.assertEqual(narrowed(Cred, reply.header.cred).data, self.md5(b"\x02" * 16))
         h.queue(EXEC)
         h.now += 3600
         reply = h.send(c.package1())
-        self.assertEqual(reply.header.cred.data, self.md5(new))
+        self.assertEqual(narrowed(Cred, reply.header.cred).data, self.md5(new))
         self.assertIsNone(h.state.server_nonce)
 
     def test_212_nonce(self) -> None:
@@ -586,8 +589,8 @@ class ServerAuthenticationTests(SynchronousTestCase):
         self.assertEqual(h.effects(ServerNonce), [ServerNonce(b"\x0c" * 12)])
         self.assertEqual(h.effects(CommandRequeued), [CommandRequeued(1, 401), CommandRequeued(2, 401)])
         self.assertEqual([e.seq for e in h.effects(CommandSent)], [1, 2])
-        self.assertEqual(again.header.cred.data, self.md5(b"\x0c" * 12))
-        self.assertEqual([(type(x).__name__, x.items[0].target.loc_uri) for x in commands(again)], [("Get", "./DevDetail/SwV"), ("Replace", "./Vendor/memory/setting")])
+        self.assertEqual(narrowed(Cred, again.header.cred).data, self.md5(b"\x0c" * 12))
+        self.assertEqual([(type(x).__name__, target_uri(x)) for x in commands(again)], [("Get", "./DevDetail/SwV"), ("Replace", "./Vendor/memory/setting")])
         self.assertEqual([h.records[s]["state"] for s in (1, 2)], ["sent", "sent"])
         self.assertEqual(h.state.server_refusals, 1)
         # a command's own 401 under an accepted header is its failure
@@ -629,8 +632,8 @@ class ServerAuthenticationTests(SynchronousTestCase):
             self.assertEqual(log.header_statuses[0], "212")
             self.assertEqual([code for _, _, code in log.executed], [200])
             client_nonces.append(device.account.client.nonce)
-            server_nonces.append(device.account.server.nonce)
-            self.assertEqual(h.device.server.nonce, device.account.server.nonce)
+            server_nonces.append(narrowed(AccountCredential, device.account.server).nonce)
+            self.assertEqual(h.device.server.nonce, narrowed(AccountCredential, device.account.server).nonce)
             self.assertEqual(h.device.client.nonce, device.account.client.nonce)
         self.assertEqual(len(set(client_nonces)), 3)
         self.assertEqual(len(set(server_nonces)), 3)
@@ -652,7 +655,7 @@ class ServerAuthenticationTests(SynchronousTestCase):
         self.assertEqual([code for _, _, code in log.executed], [401, 401, 200, 200])
         self.assertEqual(h.all_effects(ServerChallenged), [ServerChallenged(401, True)])
         self.assertEqual([(h.records[s]["state"], h.records[s]["status"]) for s in (1, 2)], [("done", 200), ("done", 200)])
-        self.assertEqual(h.device.server.nonce, device.account.server.nonce)
+        self.assertEqual(h.device.server.nonce, narrowed(AccountCredential, device.account.server).nonce)
 
     def test_refused_too_often(self) -> None:
         """
@@ -661,7 +664,7 @@ class ServerAuthenticationTests(SynchronousTestCase):
         """
         h = Harness(GET_SWV, settings=OWING)
         device = classic_device(h)
-        device.account.server.secret = "another secret"
+        narrowed(AccountCredential, device.account.server).secret = "another secret"
         log = h.converse(device, device.start())
         self.assertEqual(log.checks, [False] * 4)
         self.assertEqual(len(h.all_effects(ServerChallenged)), 4)
@@ -684,7 +687,7 @@ class ServerAuthenticationTests(SynchronousTestCase):
         # a new nonce in every reply it sent (the last server message, statuses only, got none)
         self.assertEqual(len(set(log.server_nonces)), log.messages - 1)
         self.assertEqual([code for _, _, code in log.executed], [200] * 8)
-        self.assertEqual(h.device.server.nonce, device.account.server.nonce)
+        self.assertEqual(h.device.server.nonce, narrowed(AccountCredential, device.account.server).nonce)
         h.queue(GET_SWV)
         log = h.converse(device, device.start(2))
         self.assertEqual((log.checks, log.executed), ([True], [("Get", "./DevDetail/SwV", 200)]))
@@ -774,8 +777,8 @@ class ResendTests(SynchronousTestCase):
         """
         h = Harness(REPLACE)
         refused = h.send(h.client.package1(cred=False))
-        nonce = statuses(refused)[0].chal.meta.next_nonce
-        self.assertEqual(statuses(h.resend())[0].chal.meta.next_nonce, nonce)
+        nonce = narrowed(Chal, statuses(refused)[0].chal).meta.next_nonce
+        self.assertEqual(narrowed(Chal, statuses(h.resend())[0].chal).meta.next_nonce, nonce)
         self.assertEqual(len(h.all_effects(ClientNonce)), 1)
         h.client.msg_ids = itertools.count(1)  # a device that resends with the same MsgID
         h.client.nonce = auth.decode_nonce(nonce)

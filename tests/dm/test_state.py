@@ -29,6 +29,7 @@ from mdmd.syncml import auth
 from mdmd.syncml.codec import WBXML_CODEC, XML_CODEC
 from mdmd.syncml.model import Chal, Item, Location, Meta
 
+from ..narrowing import narrowed
 from .helpers import GET_SWV, NOW, REPLACE, Harness, commands, statuses
 
 INCOMING = IncomingObject("Results", "1", "5", "./x", (Item(source=Location(loc_uri="./x"), data="ab", more_data=True),))
