@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+from typing import Any, cast
 from dataclasses import replace
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -53,11 +54,25 @@ from mdmd.syncml.model import (
     Replace,
     Sequence,
     Status,
+    SyncML,
 )
 from mdmd.testing.omadm import AccountCredential
 
 from ..narrowing import narrowed
-from .helpers import DEVICE_ID, GET_SWV, NOW, REPLACE, SERVER_URL, Harness, classic_device, commands, pending, statuses
+from .helpers import (
+    DEVICE_ID,
+    GET_SWV,
+    NOW,
+    REPLACE,
+    SERVER_URL,
+    Harness,
+    classic_device,
+    commands,
+    first_item,
+    pending,
+    statuses,
+    target_uri,
+)
 
 
 class Package1Tests(SynchronousTestCase):
@@ -70,17 +85,18 @@ class Package1Tests(SynchronousTestCase):
         reply = h.send(h.client.package1())
         first = reply.body[0]
         self.assertIsInstance(first, Status)
+        assert isinstance(first, Status)
         self.assertEqual(
             (first.cmd_id, first.msg_ref, first.cmd_ref, first.cmd, first.data, first.target_refs, first.source_refs),
             ("1", "1", "0", "SyncHdr", "212", (SERVER_URL,), (DEVICE_ID,)),
         )
-        nonce = auth.decode_nonce(narrowed(Chal, first.chal).meta.next_nonce)
+        nonce = auth.decode_nonce(narrowed(str, narrowed(Chal, first.chal).meta.next_nonce))
         self.assertEqual(h.effects(ClientNonce), [ClientNonce(nonce)])
         self.assertEqual([(s.cmd_ref, s.cmd, s.data) for s in statuses(reply)[1:]], [("2", "Alert", "200"), ("3", "Alert", "200"), ("4", "Replace", "200")])
         sent = commands(reply)
         self.assertEqual([type(c).__name__ for c in sent], ["Get", "Replace"])
         self.assertEqual([c.cmd_id for c in reply.body], ["1", "2", "3", "4", "5", "6"])
-        self.assertEqual(sent[1].items[0].meta.format, "int")
+        self.assertEqual(narrowed(Meta, first_item(sent[1]).meta).format, "int")
         self.assertTrue(reply.final)
         self.assertEqual((reply.header.session_id, reply.header.msg_id, reply.header.target.loc_uri), ("D", "1", DEVICE_ID))
         devinfo = dict(h.effects(DevInfoReported)[0].values)
@@ -131,7 +147,7 @@ class Package1Tests(SynchronousTestCase):
 
 
 class RuleTests(SynchronousTestCase):
-    def open(self, *specs):
+    def open(self, *specs: dict[str, Any]) -> tuple[Harness, SyncML]:
         """
         A session that goes on after package 1 (something was sent): an ended one reads nothing.
         """
@@ -254,6 +270,7 @@ class RuleTests(SynchronousTestCase):
         reply = h.send(h.client.package1())
         (atomic,) = commands(reply)
         self.assertIsInstance(atomic, Atomic)
+        assert isinstance(atomic, Atomic)
         self.assertIsInstance(atomic.commands[1], Sequence)
         h.send(h.answer_all(reply))
         self.assertEqual(h.records[1]["state"], "done")
@@ -340,7 +357,7 @@ def _command_types() -> set[type[Command]]:
 
 
 class DispatchTests(SynchronousTestCase):
-    def open(self, *specs):
+    def open(self, *specs: dict[str, Any]) -> tuple[Harness, SyncML]:
         """
         A session that goes on after package 1 (something was sent): an ended one reads nothing.
         """
@@ -740,8 +757,8 @@ class ResendTests(SynchronousTestCase):
         lost = False
         for _ in range(20):
             (chunk,) = commands(reply)
-            item = chunk.items[0]
-            pieces.append(item.data)
+            item = first_item(chunk)
+            pieces.append(narrowed(str, item.data))
             c = h.client
             c.cmd_ids = itertools.count(1)
             code = 213 if item.more_data else 200
@@ -781,7 +798,7 @@ class ResendTests(SynchronousTestCase):
         self.assertEqual(narrowed(Chal, statuses(h.resend())[0].chal).meta.next_nonce, nonce)
         self.assertEqual(len(h.all_effects(ClientNonce)), 1)
         h.client.msg_ids = itertools.count(1)  # a device that resends with the same MsgID
-        h.client.nonce = auth.decode_nonce(nonce)
+        h.client.nonce = auth.decode_nonce(narrowed(str, nonce))
         reply = h.send(h.client.package1())
         self.assertEqual(statuses(reply)[0].data, "212")
         self.assertEqual(len(commands(reply)), 1)
@@ -940,7 +957,7 @@ class DeviceStatusTests(SynchronousTestCase):
         h.client.session_id = "E"
         reply = h.send(h.client.package1())
         self.assertEqual(len(h.effects(NewSession)), 1)
-        self.assertEqual(commands(reply)[0].items[0].meta.size, 3000)
+        self.assertEqual(narrowed(Meta, first_item(commands(reply)[0]).meta).size, 3000)
 
     def test_accepted_holds_nothing_back(self) -> None:
         """
@@ -993,7 +1010,7 @@ class PeerTextTests(SynchronousTestCase):
         """
         h = Harness(REPLACE, codec=WBXML_CODEC)
         message = h.client.package1()
-        alert = message.body[1]
+        alert = narrowed(Alert, message.body[1])
         odd = replace(alert, items=(replace(alert.items[0], data=b"\xff\xfeuser"),))
         reply = h.send(replace(message, body=(message.body[0], odd, message.body[2])))
         self.assertEqual([s.data for s in statuses(reply)], ["212", "200", "200", "200"])
@@ -1031,7 +1048,7 @@ class PeerTextTests(SynchronousTestCase):
         h = Harness(REPLACE, codec=WBXML_CODEC)
         message = h.client.package1()
         header = replace(message.header, source=replace(message.header.source, loc_uri=DEVICE_ID + "\x00"), target=Location(loc_uri=SERVER_URL + "\x01"))
-        odd = replace(message, header=header, body=(replace(message.body[0], cmd_id="2\x00"),) + message.body[1:])
+        odd = replace(message, header=header, body=(replace(narrowed(Alert, message.body[0]), cmd_id="2\x00"),) + message.body[1:])
         raw = wbxml_with_entities(odd)
         reply = h.send(None, raw=raw)
         first = statuses(reply)[0]
@@ -1046,17 +1063,17 @@ class PeerTextTests(SynchronousTestCase):
         h = Harness({"verb": "Exec", "target": "./Vendor/X/Run", "correlator": "job-7"})
         reply = h.send(h.client.package1())
         (exec_,) = commands(reply)
-        self.assertEqual(exec_.correlator, "job-7")
+        self.assertEqual(narrowed(Exec, exec_).correlator, "job-7")
 
 
-def wbxml_with_entities(message) -> bytes:
+def wbxml_with_entities(message: SyncML) -> bytes:
     """
     The WBXML of C{message} whose text may hold control characters: written as
     ENTITY tokens (what a device may send), since our encoder refuses them.
     """
     placeholder = {chr(c): f"\ue000{c:02x}" for c in range(0, 32) if chr(c) not in "\t\n\r"}
 
-    def clean(text):
+    def clean(text: str) -> str:
         return "".join(placeholder.get(ch, ch) for ch in text)
 
     header = message.header
@@ -1067,7 +1084,8 @@ def wbxml_with_entities(message) -> bytes:
             source=replace(header.source, loc_uri=clean(header.source.loc_uri)),
             target=replace(header.target, loc_uri=clean(header.target.loc_uri)),
         ),
-        body=tuple(replace(c, cmd_id=clean(c.cmd_id)) if c.cmd_id else c for c in message.body),
+        # every concrete command is a dataclass (the base Command is not one)
+        body=tuple(replace(cast(Any, c), cmd_id=clean(c.cmd_id)) if c.cmd_id else c for c in message.body),
     )
     raw = WBXML_CODEC.encode(cleaned)
     for c in range(0, 32):

@@ -328,7 +328,7 @@ class NotifierTests(SynchronousTestCase):
         rig = FakeRig()
         rig.add()
         rig.start()
-        rig.transport.send = lambda job: fail(RuntimeError("bug"))  # type: ignore[method-assign]
+        rig.transport.send = lambda job: fail(RuntimeError("bug"))  # type: ignore[method-assign]  # a send that fails, for this test only
         (info,) = rig.push("D1")
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         self.assertEqual((info.state, rig.record()["state"]), (jobs.QUEUED, jobs.QUEUED))
