@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import io
 import struct
-from datetime import datetime
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any, TypeVar
 
 from hypothesis import given
