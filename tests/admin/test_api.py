@@ -20,9 +20,10 @@ import sys
 import tempfile
 from typing import Any
 
-from twisted.internet import reactor
+from twisted.internet import reactor, unix
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.endpoints import UNIXServerEndpoint
+from twisted.internet.interfaces import IListeningPort, IReactorThreads, IReactorTime
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -34,16 +35,18 @@ from mdmd.devices.registration import COLUMNS, RegistrationSettings
 from mdmd.enroll import users
 from mdmd.errors import InternalError
 from mdmd.notify.pkg0 import DEFAULT_NONCE
+from mdmd.notify.notifier import Notifier
 from mdmd.pki.ca import generate_rsa_key, serial_hex
 from mdmd.site import MdmdSite
 from mdmd.store.runner import ConflictRetriesExhausted
 from mdmd.testing.store import memory_store_service
 
+from ..logs import logged_events
 from ..pki.helpers import started_ca
 
 
 class AdminTestCase(TestCase):
-    def setUp(self):
+    def setUp(self) -> Any:
         self.state_dir = tempfile.mkdtemp(prefix="mdmd-adm-")
         self.addCleanup(shutil.rmtree, self.state_dir, True)
         self.store = memory_store_service()
@@ -51,13 +54,14 @@ class AdminTestCase(TestCase):
         self.ca = started_ca(self, state_dir=self.state_dir, store=self.store)
         self.token = AdminToken(os.path.join(self.state_dir, "admin.token"))
         self.token.ensure()
-        api = AdminAPI(self.token, self.store, self.ca, reactor, reactor, notifier=self.make_notifier(), **self.api_options())
+        api = AdminAPI(self.token, self.store, self.ca, IReactorThreads(reactor), IReactorTime(reactor), notifier=self.make_notifier(), **self.api_options())
         self.socket_path = os.path.join(self.state_dir, "admin.sock")
         d = UNIXServerEndpoint(reactor, self.socket_path, mode=0o600).listen(
             MdmdSite(api, clock=reactor, name="admin")
         )
 
-        def listening(port):
+        def listening(port: IListeningPort) -> None:
+            assert isinstance(port, unix.Port)
             self.port = port
             self.addCleanup(lambda: port.connected and port.stopListening())
 
@@ -68,7 +72,7 @@ class AdminTestCase(TestCase):
             f.write(f"[server]\nstate_dir = {self.state_dir}\n")
         return d
 
-    def make_notifier(self):
+    def make_notifier(self) -> Notifier | None:
         return None
 
     def api_options(self) -> dict[str, Any]:
@@ -98,18 +102,18 @@ class AdminTestCase(TestCase):
 
         return deferToThread(run)
 
-    def call(self, method, path, body=None):
+    def call(self, method: str, path: str, body: Any = None) -> Deferred[Any]:
         return deferToThread(self.client.request, method, path, body)
 
-    def mdmctl(self, *argv: str, stdin: str = "") -> tuple[int, str, str]:
-        def run():
+    def mdmctl(self, *argv: str, stdin: str = "") -> Deferred[tuple[int, str, str]]:
+        def run() -> tuple[int, str, str]:
             out, err = io.StringIO(), io.StringIO()
-            old = cli.sys.stdin
-            cli.sys.stdin = io.StringIO(stdin)
+            old = sys.stdin
+            sys.stdin = io.StringIO(stdin)
             try:
                 code = cli.main(["--config", self.config_path, *argv], out, err)
             finally:
-                cli.sys.stdin = old
+                sys.stdin = old
             return code, out.getvalue(), err.getvalue()
 
         return deferToThread(run)
@@ -434,7 +438,9 @@ class MdmctlTests(AdminTestCase):
         """
         With no daemon on the socket, mdmctl says so in one line.
         """
-        await self.port.stopListening()
+        stopped = self.port.stopListening()
+        assert stopped is not None
+        await stopped
         code, _, err = await self.mdmctl("status")
         self.assertEqual(code, 1)
         self.assertEqual(len(err.splitlines()), 1)
@@ -456,7 +462,7 @@ class PushAPITests(AdminTestCase):
     Push routes and verbs, with a notifier that writes to a spool directory.
     """
 
-    def make_notifier(self):
+    def make_notifier(self) -> Notifier:
         from twisted.internet.task import Clock
 
         from mdmd.notify.jobs import PushSettings
@@ -563,7 +569,7 @@ class BootstrapAPITests(AdminTestCase):
     The bootstrap route and verb, with a notifier that writes to a spool directory.
     """
 
-    def make_notifier(self):
+    def make_notifier(self) -> Notifier:
         from twisted.internet.task import Clock
 
         from mdmd.notify.jobs import PushSettings
@@ -621,13 +627,11 @@ class BootstrapAPITests(AdminTestCase):
         echoed), an unknown device a 404, a Windows device or one without
         an IMSI for NETWPIN a 409; the USERPIN appears in no log line.
         """
-        from twisted.logger import formatEvent, globalLogPublisher
+        from twisted.logger import formatEvent
 
         from ..notify.cp import add_classic_device
 
-        logged: list[dict[str, Any]] = []
-        globalLogPublisher.addObserver(logged.append)
-        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        logged = logged_events(self)
         await enroll_device(self, "WIN-1")
         await self.store.transact(add_classic_device, "C2", imsi="")
         for path, body, status, message in (
@@ -697,7 +701,7 @@ class WnsAPITests(AdminTestCase):
 
     URI = "https://db5p.notify.windows.com/w/?token=AwYAAAB"
 
-    def make_notifier(self):
+    def make_notifier(self) -> Notifier:
         from twisted.internet.task import Clock
 
         from mdmd.notify.jobs import PushSettings
@@ -863,12 +867,12 @@ class ManholePasswordTests(AdminTestCase):
 
         def run(*argv: str, stdin: str) -> tuple[int, str, str]:
             out, err = io.StringIO(), io.StringIO()
-            old = cli.sys.stdin
-            cli.sys.stdin = io.StringIO(stdin)
+            old = sys.stdin
+            sys.stdin = io.StringIO(stdin)
             try:
                 return cli.main(["--config", config, *argv], out, err), out.getvalue(), err.getvalue()
             finally:
-                cli.sys.stdin = old
+                sys.stdin = old
 
         code, out, err = await deferToThread(run, "manhole-password", "ops", "--file", path, stdin="s3cret\n")
         self.assertEqual((code, out, err), (0, f"added manhole login ops in {path}\n", ""))
@@ -1389,7 +1393,7 @@ class IdempotencyAPITests(AdminTestCase):
                 accepted.append(1)
                 connection.close()
 
-        reactor.callInThread(hang_up)
+        IReactorThreads(reactor).callInThread(hang_up)
         client = AdminClient(f"unix:{path}", "token", retry_for=0.5)
         with self.assertRaises(CommandError) as caught:
             await deferToThread(client.request, "POST", "/v1/users", {"name": "x", "password": "long-enough"})
@@ -1543,7 +1547,11 @@ class PagingAPITests(AdminTestCase):
         """
         from mdmd.testing import fleet
 
-        await self.store.transact(lambda root: [fleet.register(root, f"C{n:04}", 1.0) for n in range(1050)])
+        def register(root: Any) -> None:
+            for n in range(1050):
+                fleet.register(root, f"C{n:04}", 1.0)
+
+        await self.store.transact(register)
         page = await self.call("GET", "/v1/devices")
         self.assertEqual((len(page["devices"]), "next" in page), (100, True))
         page = await self.call("GET", "/v1/devices?limit=5000")
@@ -1710,7 +1718,7 @@ class DesiredStateAPITests(AdminTestCase):
     Groups, profiles, assignments, compliance and device actions through mdmctl and the API.
     """
 
-    def make_notifier(self):
+    def make_notifier(self) -> Notifier:
         from twisted.internet.task import Clock
 
         from mdmd.notify.jobs import PushSettings

@@ -15,7 +15,7 @@ import io
 import json
 import os
 import socket
-from typing import Any
+from typing import Any, cast
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -39,7 +39,7 @@ class PermissionHintTests(SynchronousTestCase):
 
         if "open" not in vars(cli):
             self.addCleanup(delattr, cli, "open")
-        cli.open = fake_open  # type: ignore[attr-defined]
+        cli.open = fake_open  # type: ignore[attr-defined]  # shadows the builtin in mdmd.admin.cli only
 
     def mdmctl(self, *argv: str) -> tuple[int, str]:
         err = io.StringIO()
@@ -143,7 +143,7 @@ class PrintingTests(SynchronousTestCase):
         ]
         client = _FakeClient({"/v1/devices/D/results": {"commands": found}})
         out = io.StringIO()
-        cli.cmd_results(client, argparse.Namespace(device="D", limit=0, json=False), out)  # type: ignore[arg-type]
+        cli.cmd_results(cast(AdminClient, client), argparse.Namespace(device="D", limit=0, json=False), out)  # a stand-in: the command only calls request()
         rows = {line.split()[0]: line for line in out.getvalue().splitlines()[1:]}
         self.assertIn(" 0 ", rows["1"])
         self.assertIn("200 404", rows["2"])
@@ -176,7 +176,7 @@ class PrintingTests(SynchronousTestCase):
             "dm": {"alerts": alerts},
         }
         out = io.StringIO()
-        cli.cmd_device_show(_FakeClient({"/v1/devices/D": device}), argparse.Namespace(device="D", json=False), out)  # type: ignore[arg-type]
+        cli.cmd_device_show(cast(AdminClient, _FakeClient({"/v1/devices/D": device})), argparse.Namespace(device="D", json=False), out)  # a stand-in: the command only calls request()
         lines = out.getvalue().splitlines()
         shown = [line for line in lines if line.startswith("device events:") or line.startswith(" " * 23)]
         self.assertEqual(len(shown), 10)
@@ -208,7 +208,7 @@ class PrintingTests(SynchronousTestCase):
             },
         }
         out = io.StringIO()
-        cli.cmd_device_show(_FakeClient({"/v1/devices/D": device}), argparse.Namespace(device="D", json=False), out)  # type: ignore[arg-type]
+        cli.cmd_device_show(cast(AdminClient, _FakeClient({"/v1/devices/D": device})), argparse.Namespace(device="D", json=False), out)  # a stand-in: the command only calls request()
         lines = out.getvalue().splitlines()
         self.assertIn("our SyncHdr answered:  '0' (invalid) in session 1, 1970-01-01 00:00:00Z", lines)
         self.assertIn(f"{'':<22} '401' (refused) in session 2, 1970-01-01 00:01:00Z", lines)
@@ -412,7 +412,7 @@ class ListingTests(SynchronousTestCase):
         args = cli.build_parser().parse_args(["device", "list", *argv])
         args.stderr = err if err is not None else io.StringIO()
         out = io.StringIO()
-        cli.cmd_device_list(client, args, out)  # type: ignore[arg-type]
+        cli.cmd_device_list(cast(AdminClient, client), args, out)  # a stand-in: the command only calls request()
         return out.getvalue(), args.stderr.getvalue()
 
     def test_first_page_by_default(self) -> None:
@@ -491,7 +491,7 @@ class ListingTests(SynchronousTestCase):
         """
         push status and results with a limit show the newest records, oldest first.
         """
-        jobs = [
+        jobs: list[dict[str, Any]] = [
             {"device_id": "D", "seq": n, "state": "submitted", "session_id": None, "msisdn": "+1555",
              "kind": "notification", "via": None, "spool_file": None, "message_ids": [], "created_at": 0.0,
              "updated_at": 0.0, "error": None}
@@ -501,7 +501,7 @@ class ListingTests(SynchronousTestCase):
         args = cli.build_parser().parse_args(["push", "status", "D", "--limit", "3", "--json"])
         args.stderr = io.StringIO()
         out = io.StringIO()
-        cli.cmd_push(client, args, out)  # type: ignore[arg-type]
+        cli.cmd_push(cast(AdminClient, client), args, out)  # a stand-in: the command only calls request()
         self.assertEqual([j["seq"] for j in json.loads(out.getvalue())], [5, 6, 7])
         self.assertEqual(client.paths, ["/v1/devices/D/pushes?order=desc&limit=3"])
         self.assertIn("only the latest 3 jobs", args.stderr.getvalue())

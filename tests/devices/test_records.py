@@ -10,7 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mdmd.devices import lifecycle, records
 from mdmd.pki import registry
-from mdmd.store.paging import BadCursor, Cursor
+from mdmd.store.paging import BadCursor, Cursor, Page, PageRequest
 from mdmd.testing import fleet
 from mdmd.testing.store import memory_store_service
 
@@ -43,6 +43,7 @@ class RecordTests(SynchronousTestCase):
         """
         self.assertEqual([d.device_id for d in self.store.read(records.list_devices)], ["A", "B", "C"])
         left = self.store.read(records.lookup_device, "C")
+        assert left is not None
         self.assertEqual((left.status, left.unenrolled_at, left.as_json()["unenrolled_at"]), ("unenrolled", 200.0, 200.0))
         self.assertIsNone(self.store.read(records.lookup_device, "NOPE"))
 
@@ -52,7 +53,9 @@ class RecordTests(SynchronousTestCase):
         """
         removed = self.store.run(records.remove, "A", 300.0)
         self.assertEqual((removed.status, removed.removed_at, removed.unenrolled_at), ("removed", 300.0, None))
-        self.assertEqual(self.store.read(registry.lookup, removed.cert_serial).status, "revoked")
+        certificate = self.store.read(registry.lookup, removed.cert_serial)
+        assert certificate is not None
+        self.assertEqual(certificate.status, "revoked")
         self.assertEqual(self.store.read(records.device_counts)["removed"], 1)
 
     def test_unknown(self) -> None:
@@ -65,7 +68,7 @@ class RecordTests(SynchronousTestCase):
         self.assertRaises(records.UnknownDevice, self.store.read, records.device_record, "NOPE")
 
 
-def _ids(page: records.Page[records.DeviceInfo]) -> list[str]:
+def _ids(page: Page[records.DeviceInfo]) -> list[str]:
     return [d.device_id for d in page.items]
 
 
@@ -93,8 +96,8 @@ class PageTests(SynchronousTestCase):
 
         self.store.run(fleet_of)
 
-    def page(self, query: records.DeviceQuery = records.DeviceQuery(), **request: Any) -> records.Page[records.DeviceInfo]:
-        return self.store.read(records.device_page, query, records.PageRequest(**request))
+    def page(self, query: records.DeviceQuery = records.DeviceQuery(), **request: Any) -> Page[records.DeviceInfo]:
+        return self.store.read(records.device_page, query, PageRequest(**request))
 
     def every(self, query: records.DeviceQuery, limit: int = 2, scan_limit: int = 5000) -> list[str]:
         found: list[str] = []

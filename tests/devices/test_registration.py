@@ -6,6 +6,7 @@ in memory.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -116,7 +117,7 @@ class ImportTests(SynchronousTestCase):
         assert service.store is not None
         self.store = service.store
 
-    def run_import(self, rows: list[dict[str, object]], dry_run: bool = False) -> registration.Imported:
+    def run_import(self, rows: Sequence[Mapping[str, object]], dry_run: bool = False) -> registration.Imported:
         result: registration.Imported = self.store.run(
             registration.import_devices, rows, SETTINGS, 100.0, fixed_random(), dry_run
         )
@@ -165,8 +166,10 @@ class ImportTests(SynchronousTestCase):
         checked = self.run_import([{"device_id": "A"}, {"device_id": "B", "msisdn": "+491701234567"}], dry_run=True)
         self.assertEqual(self.store.read(records.list_devices), [])
         self.assertEqual([(r.device_id, r.action) for r in checked.rows], [("A", "register"), ("B", "register")])
-        complete = [r.row for r in checked.rows]
-        assert complete[0] is not None and complete[1] is not None
+        complete: list[dict[str, str]] = []
+        for r in checked.rows:
+            assert r.row is not None
+            complete.append(r.row)
         self.assertEqual(len(complete[0]["client_secret"]), 32)
         imported = self.run_import(list(complete))
         self.assertEqual(imported.as_json()["registered"], ["A", "B"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field, replace
+from typing import Any, Callable, TypeVar
 
 from mdmd.dm.authentication import AuthScheme, Credentials
 from mdmd.dm.commands import parse_spec
@@ -26,12 +27,18 @@ from mdmd.dm.effects import (
 from mdmd.dm.engine import Outcome, handle, starts_new_session
 from mdmd.dm.state import LastAnswer, SessionState
 from mdmd.syncml import auth
-from mdmd.syncml.codec import XML_CODEC
+from mdmd.syncml.codec import DS_XML_CODEC, XML_CODEC, Codec
 from mdmd.testing.omadm import AccountCredential, DMAccount, OMADMDevice, SessionLog
 from mdmd.syncml.model import (
+    Add,
     Alert,
+    Chal,
     Command,
+    Copy,
     Cred,
+    Data,
+    Delete,
+    Exec,
     Get,
     Item,
     Location,
@@ -42,6 +49,8 @@ from mdmd.syncml.model import (
     SyncHdr,
     SyncML,
 )
+
+E = TypeVar("E")
 
 SERVER_URL = "https://mdm.example.com/ManagementServer/MDM.svc"
 DEVICE_ID = "7BA748C8703E4DF2A74A92984117346A"
@@ -138,7 +147,7 @@ class Client:
             data=str(code),
         )
 
-    def header_status(self, server_msg: SyncML, code: int = 200, chal=None) -> Status:
+    def header_status(self, server_msg: SyncML, code: int = 200, chal: Chal | None = None) -> Status:
         return Status(
             cmd_id=self.next_id(),
             msg_ref=server_msg.header.msg_id,
@@ -150,7 +159,7 @@ class Client:
             data=str(code),
         )
 
-    def results_for(self, server_msg: SyncML, get: Command, uri: str, data, more: bool = False, size: int | None = None) -> Results:
+    def results_for(self, server_msg: SyncML, get: Command, uri: str, data: Data, more: bool = False, size: int | None = None) -> Results:
         meta = Meta(format="chr", size=size) if size is not None else Meta(format="chr")
         return Results(
             cmd_id=self.next_id(),
@@ -171,15 +180,15 @@ class Harness:
     """
 
     def __init__(
-        self, *specs: dict, codec=XML_CODEC, settings: Settings = Settings(), scheme: AuthScheme = AuthScheme.DIGEST
+        self, *specs: dict, codec: Codec = XML_CODEC, settings: Settings = Settings(), scheme: AuthScheme = AuthScheme.DIGEST
     ) -> None:
         self.device = device_auth(scheme)
         self.client = Client(device=self.device)
         self.codec = codec
         self.settings = settings
-        self.state: SessionState | None = None
+        self._state: SessionState | None = None
         self.commands = {c.seq: c for c in pending(*specs)}
-        self.records: dict[int, dict] = {seq: {"state": "queued"} for seq in self.commands}
+        self.records: dict[int, dict[str, Any]] = {seq: {"state": "queued"} for seq in self.commands}
         self.now = NOW
         self.outcomes: list[Outcome] = []
         #: Our answer to the last message, kept beside the state (as the store does).
@@ -187,20 +196,38 @@ class Harness:
         #: Every message sent, as bytes, with its x-syncml-hmac header.
         self.sent_raw: list[tuple[bytes, str | None]] = []
 
-    def resend(self, back: int = 1):
+    @property
+    def state(self) -> SessionState:
+        """
+        The session's state after the last message (there is none before the first).
+        """
+        assert self._state is not None, "no message sent yet"
+        return self._state
+
+    @state.setter
+    def state(self, value: SessionState) -> None:
+        self._state = value
+
+    def resend(self, back: int = 1) -> SyncML:
         """
         Send the bytes (and MAC header) of an earlier message again: the last one by default.
         """
         raw, hmac_header = self.sent_raw[-back]
         return self.send(None, hmac_header=hmac_header, raw=raw)
 
-    def send(self, message, hmac_header=None, body=b"", raw: bytes | None = None):
+    def send(
+        self, message: SyncML | None, hmac_header: str | None = None, body: bytes = b"", raw: bytes | None = None
+    ) -> SyncML:
         # What crosses the wire is bytes: encode and decode with the codec under test.
-        raw = raw if raw is not None else (body or self.codec.encode(message))
+        if raw is None:
+            if not body:
+                assert message is not None, "send() needs a message, a body or raw bytes"
+                body = self.codec.encode(message)
+            raw = body
         body = raw
         self.sent_raw.append((raw, hmac_header))
         message = self.codec.decode(raw)
-        if starts_new_session(message, self.state, self.now, self.last_answer, body, hmac_header):
+        if starts_new_session(message, self._state, self.now, self.last_answer, body, hmac_header):
             for record in self.records.values():  # the adapter's requeue_unanswered
                 if record["state"] == "sent":
                     record["state"] = "queued"
@@ -213,7 +240,7 @@ class Harness:
             message,
             self.codec,
             device=self.device,
-            state=self.state,
+            state=self._state,
             commands=pending_commands,
             now=self.now,
             settings=self.settings,
@@ -251,10 +278,10 @@ class Harness:
         self.last = decoded
         return decoded
 
-    def effects(self, kind):
+    def effects(self, kind: type[E]) -> list[E]:
         return [e for e in self.outcomes[-1].effects if isinstance(e, kind)]
 
-    def all_effects(self, kind):
+    def all_effects(self, kind: type[E]) -> list[E]:
         """
         Every effect of C{kind} in every message so far.
         """
@@ -280,17 +307,17 @@ class Harness:
         return device.log
 
 
-    def answer_all(self, server_msg, code: int = 200, results: dict | None = None):
+    def answer_all(self, server_msg: SyncML, code: int = 200, results: dict[str, str] | None = None) -> SyncML:
         """
         The client's reply to a server message: SyncHdr status, a status per command (and
         per group member), Results for Gets.
         """
         client = self.client
-        replies = []
+        replies: list[Command] = []
         client.cmd_ids = itertools.count(1)
         replies.append(client.header_status(server_msg))
 
-        def answer(command):
+        def answer(command: Command) -> None:
             if isinstance(command, (Status, Alert)):
                 return
             replies.append(client.status_for(server_msg, command, code))
@@ -298,6 +325,7 @@ class Harness:
                 answer(child)
             if isinstance(command, Get) and code == 200:
                 for item in command.items:
+                    assert item.target is not None
                     value = (results or {}).get(item.target.loc_uri, "value")
                     replies.append(client.results_for(server_msg, command, item.target.loc_uri, value))
 
@@ -307,15 +335,22 @@ class Harness:
         return client.reply(*replies, final=server_msg.final)
 
 
-def statuses(message) -> list[Status]:
+def statuses(message: SyncML) -> list[Status]:
     return [c for c in message.body if isinstance(c, Status)]
 
 
-def commands(message) -> list:
+def commands(message: SyncML) -> list[Command]:
     return [c for c in message.body if not isinstance(c, (Status,)) and not (isinstance(c, Alert) and c.data == "1222")]
 
 
-def classic_device(h: Harness, *, server_nonce: bytes | None = None, server_scheme: str = "DIGEST", **options) -> OMADMDevice:
+def classic_device(
+    h: Harness,
+    *,
+    server_nonce: bytes | None = None,
+    server_scheme: str = "DIGEST",
+    codec: Codec = DS_XML_CODEC,
+    rotate: str = "with-cred",
+) -> OMADMDevice:
     """
     An emulated classic device whose DM account matches the harness's credentials.
     """
@@ -328,10 +363,31 @@ def classic_device(h: Harness, *, server_nonce: bytes | None = None, server_sche
             h.device.server.nonce if server_nonce is None else server_nonce,
         ),
     )
-    return OMADMDevice(DEVICE_ID, account, random=options.pop("random", counting_random()), **options)
+    return OMADMDevice(DEVICE_ID, account, random=counting_random(), codec=codec, rotate=rotate)
 
 
-def counting_random():
+#: The commands that carry items (each names its node in its items' Target).
+ITEM_COMMANDS = (Add, Copy, Delete, Exec, Get, Replace)
+
+
+def first_item(command: Command) -> Item:
+    """
+    The first item of C{command}, which must be an item command (L{ITEM_COMMANDS}).
+    """
+    assert isinstance(command, ITEM_COMMANDS), command
+    return command.items[0]
+
+
+def target_uri(command: Command) -> str:
+    """
+    The node C{command} acts on: its first item's Target.
+    """
+    target = first_item(command).target
+    assert target is not None, command
+    return target.loc_uri
+
+
+def counting_random() -> Callable[[int], bytes]:
     """
     A random source that differs at every call (1, 2, 3... repeated), so each nonce is new.
     """

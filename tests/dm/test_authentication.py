@@ -40,6 +40,7 @@ from mdmd.syncml import auth
 from mdmd.syncml.codec import XML_CODEC
 from mdmd.syncml.model import Chal, Cred, Meta, Status
 
+from ..narrowing import narrowed
 from .helpers import GET_SWV, NOW, REPLACE, Harness, commands, statuses
 
 
@@ -53,7 +54,7 @@ class AuthenticationTests(SynchronousTestCase):
         reply = h.send(h.client.package1(cred=False))
         header = statuses(reply)[0]
         self.assertEqual(header.data, "407")
-        self.assertEqual(header.chal.meta.type, "syncml:auth-md5")
+        self.assertEqual(narrowed(Chal, header.chal).meta.type, "syncml:auth-md5")
         self.assertEqual({s.data for s in statuses(reply)}, {"407"})
         self.assertEqual(commands(reply), [])
         self.assertIs(h.state.phase, Phase.CHALLENGED)
@@ -69,7 +70,7 @@ class AuthenticationTests(SynchronousTestCase):
         h.client.device = replace(h.client.device, client=replace(h.client.device.client, secret="wrong"))
         reply = h.send(h.client.package1())
         self.assertEqual(statuses(reply)[0].data, "401")
-        self.assertIsNotNone(statuses(reply)[0].chal.meta.next_nonce)
+        self.assertIsNotNone(narrowed(Chal, statuses(reply)[0].chal).meta.next_nonce)
         self.assertEqual(commands(reply), [])
 
     def test_old_nonce_stops_working(self) -> None:
@@ -94,7 +95,7 @@ class AuthenticationTests(SynchronousTestCase):
             h.client.session_id = session_id
             reply = h.send(h.client.package1())
             self.assertEqual(statuses(reply)[0].data, "212")
-            seen.append(statuses(reply)[0].chal.meta.next_nonce)
+            seen.append(narrowed(Chal, statuses(reply)[0].chal).meta.next_nonce)
         self.assertEqual(len(set(seen)), 3)
 
     def test_basic(self) -> None:
@@ -129,7 +130,7 @@ class AuthenticationTests(SynchronousTestCase):
         h.codec = XML_CODEC
         reply = h.send(message, hmac_header=f'algorithm=MD5, username="device-name", mac={mac}', body=body)
         self.assertEqual(statuses(reply)[0].data, "200")
-        self.assertEqual(statuses(reply)[0].chal.meta.type, "syncml:auth-MAC")
+        self.assertEqual(narrowed(Chal, statuses(reply)[0].chal).meta.type, "syncml:auth-MAC")
         (name, value), = h.outcomes[-1].headers
         self.assertEqual(name, "x-syncml-hmac")
         parsed = auth.parse_hmac_header(value)
@@ -155,8 +156,8 @@ class AuthenticationTests(SynchronousTestCase):
         refused = [h.client.status_for(reply, c, 407) for c in commands(reply)]
         reply = h.send(h.client.reply(header, *refused))
         self.assertEqual(h.effects(ServerNonce), [ServerNonce(nonce)])
-        cred = reply.header.cred
-        self.assertEqual(cred.meta.type, "syncml:auth-md5")
+        cred = narrowed(Cred, reply.header.cred)
+        self.assertEqual(narrowed(Meta, cred.meta).type, "syncml:auth-md5")
         self.assertEqual(cred.data, auth.md5_cred_data("mdmd", nonce, password="server-secret"))
 
     def test_client_refuses_our_header(self) -> None:
@@ -228,7 +229,7 @@ class SchemeTableTests(SynchronousTestCase):
             chal, nonce = challenge(scheme, _random)
             self.assertEqual(nonce, b"\x33" * 16)
             self.assertEqual(chal.meta.type, SCHEMES[scheme].meta_type)
-            self.assertEqual(auth.decode_nonce(chal.meta.next_nonce), nonce)
+            self.assertEqual(auth.decode_nonce(narrowed(str, chal.meta.next_nonce)), nonce)
 
     def test_each_verifier(self) -> None:
         """
@@ -279,7 +280,7 @@ class AuthenticateTests(SynchronousTestCase):
         A credential of another scheme than the device's is refused with the device's challenge.
         """
         verdict = self.check(_state(), AuthScheme.BASIC, _md5_proof())
-        self.assertEqual((verdict.code, verdict.chal.meta.type), (401, auth.AUTH_BASIC))
+        self.assertEqual((verdict.code, narrowed(Chal, verdict.chal).meta.type), (401, auth.AUTH_BASIC))
 
     def test_unreadable_credential(self) -> None:
         """
@@ -293,7 +294,7 @@ class AuthenticateTests(SynchronousTestCase):
         No credential: 407 with the device's challenge.
         """
         verdict = self.check(_state(), AuthScheme.DIGEST, Proof(None, None, None, b""))
-        self.assertEqual((verdict.code, verdict.chal.meta.type, verdict.failures), (407, auth.AUTH_MD5, 1))
+        self.assertEqual((verdict.code, narrowed(Chal, verdict.chal).meta.type, verdict.failures), (407, auth.AUTH_MD5, 1))
 
     def test_hmac_whatever_the_scheme(self) -> None:
         """
@@ -301,7 +302,7 @@ class AuthenticateTests(SynchronousTestCase):
         """
         verdict = self.check(_state(failures=1), AuthScheme.DIGEST, _hmac_proof())
         self.assertEqual(
-            (verdict.code, verdict.input, verdict.failures, verdict.chal.meta.type),
+            (verdict.code, verdict.input, verdict.failures, narrowed(Chal, verdict.chal).meta.type),
             (200, SessionInput.HMAC_ACCEPTED, 1, auth.AUTH_MAC),
         )
 
@@ -310,7 +311,7 @@ class AuthenticateTests(SynchronousTestCase):
         Once a session uses HMAC, a message without a MAC gets 407 and an HMAC challenge.
         """
         verdict = self.check(_state(Authentication.HMAC), AuthScheme.DIGEST, _md5_proof())
-        self.assertEqual((verdict.code, verdict.chal.meta.type), (407, auth.AUTH_MAC))
+        self.assertEqual((verdict.code, narrowed(Chal, verdict.chal).meta.type), (407, auth.AUTH_MAC))
 
     def test_bad_mac(self) -> None:
         """
@@ -318,7 +319,7 @@ class AuthenticateTests(SynchronousTestCase):
         """
         for proof in (_hmac_proof(mac_body=b"x"), Proof(None, None, "garbage", b"")):
             verdict = self.check(_state(), AuthScheme.DIGEST, proof)
-            self.assertEqual((verdict.code, verdict.chal.meta.type), (401, auth.AUTH_MAC))
+            self.assertEqual((verdict.code, narrowed(Chal, verdict.chal).meta.type), (401, auth.AUTH_MAC))
 
     def test_already_authenticated(self) -> None:
         """
@@ -465,8 +466,8 @@ class ServerCredentialTests(SynchronousTestCase):
         Our MD5 Cred (CLIENT-level credentials) goes in our SyncHdr only once the device asked.
         """
         self.assertIsNone(server_cred(_state(), SERVER))
-        cred = server_cred(replace(_state(), server_credential=ServerCredential.OWED), SERVER)
-        self.assertEqual(cred.meta.type, auth.AUTH_MD5)
+        cred = narrowed(Cred, server_cred(replace(_state(), server_credential=ServerCredential.OWED), SERVER))
+        self.assertEqual(narrowed(Meta, cred.meta).type, auth.AUTH_MD5)
         self.assertEqual(cred.data, auth.md5_cred_data("mdmd", SERVER.nonce, password="server-secret"))
 
     def test_mac_only_in_hmac_sessions(self) -> None:
@@ -499,11 +500,13 @@ class OurCredentialTests(SynchronousTestCase):
         While owed: an MD5 Cred for DIGEST, a Basic Cred for BASIC, none for HMAC (it is a MAC header).
         """
         owed = replace(_state(), server_credential=ServerCredential.OWED)
-        md5 = server_cred(owed, SERVER, AuthScheme.DIGEST)
-        self.assertEqual((md5.meta.type, md5.meta.format), ("syncml:auth-md5", "b64"))
+        md5 = narrowed(Cred, server_cred(owed, SERVER, AuthScheme.DIGEST))
+        md5_meta = narrowed(Meta, md5.meta)
+        self.assertEqual((md5_meta.type, md5_meta.format), ("syncml:auth-md5", "b64"))
         self.assertEqual(md5.data, auth.md5_cred_data("mdmd", SERVER.nonce, password="server-secret"))
-        basic = server_cred(owed, SERVER, AuthScheme.BASIC)
-        self.assertEqual((basic.meta.type, basic.meta.format, basic.data), ("syncml:auth-basic", "b64", "bWRtZDpzZXJ2ZXItc2VjcmV0"))
+        basic = narrowed(Cred, server_cred(owed, SERVER, AuthScheme.BASIC))
+        basic_meta = narrowed(Meta, basic.meta)
+        self.assertEqual((basic_meta.type, basic_meta.format, basic.data), ("syncml:auth-basic", "b64", "bWRtZDpzZXJ2ZXItc2VjcmV0"))
         self.assertIsNone(server_cred(owed, SERVER, AuthScheme.HMAC))
 
     def test_not_once_accepted(self) -> None:
@@ -521,7 +524,7 @@ class OurCredentialTests(SynchronousTestCase):
         self.assertEqual(server_nonce(pinned, SERVER), Credentials("mdmd", "server-secret", b"\x05" * 16))
         self.assertIs(server_nonce(_state(), SERVER), SERVER)
         self.assertEqual(
-            server_cred(pinned, SERVER).data, auth.md5_cred_data("mdmd", b"\x05" * 16, password="server-secret")
+            narrowed(Cred, server_cred(pinned, SERVER)).data, auth.md5_cred_data("mdmd", b"\x05" * 16, password="server-secret")
         )
 
     def test_our_mac_when_hmac_is_our_scheme(self) -> None:

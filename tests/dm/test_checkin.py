@@ -10,7 +10,7 @@ import functools
 import itertools
 import typing
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
@@ -31,27 +31,37 @@ from mdmd.pki.registry import ClientCertificateRefused
 from mdmd.store import due
 from mdmd.syncml import auth
 from mdmd.syncml.codec import WBXML_CODEC, XML_CODEC
-from mdmd.syncml.model import Alert, Get, Item, Location, Meta, Status, SyncML
+from mdmd.syncml.model import Alert, Chal, Cred, Get, Item, Location, Meta, Status, SyncML
 from mdmd.testing.devices import CLIENT_NONCE, CLIENT_SECRET, SERVER_NONCE, SERVER_SECRET, add_device
 from mdmd.testing.omadm import AccountCredential, DMAccount, OMADMDevice
 from mdmd.testing.randomness import fixed_random
 from mdmd.testing.store import memory_store_service
 
 from ..devices.helpers import issued
+from ..narrowing import narrowed
 from ..notify.cp import add_classic_device
 
 from ..pki.helpers import DevicePKI
-from .helpers import DEVICE_ID, Client
+from .helpers import DEVICE_ID, Client, first_item
 
 SETTINGS = DMSettings(require_client_certificate=False)
 
 
+def header_status(body: bytes) -> str:
+    """
+    The Data of the first Status of an answer in XML: the one for the device's SyncHdr.
+    """
+    return narrowed(str, narrowed(Status, XML_CODEC.decode(body).body[0]).data)
+
+
 class PushAnsweredTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.store = memory_store_service().store
-        assert self.store is not None
+        store = memory_store_service().store
+        assert store is not None
+        self.store = store
         self.store.run(add_device, DEVICE_ID)
         (job,) = self.store.run(jobs.enqueue, [DEVICE_ID], jobs.PushSettings(), 10.0, fixed_random(0xD))
+        assert job.info.session_id is not None
         self.session_id = session_id_text(job.info.session_id)
 
     def open_session(self, session_id: str, alert: str, cred: bool = True) -> str:
@@ -61,7 +71,7 @@ class PushAnsweredTests(SynchronousTestCase):
         message = Client(session_id=session_id).package1(alert=alert, cred=cred)
         body = XML_CODEC.encode(message)
         result = self.store.run(exchange, None, message, XML_CODEC, body, None, 20.0, SETTINGS)
-        return XML_CODEC.decode(result.body).body[0].data
+        return header_status(result.body)
 
     def state(self) -> str:
         (info,) = self.store.read(jobs.list_pushes, DEVICE_ID)
@@ -142,9 +152,10 @@ class CheckInTests(SynchronousTestCase):
             items=(Item(meta=Meta(type=engine.UNENROLL_ALERT, format="int"), data="1"),),
         )
         result = self.send(replace(message, body=message.body + (alert,)), 20.0)
-        self.assertEqual(XML_CODEC.decode(result.body).body[0].data, "212")
+        self.assertEqual(header_status(result.body), "212")
         self.assertEqual(self.device("status", "unenrolled_at", "removed_at"), ("unenrolled", 20.0, None))
         revoked = self.store.read(registry.lookup, self.serial)
+        assert revoked is not None
         self.assertEqual((revoked.status, revoked.revocation_reason), ("revoked", "cessationOfOperation"))
         self.assertIn("{device_id}: the user unenrolled the device; its certificate is revoked", [n for n, _ in result.notes])
         with self.assertRaises(DeviceRefused) as caught:
@@ -205,7 +216,7 @@ class CheckInTests(SynchronousTestCase):
 
         def unknown(root: Any) -> None:
             checkin.apply_effects(
-                root, root["devices"][DEVICE_ID], queue.queue_of(root, DEVICE_ID), (effects.Unenrolled(), object()), 1.0
+                root, root["devices"][DEVICE_ID], queue.queue_of(root, DEVICE_ID), (effects.Unenrolled(), cast(Any, object())), 1.0
             )
 
         with self.assertRaises(TypeError) as caught:
@@ -228,16 +239,17 @@ class FailedLoginTests(SynchronousTestCase):
         self.store.run(add_device, DEVICE_ID)
         self.settings = replace(SETTINGS, session=effects.Settings(max_auth_failures=2, auth_lockout=600.0))
 
-    def send(self, session_id: str, secret: str, now: float) -> tuple[str, Any]:
+    def send(self, session_id: str, secret: str, now: float) -> tuple[str | None, Any]:
         client = Client(session_id=session_id)
         client.device = replace(client.device, client=replace(client.device.client, secret=secret))
         client.nonce = self.store.read(lambda root: root["devices"][DEVICE_ID].dm_client_nonce)
         message = client.package1()
         result = self.store.run(exchange, None, message, XML_CODEC, XML_CODEC.encode(message), None, now, self.settings)
-        return XML_CODEC.decode(result.body).body[0].data, result
+        return narrowed(Status, XML_CODEC.decode(result.body).body[0]).data, result
 
     def record(self) -> Any:
-        return self.store.read(lambda root: root["devices"][DEVICE_ID].dm_login_failures)
+        record: dict[str, Any] | None = self.store.read(lambda root: root["devices"][DEVICE_ID].dm_login_failures)
+        return record
 
     def test_logged_and_recorded(self) -> None:
         """
@@ -266,6 +278,7 @@ class FailedLoginTests(SynchronousTestCase):
         self.assertEqual(self.send("E", "wrong", 30.0)[0], "417")
         self.assertEqual(self.store.read(lambda root: root["devices"][DEVICE_ID].dm_client_nonce), nonce)
         facts = self.store.read(dm_facts, DEVICE_ID)
+        assert facts is not None
         self.assertEqual(facts["login_failures"]["count"], 3)
 
     def test_cleared_by_a_success(self) -> None:
@@ -276,7 +289,7 @@ class FailedLoginTests(SynchronousTestCase):
         self.assertEqual(self.record()["count"], 1)
         self.assertEqual(self.send("B", CLIENT_SECRET, 21.0)[0], "212")
         self.assertIsNone(self.record())
-        self.assertIsNone(self.store.read(dm_facts, DEVICE_ID)["login_failures"])
+        self.assertIsNone(narrowed(dict, self.store.read(dm_facts, DEVICE_ID))["login_failures"])
 
 
 CLASSIC = "IMEI:490154203237518"
@@ -346,7 +359,7 @@ class ClassicDeviceTests(SynchronousTestCase):
         self.store.run(add_device, DEVICE_ID)
         for device_id in (CLASSIC, DEVICE_ID):
             self.queue(device_id, {"verb": "Get", "target": "./DevInfo/Mod"})
-        first = {}
+        first: dict[tuple[str, frozenset[DeviceKind]], Cred | None] = {}
         for device_id in (CLASSIC, DEVICE_ID):
             for settings in (SETTINGS, replace(SETTINGS, send_server_credential=frozenset({DeviceKind.WINDOWS}))):
                 client = Client(session_id="1", nonce=self.record(device_id, "dm_client_nonce")[0])
@@ -356,10 +369,10 @@ class ClassicDeviceTests(SynchronousTestCase):
                 self.now += 3600
                 first[device_id, settings.send_server_credential] = XML_CODEC.decode(result.body).header.cred
         md5 = auth.md5_cred_data("mdmd", SERVER_NONCE, password=SERVER_SECRET)
-        self.assertEqual(first[CLASSIC, frozenset({DeviceKind.OMADM})].data, md5)
+        self.assertEqual(narrowed(Cred, first[CLASSIC, frozenset({DeviceKind.OMADM})]).data, md5)
         self.assertIsNone(first[DEVICE_ID, frozenset({DeviceKind.OMADM})])
         self.assertIsNone(first[CLASSIC, frozenset({DeviceKind.WINDOWS})])
-        self.assertEqual(first[DEVICE_ID, frozenset({DeviceKind.WINDOWS})].data, md5)
+        self.assertEqual(narrowed(Cred, first[DEVICE_ID, frozenset({DeviceKind.WINDOWS})]).data, md5)
 
     def test_session_with_the_emulator(self) -> None:
         """
@@ -379,7 +392,7 @@ class ClassicDeviceTests(SynchronousTestCase):
         self.assertEqual(self.store.read(queue.get_command, CLASSIC, 1).results[0]["data"], "2.4.1")
         (alert,) = self.record(CLASSIC, "alerts")[0]
         self.assertEqual((alert["type"], alert["source"]), ("urn:test", "./test/execute"))
-        self.assertEqual(self.record(CLASSIC, "dm_server_nonce")[0], device.account.server.nonce)
+        self.assertEqual(self.record(CLASSIC, "dm_server_nonce")[0], narrowed(AccountCredential, device.account.server).nonce)
         self.assertEqual(self.record(CLASSIC, "header_events"), ((),))
         self.assertEqual(len(results), 2)
 
@@ -390,7 +403,7 @@ class ClassicDeviceTests(SynchronousTestCase):
         device = self.add(CLASSIC, server_auth_type="BASIC")
         self.queue(CLASSIC, {"verb": "Get", "target": "./DevInfo/Mod"})
         results = self.converse(device, device.start())
-        self.assertEqual(XML_CODEC.decode(results[0].body).header.cred.meta.type, "syncml:auth-basic")
+        self.assertEqual(narrowed(Meta, narrowed(Cred, XML_CODEC.decode(results[0].body).header.cred).meta).type, "syncml:auth-basic")
         self.assertEqual(device.log.checks, [True])
         self.assertEqual(self.commands(CLASSIC)[0][:2], ("done", 200))
 
@@ -408,6 +421,7 @@ class ClassicDeviceTests(SynchronousTestCase):
         self.assertIn(("invalid", "0"), [("invalid", f["status"]) for t, f in notes if "not a status code" in t])
         self.assertEqual(self.commands(CLASSIC), [("failed", 0, 1)])
         facts = self.store.read(dm_facts, CLASSIC)
+        assert facts is not None
         self.assertEqual(facts["header_events"], [event])
 
     def test_refusal_kept_and_commands_requeued(self) -> None:
@@ -416,7 +430,7 @@ class ClassicDeviceTests(SynchronousTestCase):
         command goes out again (its attempt not counted) and is done.
         """
         device = self.add(CLASSIC)
-        device.account.server.nonce = b"stale"
+        narrowed(AccountCredential, device.account.server).nonce = b"stale"
         self.queue(CLASSIC, {"verb": "Get", "target": "./DevInfo/Mod"})
         results = self.converse(device, device.start())
         ((event,),) = self.record(CLASSIC, "header_events")
@@ -492,7 +506,8 @@ class ClassicDeviceTests(SynchronousTestCase):
         results = self.converse(device, device.start())
         sent = [c for c in XML_CODEC.decode(results[0].body).body if not isinstance(c, Status)]
         self.assertEqual(
-            [(c.items[0].meta.format, c.items[0].data) for c in sent], [("chr", ""), ("chr", "on"), ("int", "7")]
+            [(narrowed(Meta, first_item(c).meta).format, first_item(c).data) for c in sent],
+            [("chr", ""), ("chr", "on"), ("int", "7")],
         )
         self.assertEqual([s for s, _, _ in self.commands(CLASSIC)], ["done"] * 3)
         self.store.run(add_device, DEVICE_ID)
@@ -500,7 +515,7 @@ class ClassicDeviceTests(SynchronousTestCase):
         message = Client(session_id="W").package1()
         reply = XML_CODEC.decode(self.store.run(exchange, None, message, XML_CODEC, XML_CODEC.encode(message), None, 10.0, SETTINGS).body)
         sent = [c for c in reply.body if not isinstance(c, Status)]
-        self.assertEqual([(c.items[0].meta, c.items[0].data) for c in sent], [(None, None), (None, "on")])
+        self.assertEqual([(first_item(c).meta, first_item(c).data) for c in sent], [(None, None), (None, "on")])
 class BootstrapAnsweredTests(SynchronousTestCase):
     """
     A bootstrap job ends with the first message that authenticates the
@@ -508,8 +523,9 @@ class BootstrapAnsweredTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.store = memory_store_service().store
-        assert self.store is not None
+        store = memory_store_service().store
+        assert store is not None
+        self.store = store
         self.store.run(add_classic_device, DEVICE_ID)
         server = DMServer("mdmd", "mdmd", "https://mdm.example.com/ManagementServer/MDM.svc")
         self.job = self.store.run(jobs.enqueue_bootstrap, DEVICE_ID, BootstrapPin.network(), server, jobs.PushSettings(), 10.0)
@@ -521,7 +537,7 @@ class BootstrapAnsweredTests(SynchronousTestCase):
         return self.store.run(exchange, None, message, XML_CODEC, XML_CODEC.encode(message), None, now, SETTINGS)
 
     def header_status(self, result: Any) -> str:
-        return XML_CODEC.decode(result.body).body[0].data
+        return header_status(result.body)
 
     def state(self) -> str:
         (info,) = self.store.read(jobs.list_pushes, DEVICE_ID)
@@ -618,7 +634,7 @@ class ClientCertificateTests(SynchronousTestCase):
             result = self.store.run(exchange, certificate, message, XML_CODEC, XML_CODEC.encode(message), None, 20.0, self.settings)
         except (ClientCertificateRefused, DeviceRefused) as e:
             return f"{type(e).__name__}: {e}"
-        return XML_CODEC.decode(result.body).body[0].data
+        return header_status(result.body)
 
     def ours(self, device_id: str = DEVICE_ID) -> Any:
         """
@@ -712,8 +728,8 @@ class AccountSchemeTests(SynchronousTestCase):
         service.store.run(hmac)
         message = Client(session_id="A").package1()
         result = service.store.run(exchange, None, message, XML_CODEC, XML_CODEC.encode(message), None, 20.0, SETTINGS)
-        header = XML_CODEC.decode(result.body).body[0]
-        self.assertEqual((header.data, header.chal.meta.type), ("401", "syncml:auth-MAC"))
+        header = narrowed(Status, XML_CODEC.decode(result.body).body[0])
+        self.assertEqual((header.data, narrowed(Chal, header.chal).meta.type), ("401", "syncml:auth-MAC"))
 
 
 class IssueTwelveCheckInTests(SynchronousTestCase):
@@ -849,7 +865,7 @@ class IssueTwelveCheckInTests(SynchronousTestCase):
         is answered (not a 500); the login status is what it was sent as (base64).
         """
         message = self.client.package1()
-        login = message.body[1]
+        login = narrowed(Alert, message.body[1])
         odd = replace(login, items=(replace(login.items[0], data=b"\xc3\x28"),))
         result = self.send(replace(message, body=(message.body[0], odd, message.body[2])), codec=WBXML_CODEC)
         answer = WBXML_CODEC.decode(result.body)

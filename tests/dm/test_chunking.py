@@ -10,17 +10,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from mdmd.dm.chunking import IncomingObject, Received, chunkable, next_piece, receive, too_big
+from mdmd.dm.chunking import IncomingObject, Piece, Received, chunkable, next_piece, receive, too_big
 from mdmd.dm.commands import parse_spec
-from mdmd.syncml.codec import WBXML_CODEC, XML_CODEC
+from mdmd.syncml.codec import WBXML_CODEC, XML_CODEC, Codec
 from mdmd.syncml.model import Alert, Item, Location, Meta, Replace, Results
 
-from .helpers import GET_SWV, REPLACE, Harness, commands, statuses
+from ..narrowing import narrowed
+from .helpers import GET_SWV, REPLACE, Harness, commands, first_item, statuses, target_uri
 
 
 class SizeTests(SynchronousTestCase):
     @given(st.integers(min_value=1400, max_value=6000), st.sampled_from([XML_CODEC, WBXML_CODEC]))
-    def test_messages_respect_max_msg_size(self, limit, codec) -> None:
+    def test_messages_respect_max_msg_size(self, limit: int, codec: Codec) -> None:
         """
         However small MaxMsgSize is, no message is larger, nothing is lost, order is kept.
         """
@@ -31,10 +32,10 @@ class SizeTests(SynchronousTestCase):
         h = Harness(*specs, codec=codec)
         h.client.max_msg_size = limit
         reply = h.send(h.client.package1())
-        sent_order = []
+        sent_order: list[str] = []
         for _ in range(60):
             self.assertLessEqual(len(h.outcomes[-1].body), limit)
-            sent_order += [c.items[0].target.loc_uri for c in commands(reply)]
+            sent_order += [target_uri(c) for c in commands(reply)]
             if reply.final and not commands(reply):
                 break
             reply = h.send(h.answer_all(reply))
@@ -60,14 +61,14 @@ class SizeTests(SynchronousTestCase):
         h = Harness({"verb": "Replace", "target": "./Vendor/Big", "data": data, "format": "chr"})
         h.client.max_msg_size = 1500
         reply = h.send(h.client.package1())
-        pieces = []
+        pieces: list[str] = []
         for _ in range(20):
             self.assertLessEqual(len(h.outcomes[-1].body), 1500)
             (chunk,) = commands(reply)
-            item = chunk.items[0]
+            item = first_item(chunk)
             if not pieces:
-                self.assertEqual(item.meta.size, 5000)
-            pieces.append(item.data)
+                self.assertEqual(narrowed(Meta, item.meta).size, 5000)
+            pieces.append(narrowed(str, item.data))
             c = h.client
             c.cmd_ids = __import__("itertools").count(1)
             code = 213 if item.more_data else 200
@@ -120,7 +121,7 @@ class SizeTests(SynchronousTestCase):
         message = replace(message, header=replace(message.header, meta=Meta(max_obj_size=1000)))
         reply = h.send(message)
         self.assertIn("MaxObjSize", h.records[1]["error"])
-        self.assertEqual([c.items[0].target.loc_uri for c in commands(reply)], [REPLACE["target"]])
+        self.assertEqual([target_uri(c) for c in commands(reply)], [REPLACE["target"]])
 
 
 def _results(data: str, more: bool = False, size: int | None = None, uri: str = "./x", cmd_ref: str = "5") -> Results:
@@ -147,11 +148,12 @@ class ReceiveTests(SynchronousTestCase):
         """
         first = _receive(None, _results("abc", more=True, size=9))
         self.assertEqual((first.items, first.status), (None, 213))
-        self.assertEqual(first.incoming.chunks[0].data, "abc")
+        self.assertEqual(narrowed(IncomingObject, first.incoming).chunks[0].data, "abc")
         second = _receive(first.incoming, _results("def", more=True))
-        self.assertEqual((second.status, len(second.incoming.chunks)), (213, 2))
+        self.assertEqual((second.status, len(narrowed(IncomingObject, second.incoming).chunks)), (213, 2))
         last = _receive(second.incoming, _results("ghi"))
         self.assertEqual((last.status, last.incoming, last.cut_off), (None, None, None))
+        assert last.items is not None
         self.assertEqual(last.items[0].data, "abcdefghi")
 
     def test_size_mismatch(self) -> None:
@@ -169,9 +171,10 @@ class ReceiveTests(SynchronousTestCase):
         first = _receive(None, _results("abc", more=True, size=9))
         other = _receive(first.incoming, _results("zzz", uri="./other"))
         self.assertEqual(other.cut_off, first.incoming)
+        assert other.items is not None
         self.assertEqual(other.items[0].data, "zzz")
         restart = _receive(first.incoming, _results("abc", more=True, size=9, cmd_ref="6"))
-        self.assertEqual((restart.cut_off, restart.status, restart.incoming.cmd_ref), (first.incoming, 213, "6"))
+        self.assertEqual((restart.cut_off, restart.status, narrowed(IncomingObject, restart.incoming).cmd_ref), (first.incoming, 213, "6"))
 
     def test_too_large(self) -> None:
         """
@@ -204,11 +207,12 @@ class SendTests(SynchronousTestCase):
         Each piece fits the budget and says where the next starts; the last says nothing more.
         """
         data = "x" * 1000
-        offset, pieces = 0, []
+        offset = 0
+        pieces: list[str] = []
         while True:
-            piece = next_piece(XML_CODEC, self.whole(data), 7, offset, 400)
+            piece = narrowed(Piece, next_piece(XML_CODEC, self.whole(data), 7, offset, 400))
             self.assertLessEqual(XML_CODEC.command_size(piece.command), 400)
-            pieces.append(piece.command.items[0].data)
+            pieces.append(narrowed(str, piece.command.items[0].data))
             if piece.sending is None:
                 break
             self.assertEqual(piece.sending.seq, 7)

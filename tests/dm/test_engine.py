@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+from typing import Any, cast
 from dataclasses import replace
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -43,6 +44,7 @@ from mdmd.syncml.model import (
     Chal,
     Command,
     Copy,
+    Cred,
     Delete,
     Exec,
     Get,
@@ -52,9 +54,25 @@ from mdmd.syncml.model import (
     Replace,
     Sequence,
     Status,
+    SyncML,
 )
+from mdmd.testing.omadm import AccountCredential
 
-from .helpers import DEVICE_ID, GET_SWV, NOW, REPLACE, SERVER_URL, Harness, classic_device, commands, pending, statuses
+from ..narrowing import narrowed
+from .helpers import (
+    DEVICE_ID,
+    GET_SWV,
+    NOW,
+    REPLACE,
+    SERVER_URL,
+    Harness,
+    classic_device,
+    commands,
+    first_item,
+    pending,
+    statuses,
+    target_uri,
+)
 
 
 class Package1Tests(SynchronousTestCase):
@@ -67,17 +85,18 @@ class Package1Tests(SynchronousTestCase):
         reply = h.send(h.client.package1())
         first = reply.body[0]
         self.assertIsInstance(first, Status)
+        assert isinstance(first, Status)
         self.assertEqual(
             (first.cmd_id, first.msg_ref, first.cmd_ref, first.cmd, first.data, first.target_refs, first.source_refs),
             ("1", "1", "0", "SyncHdr", "212", (SERVER_URL,), (DEVICE_ID,)),
         )
-        nonce = auth.decode_nonce(first.chal.meta.next_nonce)
+        nonce = auth.decode_nonce(narrowed(str, narrowed(Chal, first.chal).meta.next_nonce))
         self.assertEqual(h.effects(ClientNonce), [ClientNonce(nonce)])
         self.assertEqual([(s.cmd_ref, s.cmd, s.data) for s in statuses(reply)[1:]], [("2", "Alert", "200"), ("3", "Alert", "200"), ("4", "Replace", "200")])
         sent = commands(reply)
         self.assertEqual([type(c).__name__ for c in sent], ["Get", "Replace"])
         self.assertEqual([c.cmd_id for c in reply.body], ["1", "2", "3", "4", "5", "6"])
-        self.assertEqual(sent[1].items[0].meta.format, "int")
+        self.assertEqual(narrowed(Meta, first_item(sent[1]).meta).format, "int")
         self.assertTrue(reply.final)
         self.assertEqual((reply.header.session_id, reply.header.msg_id, reply.header.target.loc_uri), ("D", "1", DEVICE_ID))
         devinfo = dict(h.effects(DevInfoReported)[0].values)
@@ -128,7 +147,7 @@ class Package1Tests(SynchronousTestCase):
 
 
 class RuleTests(SynchronousTestCase):
-    def open(self, *specs):
+    def open(self, *specs: dict[str, Any]) -> tuple[Harness, SyncML]:
         """
         A session that goes on after package 1 (something was sent): an ended one reads nothing.
         """
@@ -181,11 +200,11 @@ class RuleTests(SynchronousTestCase):
         user = {"verb": "Replace", "target": "./User/Vendor/MSFT/Policy/Config/X", "data": "1"}
         h = Harness(user, REPLACE)
         reply = h.send(h.client.package1(login="others"))
-        self.assertEqual([c.items[0].target.loc_uri for c in commands(reply)], [REPLACE["target"]])
+        self.assertEqual([target_uri(c) for c in commands(reply)], [REPLACE["target"]])
         h.send(h.answer_all(reply))
         h.client.session_id = "E"
         reply = h.send(h.client.package1(login="user"))
-        self.assertEqual([c.items[0].target.loc_uri for c in commands(reply)], [user["target"]])
+        self.assertEqual([target_uri(c) for c in commands(reply)], [user["target"]])
 
     def test_strict_order(self) -> None:
         """
@@ -250,7 +269,9 @@ class RuleTests(SynchronousTestCase):
         h = Harness(spec)
         reply = h.send(h.client.package1())
         (atomic,) = commands(reply)
+        assert isinstance(atomic, model.Atomic)
         self.assertIsInstance(atomic, Atomic)
+        assert isinstance(atomic, Atomic)
         self.assertIsInstance(atomic.commands[1], Sequence)
         h.send(h.answer_all(reply))
         self.assertEqual(h.records[1]["state"], "done")
@@ -324,6 +345,7 @@ class GroupWithoutStatusTests(SynchronousTestCase):
         h = Harness(self.ATOMIC)
         reply = h.send(h.client.package1())
         (atomic,) = commands(reply)
+        assert isinstance(atomic, model.Atomic)
         client = h.client
         client.cmd_ids = itertools.count(1)
         answer = client.reply(
@@ -342,6 +364,7 @@ class GroupWithoutStatusTests(SynchronousTestCase):
         h = Harness({"verb": "Sequence", "commands": [{"verb": "Exec", "target": "./test/execute"}]})
         reply = h.send(h.client.package1())
         (sequence,) = commands(reply)
+        assert isinstance(sequence, model.Sequence)
         client = h.client
         client.cmd_ids = itertools.count(1)
         h.send(client.reply(client.header_status(reply), client.status_for(reply, sequence.commands[0], 200), final=False))
@@ -358,6 +381,7 @@ class GroupWithoutStatusTests(SynchronousTestCase):
         h = Harness(self.ATOMIC)
         reply = h.send(h.client.package1())
         (atomic,) = commands(reply)
+        assert isinstance(atomic, model.Atomic)
         client = h.client
         client.cmd_ids = itertools.count(1)
         h.send(client.reply(client.header_status(reply), client.status_for(reply, atomic.commands[0], 200)))
@@ -388,7 +412,7 @@ class ExplicitItemTests(SynchronousTestCase):
             {"verb": "Delete", "target": "./Vendor/G"},
             explicit=True,
         )
-        items = [(c.items[0].meta, c.items[0].data) for c in sent if not isinstance(c, model.Atomic)]
+        items = [(first_item(c).meta, first_item(c).data) for c in sent if not isinstance(c, model.Atomic)]
         self.assertEqual(
             items,
             [
@@ -401,14 +425,14 @@ class ExplicitItemTests(SynchronousTestCase):
             ],
         )
         (atomic,) = [c for c in sent if isinstance(c, model.Atomic)]
-        self.assertEqual((atomic.commands[0].items[0].meta, atomic.commands[0].items[0].data), (Meta(format="chr"), ""))
+        self.assertEqual((first_item(atomic.commands[0]).meta, first_item(atomic.commands[0]).data), (Meta(format="chr"), ""))
 
     def test_as_given_otherwise(self) -> None:
         """
         Without the setting (Windows), an item carries only what the operator gave.
         """
         sent = self.sent({"verb": "Add", "target": "./Vendor/A"}, explicit=False)
-        self.assertEqual((sent[0].items[0].meta, sent[0].items[0].data), (None, None))
+        self.assertEqual((first_item(sent[0]).meta, first_item(sent[0]).data), (None, None))
 
     def test_chunks_keep_the_format(self) -> None:
         """
@@ -417,8 +441,8 @@ class ExplicitItemTests(SynchronousTestCase):
         h = Harness({"verb": "Replace", "target": "./Vendor/Big", "data": "q" * 3000}, settings=Settings(explicit_items=True))
         h.client.max_msg_size = 2000
         (first,) = commands(h.send(h.client.package1()))
-        self.assertTrue(first.items[0].more_data)
-        self.assertEqual(first.items[0].meta.format, "chr")
+        self.assertTrue(first_item(first).more_data)
+        self.assertEqual(narrowed(Meta, first_item(first).meta).format, "chr")
 
 
 class WindowsCaptureTests(SynchronousTestCase):
@@ -475,7 +499,7 @@ def _command_types() -> set[type[Command]]:
 
 
 class DispatchTests(SynchronousTestCase):
-    def open(self, *specs):
+    def open(self, *specs: dict[str, Any]) -> tuple[Harness, SyncML]:
         """
         A session that goes on after package 1 (something was sent): an ended one reads nothing.
         """
@@ -601,7 +625,7 @@ class ServerAuthenticationTests(SynchronousTestCase):
         """
         h = Harness(GET_SWV, settings=OWING)
         reply = h.send(h.client.package1())
-        self.assertEqual((reply.header.cred.meta.type, reply.header.cred.data), ("syncml:auth-md5", self.md5(b"\x02" * 16)))
+        self.assertEqual((narrowed(Meta, narrowed(Cred, reply.header.cred).meta).type, narrowed(Cred, reply.header.cred).data), ("syncml:auth-md5", self.md5(b"\x02" * 16)))
         self.assertEqual((h.state.server_credential, h.state.server_cred_sent), (ServerCredential.OWED, True))
 
     def test_not_unasked_by_default(self) -> None:
@@ -621,7 +645,7 @@ class ServerAuthenticationTests(SynchronousTestCase):
         h = Harness(GET_SWV, settings=OWING)
         h.device = replace(h.device, server_scheme=AuthScheme.BASIC)
         reply = h.send(h.client.package1())
-        self.assertEqual((reply.header.cred.meta.type, reply.header.cred.data), ("syncml:auth-basic", auth.basic_cred_data("mdmd", "server-secret")))
+        self.assertEqual((narrowed(Meta, narrowed(Cred, reply.header.cred).meta).type, narrowed(Cred, reply.header.cred).data), ("syncml:auth-basic", auth.basic_cred_data("mdmd", "server-secret")))
         h = Harness(GET_SWV, settings=OWING)
         h.device = replace(h.device, server_scheme=AuthScheme.HMAC)
         reply = h.send(h.client.package1())
@@ -641,7 +665,7 @@ class ServerAuthenticationTests(SynchronousTestCase):
         reply = h.send(c.package1())
         h.queue(REPLACE)
         reply = h.send(h.answer_all(reply))
-        self.assertEqual(reply.header.cred.data, self.md5(b"\x02" * 16))
+        self.assertEqual(narrowed(Cred, reply.header.cred).data, self.md5(b"\x02" * 16))
         self.assertIs(h.state.server_credential, ServerCredential.OWED)
         h.queue(EXEC)
         c.cmd_ids = itertools.count(1)
@@ -685,11 +709,11 @@ class ServerAuthenticationTests(SynchronousTestCase):
         reply = h.send(c.reply(c.header_status(reply, 200, _chal(new)), c.status_for(reply, get, 200), c.results_for(reply, get, "./DevDetail/SwV", "1")))
         self.assertEqual(h.effects(ServerNonce), [ServerNonce(new)])
         self.assertEqual(h.state.server_nonce, b"\x02" * 16)
-        self.assertEqual(reply.header.cred.data, self.md5(b"\x02" * 16))
+        self.assertEqual(narrowed(Cred, reply.header.cred).data, self.md5(b"\x02" * 16))
         h.queue(EXEC)
         h.now += 3600
         reply = h.send(c.package1())
-        self.assertEqual(reply.header.cred.data, self.md5(new))
+        self.assertEqual(narrowed(Cred, reply.header.cred).data, self.md5(new))
         self.assertIsNone(h.state.server_nonce)
 
     def test_212_nonce(self) -> None:
@@ -724,8 +748,8 @@ class ServerAuthenticationTests(SynchronousTestCase):
         self.assertEqual(h.effects(ServerNonce), [ServerNonce(b"\x0c" * 12)])
         self.assertEqual(h.effects(CommandRequeued), [CommandRequeued(1, 401), CommandRequeued(2, 401)])
         self.assertEqual([e.seq for e in h.effects(CommandSent)], [1, 2])
-        self.assertEqual(again.header.cred.data, self.md5(b"\x0c" * 12))
-        self.assertEqual([(type(x).__name__, x.items[0].target.loc_uri) for x in commands(again)], [("Get", "./DevDetail/SwV"), ("Replace", "./Vendor/memory/setting")])
+        self.assertEqual(narrowed(Cred, again.header.cred).data, self.md5(b"\x0c" * 12))
+        self.assertEqual([(type(x).__name__, target_uri(x)) for x in commands(again)], [("Get", "./DevDetail/SwV"), ("Replace", "./Vendor/memory/setting")])
         self.assertEqual([h.records[s]["state"] for s in (1, 2)], ["sent", "sent"])
         self.assertEqual(h.state.server_refusals, 1)
         # a command's own 401 under an accepted header is its failure
@@ -767,8 +791,8 @@ class ServerAuthenticationTests(SynchronousTestCase):
             self.assertEqual(log.header_statuses[0], "212")
             self.assertEqual([code for _, _, code in log.executed], [200])
             client_nonces.append(device.account.client.nonce)
-            server_nonces.append(device.account.server.nonce)
-            self.assertEqual(h.device.server.nonce, device.account.server.nonce)
+            server_nonces.append(narrowed(AccountCredential, device.account.server).nonce)
+            self.assertEqual(h.device.server.nonce, narrowed(AccountCredential, device.account.server).nonce)
             self.assertEqual(h.device.client.nonce, device.account.client.nonce)
         self.assertEqual(len(set(client_nonces)), 3)
         self.assertEqual(len(set(server_nonces)), 3)
@@ -790,7 +814,7 @@ class ServerAuthenticationTests(SynchronousTestCase):
         self.assertEqual([code for _, _, code in log.executed], [401, 401, 200, 200])
         self.assertEqual(h.all_effects(ServerChallenged), [ServerChallenged(401, True)])
         self.assertEqual([(h.records[s]["state"], h.records[s]["status"]) for s in (1, 2)], [("done", 200), ("done", 200)])
-        self.assertEqual(h.device.server.nonce, device.account.server.nonce)
+        self.assertEqual(h.device.server.nonce, narrowed(AccountCredential, device.account.server).nonce)
 
     def test_refused_too_often(self) -> None:
         """
@@ -799,7 +823,7 @@ class ServerAuthenticationTests(SynchronousTestCase):
         """
         h = Harness(GET_SWV, settings=OWING)
         device = classic_device(h)
-        device.account.server.secret = "another secret"
+        narrowed(AccountCredential, device.account.server).secret = "another secret"
         log = h.converse(device, device.start())
         self.assertEqual(log.checks, [False] * 4)
         self.assertEqual(len(h.all_effects(ServerChallenged)), 4)
@@ -822,7 +846,7 @@ class ServerAuthenticationTests(SynchronousTestCase):
         # a new nonce in every reply it sent (the last server message, statuses only, got none)
         self.assertEqual(len(set(log.server_nonces)), log.messages - 1)
         self.assertEqual([code for _, _, code in log.executed], [200] * 8)
-        self.assertEqual(h.device.server.nonce, device.account.server.nonce)
+        self.assertEqual(h.device.server.nonce, narrowed(AccountCredential, device.account.server).nonce)
         h.queue(GET_SWV)
         log = h.converse(device, device.start(2))
         self.assertEqual((log.checks, log.executed), ([True], [("Get", "./DevDetail/SwV", 200)]))
@@ -875,8 +899,8 @@ class ResendTests(SynchronousTestCase):
         lost = False
         for _ in range(20):
             (chunk,) = commands(reply)
-            item = chunk.items[0]
-            pieces.append(item.data)
+            item = first_item(chunk)
+            pieces.append(narrowed(str, item.data))
             c = h.client
             c.cmd_ids = itertools.count(1)
             code = 213 if item.more_data else 200
@@ -912,11 +936,11 @@ class ResendTests(SynchronousTestCase):
         """
         h = Harness(REPLACE)
         refused = h.send(h.client.package1(cred=False))
-        nonce = statuses(refused)[0].chal.meta.next_nonce
-        self.assertEqual(statuses(h.resend())[0].chal.meta.next_nonce, nonce)
+        nonce = narrowed(Chal, statuses(refused)[0].chal).meta.next_nonce
+        self.assertEqual(narrowed(Chal, statuses(h.resend())[0].chal).meta.next_nonce, nonce)
         self.assertEqual(len(h.all_effects(ClientNonce)), 1)
         h.client.msg_ids = itertools.count(1)  # a device that resends with the same MsgID
-        h.client.nonce = auth.decode_nonce(nonce)
+        h.client.nonce = auth.decode_nonce(narrowed(str, nonce))
         reply = h.send(h.client.package1())
         self.assertEqual(statuses(reply)[0].data, "212")
         self.assertEqual(len(commands(reply)), 1)
@@ -1075,7 +1099,7 @@ class DeviceStatusTests(SynchronousTestCase):
         h.client.session_id = "E"
         reply = h.send(h.client.package1())
         self.assertEqual(len(h.effects(NewSession)), 1)
-        self.assertEqual(commands(reply)[0].items[0].meta.size, 3000)
+        self.assertEqual(narrowed(Meta, first_item(commands(reply)[0]).meta).size, 3000)
 
     def test_accepted_holds_nothing_back(self) -> None:
         """
@@ -1128,7 +1152,7 @@ class PeerTextTests(SynchronousTestCase):
         """
         h = Harness(REPLACE, codec=WBXML_CODEC)
         message = h.client.package1()
-        alert = message.body[1]
+        alert = narrowed(Alert, message.body[1])
         odd = replace(alert, items=(replace(alert.items[0], data=b"\xff\xfeuser"),))
         reply = h.send(replace(message, body=(message.body[0], odd, message.body[2])))
         self.assertEqual([s.data for s in statuses(reply)], ["212", "200", "200", "200"])
@@ -1166,7 +1190,7 @@ class PeerTextTests(SynchronousTestCase):
         h = Harness(REPLACE, codec=WBXML_CODEC)
         message = h.client.package1()
         header = replace(message.header, source=replace(message.header.source, loc_uri=DEVICE_ID + "\x00"), target=Location(loc_uri=SERVER_URL + "\x01"))
-        odd = replace(message, header=header, body=(replace(message.body[0], cmd_id="2\x00"),) + message.body[1:])
+        odd = replace(message, header=header, body=(replace(narrowed(Alert, message.body[0]), cmd_id="2\x00"),) + message.body[1:])
         raw = wbxml_with_entities(odd)
         reply = h.send(None, raw=raw)
         first = statuses(reply)[0]
@@ -1181,17 +1205,17 @@ class PeerTextTests(SynchronousTestCase):
         h = Harness({"verb": "Exec", "target": "./Vendor/X/Run", "correlator": "job-7"})
         reply = h.send(h.client.package1())
         (exec_,) = commands(reply)
-        self.assertEqual(exec_.correlator, "job-7")
+        self.assertEqual(narrowed(Exec, exec_).correlator, "job-7")
 
 
-def wbxml_with_entities(message) -> bytes:
+def wbxml_with_entities(message: SyncML) -> bytes:
     """
     The WBXML of C{message} whose text may hold control characters: written as
     ENTITY tokens (what a device may send), since our encoder refuses them.
     """
     placeholder = {chr(c): f"\ue000{c:02x}" for c in range(0, 32) if chr(c) not in "\t\n\r"}
 
-    def clean(text):
+    def clean(text: str) -> str:
         return "".join(placeholder.get(ch, ch) for ch in text)
 
     header = message.header
@@ -1202,7 +1226,8 @@ def wbxml_with_entities(message) -> bytes:
             source=replace(header.source, loc_uri=clean(header.source.loc_uri)),
             target=replace(header.target, loc_uri=clean(header.target.loc_uri)),
         ),
-        body=tuple(replace(c, cmd_id=clean(c.cmd_id)) if c.cmd_id else c for c in message.body),
+        # every concrete command is a dataclass (the base Command is not one)
+        body=tuple(replace(cast(Any, c), cmd_id=clean(c.cmd_id)) if c.cmd_id else c for c in message.body),
     )
     raw = WBXML_CODEC.encode(cleaned)
     for c in range(0, 32):

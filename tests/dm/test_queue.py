@@ -4,6 +4,9 @@ Tests for L{mdmd.dm.queue}: the per-device queue in the store.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 from twisted.trial.unittest import SynchronousTestCase
 
 from mdmd.devices.lifecycle import DeviceStatus
@@ -11,19 +14,24 @@ from mdmd.dm import queue as q
 from mdmd.dm.command_state import CommandState, IllegalCommandMove
 from mdmd.dm.commands import parse_spec
 from mdmd.errors import Conflict
-from mdmd.store.models import Device
+from mdmd.store.models import CommandQueue, Device
 from mdmd.store.paging import PageRequest
+from mdmd.store.runner import Root
 from mdmd.testing.store import memory_store_service
+
+T = TypeVar("T")
 
 GET = parse_spec({"verb": "Get", "target": "./DevDetail/SwV"})
 
 
 class QueueTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.store = memory_store_service()
-        self.addCleanup(self.store.stopService)
+        service = memory_store_service()
+        self.addCleanup(service.stopService)
+        assert service.store is not None
+        self.store = service.store
 
-        def devices(root):
+        def devices(root: Root) -> None:
             for name in ("A", "B"):
                 device = Device(name, 1.0)
                 device.status = DeviceStatus.ENROLLED.value
@@ -32,10 +40,10 @@ class QueueTests(SynchronousTestCase):
             gone.status = DeviceStatus.REMOVED.value
             root["devices"]["GONE"] = gone
 
-        self.store.store.run(devices)
+        self.store.run(devices)
 
-    def unit(self, fn, *args):
-        return self.store.store.run(fn, *args)
+    def unit(self, fn: Callable[..., T], *args: Any) -> T:
+        return self.store.run(fn, *args)
 
     def test_sequence_numbers_per_device(self) -> None:
         """
@@ -71,7 +79,7 @@ class QueueTests(SynchronousTestCase):
         """
         self.unit(q.enqueue, ["A"], GET, 1.0)
 
-        def send_and_lose(root):
+        def send_and_lose(root: Root) -> list[int]:
             queue = q.queue_of(root, "A")
             q.mark_sent(root, queue, 1, ("S@1", "1", "2"), 2.0)
             return q.requeue_unanswered(root, queue, 3.0)
@@ -89,7 +97,7 @@ class QueueTests(SynchronousTestCase):
         """
         self.unit(q.enqueue, ["A"], GET, 1.0)
 
-        def answer(root):
+        def answer(root: Root) -> None:
             queue = q.queue_of(root, "A")
             q.mark_sent(root, queue, 1, ("S@1", "1", "2"), 2.0)
             q.mark_answered(root, queue, 1, "done", 200, (("", 200),), ({"source": "./DevDetail/SwV", "data": "1.0"},), 3.0)
@@ -119,7 +127,7 @@ class QueueTests(SynchronousTestCase):
         """
         self.unit(q.enqueue, ["A"], GET, 1.0)
 
-        def queue(root):
+        def queue(root: Root) -> CommandQueue:
             return q.queue_of(root, "A")
 
         self.assertRaises(
@@ -145,32 +153,40 @@ class QueueTests(SynchronousTestCase):
 
 class IssueTwelveQueueTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.store = memory_store_service()
-        self.addCleanup(self.store.stopService)
+        service = memory_store_service()
+        self.addCleanup(service.stopService)
+        assert service.store is not None
+        self.store = service.store
 
-        def devices(root):
+        def devices(root: Root) -> None:
             device = Device("A", 1.0)
             device.status = DeviceStatus.ENROLLED.value
             root["devices"]["A"] = device
 
-        self.store.store.run(devices)
+        self.store.run(devices)
 
-    def unit(self, fn, *args):
-        return self.store.store.run(fn, *args)
+    def unit(self, fn: Callable[..., T], *args: Any) -> T:
+        return self.store.run(fn, *args)
 
     def test_enqueue_once(self) -> None:
         """
         The same command is not queued again while one is still to be sent or answered;
         once that one is finished, it is.
         """
-        self.assertEqual(self.unit(q.enqueue_once, "A", GET, 1.0).seq, 1)
+        queued = self.unit(q.enqueue_once, "A", GET, 1.0)
+        assert queued is not None
+        self.assertEqual(queued.seq, 1)
         self.assertIsNone(self.unit(q.enqueue_once, "A", GET, 2.0))
         self.unit(lambda root: q.mark_sent(root, q.queue_of(root, "A"), 1, ("S@1", "1", "2"), 3.0))
         self.assertIsNone(self.unit(q.enqueue_once, "A", GET, 4.0))
         other = parse_spec({"verb": "Get", "target": "./DevDetail/OEM"})
-        self.assertEqual(self.unit(q.enqueue_once, "A", other, 5.0).seq, 2)
+        queued = self.unit(q.enqueue_once, "A", other, 5.0)
+        assert queued is not None
+        self.assertEqual(queued.seq, 2)
         self.unit(lambda root: q.mark_answered(root, q.queue_of(root, "A"), 1, "done", 200, (), (), 6.0))
-        self.assertEqual(self.unit(q.enqueue_once, "A", GET, 7.0).seq, 3)
+        queued = self.unit(q.enqueue_once, "A", GET, 7.0)
+        assert queued is not None
+        self.assertEqual(queued.seq, 3)
 
     def test_close_pending(self) -> None:
         """
@@ -179,7 +195,7 @@ class IssueTwelveQueueTests(SynchronousTestCase):
         for _ in range(4):
             self.unit(q.enqueue, ["A"], GET, 1.0)
 
-        def play(root):
+        def play(root: Root) -> list[int]:
             queue = q.queue_of(root, "A")
             for seq in (1, 2, 3):
                 q.mark_sent(root, queue, seq, ("S@1", "1", str(seq)), 2.0)
@@ -206,7 +222,7 @@ class IssueTwelveQueueTests(SynchronousTestCase):
         for spec in specs:
             self.unit(q.enqueue, ["A"], spec, 1.0)
 
-        def accept(root):
+        def accept(root: Root) -> None:
             queue = q.queue_of(root, "A")
             for seq in (1, 2, 3):
                 q.mark_sent(root, queue, seq, ("S@1", "1", str(seq)), 2.0)
@@ -214,7 +230,7 @@ class IssueTwelveQueueTests(SynchronousTestCase):
 
         self.unit(accept)
 
-        def alert(**fields):
+        def alert(**fields: str | None) -> int | None:
             return self.unit(lambda root: q.complete_accepted(root, q.queue_of(root, "A"), fields, 5.0))
 
         self.assertIsNone(alert(source="./Vendor/MSFT/B/Run", correlator=None, data="0"))  # B carried a correlator
@@ -235,10 +251,12 @@ class CountingAndPagingTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.store = memory_store_service()
-        self.addCleanup(self.store.stopService)
+        service = memory_store_service()
+        self.addCleanup(service.stopService)
+        assert service.store is not None
+        self.store = service.store
 
-        def queued(root):
+        def queued(root: Root) -> None:
             for name in ("A", "B"):
                 device = Device(name, 1.0)
                 device.status = DeviceStatus.ENROLLED.value
@@ -247,16 +265,16 @@ class CountingAndPagingTests(SynchronousTestCase):
                 q.enqueue(root, ["A"], GET, 10.0 + n)
             q.enqueue(root, ["B"], GET, 20.0)
 
-        self.store.store.run(queued)
+        self.store.run(queued)
 
-    def unit(self, fn, *args):
-        return self.store.store.run(fn, *args)
+    def unit(self, fn: Callable[..., T], *args: Any) -> T:
+        return self.store.run(fn, *args)
 
-    def seqs(self, states, **request) -> list[list[int]]:
-        pages = []
+    def seqs(self, states: frozenset[str] | None, **request: Any) -> list[list[int]]:
+        pages: list[list[int]] = []
         cursor = None
         while True:
-            page = self.store.store.read(q.command_page, "A", states, PageRequest(cursor=cursor, **request))
+            page = self.store.read(q.command_page, "A", states, PageRequest(cursor=cursor, **request))
             pages.append([c.seq for c in page.items])
             if page.next is None:
                 return pages
@@ -267,7 +285,7 @@ class CountingAndPagingTests(SynchronousTestCase):
         Queueing, sending, answering, failing, cancelling and requeueing move the counts.
         """
 
-        def moves(root):
+        def moves(root: Root) -> None:
             queue = q.queue_of(root, "A")
             q.mark_sent(root, queue, 1, ("S", "1", "1"), 30.0)
             q.mark_sent(root, queue, 2, ("S", "1", "2"), 30.0)
@@ -277,7 +295,7 @@ class CountingAndPagingTests(SynchronousTestCase):
             q.requeue_unanswered(root, queue, 33.0)
 
         self.unit(moves)
-        counts = self.store.store.read(q.STATES.counts)
+        counts = self.store.read(q.STATES.counts)
         self.assertEqual(set(counts), {state.value for state in CommandState})
         self.assertEqual({state: n for state, n in counts.items() if n}, {"queued": 5, "done": 1, "failed": 1, "cancelled": 1})
 
@@ -286,7 +304,7 @@ class CountingAndPagingTests(SynchronousTestCase):
         A device's commands come in pages by sequence number, either way, filtered by state.
         """
 
-        def moves(root):
+        def moves(root: Root) -> None:
             queue = q.queue_of(root, "A")
             for seq in (2, 5):
                 q.mark_sent(root, queue, seq, ("S", "1", str(seq)), 30.0)
@@ -298,14 +316,14 @@ class CountingAndPagingTests(SynchronousTestCase):
         self.assertEqual(self.seqs(frozenset({"queued", "sent"}), limit=3), [[1, 3, 4], [6, 7]])
         # the page after 2 finds only command 1, not done: empty, and the last
         self.assertEqual(self.seqs(frozenset({"done"}), limit=1, descending=True), [[5], [2], []])
-        self.assertEqual(self.store.store.read(q.command_page, "NOPE", None, PageRequest()).items, ())
+        self.assertEqual(self.store.read(q.command_page, "NOPE", None, PageRequest()).items, ())
 
     def test_pending_walks_the_pending_index(self) -> None:
         """
         Queued and sent commands are found through the pending index: finished ones are never looked at.
         """
 
-        def finish(root):
+        def finish(root: Root) -> None:
             queue = q.queue_of(root, "A")
             for seq in range(1, 7):
                 q.mark_failed(root, queue, seq, "too large", 30.0)

@@ -22,10 +22,12 @@ from mdmd.dm.resource import ManagementResource
 from mdmd.pki.ca import certificate_pem, generate_rsa_key, private_key_pem
 from mdmd.site import MdmdSite
 from mdmd.syncml.codec import XML_CODEC
+from mdmd.syncml.model import Status
 from mdmd.testing.devices import add_device
 from mdmd.testing.store import memory_store_service
 
 from ..httpclient import Reply, client_context, fetch
+from ..narrowing import narrowed
 from ..pki.helpers import DevicePKI, started_ca
 from .helpers import DEVICE_ID, Client
 
@@ -96,7 +98,7 @@ class TransportSecurityTests(TestCase):
     def answer(reply: Reply) -> str:
         if reply.status != 200:
             return reply.body.decode().strip()
-        return str(XML_CODEC.decode(reply.body).body[0].data)
+        return str(narrowed(Status, XML_CODEC.decode(reply.body).body[0]).data)
 
     async def test_classic_device_without_certificate(self) -> None:
         """

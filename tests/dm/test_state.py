@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+from typing import Any
 from dataclasses import fields, replace
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -29,6 +30,7 @@ from mdmd.syncml import auth
 from mdmd.syncml.codec import WBXML_CODEC, XML_CODEC
 from mdmd.syncml.model import Chal, Item, Location, Meta
 
+from ..narrowing import narrowed
 from .helpers import GET_SWV, NOW, REPLACE, Harness, commands, statuses
 
 INCOMING = IncomingObject("Results", "1", "5", "./x", (Item(source=Location(loc_uri="./x"), data="ab", more_data=True),))
@@ -299,7 +301,7 @@ class EvolveTests(SynchronousTestCase):
         C{evolve} makes the same state as C{dataclasses.replace}, and leaves the original alone.
         """
         state = in_phase(Phase.OPEN)
-        changes = {"next_msg_id": 7, "phase": Phase.ENDED, "sent": ()}
+        changes: dict[str, Any] = {"next_msg_id": 7, "phase": Phase.ENDED, "sent": ()}
         evolved = state.evolve(**changes)
         self.assertEqual(evolved, replace(state, **changes))
         self.assertEqual(hash(evolved), hash(replace(state, **changes)))
@@ -337,7 +339,7 @@ class SerialisationTests(SynchronousTestCase):
         """
         state = in_phase(Phase.OPEN)
 
-        def check(value) -> None:
+        def check(value: object) -> None:
             self.assertIn(type(value), (dict, list, tuple, str, int, float, bool, bytes, type(None)), value)
             if isinstance(value, dict):
                 for key, item in value.items():
@@ -488,7 +490,7 @@ class Version1Tests(SynchronousTestCase):
         self.assertIs(loaded["package_open"].package, OurPackage.OPEN)
         self.assertIs(loaded["open"].package, OurPackage.CLOSED)
         self.assertEqual(loaded["sending"].outgoing, OutgoingObject(1, 124))
-        self.assertEqual(loaded["receiving"].incoming.chunks[0].data, b"\x00\xff")
+        self.assertEqual(narrowed(IncomingObject, loaded["receiving"].incoming).chunks[0].data, b"\x00\xff")
 
     def test_without_server_package_open(self) -> None:
         """

@@ -106,7 +106,9 @@ class ClassicDeviceEndToEndTests(TestCase):
             self.assertEqual((log.verdicts[0], log.header_statuses[0]), ("212", "212"), n)
             self.assertEqual({code for _, _, code in log.executed}, {200}, n)
             self.assertEqual(set(log.content_types), {self.codec.content_type}, n)
-            nonces.append((self.device.account.client.nonce, self.device.account.server.nonce))
+            server = self.device.account.server
+            assert server is not None
+            nonces.append((self.device.account.client.nonce, server.nonce))
         self.assertEqual(len({c for c, _ in nonces} | {CLIENT_NONCE}), 4)
         self.assertEqual(len({s for _, s in nonces} | {SERVER_NONCE}), 4)
         self.assertNotIn("./Vendor/memory/setting", self.device.tree)
@@ -123,7 +125,9 @@ class ClassicDeviceEndToEndTests(TestCase):
         self.assertEqual(shown["dm"]["header_events"], [])
 
         # a stale server nonce: refused once, recovered in the same session
-        self.device.account.server.nonce = b"stale"
+        server = self.device.account.server
+        assert server is not None
+        server.nonce = b"stale"
         await self.ok("cmd", DEVICE, "get", "./DevDetail/FwV")
         log = await self.session()
         self.assertEqual((log.checks, log.verdicts[:2]), ([False, True], ["401", "212"]))
@@ -177,7 +181,9 @@ class ClassicDeviceEndToEndTests(TestCase):
         (the device's Cred made with the default nonce is challenged once),
         runs the queued Get, and answers the push.
         """
-        self.device.account.server.nonce = b"out of step"
+        server = self.device.account.server
+        assert server is not None
+        server.nonce = b"out of step"
         await self.ok("cmd", DEVICE, "get", "./DevDetail/SwV")
 
         def package0(out: str) -> bytes:

@@ -34,8 +34,9 @@ SETTINGS = PushSettings(expiry=600.0)
 
 class StoreTestCase(SynchronousTestCase):
     def setUp(self) -> None:
-        self.store = memory_store_service().store
-        assert self.store is not None
+        store = memory_store_service().store
+        assert store is not None
+        self.store = store
 
     def run_(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         return self.store.run(fn, *args, **kwargs)
@@ -431,6 +432,7 @@ class SweepTests(StoreTestCase):
         when the index was built is moved to the job's expiry.
         """
         (answered,) = self.enqueue("D1")
+        assert answered.info.session_id is not None
         self.run_(jobs.answer_push, "D1", session_id_text(answered.info.session_id), 150.0)
         (waiting,) = self.enqueue("D2", now=200.0)
         self.run_(lambda root: root["push_expiry"].add((0, "D2", 1)))
@@ -447,6 +449,7 @@ class SweepTests(StoreTestCase):
         """
         (job,) = self.enqueue("D1")
         self.assertEqual(self.entries("push_finished"), [])
+        assert job.info.session_id is not None
         self.run_(jobs.answer_push, "D1", session_id_text(job.info.session_id), 150.0)
         self.assertEqual(self.entries("push_finished"), [(3, "D1", 1)])
         self.assertEqual(self.run_(jobs.purge_due, 150.0).refs, ())

@@ -14,7 +14,7 @@ from typing import Any
 from twisted.internet.defer import fail
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -37,6 +37,7 @@ from mdmd.testing.smsc import FakeSmscFactory, Receipts, Scenario
 from mdmd.testing.smsc import MemorySmppNetwork as Net
 from mdmd.testing.store import SynchronousStoreService, memory_store_service
 
+from ..logs import logged_events
 from .cp import IMSI, add_classic_device
 from .helpers import LONG_ID, job_record
 
@@ -107,7 +108,9 @@ class Rig:
         The SMSC drops the connection.
         """
         assert self.net is not None
-        self.smsc.connections[-1].transport.loseConnection()
+        transport = self.smsc.connections[-1].transport
+        assert transport is not None
+        transport.loseConnection()
         self.flush()
         self.net.pump = None
 
@@ -325,7 +328,7 @@ class NotifierTests(SynchronousTestCase):
         rig = FakeRig()
         rig.add()
         rig.start()
-        rig.transport.send = lambda job: fail(RuntimeError("bug"))  # type: ignore[method-assign]
+        rig.transport.send = lambda job: fail(RuntimeError("bug"))  # type: ignore[method-assign]  # a send that fails, for this test only
         (info,) = rig.push("D1")
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         self.assertEqual((info.state, rig.record()["state"]), (jobs.QUEUED, jobs.QUEUED))
@@ -635,9 +638,7 @@ class BootstrapTests(SynchronousTestCase):
         assert rig.store.store is not None
         rig.store.store.run(add_classic_device, "C1")
         rig.start()
-        logged: list[dict[str, Any]] = []
-        globalLogPublisher.addObserver(logged.append)
-        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        logged = logged_events(self)
         info = self.bootstrap(rig.notifier, "C1", BootstrapPin.user("55667788"))
         self.assertEqual((info.kind, info.state, info.session_id), (jobs.BOOTSTRAP, jobs.QUEUED, None))
         (job,) = rig.transport.sent

@@ -21,7 +21,7 @@ from mdmd.notify import smpp_pdu as p
 from mdmd.notify.smpp_client import ESMEService, smsc_endpoint
 from mdmd.notify.pkg0 import build_package0, parse_package0
 from mdmd.notify.smpp_session import Address, BindFailed, SessionConfig, submit_templates
-from mdmd.notify.wap import parse_wsp_push, reassemble, wap_push_segments
+from mdmd.notify.wap import SmsSegment, parse_wsp_push, reassemble, wap_push_segments
 
 from .peers import Peer, node_or_skip, node_short_message, perl_or_skip, start_peer
 
@@ -29,7 +29,7 @@ CONFIG = SessionConfig(system_id="mdmd", password="secret", source=Address("MDMD
 DEVICE = Address("491701234567")
 
 
-def _push():
+def _push() -> tuple[bytes, tuple[SmsSegment, ...]]:
     pkg0 = build_package0(
         server_id="mdmd.example",
         password="srv",
@@ -136,9 +136,12 @@ class _RealSmscMixin(_MixinBase):
         peer = self.spawn()
         refused: Deferred[BindFailed] = Deferred()
         service, states, _ = await self.service_for(peer, password="wrong")
-        service.add_state_observer(
-            lambda e: isinstance(e, BindFailed) and not refused.called and refused.callback(e)
-        )
+
+        def on_state(event: object) -> None:
+            if isinstance(event, BindFailed) and not refused.called:
+                refused.callback(event)
+
+        service.add_state_observer(on_state)
         failed = await refused
         self.assertEqual(failed.status, p.Status.ESME_RINVPASWD)
         self.assertFalse(service.bound)

@@ -13,16 +13,18 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from OpenSSL.crypto import X509, PKey
 from twisted.internet.defer import Deferred
 from twisted.internet.ssl import CertificateOptions
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import formatEvent
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from mdmd.notify import smpp_pdu as p
 from mdmd.notify.smpp_client import ESMEProtocol, ESMEService, SubmitAbandoned, SubmitOutcome
-from mdmd.notify.smpp_session import BindFailed, Bound, LinkBroken, SegmentAccepted, State, Unbound
+from mdmd.notify.smpp_session import BindFailed, Bound, DeliveryReceipt, Event, LinkBroken, SegmentAccepted, State, Unbound
 from mdmd.notify.wap import SmsSegment, reassemble, wdp_segments
 from mdmd.testing.smsc import ESME_CONFIG as CONFIG
 from mdmd.testing.smsc import HANDSET as DEVICE
@@ -30,7 +32,18 @@ from mdmd.testing.smsc import ONE_SEGMENT as ONE
 from mdmd.testing.smsc import FakeSmscFactory, Receipts, Scenario
 from mdmd.testing.smsc import MemorySmppNetwork as Net
 
+from ..logs import logged_events
+from ..narrowing import narrowed
+from ..servers import serve
+
 THREE = wdp_segments(bytes(range(256)) + bytes(44), concat_ref=77)
+
+
+def receipts(net: Net) -> list[DeliveryReceipt]:
+    """
+    The receipts the network's service reported.
+    """
+    return [narrowed(DeliveryReceipt, r) for r in net.receipts]
 
 
 class ServiceTests(SynchronousTestCase):
@@ -60,6 +73,7 @@ class ServiceTests(SynchronousTestCase):
             bytes(range(256)) + bytes(44),
         )
         bind = net.smsc.received[0]
+        assert isinstance(bind, p.BindTransceiver)
         self.assertEqual(
             (type(bind), bind.system_id, bind.password), (p.BindTransceiver, "mdmd", "secret")
         )
@@ -114,7 +128,7 @@ class ServiceTests(SynchronousTestCase):
         results = [net.submit(n) for n in range(3)]
         for _ in range(10):
             net.advance(1.0)
-        self.assertEqual([r[0].accepted for r in results], [True, True, True])
+        self.assertEqual([narrowed(SubmitOutcome, r[0]).accepted for r in results], [True, True, True])
         self.assertEqual(len(net.smsc.submits), 5)
 
     def test_permanent_failure(self) -> None:
@@ -124,6 +138,7 @@ class ServiceTests(SynchronousTestCase):
         net = Net(Scenario(nack_status=p.Status.ESME_RINVCMDID))
         net.start()
         (outcome,) = net.submit("x")
+        assert isinstance(outcome, SubmitOutcome)
         self.assertEqual(
             (outcome.accepted, outcome.status_name, outcome.temporary),
             (False, "ESME_RINVCMDID", False),
@@ -192,7 +207,7 @@ class ServiceTests(SynchronousTestCase):
         net.smsc.scenario = Scenario()
         net.advance(2.0)
         net.connect()
-        self.assertEqual([r[0].accepted for r in results], [True] * 5)
+        self.assertEqual([narrowed(SubmitOutcome, r[0]).accepted for r in results], [True] * 5)
 
     def test_no_response_breaks_link(self) -> None:
         """
@@ -211,7 +226,7 @@ class ServiceTests(SynchronousTestCase):
         net.smsc.scenario = Scenario()
         net.advance(2.0)
         net.connect()
-        self.assertEqual(results[0].accepted, True)
+        self.assertEqual(narrowed(SubmitOutcome, results[0]).accepted, True)
 
     def test_receipts(self) -> None:
         """
@@ -230,7 +245,7 @@ class ServiceTests(SynchronousTestCase):
             for n in range(11):
                 net.submit(f"job-{n}")
             self.assertEqual(len(net.receipts), 11)
-            last = net.receipts[-1]
+            last = receipts(net)[-1]
             self.assertEqual((last.ref, last.state), ("job-10", p.MessageState.DELIVERED))
             self.assertEqual(
                 len([r for r in net.smsc.received if isinstance(r, p.DeliverSmResp)]), 11
@@ -248,14 +263,7 @@ class ServiceTests(SynchronousTestCase):
         for n in range(16):
             net.submit(f"job-{n}")
         smsc = net.smsc.connections[-1]
-        logged: list[str] = []
-
-        def observe(event: dict) -> None:
-            if "unreadable" in formatEvent(event):
-                logged.append(formatEvent(event))
-
-        globalLogPublisher.addObserver(observe)
-        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        events = logged_events(self)
         for n, (message_id, submit_sm) in enumerate(net.smsc.accepted):
             bad = f"id:{900 + n} sub:001 dlvrd:001 submit date:26112201²1 done date:2611220102 stat:DELIVRD"
             smsc.send(
@@ -266,8 +274,9 @@ class ServiceTests(SynchronousTestCase):
         answers = [r for r in net.smsc.received if isinstance(r, p.DeliverSmResp)]
         self.assertEqual(len(answers), 32)
         self.assertEqual({r.command_status for r in answers}, {p.Status.ESME_ROK})
-        good = [(r.ref, r.state) for r in net.receipts if r.ref is not None]
+        good = [(r.ref, r.state) for r in receipts(net) if r.ref is not None]
         self.assertEqual(good, [(f"job-{n}", p.MessageState.DELIVERED) for n in range(16)])
+        logged = [text for text in map(formatEvent, events) if "unreadable" in text]
         self.assertEqual(len(logged), 16)
         self.assertEqual(len([r for r in net.smsc.received if isinstance(r, p.BindTransceiver)]), 1)
         self.assertEqual((len(net.smsc.connections), net.smsc.lost), (1, 0))
@@ -314,7 +323,7 @@ class ServiceTests(SynchronousTestCase):
                 502: (p.GenericNack, p.Status.ESME_RINVCMDID),
             },
         )
-        self.assertEqual([r.ref for r in net.receipts], [f"job-{n}" for n in range(4)])
+        self.assertEqual([r.ref for r in receipts(net)], [f"job-{n}" for n in range(4)])
         self.assertEqual(len([r for r in net.smsc.received if isinstance(r, p.BindTransceiver)]), 1)
         self.assertEqual((len(net.smsc.connections), net.smsc.lost), (1, 0))
         self.assertTrue(net.service.bound)
@@ -333,7 +342,7 @@ class ServiceTests(SynchronousTestCase):
         net.connect()
         net.smsc.connections[-1].send_receipt(message_id, submit_sm, Receipts.TLV)
         net.flush()
-        self.assertEqual([(r.message_id, r.ref) for r in net.receipts], [("1", "before")])
+        self.assertEqual([(r.message_id, r.ref) for r in receipts(net)], [("1", "before")])
 
     def test_enquire_link_both_ways(self) -> None:
         """
@@ -370,7 +379,7 @@ class ServiceTests(SynchronousTestCase):
         self.assertIsInstance(net.smsc.received[-1], p.Unbind)
         self.assertEqual(stopped, [None])
         self.assertEqual(first, [SubmitOutcome("first", True, ("42",))])
-        self.assertIsInstance(second[0].value, SubmitAbandoned)
+        self.assertIsInstance(narrowed(Failure, second[0]).value, SubmitAbandoned)
         self.assertEqual(net.reactor.getDelayedCalls(), [])
 
     def test_stop_timeout_aborts(self) -> None:
@@ -445,7 +454,7 @@ class ProtocolTimerTests(SynchronousTestCase):
         """
         clock = Clock()
 
-        def broken(proto, event):
+        def broken(proto: ESMEProtocol, event: Event) -> None:
             raise RuntimeError("boom")
 
         protocol = ESMEProtocol(CONFIG, clock, broken)
@@ -492,7 +501,7 @@ def _certificates(common_name: str) -> tuple[bytes, CertificateOptions]:
         )
         .sign(ca_key, hashes.SHA256())
     )
-    options = CertificateOptions(privateKey=key, certificate=cert)
+    options = CertificateOptions(privateKey=PKey.from_cryptography_key(key), certificate=X509.from_cryptography(cert))
     return ca.public_bytes(serialization.Encoding.PEM), options
 
 
@@ -520,13 +529,9 @@ class TLSLoopbackTests(TestCase):
     """
 
     def listen(self) -> tuple[int, FakeSmscFactory, bytes]:
-        from twisted.internet import reactor
-
         ca, server = _certificates("smsc")
         smsc = FakeSmscFactory()
-        port = reactor.listenSSL(0, smsc, server, interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
-        return port.getHost().port, smsc, ca
+        return serve(self, smsc, server), smsc, ca
 
     def service(self, port: int, ca: bytes) -> tuple[ESMEService, list]:
         from twisted.internet import reactor
@@ -565,7 +570,12 @@ class TLSLoopbackTests(TestCase):
         other_ca, _ = _certificates("impostor")
         broken: Deferred = Deferred()
         service, states = self.service(port, other_ca)
-        service.add_state_observer(lambda e: broken.called or broken.callback(e))
+
+        def on_state(event: object) -> None:
+            if not broken.called:
+                broken.callback(event)
+
+        service.add_state_observer(on_state)
         event = await broken
         self.assertIsInstance(event, LinkBroken)
         self.assertEqual(smsc.received, [])

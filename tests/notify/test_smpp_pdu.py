@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import io
 import struct
+from collections.abc import Iterable
 from datetime import datetime
+from typing import Any, TypeVar
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -19,18 +21,21 @@ from twisted.trial.unittest import SynchronousTestCase
 from mdmd.errors import PeerError
 from mdmd.notify import smpp_pdu as p
 
+from ..narrowing import narrowed
+
 _ORACLE = PDUEncoder()
+P = TypeVar("P", bound=p.Pdu)
 
 
-def oracle_decode(raw: bytes):
+def oracle_decode(raw: bytes) -> Any:
     return _ORACLE.decode(io.BytesIO(raw))
 
 
-def oracle_encode(pdu) -> bytes:
+def oracle_encode(pdu: Any) -> bytes:
     return _ORACLE.encode(pdu)
 
 
-def oracle_fields(pdu) -> dict[str, object]:
+def oracle_fields(pdu: Any) -> dict[str, object]:
     """
     The mandatory fields smpp.pdu3 decoded, brought back to plain octets:
     C-strings as text, one-octet fields (which it wraps in enums and named
@@ -63,8 +68,8 @@ def our_fields(pdu: p.Pdu) -> dict[str, object]:
     return {name: getattr(pdu, name) for name, _ in pdu.body}
 
 
-def submit(**kwargs) -> p.SubmitSm:
-    fields = dict(
+def submit(**kwargs: Any) -> p.SubmitSm:
+    fields: dict[str, Any] = dict(
         sequence_number=42,
         source_addr_ton=5,
         source_addr_npi=0,
@@ -86,7 +91,7 @@ class OursDecodedByOracleTests(SynchronousTestCase):
     What we encode, smpp.pdu3 reads field by field as we meant it.
     """
 
-    def assertOracleAgrees(self, pdu: p.Pdu, oracle_id: str) -> object:
+    def assertOracleAgrees(self, pdu: p.Pdu, oracle_id: str) -> Any:
         decoded = oracle_decode(p.encode(pdu))
         self.assertEqual(decoded.id.name, oracle_id)
         self.assertEqual(decoded.seqNum, pdu.sequence_number)
@@ -214,10 +219,12 @@ class OracleDecodedByUsTests(SynchronousTestCase):
         )
         pdu = p.decode(oracle_encode(oracle))
         self.assertIsInstance(pdu, p.DeliverSm)
+        assert isinstance(pdu, p.DeliverSm)
         self.assertEqual(
             (pdu.sequence_number, pdu.esm_class, pdu.source_addr), (4, 4, "491701234567")
         )
         receipt = p.parse_receipt(pdu)
+        assert receipt is not None
         self.assertEqual(
             (receipt.message_id, receipt.state, receipt.id_from_tlv),
             ("FF", p.MessageState.DELIVERED, True),
@@ -232,7 +239,7 @@ class OracleDecodedByUsTests(SynchronousTestCase):
         oracle = oracle_ops.BindTransceiverResp(
             seqNum=1, system_id="SMSC", sc_interface_version=0x34
         )
-        pdu = p.decode(oracle_encode(oracle))
+        pdu = narrowed(p.BindTransceiverResp, p.decode(oracle_encode(oracle)))
         self.assertEqual((pdu.system_id, pdu.tlv(p.Tag.SC_INTERFACE_VERSION)), ("SMSC", b"\x34"))
 
     def test_submit_sm_and_responses(self) -> None:
@@ -251,7 +258,7 @@ class OracleDecodedByUsTests(SynchronousTestCase):
             data_coding=ot.DataCoding(ot.DataCodingScheme.RAW, 0xF5),
             short_message=b"\x06\x05\x04\x0b\x84\x23\xf0abc",
         )
-        pdu = p.decode(oracle_encode(oracle))
+        pdu = narrowed(p.SubmitSm, p.decode(oracle_encode(oracle)))
         self.assertEqual(
             (
                 pdu.source_addr,
@@ -263,12 +270,13 @@ class OracleDecodedByUsTests(SynchronousTestCase):
             ("mdmd", "4917", 0x40, 0xF5, b"\x06\x05\x04\x0b\x84\x23\xf0abc"),
         )
         resp = p.decode(oracle_encode(oracle_ops.SubmitSMResp(seqNum=8, message_id="abc123")))
+        assert isinstance(resp, p.SubmitSmResp)
         self.assertEqual((type(resp), resp.message_id), (p.SubmitSmResp, "abc123"))
-        throttled = p.decode(
+        throttled = narrowed(p.SubmitSmResp, p.decode(
             oracle_encode(
                 oracle_ops.SubmitSMResp(seqNum=8, status=ot.CommandStatus.ESME_RTHROTTLED)
             )
-        )
+        ))
         self.assertEqual((throttled.command_status, throttled.message_id), (0x58, ""))
         nack = p.decode(
             oracle_encode(oracle_ops.GenericNack(seqNum=3, status=ot.CommandStatus.ESME_RINVCMDLEN))
@@ -298,7 +306,7 @@ _TLVS = st.lists(st.builds(p.Tlv, st.integers(0, 0xFFFF), st.binary(max_size=40)
 )
 
 
-def _sm_pdus(cls):
+def _sm_pdus(cls: type[P]) -> st.SearchStrategy[P]:
     return st.builds(
         cls,
         sequence_number=st.integers(1, 0x7FFFFFFF),
@@ -447,7 +455,7 @@ class LeniencyTests(SynchronousTestCase):
         """
         for body, message_id in ((b"", ""), (b"\x00", ""), (b"12345", "12345")):
             raw = struct.pack(">IIII", 16 + len(body), 0x80000004, 0x58, 9) + body
-            pdu = p.decode(raw)
+            pdu = narrowed(p.SubmitSmResp, p.decode(raw))
             self.assertEqual((pdu.command_status, pdu.message_id), (0x58, message_id))
 
     def test_long_message_id(self) -> None:
@@ -455,7 +463,7 @@ class LeniencyTests(SynchronousTestCase):
         A message_id beyond 64 characters is kept, not refused.
         """
         raw = struct.pack(">IIII", 16 + 81, 0x80000004, 0, 9) + b"9" * 80 + b"\x00"
-        self.assertEqual(p.decode(raw).message_id, "9" * 80)
+        self.assertEqual(narrowed(p.SubmitSmResp, p.decode(raw)).message_id, "9" * 80)
 
     def test_padding_and_stray_bodies(self) -> None:
         """
@@ -491,7 +499,7 @@ class EncodeLimitTests(SynchronousTestCase):
 
 
 class ReceiptTests(SynchronousTestCase):
-    def deliver(self, text: bytes, esm_class: int = 0x04, tlvs=()) -> p.DeliverSm:
+    def deliver(self, text: bytes, esm_class: int = 0x04, tlvs: Iterable[p.Tlv] = ()) -> p.DeliverSm:
         return p.DeliverSm(
             sequence_number=1, esm_class=esm_class, short_message=text, tlvs=tuple(tlvs)
         )
@@ -505,6 +513,7 @@ class ReceiptTests(SynchronousTestCase):
                 b"id:1234567890 sub:001 dlvrd:000 submit date:2611221830 done date:2611221845 stat:EXPIRED err:027 text:Hello id:99"
             )
         )
+        assert receipt is not None
         self.assertEqual(
             (
                 receipt.message_id,
@@ -536,6 +545,7 @@ class ReceiptTests(SynchronousTestCase):
                 ),
             )
         )
+        assert receipt is not None
         self.assertEqual(
             (receipt.message_id, receipt.state, receipt.id_from_tlv, receipt.stat),
             ("FF", p.MessageState.UNDELIVERABLE, True, "DELIVRD"),
@@ -557,6 +567,7 @@ class ReceiptTests(SynchronousTestCase):
                 ),
             )
         )
+        assert receipt is not None
         self.assertEqual((receipt.message_id, receipt.state), ("a1", p.MessageState.DELIVERED))
         self.assertTrue(receipt.state.final)
 
@@ -574,7 +585,7 @@ class ReceiptTests(SynchronousTestCase):
             b"WHATEVER": p.MessageState.UNKNOWN,
         }
         for stat, state in expected.items():
-            self.assertEqual(p.parse_receipt(self.deliver(b"id:1 stat:" + stat)).state, state)
+            self.assertEqual(narrowed(p.Receipt, p.parse_receipt(self.deliver(b"id:1 stat:" + stat))).state, state)
         self.assertFalse(p.MessageState.ENROUTE.final)
 
     def test_not_receipts(self) -> None:
@@ -594,6 +605,7 @@ class ReceiptTests(SynchronousTestCase):
             tlvs=(p.Tlv(p.Tag.MESSAGE_PAYLOAD, b"id:77 stat:REJECTD"),),
         )
         receipt = p.parse_receipt(pdu)
+        assert receipt is not None
         self.assertEqual((receipt.message_id, receipt.state), ("77", p.MessageState.REJECTED))
 
     def test_bad_dates_are_none(self) -> None:
@@ -603,6 +615,7 @@ class ReceiptTests(SynchronousTestCase):
         receipt = p.parse_receipt(
             self.deliver(b"id:1 submit date:26112 done date:2613321845 stat:DELIVRD")
         )
+        assert receipt is not None
         self.assertEqual((receipt.submit_date, receipt.done_date), (None, None))
 
 
@@ -614,6 +627,7 @@ class ReceiptTests(SynchronousTestCase):
         receipt = p.parse_receipt(
             self.deliver(b"id:7 sub:001 dlvrd:001 submit date:26112201\xb25 done date:2611220102 stat:DELIVRD")
         )
+        assert receipt is not None
         self.assertEqual(
             (receipt.message_id, receipt.state, receipt.submit_date, receipt.done_date),
             ("7", p.MessageState.DELIVERED, None, datetime(2026, 11, 22, 1, 2)),
@@ -627,8 +641,9 @@ class ReceiptTests(SynchronousTestCase):
         """
         for count in ("\xb2", "\u0663", "-1", "1_0", "9" * 5000):
             receipt = p.parse_receipt(self.deliver(f"id:1 sub:{count} stat:DELIVRD".encode("utf-8")))
+            assert receipt is not None
             self.assertEqual((receipt.submitted, receipt.unreadable), (None, ("sub",)))
-        self.assertEqual(p.parse_receipt(self.deliver(b"id:1 sub:042")).unreadable, ())
+        self.assertEqual(narrowed(p.Receipt, p.parse_receipt(self.deliver(b"id:1 sub:042"))).unreadable, ())
 
 
 class MessageIdTests(SynchronousTestCase):

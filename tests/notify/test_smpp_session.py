@@ -6,7 +6,9 @@ PDUs and times, no sockets.
 from __future__ import annotations
 
 import struct
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import replace
+from typing import Any, TypeVar
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -37,6 +39,9 @@ from mdmd.testing.smsc import ESME_CONFIG as CONFIG
 from mdmd.testing.smsc import HANDSET as DEVICE
 from mdmd.testing.smsc import ONE_SEGMENT as ONE
 
+from ..narrowing import narrowed
+
+E = TypeVar("E")
 THREE = wdp_segments(bytes(300), concat_ref=5)
 
 
@@ -49,7 +54,7 @@ def pdus(data: bytes) -> list[p.Pdu]:
     return out
 
 
-def of_type(events, cls):
+def of_type(events: Iterable[object], cls: type[E] | tuple[type[E], ...]) -> list[E]:
     return [e for e in events if isinstance(e, cls)]
 
 
@@ -58,19 +63,27 @@ class Harness:
     A session plus the SMSC side of the conversation, kept by hand.
     """
 
-    def __init__(self, test: SynchronousTestCase, **config) -> None:
+    def __init__(self, test: SynchronousTestCase, **config: Any) -> None:
         self.test = test
         self.session = EsmeSession(replace(CONFIG, **config))
         self.now = 0.0
         self.sent: list[p.Pdu] = []
         self.events: list[object] = []
-        self.last: Output | None = None
+        self._last: Output | None = None
+
+    @property
+    def last(self) -> Output:
+        """
+        What the session answered last (there is nothing before the first input).
+        """
+        assert self._last is not None, "no input yet"
+        return self._last
 
     def take(self, out: Output) -> list[p.Pdu]:
         new = pdus(out.data)
         self.sent.extend(new)
         self.events.extend(out.events)
-        self.last = out
+        self._last = out
         return new
 
     def connect(self) -> p.Pdu:
@@ -84,7 +97,9 @@ class Harness:
         bind = self.connect()
         self.feed(p.BindTransceiverResp(sequence_number=bind.sequence_number, system_id="SMSC"))
 
-    def submit(self, ref, segments=ONE, message_ids=None) -> list[p.Pdu]:
+    def submit(
+        self, ref: Hashable, segments: Sequence[SmsSegment] = ONE, message_ids: Sequence[str | None] | None = None
+    ) -> list[p.Pdu]:
         return self.take(self.session.submit(ref, DEVICE, segments, self.now, message_ids))
 
     def tick(self, now: float) -> list[p.Pdu]:
@@ -134,6 +149,7 @@ class BindTests(SynchronousTestCase):
         h = Harness(self, bind_type=BindType.TRANSMITTER, addr_ton=1, addr_npi=1)
         bind = h.connect()
         self.assertIsInstance(bind, p.BindTransmitter)
+        assert isinstance(bind, p.BindTransmitter)
         self.assertEqual((bind.addr_ton, bind.addr_npi), (1, 1))
         h.feed(p.BindTransceiverResp(sequence_number=bind.sequence_number))
         self.assertEqual(h.session.state, State.BINDING)
@@ -240,7 +256,7 @@ class SubmitTests(SynchronousTestCase):
         h = Harness(self)
         h.bind()
         sms = h.submit("push", THREE)
-        self.assertEqual([s.short_message for s in sms], [s.short_message for s in THREE])
+        self.assertEqual([narrowed(p.SubmitSm, s).short_message for s in sms], [s.short_message for s in THREE])
         h.accept(sms[2], "c")
         h.accept(sms[0], "a")
         self.assertEqual(of_type(h.events, SubmitAccepted), [])
@@ -356,6 +372,7 @@ class SubmitTests(SynchronousTestCase):
         self.assertEqual(h.last.deadline, 1.0)
         self.assertEqual(h.tick(0.5), [])
         (again,) = h.tick(1.0)
+        assert isinstance(again, p.SubmitSm) and isinstance(first, p.SubmitSm)
         self.assertEqual(again.short_message, first.short_message)
         self.assertEqual(again.destination_addr, first.destination_addr)
         self.assertNotEqual(again.sequence_number, first.sequence_number)
@@ -414,6 +431,7 @@ class SubmitTests(SynchronousTestCase):
         (sm,) = h.submit("a")
         h.submit("b", (SmsSegment(b"\x00b"),))
         (nxt,) = h.refuse(sm, p.Status.ESME_RX_T_APPN)
+        assert isinstance(nxt, p.SubmitSm)
         self.assertEqual(nxt.short_message, b"\x00b")
         h.accept(nxt, "b1")
         self.assertEqual(of_type(h.events, SubmitAccepted), [SubmitAccepted("b", ("b1",))])
@@ -455,6 +473,7 @@ class SubmitTests(SynchronousTestCase):
         h = Harness(self)
         h.bind()
         (sm,) = h.submit("push", THREE, message_ids=["a", None, "c"])
+        assert isinstance(sm, p.SubmitSm)
         self.assertEqual(sm.short_message, THREE[1].short_message)
         h.accept(sm, "b")
         self.assertEqual(
@@ -496,6 +515,7 @@ class TimeoutTests(SynchronousTestCase):
         (sm,) = h.submit("a")
         self.assertEqual(h.last.deadline, 10.0)
         (again,) = h.tick(10.0)
+        assert isinstance(again, p.SubmitSm) and isinstance(sm, p.SubmitSm)
         self.assertEqual(again.short_message, sm.short_message)
         self.assertNotEqual(again.sequence_number, sm.sequence_number)
 
@@ -524,6 +544,7 @@ class TimeoutTests(SynchronousTestCase):
         self.assertEqual(h.tick(10.0), [])  # "a" timed out, queued again behind the pace
         h.accept(sm, "late")
         (nxt,) = h.tick(20.0)
+        assert isinstance(nxt, p.SubmitSm)
         self.assertEqual(nxt.short_message, b"\x00b")
         h.accept(nxt, "b1")
         self.assertEqual(
@@ -846,10 +867,10 @@ class ReceiptTests(SynchronousTestCase):
         for ref, mid in (("old", "1"), ("new", "2")):
             (sm,) = h.submit(ref)
             h.accept(sm, mid)
-        for mid in (b"1", b"2"):
+        for raw_id in (b"1", b"2"):
             h.feed(
                 p.DeliverSm(
-                    sequence_number=80, esm_class=4, short_message=b"id:" + mid + b" stat:DELIVRD"
+                    sequence_number=80, esm_class=4, short_message=b"id:" + raw_id + b" stat:DELIVRD"
                 )
             )
         self.assertEqual([r.ref for r in of_type(h.events, DeliveryReceipt)], [None, "new"])
@@ -896,7 +917,7 @@ _INPUTS = st.lists(
 
 class StateMachineTests(SynchronousTestCase):
     @given(_INPUTS)
-    def test_any_conversation(self, inputs) -> None:
+    def test_any_conversation(self, inputs: list[tuple[str, Any]]) -> None:
         """
         Whatever the SMSC sends and whenever: no exception escapes but
         LocalProtocolError for a submit while closing, the window holds,

@@ -204,7 +204,9 @@ class SmppTransportTests(SynchronousTestCase):
         self.assertEqual(
             (bound.transport.describe()["state"], bound.transport.describe()["detail"]), ("bound", None)
         )
-        bound.net.smsc.connections[-1].transport.loseConnection()
+        transport = bound.net.smsc.connections[-1].transport
+        assert transport is not None
+        transport.loseConnection()
         bound.net.flush()
         self.assertEqual(bound.transport.describe()["state"], "disconnected")
         self.assertIn("connection", bound.transport.describe()["detail"])

@@ -2,6 +2,8 @@
 Tests for L{mdmd.notify.wap}.
 """
 
+import random
+
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
@@ -168,7 +170,7 @@ class ReassembleTests(SynchronousTestCase):
         st.sampled_from([0x00, 0x08]),
         st.randoms(use_true_random=False),
     )
-    def test_round_trip(self, datagram, ref, iei, rnd) -> None:
+    def test_round_trip(self, datagram: bytes, ref: int, iei: int, rnd: random.Random) -> None:
         """
         Whatever the size, segments in any order give back the datagram and
         ports, and no segment exceeds 140 octets.

@@ -53,6 +53,8 @@ from mdmd.testing.omadm import (
     run_session,
 )
 
+from ..narrowing import narrowed
+
 URL = "https://mdm.example.com/dm"
 #: A package #0 libdmclient accepted (session 0x1234, server id and SRVCRED name
 #: mdmd, secret serverpwd, server nonce /TAZHjDMlhY=), and its default-nonce one (0xAB).
@@ -91,7 +93,7 @@ class Server:
         value = server.nonce if nonce is None else nonce
         return Cred(meta=Meta(format="b64", type="syncml:auth-md5"), data=md5_data("mdmd", secret, value))
 
-    def message(self, *commands: Command, cred: Cred | None = None, header_status: str = "212", chal: Any = None) -> bytes:
+    def message(self, *commands: Command, cred: Cred | None = None, header_status: str = "212", chal: Chal | None = None) -> bytes:
         body: list[Command] = [Status(cmd_id="1", msg_ref="1", cmd_ref="0", cmd="SyncHdr", data=header_status, chal=chal)]
         body += commands
         header = SyncHdr(
@@ -106,7 +108,21 @@ class Server:
     def command(self, kind: type, uri: str, data: str | None = None, fmt: str | None = "chr", **fields: Any) -> Command:
         meta = Meta(format=fmt, type="text/plain") if fmt else None
         item = Item(target=Location(loc_uri=uri), meta=meta if kind in (Add, Replace) else None, data=data)
-        return kind(cmd_id=str(next(self.cmd_ids)), items=(item,), **fields)  # type: ignore[no-any-return]
+        return kind(cmd_id=str(next(self.cmd_ids)), items=(item,), **fields)
+
+
+def server_credential(dev: OMADMDevice) -> AccountCredential:
+    """
+    The device's credential for the server (every device here has one).
+    """
+    return narrowed(AccountCredential, dev.account.server)
+
+
+def challenge(message: SyncML) -> Meta:
+    """
+    The Meta of the challenge in the status of C{message}'s SyncHdr.
+    """
+    return narrowed(Chal, narrowed(Status, message.body[0]).chal).meta
 
 
 def decode(dev: OMADMDevice, body: bytes | None) -> SyncML:
@@ -156,16 +172,19 @@ class Package1Tests(SynchronousTestCase):
         header = message.header
         self.assertEqual((header.session_id, header.msg_id, header.target.loc_uri), ("1", "1", URL))
         self.assertEqual(header.source, Location(loc_uri="DMCtest"))
-        self.assertEqual((header.cred.meta.type, header.cred.meta.format, header.cred.data), ("syncml:auth-md5", "b64", "/Mw6UJ6OmEndBdqto2zgoA=="))
-        self.assertEqual(header.meta.max_msg_size, 16384)
+        cred = narrowed(Cred, header.cred)
+        cred_meta = narrowed(Meta, cred.meta)
+        self.assertEqual((cred_meta.type, cred_meta.format, cred.data), ("syncml:auth-md5", "b64", "/Mw6UJ6OmEndBdqto2zgoA=="))
+        self.assertEqual(narrowed(Meta, header.meta).max_msg_size, 16384)
         alert, devinfo = message.body
+        assert isinstance(alert, Alert) and isinstance(devinfo, Replace)
         self.assertEqual((type(alert), alert.cmd_id, alert.data), (Alert, "1", "1201"))
         self.assertEqual((type(devinfo), devinfo.cmd_id), (Replace, "2"))
-        uris = [i.source.loc_uri for i in devinfo.items]
+        uris = [narrowed(Location, i.source).loc_uri for i in devinfo.items]
         self.assertEqual(uris[-5:], ["./DevInfo/DmV", "./DevInfo/Lang", "./DevInfo/DevId", "./DevInfo/Man", "./DevInfo/Mod"])
         self.assertEqual(uris[:2], ["./DevInfo/Ext/Emulator", "./DevInfo/Ext"])
-        self.assertEqual(devinfo.items[1].meta.format, "node")
-        self.assertEqual((devinfo.items[-1].meta.format, devinfo.items[-1].meta.type), ("chr", "text/plain"))
+        self.assertEqual(narrowed(Meta, devinfo.items[1].meta).format, "node")
+        self.assertEqual((narrowed(Meta, devinfo.items[-1].meta).format, narrowed(Meta, devinfo.items[-1].meta).type), ("chr", "text/plain"))
         self.assertTrue(message.final)
 
     def test_wbxml(self) -> None:
@@ -176,7 +195,7 @@ class Package1Tests(SynchronousTestCase):
         self.assertEqual(dev.codec.content_type, "application/vnd.syncml+wbxml")
         body = dev.start()
         self.assertEqual(body[:5], bytes.fromhex("02a4016a00"))
-        self.assertEqual(decode(dev, body).body[1].items[-1].data, b"classic-emulator")
+        self.assertEqual(narrowed(Replace, decode(dev, body).body[1]).items[-1].data, b"classic-emulator")
 
 
 class ServerCheckTests(SynchronousTestCase):
@@ -190,8 +209,8 @@ class ServerCheckTests(SynchronousTestCase):
         server = Server(dev)
         reply = decode(dev, dev.receive(server.message(server.command(Replace, "./Vendor/memory/setting", "x"))))
         self.assertEqual(codes(reply), [("SyncHdr", "0"), ("Replace", "0")])
-        self.assertIsNone(reply.body[0].chal)
-        self.assertEqual(reply.body[1].target_refs, ())
+        self.assertIsNone(narrowed(Status, reply.body[0]).chal)
+        self.assertEqual(narrowed(Status, reply.body[1]).target_refs, ())
         self.assertEqual(dev.tree["./Vendor/memory/setting"].value, "initial")
         self.assertFalse(dev.server_authenticated)
 
@@ -206,16 +225,16 @@ class ServerCheckTests(SynchronousTestCase):
         server = Server(dev)
         reply = decode(dev, dev.receive(server.message(server.command(Get, "./DevInfo/Mod"), cred=server.cred())))
         self.assertEqual(codes(reply), [("SyncHdr", "212"), ("Get", "200")])
-        chal = reply.body[0].chal.meta
+        chal = challenge(reply)
         self.assertEqual((chal.type, chal.format), ("syncml:auth-md5", "b64"))
-        nonce = base64.b64decode(chal.next_nonce)
-        self.assertEqual((len(nonce), nonce, dev.account.server.nonce), (12, base64.b64encode(b"\x01" * 8), nonce))
-        self.assertEqual(reply.body[1].target_refs, ("./DevInfo/Mod",))
+        nonce = base64.b64decode(narrowed(str, chal.next_nonce))
+        self.assertEqual((len(nonce), nonce, server_credential(dev).nonce), (12, base64.b64encode(b"\x01" * 8), nonce))
+        self.assertEqual(narrowed(Status, reply.body[1]).target_refs, ("./DevInfo/Mod",))
         (results,) = [c for c in reply.body if isinstance(c, Results)]
-        self.assertEqual((results.cmd_ref, results.items[0].data, results.items[0].meta.format), ("1", "classic-emulator", "chr"))
+        self.assertEqual((results.cmd_ref, results.items[0].data, narrowed(Meta, results.items[0].meta).format), ("1", "classic-emulator", "chr"))
         reply = decode(dev, dev.receive(server.message(server.command(Get, "./DevInfo/Lang"))))
         self.assertEqual(codes(reply), [("SyncHdr", "212"), ("Get", "200")])
-        self.assertIsNone(reply.body[0].chal)
+        self.assertIsNone(narrowed(Status, reply.body[0]).chal)
         reply = decode(dev, dev.receive(server.message(server.command(Get, "./DevInfo/Lang"), cred=server.cred(b""))))
         self.assertEqual(codes(reply), [("SyncHdr", "401"), ("Get", "401")])
         self.assertEqual(dev.log.checks, [True, False])
@@ -230,7 +249,7 @@ class ServerCheckTests(SynchronousTestCase):
         server = Server(dev)
         reply = decode(dev, dev.receive(server.message(server.command(Get, "./DevInfo/Mod"), cred=server.cred(secret="x"))))
         self.assertEqual(codes(reply), [("SyncHdr", "401"), ("Get", "401")])
-        self.assertIsNotNone(reply.body[0].chal.meta.next_nonce)
+        self.assertIsNotNone(challenge(reply).next_nonce)
         basic = Cred(meta=Meta(format="b64", type="syncml:auth-basic"), data=basic_data("mdmd", "serverpwd"))
         reply = decode(dev, dev.receive(server.message(server.command(Get, "./DevInfo/Mod"), cred=basic)))
         self.assertEqual(codes(reply)[0], ("SyncHdr", "401"))
@@ -245,7 +264,7 @@ class ServerCheckTests(SynchronousTestCase):
         basic = Cred(meta=Meta(format="b64", type="syncml:auth-basic"), data=basic_data("mdmd", "serverpwd"))
         reply = decode(dev, dev.receive(server.message(server.command(Get, "./DevInfo/Mod"), cred=basic)))
         self.assertEqual(codes(reply), [("SyncHdr", "212"), ("Get", "200")])
-        self.assertEqual((reply.body[0].chal.meta.type, reply.body[0].chal.meta.next_nonce), ("syncml:auth-basic", None))
+        self.assertEqual((challenge(reply).type, challenge(reply).next_nonce), ("syncml:auth-basic", None))
 
     def test_cred_without_commands_loses_the_nonce(self) -> None:
         """
@@ -257,7 +276,7 @@ class ServerCheckTests(SynchronousTestCase):
         server = Server(dev)
         self.assertIsNone(dev.receive(server.message(cred=server.cred())))
         self.assertEqual(dev.log.checks, [True])
-        self.assertEqual(dev.account.server.nonce, base64.b64encode(b"\x01" * 8))
+        self.assertEqual(server_credential(dev).nonce, base64.b64encode(b"\x01" * 8))
 
     def test_rotating_every_reply(self) -> None:
         """
@@ -268,14 +287,14 @@ class ServerCheckTests(SynchronousTestCase):
         dev.start()
         server = Server(dev)
         reply = decode(dev, dev.receive(server.message(server.command(Get, "./DevInfo/Mod"), cred=server.cred())))
-        first = dev.account.server.nonce
+        first = server_credential(dev).nonce
         reply = decode(dev, dev.receive(server.message(server.command(Get, "./DevInfo/Mod"))))
         self.assertEqual(codes(reply)[0], ("SyncHdr", "212"))
-        self.assertEqual(base64.b64decode(reply.body[0].chal.meta.next_nonce), dev.account.server.nonce)
-        self.assertNotEqual(dev.account.server.nonce, first)
-        kept = dev.account.server.nonce
+        self.assertEqual(base64.b64decode(narrowed(str, challenge(reply).next_nonce)), server_credential(dev).nonce)
+        self.assertNotEqual(server_credential(dev).nonce, first)
+        kept = server_credential(dev).nonce
         self.assertIsNone(dev.receive(server.message()))
-        self.assertEqual(dev.account.server.nonce, kept)
+        self.assertEqual(server_credential(dev).nonce, kept)
         self.assertEqual(len(dev.log.server_nonces), 2)
 
     def test_crashes(self) -> None:
@@ -327,7 +346,7 @@ class ClientAuthenticationTests(SynchronousTestCase):
         new = b"\x07" * 16
         challenge = Chal(meta=Meta(type="syncml:auth-md5", format="b64", next_nonce=base64.b64encode(new).decode()))
         reply = decode(dev, dev.receive(server.message(server.command(Get, "./DevInfo/Mod"), cred=server.cred(), header_status="401", chal=challenge)))
-        self.assertEqual(reply.header.cred.data, md5_data("DMCtest", "clientpwd", new))
+        self.assertEqual(narrowed(Cred, reply.header.cred).data, md5_data("DMCtest", "clientpwd", new))
         self.assertEqual(dev.account.client.nonce, new)
         reply = decode(dev, dev.receive(server.message(server.command(Get, "./DevInfo/Mod"), header_status="200")))
         self.assertIsNone(reply.header.cred)
@@ -401,7 +420,7 @@ class CommandTests(SynchronousTestCase):
             s.command(Get, "./Vendor/memory/setting"),
         )
         (results,) = [c for c in reply.body if isinstance(c, Results)]
-        self.assertEqual((results.items[0].meta.format, results.items[0].data), ("node", "DevId/Man/Mod/DmV/Lang/Ext"))
+        self.assertEqual((narrowed(Meta, results.items[0].meta).format, results.items[0].data), ("node", "DevId/Man/Mod/DmV/Lang/Ext"))
         self.assertEqual(codes(reply)[1:], [("Get", "200"), ("Delete", "200"), ("Get", "404")])
 
     def test_exec_queues_a_generic_alert(self) -> None:
@@ -411,7 +430,8 @@ class CommandTests(SynchronousTestCase):
         """
         reply = self.run_commands(Exec(cmd_id="7", correlator="c-1", items=(Item(target=Location(loc_uri="./test/execute")),)))
         alert, status = reply.body[1:]
-        self.assertEqual((alert.data, alert.correlator, alert.items[0].source.loc_uri, alert.items[0].meta.type), ("1226", "c-1", "./test/execute", "urn:test"))
+        assert isinstance(alert, Alert) and isinstance(status, Status)
+        self.assertEqual((alert.data, alert.correlator, narrowed(Location, alert.items[0].source).loc_uri, narrowed(Meta, alert.items[0].meta).type), ("1226", "c-1", "./test/execute", "urn:test"))
         self.assertEqual((status.cmd, status.data), ("Exec", "200"))
 
     def test_atomic_has_no_status_of_its_own(self) -> None:
@@ -433,7 +453,7 @@ class Package0Tests(SynchronousTestCase):
         dev = device(account(server_nonce=b"/TAZHjDMlhY="))
         message = decode(dev, dev.start_from_package0(PACKAGE0))
         self.assertEqual(message.header.session_id, "1234")
-        self.assertEqual(message.body[0].data, "1200")
+        self.assertEqual(narrowed(Alert, message.body[0]).data, "1200")
 
     def test_session_id_forms(self) -> None:
         """
@@ -450,8 +470,8 @@ class Package0Tests(SynchronousTestCase):
         """
         dev = device(account(server_nonce=b"other"))
         message = decode(dev, dev.start_from_package0(PACKAGE0_DEFAULT_NONCE))
-        self.assertEqual((dev.account.server.nonce, dev.account.client.nonce), (DEFAULT_NONCE, DEFAULT_NONCE))
-        self.assertEqual(message.header.cred.data, md5_data("DMCtest", "clientpwd", DEFAULT_NONCE))
+        self.assertEqual((server_credential(dev).nonce, dev.account.client.nonce), (DEFAULT_NONCE, DEFAULT_NONCE))
+        self.assertEqual(narrowed(Cred, message.header.cred).data, md5_data("DMCtest", "clientpwd", DEFAULT_NONCE))
 
     def test_refused(self) -> None:
         """
