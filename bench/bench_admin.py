@@ -133,6 +133,16 @@ def timed(fn: Any, *args: Any, repeat: int = 20) -> tuple[float, float]:
     return first, statistics.median(times)
 
 
+def count_lines(stream: Any) -> int:
+    """
+    How many lines C{stream} gives until it ends.
+    """
+    count = 0
+    for _ in stream:
+        count += 1
+    return count
+
+
 def command(daemon: DaemonProcess, *argv: str) -> float:
     started = time.perf_counter()
     subprocess.run(
@@ -193,18 +203,30 @@ class Bench:
         print(f"mdmctl --version (start-up): {startup * 1000:7.1f} ms")
         print(f"mdmctl status:               {status * 1000:7.1f} ms ({(status - startup) * 1000:.1f} ms past start-up)")
         print(f"mdmctl device list:          {listing * 1000:7.1f} ms ({(listing - startup) * 1000:.1f} ms past start-up)")
-        whole = await deferToThread(command, self.daemon, "device", "list", "--all", "--jsonl")
-        print(f"mdmctl device list --all --jsonl: {whole:.1f} s, {devices / whole:.0f} devices/s")
+        if not args.no_whole:
+            whole = await deferToThread(command, self.daemon, "device", "list", "--all", "--jsonl")
+            print(f"mdmctl device list --all --jsonl: {whole:.1f} s, {devices / whole:.0f} devices/s")
 
         await self.setup_devices()
         deadline = reactor.seconds() + 2.0
         await self.check_ins(lambda: reactor.seconds() > deadline)  # warm-up
         deadline = reactor.seconds() + args.seconds
         idle = await self.check_ins(lambda: reactor.seconds() > deadline)
-        listing_done = deferToThread(command, self.daemon, "device", "list", "--all", "--jsonl")
+        lister = subprocess.Popen(
+            [script("mdmctl"), "--config", self.daemon.config_path, "device", "list", "--all", "--jsonl"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        )
+        listed = deferToThread(count_lines, lister.stdout)  # devices received
+        started = reactor.seconds()
         finished: list[float] = []
-        listing_done.addCallback(finished.append)
-        busy = await self.check_ins(lambda: bool(finished))
+        listed.addCallback(lambda _: finished.append(reactor.seconds() - started))
+        stop_at = started + args.busy_seconds if args.busy_seconds else float("inf")
+        busy = await self.check_ins(lambda: bool(finished) or reactor.seconds() > stop_at)
+        if not finished:
+            finished.append(reactor.seconds() - started)
+        lister.kill()
+        received = await listed
+        print(f"device list --all during the check-ins: {received} devices in {finished[0]:.1f} s")
         idle_p99, busy_p99 = percentile(idle, 99), percentile(busy, 99)
         print(
             f"check-ins of {len(self.devices)} devices, {args.pause} s apart, idle ({args.seconds:.0f} s): {len(idle)} messages, "
@@ -225,6 +247,11 @@ def main() -> None:
     parser.add_argument("--store", help="a FileStorage to use (and fill up to --devices); default: a new one")
     parser.add_argument("--keep", action="store_true", help="keep the new store (its path is printed)")
     parser.add_argument("--no-upgrade", action="store_true", help="skip timing the store upgrade")
+    parser.add_argument("--no-whole", action="store_true", help="skip timing a whole listing alone")
+    parser.add_argument(
+        "--busy-seconds", type=float, default=0.0,
+        help="measure the check-ins during the listing for at most this long (0: until it ends)",
+    )
     parser.add_argument("--checkin-devices", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=10.0, help="how long the idle check-ins run")
     parser.add_argument(

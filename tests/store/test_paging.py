@@ -16,6 +16,8 @@ from mdmd.errors import PeerError
 from mdmd.store.paging import (
     MAX_LIMIT,
     YIELD_EVERY,
+    YIELD_PAUSE,
+    GiveWay,
     BadCursor,
     BadPage,
     Cursor,
@@ -160,6 +162,24 @@ class CollectTests(SynchronousTestCase):
         paused: list[int] = []
         page = SEQS.collect(keys_after(tree, None), lambda key: key, PageRequest(limit=45), pause=lambda: paused.append(1))
         self.assertEqual((len(page.items), len(paused)), (45, 45 // YIELD_EVERY))
+
+    def test_give_way_in_proportion(self) -> None:
+        """
+        GiveWay sleeps the ratio times the work since its last call, and at least YIELD_PAUSE.
+        """
+        now = [0.0]
+        slept: list[float] = []
+
+        def sleep(seconds: float) -> None:
+            slept.append(seconds)
+            now[0] += seconds
+
+        give_way = GiveWay(2.0, clock=lambda: now[0], sleep=sleep)
+        now[0] += 0.25
+        give_way()
+        now[0] += 0.0001
+        give_way()
+        self.assertEqual(slept, [0.5, YIELD_PAUSE])
 
     def test_stable_under_inserts(self) -> None:
         """
