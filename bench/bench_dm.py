@@ -197,7 +197,10 @@ class Bench:
         elif args.postgresql:
             self.postgresql = PostgreSQL()
             store = self.postgresql.start()
-        config = "[dm]\ninventory =\n" + (f"[store]\nuri = {store}\n" if store else "")
+        # every device from this one address, each with its enrollment's and its DM connection open
+        config = "[https]\nmax_connections_per_source = 1000\n[dm]\ninventory =\n" + (
+            f"[store]\nuri = {store}\n" if store else ""
+        )
         # on a populated state directory (bench/populate.py), kept afterwards; else a fresh one
         self.daemon = DaemonProcess(
             state_dir=os.path.abspath(args.state_dir) if args.state_dir else "",
