@@ -219,7 +219,11 @@ class Bench:
         listed = deferToThread(count_lines, lister.stdout)  # devices received
         started = reactor.seconds()
         finished: list[float] = []
-        listed.addCallback(lambda count: finished.append(reactor.seconds() - started) or count)
+        def ended(count: int) -> int:
+            finished.append(reactor.seconds() - started)
+            return count
+
+        listed.addCallback(ended)
         stop_at = started + args.busy_seconds if args.busy_seconds else float("inf")
         busy = await self.check_ins(lambda: bool(finished) or reactor.seconds() > stop_at)
         if not finished:
