@@ -42,14 +42,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from lxml import etree
-from twisted.internet.defer import Deferred, succeed
 from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS, trustRootFromCertificates
 from twisted.web.client import Agent, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgent, IBodyProducer, IPolicyForHTTPS
+from twisted.web.iweb import IAgent, IPolicyForHTTPS
 from zope.interface import implementer
 
 from mdmd.enroll import soap as ns
+from mdmd.notify.wns_http import BytesProducer
 from mdmd.xmlparser import parse
 
 from .csr import CSR_SHAPES, renewal_request
@@ -286,7 +286,7 @@ class WindowsDevice:
         producer = None
         if body is not None:
             headers.addRawHeader(b"Content-Type", content_type.encode("ascii"))
-            producer = _Body(body)
+            producer = BytesProducer(body)
         response = await self._agent(client_certificate).request(
             method.encode("ascii"), url.encode("ascii"), headers, producer
         )
@@ -513,27 +513,3 @@ class WindowsDevice:
         if old is not None:
             await old.closeCachedConnections()
         return certificate
-
-
-@implementer(IBodyProducer)
-class _Body:
-    """
-    A request body written at once (with its length, so it is not chunked).
-    """
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.length = len(data)
-
-    def startProducing(self, consumer: Any) -> Deferred[None]:
-        consumer.write(self.data)
-        return succeed(None)
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
